@@ -1,0 +1,328 @@
+//! Configuration: the TOML front end (`file.rs`), semantic checks (`validate.rs`), duration
+//! strings (`duration.rs`) and the canonical structs everything else reads (`types.rs`).
+//!
+//! Every error names the file and line (when known), the key path (`service[1].scaling.max_instances`)
+//! and what is wrong.
+
+mod duration;
+mod file;
+mod types;
+mod validate;
+
+pub use duration::{format_duration, parse_duration};
+pub use types::*;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// A configuration error: where (file, line, key path) and what is wrong.
+#[derive(Debug, Clone)]
+pub struct ConfigError {
+    /// The file, when the config came from one.
+    pub file: Option<PathBuf>,
+    /// 1-based line in `file`, when known.
+    pub line: Option<usize>,
+    /// Key path such as `service[0].scaling.max_instances`, when the error is about one key.
+    pub key: Option<String>,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl ConfigError {
+    /// An error about `key` (a key path such as `service[0].hosts`), with no location yet.
+    pub fn at_key(key: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigError {
+            file: None,
+            line: None,
+            key: Some(key.into()),
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (&self.file, self.line) {
+            (Some(file), Some(line)) => write!(f, "{}:{line}: ", file.display())?,
+            (Some(file), None) => write!(f, "{}: ", file.display())?,
+            (None, Some(line)) => write!(f, "line {line}: ")?,
+            (None, None) => {}
+        }
+        if let Some(key) = &self.key {
+            write!(f, "key `{key}`: ")?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Read, parse and validate a file. The error says file, line and key.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        file: Some(path.to_path_buf()),
+        line: None,
+        key: None,
+        message: format!("cannot read config file: {e}"),
+    })?;
+    parse(&text, Some(path))
+}
+
+/// Parse + validate text; `path` only for messages (and stored in Config.path).
+pub fn parse(text: &str, path: Option<&Path>) -> Result<Config, ConfigError> {
+    let located = |mut err: ConfigError| {
+        err.file = path.map(Path::to_path_buf);
+        if err.line.is_none()
+            && let Some(key) = &err.key
+        {
+            err.line = file::line_of_key(text, key);
+        }
+        err
+    };
+    let mut config = file::from_text(text).map_err(located)?;
+    config.path = path.map(Path::to_path_buf);
+    validate::validate(&config).map_err(located)?;
+    Ok(config)
+}
+
+/// Semantic checks on an already-built Config (also used for configs built in code).
+pub fn validate(config: &Config) -> Result<(), ConfigError> {
+    validate::validate(config).map_err(|mut err| {
+        err.file = config.path.clone();
+        err
+    })
+}
+
+/// One-screen human summary for `wakeway check`: listeners, then per service: name, runtime
+/// (process/static), hosts, source, scaling min/max/target/max_concurrency, idle_timeout; then the
+/// route table (host -> service).
+pub fn summary(config: &Config) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    if let Some(path) = &config.path {
+        let _ = writeln!(out, "config: {}", path.display());
+    }
+    let _ = writeln!(out, "listeners:");
+    let proxy: Vec<String> = config.proxy.listen.iter().map(|a| a.to_string()).collect();
+    let _ = writeln!(out, "  proxy  {}", proxy.join(", "));
+    match config.admin.listen {
+        Some(addr) => {
+            let _ = writeln!(out, "  admin  {addr}");
+        }
+        None => {
+            let _ = writeln!(out, "  admin  off");
+        }
+    }
+    if config.services.is_empty() {
+        let _ = writeln!(
+            out,
+            "services: none (no [[service]] defined; every request will get 404)"
+        );
+        return out;
+    }
+    let _ = writeln!(out, "services ({}):", config.services.len());
+    for svc in &config.services {
+        let sc = &svc.scaling;
+        let _ = writeln!(out, "  {} ({})", svc.name, svc.source.runtime_name());
+        let _ = writeln!(out, "    hosts:   {}", svc.hosts.join(", "));
+        let source = match &svc.source {
+            Source::Command(argv) => format!("command {}", quote_list(argv)),
+            Source::Upstreams(ups) => format!("upstreams {}", ups.join(", ")),
+        };
+        let _ = writeln!(out, "    source:  {source}");
+        let _ = writeln!(
+            out,
+            "    scaling: min {} max {} target_concurrency {} max_concurrency {} idle_timeout {}",
+            sc.min_instances,
+            sc.max_instances,
+            sc.target_concurrency,
+            sc.max_concurrency,
+            format_duration(sc.idle_timeout)
+        );
+    }
+    let mut routes: Vec<(&str, &str)> = config
+        .services
+        .iter()
+        .flat_map(|s| s.hosts.iter().map(|h| (h.as_str(), s.name.as_str())))
+        .collect();
+    // Exact hosts alphabetically, the catch-all last.
+    routes.sort_by_key(|(h, _)| (*h == "*", *h));
+    let width = routes.iter().map(|(h, _)| h.len()).max().unwrap_or(0);
+    let _ = writeln!(out, "routes:");
+    for (host, name) in routes {
+        let _ = writeln!(out, "  {host:<width$} -> {name}");
+    }
+    out
+}
+
+fn quote_list(items: &[String]) -> String {
+    let parts: Vec<String> = items.iter().map(|s| format!("{s:?}")).collect();
+    format!("[{}]", parts.join(", "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = include_str!("../../config/wakeway.toml");
+
+    #[test]
+    fn example_file_parses() {
+        let cfg = parse(EXAMPLE, Some(Path::new("config/wakeway.toml"))).unwrap();
+        assert_eq!(cfg.path.as_deref(), Some(Path::new("config/wakeway.toml")));
+        assert_eq!(cfg.proxy.listen, vec!["127.0.0.1:8080".parse().unwrap()]);
+        assert_eq!(cfg.admin.listen, Some("127.0.0.1:9180".parse().unwrap()));
+        assert_eq!(cfg.services.len(), 2);
+        let hello = &cfg.services[0];
+        assert_eq!(hello.name, "hello");
+        assert_eq!(hello.hosts, vec!["hello.localhost"]);
+        assert_eq!(
+            hello.source,
+            Source::Command(vec!["wakeway".into(), "whoami".into()])
+        );
+        assert_eq!(hello.scaling.min_instances, 0);
+        assert_eq!(hello.scaling.max_instances, 5);
+        assert_eq!(hello.scaling.target_concurrency, 10.0);
+        assert_eq!(hello.scaling.max_concurrency, 20);
+        assert_eq!(
+            hello.scaling.idle_timeout,
+            std::time::Duration::from_secs(30)
+        );
+        assert_eq!(hello.health.kind, HealthKind::Http);
+        assert_eq!(hello.health.path, "/healthz");
+        let slow = &cfg.services[1];
+        assert_eq!(slow.name, "slow");
+        assert_eq!(slow.hosts, vec!["slow.localhost"]);
+        assert_eq!(slow.scaling.min_instances, 1);
+        assert_eq!(slow.scaling.max_instances, 10);
+        assert_eq!(slow.scaling.target_concurrency, 5.0);
+        assert_eq!(slow.scaling.max_concurrency, 10);
+        assert_eq!(
+            slow.scaling.idle_timeout,
+            std::time::Duration::from_secs(60)
+        );
+    }
+
+    #[test]
+    fn example_file_mentions_every_key() {
+        // Every key of the schema appears (possibly commented out) in the example.
+        let keys = [
+            "[proxy]",
+            "listen",
+            "connect_timeout",
+            "response_timeout",
+            "idle_timeout",
+            "shutdown_timeout",
+            "[admin]",
+            "[[service]]",
+            "name",
+            "hosts",
+            "command",
+            "upstreams",
+            "image",
+            "env",
+            "[service.scaling]",
+            "min_instances",
+            "max_instances",
+            "target_concurrency",
+            "max_concurrency",
+            "stable_window",
+            "panic_window",
+            "panic_threshold",
+            "[service.health]",
+            "kind",
+            "path",
+            "interval",
+            "timeout",
+            "healthy_threshold",
+            "unhealthy_threshold",
+            "startup_timeout",
+            "[service.queue]",
+            "max_pending",
+            "[service.deploy]",
+            "drain_timeout",
+            "stop_grace",
+        ];
+        for key in keys {
+            let needle = if key.starts_with('[') {
+                key.to_string()
+            } else {
+                format!("{key} =")
+            };
+            assert!(EXAMPLE.contains(&needle), "example lacks {needle}");
+        }
+    }
+
+    #[test]
+    fn load_reports_file() {
+        let dir = std::env::temp_dir().join(format!("wakeway-config-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("bad.toml");
+        std::fs::write(
+            &path,
+            "[[service]]\nname = \"a\"\nhosts = [\"a\"]\ncommand = [\"x\"]\n\n[service.scaling]\nmin_instances = 3\nmax_instances = 2\n",
+        )
+        .unwrap();
+        let err = load(&path).unwrap_err();
+        let shown = err.to_string();
+        assert!(
+            shown.starts_with(&format!("{}:7: ", path.display())),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("service[0].scaling.min_instances"),
+            "{shown}"
+        );
+        let missing = load(&dir.join("nope.toml")).unwrap_err();
+        assert!(missing.to_string().contains("nope.toml"), "{missing}");
+        std::fs::remove_dir_all(&dir).unwrap();
+
+        let ok = load(Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/config/wakeway.toml"
+        )));
+        // The example is only present when tests run from the wakeway crate itself.
+        if let Err(e) = ok {
+            assert!(e.message.contains("cannot read"), "{e}");
+        }
+    }
+
+    #[test]
+    fn validate_names_file_from_config_path() {
+        let mut cfg = parse(EXAMPLE, Some(Path::new("x.toml"))).unwrap();
+        cfg.services[1].hosts = vec!["hello.localhost".into()];
+        let err = validate(&cfg).unwrap_err();
+        assert_eq!(err.line, None);
+        assert_eq!(err.key.as_deref(), Some("service[1].hosts[0]"));
+        assert!(
+            err.to_string()
+                .starts_with("x.toml: key `service[1].hosts[0]`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn summary_lists_everything() {
+        let cfg = parse(EXAMPLE, Some(Path::new("config/wakeway.toml"))).unwrap();
+        let s = summary(&cfg);
+        for needle in [
+            "127.0.0.1:8080",
+            "127.0.0.1:9180",
+            "hello (process)",
+            "slow (process)",
+            "hello.localhost",
+            "min 0 max 5 target_concurrency 10 max_concurrency 20 idle_timeout 30s",
+            "min 1 max 10 target_concurrency 5 max_concurrency 10 idle_timeout 1m",
+            "hello.localhost -> hello",
+            "slow.localhost  -> slow",
+            "command [\"wakeway\", \"whoami\"]",
+        ] {
+            assert!(s.contains(needle), "summary lacks {needle:?}:\n{s}");
+        }
+        let empty = parse("", None).unwrap();
+        assert!(summary(&empty).contains("services: none"));
+        let mut off = empty.clone();
+        off.admin.listen = None;
+        assert!(summary(&off).contains("admin  off"));
+    }
+}

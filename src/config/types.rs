@@ -1,0 +1,173 @@
+//! The canonical configuration: what the rest of wakeway reads. The TOML front end (`file.rs`)
+//! produces it; `validate.rs` checks it. Nothing else parses config.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// The file this config came from, for error messages and reloads. `None` when built in code
+    /// (sidecar mode, tests).
+    pub path: Option<PathBuf>,
+    pub proxy: ProxyConfig,
+    pub admin: AdminConfig,
+    pub services: Vec<ServiceConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProxyConfig {
+    pub listen: Vec<SocketAddr>,
+    pub connect_timeout: Duration,
+    pub response_timeout: Duration,
+    /// Client keep-alive: a client connection with no request for this long is closed.
+    pub idle_timeout: Duration,
+    /// How long a graceful shutdown waits for requests in flight.
+    pub shutdown_timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct AdminConfig {
+    /// `None` disables the admin listener.
+    pub listen: Option<SocketAddr>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServiceConfig {
+    pub name: String,
+    /// Lower-cased host names without port; `"*"` is the catch-all.
+    pub hosts: Vec<String>,
+    pub source: Source,
+    pub env: BTreeMap<String, String>,
+    pub scaling: ScalingConfig,
+    pub health: HealthConfig,
+    pub queue: QueueConfig,
+    pub deploy: DeployConfig,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Source {
+    /// `command = [...]`: the process runtime. `{port}` in any argument is replaced by the port.
+    Command(Vec<String>),
+    /// `upstreams = [...]`: the static runtime. Kept as written (`host:port`); resolved at start.
+    Upstreams(Vec<String>),
+}
+
+impl Source {
+    pub fn runtime_name(&self) -> &'static str {
+        match self {
+            Source::Command(_) => "process",
+            Source::Upstreams(_) => "static",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScalingConfig {
+    pub min_instances: u32,
+    pub max_instances: u32,
+    pub target_concurrency: f64,
+    pub max_concurrency: u32,
+    pub idle_timeout: Duration,
+    pub stable_window: Duration,
+    pub panic_window: Duration,
+    pub panic_threshold: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HealthKind {
+    Http,
+    Tcp,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct HealthConfig {
+    pub kind: HealthKind,
+    pub path: String,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub healthy_threshold: u32,
+    pub unhealthy_threshold: u32,
+    pub startup_timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueueConfig {
+    pub max_pending: usize,
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeployConfig {
+    pub drain_timeout: Duration,
+    /// Between SIGTERM and SIGKILL when an instance is stopped.
+    pub stop_grace: Duration,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        ProxyConfig {
+            listen: vec![SocketAddr::from(([127, 0, 0, 1], 8080))],
+            connect_timeout: Duration::from_secs(2),
+            response_timeout: Duration::from_secs(120),
+            idle_timeout: Duration::from_secs(60),
+            shutdown_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            listen: Some(SocketAddr::from(([127, 0, 0, 1], 9180))),
+        }
+    }
+}
+
+impl Default for ScalingConfig {
+    fn default() -> Self {
+        ScalingConfig {
+            min_instances: 0,
+            max_instances: 10,
+            target_concurrency: 70.0,
+            max_concurrency: 100,
+            idle_timeout: Duration::from_secs(300),
+            stable_window: Duration::from_secs(60),
+            panic_window: Duration::from_secs(6),
+            panic_threshold: 2.0,
+        }
+    }
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        HealthConfig {
+            kind: HealthKind::Http,
+            path: "/healthz".to_string(),
+            interval: Duration::from_secs(5),
+            timeout: Duration::from_secs(2),
+            healthy_threshold: 1,
+            unhealthy_threshold: 3,
+            startup_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        QueueConfig {
+            max_pending: 1000,
+            timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+impl Default for DeployConfig {
+    fn default() -> Self {
+        DeployConfig {
+            drain_timeout: Duration::from_secs(30),
+            stop_grace: Duration::from_secs(10),
+        }
+    }
+}

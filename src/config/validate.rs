@@ -1,0 +1,514 @@
+//! Semantic checks on a built [`Config`]. Errors name the key path
+//! (`service[1].scaling.max_concurrency`); `parse` adds the file and line.
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::Duration;
+
+use super::ConfigError;
+use super::types::*;
+
+type Result<T = ()> = std::result::Result<T, ConfigError>;
+
+fn fail(key: impl Into<String>, message: impl Into<String>) -> Result {
+    Err(ConfigError::at_key(key, message))
+}
+
+pub(crate) fn validate(config: &Config) -> Result {
+    validate_proxy(config)?;
+    let mut names: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut hosts: BTreeMap<&str, &str> = BTreeMap::new();
+    for (i, svc) in config.services.iter().enumerate() {
+        let at = |k: &str| format!("service[{i}].{k}");
+        validate_name(&svc.name, &at("name"))?;
+        if let Some(prev) = names.insert(&svc.name, i) {
+            return fail(
+                at("name"),
+                format!(
+                    "service name `{}` is already used by service[{prev}]; names must be unique",
+                    svc.name
+                ),
+            );
+        }
+        if svc.hosts.is_empty() {
+            return fail(
+                at("hosts"),
+                format!(
+                    "service `{}` has no hosts; add e.g. hosts = [\"{}.localhost\"] (\"*\" is the catch-all)",
+                    svc.name, svc.name
+                ),
+            );
+        }
+        for (j, host) in svc.hosts.iter().enumerate() {
+            let key = at(&format!("hosts[{j}]"));
+            validate_host(host, &key)?;
+            if let Some(owner) = hosts.insert(host, &svc.name) {
+                let msg = if owner == svc.name {
+                    format!("host `{host}` is listed twice in service `{owner}`")
+                } else {
+                    format!(
+                        "host `{host}` is already claimed by service `{owner}`; each host routes to one service"
+                    )
+                };
+                return fail(key, msg);
+            }
+        }
+        validate_source(&svc.source, i)?;
+        for k in svc.env.keys() {
+            if k.is_empty() || k.contains('=') || k.contains('\0') {
+                return fail(
+                    at("env"),
+                    format!(
+                        "invalid environment variable name {k:?}: must be non-empty without '=' or NUL"
+                    ),
+                );
+            }
+        }
+        validate_scaling(&svc.scaling, i)?;
+        validate_health(&svc.health, i)?;
+        positive(svc.queue.timeout, &at("queue.timeout"))?;
+    }
+    Ok(())
+}
+
+fn validate_proxy(config: &Config) -> Result {
+    let listen = &config.proxy.listen;
+    if listen.is_empty() {
+        return fail(
+            "proxy.listen",
+            "no listen address: set e.g. listen = \"127.0.0.1:8080\"",
+        );
+    }
+    let mut seen = HashSet::new();
+    for addr in listen {
+        if addr.port() != 0 && !seen.insert(*addr) {
+            return fail("proxy.listen", format!("address {addr} is listed twice"));
+        }
+    }
+    if let Some(admin) = config.admin.listen
+        && admin.port() != 0
+        && listen.contains(&admin)
+    {
+        return fail(
+            "admin.listen",
+            format!(
+                "admin address {admin} is also a proxy listen address; use another port or \"off\""
+            ),
+        );
+    }
+    let p = &config.proxy;
+    positive(p.connect_timeout, "proxy.connect_timeout")?;
+    positive(p.response_timeout, "proxy.response_timeout")?;
+    positive(p.idle_timeout, "proxy.idle_timeout")?;
+    Ok(())
+}
+
+fn validate_name(name: &str, key: &str) -> Result {
+    if name.is_empty() {
+        return fail(key, "service name is empty");
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-'))
+    {
+        return fail(
+            key,
+            format!(
+                "invalid service name {name:?}: character {c:?} not allowed; use only lower-case letters, digits and '-'"
+            ),
+        );
+    }
+    Ok(())
+}
+
+fn validate_host(host: &str, key: &str) -> Result {
+    if host.is_empty() {
+        return fail(key, "empty host name");
+    }
+    if host == "*" {
+        return Ok(());
+    }
+    if host.contains('*') {
+        return fail(
+            key,
+            format!("invalid host {host:?}: only \"*\" on its own (the catch-all) is supported"),
+        );
+    }
+    if host.chars().any(|c| c.is_ascii_uppercase()) {
+        return fail(key, format!("host {host:?} must be lower-case"));
+    }
+    // A bracketed IPv6 literal has colons but no port.
+    let ipv6_literal = host.starts_with('[') && host.ends_with(']');
+    if host.contains(':') && !ipv6_literal {
+        return fail(
+            key,
+            format!(
+                "invalid host {host:?}: hosts match without the port; remove the \":port\" suffix"
+            ),
+        );
+    }
+    if let Some(c) = host
+        .chars()
+        .find(|c| c.is_whitespace() || c.is_control() || matches!(c, '/' | '?' | '#' | '@'))
+    {
+        return fail(key, format!("invalid host {host:?}: contains {c:?}"));
+    }
+    Ok(())
+}
+
+fn validate_source(source: &Source, i: usize) -> Result {
+    match source {
+        Source::Command(argv) => {
+            let key = format!("service[{i}].command");
+            match argv.first() {
+                None => fail(key, "command is empty: give the program and its arguments"),
+                Some(prog) if prog.trim().is_empty() => {
+                    fail(key, "command[0] (the program) is empty")
+                }
+                Some(_) => Ok(()),
+            }
+        }
+        Source::Upstreams(ups) => {
+            if ups.is_empty() {
+                return fail(
+                    format!("service[{i}].upstreams"),
+                    "upstreams is empty: give at least one \"host:port\"",
+                );
+            }
+            for (j, up) in ups.iter().enumerate() {
+                if let Err(why) = check_host_port(up) {
+                    return fail(
+                        format!("service[{i}].upstreams[{j}]"),
+                        format!("invalid upstream {up:?}: {why}; expected \"host:port\""),
+                    );
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+/// `host:port`, `1.2.3.4:80` or `[::1]:80`.
+fn check_host_port(s: &str) -> std::result::Result<(), String> {
+    let Some((host, port)) = s.rsplit_once(':') else {
+        return Err("missing port".into());
+    };
+    if port.parse::<u16>().map_or(true, |p| p == 0) {
+        return Err(format!("bad port {port:?}"));
+    }
+    if host.is_empty() {
+        return Err("missing host".into());
+    }
+    if let Some(inner) = host.strip_prefix('[') {
+        let ok = inner
+            .strip_suffix(']')
+            .is_some_and(|ip| ip.parse::<std::net::Ipv6Addr>().is_ok());
+        return if ok {
+            Ok(())
+        } else {
+            Err("bad IPv6 address".into())
+        };
+    }
+    if host.contains(':') {
+        return Err("IPv6 addresses must be in brackets, e.g. [::1]:80".into());
+    }
+    if host
+        .chars()
+        .any(|c| c.is_whitespace() || matches!(c, '/' | '?' | '#' | '@'))
+    {
+        return Err("bad host".into());
+    }
+    Ok(())
+}
+
+fn validate_scaling(s: &ScalingConfig, i: usize) -> Result {
+    let at = |k: &str| format!("service[{i}].scaling.{k}");
+    if s.max_instances < 1 {
+        return fail(at("max_instances"), "max_instances must be at least 1");
+    }
+    if s.min_instances > s.max_instances {
+        return fail(
+            at("min_instances"),
+            format!(
+                "min_instances ({}) is greater than max_instances ({})",
+                s.min_instances, s.max_instances
+            ),
+        );
+    }
+    if s.max_concurrency < 1 {
+        return fail(at("max_concurrency"), "max_concurrency must be at least 1");
+    }
+    let t = s.target_concurrency;
+    if !(t.is_finite() && t > 0.0) {
+        return fail(
+            at("target_concurrency"),
+            format!("target_concurrency must be greater than 0 (got {t})"),
+        );
+    }
+    if t > f64::from(s.max_concurrency) {
+        return fail(
+            at("target_concurrency"),
+            format!(
+                "target_concurrency ({t}) is greater than max_concurrency ({})",
+                s.max_concurrency
+            ),
+        );
+    }
+    let p = s.panic_threshold;
+    if !(p.is_finite() && p > 1.0) {
+        return fail(
+            at("panic_threshold"),
+            format!("panic_threshold must be greater than 1.0 (got {p})"),
+        );
+    }
+    positive(s.stable_window, &at("stable_window"))?;
+    positive(s.panic_window, &at("panic_window"))?;
+    if s.panic_window > s.stable_window {
+        return fail(
+            at("panic_window"),
+            format!(
+                "panic_window ({}) is longer than stable_window ({})",
+                super::format_duration(s.panic_window),
+                super::format_duration(s.stable_window)
+            ),
+        );
+    }
+    Ok(())
+}
+
+fn validate_health(h: &HealthConfig, i: usize) -> Result {
+    let at = |k: &str| format!("service[{i}].health.{k}");
+    if !h.path.starts_with('/') {
+        return fail(
+            at("path"),
+            format!("health path {:?} must start with '/'", h.path),
+        );
+    }
+    if h.healthy_threshold < 1 {
+        return fail(
+            at("healthy_threshold"),
+            "healthy_threshold must be at least 1",
+        );
+    }
+    if h.unhealthy_threshold < 1 {
+        return fail(
+            at("unhealthy_threshold"),
+            "unhealthy_threshold must be at least 1",
+        );
+    }
+    positive(h.interval, &at("interval"))?;
+    positive(h.timeout, &at("timeout"))?;
+    positive(h.startup_timeout, &at("startup_timeout"))?;
+    Ok(())
+}
+
+fn positive(d: Duration, key: &str) -> Result {
+    if d.is_zero() {
+        let name = key.rsplit('.').next().unwrap_or(key);
+        return fail(key, format!("{name} must be greater than 0"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn service(name: &str, host: &str) -> ServiceConfig {
+        ServiceConfig {
+            name: name.into(),
+            hosts: vec![host.into()],
+            source: Source::Command(vec!["run".into()]),
+            env: BTreeMap::new(),
+            scaling: ScalingConfig::default(),
+            health: HealthConfig::default(),
+            queue: QueueConfig::default(),
+            deploy: DeployConfig::default(),
+        }
+    }
+
+    fn config(services: Vec<ServiceConfig>) -> Config {
+        Config {
+            path: None,
+            proxy: ProxyConfig::default(),
+            admin: AdminConfig::default(),
+            services,
+        }
+    }
+
+    /// Apply `edit` to a valid one-service config; return the error's key path.
+    fn key_of(edit: impl FnOnce(&mut Config)) -> String {
+        let mut c = config(vec![service("a", "a.localhost")]);
+        edit(&mut c);
+        let e = validate(&c).expect_err("should fail");
+        assert_eq!(e.line, None);
+        e.key.expect("key path")
+    }
+
+    #[test]
+    fn valid_configs_pass() {
+        validate(&config(vec![])).unwrap();
+        let mut s = service("web-2", "*");
+        s.source = Source::Upstreams(vec![
+            "127.0.0.1:80".into(),
+            "[::1]:81".into(),
+            "db.internal:5432".into(),
+        ]);
+        validate(&config(vec![service("a", "a.localhost"), s])).unwrap();
+    }
+
+    #[test]
+    fn each_rule_names_its_key() {
+        type Edit = Box<dyn FnOnce(&mut Config)>;
+        let cases: Vec<(&str, Edit)> = vec![
+            ("proxy.listen", Box::new(|c| c.proxy.listen.clear())),
+            (
+                "admin.listen",
+                Box::new(|c| c.admin.listen = Some(c.proxy.listen[0])),
+            ),
+            (
+                "proxy.connect_timeout",
+                Box::new(|c| c.proxy.connect_timeout = Duration::ZERO),
+            ),
+            ("service[0].name", Box::new(|c| c.services[0].name.clear())),
+            (
+                "service[0].name",
+                Box::new(|c| c.services[0].name = "Web".into()),
+            ),
+            (
+                "service[0].name",
+                Box::new(|c| c.services[0].name = "a_b".into()),
+            ),
+            (
+                "service[1].name",
+                Box::new(|c| c.services.push(service("a", "b.localhost"))),
+            ),
+            (
+                "service[0].hosts",
+                Box::new(|c| c.services[0].hosts.clear()),
+            ),
+            (
+                "service[0].hosts[0]",
+                Box::new(|c| c.services[0].hosts[0] = "a.localhost:8080".into()),
+            ),
+            (
+                "service[0].hosts[0]",
+                Box::new(|c| c.services[0].hosts[0] = "A.localhost".into()),
+            ),
+            (
+                "service[0].hosts[0]",
+                Box::new(|c| c.services[0].hosts[0] = "*.localhost".into()),
+            ),
+            (
+                "service[0].hosts[1]",
+                Box::new(|c| c.services[0].hosts.push("a.localhost".into())),
+            ),
+            (
+                "service[0].command",
+                Box::new(|c| c.services[0].source = Source::Command(vec![])),
+            ),
+            (
+                "service[0].upstreams",
+                Box::new(|c| c.services[0].source = Source::Upstreams(vec![])),
+            ),
+            (
+                "service[0].upstreams[1]",
+                Box::new(|c| {
+                    c.services[0].source = Source::Upstreams(vec!["h:1".into(), "h".into()])
+                }),
+            ),
+            (
+                "service[0].upstreams[0]",
+                Box::new(|c| c.services[0].source = Source::Upstreams(vec!["h:x".into()])),
+            ),
+            (
+                "service[0].upstreams[0]",
+                Box::new(|c| c.services[0].source = Source::Upstreams(vec![":80".into()])),
+            ),
+            (
+                "service[0].upstreams[0]",
+                Box::new(|c| c.services[0].source = Source::Upstreams(vec!["::1:80".into()])),
+            ),
+            (
+                "service[0].env",
+                Box::new(|c| {
+                    c.services[0].env.insert("A=B".into(), "x".into());
+                }),
+            ),
+            (
+                "service[0].scaling.min_instances",
+                Box::new(|c| c.services[0].scaling.min_instances = 11),
+            ),
+            (
+                "service[0].scaling.max_instances",
+                Box::new(|c| c.services[0].scaling.max_instances = 0),
+            ),
+            (
+                "service[0].scaling.max_concurrency",
+                Box::new(|c| c.services[0].scaling.max_concurrency = 0),
+            ),
+            (
+                "service[0].scaling.target_concurrency",
+                Box::new(|c| c.services[0].scaling.target_concurrency = 0.0),
+            ),
+            (
+                "service[0].scaling.target_concurrency",
+                Box::new(|c| c.services[0].scaling.target_concurrency = f64::NAN),
+            ),
+            (
+                "service[0].scaling.target_concurrency",
+                Box::new(|c| c.services[0].scaling.target_concurrency = 100.5),
+            ),
+            (
+                "service[0].scaling.panic_threshold",
+                Box::new(|c| c.services[0].scaling.panic_threshold = 1.0),
+            ),
+            (
+                "service[0].scaling.panic_window",
+                Box::new(|c| c.services[0].scaling.panic_window = Duration::ZERO),
+            ),
+            (
+                "service[0].scaling.stable_window",
+                Box::new(|c| c.services[0].scaling.stable_window = Duration::ZERO),
+            ),
+            (
+                "service[0].scaling.panic_window",
+                Box::new(|c| c.services[0].scaling.panic_window = Duration::from_secs(61)),
+            ),
+            (
+                "service[0].health.path",
+                Box::new(|c| c.services[0].health.path = "healthz".into()),
+            ),
+            (
+                "service[0].health.healthy_threshold",
+                Box::new(|c| c.services[0].health.healthy_threshold = 0),
+            ),
+            (
+                "service[0].health.unhealthy_threshold",
+                Box::new(|c| c.services[0].health.unhealthy_threshold = 0),
+            ),
+            (
+                "service[0].queue.timeout",
+                Box::new(|c| c.services[0].queue.timeout = Duration::ZERO),
+            ),
+        ];
+        for (want, edit) in cases {
+            assert_eq!(key_of(edit), want);
+        }
+    }
+
+    #[test]
+    fn duplicate_hosts_across_services() {
+        let c = config(vec![
+            service("a", "x.localhost"),
+            service("b", "x.localhost"),
+        ]);
+        let e = validate(&c).unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("service[1].hosts[0]"));
+        assert!(e.message.contains("already claimed by service `a`"), "{e}");
+        let c = config(vec![service("a", "*"), service("b", "*")]);
+        assert_eq!(
+            validate(&c).unwrap_err().key.as_deref(),
+            Some("service[1].hosts[0]")
+        );
+    }
+}

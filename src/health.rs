@@ -1,0 +1,148 @@
+//! Health probes. Each probe uses a fresh connection, never the pooled client: a pooled
+//! connection proves nothing about whether the instance accepts new ones.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Empty;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::config::{HealthConfig, HealthKind};
+
+/// One probe, bounded by `health.timeout`.
+pub async fn probe(addr: SocketAddr, cfg: &HealthConfig) -> Result<(), String> {
+    match tokio::time::timeout(cfg.timeout, probe_once(addr, cfg)).await {
+        Ok(r) => r,
+        Err(_) => Err(format!("no answer within {:?}", cfg.timeout)),
+    }
+}
+
+async fn probe_once(addr: SocketAddr, cfg: &HealthConfig) -> Result<(), String> {
+    let stream = TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("connect {addr}: {e}"))?;
+    if cfg.kind == HealthKind::Tcp {
+        return Ok(());
+    }
+    let _ = stream.set_nodelay(true);
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| format!("handshake {addr}: {e}"))?;
+    let conn = tokio::spawn(conn);
+    let req = http::Request::get(cfg.path.as_str())
+        .header(http::header::HOST, addr.to_string())
+        .header(http::header::USER_AGENT, "wakeway-health")
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| format!("bad probe request: {e}"))?;
+    let resp = sender
+        .send_request(req)
+        .await
+        .map_err(|e| format!("GET {}: {e}", cfg.path))?;
+    conn.abort();
+    let status = resp.status();
+    if status.is_success() || status.is_redirection() {
+        Ok(())
+    } else {
+        Err(format!("GET {} answered {status}", cfg.path))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum NotReady {
+    /// The instance went away while being probed.
+    Exited(String),
+    /// Not ready within `startup_timeout`; carries the last probe's error.
+    Timeout(String),
+    Cancelled,
+}
+
+/// Probes fast after a start (10 ms, doubling to 250 ms) until the first pass, an exit, or
+/// `startup_timeout`.
+pub async fn wait_ready(
+    addr: SocketAddr,
+    cfg: &HealthConfig,
+    mut exited: watch::Receiver<Option<String>>,
+    cancel: &tokio_util::sync::CancellationToken,
+) -> Result<(), NotReady> {
+    let deadline = Instant::now() + cfg.startup_timeout;
+    let mut delay = Duration::from_millis(10);
+    let mut last = String::from("no probe finished");
+    loop {
+        if let Some(reason) = exited.borrow().clone() {
+            return Err(NotReady::Exited(reason));
+        }
+        let attempt = tokio::select! {
+            r = probe(addr, cfg) => r,
+            _ = exited.wait_for(|e| e.is_some()) => continue,
+            _ = cancel.cancelled() => return Err(NotReady::Cancelled),
+            _ = tokio::time::sleep_until(deadline) => return Err(NotReady::Timeout(last)),
+        };
+        match attempt {
+            Ok(()) => return Ok(()),
+            Err(e) => last = e,
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = exited.wait_for(|e| e.is_some()) => {}
+            _ = cancel.cancelled() => return Err(NotReady::Cancelled),
+            _ = tokio::time::sleep_until(deadline) => return Err(NotReady::Timeout(last)),
+        }
+        delay = (delay * 2).min(Duration::from_millis(250));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(kind: HealthKind) -> HealthConfig {
+        HealthConfig {
+            kind,
+            startup_timeout: Duration::from_millis(300),
+            ..HealthConfig::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn tcp_probe_passes_on_listener_and_fails_on_closed_port() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        assert!(probe(addr, &cfg(HealthKind::Tcp)).await.is_ok());
+        drop(l);
+        assert!(probe(addr, &cfg(HealthKind::Tcp)).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn startup_times_out_with_last_error() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        drop(l);
+        let (_tx, rx) = watch::channel(None);
+        let cancel = tokio_util::sync::CancellationToken::new();
+        let err = wait_ready(addr, &cfg(HealthKind::Http), rx, &cancel)
+            .await
+            .unwrap_err();
+        match err {
+            NotReady::Timeout(last) => assert!(last.contains("connect"), "{last}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn exit_during_startup_is_reported() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        drop(l);
+        let (tx, rx) = watch::channel(None);
+        tx.send(Some("exit status: 1".into())).unwrap();
+        let cancel = tokio_util::sync::CancellationToken::new();
+        let err = wait_ready(addr, &cfg(HealthKind::Http), rx, &cancel)
+            .await
+            .unwrap_err();
+        assert_eq!(err, NotReady::Exited("exit status: 1".into()));
+    }
+}

@@ -1,0 +1,246 @@
+//! Every Prometheus family wakeway exports, in one place, with per-service handles resolved once
+//! so the request path never looks a label up.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+pub const REQUESTS_TOTAL: &str = "wakeway_requests_total";
+pub const REQUEST_DURATION_SECONDS: &str = "wakeway_request_duration_seconds";
+pub const IN_FLIGHT_REQUESTS: &str = "wakeway_in_flight_requests";
+pub const QUEUED_REQUESTS: &str = "wakeway_queued_requests";
+pub const INSTANCES: &str = "wakeway_instances";
+pub const DESIRED_INSTANCES: &str = "wakeway_desired_instances";
+pub const COLD_STARTS_TOTAL: &str = "wakeway_cold_starts_total";
+pub const COLD_START_DURATION_SECONDS: &str = "wakeway_cold_start_duration_seconds";
+pub const QUEUE_REJECTIONS_TOTAL: &str = "wakeway_queue_rejections_total";
+pub const SCALE_EVENTS_TOTAL: &str = "wakeway_scale_events_total";
+pub const UPSTREAM_ERRORS_TOTAL: &str = "wakeway_upstream_errors_total";
+
+/// Status codes get their own handles; anything else is folded into its class so the `code`
+/// label stays bounded.
+const TRACKED_CODES: [u16; 16] = [
+    200, 201, 204, 301, 302, 304, 400, 401, 403, 404, 429, 500, 502, 503, 504, 101,
+];
+
+pub struct Metrics {
+    registry: Registry,
+    requests: IntCounterVec,
+    duration: HistogramVec,
+    in_flight: IntGaugeVec,
+    queued: IntGaugeVec,
+    instances: IntGaugeVec,
+    desired: IntGaugeVec,
+    cold_starts: IntCounterVec,
+    cold_start_duration: HistogramVec,
+    queue_rejections: IntCounterVec,
+    scale_events: IntCounterVec,
+    upstream_errors: IntCounterVec,
+}
+
+/// The handles of one service. Cloned into the service at creation.
+#[derive(Clone)]
+pub struct ServiceMetrics {
+    codes: [IntCounter; TRACKED_CODES.len()],
+    other_codes: [IntCounter; 5],
+    pub duration: Histogram,
+    pub in_flight: IntGauge,
+    pub queued: IntGauge,
+    pub starting: IntGauge,
+    pub ready: IntGauge,
+    pub draining: IntGauge,
+    pub desired: IntGauge,
+    pub cold_starts: IntCounter,
+    pub cold_start_duration: Histogram,
+    pub rejected_queue_full: IntCounter,
+    pub rejected_timeout: IntCounter,
+    pub rejected_unavailable: IntCounter,
+    pub scale_up: IntCounter,
+    pub scale_down: IntCounter,
+    pub upstream_connect: IntCounter,
+    pub upstream_timeout: IntCounter,
+    pub upstream_reset: IntCounter,
+}
+
+impl ServiceMetrics {
+    pub fn observe_status(&self, code: u16) {
+        match TRACKED_CODES.iter().position(|c| *c == code) {
+            Some(i) => self.codes[i].inc(),
+            None => {
+                let class = (code / 100).clamp(1, 5) as usize - 1;
+                self.other_codes[class].inc()
+            }
+        }
+    }
+}
+
+fn counter(reg: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+    reg.register(Box::new(c.clone())).expect("unique metric");
+    c
+}
+
+fn gauge(reg: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+    reg.register(Box::new(g.clone())).expect("unique metric");
+    g
+}
+
+fn histogram(reg: &Registry, name: &str, help: &str, buckets: Vec<f64>) -> HistogramVec {
+    let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), &["service"])
+        .expect("valid metric");
+    reg.register(Box::new(h.clone())).expect("unique metric");
+    h
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let r = Registry::new();
+        let latency = vec![
+            0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+            60.0,
+        ];
+        let cold = vec![0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
+        Metrics {
+            requests: counter(
+                &r,
+                REQUESTS_TOTAL,
+                "Requests answered, by status code.",
+                &["service", "code"],
+            ),
+            duration: histogram(
+                &r,
+                REQUEST_DURATION_SECONDS,
+                "Time from request arrival to response headers.",
+                latency,
+            ),
+            in_flight: gauge(
+                &r,
+                IN_FLIGHT_REQUESTS,
+                "Requests (and open tunnels) currently at an instance.",
+                &["service"],
+            ),
+            queued: gauge(
+                &r,
+                QUEUED_REQUESTS,
+                "Requests waiting in the activator queue.",
+                &["service"],
+            ),
+            instances: gauge(
+                &r,
+                INSTANCES,
+                "Instances by state.",
+                &["service", "state"],
+            ),
+            desired: gauge(
+                &r,
+                DESIRED_INSTANCES,
+                "Instances the autoscaler wants.",
+                &["service"],
+            ),
+            cold_starts: counter(
+                &r,
+                COLD_STARTS_TOTAL,
+                "Starts triggered by a request arriving at a service with no instance.",
+                &["service"],
+            ),
+            cold_start_duration: histogram(
+                &r,
+                COLD_START_DURATION_SECONDS,
+                "From a request arriving at an empty service to an instance being ready.",
+                cold,
+            ),
+            queue_rejections: counter(
+                &r,
+                QUEUE_REJECTIONS_TOTAL,
+                "Requests refused by the activator queue, by reason.",
+                &["service", "reason"],
+            ),
+            scale_events: counter(
+                &r,
+                SCALE_EVENTS_TOTAL,
+                "Changes of the desired instance count, by direction.",
+                &["service", "direction"],
+            ),
+            upstream_errors: counter(
+                &r,
+                UPSTREAM_ERRORS_TOTAL,
+                "Failures talking to instances, by kind.",
+                &["service", "kind"],
+            ),
+            registry: r,
+        }
+    }
+
+    pub fn service(&self, name: &str) -> ServiceMetrics {
+        let code = |c: &str| self.requests.with_label_values(&[name, c]);
+        let state = |s: &str| self.instances.with_label_values(&[name, s]);
+        let reject = |s: &str| self.queue_rejections.with_label_values(&[name, s]);
+        let upstream = |s: &str| self.upstream_errors.with_label_values(&[name, s]);
+        ServiceMetrics {
+            codes: TRACKED_CODES.map(|c| code(&c.to_string())),
+            other_codes: ["1xx", "2xx", "3xx", "4xx", "5xx"].map(code),
+            duration: self.duration.with_label_values(&[name]),
+            in_flight: self.in_flight.with_label_values(&[name]),
+            queued: self.queued.with_label_values(&[name]),
+            starting: state("starting"),
+            ready: state("ready"),
+            draining: state("draining"),
+            desired: self.desired.with_label_values(&[name]),
+            cold_starts: self.cold_starts.with_label_values(&[name]),
+            cold_start_duration: self.cold_start_duration.with_label_values(&[name]),
+            rejected_queue_full: reject("queue_full"),
+            rejected_timeout: reject("timeout"),
+            rejected_unavailable: reject("unavailable"),
+            scale_up: self.scale_events.with_label_values(&[name, "up"]),
+            scale_down: self.scale_events.with_label_values(&[name, "down"]),
+            upstream_connect: upstream("connect"),
+            upstream_timeout: upstream("timeout"),
+            upstream_reset: upstream("reset"),
+        }
+    }
+
+    /// Drops every label value of a service that went away, so `/metrics` does not keep it.
+    pub fn remove_service(&self, name: &str) {
+        let codes = TRACKED_CODES
+            .iter()
+            .map(|c| c.to_string())
+            .chain(["1xx", "2xx", "3xx", "4xx", "5xx"].map(String::from));
+        for c in codes {
+            let _ = self.requests.remove_label_values(&[name, &c]);
+        }
+        for s in ["starting", "ready", "draining"] {
+            let _ = self.instances.remove_label_values(&[name, s]);
+        }
+        for r in ["queue_full", "timeout", "unavailable"] {
+            let _ = self.queue_rejections.remove_label_values(&[name, r]);
+        }
+        for d in ["up", "down"] {
+            let _ = self.scale_events.remove_label_values(&[name, d]);
+        }
+        for k in ["connect", "timeout", "reset"] {
+            let _ = self.upstream_errors.remove_label_values(&[name, k]);
+        }
+        let _ = self.duration.remove_label_values(&[name]);
+        let _ = self.in_flight.remove_label_values(&[name]);
+        let _ = self.queued.remove_label_values(&[name]);
+        let _ = self.desired.remove_label_values(&[name]);
+        let _ = self.cold_starts.remove_label_values(&[name]);
+        let _ = self.cold_start_duration.remove_label_values(&[name]);
+    }
+
+    pub fn render(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(8 * 1024);
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut out)
+            .expect("text encoding never fails on a valid registry");
+        out
+    }
+}

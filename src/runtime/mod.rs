@@ -1,0 +1,76 @@
+//! What starts and stops instances. The controller speaks only this trait; each runtime hides how
+//! an instance is made (a child process, a container) and reports when it exits on its own.
+
+pub mod fixed;
+pub mod process;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Everything a runtime needs to start one instance.
+#[derive(Debug, Clone)]
+pub struct InstanceSpec {
+    pub service: String,
+    pub revision: String,
+    pub instance: String,
+    /// The service's env plus PORT, WAKEWAY_SERVICE, WAKEWAY_REVISION, WAKEWAY_INSTANCE.
+    pub env: BTreeMap<String, String>,
+}
+
+/// A started instance. Not yet ready: the controller probes it.
+pub struct Started {
+    pub address: SocketAddr,
+    pub pid: Option<u32>,
+    /// Becomes `Some(reason)` when the instance is gone, whether it exited or was stopped.
+    pub exited: watch::Receiver<Option<String>>,
+    pub handle: Box<dyn InstanceHandle>,
+}
+
+pub trait InstanceHandle: Send + Sync {
+    /// Asks the instance to stop (SIGTERM or the runtime's equivalent), forces it after `grace`,
+    /// and returns once it is gone.
+    fn stop(&self, grace: Duration) -> BoxFuture<'_, ()>;
+}
+
+#[derive(Debug, Clone)]
+pub struct RuntimeError {
+    pub message: String,
+    /// A new attempt may succeed (a port race), as opposed to a broken command.
+    pub retryable: bool,
+}
+
+impl std::fmt::Display for RuntimeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for RuntimeError {}
+
+pub trait Runtime: Send + Sync + 'static {
+    fn name(&self) -> &'static str;
+    fn start(&self, spec: InstanceSpec) -> BoxFuture<'_, Result<Started, RuntimeError>>;
+}
+
+/// Fills the environment every instance gets.
+pub fn instance_env(
+    base: &BTreeMap<String, String>,
+    spec_service: &str,
+    revision: &str,
+    instance: &str,
+    port: u16,
+) -> BTreeMap<String, String> {
+    let mut env = base.clone();
+    env.insert("PORT".into(), port.to_string());
+    env.insert("WAKEWAY_SERVICE".into(), spec_service.into());
+    env.insert("WAKEWAY_REVISION".into(), revision.into());
+    env.insert("WAKEWAY_INSTANCE".into(), instance.into());
+    env
+}

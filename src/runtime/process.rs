@@ -1,0 +1,201 @@
+//! The `process` runtime: each instance is a child process in its own process group, listening
+//! on a port wakeway picked. Children never outlive wakeway: the parent-death signal covers a
+//! SIGKILL of wakeway, and stop signals the whole group so grandchildren go too.
+
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::process::Command;
+use tokio::sync::watch;
+
+use super::{BoxFuture, InstanceHandle, InstanceSpec, Runtime, RuntimeError, Started};
+
+pub struct ProcessRuntime {
+    command: Vec<String>,
+}
+
+impl ProcessRuntime {
+    pub fn new(command: Vec<String>) -> ProcessRuntime {
+        ProcessRuntime { command }
+    }
+}
+
+/// `wakeway` as the program means this very binary, so examples work without installing it.
+fn program(name: &str) -> PathBuf {
+    if name == "wakeway" {
+        if let Ok(exe) = std::env::current_exe() {
+            return exe;
+        }
+    }
+    PathBuf::from(name)
+}
+
+/// A port that was free a moment ago. Another process may take it before the child binds: the
+/// controller retries an instance that exits at once on a new port.
+fn free_port() -> std::io::Result<u16> {
+    Ok(TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?
+        .local_addr()?
+        .port())
+}
+
+impl Runtime for ProcessRuntime {
+    fn name(&self) -> &'static str {
+        "process"
+    }
+
+    fn start(&self, spec: InstanceSpec) -> BoxFuture<'_, Result<Started, RuntimeError>> {
+        Box::pin(async move {
+            let port = free_port().map_err(|e| RuntimeError {
+                message: format!("no free port: {e}"),
+                retryable: true,
+            })?;
+            let argv: Vec<String> = self
+                .command
+                .iter()
+                .map(|a| a.replace("{port}", &port.to_string()))
+                .collect();
+            let env = super::instance_env(
+                &spec.env,
+                &spec.service,
+                &spec.revision,
+                &spec.instance,
+                port,
+            );
+            let mut cmd = Command::new(program(&argv[0]));
+            cmd.args(&argv[1..])
+                .envs(&env)
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .process_group(0)
+                .kill_on_drop(false);
+            // SAFETY: the closure runs in the forked child before exec and only calls prctl, an
+            // async-signal-safe syscall; it touches no memory shared with the parent.
+            unsafe {
+                cmd.pre_exec(|| {
+                    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)
+                });
+            }
+            let mut child = cmd.spawn().map_err(|e| RuntimeError {
+                message: format!("cannot run `{}`: {e}", argv[0]),
+                retryable: false,
+            })?;
+            let pid = child.id().expect("a just-spawned child has a pid");
+            let prefix = format!("{}/{}", spec.service, spec.instance);
+            if let Some(out) = child.stdout.take() {
+                tokio::spawn(forward_lines(out, prefix.clone()));
+            }
+            if let Some(err) = child.stderr.take() {
+                tokio::spawn(forward_lines(err, prefix));
+            }
+            let (tx, rx) = watch::channel(None);
+            tokio::spawn(async move {
+                let reason = match child.wait().await {
+                    Ok(status) => format!("process {pid} {status}"),
+                    Err(e) => format!("process {pid}: wait failed: {e}"),
+                };
+                let _ = tx.send(Some(reason));
+            });
+            Ok(Started {
+                address: SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
+                pid: Some(pid),
+                exited: rx.clone(),
+                handle: Box::new(ProcessHandle { pid, exited: rx }),
+            })
+        })
+    }
+}
+
+async fn forward_lines(stream: impl AsyncRead + Unpin, prefix: String) {
+    let mut lines = BufReader::new(stream).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        tracing::info!(target: "wakeway::instance", "[{prefix}] {line}");
+    }
+}
+
+struct ProcessHandle {
+    pid: u32,
+    exited: watch::Receiver<Option<String>>,
+}
+
+impl InstanceHandle for ProcessHandle {
+    fn stop(&self, grace: Duration) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            let mut exited = self.exited.clone();
+            let gone = exited.borrow().is_some();
+            if gone {
+                return;
+            }
+            let group = Pid::from_raw(self.pid as i32);
+            let _ = killpg(group, Signal::SIGTERM);
+            let gone = tokio::time::timeout(grace, exited.wait_for(|e| e.is_some()))
+                .await
+                .is_ok();
+            if !gone {
+                tracing::warn!(pid = self.pid, "instance ignored SIGTERM for {grace:?}: SIGKILL");
+                let _ = killpg(group, Signal::SIGKILL);
+                let _ = exited.wait_for(|e| e.is_some()).await.map(|_| ());
+            } else {
+                // The leader is gone; anything it left in its group goes with it.
+                let _ = killpg(group, Signal::SIGKILL);
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    fn spec() -> InstanceSpec {
+        InstanceSpec {
+            service: "svc".into(),
+            revision: "svc-00001".into(),
+            instance: "svc-00001-a".into(),
+            env: BTreeMap::from([("GREETING".into(), "hi".into())]),
+        }
+    }
+
+    #[tokio::test]
+    async fn child_gets_env_and_port_and_stops_on_sigterm() {
+        let rt = ProcessRuntime::new(vec![
+            "sh".into(),
+            "-c".into(),
+            "test \"$PORT\" = {port} && test \"$GREETING\" = hi && test \"$WAKEWAY_INSTANCE\" = svc-00001-a && exec sleep 30".into(),
+        ]);
+        let started = rt.start(spec()).await.unwrap();
+        let mut exited = started.exited.clone();
+        // Still running a moment later means every `test` passed.
+        let early = tokio::time::timeout(Duration::from_millis(300), exited.wait_for(|e| e.is_some())).await;
+        assert!(early.is_err(), "child exited early: {:?}", exited.borrow().clone());
+        started.handle.stop(Duration::from_secs(5)).await;
+        assert!(exited.borrow().as_deref().unwrap().contains("signal"));
+    }
+
+    #[tokio::test]
+    async fn missing_program_is_a_clear_error() {
+        let rt = ProcessRuntime::new(vec!["/nonexistent/app".into()]);
+        let err = rt.start(spec()).await.err().unwrap();
+        assert!(err.message.contains("/nonexistent/app"), "{}", err.message);
+        assert!(!err.retryable);
+    }
+
+    #[tokio::test]
+    async fn sigkill_after_grace_when_sigterm_is_ignored() {
+        let rt = ProcessRuntime::new(vec![
+            "sh".into(),
+            "-c".into(),
+            "trap '' TERM; while true; do sleep 0.05; done".into(),
+        ]);
+        let started = rt.start(spec()).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await; // let the trap install
+        started.handle.stop(Duration::from_millis(200)).await;
+        assert!(started.exited.borrow().as_deref().unwrap().contains("SIGKILL"));
+    }
+}

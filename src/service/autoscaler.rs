@@ -1,0 +1,245 @@
+//! Turns observed concurrency into a desired instance count (Knative's KPA, simplified): a stable
+//! and a panic window over the same samples, panic mode that never scales down, and a scale-down
+//! of at most half per decision. Pure: time comes in as arguments so tests need no clock.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::time::Instant;
+
+use crate::config::ScalingConfig;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    Stable,
+    Panic,
+}
+
+/// Why a count was chosen: everything a user needs to see to trust the decision.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Decision {
+    pub desired: u32,
+    pub previous: u32,
+    pub stable_avg: f64,
+    pub panic_avg: f64,
+    pub mode: Mode,
+    pub ready: u32,
+    /// The bound that changed the raw desire, if any: "min_instances", "max_instances",
+    /// "scale_down_rate", "panic_hold", "idle".
+    pub clamped_by: Option<&'static str>,
+}
+
+pub struct Autoscaler {
+    samples: VecDeque<(Instant, f64)>,
+    panic_until: Option<Instant>,
+}
+
+impl Default for Autoscaler {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Autoscaler {
+    pub fn new() -> Autoscaler {
+        Autoscaler {
+            samples: VecDeque::new(),
+            panic_until: None,
+        }
+    }
+
+    /// Records the concurrency (in flight + queued) seen at `now`.
+    pub fn record(&mut self, now: Instant, concurrency: f64, stable_window: Duration) {
+        self.samples.push_back((now, concurrency));
+        while let Some((t, _)) = self.samples.front() {
+            if now.duration_since(*t) > stable_window {
+                self.samples.pop_front();
+            } else {
+                break;
+            }
+        }
+    }
+
+    fn average(&self, now: Instant, window: Duration) -> f64 {
+        let (sum, n) = self
+            .samples
+            .iter()
+            .rev()
+            .take_while(|(t, _)| now.duration_since(*t) <= window)
+            .fold((0.0, 0u32), |(s, n), (_, v)| (s + v, n + 1));
+        if n == 0 { 0.0 } else { sum / n as f64 }
+    }
+
+    /// `current` is the desired count now, `ready` the instances serving. `idle` says the service
+    /// had no request and nothing in flight for its idle timeout: only then may it go below one.
+    pub fn decide(
+        &mut self,
+        now: Instant,
+        cfg: &ScalingConfig,
+        current: u32,
+        ready: u32,
+        idle: bool,
+    ) -> Decision {
+        let stable_avg = self.average(now, cfg.stable_window);
+        let panic_avg = self.average(now, cfg.panic_window);
+        let want = |avg: f64| (avg / cfg.target_concurrency).ceil() as u32;
+        let (stable_want, panic_want) = (want(stable_avg), want(panic_avg));
+
+        let panicking = panic_want as f64 >= cfg.panic_threshold * ready.max(1) as f64
+            && panic_want > ready;
+        if panicking {
+            self.panic_until = Some(now + cfg.stable_window);
+        } else if self.panic_until.is_some_and(|until| now >= until) {
+            self.panic_until = None;
+        }
+        let mode = if self.panic_until.is_some() {
+            Mode::Panic
+        } else {
+            Mode::Stable
+        };
+
+        let mut clamped_by = None;
+        let mut desired = match mode {
+            Mode::Panic => {
+                let d = panic_want.max(stable_want);
+                if d < current {
+                    clamped_by = Some("panic_hold");
+                    current
+                } else {
+                    d
+                }
+            }
+            Mode::Stable => stable_want,
+        };
+        let floor = current.div_ceil(2);
+        if desired < floor {
+            desired = floor;
+            clamped_by = Some("scale_down_rate");
+        }
+        if idle {
+            // Demand is gone for the idle timeout: only min_instances remain.
+            if desired > 0 {
+                desired = 0;
+                clamped_by = Some("idle");
+            }
+        } else if desired == 0 && (current > 0 || panic_avg > 0.0) {
+            // Not idle yet: keep one until idle_timeout passes.
+            desired = 1;
+            clamped_by = Some("idle_timeout");
+        }
+        if desired < cfg.min_instances {
+            desired = cfg.min_instances;
+            clamped_by = Some("min_instances");
+        }
+        if desired > cfg.max_instances {
+            desired = cfg.max_instances;
+            clamped_by = Some("max_instances");
+        }
+        Decision {
+            desired,
+            previous: current,
+            stable_avg,
+            panic_avg,
+            mode,
+            ready,
+            clamped_by,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> ScalingConfig {
+        ScalingConfig {
+            min_instances: 0,
+            max_instances: 10,
+            target_concurrency: 5.0,
+            max_concurrency: 10,
+            idle_timeout: Duration::from_secs(30),
+            stable_window: Duration::from_secs(60),
+            panic_window: Duration::from_secs(6),
+            panic_threshold: 2.0,
+        }
+    }
+
+    /// Feeds `value` every 100 ms for `secs`.
+    fn feed(a: &mut Autoscaler, t: &mut Instant, secs: u64, value: f64) {
+        for _ in 0..secs * 10 {
+            *t += Duration::from_millis(100);
+            a.record(*t, value, Duration::from_secs(60));
+        }
+    }
+
+    #[test]
+    fn steady_load_gives_ceil_of_avg_over_target() {
+        let mut a = Autoscaler::new();
+        let mut t = Instant::now();
+        feed(&mut a, &mut t, 70, 12.0);
+        let d = a.decide(t, &cfg(), 3, 3, false);
+        assert_eq!(d.desired, 3);
+        assert_eq!(d.mode, Mode::Stable);
+    }
+
+    #[test]
+    fn burst_enters_panic_and_scales_at_once() {
+        let mut a = Autoscaler::new();
+        let mut t = Instant::now();
+        feed(&mut a, &mut t, 60, 5.0);
+        feed(&mut a, &mut t, 3, 40.0);
+        let d = a.decide(t, &cfg(), 1, 1, false);
+        assert_eq!(d.mode, Mode::Panic);
+        assert_eq!(d.desired, 8, "{d:?}");
+    }
+
+    #[test]
+    fn panic_never_scales_down_until_calm_for_a_stable_window() {
+        let mut a = Autoscaler::new();
+        let mut t = Instant::now();
+        feed(&mut a, &mut t, 3, 40.0);
+        assert_eq!(a.decide(t, &cfg(), 1, 1, false).desired, 8);
+        feed(&mut a, &mut t, 10, 0.0);
+        let d = a.decide(t, &cfg(), 8, 8, false);
+        assert_eq!((d.desired, d.mode, d.clamped_by), (8, Mode::Panic, Some("panic_hold")));
+        feed(&mut a, &mut t, 60, 0.0);
+        let d = a.decide(t, &cfg(), 8, 8, false);
+        assert_eq!(d.mode, Mode::Stable);
+        assert_eq!(d.desired, 4, "at most halving");
+    }
+
+    #[test]
+    fn clamps_to_bounds() {
+        let mut a = Autoscaler::new();
+        let mut t = Instant::now();
+        feed(&mut a, &mut t, 70, 500.0);
+        let d = a.decide(t, &cfg(), 10, 10, false);
+        assert_eq!((d.desired, d.clamped_by), (10, Some("max_instances")));
+        let mut c = cfg();
+        c.min_instances = 2;
+        let mut a = Autoscaler::new();
+        feed(&mut a, &mut t, 70, 0.0);
+        let d = a.decide(t, &c, 2, 2, true);
+        assert_eq!((d.desired, d.clamped_by), (2, Some("min_instances")));
+    }
+
+    #[test]
+    fn keeps_one_until_idle_then_zero() {
+        let mut a = Autoscaler::new();
+        let mut t = Instant::now();
+        feed(&mut a, &mut t, 70, 0.0);
+        assert_eq!(a.decide(t, &cfg(), 1, 1, false).desired, 1);
+        let d = a.decide(t, &cfg(), 1, 1, true);
+        assert_eq!((d.desired, d.clamped_by), (0, Some("idle")));
+    }
+
+    #[test]
+    fn first_demand_at_zero_wants_one() {
+        let mut a = Autoscaler::new();
+        let mut t = Instant::now();
+        feed(&mut a, &mut t, 1, 1.0);
+        assert_eq!(a.decide(t, &cfg(), 0, 0, false).desired, 1);
+    }
+}

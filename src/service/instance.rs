@@ -1,0 +1,220 @@
+//! One running copy of a revision and its exact in-flight count.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU8, AtomicU32, Ordering::SeqCst};
+use std::time::SystemTime;
+
+use http::uri::Authority;
+use tokio::sync::Notify;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum InstanceState {
+    /// Started, not yet passing its startup probe.
+    Starting = 0,
+    /// Routable.
+    Ready = 1,
+    /// Out of the pool, finishing its requests before it is stopped.
+    Draining = 2,
+    /// Failed probes or a connect on the request path; not routable.
+    Unhealthy = 3,
+    /// Gone.
+    Stopped = 4,
+}
+
+impl InstanceState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InstanceState::Starting => "starting",
+            InstanceState::Ready => "ready",
+            InstanceState::Draining => "draining",
+            InstanceState::Unhealthy => "unhealthy",
+            InstanceState::Stopped => "stopped",
+        }
+    }
+
+    fn from_u8(v: u8) -> InstanceState {
+        match v {
+            0 => InstanceState::Starting,
+            1 => InstanceState::Ready,
+            2 => InstanceState::Draining,
+            3 => InstanceState::Unhealthy,
+            _ => InstanceState::Stopped,
+        }
+    }
+}
+
+pub struct Instance {
+    pub id: String,
+    pub revision: String,
+    pub address: SocketAddr,
+    /// Pre-built so forwarding does not format the address per request.
+    pub authority: Authority,
+    pub pid: Option<u32>,
+    pub started_at: SystemTime,
+    state: AtomicU8,
+    in_flight: AtomicU32,
+    /// Woken when the in-flight count reaches zero, so a drain does not poll.
+    idle: Notify,
+}
+
+impl Instance {
+    pub fn new(id: String, revision: String, address: SocketAddr, pid: Option<u32>) -> Instance {
+        let authority = Authority::try_from(address.to_string().as_str())
+            .expect("a socket address is a valid authority");
+        Instance {
+            id,
+            revision,
+            address,
+            authority,
+            pid,
+            started_at: SystemTime::now(),
+            state: AtomicU8::new(InstanceState::Starting as u8),
+            in_flight: AtomicU32::new(0),
+            idle: Notify::new(),
+        }
+    }
+
+    pub fn state(&self) -> InstanceState {
+        InstanceState::from_u8(self.state.load(SeqCst))
+    }
+
+    pub fn set_state(&self, s: InstanceState) {
+        self.state.store(s as u8, SeqCst);
+        if s != InstanceState::Ready {
+            // A drainer may be waiting for zero that is already reached.
+            self.idle.notify_waiters();
+        }
+    }
+
+    /// Moves from `from` to `to` only if the state is still `from`.
+    pub fn transition(&self, from: InstanceState, to: InstanceState) -> bool {
+        self.state
+            .compare_exchange(from as u8, to as u8, SeqCst, SeqCst)
+            .is_ok()
+    }
+
+    pub fn is_routable(&self) -> bool {
+        self.state.load(SeqCst) == InstanceState::Ready as u8
+    }
+
+    pub fn in_flight(&self) -> u32 {
+        self.in_flight.load(SeqCst)
+    }
+
+    /// Takes a slot if the instance is ready and below `max`. The state is checked again after the
+    /// increment: a drain stores its state before reading the count, so either the drain sees this
+    /// slot or this acquire sees the drain (both SeqCst), never neither.
+    pub fn try_acquire(&self, max: u32) -> bool {
+        let mut cur = self.in_flight.load(SeqCst);
+        loop {
+            if cur >= max || self.state.load(SeqCst) != InstanceState::Ready as u8 {
+                return false;
+            }
+            match self
+                .in_flight
+                .compare_exchange_weak(cur, cur + 1, SeqCst, SeqCst)
+            {
+                Ok(_) => break,
+                Err(actual) => cur = actual,
+            }
+        }
+        if self.state.load(SeqCst) != InstanceState::Ready as u8 {
+            self.release();
+            return false;
+        }
+        true
+    }
+
+    /// Gives a slot back; returns the count left.
+    pub fn release(&self) -> u32 {
+        let left = self.in_flight.fetch_sub(1, SeqCst) - 1;
+        if left == 0 && self.state.load(SeqCst) != InstanceState::Ready as u8 {
+            self.idle.notify_waiters();
+        }
+        left
+    }
+
+    /// Waits until nothing is in flight. The caller bounds it with a timeout.
+    pub async fn wait_idle(&self) {
+        loop {
+            let notified = self.idle.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.in_flight.load(SeqCst) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+impl std::fmt::Debug for Instance {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Instance")
+            .field("id", &self.id)
+            .field("address", &self.address)
+            .field("state", &self.state())
+            .field("in_flight", &self.in_flight())
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    fn ready(id: &str) -> Instance {
+        let i = Instance::new(id.into(), "r".into(), "127.0.0.1:1".parse().unwrap(), None);
+        i.set_state(InstanceState::Ready);
+        i
+    }
+
+    #[test]
+    fn acquire_respects_max_and_state() {
+        let i = ready("a");
+        assert!(i.try_acquire(2));
+        assert!(i.try_acquire(2));
+        assert!(!i.try_acquire(2), "third slot of two");
+        i.release();
+        assert!(i.try_acquire(2));
+        i.set_state(InstanceState::Draining);
+        i.release();
+        assert!(!i.try_acquire(2), "draining instance is not routable");
+    }
+
+    #[test]
+    fn concurrent_acquires_never_exceed_max() {
+        let i = Arc::new(ready("a"));
+        let won: u32 = std::thread::scope(|s| {
+            let hs: Vec<_> = (0..8)
+                .map(|_| {
+                    let i = i.clone();
+                    s.spawn(move || (0..1000).filter(|_| i.try_acquire(5)).count() as u32)
+                })
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap()).sum()
+        });
+        assert_eq!(won, 5);
+        assert_eq!(i.in_flight(), 5);
+    }
+
+    #[tokio::test]
+    async fn wait_idle_wakes_on_last_release() {
+        let i = Arc::new(ready("a"));
+        assert!(i.try_acquire(1));
+        i.set_state(InstanceState::Draining);
+        let w = tokio::spawn({
+            let i = i.clone();
+            async move { i.wait_idle().await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!w.is_finished());
+        i.release();
+        tokio::time::timeout(std::time::Duration::from_secs(5), w)
+            .await
+            .expect("drain woke")
+            .unwrap();
+    }
+}

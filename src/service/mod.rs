@@ -1,0 +1,146 @@
+//! A service: its live config, its pool, the in-flight guard, and the handles its controller and
+//! the request path share. The request path touches only atomics and `ArcSwap` loads here.
+
+pub mod activator;
+pub mod autoscaler;
+pub mod controller;
+pub mod instance;
+pub mod pool;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering::SeqCst};
+
+use arc_swap::ArcSwap;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use crate::config::ServiceConfig;
+use crate::events::EventLog;
+use crate::metrics::ServiceMetrics;
+use instance::Instance;
+use pool::Pool;
+
+pub struct Service {
+    pub name: String,
+    pub runtime: &'static str,
+    pub config: ArcSwap<ServiceConfig>,
+    /// The routable instances. Only the controller stores a new one.
+    pub pool: ArcSwap<Pool>,
+    /// Every instance the controller knows (starting, ready, draining), for the admin API.
+    pub instances: ArcSwap<Vec<Arc<Instance>>>,
+    pub desired: AtomicU32,
+    pub metrics: ServiceMetrics,
+    pub events: Arc<EventLog>,
+    in_flight: AtomicUsize,
+    queued: AtomicUsize,
+    /// Woken (one waiter) on each released slot and (all waiters) when an instance turns ready or
+    /// a start fails.
+    capacity: Notify,
+    /// Wakes the controller: demand at a service without capacity, or an instance that failed on
+    /// the request path.
+    wake: Notify,
+    epoch: Instant,
+    /// Milliseconds since `epoch` (plus one, so zero means never) of the last request start or end.
+    last_activity: AtomicU64,
+    /// When a request first found the service empty (same encoding), for the cold-start histogram.
+    cold_since: AtomicU64,
+    /// Bumped when a start fails: waiters with nothing ready and nothing starting give up then.
+    start_failures: AtomicU64,
+    starting: AtomicU32,
+    last_failure: ArcSwap<String>,
+}
+
+impl Service {
+    pub fn new(
+        config: ServiceConfig,
+        metrics: ServiceMetrics,
+        events: Arc<EventLog>,
+    ) -> Arc<Service> {
+        let svc = Service {
+            name: config.name.clone(),
+            runtime: config.source.runtime_name(),
+            desired: AtomicU32::new(0),
+            config: ArcSwap::from_pointee(config),
+            pool: ArcSwap::from_pointee(Pool::default()),
+            instances: ArcSwap::from_pointee(Vec::new()),
+            metrics,
+            events,
+            in_flight: AtomicUsize::new(0),
+            queued: AtomicUsize::new(0),
+            capacity: Notify::new(),
+            wake: Notify::new(),
+            epoch: Instant::now(),
+            last_activity: AtomicU64::new(0),
+            cold_since: AtomicU64::new(0),
+            start_failures: AtomicU64::new(0),
+            starting: AtomicU32::new(0),
+            last_failure: ArcSwap::from_pointee(String::new()),
+        };
+        svc.touch();
+        Arc::new(svc)
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(SeqCst)
+    }
+
+    pub fn queued(&self) -> usize {
+        self.queued.load(SeqCst)
+    }
+
+    fn now_mark(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64 + 1
+    }
+
+    fn touch(&self) {
+        self.last_activity.store(self.now_mark(), SeqCst);
+    }
+
+    /// Time since a request last started or ended.
+    pub fn quiet_for(&self) -> std::time::Duration {
+        let last = self.last_activity.load(SeqCst);
+        std::time::Duration::from_millis(self.now_mark().saturating_sub(last))
+    }
+
+    pub(crate) fn guard(self: &Arc<Self>, instance: Arc<Instance>) -> InFlight {
+        self.in_flight.fetch_add(1, SeqCst);
+        self.metrics.in_flight.inc();
+        self.touch();
+        InFlight {
+            service: self.clone(),
+            instance,
+        }
+    }
+}
+
+/// One request (or tunnel) at one instance. Dropping it gives the slot back: at the end of the
+/// response body, when the client goes away, or when a tunnel closes.
+pub struct InFlight {
+    service: Arc<Service>,
+    instance: Arc<Instance>,
+}
+
+impl InFlight {
+    pub fn instance(&self) -> &Arc<Instance> {
+        &self.instance
+    }
+
+    pub fn service(&self) -> &Arc<Service> {
+        &self.service
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.instance.release();
+        let svc = &self.service;
+        svc.in_flight.fetch_sub(1, SeqCst);
+        svc.metrics.in_flight.dec();
+        svc.touch();
+        // SeqCst pairs with the waiter's increment of `queued` before its acquire attempt: either
+        // this sees the waiter, or the waiter's attempt sees the freed slot.
+        if svc.queued.load(SeqCst) > 0 {
+            svc.capacity.notify_one();
+        }
+    }
+}

@@ -1,0 +1,283 @@
+//! The data plane: routing, headers, streaming, h2c, upgrades, upstream failures.
+
+mod common;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::*;
+use futures_util::{SinkExt, StreamExt};
+use http::{Method, Request, StatusCode};
+use http_body_util::Full;
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::Message;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_host_is_404_naming_the_host() {
+    let wk = Wakeway::start(&whoami_service("hello", "hello.localhost", "")).await;
+    let resp = wk.get("nope.localhost", "/").await;
+    assert_eq!(resp.status, StatusCode::NOT_FOUND, "{}", resp.text());
+    assert!(
+        resp.text().contains("nope.localhost"),
+        "the 404 body names the host: {}",
+        resp.text()
+    );
+    // The port is ignored when routing.
+    let resp = wk.get("hello.localhost:1234", "/").await;
+    assert_eq!(resp.status, StatusCode::OK, "{}", resp.text());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2c_prior_knowledge() {
+    let wk = Wakeway::start(&whoami_service("hello", "hello.localhost", "")).await;
+    let req = Request::builder()
+        .method(Method::GET)
+        .uri("http://hello.localhost/over-h2?x=1")
+        .version(http::Version::HTTP_2)
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let resp = send_h2(wk.proxy, req).await.expect("h2c request");
+    assert_eq!(resp.status, StatusCode::OK, "{}", resp.text());
+    assert!(
+        resp.text().contains("GET /over-h2?x=1 "),
+        "whoami saw the request line: {}",
+        resp.text()
+    );
+    assert!(resp.instance().is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarded_headers_set_and_hop_by_hop_removed() {
+    let wk = Wakeway::start(&whoami_service("hello", "hello.localhost", "")).await;
+    let req = Request::builder()
+        .method(Method::GET)
+        .uri("/headers")
+        .header("host", "hello.localhost")
+        .header("connection", "x-custom")
+        .header("x-custom", "1")
+        .header("proxy-connection", "keep-alive")
+        .header("x-keep", "yes")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let resp = send(wk.proxy, req).await.expect("request");
+    assert_eq!(resp.status, StatusCode::OK, "{}", resp.text());
+    let body = resp.text();
+    assert_eq!(
+        resp.field("X-Forwarded-For").as_deref(),
+        Some("127.0.0.1"),
+        "{body}"
+    );
+    assert_eq!(
+        resp.field("X-Forwarded-Proto").as_deref(),
+        Some("http"),
+        "{body}"
+    );
+    assert_eq!(
+        resp.field("X-Forwarded-Host").as_deref(),
+        Some("hello.localhost"),
+        "{body}"
+    );
+    assert_eq!(resp.field("X-Keep").as_deref(), Some("yes"), "{body}");
+    assert_eq!(
+        resp.field("X-Custom"),
+        None,
+        "a header named in Connection is hop-by-hop: {body}"
+    );
+    assert_eq!(resp.field("Proxy-Connection"), None, "{body}");
+
+    // A client-supplied X-Forwarded-For ends with the real peer.
+    let req = Request::builder()
+        .uri("/xff")
+        .header("host", "hello.localhost")
+        .header("x-forwarded-for", "10.9.8.7")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let resp = send(wk.proxy, req).await.expect("request");
+    let xff = resp.field("X-Forwarded-For").unwrap_or_default();
+    assert!(
+        xff.rsplit(',').next().map(str::trim) == Some("127.0.0.1"),
+        "X-Forwarded-For ends with the client address: {xff:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_body_streams_back_byte_identical() {
+    let wk = Wakeway::start(&whoami_service("hello", "hello.localhost", "")).await;
+    // 4 MiB of pseudo-random bytes.
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let payload: Vec<u8> = (0..4 * 1024 * 1024)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect();
+    let payload = Bytes::from(payload);
+    let resp = send(
+        wk.proxy,
+        request(Method::POST, "hello.localhost", "/echo", payload.clone()),
+    )
+    .await
+    .expect("echo request");
+    assert_eq!(resp.status, StatusCode::OK);
+    assert_eq!(resp.body.len(), payload.len(), "same length");
+    assert!(resp.body == payload, "same bytes");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn static_upstream_closed_port_is_502() {
+    let port = closed_port();
+    let wk = Wakeway::start(&format!(
+        r#"
+[[service]]
+name = "dead"
+hosts = ["dead.localhost"]
+upstreams = ["127.0.0.1:{port}"]
+
+[service.queue]
+timeout = "3s"
+"#
+    ))
+    .await;
+    let resp = wk.get("dead.localhost", "/").await;
+    assert_eq!(resp.status, StatusCode::BAD_GATEWAY, "{}", resp.text());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_response_timeout_is_504() {
+    let wk = Wakeway::start_config(&format!(
+        r#"
+[proxy]
+listen = "127.0.0.1:0"
+response_timeout = "300ms"
+
+[admin]
+listen = "127.0.0.1:0"
+
+{}
+"#,
+        whoami_service(
+            "slow",
+            "slow.localhost",
+            "[service.scaling]\nmin_instances = 1\n"
+        )
+    ))
+    .await;
+    wk.wait_ready("slow").await;
+    let resp = wk.get("slow.localhost", "/?sleep=2s").await;
+    assert_eq!(resp.status, StatusCode::GATEWAY_TIMEOUT, "{}", resp.text());
+    // The instance is fine for fast requests.
+    let resp = wk.get("slow.localhost", "/").await;
+    assert_eq!(resp.status, StatusCode::OK, "{}", resp.text());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_instance_fails_only_its_request() {
+    let wk = Wakeway::start(&whoami_service(
+        "fragile",
+        "fragile.localhost",
+        r#"
+[service.scaling]
+min_instances = 1
+max_instances = 2
+"#,
+    ))
+    .await;
+    let ready = wk.wait_ready("fragile").await;
+    let proxy = wk.proxy;
+    let slow = tokio::spawn(async move { try_get(proxy, "fragile.localhost", "/?sleep=5s").await });
+    wk.wait_load("fragile", 1, 0).await;
+
+    let victim = wk
+        .instances("fragile")
+        .await
+        .into_iter()
+        .find(|i| i.in_flight == 1)
+        .or_else(|| ready.first().cloned())
+        .expect("the busy instance");
+    let pid = victim.pid.expect("pid");
+    signal(pid, libc::SIGKILL);
+
+    let resp = slow.await.unwrap().expect("the proxy answers the client");
+    assert_eq!(resp.status, StatusCode::BAD_GATEWAY, "{}", resp.text());
+
+    let next = wk.get("fragile.localhost", "/after").await;
+    assert_eq!(next.status, StatusCode::OK, "{}", next.text());
+    let by = next.instance().unwrap();
+    assert_ne!(by, victim.id, "a replacement instance serves the next request");
+    wait_pids_gone(&[pid]).await;
+    wait_for("the killed instance leaves the list", DEADLINE, || async {
+        (!wk.instances("fragile").await.iter().any(|i| i.id == victim.id)).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_tunnel_keeps_its_instance() {
+    let wk = Wakeway::start(&whoami_service(
+        "ws",
+        "ws.localhost",
+        r#"
+[service.scaling]
+min_instances = 0
+max_instances = 2
+idle_timeout = "1s"
+stable_window = "2s"
+panic_window = "1s"
+"#,
+    ))
+    .await;
+
+    let stream = TcpStream::connect(wk.proxy).await.unwrap();
+    let (mut ws, _resp) = tokio::time::timeout(
+        DEADLINE,
+        tokio_tungstenite::client_async("ws://ws.localhost/ws", stream),
+    )
+    .await
+    .expect("handshake within the deadline")
+    .expect("websocket handshake through the proxy");
+
+    ws.send(Message::text("first")).await.unwrap();
+    let echoed = tokio::time::timeout(DEADLINE, ws.next()).await.unwrap();
+    assert_eq!(echoed.unwrap().unwrap(), Message::text("first"));
+
+    let instances = wk.instances("ws").await;
+    assert_eq!(instances.len(), 1, "{instances:?}");
+    let inst = instances[0].clone();
+    let pid = inst.pid.expect("pid");
+
+    // Silent for well over idle_timeout + stable_window: the instance must stay.
+    let quiet_until = Instant::now() + Duration::from_secs(6);
+    while Instant::now() < quiet_until {
+        let now = wk.instances("ws").await;
+        assert!(
+            now.iter().any(|i| i.id == inst.id && i.state == "ready"),
+            "the instance holding an open tunnel stays ready: {now:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(pid_alive(pid));
+
+    ws.send(Message::text("still here")).await.unwrap();
+    let echoed = tokio::time::timeout(DEADLINE, ws.next()).await.unwrap();
+    assert_eq!(echoed.unwrap().unwrap(), Message::text("still here"));
+    ws.send(Message::binary(vec![0u8, 1, 2, 255])).await.unwrap();
+    let echoed = tokio::time::timeout(DEADLINE, ws.next()).await.unwrap();
+    assert_eq!(echoed.unwrap().unwrap(), Message::binary(vec![0u8, 1, 2, 255]));
+    let now = wk.instances("ws").await;
+    assert_eq!(now.len(), 1, "{now:?}");
+    assert_eq!(now[0].id, inst.id);
+    assert!(pid_alive(pid));
+
+    // Close; then the service goes to zero.
+    ws.close(None).await.unwrap();
+    let _ = tokio::time::timeout(DEADLINE, async { while ws.next().await.is_some() {} }).await;
+    drop(ws);
+    wait_for("zero instances after the tunnel closed", Duration::from_secs(40), || async {
+        wk.instances("ws").await.is_empty().then_some(())
+    })
+    .await;
+    wait_pids_gone(&[pid]).await;
+}

@@ -1,0 +1,260 @@
+//! Cold start, scale-out on concurrency, scale-down under load, scale to zero.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use common::*;
+use http::StatusCode;
+
+/// Instances that take traffic or are about to (not draining).
+fn live(instances: &[Instance]) -> usize {
+    instances.iter().filter(|i| i.state != "draining").count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cold_start_serves_first_request_from_a_new_instance() {
+    let wk = Wakeway::start(&whoami_service(
+        "hello",
+        "hello.localhost",
+        r#"
+[service.scaling]
+min_instances = 0
+max_instances = 3
+"#,
+    ))
+    .await;
+
+    let before = wk.instances("hello").await;
+    assert!(before.is_empty(), "min 0: no instance before the first request: {before:?}");
+
+    let resp = wk.get("hello.localhost", "/first").await;
+    assert_eq!(resp.status, StatusCode::OK, "{}", resp.text());
+    let answered = resp.instance().expect("whoami body has an Instance line");
+    assert_eq!(resp.header("x-wakeway-instance"), Some(answered.as_str()));
+    assert_eq!(resp.field("Service").as_deref(), Some("hello"));
+
+    let after = wk.instances("hello").await;
+    assert_eq!(after.len(), 1, "exactly one instance started: {after:?}");
+    let inst = &after[0];
+    assert_eq!(inst.id, answered, "the body names the admin instance id");
+    assert_eq!(inst.state, "ready");
+    let pid = inst.pid.expect("a process instance has a pid");
+    assert!(pid_alive(pid), "instance pid {pid} is alive");
+    assert!(
+        !before.iter().any(|i| i.id == answered),
+        "the instance did not exist before the request"
+    );
+
+    // A second request reuses it.
+    let again = wk.get("hello.localhost", "/second").await;
+    assert_eq!(again.status, StatusCode::OK);
+    assert_eq!(again.instance(), Some(answered));
+    assert_eq!(wk.instances("hello").await.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrency_scales_out() {
+    let wk = Wakeway::start(&whoami_service(
+        "burst",
+        "burst.localhost",
+        r#"
+[service.scaling]
+min_instances = 0
+max_instances = 10
+target_concurrency = 5
+max_concurrency = 10
+"#,
+    ))
+    .await;
+
+    let proxy = wk.proxy;
+    let tasks: Vec<_> = (0..40)
+        .map(|i| {
+            tokio::spawn(
+                async move { try_get(proxy, "burst.localhost", &format!("/?sleep=3s&i={i}")).await },
+            )
+        })
+        .collect();
+
+    let seen = wait_for(">= 4 instances while 40 slow requests run", DEADLINE, || async {
+        let n = live(&wk.instances("burst").await);
+        (n >= 4).then_some(n)
+    })
+    .await;
+    assert!(seen <= 10, "max_instances holds: {seen}");
+
+    let mut served_by = BTreeSet::new();
+    for task in tasks {
+        let resp = task.await.unwrap().expect("request completes");
+        assert_eq!(resp.status, StatusCode::OK, "{}", resp.text());
+        served_by.insert(resp.instance().unwrap());
+    }
+    assert!(
+        served_by.len() >= 2,
+        "the burst was spread over several instances: {served_by:?}"
+    );
+    let n = wk.instances("burst").await.len();
+    assert!(n <= 10, "never more than max_instances: {n}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scale_down_under_load_loses_no_request() {
+    let wk = Wakeway::start(&whoami_service(
+        "elastic",
+        "elastic.localhost",
+        r#"
+[service.scaling]
+min_instances = 0
+max_instances = 6
+target_concurrency = 2
+max_concurrency = 4
+idle_timeout = "30s"
+stable_window = "2s"
+panic_window = "1s"
+"#,
+    ))
+    .await;
+    let proxy = wk.proxy;
+
+    // A burst that scales out.
+    let burst: Vec<_> = (0..16)
+        .map(|i| {
+            tokio::spawn(async move {
+                try_get(proxy, "elastic.localhost", &format!("/?sleep=1500ms&b={i}")).await
+            })
+        })
+        .collect();
+    let peak = wait_for(">= 3 instances during the burst", DEADLINE, || async {
+        let n = live(&wk.instances("elastic").await);
+        (n >= 3).then_some(n)
+    })
+    .await;
+    for task in burst {
+        let resp = task.await.unwrap().expect("burst request completes");
+        assert_eq!(resp.status, StatusCode::OK, "{}", resp.text());
+    }
+
+    // Light steady load while the autoscaler scales down.
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients: Vec<_> = (0..2)
+        .map(|c| {
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let mut ok = 0usize;
+                let mut failures = Vec::new();
+                let mut n = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    n += 1;
+                    match try_get(proxy, "elastic.localhost", &format!("/?sleep=50ms&c={c}&n={n}"))
+                        .await
+                    {
+                        Ok(r) if r.status == StatusCode::OK => ok += 1,
+                        Ok(r) => failures.push(format!("{}: {}", r.status, r.text())),
+                        Err(e) => failures.push(e),
+                    }
+                }
+                (ok, failures)
+            })
+        })
+        .collect();
+
+    let low = wait_for(
+        "instance count to drop to <= 2 under light load",
+        Duration::from_secs(60),
+        || async {
+            let n = wk.instances("elastic").await.len();
+            (n <= 2).then_some(n)
+        },
+    )
+    .await;
+    // Keep the load on a little longer so the last drains happen under it too.
+    let more = wk.get("elastic.localhost", "/?sleep=500ms").await;
+    assert_eq!(more.status, StatusCode::OK);
+    stop.store(true, Ordering::Relaxed);
+
+    let mut total_ok = 0;
+    let mut all_failures = Vec::new();
+    for client in clients {
+        let (ok, failures) = client.await.unwrap();
+        total_ok += ok;
+        all_failures.extend(failures);
+    }
+    assert!(
+        all_failures.is_empty(),
+        "{} failed requests during scale-down: {all_failures:?}",
+        all_failures.len()
+    );
+    assert!(total_ok >= 10, "the steady load ran: {total_ok} requests");
+    assert!(low < peak, "scaled down from {peak} to {low}");
+
+    let events = wk.events("elastic").await;
+    assert!(!events.is_empty(), "scale decisions are events");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_service_scales_to_zero_and_processes_exit() {
+    let wk = Wakeway::start(&whoami_service(
+        "idle",
+        "idle.localhost",
+        r#"
+[service.scaling]
+min_instances = 0
+max_instances = 3
+target_concurrency = 1
+max_concurrency = 2
+idle_timeout = "1s"
+stable_window = "2s"
+panic_window = "1s"
+"#,
+    ))
+    .await;
+    let proxy = wk.proxy;
+
+    let tasks: Vec<_> = (0..4)
+        .map(|i| {
+            tokio::spawn(
+                async move { try_get(proxy, "idle.localhost", &format!("/?sleep=500ms&i={i}")).await },
+            )
+        })
+        .collect();
+    // Collect the pids of every instance seen while the requests run.
+    let mut pids = BTreeSet::new();
+    for i in wk.wait_ready("idle").await {
+        pids.extend(i.pid);
+    }
+    for task in tasks {
+        let resp = task.await.unwrap().expect("request completes");
+        assert_eq!(resp.status, StatusCode::OK, "{}", resp.text());
+    }
+    for i in wk.instances("idle").await {
+        pids.extend(i.pid);
+    }
+    assert!(!pids.is_empty(), "process instances report their pids");
+
+    wait_for("zero instances after idle_timeout", Duration::from_secs(40), || async {
+        wk.instances("idle").await.is_empty().then_some(())
+    })
+    .await;
+    let pids: Vec<u32> = pids.into_iter().collect();
+    wait_pids_gone(&pids).await;
+
+    let svc = wk.service("idle").await;
+    assert_eq!(svc["desired"].as_u64(), Some(0), "{svc}");
+
+    // And it comes back on demand.
+    let resp = wk.get("idle.localhost", "/again").await;
+    assert_eq!(resp.status, StatusCode::OK);
+    let inst = resp.instance().unwrap();
+    let pid = wk
+        .instances("idle")
+        .await
+        .into_iter()
+        .find(|i| i.id == inst)
+        .and_then(|i| i.pid)
+        .expect("the new instance is listed with a pid");
+    assert!(!pids.contains(&pid), "a new process");
+}
