@@ -170,12 +170,10 @@ mod tests {
             "test \"$PORT\" = {port} && test \"$GREETING\" = hi && test \"$WAKEWAY_INSTANCE\" = svc-00001-a && exec sleep 30".into(),
         ]);
         let started = rt.start(spec()).await.unwrap();
-        let mut exited = started.exited.clone();
-        // Still running a moment later means every `test` passed.
-        let early = tokio::time::timeout(Duration::from_millis(300), exited.wait_for(|e| e.is_some())).await;
-        assert!(early.is_err(), "child exited early: {:?}", exited.borrow().clone());
         started.handle.stop(Duration::from_secs(5)).await;
-        assert!(exited.borrow().as_deref().unwrap().contains("signal"));
+        // A failed `test` would have ended it with "exit status: 1" before the SIGTERM.
+        let reason = started.exited.borrow().clone().unwrap();
+        assert!(reason.contains("SIGTERM"), "{reason}");
     }
 
     #[tokio::test]
@@ -188,13 +186,21 @@ mod tests {
 
     #[tokio::test]
     async fn sigkill_after_grace_when_sigterm_is_ignored() {
+        let mark = std::env::temp_dir().join(format!("wakeway-trap-{}", std::process::id()));
+        let _ = std::fs::remove_file(&mark);
         let rt = ProcessRuntime::new(vec![
             "sh".into(),
             "-c".into(),
-            "trap '' TERM; while true; do sleep 0.05; done".into(),
+            format!("trap '' TERM; touch {}; while true; do sleep 0.05; done", mark.display()),
         ]);
         let started = rt.start(spec()).await.unwrap();
-        tokio::time::sleep(Duration::from_millis(100)).await; // let the trap install
+        // The SIGTERM must come after the trap is installed, or it proves nothing.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while !mark.exists() {
+            assert!(tokio::time::Instant::now() < deadline, "child never installed its trap");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let _ = std::fs::remove_file(&mark);
         started.handle.stop(Duration::from_millis(200)).await;
         assert!(started.exited.borrow().as_deref().unwrap().contains("SIGKILL"));
     }

@@ -189,7 +189,7 @@ mod tests {
         let mut a = Autoscaler::new();
         let mut t = Instant::now();
         feed(&mut a, &mut t, 60, 5.0);
-        feed(&mut a, &mut t, 3, 40.0);
+        feed(&mut a, &mut t, 6, 40.0);
         let d = a.decide(t, &cfg(), 1, 1, false);
         assert_eq!(d.mode, Mode::Panic);
         assert_eq!(d.desired, 8, "{d:?}");

@@ -1,0 +1,84 @@
+//! The activator's bounded queue: full → 503 with Retry-After, wait too long → 504.
+
+mod common;
+
+use common::*;
+use http::StatusCode;
+
+fn one_slot_service(name: &str, queue: &str) -> String {
+    whoami_service(
+        name,
+        &format!("{name}.localhost"),
+        &format!(
+            r#"
+[service.scaling]
+min_instances = 1
+max_instances = 1
+max_concurrency = 1
+
+[service.queue]
+{queue}
+"#
+        ),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_full_is_503_with_retry_after() {
+    let wk = Wakeway::start(&one_slot_service("q", "max_pending = 1\ntimeout = \"30s\"")).await;
+    wk.wait_ready("q").await;
+    let proxy = wk.proxy;
+
+    let busy = tokio::spawn(async move { try_get(proxy, "q.localhost", "/?sleep=5s").await });
+    wk.wait_load("q", 1, 0).await;
+    let queued = tokio::spawn(async move { try_get(proxy, "q.localhost", "/queued").await });
+    wk.wait_load("q", 1, 1).await;
+
+    let rejected = wk.get("q.localhost", "/rejected").await;
+    assert_eq!(
+        rejected.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        rejected.text()
+    );
+    let retry_after = rejected.header("retry-after").expect("Retry-After header");
+    assert!(
+        retry_after.trim().parse::<u64>().is_ok(),
+        "Retry-After is delay-seconds: {retry_after:?}"
+    );
+
+    let busy = busy.await.unwrap().expect("in-flight request completes");
+    assert_eq!(busy.status, StatusCode::OK, "{}", busy.text());
+    let queued = queued.await.unwrap().expect("queued request completes");
+    assert_eq!(queued.status, StatusCode::OK, "{}", queued.text());
+
+    wait_for("a queue rejection in the metrics", DEADLINE, || async {
+        let m = wk.metrics().await;
+        (metric(&m, "wakeway_queue_rejections_total", &[("service", "q")]) == Some(1.0))
+            .then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_timeout_is_504() {
+    let wk = Wakeway::start(&one_slot_service("t", "timeout = \"500ms\"")).await;
+    wk.wait_ready("t").await;
+    let proxy = wk.proxy;
+
+    let busy = tokio::spawn(async move { try_get(proxy, "t.localhost", "/?sleep=5s").await });
+    wk.wait_load("t", 1, 0).await;
+
+    let waited = wk.get("t.localhost", "/waits").await;
+    assert_eq!(
+        waited.status,
+        StatusCode::GATEWAY_TIMEOUT,
+        "{}",
+        waited.text()
+    );
+
+    let busy = busy.await.unwrap().expect("in-flight request completes");
+    assert_eq!(busy.status, StatusCode::OK, "{}", busy.text());
+    // The queue is empty again.
+    wk.wait_load("t", 0, 0).await;
+}
