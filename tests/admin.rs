@@ -37,7 +37,11 @@ async fn metrics_move_as_the_requests_say() {
         Some(1.0),
         "{text}"
     );
-    assert_eq!(hello("wakeway_in_flight_requests", &[]), Some(0.0), "{text}");
+    assert_eq!(
+        hello("wakeway_in_flight_requests", &[]),
+        Some(0.0),
+        "{text}"
+    );
     assert_eq!(hello("wakeway_queued_requests", &[]), Some(0.0), "{text}");
     assert_eq!(hello("wakeway_desired_instances", &[]), Some(1.0), "{text}");
     assert_eq!(
@@ -81,12 +85,19 @@ async fn admin_api_describes_services_instances_and_events() {
         .iter()
         .filter_map(|s| s["name"].as_str())
         .collect();
-    assert!(names.contains(&"hello") && names.contains(&"other"), "{all}");
+    assert!(
+        names.contains(&"hello") && names.contains(&"other"),
+        "{all}"
+    );
 
     let svc = wk.service("hello").await;
     assert_eq!(svc["name"], "hello");
     assert_eq!(svc["runtime"], "process", "{svc}");
-    assert_eq!(svc["hosts"], serde_json::json!(["hello.localhost"]), "{svc}");
+    assert_eq!(
+        svc["hosts"],
+        serde_json::json!(["hello.localhost"]),
+        "{svc}"
+    );
     for key in ["desired", "in_flight", "queued"] {
         assert!(svc[key].is_u64(), "{key} is a number: {svc}");
     }

@@ -74,7 +74,10 @@ async fn check_accepts_a_good_config_and_summarises_it() {
     );
     let path = write_config(&dir, "good.toml", &good);
     let (status, stdout, stderr) = run_to_exit(&["check", "-c", path_str(&path)]).await;
-    assert!(status.success(), "check passes: {status}\n{stdout}\n{stderr}");
+    assert!(
+        status.success(),
+        "check passes: {status}\n{stdout}\n{stderr}"
+    );
     let summary = format!("{stdout}{stderr}");
     for word in ["hello", "hello.localhost", "slow", "slow.localhost"] {
         assert!(summary.contains(word), "summary mentions {word}: {summary}");

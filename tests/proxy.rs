@@ -206,10 +206,17 @@ max_instances = 2
     let next = wk.get("fragile.localhost", "/after").await;
     assert_eq!(next.status, StatusCode::OK, "{}", next.text());
     let by = next.instance().unwrap();
-    assert_ne!(by, victim.id, "a replacement instance serves the next request");
+    assert_ne!(
+        by, victim.id,
+        "a replacement instance serves the next request"
+    );
     wait_pids_gone(&[pid]).await;
     wait_for("the killed instance leaves the list", DEADLINE, || async {
-        (!wk.instances("fragile").await.iter().any(|i| i.id == victim.id)).then_some(())
+        (!wk.instances("fragile")
+            .await
+            .iter()
+            .any(|i| i.id == victim.id))
+        .then_some(())
     })
     .await;
 }
@@ -263,9 +270,14 @@ panic_window = "1s"
     ws.send(Message::text("still here")).await.unwrap();
     let echoed = tokio::time::timeout(DEADLINE, ws.next()).await.unwrap();
     assert_eq!(echoed.unwrap().unwrap(), Message::text("still here"));
-    ws.send(Message::binary(vec![0u8, 1, 2, 255])).await.unwrap();
+    ws.send(Message::binary(vec![0u8, 1, 2, 255]))
+        .await
+        .unwrap();
     let echoed = tokio::time::timeout(DEADLINE, ws.next()).await.unwrap();
-    assert_eq!(echoed.unwrap().unwrap(), Message::binary(vec![0u8, 1, 2, 255]));
+    assert_eq!(
+        echoed.unwrap().unwrap(),
+        Message::binary(vec![0u8, 1, 2, 255])
+    );
     let now = wk.instances("ws").await;
     assert_eq!(now.len(), 1, "{now:?}");
     assert_eq!(now[0].id, inst.id);
@@ -275,9 +287,11 @@ panic_window = "1s"
     ws.close(None).await.unwrap();
     let _ = tokio::time::timeout(DEADLINE, async { while ws.next().await.is_some() {} }).await;
     drop(ws);
-    wait_for("zero instances after the tunnel closed", Duration::from_secs(40), || async {
-        wk.instances("ws").await.is_empty().then_some(())
-    })
+    wait_for(
+        "zero instances after the tunnel closed",
+        Duration::from_secs(40),
+        || async { wk.instances("ws").await.is_empty().then_some(()) },
+    )
     .await;
     wait_pids_gone(&[pid]).await;
 }

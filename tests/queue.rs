@@ -15,6 +15,7 @@ fn one_slot_service(name: &str, queue: &str) -> String {
 min_instances = 1
 max_instances = 1
 max_concurrency = 1
+target_concurrency = 1
 
 [service.queue]
 {queue}

@@ -29,7 +29,10 @@ max_instances = 3
     .await;
 
     let before = wk.instances("hello").await;
-    assert!(before.is_empty(), "min 0: no instance before the first request: {before:?}");
+    assert!(
+        before.is_empty(),
+        "min 0: no instance before the first request: {before:?}"
+    );
 
     let resp = wk.get("hello.localhost", "/first").await;
     assert_eq!(resp.status, StatusCode::OK, "{}", resp.text());
@@ -74,16 +77,20 @@ max_concurrency = 10
     let proxy = wk.proxy;
     let tasks: Vec<_> = (0..40)
         .map(|i| {
-            tokio::spawn(
-                async move { try_get(proxy, "burst.localhost", &format!("/?sleep=3s&i={i}")).await },
-            )
+            tokio::spawn(async move {
+                try_get(proxy, "burst.localhost", &format!("/?sleep=3s&i={i}")).await
+            })
         })
         .collect();
 
-    let seen = wait_for(">= 4 instances while 40 slow requests run", DEADLINE, || async {
-        let n = live(&wk.instances("burst").await);
-        (n >= 4).then_some(n)
-    })
+    let seen = wait_for(
+        ">= 4 instances while 40 slow requests run",
+        DEADLINE,
+        || async {
+            let n = live(&wk.instances("burst").await);
+            (n >= 4).then_some(n)
+        },
+    )
     .await;
     assert!(seen <= 10, "max_instances holds: {seen}");
 
@@ -149,8 +156,12 @@ panic_window = "1s"
                 let mut n = 0;
                 while !stop.load(Ordering::Relaxed) {
                     n += 1;
-                    match try_get(proxy, "elastic.localhost", &format!("/?sleep=50ms&c={c}&n={n}"))
-                        .await
+                    match try_get(
+                        proxy,
+                        "elastic.localhost",
+                        &format!("/?sleep=50ms&c={c}&n={n}"),
+                    )
+                    .await
                     {
                         Ok(r) if r.status == StatusCode::OK => ok += 1,
                         Ok(r) => failures.push(format!("{}: {}", r.status, r.text())),
@@ -216,9 +227,9 @@ panic_window = "1s"
 
     let tasks: Vec<_> = (0..4)
         .map(|i| {
-            tokio::spawn(
-                async move { try_get(proxy, "idle.localhost", &format!("/?sleep=500ms&i={i}")).await },
-            )
+            tokio::spawn(async move {
+                try_get(proxy, "idle.localhost", &format!("/?sleep=500ms&i={i}")).await
+            })
         })
         .collect();
     // Collect the pids of every instance seen while the requests run.
@@ -235,9 +246,11 @@ panic_window = "1s"
     }
     assert!(!pids.is_empty(), "process instances report their pids");
 
-    wait_for("zero instances after idle_timeout", Duration::from_secs(40), || async {
-        wk.instances("idle").await.is_empty().then_some(())
-    })
+    wait_for(
+        "zero instances after idle_timeout",
+        Duration::from_secs(40),
+        || async { wk.instances("idle").await.is_empty().then_some(()) },
+    )
     .await;
     let pids: Vec<u32> = pids.into_iter().collect();
     wait_pids_gone(&pids).await;

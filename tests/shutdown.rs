@@ -22,9 +22,9 @@ max_instances = 3
 
     let tasks: Vec<_> = (0..3)
         .map(|i| {
-            tokio::spawn(
-                async move { try_get(proxy, "hello.localhost", &format!("/?sleep=3s&i={i}")).await },
-            )
+            tokio::spawn(async move {
+                try_get(proxy, "hello.localhost", &format!("/?sleep=3s&i={i}")).await
+            })
         })
         .collect();
     wk.wait_load("hello", 3, 0).await;

@@ -34,9 +34,9 @@ async fn sidecar_limit_holds_at_the_upstream() {
 
     let tasks: Vec<_> = (0..10)
         .map(|i| {
-            tokio::spawn(
-                async move { try_get(proxy, "anything.test", &format!("/?sleep=500ms&i={i}")).await },
-            )
+            tokio::spawn(async move {
+                try_get(proxy, "anything.test", &format!("/?sleep=500ms&i={i}")).await
+            })
         })
         .collect();
     for task in tasks {
@@ -101,7 +101,12 @@ async fn sidecar_queue_bounds() {
     let queued = tokio::spawn(async move { try_get(proxy, "x", "/queued").await });
     load(1, 1).await;
     let rejected = get(proxy, "x", "/rejected").await;
-    assert_eq!(rejected.status, StatusCode::SERVICE_UNAVAILABLE, "{}", rejected.text());
+    assert_eq!(
+        rejected.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        rejected.text()
+    );
     assert!(rejected.header("retry-after").is_some());
     assert_eq!(busy.await.unwrap().unwrap().status, StatusCode::OK);
     assert_eq!(queued.await.unwrap().unwrap().status, StatusCode::OK);

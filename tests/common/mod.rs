@@ -126,18 +126,14 @@ impl Proc {
             }
             if let Some(status) = self.try_wait() {
                 panic!(
-                    "{}: exited with {status} before printing {prefix:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-                    self.name,
-                    self.stdout(),
-                    self.stderr()
+                    "{}: exited with {status} before printing {prefix:?} (its output follows)",
+                    self.name
                 );
             }
             if Instant::now() > deadline {
                 panic!(
-                    "{}: no stdout line {prefix:?} within {DEADLINE:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-                    self.name,
-                    self.stdout(),
-                    self.stderr()
+                    "{}: no stdout line {prefix:?} within {DEADLINE:?} (its output follows)",
+                    self.name
                 );
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -171,9 +167,8 @@ impl Proc {
             }
             if Instant::now() > deadline {
                 panic!(
-                    "{}: still running after {timeout:?}\n--- stderr ---\n{}",
-                    self.name,
-                    tail(&self.stderr(), 200)
+                    "{}: still running after {timeout:?} (its output follows)",
+                    self.name
                 );
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -301,10 +296,7 @@ impl Wakeway {
         let dir = tempfile::tempdir().expect("tempdir");
         let config_path = dir.path().join("wakeway.toml");
         std::fs::write(&config_path, config).expect("write config");
-        let mut proc = Proc::spawn(
-            "wakeway run",
-            &["run", "-c", config_path.to_str().unwrap()],
-        );
+        let mut proc = Proc::spawn("wakeway run", &["run", "-c", config_path.to_str().unwrap()]);
         let proxy = proc.listening_addr("proxy").await;
         let admin = proc.listening_addr("admin").await;
         Wakeway {
@@ -338,10 +330,7 @@ impl Wakeway {
 
     /// `GET /v1/events?service=NAME`.
     pub async fn events(&self, name: &str) -> Vec<Value> {
-        match self
-            .admin_json(&format!("/v1/events?service={name}"))
-            .await
-        {
+        match self.admin_json(&format!("/v1/events?service={name}")).await {
             Value::Array(events) => events,
             other => panic!("/v1/events is not an array: {other}"),
         }
@@ -356,15 +345,19 @@ impl Wakeway {
 
     /// Waits until service `name` has a ready instance; returns the ready instances.
     pub async fn wait_ready(&self, name: &str) -> Vec<Instance> {
-        wait_for(&format!("a ready instance of {name}"), DEADLINE, || async move {
-            let ready: Vec<Instance> = self
-                .instances(name)
-                .await
-                .into_iter()
-                .filter(|i| i.state == "ready")
-                .collect();
-            (!ready.is_empty()).then_some(ready)
-        })
+        wait_for(
+            &format!("a ready instance of {name}"),
+            DEADLINE,
+            || async move {
+                let ready: Vec<Instance> = self
+                    .instances(name)
+                    .await
+                    .into_iter()
+                    .filter(|i| i.state == "ready")
+                    .collect();
+                (!ready.is_empty()).then_some(ready)
+            },
+        )
         .await
     }
 
@@ -479,7 +472,11 @@ pub async fn send(addr: SocketAddr, req: Request<Full<Bytes>>) -> Result<Resp, S
     };
     tokio::time::timeout(REQUEST_TIMEOUT, exchange)
         .await
-        .unwrap_or_else(|_| Err(format!("no response from {addr} within {REQUEST_TIMEOUT:?}")))
+        .unwrap_or_else(|_| {
+            Err(format!(
+                "no response from {addr} within {REQUEST_TIMEOUT:?}"
+            ))
+        })
 }
 
 /// Sends one request over a fresh h2c (prior knowledge) connection.
@@ -511,11 +508,20 @@ pub async fn send_h2(addr: SocketAddr, req: Request<Full<Bytes>>) -> Result<Resp
     };
     tokio::time::timeout(REQUEST_TIMEOUT, exchange)
         .await
-        .unwrap_or_else(|_| Err(format!("no h2 response from {addr} within {REQUEST_TIMEOUT:?}")))
+        .unwrap_or_else(|_| {
+            Err(format!(
+                "no h2 response from {addr} within {REQUEST_TIMEOUT:?}"
+            ))
+        })
 }
 
 /// Builds a request with a `Host` header.
-pub fn request(method: Method, host: &str, path: &str, body: impl Into<Bytes>) -> Request<Full<Bytes>> {
+pub fn request(
+    method: Method,
+    host: &str,
+    path: &str,
+    body: impl Into<Bytes>,
+) -> Request<Full<Bytes>> {
     Request::builder()
         .method(method)
         .uri(path)
@@ -687,14 +693,21 @@ fn metric_parsing() {
         wakeway_cold_starts_total{service=\"hello\"} 1\n\
         plain 3.5\n";
     assert_eq!(
-        metric(text, "wakeway_requests_total", &[("service", "hello"), ("code", "200")]),
+        metric(
+            text,
+            "wakeway_requests_total",
+            &[("service", "hello"), ("code", "200")]
+        ),
         Some(5.0)
     );
     assert_eq!(
         metric(text, "wakeway_requests_total", &[("service", "hello")]),
         Some(6.0)
     );
-    assert_eq!(metric(text, "wakeway_cold_starts_total", &[("service", "x")]), None);
+    assert_eq!(
+        metric(text, "wakeway_cold_starts_total", &[("service", "x")]),
+        None
+    );
     assert_eq!(metric(text, "plain", &[]), Some(3.5));
 }
 
@@ -702,6 +715,9 @@ fn metric_parsing() {
 fn body_fields() {
     let body = "Instance: abc\nX-Forwarded-For: 127.0.0.1\n";
     assert_eq!(body_field(body, "instance").as_deref(), Some("abc"));
-    assert_eq!(body_field(body, "x-forwarded-for").as_deref(), Some("127.0.0.1"));
+    assert_eq!(
+        body_field(body, "x-forwarded-for").as_deref(),
+        Some("127.0.0.1")
+    );
     assert_eq!(body_field(body, "missing"), None);
 }
