@@ -4,7 +4,8 @@
 //!
 //! - any path: `200 text/plain` describing the instance and echoing the request line and
 //!   headers. `?sleep=250ms` delays the answer, `?status=503` picks the status code.
-//! - `/healthz`: `200 ok`.
+//! - `/healthz`: `200 ok`. `POST /healthz?status=503` makes later probes answer 503 (and
+//!   `POST /healthz?status=200` heals it): for testing unhealthy instances.
 //! - `/echo`: streams the request body back.
 //! - `/stats`: `{"in_flight":N,"max_in_flight":N,"requests":N}` (excluding `/stats`, `/healthz`).
 //! - `/ws`: a WebSocket echo server (text and binary messages).
@@ -145,6 +146,8 @@ struct State {
     service: String,
     in_flight: AtomicUsize,
     max_in_flight: AtomicUsize,
+    /// The status `GET /healthz` answers.
+    health_status: std::sync::atomic::AtomicU16,
     requests: AtomicU64,
 }
 
@@ -158,6 +161,7 @@ impl State {
             service: var("WAKEWAY_SERVICE", ""),
             in_flight: AtomicUsize::new(0),
             max_in_flight: AtomicUsize::new(0),
+            health_status: std::sync::atomic::AtomicU16::new(200),
             requests: AtomicU64::new(0),
         }
     }
@@ -193,7 +197,7 @@ async fn handle(
     req: Request<Incoming>,
 ) -> Result<Response<RespBody>, Infallible> {
     let mut resp = match req.uri().path() {
-        "/healthz" => text(StatusCode::OK, "ok\n"),
+        "/healthz" => health(&state, &req),
         "/stats" => stats(&state),
         "/echo" => echo(&state, req),
         "/ws" => websocket(&state, req),
@@ -219,6 +223,30 @@ fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<RespBody> {
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     resp
+}
+
+fn health(state: &State, req: &Request<Incoming>) -> Response<RespBody> {
+    if req.method() == Method::POST {
+        let wanted = query_pairs(req.uri().query().unwrap_or(""))
+            .find(|(k, _)| *k == "status")
+            .and_then(|(_, v)| v.parse::<u16>().ok())
+            .and_then(|c| StatusCode::from_u16(c).ok());
+        let Some(status) = wanted else {
+            return text(StatusCode::BAD_REQUEST, "POST /healthz?status=CODE\n");
+        };
+        state
+            .health_status
+            .store(status.as_u16(), Ordering::Release);
+        return text(StatusCode::OK, format!("/healthz now answers {status}\n"));
+    }
+    let status =
+        StatusCode::from_u16(state.health_status.load(Ordering::Acquire)).unwrap_or(StatusCode::OK);
+    let body = if status.is_success() {
+        "ok\n"
+    } else {
+        "unhealthy\n"
+    };
+    text(status, body)
 }
 
 fn stats(state: &State) -> Response<RespBody> {
@@ -573,6 +601,30 @@ mod tests {
         assert_eq!(stats["requests"], 2);
         assert_eq!(stats["in_flight"], 0);
         assert_eq!(stats["max_in_flight"], 1);
+
+        let health = |method: Method, uri: &str| {
+            Request::builder()
+                .method(method)
+                .uri(uri)
+                .header("host", "example.test")
+                .body(Full::new(Bytes::new()))
+                .unwrap()
+        };
+        let resp = send
+            .send_request(health(Method::GET, "/healthz"))
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        let resp = send
+            .send_request(health(Method::POST, "/healthz?status=503"))
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        let resp = send
+            .send_request(health(Method::GET, "/healthz"))
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
 
         drop(send);
         tx.send(()).unwrap();

@@ -295,3 +295,166 @@ panic_window = "1s"
     .await;
     wait_pids_gone(&[pid]).await;
 }
+
+/// Starts `wakeway whoami --port 0` outside wakeway (for static upstreams).
+async fn start_whoami() -> (Proc, std::net::SocketAddr) {
+    let mut whoami = Proc::spawn("whoami", &["whoami", "--port", "0"]);
+    let addr = whoami.listening_addr("whoami").await;
+    (whoami, addr)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn catch_all_host_takes_unknown_hosts() {
+    let (_whoami, upstream) = start_whoami().await;
+    let wk = Wakeway::start(&format!(
+        r#"
+{}
+[[service]]
+name = "fallback"
+hosts = ["*"]
+upstreams = ["{upstream}"]
+"#,
+        whoami_service("hello", "hello.localhost", "")
+    ))
+    .await;
+    let resp = wk.get("anything.example", "/").await;
+    assert_eq!(resp.status, StatusCode::OK, "{}", resp.text());
+    assert_eq!(
+        resp.instance().as_deref(),
+        Some("whoami"),
+        "served by the static upstream"
+    );
+    let resp = wk.get("hello.localhost", "/").await;
+    assert_eq!(resp.status, StatusCode::OK, "{}", resp.text());
+    assert_eq!(
+        resp.field("Service").as_deref(),
+        Some("hello"),
+        "exact names win over *"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_connect_is_retried_on_another_instance() {
+    let (_whoami, upstream) = start_whoami().await;
+    let port = closed_port();
+    let wk = Wakeway::start(&format!(
+        r#"
+[[service]]
+name = "half"
+hosts = ["half.localhost"]
+upstreams = ["127.0.0.1:{port}", "{upstream}"]
+"#
+    ))
+    .await;
+    for i in 0..10 {
+        let resp = send(
+            wk.proxy,
+            request(
+                Method::POST,
+                "half.localhost",
+                &format!("/echo?i={i}"),
+                "payload",
+            ),
+        )
+        .await
+        .expect("request");
+        assert_eq!(resp.status, StatusCode::OK, "request {i}: {}", resp.text());
+        assert_eq!(
+            &resp.body[..],
+            b"payload",
+            "a POST is safe to retry when nothing was sent"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_flight_counts_until_the_response_body_ends() {
+    use http_body::Frame;
+    use http_body_util::{BodyExt, StreamBody};
+    use hyper_util::rt::TokioIo;
+
+    let wk = Wakeway::start(&whoami_service(
+        "hello",
+        "hello.localhost",
+        "[service.scaling]\nmin_instances = 1\n",
+    ))
+    .await;
+    wk.wait_ready("hello").await;
+
+    let stream = TcpStream::connect(wk.proxy).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(4);
+    let body = StreamBody::new(futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|b| (Ok::<_, std::convert::Infallible>(Frame::data(b)), rx))
+    }));
+    let req = Request::post("/echo")
+        .header("host", "hello.localhost")
+        .body(body)
+        .unwrap();
+    let pending = tokio::spawn(async move { sender.send_request(req).await });
+    tx.send(Bytes::from_static(b"first chunk")).await.unwrap();
+    let resp = tokio::time::timeout(DEADLINE, pending)
+        .await
+        .expect("response headers")
+        .unwrap()
+        .expect("response");
+    assert_eq!(resp.status(), StatusCode::OK);
+    let mut body = resp.into_body();
+    let mut got = Vec::new();
+    while got.len() < b"first chunk".len() {
+        let frame = tokio::time::timeout(DEADLINE, body.frame())
+            .await
+            .expect("echoed chunk")
+            .expect("body open")
+            .expect("frame");
+        if let Ok(data) = frame.into_data() {
+            got.extend_from_slice(&data);
+        }
+    }
+    assert_eq!(got, b"first chunk");
+
+    // Headers and a chunk went back, the body is still open: the request is in flight.
+    let svc = wk.service("hello").await;
+    assert_eq!(
+        svc["in_flight"].as_u64(),
+        Some(1),
+        "held until end of body: {svc}"
+    );
+
+    tx.send(Bytes::from_static(b" and the rest")).await.unwrap();
+    drop(tx);
+    let rest = tokio::time::timeout(DEADLINE, body.collect())
+        .await
+        .expect("body ends")
+        .expect("body")
+        .to_bytes();
+    assert_eq!(&rest[..], b" and the rest");
+    wk.wait_load("hello", 0, 0).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_flight_released_when_the_client_goes_away() {
+    use tokio::io::AsyncWriteExt;
+
+    let wk = Wakeway::start(&whoami_service(
+        "hello",
+        "hello.localhost",
+        "[service.scaling]\nmin_instances = 1\n",
+    ))
+    .await;
+    wk.wait_ready("hello").await;
+
+    let mut stream = TcpStream::connect(wk.proxy).await.unwrap();
+    stream
+        .write_all(b"GET /?sleep=60s HTTP/1.1\r\nHost: hello.localhost\r\n\r\n")
+        .await
+        .unwrap();
+    wk.wait_load("hello", 1, 0).await;
+    drop(stream);
+    wk.wait_load("hello", 0, 0).await;
+}

@@ -52,6 +52,19 @@ max_instances = 3
         "the instance did not exist before the request"
     );
 
+    // The instance's stdout lands in wakeway's log, prefixed with its id.
+    let id = answered.clone();
+    wait_for("the instance's output in wakeway's log", DEADLINE, || {
+        let log = wk.proc.stderr();
+        let id = id.clone();
+        async move {
+            log.lines()
+                .any(|l| l.contains(&id) && l.contains("whoami listening on"))
+                .then_some(())
+        }
+    })
+    .await;
+
     // A second request reuses it.
     let again = wk.get("hello.localhost", "/second").await;
     assert_eq!(again.status, StatusCode::OK);
@@ -202,8 +215,29 @@ panic_window = "1s"
     assert!(total_ok >= 10, "the steady load ran: {total_ok} requests");
     assert!(low < peak, "scaled down from {peak} to {low}");
 
+    // Every decision that changed the desired count is an event carrying its inputs, and the
+    // way down is at most halving per decision (to zero only when idle).
     let events = wk.events("elastic").await;
-    assert!(!events.is_empty(), "scale decisions are events");
+    let scales: Vec<&serde_json::Value> = events.iter().filter(|e| e["kind"] == "scale").collect();
+    assert!(
+        scales.iter().any(|e| e["to"].as_u64() > e["from"].as_u64()),
+        "a scale-up event: {events:?}"
+    );
+    let downs: Vec<_> = scales
+        .iter()
+        .filter(|e| e["to"].as_u64() < e["from"].as_u64())
+        .collect();
+    assert!(!downs.is_empty(), "a scale-down event: {events:?}");
+    for e in &downs {
+        for input in ["stable_avg", "panic_avg", "mode"] {
+            assert!(!e[input].is_null(), "scale-down event carries {input}: {e}");
+        }
+        let (from, to) = (e["from"].as_u64().unwrap(), e["to"].as_u64().unwrap());
+        assert!(
+            to == 0 || to >= from / 2,
+            "at most halving per decision: {e}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -270,4 +304,173 @@ panic_window = "1s"
         .and_then(|i| i.pid)
         .expect("the new instance is listed with a pid");
     assert!(!pids.contains(&pid), "a new process");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cold_start_waits_for_a_slow_starting_instance() {
+    // The process exists long before it listens: the request must wait for readiness.
+    let wk = Wakeway::start(
+        r#"
+[[service]]
+name = "sluggish"
+hosts = ["sluggish.localhost"]
+command = ["wakeway", "whoami", "--startup-delay", "1500ms"]
+"#,
+    )
+    .await;
+    let resp = wk.get("sluggish.localhost", "/").await;
+    assert_eq!(resp.status, StatusCode::OK, "{}", resp.text());
+    let instances = wk.instances("sluggish").await;
+    assert_eq!(instances.len(), 1, "{instances:?}");
+    assert_eq!(Some(instances[0].id.clone()), resp.instance());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_longer_than_idle_timeout_keeps_its_instance() {
+    let wk = Wakeway::start(&whoami_service(
+        "long",
+        "long.localhost",
+        r#"
+[service.scaling]
+min_instances = 0
+idle_timeout = "1s"
+stable_window = "2s"
+panic_window = "1s"
+"#,
+    ))
+    .await;
+    let proxy = wk.proxy;
+    let task = tokio::spawn(async move { try_get(proxy, "long.localhost", "/?sleep=4s").await });
+    let inst = wk.wait_ready("long").await.remove(0);
+    while !task.is_finished() {
+        let now = wk.instances("long").await;
+        assert!(
+            now.iter().any(|i| i.id == inst.id && i.state == "ready"),
+            "an instance with a request in flight is not idle: {now:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let resp = task.await.unwrap().expect("request completes");
+    assert_eq!(resp.status, StatusCode::OK, "{}", resp.text());
+    assert_eq!(resp.instance(), Some(inst.id));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_that_cannot_become_ready_answers_503() {
+    // whoami answers the probe path with 503: the instance never becomes ready.
+    let wk = Wakeway::start(&whoami_service(
+        "broken",
+        "broken.localhost",
+        r#"
+[service.health]
+path = "/never?status=503"
+startup_timeout = "1s"
+
+[service.queue]
+timeout = "20s"
+"#,
+    ))
+    .await;
+    let resp = wk.get("broken.localhost", "/").await;
+    assert_eq!(
+        resp.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        resp.text()
+    );
+    assert!(resp.header("retry-after").is_some(), "{:?}", resp.headers);
+    let events = wk.events("broken").await;
+    assert!(!events.is_empty(), "the failed start is an event");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn port_placeholder_in_command_is_replaced() {
+    let wk = Wakeway::start(
+        r#"
+[[service]]
+name = "explicit"
+hosts = ["explicit.localhost"]
+command = ["wakeway", "whoami", "--port", "{port}"]
+
+[service.health]
+startup_timeout = "10s"
+"#,
+    )
+    .await;
+    let resp = wk.get("explicit.localhost", "/").await;
+    assert_eq!(resp.status, StatusCode::OK, "{}", resp.text());
+    let inst = wk.instances("explicit").await.remove(0);
+    let port = inst.address.rsplit(':').next().unwrap().to_string();
+    let expected = format!("whoami listening on 127.0.0.1:{port}");
+    wait_for(
+        "the instance to listen on the port wakeway gave it",
+        DEADLINE,
+        || {
+            let log = wk.proc.stderr();
+            let (id, expected) = (inst.id.clone(), expected.clone());
+            async move {
+                log.lines()
+                    .any(|l| l.contains(&id) && l.contains(&expected))
+                    .then_some(())
+            }
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unhealthy_instance_leaves_the_pool_and_is_replaced() {
+    let wk = Wakeway::start(&whoami_service(
+        "flaky",
+        "flaky.localhost",
+        r#"
+[service.scaling]
+min_instances = 1
+max_instances = 2
+
+[service.health]
+interval = "200ms"
+timeout = "1s"
+unhealthy_threshold = 2
+"#,
+    ))
+    .await;
+    let sick = wk.wait_ready("flaky").await.remove(0);
+
+    // whoami's /healthz answers 503 from now on (the only instance gets this request).
+    let resp = send(
+        wk.proxy,
+        request(
+            http::Method::POST,
+            "flaky.localhost",
+            "/healthz?status=503",
+            "",
+        ),
+    )
+    .await
+    .expect("request");
+    assert_eq!(resp.status, StatusCode::OK, "{}", resp.text());
+    assert_eq!(
+        resp.instance().as_deref(),
+        None,
+        "answered by whoami's /healthz"
+    );
+    assert_eq!(resp.header("x-wakeway-instance"), Some(sick.id.as_str()));
+
+    wait_for(
+        "the unhealthy instance to leave the pool",
+        DEADLINE,
+        || async {
+            let now = wk.instances("flaky").await;
+            (!now.iter().any(|i| i.id == sick.id && i.state == "ready")).then_some(())
+        },
+    )
+    .await;
+    let resp = wk.get("flaky.localhost", "/after").await;
+    assert_eq!(resp.status, StatusCode::OK, "{}", resp.text());
+    assert_ne!(
+        resp.instance(),
+        Some(sick.id.clone()),
+        "a healthy instance serves"
+    );
 }

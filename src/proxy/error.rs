@@ -52,6 +52,7 @@ impl ProxyError {
             ProxyError::UnknownHost(_) => StatusCode::NOT_FOUND,
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ProxyError::Activator(ActivatorError::QueueFull)
+            | ProxyError::Activator(ActivatorError::Paused)
             | ProxyError::Activator(ActivatorError::Unavailable(_))
             | ProxyError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Activator(ActivatorError::Timeout(_)) | ProxyError::ResponseTimeout(_) => {
@@ -65,9 +66,9 @@ impl ProxyError {
     pub fn retry_after(&self) -> Option<HeaderValue> {
         match self {
             ProxyError::Activator(ActivatorError::QueueFull) => Some(HeaderValue::from_static("1")),
-            ProxyError::Activator(ActivatorError::Unavailable(_)) | ProxyError::ShuttingDown => {
-                Some(HeaderValue::from_static("5"))
-            }
+            ProxyError::Activator(ActivatorError::Unavailable(_))
+            | ProxyError::Activator(ActivatorError::Paused)
+            | ProxyError::ShuttingDown => Some(HeaderValue::from_static("5")),
             _ => None,
         }
     }
@@ -85,6 +86,7 @@ impl ProxyError {
             ProxyError::Activator(ActivatorError::Unavailable(why)) => {
                 format!("service unavailable: no instance could start: {why}")
             }
+            ProxyError::Activator(ActivatorError::Paused) => "paused: this service is paused".into(),
             ProxyError::Connect(m) => format!("instance unreachable: {m}"),
             ProxyError::Upstream(m) => format!("instance failed: {m}"),
             ProxyError::ResponseTimeout(t) => {

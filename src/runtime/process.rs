@@ -27,10 +27,10 @@ impl ProcessRuntime {
 
 /// `wakeway` as the program means this very binary, so examples work without installing it.
 fn program(name: &str) -> PathBuf {
-    if name == "wakeway" {
-        if let Ok(exe) = std::env::current_exe() {
-            return exe;
-        }
+    if name == "wakeway"
+        && let Ok(exe) = std::env::current_exe()
+    {
+        return exe;
     }
     PathBuf::from(name)
 }

@@ -16,6 +16,8 @@ pub enum ActivatorError {
     Timeout(Duration),
     /// Nothing is ready, nothing is starting, and the last start failed.
     Unavailable(String),
+    /// The service is paused through the admin API.
+    Paused,
 }
 
 impl Service {
@@ -41,6 +43,9 @@ impl Service {
         max_pending: usize,
         timeout: Duration,
     ) -> Result<InFlight, ActivatorError> {
+        if self.is_paused() {
+            return Err(ActivatorError::Paused);
+        }
         if self.queued.fetch_add(1, SeqCst) >= max_pending {
             self.queued.fetch_sub(1, SeqCst);
             self.metrics.rejected_queue_full.inc();
@@ -63,6 +68,9 @@ impl Service {
             woken.as_mut().enable();
             if let Some(inst) = self.pool.load().acquire(max) {
                 return Ok(self.guard(inst));
+            }
+            if self.is_paused() {
+                return Err(ActivatorError::Paused);
             }
             if self.start_failures.load(SeqCst) != failures_seen
                 && self.starting.load(SeqCst) == 0

@@ -3,22 +3,28 @@
 
 pub mod activator;
 pub mod autoscaler;
+pub mod command;
 pub mod controller;
+pub mod deployment;
 pub mod instance;
 pub mod pool;
+pub mod revision;
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering::SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering::SeqCst};
+use std::sync::{Arc, OnceLock};
 
 use arc_swap::ArcSwap;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::time::Instant;
 
 use crate::config::ServiceConfig;
 use crate::events::EventLog;
 use crate::metrics::ServiceMetrics;
+use command::Command;
+use deployment::Deployments;
 use instance::Instance;
 use pool::Pool;
+use revision::RevisionView;
 
 pub struct Service {
     pub name: String,
@@ -48,6 +54,12 @@ pub struct Service {
     start_failures: AtomicU64,
     starting: AtomicU32,
     last_failure: ArcSwap<String>,
+    /// Set while paused: requests are answered 503 at once instead of starting an instance.
+    paused: AtomicBool,
+    pub deployments: Deployments,
+    /// Every revision so far, oldest first; the last is the live one.
+    pub revisions: ArcSwap<Vec<RevisionView>>,
+    control: OnceLock<mpsc::UnboundedSender<Command>>,
 }
 
 impl Service {
@@ -75,9 +87,58 @@ impl Service {
             start_failures: AtomicU64::new(0),
             starting: AtomicU32::new(0),
             last_failure: ArcSwap::from_pointee(String::new()),
+            paused: AtomicBool::new(false),
+            deployments: Deployments::default(),
+            revisions: ArcSwap::from_pointee(Vec::new()),
+            control: OnceLock::new(),
         };
         svc.touch();
         Arc::new(svc)
+    }
+
+    pub fn is_paused(&self) -> bool {
+        self.paused.load(SeqCst)
+    }
+
+    pub(crate) fn set_paused(&self, paused: bool) {
+        self.paused.store(paused, SeqCst);
+        if paused {
+            self.capacity.notify_waiters();
+        }
+    }
+
+    /// The live revision's id.
+    pub fn revision(&self) -> String {
+        self.revisions
+            .load()
+            .last()
+            .map(|r| r.id.clone())
+            .unwrap_or_default()
+    }
+
+    /// Connects the controller's command channel; called once when it is built.
+    pub(crate) fn connect_controller(&self, tx: mpsc::UnboundedSender<Command>) {
+        let _ = self.control.set(tx);
+    }
+
+    /// Sends a command to the controller; `Err` when the controller is gone.
+    pub fn command(&self, cmd: Command) -> Result<(), String> {
+        self.control
+            .get()
+            .ok_or_else(|| format!("service `{}` has no controller", self.name))?
+            .send(cmd)
+            .map_err(|_| format!("service `{}` is shutting down", self.name))
+    }
+
+    /// Sends a command that replies and waits for the reply.
+    pub async fn ask<T>(
+        &self,
+        make: impl FnOnce(command::Reply<T>) -> Command,
+    ) -> Result<T, String> {
+        let (tx, rx) = oneshot::channel();
+        self.command(make(tx))?;
+        rx.await
+            .map_err(|_| format!("service `{}` is shutting down", self.name))?
     }
 
     pub fn in_flight(&self) -> usize {
