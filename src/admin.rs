@@ -5,23 +5,27 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::State;
+use crate::config::{ServiceConfig, Source};
 use crate::events::rfc3339;
 use crate::service::Service;
+use crate::service::command::Command;
 
 #[derive(Serialize)]
 pub struct ServiceView {
     pub name: String,
     pub runtime: &'static str,
+    pub revision: String,
+    pub paused: bool,
     pub hosts: Vec<String>,
     pub desired: u32,
     pub in_flight: usize,
@@ -45,6 +49,8 @@ pub fn view(svc: &Service) -> ServiceView {
     ServiceView {
         name: svc.name.clone(),
         runtime: svc.runtime,
+        revision: svc.revision(),
+        paused: svc.is_paused(),
         hosts: cfg.hosts.clone(),
         desired: svc.desired.load(std::sync::atomic::Ordering::SeqCst),
         in_flight: svc.in_flight(),
@@ -83,22 +89,48 @@ pub async fn serve(listener: TcpListener, state: Arc<State>, shutdown: Cancellat
         let state = state.clone();
         let svc = service_fn(move |req| {
             let state = state.clone();
-            async move { Ok::<_, Infallible>(route(&state, req)) }
+            async move { Ok::<_, Infallible>(handle(&state, req).await) }
         });
-        let conn = builder.serve_connection(TokioIo::new(stream), svc).into_owned();
+        let conn = builder
+            .serve_connection(TokioIo::new(stream), svc)
+            .into_owned();
         tokio::spawn(conn);
     }
 }
 
-fn route(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> {
-    let path = req.uri().path().trim_end_matches('/');
-    let query = req.uri().query().unwrap_or("");
-    if req.method() != Method::GET {
-        return text(StatusCode::METHOD_NOT_ALLOWED, "only GET is served here\n");
+/// Largest admin request body (a deployment's JSON).
+const MAX_BODY: usize = 1 << 20;
+
+async fn handle(state: &Arc<State>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let path = req.uri().path().trim_end_matches('/').to_string();
+    let token = state.config.load().admin.token.clone();
+    if path.starts_with("/v1")
+        && let Some(expected) = &token
+        && !authorized(req.headers(), expected)
+    {
+        let mut r = json_error(
+            StatusCode::UNAUTHORIZED,
+            "missing or wrong `Authorization: Bearer <token>` header",
+        );
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Bearer"),
+        );
+        return r;
     }
-    match path.split('/').collect::<Vec<_>>().as_slice() {
-        ["", "healthz"] => text(StatusCode::OK, "ok\n"),
-        ["", "metrics"] => {
+    let query = req.uri().query().unwrap_or("").to_string();
+    let method = req.method().clone();
+    let body = match http_body_util::Limited::new(req.into_body(), MAX_BODY)
+        .collect()
+        .await
+    {
+        Ok(b) => b.to_bytes(),
+        Err(e) => return json_error(StatusCode::BAD_REQUEST, &format!("request body: {e}")),
+    };
+    let segments: Vec<&str> = path.split('/').collect();
+    match (&method, segments.as_slice()) {
+        (&Method::GET, ["", "healthz"]) => text(StatusCode::OK, "ok\n"),
+        (&Method::GET, ["", "metrics"]) => {
             let mut r = Response::new(Full::new(Bytes::from(state.metrics.render())));
             r.headers_mut().insert(
                 header::CONTENT_TYPE,
@@ -106,27 +138,200 @@ fn route(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> {
             );
             r
         }
-        ["", "v1", "services"] => {
+        (&Method::GET, ["", "v1", "services"]) => {
             let services = state.services.load();
-            json(StatusCode::OK, &services.iter().map(|s| view(s)).collect::<Vec<_>>())
+            json(
+                StatusCode::OK,
+                &services.iter().map(|s| view(s)).collect::<Vec<_>>(),
+            )
         }
-        ["", "v1", "services", name] => match state.service(name) {
+        (&Method::GET, ["", "v1", "services", name]) => match state.service(name) {
             Some(s) => json(StatusCode::OK, &view(&s)),
-            None => json_error(StatusCode::NOT_FOUND, &format!("no service named `{name}`")),
+            None => no_service(name),
         },
-        ["", "v1", "events"] => {
-            let service = query_param(query, "service");
-            let after = match query_param(query, "after").map(|a| a.parse::<u64>()) {
+        (&Method::GET, ["", "v1", "services", name, "deployments"]) => match state.service(name) {
+            Some(s) => json(StatusCode::OK, &s.deployments.list()),
+            None => no_service(name),
+        },
+        (&Method::GET, ["", "v1", "services", name, "deployments", id]) => {
+            match state.service(name).map(|s| s.deployments.get(id)) {
+                Some(Some(d)) => json(StatusCode::OK, &d),
+                Some(None) => json_error(StatusCode::NOT_FOUND, &format!("no deployment `{id}`")),
+                None => no_service(name),
+            }
+        }
+        (&Method::GET, ["", "v1", "services", name, "revisions"]) => match state.service(name) {
+            Some(s) => json(StatusCode::OK, s.revisions.load().as_ref()),
+            None => no_service(name),
+        },
+        (&Method::POST, ["", "v1", "services", name, "deployments"]) => {
+            let Some(svc) = state.service(name) else {
+                return no_service(name);
+            };
+            let config = match deployment_request(&svc, &body) {
+                Ok(c) => c,
+                Err(e) => return json_error(StatusCode::BAD_REQUEST, &e),
+            };
+            let asked = svc
+                .ask(|reply| Command::Deploy {
+                    config: Box::new(config),
+                    trigger: "api",
+                    reply,
+                })
+                .await;
+            accepted(&svc, asked)
+        }
+        (&Method::POST, ["", "v1", "services", name, "rollback"]) => {
+            let Some(svc) = state.service(name) else {
+                return no_service(name);
+            };
+            let asked = svc.ask(|reply| Command::Rollback { reply }).await;
+            accepted(&svc, asked)
+        }
+        (&Method::POST, ["", "v1", "services", name, verb @ ("pause" | "resume")]) => {
+            let Some(svc) = state.service(name) else {
+                return no_service(name);
+            };
+            let asked = if *verb == "pause" {
+                svc.ask(|reply| Command::Pause { reply }).await
+            } else {
+                svc.ask(|reply| Command::Resume { reply }).await
+            };
+            match asked {
+                Ok(()) => json(StatusCode::OK, &view(&svc)),
+                Err(e) => json_error(StatusCode::CONFLICT, &e),
+            }
+        }
+        (&Method::POST, ["", "v1", "reload"]) => match state.reload().await {
+            Ok(report) => json(StatusCode::OK, &report),
+            Err(e) => json_error(StatusCode::BAD_REQUEST, &e),
+        },
+        (&Method::GET, ["", "v1", "events"]) => {
+            let service = query_param(&query, "service");
+            let after = match query_param(&query, "after").map(|a| a.parse::<u64>()) {
                 None => 0,
                 Some(Ok(a)) => a,
                 Some(Err(_)) => {
-                    return json_error(StatusCode::BAD_REQUEST, "`after` must be a sequence number");
+                    return json_error(
+                        StatusCode::BAD_REQUEST,
+                        "`after` must be a sequence number",
+                    );
                 }
             };
-            json(StatusCode::OK, &state.events.list(service.as_deref(), after))
+            json(
+                StatusCode::OK,
+                &state.events.list(service.as_deref(), after),
+            )
         }
-        _ => json_error(StatusCode::NOT_FOUND, &format!("no admin endpoint at `{path}`")),
+        (_, ["", "healthz"] | ["", "metrics"] | ["", "v1", ..]) if known_path(&segments) => {
+            json_error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                &format!("{method} is not allowed on `{path}`"),
+            )
+        }
+        _ => json_error(
+            StatusCode::NOT_FOUND,
+            &format!("no admin endpoint at `{path}`"),
+        ),
     }
+}
+
+fn known_path(segments: &[&str]) -> bool {
+    matches!(
+        segments,
+        ["", "healthz"]
+            | ["", "metrics"]
+            | ["", "v1", "services"]
+            | ["", "v1", "services", _]
+            | [
+                "",
+                "v1",
+                "services",
+                _,
+                "deployments" | "rollback" | "pause" | "resume" | "revisions"
+            ]
+            | ["", "v1", "reload" | "events"]
+    )
+}
+
+fn authorized(headers: &http::HeaderMap, expected: &str) -> bool {
+    let Some(given) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+    else {
+        return false;
+    };
+    // Compare without an early exit so the time taken does not leak the matching prefix.
+    given.len() == expected.len()
+        && given
+            .bytes()
+            .zip(expected.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+}
+
+/// Builds the config of a deployment from the live revision and the JSON body's changes.
+fn deployment_request(svc: &Service, body: &[u8]) -> Result<ServiceConfig, String> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Body {
+        image: Option<String>,
+        command: Option<Vec<String>>,
+        env: Option<std::collections::BTreeMap<String, String>>,
+    }
+    let req: Body = if body.iter().all(|b| b.is_ascii_whitespace()) {
+        Body {
+            image: None,
+            command: None,
+            env: None,
+        }
+    } else {
+        serde_json::from_slice(body).map_err(|e| format!("deployment body: {e}"))?
+    };
+    let mut cfg = svc.config.load().as_ref().clone();
+    match (req.image, req.command, &mut cfg.source) {
+        (Some(_), Some(_), _) => return Err("give `image` or `command`, not both".into()),
+        (Some(image), None, Source::Image(src)) => src.image = image,
+        (Some(_), None, _) => {
+            return Err(format!(
+                "`image` applies to docker services; `{}` runs on the {} runtime",
+                svc.name, svc.runtime
+            ));
+        }
+        (None, Some(cmd), Source::Command(c)) => {
+            if cmd.is_empty() || cmd[0].is_empty() {
+                return Err("`command` must name a program".into());
+            }
+            *c = cmd
+        }
+        (None, Some(_), _) => {
+            return Err(format!(
+                "`command` applies to process services; `{}` runs on the {} runtime",
+                svc.name, svc.runtime
+            ));
+        }
+        (None, None, _) => {}
+    }
+    if let Some(env) = req.env {
+        cfg.env = env;
+    }
+    crate::config::validate_service(&cfg).map_err(|e| e.to_string())?;
+    Ok(cfg)
+}
+
+fn accepted(svc: &Service, asked: Result<String, String>) -> Response<Full<Bytes>> {
+    match asked {
+        Ok(id) => match svc.deployments.get(&id) {
+            Some(d) => json(StatusCode::ACCEPTED, &d),
+            None => json(StatusCode::ACCEPTED, &serde_json::json!({ "id": id })),
+        },
+        Err(e) => json_error(StatusCode::CONFLICT, &e),
+    }
+}
+
+fn no_service(name: &str) -> Response<Full<Bytes>> {
+    json_error(StatusCode::NOT_FOUND, &format!("no service named `{name}`"))
 }
 
 fn query_param(query: &str, key: &str) -> Option<String> {
@@ -155,4 +360,21 @@ fn json<T: Serialize>(status: StatusCode, value: &T) -> Response<Full<Bytes>> {
 
 fn json_error(status: StatusCode, message: &str) -> Response<Full<Bytes>> {
     json(status, &serde_json::json!({ "error": message }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bearer_token_must_match_exactly() {
+        let mut h = http::HeaderMap::new();
+        assert!(!authorized(&h, "s3cret"));
+        h.insert(header::AUTHORIZATION, "Bearer s3cre".parse().unwrap());
+        assert!(!authorized(&h, "s3cret"));
+        h.insert(header::AUTHORIZATION, "Bearer s3cret".parse().unwrap());
+        assert!(authorized(&h, "s3cret"));
+        h.insert(header::AUTHORIZATION, "Basic s3cret".parse().unwrap());
+        assert!(!authorized(&h, "s3cret"));
+    }
 }

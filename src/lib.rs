@@ -2,51 +2,160 @@
 //! returns the real addresses; `App::run` serves until the shutdown future resolves, then drains.
 
 pub mod admin;
+pub mod client;
 pub mod config;
 pub mod events;
 pub mod health;
 pub mod metrics;
 pub mod proxy;
+pub mod reload;
 pub mod runtime;
 pub mod service;
 pub mod whoami;
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use config::{Config, Source as ConfigSource};
+use config::{Config, ServiceConfig, Source as ConfigSource};
 use events::EventLog;
 use metrics::Metrics;
 use proxy::Forwarder;
 use proxy::route::RouteTable;
+use runtime::docker::{DockerEngine, DockerRuntime};
 use runtime::process::ProcessRuntime;
 use service::Service;
-use service::controller::{Controller, Source};
+use service::controller::{Controller, Source, SourceFactory};
 
-/// What the admin API and the listeners share.
+/// What the admin API, the reloader and the listeners share.
 pub struct State {
     pub services: ArcSwap<Vec<Arc<Service>>>,
     pub forwarder: Arc<Forwarder>,
     pub metrics: Arc<Metrics>,
     pub events: Arc<EventLog>,
+    /// The config in force: the last one that loaded and applied.
+    pub config: ArcSwap<Config>,
+    /// Shared by the docker services; made when the first one appears.
+    docker: Mutex<Option<Arc<DockerEngine>>>,
+    /// Controllers not started yet (before `App::run`), and the running ones by service.
+    controllers: Mutex<Controllers>,
+    reload_lock: tokio::sync::Mutex<()>,
+}
+
+#[derive(Default)]
+struct Controllers {
+    pending: Vec<Controller>,
+    running: HashMap<String, JoinHandle<()>>,
+    stop: Option<CancellationToken>,
 }
 
 impl State {
     pub fn service(&self, name: &str) -> Option<Arc<Service>> {
-        self.services.load().iter().find(|s| s.name == name).cloned()
+        self.services
+            .load()
+            .iter()
+            .find(|s| s.name == name)
+            .cloned()
+    }
+
+    fn docker_engine(&self, config: &Config) -> Option<Arc<DockerEngine>> {
+        let mut engine = self.docker.lock().unwrap_or_else(|p| p.into_inner());
+        let images: Vec<_> = config
+            .services
+            .iter()
+            .filter(|sc| matches!(sc.source, ConfigSource::Image(_)))
+            .map(|sc| (sc, service::revision::revision_id(&sc.name, 1)))
+            .collect();
+        if engine.is_none() && !images.is_empty() {
+            *engine = Some(DockerEngine::new(config.docker.clone(), &images));
+        }
+        engine.clone()
+    }
+
+    /// The factory that makes a revision's instance source.
+    fn factory(&self, config: &Config) -> SourceFactory {
+        let engine = self.docker_engine(config);
+        Arc::new(move |sc: &ServiceConfig| make_source(engine.as_ref(), sc))
+    }
+
+    /// Makes a service and its controller; the controller runs at once if the app runs.
+    fn add_service(
+        &self,
+        sc: &ServiceConfig,
+        factory: &SourceFactory,
+    ) -> Result<Arc<Service>, String> {
+        let source = factory(sc)?;
+        let svc = Service::new(
+            sc.clone(),
+            self.metrics.service(&sc.name),
+            self.events.clone(),
+        );
+        let controller = Controller::new(svc.clone(), source, factory.clone());
+        let mut c = self.controllers.lock().unwrap_or_else(|p| p.into_inner());
+        match c.stop.clone() {
+            Some(stop) => {
+                let handle = tokio::spawn(controller.run(stop));
+                c.running.insert(sc.name.clone(), handle);
+            }
+            None => c.pending.push(controller),
+        }
+        Ok(svc)
+    }
+
+    /// Drains and stops a service that left the config, then forgets its metrics.
+    fn remove_service(self: &Arc<Self>, svc: &Arc<Service>) {
+        let _ = svc.command(service::command::Command::Remove);
+        let handle = self
+            .controllers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .running
+            .remove(&svc.name);
+        let state = self.clone();
+        let name = svc.name.clone();
+        tokio::spawn(async move {
+            if let Some(h) = handle {
+                let _ = h.await;
+            }
+            state.metrics.remove_service(&name);
+        });
+    }
+}
+
+fn make_source(engine: Option<&Arc<DockerEngine>>, sc: &ServiceConfig) -> Result<Source, String> {
+    match &sc.source {
+        ConfigSource::Command(cmd) => {
+            Ok(Source::Managed(Arc::new(ProcessRuntime::new(cmd.clone()))))
+        }
+        ConfigSource::Image(_) => {
+            let engine = engine.ok_or("no docker engine is configured")?;
+            let rt = DockerRuntime::new(engine.clone(), sc).ok_or("not an image source")?;
+            Ok(Source::Managed(Arc::new(rt)))
+        }
+        ConfigSource::Upstreams(u) => runtime::fixed::resolve(u)
+            .map(Source::Fixed)
+            .map_err(|m| format!("service `{}`: {m}", sc.name)),
     }
 }
 
 #[derive(Debug)]
 pub enum BuildError {
     Config(config::ConfigError),
-    Bind { what: &'static str, addr: SocketAddr, error: std::io::Error },
-    Upstream { service: String, message: String },
+    Bind {
+        what: &'static str,
+        addr: SocketAddr,
+        error: std::io::Error,
+    },
+    Upstream {
+        service: String,
+        message: String,
+    },
 }
 
 impl std::fmt::Display for BuildError {
@@ -56,7 +165,9 @@ impl std::fmt::Display for BuildError {
             BuildError::Bind { what, addr, error } => {
                 write!(f, "cannot listen on {addr} ({what}): {error}")
             }
-            BuildError::Upstream { service, message } => write!(f, "service `{service}`: {message}"),
+            BuildError::Upstream { service, message } => {
+                write!(f, "service `{service}`: {message}")
+            }
         }
     }
 }
@@ -64,11 +175,9 @@ impl std::fmt::Display for BuildError {
 impl std::error::Error for BuildError {}
 
 pub struct App {
-    config: Config,
     proxy_listeners: Vec<TcpListener>,
     admin_listener: Option<TcpListener>,
     state: Arc<State>,
-    controllers: Vec<Controller>,
 }
 
 impl App {
@@ -76,62 +185,64 @@ impl App {
         config::validate(&config).map_err(BuildError::Config)?;
         let mut proxy_listeners = Vec::new();
         for addr in &config.proxy.listen {
-            let l = TcpListener::bind(addr).await.map_err(|error| BuildError::Bind {
-                what: "proxy",
-                addr: *addr,
-                error,
-            })?;
+            let l = TcpListener::bind(addr)
+                .await
+                .map_err(|error| BuildError::Bind {
+                    what: "proxy",
+                    addr: *addr,
+                    error,
+                })?;
             proxy_listeners.push(l);
         }
         let admin_listener = match config.admin.listen {
-            Some(addr) => Some(TcpListener::bind(addr).await.map_err(|error| {
-                BuildError::Bind {
-                    what: "admin",
-                    addr,
-                    error,
-                }
-            })?),
+            Some(addr) => {
+                Some(
+                    TcpListener::bind(addr)
+                        .await
+                        .map_err(|error| BuildError::Bind {
+                            what: "admin",
+                            addr,
+                            error,
+                        })?,
+                )
+            }
             None => None,
         };
 
-        let metrics = Arc::new(Metrics::new());
-        let events = Arc::new(EventLog::default());
+        let state = Arc::new(State {
+            services: ArcSwap::from_pointee(Vec::new()),
+            forwarder: Arc::new(Forwarder {
+                routes: ArcSwap::from_pointee(RouteTable::default()),
+                client: proxy::forward::upstream_client(config.proxy.connect_timeout),
+                response_timeout: config.proxy.response_timeout,
+            }),
+            metrics: Arc::new(Metrics::new()),
+            events: Arc::new(EventLog::default()),
+            config: ArcSwap::from_pointee(config.clone()),
+            docker: Mutex::new(None),
+            controllers: Mutex::new(Controllers::default()),
+            reload_lock: tokio::sync::Mutex::new(()),
+        });
+        let factory = state.factory(&config);
         let mut services = Vec::new();
-        let mut controllers = Vec::new();
         for sc in &config.services {
-            let source = match &sc.source {
-                ConfigSource::Command(cmd) => {
-                    Source::Managed(Arc::new(ProcessRuntime::new(cmd.clone())))
-                }
-                ConfigSource::Upstreams(u) => Source::Fixed(
-                    runtime::fixed::resolve(u).map_err(|message| BuildError::Upstream {
-                        service: sc.name.clone(),
-                        message,
-                    })?,
-                ),
-            };
-            let svc = Service::new(sc.clone(), metrics.service(&sc.name), events.clone());
-            let revision = format!("{}-00001", sc.name);
-            controllers.push(Controller::new(svc.clone(), source, revision));
+            let svc = state
+                .add_service(sc, &factory)
+                .map_err(|message| BuildError::Upstream {
+                    service: sc.name.clone(),
+                    message,
+                })?;
             services.push(svc);
         }
-        let forwarder = Arc::new(Forwarder {
-            routes: ArcSwap::from_pointee(RouteTable::new(&services)),
-            client: proxy::forward::upstream_client(config.proxy.connect_timeout),
-            response_timeout: config.proxy.response_timeout,
-        });
-        let state = Arc::new(State {
-            services: ArcSwap::from_pointee(services),
-            forwarder,
-            metrics,
-            events,
-        });
+        state
+            .forwarder
+            .routes
+            .store(Arc::new(RouteTable::new(&services)));
+        state.services.store(Arc::new(services));
         Ok(App {
-            config,
             proxy_listeners,
             admin_listener,
             state,
-            controllers,
         })
     }
 
@@ -143,7 +254,9 @@ impl App {
     }
 
     pub fn admin_addr(&self) -> Option<SocketAddr> {
-        self.admin_listener.as_ref().and_then(|l| l.local_addr().ok())
+        self.admin_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
     }
 
     pub fn state(&self) -> Arc<State> {
@@ -156,18 +269,28 @@ impl App {
         let stop_proxy = CancellationToken::new();
         let stop_controllers = CancellationToken::new();
         let stop_admin = CancellationToken::new();
-        let grace = self.config.proxy.shutdown_timeout;
+        let config = self.state.config.load_full();
+        let grace = config.proxy.shutdown_timeout;
 
-        let mut controllers = tokio::task::JoinSet::new();
-        for c in self.controllers {
-            controllers.spawn(c.run(stop_controllers.clone()));
+        {
+            let mut c = self
+                .state
+                .controllers
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            c.stop = Some(stop_controllers.clone());
+            for ctl in std::mem::take(&mut c.pending) {
+                let name = ctl.service_name().to_string();
+                c.running
+                    .insert(name, tokio::spawn(ctl.run(stop_controllers.clone())));
+            }
         }
         let mut listeners = tokio::task::JoinSet::new();
         for l in self.proxy_listeners {
             listeners.spawn(proxy::serve(
                 l,
                 self.state.forwarder.clone(),
-                self.config.proxy.idle_timeout,
+                config.proxy.idle_timeout,
                 stop_proxy.clone(),
                 grace,
             ));
@@ -189,8 +312,32 @@ impl App {
             }
         })
         .await;
+        let engine = self
+            .state
+            .docker
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if let Some(engine) = &engine {
+            // Before the controllers stop their instances: it decides whether containers stay.
+            engine.begin_exit();
+        }
         stop_controllers.cancel();
-        while controllers.join_next().await.is_some() {}
+        let running: Vec<JoinHandle<()>> = self
+            .state
+            .controllers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .running
+            .drain()
+            .map(|(_, h)| h)
+            .collect();
+        for h in running {
+            let _ = h.await;
+        }
+        if let Some(engine) = &engine {
+            engine.close().await;
+        }
         stop_admin.cancel();
         if let Some(a) = admin {
             let _ = a.await;

@@ -7,8 +7,14 @@ use clap::{Parser, Subcommand};
 use tokio::signal::unix::{SignalKind, signal};
 use wakeway::config::{self, Config, ServiceConfig, Source};
 
+mod cli;
+
 #[derive(Parser)]
-#[command(name = "wakeway", version, about = "A request-driven autoscaling reverse proxy")]
+#[command(
+    name = "wakeway",
+    version,
+    about = "A request-driven autoscaling reverse proxy"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -41,6 +47,64 @@ enum Command {
         #[arg(long, default_value = "30s", value_parser = config::parse_duration)]
         queue_timeout: Duration,
     },
+    /// Services, their revisions and instances, from a running wakeway.
+    Status {
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// One service only.
+        service: Option<String>,
+    },
+    /// Deploy a new revision blue/green and follow it until the switch or the failure.
+    Deploy {
+        #[command(flatten)]
+        admin: AdminArgs,
+        service: String,
+        /// New image (docker services).
+        #[arg(long)]
+        image: Option<String>,
+        /// New command (process services), as one shell-style string split on spaces.
+        #[arg(long)]
+        command: Option<String>,
+        /// Set an environment variable: `--env KEY=VALUE` (repeatable; replaces the env).
+        #[arg(long = "env")]
+        env: Vec<String>,
+        /// Return once the deployment began instead of following it.
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Redeploy the previous revision blue/green.
+    Rollback {
+        #[command(flatten)]
+        admin: AdminArgs,
+        service: String,
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Drain every instance of a service and answer 503 until resumed.
+    Pause {
+        #[command(flatten)]
+        admin: AdminArgs,
+        service: String,
+    },
+    Resume {
+        #[command(flatten)]
+        admin: AdminArgs,
+        service: String,
+    },
+    /// Reload the config file of a running wakeway (like SIGHUP).
+    Reload {
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// The event log: what the control loops decided and why.
+    Events {
+        #[command(flatten)]
+        admin: AdminArgs,
+        service: Option<String>,
+        /// Keep printing new events.
+        #[arg(short, long)]
+        follow: bool,
+    },
     /// A tiny diagnostic upstream that answers with who it is and what it received.
     Whoami {
         #[arg(long, env = "PORT", default_value_t = 8080)]
@@ -52,13 +116,28 @@ enum Command {
     },
 }
 
+#[derive(clap::Args)]
+struct AdminArgs {
+    /// The admin API of the running wakeway.
+    #[arg(long, env = "WAKEWAY_ADMIN", default_value = "127.0.0.1:9180")]
+    admin: String,
+    /// The admin bearer token, if `admin.token` is set.
+    #[arg(long, env = "WAKEWAY_TOKEN")]
+    token: Option<String>,
+}
+
+impl AdminArgs {
+    fn client(&self) -> wakeway::client::AdminClient {
+        wakeway::client::AdminClient::new(&self.admin, self.token.clone())
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .init();
     let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
@@ -66,6 +145,10 @@ fn main() -> ExitCode {
         Command::Check { config } => match config::load(&config) {
             Ok(c) => {
                 print!("{}", config::summary(&c));
+                print!(
+                    "{}",
+                    rt.block_on(wakeway::runtime::docker::check_images(&c))
+                );
                 println!("{}: ok", config.display());
                 ExitCode::SUCCESS
             }
@@ -108,12 +191,51 @@ fn main() -> ExitCode {
             let mut c = Config {
                 path: None,
                 proxy: Default::default(),
-                admin: config::AdminConfig { listen: admin },
+                admin: config::AdminConfig {
+                    listen: admin,
+                    token: None,
+                },
+                docker: Default::default(),
                 services: vec![svc],
             };
             c.proxy.listen = vec![listen];
             rt.block_on(run(c))
         }
+        Command::Status { admin, service } => rt.block_on(cli::status(admin.client(), service)),
+        Command::Deploy {
+            admin,
+            service,
+            image,
+            command,
+            env,
+            no_wait,
+        } => rt.block_on(cli::deploy(
+            admin.client(),
+            service,
+            image,
+            command,
+            env,
+            no_wait,
+        )),
+        Command::Rollback {
+            admin,
+            service,
+            no_wait,
+        } => rt.block_on(cli::rollback(admin.client(), service, no_wait)),
+        Command::Pause { admin, service } => rt.block_on(cli::post(
+            admin.client(),
+            format!("/v1/services/{service}/pause"),
+        )),
+        Command::Resume { admin, service } => rt.block_on(cli::post(
+            admin.client(),
+            format!("/v1/services/{service}/resume"),
+        )),
+        Command::Reload { admin } => rt.block_on(cli::post(admin.client(), "/v1/reload".into())),
+        Command::Events {
+            admin,
+            service,
+            follow,
+        } => rt.block_on(cli::events(admin.client(), service, follow)),
         Command::Whoami {
             port,
             bind,
@@ -149,6 +271,23 @@ async fn run(config: Config) -> ExitCode {
     if let Some(addr) = app.admin_addr() {
         println!("admin listening on {addr}");
     }
+    let state = app.state();
+    let mut hup = signal(SignalKind::hangup()).expect("SIGHUP handler");
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            match state.reload().await {
+                Ok(r) => tracing::info!(
+                    "reloaded: added {:?}, removed {:?}, updated {:?}, deployed {:?}, needs restart {:?}",
+                    r.added,
+                    r.removed,
+                    r.updated,
+                    r.deployed.iter().map(|d| &d.service).collect::<Vec<_>>(),
+                    r.needs_restart
+                ),
+                Err(e) => tracing::error!("reload rejected, nothing changed: {e}"),
+            }
+        }
+    });
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
     let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
     app.run(async move {

@@ -17,6 +17,8 @@ pub const COLD_START_DURATION_SECONDS: &str = "wakeway_cold_start_duration_secon
 pub const QUEUE_REJECTIONS_TOTAL: &str = "wakeway_queue_rejections_total";
 pub const SCALE_EVENTS_TOTAL: &str = "wakeway_scale_events_total";
 pub const UPSTREAM_ERRORS_TOTAL: &str = "wakeway_upstream_errors_total";
+pub const DEPLOYMENTS_TOTAL: &str = "wakeway_deployments_total";
+pub const REVISION_INFO: &str = "wakeway_revision_info";
 
 /// Status codes get their own handles; anything else is folded into its class so the `code`
 /// label stays bounded.
@@ -37,6 +39,8 @@ pub struct Metrics {
     queue_rejections: IntCounterVec,
     scale_events: IntCounterVec,
     upstream_errors: IntCounterVec,
+    deployments: IntCounterVec,
+    revision_info: IntGaugeVec,
 }
 
 /// The handles of one service. Cloned into the service at creation.
@@ -61,9 +65,24 @@ pub struct ServiceMetrics {
     pub upstream_connect: IntCounter,
     pub upstream_timeout: IntCounter,
     pub upstream_reset: IntCounter,
+    pub deployments_succeeded: IntCounter,
+    pub deployments_failed: IntCounter,
+    name: String,
+    revision_info: IntGaugeVec,
 }
 
 impl ServiceMetrics {
+    /// Moves `wakeway_revision_info` to the live revision; the old series goes away so the label
+    /// stays bounded to one revision per service.
+    pub fn set_revision(&self, old: Option<&str>, new: &str) {
+        if let Some(old) = old {
+            let _ = self.revision_info.remove_label_values(&[&self.name, old]);
+        }
+        self.revision_info
+            .with_label_values(&[&self.name, new])
+            .set(1);
+    }
+
     pub fn observe_status(&self, code: u16) {
         match TRACKED_CODES.iter().position(|c| *c == code) {
             Some(i) => self.codes[i].inc(),
@@ -88,8 +107,11 @@ fn gauge(reg: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec
 }
 
 fn histogram(reg: &Registry, name: &str, help: &str, buckets: Vec<f64>) -> HistogramVec {
-    let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), &["service"])
-        .expect("valid metric");
+    let h = HistogramVec::new(
+        HistogramOpts::new(name, help).buckets(buckets),
+        &["service"],
+    )
+    .expect("valid metric");
     reg.register(Box::new(h.clone())).expect("unique metric");
     h
 }
@@ -107,7 +129,9 @@ impl Metrics {
             0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
             60.0,
         ];
-        let cold = vec![0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
+        let cold = vec![
+            0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+        ];
         Metrics {
             requests: counter(
                 &r,
@@ -133,12 +157,7 @@ impl Metrics {
                 "Requests waiting in the activator queue.",
                 &["service"],
             ),
-            instances: gauge(
-                &r,
-                INSTANCES,
-                "Instances by state.",
-                &["service", "state"],
-            ),
+            instances: gauge(&r, INSTANCES, "Instances by state.", &["service", "state"]),
             desired: gauge(
                 &r,
                 DESIRED_INSTANCES,
@@ -175,6 +194,18 @@ impl Metrics {
                 "Failures talking to instances, by kind.",
                 &["service", "kind"],
             ),
+            deployments: counter(
+                &r,
+                DEPLOYMENTS_TOTAL,
+                "Blue/green deployments finished, by outcome.",
+                &["service", "outcome"],
+            ),
+            revision_info: gauge(
+                &r,
+                REVISION_INFO,
+                "1 for the revision that takes a service's traffic.",
+                &["service", "revision"],
+            ),
             registry: r,
         }
     }
@@ -204,6 +235,10 @@ impl Metrics {
             upstream_connect: upstream("connect"),
             upstream_timeout: upstream("timeout"),
             upstream_reset: upstream("reset"),
+            deployments_succeeded: self.deployments.with_label_values(&[name, "succeeded"]),
+            deployments_failed: self.deployments.with_label_values(&[name, "failed"]),
+            name: name.to_string(),
+            revision_info: self.revision_info.clone(),
         }
     }
 
@@ -227,6 +262,17 @@ impl Metrics {
         }
         for k in ["connect", "timeout", "reset"] {
             let _ = self.upstream_errors.remove_label_values(&[name, k]);
+        }
+        for o in ["succeeded", "failed"] {
+            let _ = self.deployments.remove_label_values(&[name, o]);
+        }
+        for m in prometheus::core::Collector::collect(&self.revision_info) {
+            for metric in m.get_metric() {
+                let labels: Vec<&str> = metric.get_label().iter().map(|l| l.value()).collect();
+                if labels.first() == Some(&name) {
+                    let _ = self.revision_info.remove_label_values(&labels);
+                }
+            }
         }
         let _ = self.duration.remove_label_values(&[name]);
         let _ = self.in_flight.remove_label_values(&[name]);

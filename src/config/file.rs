@@ -3,17 +3,18 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::ops::Range;
 use std::time::Duration;
 
 use serde::Deserialize;
-use serde::de::{self, Deserializer, IgnoredAny, SeqAccess, Visitor};
+use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
 use super::ConfigError;
 use super::duration::{UNITS_HELP, parse_duration};
+use super::size::parse_size;
 use super::types::*;
 
 // ---------------------------------------------------------------------------------------------
@@ -24,8 +25,7 @@ use super::types::*;
 struct RawConfig {
     proxy: Option<RawProxy>,
     admin: Option<RawAdmin>,
-    /// Reserved for the docker runtime, which this build does not have.
-    docker: Option<IgnoredAny>,
+    docker: Option<RawDocker>,
     #[serde(default)]
     service: Vec<RawService>,
 }
@@ -44,6 +44,18 @@ struct RawProxy {
 #[serde(deny_unknown_fields)]
 struct RawAdmin {
     listen: Option<AdminListen>,
+    token: Option<String>,
+    token_file: Option<std::path::PathBuf>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawDocker {
+    endpoint: Option<String>,
+    network: Option<String>,
+    publish_address: Option<HostIp>,
+    stop_on_exit: Option<bool>,
+    scope: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -54,7 +66,13 @@ struct RawService {
     hosts: Vec<String>,
     command: Option<Vec<String>>,
     upstreams: Option<Vec<String>>,
-    image: Option<IgnoredAny>,
+    image: Option<String>,
+    /// The docker-only keys: checked against the source in `convert_service`.
+    port: Option<u16>,
+    cpus: Option<f64>,
+    memory: Option<Size>,
+    stop_signal: Option<String>,
+    stop_grace: Option<Dur>,
     #[serde(default)]
     env: BTreeMap<String, String>,
     #[serde(default)]
@@ -112,6 +130,8 @@ struct RawQueue {
 struct RawDeploy {
     drain_timeout: Option<Dur>,
     stop_grace: Option<Dur>,
+    timeout: Option<Dur>,
+    auto: Option<bool>,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -142,6 +162,64 @@ impl<'de> Deserialize<'de> for Dur {
             }
         }
         d.deserialize_any(V)
+    }
+}
+
+/// A byte size string (`"256MiB"`).
+struct Size(u64);
+
+impl<'de> Deserialize<'de> for Size {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Size;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "a size string; {}", super::size::SIZE_UNITS_HELP)
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<Size, E> {
+                parse_size(s).map(Size).map_err(E::custom)
+            }
+            fn visit_i64<E: de::Error>(self, n: i64) -> Result<Size, E> {
+                Err(bare_size(n))
+            }
+            fn visit_u64<E: de::Error>(self, n: u64) -> Result<Size, E> {
+                Err(bare_size(n))
+            }
+            fn visit_f64<E: de::Error>(self, n: f64) -> Result<Size, E> {
+                Err(bare_size(n))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+fn bare_size<E: de::Error>(n: impl fmt::Display) -> E {
+    E::custom(format!(
+        "invalid size {n}: a bare number has no unit, write a string such as \"{n}MiB\"; {}",
+        super::size::SIZE_UNITS_HELP
+    ))
+}
+
+/// An IP address without a port (`"127.0.0.1"`).
+struct HostIp(IpAddr);
+
+impl<'de> Deserialize<'de> for HostIp {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = HostIp;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an IP address string such as \"127.0.0.1\"")
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<HostIp, E> {
+                s.trim().parse().map(HostIp).map_err(|_| {
+                    E::custom(format!(
+                        "invalid address {s:?}: expected an IP address without a port, such as \"127.0.0.1\""
+                    ))
+                })
+            }
+        }
+        d.deserialize_str(V)
     }
 }
 
@@ -222,12 +300,15 @@ pub(crate) fn from_text(text: &str) -> Result<Config, ConfigError> {
 }
 
 fn convert(raw: RawConfig) -> Result<Config, ConfigError> {
-    if raw.docker.is_some() {
-        return Err(ConfigError::at_key(
-            "docker",
-            "the docker runtime is not available in this build; remove the [docker] table",
-        ));
-    }
+    let rd = raw.docker.unwrap_or_default();
+    let dd = DockerConfig::default();
+    let docker = DockerConfig {
+        endpoint: rd.endpoint,
+        network: rd.network.unwrap_or(dd.network),
+        publish_address: rd.publish_address.map_or(dd.publish_address, |a| a.0),
+        stop_on_exit: rd.stop_on_exit.unwrap_or(dd.stop_on_exit),
+        scope: rd.scope.unwrap_or(dd.scope),
+    };
     let p = raw.proxy.unwrap_or_default();
     let pd = ProxyConfig::default();
     let proxy = ProxyConfig {
@@ -237,8 +318,11 @@ fn convert(raw: RawConfig) -> Result<Config, ConfigError> {
         idle_timeout: dur_or(p.idle_timeout, pd.idle_timeout),
         shutdown_timeout: dur_or(p.shutdown_timeout, pd.shutdown_timeout),
     };
-    let admin = match raw.admin.and_then(|a| a.listen) {
-        Some(AdminListen(listen)) => AdminConfig { listen },
+    let admin = match raw.admin {
+        Some(a) => AdminConfig {
+            listen: a.listen.map_or(AdminConfig::default().listen, |l| l.0),
+            token: admin_token(a.token, a.token_file)?,
+        },
         None => AdminConfig::default(),
     };
     let services = raw
@@ -251,8 +335,43 @@ fn convert(raw: RawConfig) -> Result<Config, ConfigError> {
         path: None,
         proxy,
         admin,
+        docker,
         services,
     })
+}
+
+/// The admin token, from `token` or the first line of `token_file` (read now: a reload re-reads
+/// it, and a missing file is a config error, not an open admin API).
+fn admin_token(
+    token: Option<String>,
+    file: Option<std::path::PathBuf>,
+) -> Result<Option<String>, ConfigError> {
+    let token = match (token, file) {
+        (Some(_), Some(_)) => {
+            return Err(ConfigError::at_key(
+                "admin.token_file",
+                "set `token` or `token_file`, not both",
+            ));
+        }
+        (Some(t), None) => t,
+        (None, Some(f)) => std::fs::read_to_string(&f)
+            .map_err(|e| {
+                ConfigError::at_key(
+                    "admin.token_file",
+                    format!("cannot read {}: {e}", f.display()),
+                )
+            })?
+            .lines()
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_string(),
+        (None, None) => return Ok(None),
+    };
+    if token.is_empty() {
+        return Err(ConfigError::at_key("admin.token", "the token is empty"));
+    }
+    Ok(Some(token))
 }
 
 fn dur_or(d: Option<Dur>, default: Duration) -> Duration {
@@ -271,25 +390,53 @@ fn convert_service(i: usize, s: RawService) -> Result<ServiceConfig, ConfigError
     if s.image.is_some() {
         given.push("image");
     }
-    let source = match (s.command, s.upstreams, given.as_slice()) {
-        (Some(cmd), None, ["command"]) => Source::Command(cmd),
-        (None, Some(ups), ["upstreams"]) => Source::Upstreams(ups),
-        (_, _, ["image"]) => {
+    let is_image = given.as_slice() == ["image"];
+    if !is_image {
+        let docker_only = [
+            ("port", s.port.is_some()),
+            ("cpus", s.cpus.is_some()),
+            ("memory", s.memory.is_some()),
+            ("stop_signal", s.stop_signal.is_some()),
+            ("stop_grace", s.stop_grace.is_some()),
+        ];
+        if let Some((k, _)) = docker_only.iter().find(|(_, set)| *set) {
+            let hint = if *k == "stop_grace" {
+                "; for other runtimes set `stop_grace` in [service.deploy]"
+            } else {
+                ""
+            };
             return Err(ConfigError::at_key(
-                key("image"),
-                "the docker runtime is not available in this build; use `command` (process runtime) or `upstreams` (static runtime)",
+                key(k),
+                format!("`{k}` applies only to services with an `image` (docker runtime){hint}"),
             ));
         }
-        (_, _, []) => {
+    }
+    if s.stop_grace.is_some() && s.deploy.stop_grace.is_some() {
+        return Err(ConfigError::at_key(
+            key("stop_grace"),
+            "stop_grace is set both here and in [service.deploy]; keep one",
+        ));
+    }
+    let source = match (s.command, s.upstreams, s.image, given.as_slice()) {
+        (Some(cmd), None, None, ["command"]) => Source::Command(cmd),
+        (None, Some(ups), None, ["upstreams"]) => Source::Upstreams(ups),
+        (None, None, Some(image), ["image"]) => Source::Image(ImageSource {
+            image,
+            port: s.port.unwrap_or(ImageSource::DEFAULT_PORT),
+            cpus: s.cpus,
+            memory: s.memory.map(|m| m.0),
+            stop_signal: s.stop_signal,
+        }),
+        (_, _, _, []) => {
             return Err(ConfigError::at_key(
                 format!("service[{i}]"),
                 format!(
-                    "service `{}` has no source: set exactly one of `command` (process runtime) or `upstreams` (static runtime)",
+                    "service `{}` has no source: set exactly one of `command` (process runtime), `upstreams` (static runtime) or `image` (docker runtime)",
                     s.name
                 ),
             ));
         }
-        (_, _, several) => {
+        (_, _, _, several) => {
             return Err(ConfigError::at_key(
                 key(several[1]),
                 format!(
@@ -340,7 +487,10 @@ fn convert_service(i: usize, s: RawService) -> Result<ServiceConfig, ConfigError
     let dd = DeployConfig::default();
     let deploy = DeployConfig {
         drain_timeout: dur_or(s.deploy.drain_timeout, dd.drain_timeout),
-        stop_grace: dur_or(s.deploy.stop_grace, dd.stop_grace),
+        // An image service may say it next to `image`, as `docker run --stop-timeout` does.
+        stop_grace: dur_or(s.stop_grace.or(s.deploy.stop_grace), dd.stop_grace),
+        timeout: dur_or(s.deploy.timeout, dd.timeout),
+        auto: s.deploy.auto.unwrap_or(dd.auto),
     };
     Ok(ServiceConfig {
         name: s.name,
@@ -671,7 +821,11 @@ upstreams = ["127.0.0.1:3000", "backend.internal:3001"]
                 idle_timeout: secs(45),
                 shutdown_timeout: secs(20),
             },
-            admin: AdminConfig { listen: None },
+            admin: AdminConfig {
+                listen: None,
+                token: None,
+            },
+            docker: DockerConfig::default(),
             services: vec![
                 ServiceConfig {
                     name: "api".into(),
@@ -707,6 +861,8 @@ upstreams = ["127.0.0.1:3000", "backend.internal:3001"]
                     deploy: DeployConfig {
                         drain_timeout: secs(15),
                         stop_grace: secs(5),
+                        timeout: secs(300),
+                        auto: false,
                     },
                 },
                 ServiceConfig {
@@ -853,13 +1009,15 @@ upstreams = ["127.0.0.1:3000", "backend.internal:3001"]
 
     #[test]
     fn source_errors() {
-        let e = err("[[service]]\nname = \"a\"\nhosts = [\"a\"]\n\nimage = \"nginx\"\n");
+        let e = err(
+            "[[service]]\nname = \"a\"\nhosts = [\"a\"]\ncommand = [\"a\"]\n\nimage = \"nginx\"\n",
+        );
         assert_eq!(
             (e.line, e.key.as_deref()),
-            (Some(5), Some("service[0].image")),
+            (Some(6), Some("service[0].image")),
             "{e}"
         );
-        assert!(e.message.contains("docker runtime is not available"), "{e}");
+        assert!(e.message.contains("exactly one"), "{e}");
 
         let e = err(
             "[[service]]\nname = \"a\"\nhosts = [\"a\"]\ncommand = [\"a\"]\nupstreams = [\"1.2.3.4:5\"]\n",
@@ -879,7 +1037,177 @@ upstreams = ["127.0.0.1:3000", "backend.internal:3001"]
         );
 
         let e = err("[docker]\nsocket = \"/var/run/docker.sock\"\n");
-        assert_eq!((e.line, e.key.as_deref()), (Some(1), Some("docker")), "{e}");
+        assert_eq!(
+            (e.line, e.key.as_deref()),
+            (Some(2), Some("docker.socket")),
+            "{e}"
+        );
+    }
+
+    const DOCKER: &str = r#"
+[docker]
+endpoint = "unix:///run/docker.sock"
+network = "host"
+publish_address = "0.0.0.0"
+stop_on_exit = true
+scope = "staging"
+
+[[service]]
+name = "web"
+hosts = ["web.localhost"]
+image = "web:latest"
+port = 3000
+env = { MODE = "prod" }
+cpus = 0.5
+memory = "256MiB"
+stop_signal = "SIGINT"
+stop_grace = "4s"
+"#;
+
+    #[test]
+    fn docker_service_parses() {
+        let cfg = parse(DOCKER, None).unwrap();
+        assert_eq!(
+            cfg.docker,
+            DockerConfig {
+                endpoint: Some("unix:///run/docker.sock".into()),
+                network: "host".into(),
+                publish_address: "0.0.0.0".parse().unwrap(),
+                stop_on_exit: true,
+                scope: "staging".into(),
+            }
+        );
+        let web = &cfg.services[0];
+        assert_eq!(
+            web.source,
+            Source::Image(ImageSource {
+                image: "web:latest".into(),
+                port: 3000,
+                cpus: Some(0.5),
+                memory: Some(256 << 20),
+                stop_signal: Some("SIGINT".into()),
+            })
+        );
+        assert_eq!(web.deploy.stop_grace, Duration::from_secs(4));
+        assert_eq!(web.env["MODE"], "prod");
+
+        let minimal = parse(
+            "[[service]]\nname = \"w\"\nhosts = [\"w\"]\nimage = \"w\"\n",
+            None,
+        )
+        .unwrap();
+        assert_eq!(minimal.docker, DockerConfig::default());
+        let Source::Image(img) = &minimal.services[0].source else {
+            panic!("not an image source");
+        };
+        assert_eq!((img.port, img.cpus, img.memory), (8080, None, None));
+    }
+
+    #[test]
+    fn docker_errors_name_line_and_key() {
+        let cases = [
+            (
+                "memory = \"256MiB\"",
+                "memory = 256",
+                "service[0].memory",
+                "\"256MiB\"",
+            ),
+            (
+                "memory = \"256MiB\"",
+                "memory = \"1MiB\"",
+                "service[0].memory",
+                "6MiB",
+            ),
+            (
+                "memory = \"256MiB\"",
+                "memory = \"lots\"",
+                "service[0].memory",
+                "MiB",
+            ),
+            ("cpus = 0.5", "cpus = 0", "service[0].cpus", "0.01"),
+            ("port = 3000", "port = 70000", "service[0].port", ""),
+            ("port = 3000", "port = 0", "service[0].port", "1-65535"),
+            (
+                "stop_signal = \"SIGINT\"",
+                "stop_signal = \"SIGNOPE\"",
+                "service[0].stop_signal",
+                "SIGNOPE",
+            ),
+            (
+                "image = \"web:latest\"",
+                "image = \"\"",
+                "service[0].image",
+                "web:latest",
+            ),
+            (
+                "endpoint = \"unix:///run/docker.sock\"",
+                "endpoint = \"ssh://h\"",
+                "docker.endpoint",
+                "tcp://",
+            ),
+            (
+                "publish_address = \"0.0.0.0\"",
+                "publish_address = \"0.0.0.0:80\"",
+                "docker.publish_address",
+                "without a port",
+            ),
+            (
+                "scope = \"staging\"",
+                "scope = \"Staging\"",
+                "docker.scope",
+                "lower-case",
+            ),
+            (
+                "network = \"host\"",
+                "network = \"\"",
+                "docker.network",
+                "bridge",
+            ),
+            (
+                "stop_grace = \"4s\"",
+                "stop_grace = \"4s\"\n[service.deploy]\nstop_grace = \"1s\"",
+                "service[0].stop_grace",
+                "keep one",
+            ),
+        ];
+        for (from, to, key, says) in cases {
+            let text = DOCKER.replace(from, to);
+            let e = err(&text);
+            let line = text
+                .lines()
+                .position(|l| l.starts_with(to.lines().next().unwrap()))
+                .unwrap()
+                + 1;
+            assert_eq!(
+                (e.key.as_deref(), e.line),
+                (Some(key), Some(line)),
+                "{to}: {e}"
+            );
+            assert!(e.message.contains(says), "{to}: {e}");
+        }
+
+        for k in [
+            "port = 80",
+            "cpus = 1",
+            "memory = \"64MiB\"",
+            "stop_signal = \"TERM\"",
+            "stop_grace = \"1s\"",
+        ] {
+            let e = err(&format!(
+                "[[service]]\nname = \"a\"\nhosts = [\"a\"]\ncommand = [\"a\"]\n{k}\n"
+            ));
+            let name = k.split(' ').next().unwrap();
+            assert_eq!(
+                e.key.as_deref(),
+                Some(format!("service[0].{name}").as_str()),
+                "{e}"
+            );
+            assert_eq!(e.line, Some(5), "{e}");
+            assert!(
+                e.message.contains("only to services with an `image`"),
+                "{e}"
+            );
+        }
     }
 
     #[test]

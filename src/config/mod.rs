@@ -6,11 +6,14 @@
 
 mod duration;
 mod file;
+mod size;
 mod types;
 mod validate;
 
 pub use duration::{format_duration, parse_duration};
+pub use size::{format_size, parse_size};
 pub use types::*;
+pub(crate) use validate::canonical_signal;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -94,8 +97,23 @@ pub fn validate(config: &Config) -> Result<(), ConfigError> {
 }
 
 /// One-screen human summary for `wakeway check`: listeners, then per service: name, runtime
-/// (process/static), hosts, source, scaling min/max/target/max_concurrency, idle_timeout; then the
-/// route table (host -> service).
+/// (process/static/docker), hosts, source, scaling min/max/target/max_concurrency,
+/// idle_timeout; then the route table (host -> service).
+/// Checks one service on its own (a deployment's config built from an API request).
+pub fn validate_service(service: &ServiceConfig) -> Result<(), ConfigError> {
+    let config = Config {
+        path: None,
+        proxy: ProxyConfig::default(),
+        admin: AdminConfig {
+            listen: None,
+            token: None,
+        },
+        docker: DockerConfig::default(),
+        services: vec![service.clone()],
+    };
+    validate(&config)
+}
+
 pub fn summary(config: &Config) -> String {
     use std::fmt::Write as _;
     let mut out = String::new();
@@ -128,6 +146,16 @@ pub fn summary(config: &Config) -> String {
         let source = match &svc.source {
             Source::Command(argv) => format!("command {}", quote_list(argv)),
             Source::Upstreams(ups) => format!("upstreams {}", ups.join(", ")),
+            Source::Image(img) => {
+                let mut s = format!("image {} port {}", img.image, img.port);
+                if let Some(cpus) = img.cpus {
+                    let _ = write!(s, " cpus {cpus}");
+                }
+                if let Some(memory) = img.memory {
+                    let _ = write!(s, " memory {}", format_size(memory));
+                }
+                s
+            }
         };
         let _ = writeln!(out, "    source:  {source}");
         let _ = writeln!(

@@ -2,7 +2,7 @@
 //! produces it; `validate.rs` checks it. Nothing else parses config.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -13,6 +13,7 @@ pub struct Config {
     pub path: Option<PathBuf>,
     pub proxy: ProxyConfig,
     pub admin: AdminConfig,
+    pub docker: DockerConfig,
     pub services: Vec<ServiceConfig>,
 }
 
@@ -31,6 +32,41 @@ pub struct ProxyConfig {
 pub struct AdminConfig {
     /// `None` disables the admin listener.
     pub listen: Option<SocketAddr>,
+    /// When set, every `/v1` call needs `Authorization: Bearer <token>` (from `token` or the
+    /// first line of `token_file`).
+    pub token: Option<String>,
+}
+
+/// `[docker]`: how the docker runtime reaches the engine and publishes container ports.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DockerConfig {
+    /// `unix:///path` or `tcp://host:port`. `None`: `$DOCKER_HOST`, else the local socket.
+    pub endpoint: Option<String>,
+    /// `bridge`, `host`, or a user-defined network.
+    pub network: String,
+    /// Container ports are published on this host address, on a port the engine picks.
+    pub publish_address: IpAddr,
+    /// Stop containers when wakeway exits; otherwise leave them for the next start to adopt.
+    pub stop_on_exit: bool,
+    /// Only containers labelled with this scope are adopted or removed, so several wakeways
+    /// can share one engine.
+    pub scope: String,
+}
+
+impl DockerConfig {
+    pub const DEFAULT_SCOPE: &'static str = "default";
+}
+
+impl Default for DockerConfig {
+    fn default() -> Self {
+        DockerConfig {
+            endpoint: None,
+            network: "bridge".into(),
+            publish_address: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            stop_on_exit: false,
+            scope: DockerConfig::DEFAULT_SCOPE.into(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -52,6 +88,27 @@ pub enum Source {
     Command(Vec<String>),
     /// `upstreams = [...]`: the static runtime. Kept as written (`host:port`); resolved at start.
     Upstreams(Vec<String>),
+    /// `image = "..."`: the docker runtime.
+    Image(ImageSource),
+}
+
+/// A container image and how to run it. The stop grace period is `deploy.stop_grace`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImageSource {
+    /// As `docker run` takes it: `name:tag`, `name@sha256:...` or an image id.
+    pub image: String,
+    /// The port the app listens on inside the container (also in `$PORT`).
+    pub port: u16,
+    /// CPU limit in cores (`NanoCpus`); `None` is unlimited.
+    pub cpus: Option<f64>,
+    /// Hard memory limit in bytes, swap included; `None` is unlimited.
+    pub memory: Option<u64>,
+    /// Sent to stop a container; `None` is the image's `STOPSIGNAL` (SIGTERM by default).
+    pub stop_signal: Option<String>,
+}
+
+impl ImageSource {
+    pub const DEFAULT_PORT: u16 = 8080;
 }
 
 impl Source {
@@ -59,6 +116,7 @@ impl Source {
         match self {
             Source::Command(_) => "process",
             Source::Upstreams(_) => "static",
+            Source::Image(_) => "docker",
         }
     }
 }
@@ -103,6 +161,11 @@ pub struct DeployConfig {
     pub drain_timeout: Duration,
     /// Between SIGTERM and SIGKILL when an instance is stopped.
     pub stop_grace: Duration,
+    /// A blue/green deploy whose new instances are not all healthy by then fails.
+    pub timeout: Duration,
+    /// Deploy by itself when the source changes underneath: a new image behind the tag
+    /// (docker) or a changed executable (process).
+    pub auto: bool,
 }
 
 impl Default for ProxyConfig {
@@ -121,6 +184,7 @@ impl Default for AdminConfig {
     fn default() -> Self {
         AdminConfig {
             listen: Some(SocketAddr::from(([127, 0, 0, 1], 9180))),
+            token: None,
         }
     }
 }
@@ -168,6 +232,8 @@ impl Default for DeployConfig {
         DeployConfig {
             drain_timeout: Duration::from_secs(30),
             stop_grace: Duration::from_secs(10),
+            timeout: Duration::from_secs(300),
+            auto: false,
         }
     }
 }

@@ -15,6 +15,7 @@ fn fail(key: impl Into<String>, message: impl Into<String>) -> Result {
 
 pub(crate) fn validate(config: &Config) -> Result {
     validate_proxy(config)?;
+    validate_docker(&config.docker)?;
     let mut names: BTreeMap<&str, usize> = BTreeMap::new();
     let mut hosts: BTreeMap<&str, &str> = BTreeMap::new();
     for (i, svc) in config.services.iter().enumerate() {
@@ -184,7 +185,107 @@ fn validate_source(source: &Source, i: usize) -> Result {
             }
             Ok(())
         }
+        Source::Image(img) => validate_image(img, i),
     }
+}
+
+fn validate_docker(d: &DockerConfig) -> Result {
+    if let Some(endpoint) = &d.endpoint {
+        let known = ["unix://", "tcp://", "http://"];
+        if !known.iter().any(|s| endpoint.starts_with(s)) {
+            return fail(
+                "docker.endpoint",
+                format!(
+                    "unsupported endpoint {endpoint:?}: use \"unix:///var/run/docker.sock\" or \"tcp://host:port\" (leave it unset to use $DOCKER_HOST)"
+                ),
+            );
+        }
+    }
+    if d.network.trim().is_empty() {
+        return fail(
+            "docker.network",
+            "network is empty: use \"bridge\", \"host\" or the name of a user-defined network",
+        );
+    }
+    // The scope goes into container names and labels.
+    let scope_ok = !d.scope.is_empty()
+        && d.scope.len() <= 32
+        && d.scope
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    if !scope_ok {
+        return fail(
+            "docker.scope",
+            format!(
+                "invalid scope {:?}: use 1 to 32 lower-case letters, digits and '-'",
+                d.scope
+            ),
+        );
+    }
+    Ok(())
+}
+
+fn validate_image(img: &ImageSource, i: usize) -> Result {
+    let at = |k: &str| format!("service[{i}].{k}");
+    let image = img.image.trim();
+    if image.is_empty() || image != img.image || image.contains(char::is_whitespace) {
+        return fail(
+            at("image"),
+            format!(
+                "invalid image {:?}: give a reference such as \"web:latest\" without spaces",
+                img.image
+            ),
+        );
+    }
+    if img.port == 0 {
+        return fail(
+            at("port"),
+            "port must be the port the app listens on inside the container (1-65535)",
+        );
+    }
+    if let Some(cpus) = img.cpus
+        && !(cpus.is_finite() && cpus >= 0.01)
+    {
+        return fail(
+            at("cpus"),
+            format!("cpus must be at least 0.01 (got {cpus})"),
+        );
+    }
+    // The engine refuses a smaller limit.
+    const MIN_MEMORY: u64 = 6 << 20;
+    if let Some(memory) = img.memory
+        && memory < MIN_MEMORY
+    {
+        return fail(
+            at("memory"),
+            format!(
+                "memory must be at least 6MiB, the engine's minimum (got {})",
+                super::format_size(memory)
+            ),
+        );
+    }
+    if let Some(sig) = &img.stop_signal
+        && canonical_signal(sig).is_none()
+    {
+        return fail(
+            at("stop_signal"),
+            format!("unknown signal {sig:?}: use a name such as \"SIGTERM\" or \"SIGINT\""),
+        );
+    }
+    Ok(())
+}
+
+/// `"term"`, `"TERM"` and `"SIGTERM"` all mean `SIGTERM`.
+pub(crate) fn canonical_signal(name: &str) -> Option<String> {
+    let upper = name.trim().to_ascii_uppercase();
+    let full = if upper.starts_with("SIG") {
+        upper
+    } else {
+        format!("SIG{upper}")
+    };
+    full.parse::<nix::sys::signal::Signal>()
+        .ok()
+        .map(|s| s.as_str().to_string())
 }
 
 /// `host:port`, `1.2.3.4:80` or `[::1]:80`.
@@ -331,6 +432,7 @@ mod tests {
             path: None,
             proxy: ProxyConfig::default(),
             admin: AdminConfig::default(),
+            docker: DockerConfig::default(),
             services,
         }
     }

@@ -86,7 +86,9 @@ impl ProxyError {
             ProxyError::Activator(ActivatorError::Unavailable(why)) => {
                 format!("service unavailable: no instance could start: {why}")
             }
-            ProxyError::Activator(ActivatorError::Paused) => "paused: this service is paused".into(),
+            ProxyError::Activator(ActivatorError::Paused) => {
+                "paused: this service is paused".into()
+            }
             ProxyError::Connect(m) => format!("instance unreachable: {m}"),
             ProxyError::Upstream(m) => format!("instance failed: {m}"),
             ProxyError::ResponseTimeout(t) => {
@@ -124,7 +126,11 @@ mod tests {
             ),
             (ProxyError::Connect("refused".into()), 502, false),
             (ProxyError::Upstream("reset".into()), 502, false),
-            (ProxyError::ResponseTimeout(Duration::from_secs(1)), 504, false),
+            (
+                ProxyError::ResponseTimeout(Duration::from_secs(1)),
+                504,
+                false,
+            ),
         ];
         for (e, code, retry_after) in cases {
             assert_eq!(e.status().as_u16(), code, "{e}");

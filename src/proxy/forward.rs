@@ -79,9 +79,11 @@ impl Forwarder {
         remote: SocketAddr,
         host: String,
     ) -> Result<Response<ProxyBody>, ProxyError> {
-        let upgrade = req.headers().get(header::UPGRADE).cloned().filter(|_| {
-            connection_has(req.headers(), "upgrade")
-        });
+        let upgrade = req
+            .headers()
+            .get(header::UPGRADE)
+            .cloned()
+            .filter(|_| connection_has(req.headers(), "upgrade"));
         let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
         let (parts, body) = req.into_parts();
         let mut headers = parts.headers;
@@ -137,7 +139,8 @@ impl Forwarder {
                     ) {
                         svc.report_unreachable();
                     }
-                    let err = ProxyError::Connect(format!("{}: {}", inst.address, source_chain(&e)));
+                    let err =
+                        ProxyError::Connect(format!("{}: {}", inst.address, source_chain(&e)));
                     let Ok(b) = give_back.try_recv() else {
                         return Err(err);
                     };
@@ -159,9 +162,22 @@ impl Forwarder {
                 }
                 Ok(Err(e)) => {
                     svc.metrics.upstream_reset.inc();
+                    let inst = guard.instance().clone();
+                    drop(guard);
+                    // The request may have reached the instance, so it is not sent again. But
+                    // if the instance is gone (it crashed under this request), take it out now
+                    // rather than when its exit is noticed, so the next request avoids it.
+                    if !reachable(inst.address).await
+                        && inst.transition(
+                            crate::service::instance::InstanceState::Ready,
+                            crate::service::instance::InstanceState::Unhealthy,
+                        )
+                    {
+                        svc.report_unreachable();
+                    }
                     return Err(ProxyError::Upstream(format!(
                         "{}: {}",
-                        guard.instance().address,
+                        inst.address,
                         source_chain(&e)
                     )));
                 }
@@ -263,7 +279,11 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-fn add_forwarded(headers: &mut HeaderMap, remote: SocketAddr, host: &str) -> Result<(), ProxyError> {
+fn add_forwarded(
+    headers: &mut HeaderMap,
+    remote: SocketAddr,
+    host: &str,
+) -> Result<(), ProxyError> {
     let ip = remote.ip().to_string();
     let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
         Some(prior) => format!("{prior}, {ip}"),
@@ -285,6 +305,18 @@ fn add_forwarded(headers: &mut HeaderMap, remote: SocketAddr, host: &str) -> Res
     Ok(())
 }
 
+/// A fresh connect, on the error path only: does the instance still accept connections?
+async fn reachable(addr: SocketAddr) -> bool {
+    matches!(
+        tokio::time::timeout(
+            Duration::from_millis(250),
+            tokio::net::TcpStream::connect(addr)
+        )
+        .await,
+        Ok(Ok(_))
+    )
+}
+
 fn source_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
@@ -303,7 +335,10 @@ mod tests {
     #[test]
     fn hop_by_hop_headers_are_removed_with_the_ones_connection_lists() {
         let mut h = HeaderMap::new();
-        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, x-secret"));
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-secret"),
+        );
         h.insert("x-secret", HeaderValue::from_static("1"));
         h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
         h.insert(header::TE, HeaderValue::from_static("trailers"));

@@ -1,6 +1,7 @@
 //! What starts and stops instances. The controller speaks only this trait; each runtime hides how
 //! an instance is made (a child process, a container) and reports when it exits on its own.
 
+pub mod docker;
 pub mod fixed;
 pub mod process;
 
@@ -54,9 +55,34 @@ impl std::fmt::Display for RuntimeError {
 
 impl std::error::Error for RuntimeError {}
 
+/// An instance a previous wakeway started and left running, found again at start. Like a
+/// [`Started`] one it is probed before it is published.
+pub struct Adopted {
+    /// Its instance id, as the previous wakeway named it.
+    pub instance: String,
+    pub started: Started,
+}
+
 pub trait Runtime: Send + Sync + 'static {
     fn name(&self) -> &'static str;
     fn start(&self, spec: InstanceSpec) -> BoxFuture<'_, Result<Started, RuntimeError>>;
+
+    /// What the source is right now, as a token that changes when it changes underneath (the
+    /// image id behind a tag, the executable's modification time). `deploy.auto` deploys when
+    /// it changes. `None`: the runtime cannot tell.
+    fn source_version(&self) -> BoxFuture<'_, Option<String>> {
+        Box::pin(async { None })
+    }
+
+    /// The running instances of `service` at `revision` left by a previous wakeway. Called once,
+    /// before the first start. Runtimes whose instances never outlive wakeway have none.
+    fn adopt<'a>(
+        &'a self,
+        _service: &'a str,
+        _revision: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<Adopted>, RuntimeError>> {
+        Box::pin(async { Ok(Vec::new()) })
+    }
 }
 
 /// Fills the environment every instance gets.

@@ -35,6 +35,19 @@ fn program(name: &str) -> PathBuf {
     PathBuf::from(name)
 }
 
+/// The file a program name runs: as given when it has a slash, else the first match on PATH.
+fn executable(name: &str) -> Option<PathBuf> {
+    let p = program(name);
+    if p.components().count() > 1 {
+        return Some(p);
+    }
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join(&p))
+            .find(|c| c.is_file())
+    })
+}
+
 /// A port that was free a moment ago. Another process may take it before the child binds: the
 /// controller retries an instance that exits at once on a new port.
 fn free_port() -> std::io::Result<u16> {
@@ -46,6 +59,22 @@ fn free_port() -> std::io::Result<u16> {
 impl Runtime for ProcessRuntime {
     fn name(&self) -> &'static str {
         "process"
+    }
+
+    fn source_version(&self) -> BoxFuture<'_, Option<String>> {
+        Box::pin(async move {
+            let exe = executable(&self.command[0])?;
+            let meta = tokio::fs::metadata(&exe).await.ok()?;
+            let modified = meta.modified().ok()?;
+            let since = modified.duration_since(std::time::UNIX_EPOCH).ok()?;
+            Some(format!(
+                "{}@{}.{:09}+{}",
+                exe.display(),
+                since.as_secs(),
+                since.subsec_nanos(),
+                meta.len()
+            ))
+        })
     }
 
     fn start(&self, spec: InstanceSpec) -> BoxFuture<'_, Result<Started, RuntimeError>> {
@@ -137,7 +166,10 @@ impl InstanceHandle for ProcessHandle {
                 .await
                 .is_ok();
             if !gone {
-                tracing::warn!(pid = self.pid, "instance ignored SIGTERM for {grace:?}: SIGKILL");
+                tracing::warn!(
+                    pid = self.pid,
+                    "instance ignored SIGTERM for {grace:?}: SIGKILL"
+                );
                 let _ = killpg(group, Signal::SIGKILL);
                 let _ = exited.wait_for(|e| e.is_some()).await.map(|_| ());
             } else {
@@ -191,17 +223,30 @@ mod tests {
         let rt = ProcessRuntime::new(vec![
             "sh".into(),
             "-c".into(),
-            format!("trap '' TERM; touch {}; while true; do sleep 0.05; done", mark.display()),
+            format!(
+                "trap '' TERM; touch {}; while true; do sleep 0.05; done",
+                mark.display()
+            ),
         ]);
         let started = rt.start(spec()).await.unwrap();
         // The SIGTERM must come after the trap is installed, or it proves nothing.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         while !mark.exists() {
-            assert!(tokio::time::Instant::now() < deadline, "child never installed its trap");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "child never installed its trap"
+            );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         let _ = std::fs::remove_file(&mark);
         started.handle.stop(Duration::from_millis(200)).await;
-        assert!(started.exited.borrow().as_deref().unwrap().contains("SIGKILL"));
+        assert!(
+            started
+                .exited
+                .borrow()
+                .as_deref()
+                .unwrap()
+                .contains("SIGKILL")
+        );
     }
 }

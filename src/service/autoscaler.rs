@@ -87,8 +87,8 @@ impl Autoscaler {
         let want = |avg: f64| (avg / cfg.target_concurrency).ceil() as u32;
         let (stable_want, panic_want) = (want(stable_avg), want(panic_avg));
 
-        let panicking = panic_want as f64 >= cfg.panic_threshold * ready.max(1) as f64
-            && panic_want > ready;
+        let panicking =
+            panic_want as f64 >= cfg.panic_threshold * ready.max(1) as f64 && panic_want > ready;
         if panicking {
             self.panic_until = Some(now + cfg.stable_window);
         } else if self.panic_until.is_some_and(|until| now >= until) {
@@ -203,7 +203,10 @@ mod tests {
         assert_eq!(a.decide(t, &cfg(), 1, 1, false).desired, 8);
         feed(&mut a, &mut t, 10, 0.0);
         let d = a.decide(t, &cfg(), 8, 8, false);
-        assert_eq!((d.desired, d.mode, d.clamped_by), (8, Mode::Panic, Some("panic_hold")));
+        assert_eq!(
+            (d.desired, d.mode, d.clamped_by),
+            (8, Mode::Panic, Some("panic_hold"))
+        );
         feed(&mut a, &mut t, 60, 0.0);
         let d = a.decide(t, &cfg(), 8, 8, false);
         assert_eq!(d.mode, Mode::Stable);

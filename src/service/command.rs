@@ -15,12 +15,20 @@ pub enum Command {
         reply: Reply<String>,
     },
     /// Deploy the revision before the current one, the same way.
-    Rollback { reply: Reply<String> },
+    Rollback {
+        reply: Reply<String>,
+    },
     /// Drain every instance and answer 503 until resumed.
-    Pause { reply: Reply<()> },
-    Resume { reply: Reply<()> },
+    Pause {
+        reply: Reply<()>,
+    },
+    Resume {
+        reply: Reply<()>,
+    },
     /// Settings that are not part of a revision (scaling, health, queue, deploy, hosts).
-    Update { config: Box<ServiceConfig> },
+    Update {
+        config: Box<ServiceConfig>,
+    },
     /// The service left the config: drain and stop everything, then end the controller.
     Remove,
 }

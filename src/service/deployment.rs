@@ -122,7 +122,11 @@ impl Deployments {
     }
 
     pub fn list(&self) -> Vec<Deployment> {
-        self.list.lock().unwrap_or_else(|p| p.into_inner()).1.clone()
+        self.list
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .1
+            .clone()
     }
 
     pub fn get(&self, id: &str) -> Option<Deployment> {
@@ -144,7 +148,14 @@ mod tests {
     #[test]
     fn lifecycle_and_rollback_marking() {
         let d = Deployments::default();
-        let a = d.begin("web", "web-00002", "web-00001", "api", vec!["image".into()], 2);
+        let a = d.begin(
+            "web",
+            "web-00002",
+            "web-00001",
+            "api",
+            vec!["image".into()],
+            2,
+        );
         assert_eq!(a, "web-d0001");
         d.switched(&a);
         d.finish(&a, DeployState::Succeeded, None);

@@ -1,0 +1,173 @@
+//! Config reload (SIGHUP, `POST /v1/reload`): the whole file is parsed and validated first, and
+//! every new service's source prepared, so a bad file changes nothing. Then the difference is
+//! applied: services added, removed ones drained and stopped, source changes deployed
+//! blue/green, everything else applied live, and the route table swapped in one store.
+
+use std::sync::Arc;
+
+use serde::Serialize;
+use serde_json::json;
+
+use crate::State;
+use crate::config::{self, Config};
+use crate::proxy::route::RouteTable;
+use crate::service::command::Command;
+use crate::service::revision::source_changes;
+
+#[derive(Debug, Default, Serialize)]
+pub struct ReloadReport {
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+    /// Services whose source changed, with the deployment each one began.
+    pub deployed: Vec<Deployed>,
+    /// Services whose scaling, health, queue, deploy or hosts settings changed.
+    pub updated: Vec<String>,
+    /// Changes that need a restart to take effect.
+    pub needs_restart: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Deployed {
+    pub service: String,
+    pub deployment: Result<String, String>,
+}
+
+impl State {
+    /// Reloads the file the running config came from.
+    pub async fn reload(self: &Arc<Self>) -> Result<ReloadReport, String> {
+        let _one_at_a_time = self.reload_lock.lock().await;
+        let current = self.config.load_full();
+        let Some(path) = current.path.clone() else {
+            return Err("this wakeway was not started from a config file".into());
+        };
+        let new = match config::load(&path) {
+            Ok(c) => c,
+            Err(e) => {
+                let msg = e.to_string();
+                self.events.emit(
+                    "wakeway",
+                    "reload_failed",
+                    format!("reload rejected, nothing changed: {msg}"),
+                    json!({ "file": path.display().to_string(), "line": e.line, "key": e.key, "error": e.message }),
+                );
+                return Err(msg);
+            }
+        };
+        self.apply(&current, new).await
+    }
+
+    async fn apply(
+        self: &Arc<Self>,
+        current: &Config,
+        new: Config,
+    ) -> Result<ReloadReport, String> {
+        let mut report = ReloadReport::default();
+        if new.proxy.listen != current.proxy.listen {
+            report.needs_restart.push("proxy.listen".into());
+        }
+        if new.proxy.connect_timeout != current.proxy.connect_timeout {
+            report.needs_restart.push("proxy.connect_timeout".into());
+        }
+        if new.proxy.response_timeout != current.proxy.response_timeout {
+            report.needs_restart.push("proxy.response_timeout".into());
+        }
+        if new.proxy.idle_timeout != current.proxy.idle_timeout {
+            report.needs_restart.push("proxy.idle_timeout".into());
+        }
+        if new.admin.listen != current.admin.listen {
+            report.needs_restart.push("admin.listen".into());
+        }
+        if new.docker != current.docker {
+            report.needs_restart.push("docker".into());
+        }
+
+        // Prepare everything that can fail before anything changes.
+        let factory = self.factory(&new);
+        let live = self.services.load_full();
+        for sc in &new.services {
+            if !live.iter().any(|s| s.name == sc.name) {
+                factory(sc).map_err(|e| {
+                    let msg = format!(
+                        "{}: service `{}`: {e}",
+                        new.path
+                            .as_deref()
+                            .map(|p| p.display().to_string())
+                            .unwrap_or_default(),
+                        sc.name
+                    );
+                    self.events.emit(
+                        "wakeway",
+                        "reload_failed",
+                        format!("reload rejected, nothing changed: {msg}"),
+                        json!({ "error": msg }),
+                    );
+                    msg
+                })?;
+            }
+        }
+
+        let mut services = Vec::new();
+        for sc in &new.services {
+            match live.iter().find(|s| s.name == sc.name) {
+                None => {
+                    let svc = self.add_service(sc, &factory)?;
+                    report.added.push(sc.name.clone());
+                    services.push(svc);
+                }
+                Some(svc) => {
+                    let before = svc.config.load_full();
+                    let mut settings = sc.clone();
+                    settings.source = before.source.clone();
+                    settings.env = before.env.clone();
+                    if settings != *before {
+                        // Hosts must be right before the new route table goes live.
+                        svc.config.store(Arc::new(settings.clone()));
+                        let _ = svc.command(Command::Update {
+                            config: Box::new(settings),
+                        });
+                        report.updated.push(sc.name.clone());
+                    }
+                    if !source_changes(&before, sc).is_empty() {
+                        let config = Box::new(sc.clone());
+                        let deployment = svc
+                            .ask(|reply| Command::Deploy {
+                                config,
+                                trigger: "reload",
+                                reply,
+                            })
+                            .await;
+                        report.deployed.push(Deployed {
+                            service: sc.name.clone(),
+                            deployment,
+                        });
+                    }
+                    services.push(svc.clone());
+                }
+            }
+        }
+        for svc in live.iter() {
+            if !new.services.iter().any(|sc| sc.name == svc.name) {
+                self.remove_service(svc);
+                report.removed.push(svc.name.clone());
+            }
+        }
+        self.forwarder
+            .routes
+            .store(Arc::new(RouteTable::new(&services)));
+        self.services.store(Arc::new(services));
+        self.config.store(Arc::new(new));
+        self.events.emit(
+            "wakeway",
+            "reloaded",
+            format!(
+                "config reloaded: {} added, {} removed, {} deployed, {} updated",
+                report.added.len(),
+                report.removed.len(),
+                report.deployed.len(),
+                report.updated.len()
+            ),
+            serde_json::to_value(&report).unwrap_or_default(),
+        );
+        Ok(report)
+    }
+}
