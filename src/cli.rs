@@ -66,6 +66,7 @@ pub async fn deploy(
         }
         body.insert("env".into(), Value::Object(m));
     }
+    let since = last_seq(&client, &service).await;
     let path = format!("/v1/services/{service}/deployments");
     let started = match client
         .ok(Method::POST, &path, Some(Value::Object(body)))
@@ -74,19 +75,26 @@ pub async fn deploy(
         Ok(v) => v,
         Err(e) => return fail(e),
     };
-    follow(client, service, started, no_wait).await
+    follow(client, service, started, since, no_wait).await
 }
 
 pub async fn rollback(client: AdminClient, service: String, no_wait: bool) -> ExitCode {
+    let since = last_seq(&client, &service).await;
     let path = format!("/v1/services/{service}/rollback");
     match client.ok(Method::POST, &path, None).await {
-        Ok(v) => follow(client, service, v, no_wait).await,
+        Ok(v) => follow(client, service, v, since, no_wait).await,
         Err(e) => fail(e),
     }
 }
 
 /// Prints the deployment's events until it switched or failed; the exit code says which.
-async fn follow(client: AdminClient, service: String, started: Value, no_wait: bool) -> ExitCode {
+async fn follow(
+    client: AdminClient,
+    service: String,
+    started: Value,
+    since: u64,
+    no_wait: bool,
+) -> ExitCode {
     let id = started["id"].as_str().unwrap_or_default().to_string();
     println!(
         "deployment {id}: {} -> {}",
@@ -96,7 +104,7 @@ async fn follow(client: AdminClient, service: String, started: Value, no_wait: b
     if no_wait {
         return ExitCode::SUCCESS;
     }
-    let mut seen = 0u64;
+    let mut seen = since;
     loop {
         if let Ok(events) = client
             .ok(
@@ -139,6 +147,20 @@ async fn follow(client: AdminClient, service: String, started: Value, no_wait: b
             _ => tokio::time::sleep(Duration::from_millis(250)).await,
         }
     }
+}
+
+/// The newest event's sequence number, so following shows only what comes next.
+async fn last_seq(client: &AdminClient, service: &str) -> u64 {
+    client
+        .ok(Method::GET, &format!("/v1/events?service={service}"), None)
+        .await
+        .ok()
+        .and_then(|v| {
+            v.as_array()
+                .and_then(|a| a.last())
+                .map(|e| e["seq"].as_u64().unwrap_or(0))
+        })
+        .unwrap_or(0)
 }
 
 pub async fn events(client: AdminClient, service: Option<String>, follow: bool) -> ExitCode {
