@@ -70,7 +70,6 @@ impl State {
             .services
             .iter()
             .filter(|sc| matches!(sc.source, ConfigSource::Image(_)))
-            .map(|sc| (sc, service::revision::revision_id(&sc.name, 1)))
             .collect();
         if engine.is_none() && !images.is_empty() {
             *engine = Some(DockerEngine::new(config.docker.clone(), &images));

@@ -8,8 +8,9 @@
 //!
 //! Containers carry labels (`wakeway.managed`, `wakeway.scope`, `wakeway.service`,
 //! `wakeway.revision`, `wakeway.instance`, `wakeway.spec`), which is how a restarted wakeway
-//! recognises its own: running ones of a known service with the same spec are adopted, all
-//! others in its scope are removed, so a restart neither duplicates nor orphans containers.
+//! recognises its own: running ones of a known service at its current revision (the same spec
+//! and the same image behind the tag) are adopted, all others in its scope are removed, so a
+//! restart neither duplicates nor orphans containers.
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
@@ -160,9 +161,9 @@ fn status_of(e: &DockerError) -> Option<u16> {
     }
 }
 
-/// What wakeway expects of a service's containers.
+/// What wakeway expects of a service's containers. Not the revision label: revision numbers
+/// start again with each wakeway, while spec and image say what a container runs.
 struct Expected {
-    revision: String,
     spec: String,
     image: String,
     stop_grace: Duration,
@@ -206,19 +207,18 @@ pub struct DockerEngine {
 
 impl DockerEngine {
     /// Does not contact the engine: an engine that is down at start only fails docker starts.
-    /// `services` are the docker services with their current revision.
-    pub fn new(cfg: DockerConfig, services: &[(&ServiceConfig, String)]) -> Arc<DockerEngine> {
+    /// `services` are the docker services of the config wakeway starts with.
+    pub fn new(cfg: DockerConfig, services: &[&ServiceConfig]) -> Arc<DockerEngine> {
         let endpoint = resolve_endpoint(&cfg);
         let known = services
             .iter()
-            .filter_map(|(svc, revision)| {
+            .filter_map(|svc| {
                 let Source::Image(img) = &svc.source else {
                     return None;
                 };
                 Some((
                     svc.name.clone(),
                     Expected {
-                        revision: revision.clone(),
                         spec: spec_fingerprint(&cfg, img, &svc.env),
                         image: img.image.clone(),
                         stop_grace: svc.deploy.stop_grace,
@@ -577,7 +577,7 @@ impl DockerEngine {
     // Leftovers and adoption
 
     /// Lists this scope's containers once. When `adopting`, running ones of a known service
-    /// that match its revision, spec and image are kept as candidates for `adopt`; every other
+    /// that match its spec and image are kept as candidates for `adopt`; every other
     /// one that this wakeway does not watch is removed (in the background: a stale container's
     /// stop grace must not delay anything).
     async fn sweep(self: &Arc<Self>, adopting: bool) -> Result<(), RuntimeError> {
@@ -640,11 +640,6 @@ impl DockerEngine {
             let verdict = match expected {
                 None => Err(format!("service `{service}` is not in the config")),
                 Some(_) if !running => Err("it is not running".to_string()),
-                Some(exp) if labels.get(LABEL_REVISION) != Some(&exp.revision) => Err(format!(
-                    "its revision {:?} is not the current {}",
-                    labels.get(LABEL_REVISION),
-                    exp.revision
-                )),
                 Some(exp) if labels.get(LABEL_SPEC) != Some(&exp.spec) => {
                     Err("its image, port, limits or env differ from the config".to_string())
                 }
@@ -1070,6 +1065,19 @@ fn free_port() -> std::io::Result<u16> {
 impl Runtime for DockerRuntime {
     fn name(&self) -> &'static str {
         "docker"
+    }
+
+    /// The id of the image behind the tag: a new build or pull of the tag changes it.
+    fn source_version(&self) -> BoxFuture<'_, Option<String>> {
+        Box::pin(async move {
+            let docker = self.engine.client().await.ok()?;
+            let image = docker.inspect_image(&self.image.image);
+            tokio::time::timeout(QUICK_TIMEOUT, image)
+                .await
+                .ok()?
+                .ok()?
+                .id
+        })
     }
 
     fn start(&self, spec: InstanceSpec) -> BoxFuture<'_, Result<Started, RuntimeError>> {

@@ -121,3 +121,106 @@ impl Drop for Queued<'_> {
         self.0.metrics.queued.dec();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{ServiceConfig, Source};
+    use crate::events::EventLog;
+    use crate::metrics::Metrics;
+    use crate::service::instance::{Instance, InstanceState};
+    use crate::service::pool::Pool;
+
+    fn service(max_concurrency: u32, max_pending: usize) -> Arc<Service> {
+        let mut cfg = ServiceConfig {
+            name: "svc".into(),
+            hosts: vec!["svc.localhost".into()],
+            source: Source::Upstreams(vec!["127.0.0.1:1".into()]),
+            env: Default::default(),
+            scaling: Default::default(),
+            health: Default::default(),
+            queue: Default::default(),
+            deploy: Default::default(),
+        };
+        cfg.scaling.max_concurrency = max_concurrency;
+        cfg.queue.max_pending = max_pending;
+        cfg.queue.timeout = Duration::from_secs(30);
+        Service::new(
+            cfg,
+            Metrics::new().service("svc"),
+            Arc::new(EventLog::default()),
+        )
+    }
+
+    fn publish_one(svc: &Service) -> Arc<Instance> {
+        let i = Arc::new(Instance::new(
+            "svc-a".into(),
+            "svc-00001".into(),
+            "127.0.0.1:1".parse().unwrap(),
+            None,
+        ));
+        i.set_state(InstanceState::Ready);
+        svc.pool.store(Arc::new(Pool::new(vec![i.clone()])));
+        i
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn waiter_times_out_at_the_queue_deadline() {
+        let svc = service(1, 10);
+        let err = svc.acquire().await.err().unwrap();
+        assert_eq!(err, ActivatorError::Timeout(Duration::from_secs(30)));
+        assert_eq!(svc.queued(), 0, "the queued count is exact after a timeout");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_released_slot_wakes_a_waiter() {
+        let svc = service(1, 10);
+        publish_one(&svc);
+        let held = svc.acquire().await.unwrap();
+        let waiter = tokio::spawn({
+            let svc = svc.clone();
+            async move { svc.acquire().await.map(|g| g.instance().id.clone()) }
+        });
+        while svc.queued() == 0 {
+            tokio::task::yield_now().await;
+        }
+        drop(held);
+        assert_eq!(waiter.await.unwrap().unwrap(), "svc-a");
+        assert_eq!(svc.in_flight(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_instance_turning_ready_wakes_every_waiter() {
+        let svc = service(10, 10);
+        let waiters: Vec<_> = (0..3)
+            .map(|_| {
+                let svc = svc.clone();
+                tokio::spawn(async move { svc.acquire().await.map(drop) })
+            })
+            .collect();
+        while svc.queued() < 3 {
+            tokio::task::yield_now().await;
+        }
+        publish_one(&svc);
+        svc.wake_waiters();
+        for w in waiters {
+            w.await.unwrap().unwrap();
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn full_queue_rejects_and_pause_answers_at_once() {
+        let svc = service(1, 1);
+        let first = tokio::spawn({
+            let svc = svc.clone();
+            async move { svc.acquire().await.map(drop) }
+        });
+        while svc.queued() == 0 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(svc.acquire().await.err(), Some(ActivatorError::QueueFull));
+        svc.set_paused(true);
+        assert_eq!(first.await.unwrap().err(), Some(ActivatorError::Paused));
+        assert_eq!(svc.acquire().await.err(), Some(ActivatorError::Paused));
+    }
+}
