@@ -17,7 +17,7 @@ use bollard::Docker;
 use bollard::models::{ContainerCreateBody, ContainerInspectResponse, ContainerSummary};
 use bollard::query_parameters::{
     BuildImageOptions, KillContainerOptions, ListContainersOptions, RemoveContainerOptions,
-    RemoveImageOptions,
+    RemoveImageOptions, TagImageOptions,
 };
 use common::*;
 use futures_util::StreamExt;
@@ -72,8 +72,8 @@ fn shared_libraries(bin: &Path) -> Vec<PathBuf> {
         .collect()
 }
 
-/// The build context: the Dockerfile and a root filesystem with the binary and its libraries.
-fn image_context() -> Result<Vec<u8>, String> {
+/// The build context: `dockerfile` and a root filesystem with the binary and its libraries.
+fn image_context(dockerfile: &str) -> Result<Vec<u8>, String> {
     let bin = Path::new(WAKEWAY);
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let stripped = dir.path().join("wakeway");
@@ -94,7 +94,7 @@ fn image_context() -> Result<Vec<u8>, String> {
         ar.append_data(&mut header, path, data)
             .map_err(|e| format!("tar {path}: {e}"))
     };
-    add("Dockerfile", DOCKERFILE.as_bytes(), 0o644)?;
+    add("Dockerfile", dockerfile.as_bytes(), 0o644)?;
     add("rootfs/wakeway", &binary, 0o755)?;
     for lib in shared_libraries(bin) {
         // Symlinks (the loader) are read through: the image gets the file itself.
@@ -104,9 +104,9 @@ fn image_context() -> Result<Vec<u8>, String> {
     ar.into_inner().map_err(|e| e.to_string())
 }
 
-async fn build_image(docker: &Docker, tag: &str) -> Result<(), String> {
+async fn build_image(docker: &Docker, tag: &str, dockerfile: &str) -> Result<(), String> {
     let started = Instant::now();
-    let context = image_context()?;
+    let context = image_context(dockerfile)?;
     let opts = BuildImageOptions {
         t: Some(tag.to_string()),
         rm: true,
@@ -134,6 +134,8 @@ struct DockerTest {
     docker: Docker,
     scope: String,
     image: String,
+    /// Tags this test made, removed (with the images only they name) on drop.
+    own_tags: std::sync::Mutex<Vec<String>>,
 }
 
 impl DockerTest {
@@ -157,7 +159,7 @@ impl DockerTest {
         {
             let mut shared = IMAGE.lock().await;
             if !shared.built {
-                build_image(&docker, &image)
+                build_image(&docker, &image, DOCKERFILE)
                     .await
                     .unwrap_or_else(|e| panic!("cannot build the test image: {e}"));
                 shared.built = true;
@@ -169,6 +171,7 @@ impl DockerTest {
             docker,
             scope: format!("t{}-{n}", std::process::id()),
             image,
+            own_tags: std::sync::Mutex::new(Vec::new()),
         })
     }
 
@@ -229,6 +232,21 @@ impl DockerTest {
         .await
     }
 
+    /// A tag of this test's own for the shared image (removed on drop).
+    async fn own_tag(&self, name: &str) -> String {
+        let (repo, tag) = name.split_once(':').unwrap();
+        let opts = TagImageOptions {
+            repo: Some(repo.to_string()),
+            tag: Some(tag.to_string()),
+        };
+        self.docker
+            .tag_image(&self.image, Some(opts))
+            .await
+            .expect("tag image");
+        self.own_tags.lock().unwrap().push(name.to_string());
+        name.to_string()
+    }
+
     /// Runs a container of this scope by hand, as a previous wakeway might have left it.
     async fn leftover(&self, name: &str, labels: &[(&str, &str)], running: bool) -> String {
         let mut all: HashMap<String, String> = labels
@@ -266,6 +284,7 @@ impl Drop for DockerTest {
     fn drop(&mut self) {
         let scope = self.scope.clone();
         let image = self.image.clone();
+        let own_tags = std::mem::take(&mut *self.own_tags.lock().unwrap());
         // Drop cannot await, and the test's runtime may be gone: a thread with its own.
         let cleanup = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
@@ -290,6 +309,13 @@ impl Drop for DockerTest {
                         link: false,
                     };
                     let _ = docker.remove_container(&id, Some(force)).await;
+                }
+                for tag in own_tags {
+                    let opts = RemoveImageOptions {
+                        force: true,
+                        ..Default::default()
+                    };
+                    let _ = docker.remove_image(&tag, Some(opts), None).await;
                 }
                 let mut shared = IMAGE.lock().await;
                 shared.users -= 1;
@@ -927,4 +953,67 @@ async fn engine_outage_keeps_instances_serving_and_exits_are_seen_after_it() {
     })
     .await;
     assert_eq!(resp.field("Service").as_deref(), Some("lazy"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_image_behind_the_tag_deploys_and_a_restart_adopts_it() {
+    let Some(t) = DockerTest::new().await else {
+        return;
+    };
+    let tag = t.own_tag(&format!("wakeway-test-{}:live", t.scope)).await;
+    let service = docker_service(
+        "auto",
+        &tag,
+        "[service.scaling]\nmin_instances = 1\n\n[service.deploy]\nauto = true",
+    );
+    let config = t.config("", &service);
+    let mut first = Wakeway::start_config(&config).await;
+    wait_ready_count(&first, "auto", 1).await;
+    let before = t.container_ids(true).await;
+
+    // A new build of the same tag.
+    let variant = format!("{DOCKERFILE}ENV WAKEWAY_TEST_VARIANT=2\n");
+    build_image(&t.docker, &tag, &variant)
+        .await
+        .expect("build the new image");
+    let new_image = t.docker.inspect_image(&tag).await.unwrap().id.unwrap();
+
+    let after = wait_for(
+        "one container of the new image, the old one gone",
+        DEADLINE,
+        || async {
+            let list = t.containers(Some("auto"), true).await;
+            let on_new = list.len() == 1 && list[0].image_id.as_deref() == Some(new_image.as_str());
+            on_new.then(|| list[0].id.clone().unwrap())
+        },
+    )
+    .await;
+    assert!(!before.contains(&after));
+    let events = first.events("auto").await;
+    assert_eq!(
+        events_of_kind(&events, "deploy_switched").len(),
+        1,
+        "{events:?}"
+    );
+    let resp = first.get("auto.localhost", "/").await;
+    assert_eq!(resp.status, StatusCode::OK);
+    let deployed = resp.instance().unwrap();
+
+    // The deployed container runs what the config names now: a restart adopts it.
+    first.proc.signal(libc::SIGTERM);
+    first.proc.wait_exit(DEADLINE).await;
+    let second = Wakeway::start_config(&config).await;
+    let adopted = wait_ready_count(&second, "auto", 1).await;
+    assert_eq!(adopted, BTreeSet::from([deployed]));
+    assert_eq!(t.wait_containers(1).await, BTreeSet::from([after]));
+    let events = second.events("auto").await;
+    assert_eq!(
+        events_of_kind(&events, "instance_adopted").len(),
+        1,
+        "{events:?}"
+    );
+    assert!(
+        events_of_kind(&events, "instance_starting").is_empty(),
+        "{events:?}"
+    );
 }
