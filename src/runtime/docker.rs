@@ -48,7 +48,7 @@ pub const LABEL_SPEC: &str = "wakeway.spec";
 
 /// Where the engine listens when neither `docker.endpoint` nor `$DOCKER_HOST` says.
 pub const DEFAULT_ENDPOINT: &str = "unix:///var/run/docker.sock";
-/// bollard's per-request limit (to response headers); `stop_container` needs more than its grace.
+/// bollard's per-request limit (to response headers); a stop gets its grace on top.
 const API_TIMEOUT: Duration = Duration::from_secs(120);
 const EVENTS_BACKOFF_MIN: Duration = Duration::from_millis(100);
 const EVENTS_BACKOFF_MAX: Duration = Duration::from_secs(5);
@@ -343,7 +343,10 @@ impl DockerEngine {
                 t: Some(t),
                 signal: None,
             };
-            match docker.stop_container(id, Some(opts)).await {
+            // The engine answers a stop only when the container is gone: the request may take
+            // the whole grace, which can exceed the usual API timeout.
+            let patient = docker.clone().with_timeout(grace + API_TIMEOUT);
+            match patient.stop_container(id, Some(opts)).await {
                 Ok(()) => {}
                 // 304: already stopped; 404: already gone.
                 Err(e) if matches!(status_of(&e), Some(304 | 404)) => {}
