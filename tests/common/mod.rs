@@ -721,3 +721,330 @@ fn body_fields() {
     );
     assert_eq!(body_field(body, "missing"), None);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Releases: admin calls with a body and a token, deployments, steady load, held requests
+// ---------------------------------------------------------------------------------------------
+
+/// `METHOD path` on an admin listener with an optional JSON body and bearer token. Returns the
+/// status and the body as JSON (a JSON string when the body is not JSON).
+pub async fn admin_call(
+    admin: SocketAddr,
+    method: Method,
+    path: &str,
+    body: Option<&Value>,
+    token: Option<&str>,
+) -> (StatusCode, Value) {
+    let mut req = Request::builder()
+        .method(method.clone())
+        .uri(path)
+        .header(http::header::HOST, "localhost");
+    if let Some(t) = token {
+        req = req.header(http::header::AUTHORIZATION, format!("Bearer {t}"));
+    }
+    let bytes = match body {
+        Some(v) => {
+            req = req.header(http::header::CONTENT_TYPE, "application/json");
+            Bytes::from(v.to_string())
+        }
+        None => Bytes::new(),
+    };
+    let req = req.body(Full::new(bytes)).expect("request");
+    let resp = send(admin, req)
+        .await
+        .unwrap_or_else(|e| panic!("admin {method} {path}: {e}"));
+    let value = serde_json::from_slice(&resp.body).unwrap_or_else(|_| Value::String(resp.text()));
+    (resp.status, value)
+}
+
+/// The revision an instance id belongs to (`web-00002-a` → `web-00002`).
+pub fn revision_of_instance(id: &str) -> &str {
+    id.rsplit_once('-').map(|(r, _)| r).unwrap_or(id)
+}
+
+impl Wakeway {
+    /// `POST path` on the admin listener with a JSON body (no token).
+    pub async fn admin_post(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        admin_call(self.admin, Method::POST, path, Some(&body), None).await
+    }
+
+    /// `POST /v1/services/{name}/deployments` with `body`; must answer 202. Returns the deployment.
+    pub async fn deploy(&self, name: &str, body: Value) -> Value {
+        let (status, d) = self
+            .admin_post(&format!("/v1/services/{name}/deployments"), body.clone())
+            .await;
+        assert_eq!(status, StatusCode::ACCEPTED, "deploy {name} {body}: {d}");
+        assert!(d["id"].is_string(), "the deployment has an id: {d}");
+        d
+    }
+
+    /// `GET /v1/services/{name}/deployments`.
+    pub async fn deployments(&self, name: &str) -> Vec<Value> {
+        match self
+            .admin_json(&format!("/v1/services/{name}/deployments"))
+            .await
+        {
+            Value::Array(list) => list,
+            other => panic!("deployments of {name} is not an array: {other}"),
+        }
+    }
+
+    /// Waits until deployment `id` of `name` is no longer `in_progress`; returns it.
+    pub async fn wait_deployment(&self, name: &str, id: &str) -> Value {
+        wait_for(
+            &format!("deployment {id} of {name} to finish"),
+            DEADLINE,
+            || async move {
+                let d = self
+                    .admin_json(&format!("/v1/services/{name}/deployments/{id}"))
+                    .await;
+                (d["state"] != "in_progress").then_some(d)
+            },
+        )
+        .await
+    }
+
+    /// The live revision id of service `name`.
+    pub async fn revision(&self, name: &str) -> String {
+        let s = self.service(name).await;
+        s["revision"]
+            .as_str()
+            .unwrap_or_else(|| panic!("service {name} has no revision: {s}"))
+            .to_string()
+    }
+
+    /// Waits until the instances of `name` satisfy `check`; returns them.
+    pub async fn wait_instances(
+        &self,
+        name: &str,
+        what: &str,
+        check: impl Fn(&[Instance]) -> bool,
+    ) -> Vec<Instance> {
+        let check = &check;
+        wait_for(&format!("{name}: {what}"), DEADLINE, || async move {
+            let list = self.instances(name).await;
+            check(&list).then_some(list)
+        })
+        .await
+    }
+
+    /// Waits until `name` has exactly `n` instances, all ready and of `revision`.
+    pub async fn wait_ready_revision(&self, name: &str, revision: &str, n: usize) -> Vec<Instance> {
+        self.wait_instances(
+            name,
+            &format!("exactly {n} ready instance(s), all of {revision}"),
+            |list| {
+                list.len() == n
+                    && list
+                        .iter()
+                        .all(|i| i.state == "ready" && revision_of_instance(&i.id) == revision)
+            },
+        )
+        .await
+    }
+
+    /// Waits until `GET /v1/events?service=NAME` has an event of `kind`; returns the events of it.
+    pub async fn wait_event(&self, name: &str, kind: &str) -> Vec<Value> {
+        wait_for(
+            &format!("a {kind} event of {name}"),
+            DEADLINE,
+            || async move {
+                let found: Vec<Value> = self
+                    .events(name)
+                    .await
+                    .into_iter()
+                    .filter(|e| e["kind"] == kind)
+                    .collect();
+                (!found.is_empty()).then_some(found)
+            },
+        )
+        .await
+    }
+
+    /// Replaces the config file this wakeway was started with (for a reload).
+    pub fn write_config(&self, text: &str) {
+        std::fs::write(&self.config_path, text).expect("write config");
+    }
+}
+
+/// One finished request of a [`Load`].
+#[derive(Debug, Clone)]
+pub struct Sample {
+    /// When the request was sent (before connecting).
+    pub sent: Instant,
+    /// The status, or the transport error.
+    pub result: Result<StatusCode, String>,
+    /// The `Revision:` line of a whoami answer.
+    pub revision: Option<String>,
+    /// The `Instance:` line of a whoami answer.
+    pub instance: Option<String>,
+}
+
+impl Sample {
+    pub fn ok(&self) -> bool {
+        self.result == Ok(StatusCode::OK)
+    }
+}
+
+/// Steady concurrent load: `clients` tasks each looping `GET path` until stopped.
+pub struct Load {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    samples: Arc<Mutex<Vec<Sample>>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Load {
+    pub fn start(addr: SocketAddr, host: &str, path: &str, clients: usize) -> Load {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let samples = Arc::new(Mutex::new(Vec::new()));
+        let tasks = (0..clients)
+            .map(|_| {
+                let (stop, samples) = (stop.clone(), samples.clone());
+                let (host, path) = (host.to_string(), path.to_string());
+                tokio::spawn(async move {
+                    while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                        let sent = Instant::now();
+                        let sample = match try_get(addr, &host, &path).await {
+                            Ok(r) => Sample {
+                                sent,
+                                result: Ok(r.status),
+                                revision: r.field("Revision"),
+                                instance: r.instance(),
+                            },
+                            Err(e) => Sample {
+                                sent,
+                                result: Err(e),
+                                revision: None,
+                                instance: None,
+                            },
+                        };
+                        samples.lock().unwrap().push(sample);
+                    }
+                })
+            })
+            .collect();
+        Load {
+            stop,
+            samples,
+            tasks,
+        }
+    }
+
+    /// The requests finished so far.
+    pub fn samples(&self) -> Vec<Sample> {
+        self.samples.lock().unwrap().clone()
+    }
+
+    /// Waits until `n` requests sent at or after `since` have finished.
+    pub async fn wait_done_since(&self, since: Instant, n: usize) {
+        wait_for(
+            &format!("{n} load requests sent after the mark to finish"),
+            DEADLINE,
+            || async move {
+                let done = self
+                    .samples
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .filter(|s| s.sent >= since)
+                    .count();
+                (done >= n).then_some(())
+            },
+        )
+        .await
+    }
+
+    /// Stops the clients (each finishes its current request) and returns every sample.
+    pub async fn stop(self) -> Vec<Sample> {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        for t in self.tasks {
+            t.await.expect("load task");
+        }
+        self.samples.lock().unwrap().clone()
+    }
+}
+
+/// The samples that did not answer 200, described for an assertion message.
+pub fn failed_samples(samples: &[Sample]) -> Vec<String> {
+    samples
+        .iter()
+        .filter(|s| !s.ok())
+        .map(|s| format!("{:?} (instance {:?})", s.result, s.instance))
+        .collect()
+}
+
+/// A `POST path` whose request body stays open until [`HeldRequest::finish`]: the request is in
+/// flight (on whichever instance took it) for exactly as long as the test wants. Against
+/// whoami's `/echo` the answer is the body sent.
+pub struct HeldRequest {
+    tx: tokio::sync::mpsc::UnboundedSender<Bytes>,
+    task: tokio::task::JoinHandle<Result<Resp, String>>,
+}
+
+impl HeldRequest {
+    pub fn start(
+        addr: SocketAddr,
+        host: &str,
+        path: &str,
+        first_chunk: &'static str,
+    ) -> HeldRequest {
+        use http_body::Frame;
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Bytes>();
+        let _ = tx.send(Bytes::from_static(first_chunk.as_bytes()));
+        let frames = futures_util::stream::unfold(rx, |mut rx| async move {
+            let chunk = rx.recv().await?;
+            Some((Ok::<_, std::convert::Infallible>(Frame::data(chunk)), rx))
+        });
+        let body = http_body_util::StreamBody::new(frames).boxed_unsync();
+        let req = Request::builder()
+            .method(Method::POST)
+            .uri(path)
+            .header(http::header::HOST, host)
+            .body(body)
+            .expect("request");
+        let task = tokio::spawn(async move {
+            let stream = TcpStream::connect(addr)
+                .await
+                .map_err(|e| format!("connect {addr}: {e}"))?;
+            let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                .await
+                .map_err(|e| format!("handshake {addr}: {e}"))?;
+            tokio::spawn(conn);
+            let resp = sender
+                .send_request(req)
+                .await
+                .map_err(|e| format!("held request to {addr}: {e}"))?;
+            let (parts, body) = resp.into_parts();
+            let body = body
+                .collect()
+                .await
+                .map_err(|e| format!("held response body from {addr}: {e}"))?
+                .to_bytes();
+            Ok(Resp {
+                status: parts.status,
+                headers: parts.headers,
+                body,
+            })
+        });
+        HeldRequest { tx, task }
+    }
+
+    /// Sends `last_chunk`, ends the request body and waits (bounded) for the whole answer.
+    pub async fn finish(self, last_chunk: &'static str) -> Result<Resp, String> {
+        let _ = self.tx.send(Bytes::from_static(last_chunk.as_bytes()));
+        drop(self.tx);
+        match tokio::time::timeout(REQUEST_TIMEOUT, self.task).await {
+            Ok(joined) => joined.map_err(|e| format!("held request task: {e}"))?,
+            Err(_) => Err(format!(
+                "held request: no answer within {REQUEST_TIMEOUT:?}"
+            )),
+        }
+    }
+}
+
+/// `GET path` on an admin listener with a bearer token, parsed as JSON (must answer 200).
+pub async fn admin_json_with_token(admin: SocketAddr, path: &str, token: &str) -> Value {
+    let (status, value) = admin_call(admin, Method::GET, path, None, Some(token)).await;
+    assert_eq!(status, StatusCode::OK, "admin GET {path}: {value}");
+    value
+}

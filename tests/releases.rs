@@ -1,0 +1,937 @@
+//! Releases on the process runtime: blue/green deployments under load, failed deployments,
+//! rollback, pause/resume, config reload (good and bad files, API and SIGHUP), the admin token,
+//! the CLI verbs, auto-deploy of a changed executable, and the release metrics.
+
+mod common;
+
+use std::time::{Duration, SystemTime};
+
+use common::*;
+use http::{Method, StatusCode};
+use serde_json::{Value, json};
+use tokio::time::Instant;
+
+const WEB: &str = "web.localhost";
+
+/// The kinds of `events`, in order.
+fn kinds(events: &[Value]) -> Vec<&str> {
+    events.iter().filter_map(|e| e["kind"].as_str()).collect()
+}
+
+/// The deployment JSON has every field of the contract.
+fn assert_deployment_shape(d: &Value) {
+    for key in [
+        "id",
+        "revision",
+        "previous_revision",
+        "state",
+        "trigger",
+        "changes",
+        "instances",
+        "reason",
+        "started_at",
+        "switched_at",
+        "finished_at",
+        "duration_ms",
+    ] {
+        assert!(d.get(key).is_some(), "deployment has `{key}`: {d}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deploy_under_load_switches_with_no_failed_request_and_drains_in_flight() {
+    let wk = Wakeway::start(&whoami_service(
+        "web",
+        WEB,
+        r#"env = { MODE = "blue" }
+
+[service.scaling]
+min_instances = 2
+max_instances = 2
+"#,
+    ))
+    .await;
+    let old = wk.wait_ready_revision("web", "web-00001", 2).await;
+    assert_eq!(wk.revision("web").await, "web-00001");
+
+    // A request held open on one old instance across the whole deployment.
+    let held = HeldRequest::start(wk.proxy, WEB, "/echo", "before the switch|");
+    wk.wait_load("web", 1, 0).await;
+    let busy = wk
+        .instances("web")
+        .await
+        .into_iter()
+        .find(|i| i.in_flight == 1)
+        .expect("the instance holding the request");
+    let idle = old
+        .iter()
+        .find(|i| i.id != busy.id)
+        .expect("the other old instance")
+        .clone();
+
+    let load = Load::start(wk.proxy, WEB, "/?sleep=100ms", 4);
+    let started = Instant::now();
+    load.wait_done_since(started, 8).await;
+
+    let d = wk
+        .deploy("web", json!({ "env": { "MODE": "green" } }))
+        .await;
+    assert_deployment_shape(&d);
+    assert_eq!(d["revision"], "web-00002", "{d}");
+    assert_eq!(d["previous_revision"], "web-00001", "{d}");
+    assert_eq!(d["trigger"], "api", "{d}");
+    assert_eq!(d["instances"], 2, "sized to the live pool: {d}");
+    assert!(
+        d["changes"]
+            .as_array()
+            .is_some_and(|c| c.iter().any(|c| c == "env.MODE")),
+        "the change is named: {d}"
+    );
+    let id = d["id"].as_str().unwrap().to_string();
+
+    let done = wk.wait_deployment("web", &id).await;
+    // The pool was stored before the deployment was marked succeeded: every request sent from
+    // here on must reach the new revision.
+    let switched = Instant::now();
+    assert_eq!(done["state"], "succeeded", "{done}");
+    assert!(done["reason"].is_null(), "{done}");
+    assert!(done["switched_at"].is_string(), "{done}");
+    assert!(done["finished_at"].is_string(), "{done}");
+    assert!(done["duration_ms"].is_u64(), "{done}");
+    assert_eq!(wk.revision("web").await, "web-00002");
+
+    // The idle old instance drains and stops; the busy one waits for its request.
+    wait_pids_gone(&[idle.pid.expect("pid")]).await;
+    let still = wk
+        .instances("web")
+        .await
+        .into_iter()
+        .find(|i| i.id == busy.id)
+        .unwrap_or_else(|| panic!("{} stopped with a request in flight", busy.id));
+    assert_eq!(still.state, "draining", "{still:?}");
+    assert!(pid_alive(busy.pid.expect("pid")), "{still:?}");
+
+    load.wait_done_since(switched, 8).await;
+    let resp = held
+        .finish("after the switch")
+        .await
+        .expect("the held request completes");
+    assert_eq!(resp.status, StatusCode::OK, "{}", resp.text());
+    assert_eq!(resp.text(), "before the switch|after the switch");
+    assert_eq!(
+        resp.header("x-wakeway-instance"),
+        Some(busy.id.as_str()),
+        "served start to end by the old instance"
+    );
+    wait_pids_gone(&[busy.pid.unwrap()]).await;
+
+    let samples = load.stop().await;
+    assert!(
+        failed_samples(&samples).is_empty(),
+        "failed requests during the deployment: {:?}",
+        failed_samples(&samples)
+    );
+    let after: Vec<&Sample> = samples.iter().filter(|s| s.sent >= switched).collect();
+    assert!(!after.is_empty());
+    for s in &after {
+        assert_eq!(
+            s.revision.as_deref(),
+            Some("web-00002"),
+            "a request sent after the switch reached {:?}",
+            s.instance
+        );
+    }
+    assert!(
+        samples
+            .iter()
+            .any(|s| s.revision.as_deref() == Some("web-00001")),
+        "the old revision served before the switch"
+    );
+    wk.wait_ready_revision("web", "web-00002", 2).await;
+
+    let events = wk.events("web").await;
+    let k = kinds(&events);
+    let started_at = k.iter().position(|k| *k == "deploy_started");
+    let switched_at = k.iter().position(|k| *k == "deploy_switched");
+    assert!(
+        started_at.is_some() && switched_at > started_at,
+        "deploy_started then deploy_switched: {k:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_deploy_keeps_the_old_revision_serving() {
+    let wk = Wakeway::start(&whoami_service(
+        "web",
+        WEB,
+        r#"
+[service.scaling]
+min_instances = 1
+max_instances = 1
+
+[service.deploy]
+timeout = "3s"
+"#,
+    ))
+    .await;
+    wk.wait_ready_revision("web", "web-00001", 1).await;
+
+    // Bad requests name what is wrong and start nothing.
+    let path = "/v1/services/web/deployments";
+    let (status, body) = wk
+        .admin_post(path, json!({ "comand": ["wakeway", "whoami"] }))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(body["error"].to_string().contains("comand"), "{body}");
+    let (status, body) = wk.admin_post(path, json!({ "image": "web:v2" })).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(body["error"].to_string().contains("image"), "{body}");
+    let (status, body) = wk
+        .admin_post("/v1/services/nope/deployments", json!({}))
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    assert!(wk.deployments("web").await.is_empty());
+
+    let load = Load::start(wk.proxy, WEB, "/?sleep=100ms", 3);
+    load.wait_done_since(Instant::now(), 5).await;
+
+    // The new revision never becomes ready.
+    let d = wk
+        .deploy(
+            "web",
+            json!({ "command": ["wakeway", "whoami", "--startup-delay", "1h"] }),
+        )
+        .await;
+    let id = d["id"].as_str().unwrap().to_string();
+    assert_eq!(d["state"], "in_progress", "{d}");
+    assert_eq!(d["revision"], "web-00002", "{d}");
+    assert_eq!(d["changes"], json!(["command"]), "{d}");
+
+    // It started, but takes no traffic; a second deployment meanwhile is refused.
+    let green = wk
+        .wait_instances("web", "an instance of web-00002 starting", |l| {
+            l.iter()
+                .any(|i| revision_of_instance(&i.id) == "web-00002" && i.pid.is_some())
+        })
+        .await;
+    let green_pid = green
+        .iter()
+        .find(|i| revision_of_instance(&i.id) == "web-00002")
+        .and_then(|i| i.pid)
+        .unwrap();
+    let (status, body) = wk.admin_post(path, json!({})).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert!(body["error"].to_string().contains("in progress"), "{body}");
+
+    let failed = wk.wait_deployment("web", &id).await;
+    let mark = Instant::now();
+    assert_eq!(failed["state"], "failed", "{failed}");
+    let reason = failed["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("deploy.timeout"), "the reason: {failed}");
+    assert_eq!(wk.revision("web").await, "web-00001");
+    let revisions = wk.admin_json("/v1/services/web/revisions").await;
+    assert_eq!(
+        revisions
+            .as_array()
+            .and_then(|r| r.last())
+            .map(|r| &r["id"]),
+        Some(&json!("web-00001")),
+        "the live revision is the last: {revisions}"
+    );
+
+    // The new instance is stopped; the old one keeps serving.
+    wait_pids_gone(&[green_pid]).await;
+    wk.wait_ready_revision("web", "web-00001", 1).await;
+    load.wait_done_since(mark, 5).await;
+    let samples = load.stop().await;
+    assert!(
+        failed_samples(&samples).is_empty(),
+        "failed requests: {:?}",
+        failed_samples(&samples)
+    );
+    assert!(
+        samples
+            .iter()
+            .all(|s| s.revision.as_deref() == Some("web-00001")),
+        "only the old revision served"
+    );
+
+    let events = wk.events("web").await;
+    let failed_event = events
+        .iter()
+        .find(|e| e["kind"] == "deploy_failed")
+        .unwrap_or_else(|| panic!("a deploy_failed event: {:?}", kinds(&events)));
+    assert!(
+        failed_event["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("deploy.timeout")),
+        "{failed_event}"
+    );
+    assert!(
+        !kinds(&events).contains(&"start_failed"),
+        "the failed deployment's instances are not start failures of the live revision: {:#?}",
+        events
+            .iter()
+            .filter(|e| e["kind"] == "start_failed")
+            .collect::<Vec<_>>()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollback_redeploys_the_previous_revision() {
+    let wk = Wakeway::start(&whoami_service(
+        "web",
+        WEB,
+        r#"env = { MODE = "one" }
+
+[service.scaling]
+min_instances = 1
+"#,
+    ))
+    .await;
+    wk.wait_ready_revision("web", "web-00001", 1).await;
+
+    let (status, body) = wk
+        .admin_post("/v1/services/web/rollback", json!(null))
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::CONFLICT,
+        "nothing to roll back to: {body}"
+    );
+
+    let v2 = wk.deploy("web", json!({ "env": { "MODE": "two" } })).await;
+    let v2_id = v2["id"].as_str().unwrap().to_string();
+    assert_eq!(
+        wk.wait_deployment("web", &v2_id).await["state"],
+        "succeeded"
+    );
+    let resp = wk.get(WEB, "/").await;
+    assert_eq!(resp.field("Revision").as_deref(), Some("web-00002"));
+
+    let (status, rb) = wk
+        .admin_post("/v1/services/web/rollback", json!(null))
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{rb}");
+    assert_deployment_shape(&rb);
+    assert_eq!(rb["trigger"], "rollback", "{rb}");
+    assert_eq!(rb["revision"], "web-00001", "{rb}");
+    assert_eq!(rb["previous_revision"], "web-00002", "{rb}");
+    let rb_id = rb["id"].as_str().unwrap().to_string();
+    assert_eq!(
+        wk.wait_deployment("web", &rb_id).await["state"],
+        "succeeded"
+    );
+
+    assert_eq!(wk.revision("web").await, "web-00001");
+    let resp = wk.get(WEB, "/").await;
+    assert_eq!(resp.status, StatusCode::OK);
+    assert_eq!(resp.field("Revision").as_deref(), Some("web-00001"));
+    wk.wait_ready_revision("web", "web-00001", 1).await;
+
+    let list = wk.deployments("web").await;
+    let states: Vec<(&Value, &Value)> = list.iter().map(|d| (&d["id"], &d["state"])).collect();
+    assert_eq!(list.len(), 2, "{states:?}");
+    assert_eq!(list[0]["id"], v2_id.as_str(), "oldest first: {states:?}");
+    assert_eq!(list[0]["state"], "rolled_back", "{states:?}");
+    assert_eq!(list[1]["state"], "succeeded", "{states:?}");
+    let revisions = wk.admin_json("/v1/services/web/revisions").await;
+    let ids: Vec<&Value> = revisions
+        .as_array()
+        .expect("revisions array")
+        .iter()
+        .map(|r| &r["id"])
+        .collect();
+    assert_eq!(
+        ids.last(),
+        Some(&&json!("web-00001")),
+        "live is last: {ids:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pause_drains_and_answers_503_until_resumed() {
+    let wk = Wakeway::start(&whoami_service("web", WEB, "")).await;
+    let first = wk.get(WEB, "/").await;
+    assert_eq!(first.status, StatusCode::OK, "{}", first.text());
+    let pid = wk.wait_ready("web").await[0].pid.expect("pid");
+
+    let proxy = wk.proxy;
+    let slow = tokio::spawn(async move { try_get(proxy, WEB, "/?sleep=2s").await });
+    wk.wait_load("web", 1, 0).await;
+
+    let (status, view) = wk.admin_post("/v1/services/web/pause", json!(null)).await;
+    assert_eq!(status, StatusCode::OK, "{view}");
+    assert_eq!(view["paused"], true, "{view}");
+
+    let resp = wk.get(WEB, "/").await;
+    assert_eq!(
+        resp.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        resp.text()
+    );
+    assert!(resp.header("retry-after").is_some(), "{:?}", resp.headers);
+    assert!(resp.text().contains("paused"), "{}", resp.text());
+
+    let slow = slow.await.unwrap().expect("the in-flight request");
+    assert_eq!(
+        slow.status,
+        StatusCode::OK,
+        "in flight at the pause: {}",
+        slow.text()
+    );
+    wait_pids_gone(&[pid]).await;
+    wk.wait_instances("web", "no instances", |l| l.is_empty())
+        .await;
+    assert_eq!(wk.service("web").await["paused"], true);
+
+    let (status, body) = wk
+        .admin_post("/v1/services/web/deployments", json!({}))
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::CONFLICT,
+        "no deploy while paused: {body}"
+    );
+    assert!(body["error"].to_string().contains("paused"), "{body}");
+
+    let (status, view) = wk.admin_post("/v1/services/web/resume", json!(null)).await;
+    assert_eq!(status, StatusCode::OK, "{view}");
+    assert_eq!(view["paused"], false, "{view}");
+    let resp = wk.get(WEB, "/").await;
+    assert_eq!(
+        resp.status,
+        StatusCode::OK,
+        "cold start after resume: {}",
+        resp.text()
+    );
+    assert_ne!(resp.field("Pid"), first.field("Pid"), "a new instance");
+
+    let (status, body) = wk.admin_post("/v1/services/web/resume", json!(null)).await;
+    assert_eq!(status, StatusCode::CONFLICT, "not paused: {body}");
+
+    let k = wk.events("web").await;
+    let k = kinds(&k);
+    let p = k.iter().position(|k| *k == "paused");
+    let r = k.iter().position(|k| *k == "resumed");
+    assert!(p.is_some() && r > p, "paused then resumed: {k:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_with_a_bad_file_changes_nothing_api_and_sighup() {
+    let good = format!(
+        "{LISTEN_ANY}\n{}",
+        whoami_service("web", WEB, "[service.scaling]\nmin_instances = 1\n")
+    );
+    let wk = Wakeway::start_config(&good).await;
+    let before = wk.wait_ready_revision("web", "web-00001", 1).await;
+
+    // The bad file also changes env: applying any part of it would deploy.
+    let bad = format!(
+        "{LISTEN_ANY}\n{}",
+        whoami_service(
+            "web",
+            WEB,
+            "env = { MODE = \"two\" }\n[service.scaling]\nmin_instances = 1\nmax_instanses = 3\n"
+        )
+    );
+    let line = line_of(&bad, "max_instanses");
+    wk.write_config(&bad);
+    let (status, body) = admin_call(wk.admin, Method::POST, "/v1/reload", None, None).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let error = body["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains(&format!("wakeway.toml:{line}")),
+        "names the file and line {line}: {body}"
+    );
+    assert!(error.contains("max_instanses"), "names the key: {body}");
+
+    let unchanged = || {
+        let (before, admin) = (before.clone(), wk.admin);
+        async move {
+            let svc = admin_json(admin, "/v1/services/web").await;
+            assert_eq!(svc["revision"], "web-00001", "{svc}");
+            assert_eq!(instances_of(&svc), before, "the same instance serves");
+            let deployments = admin_json(admin, "/v1/services/web/deployments").await;
+            assert_eq!(deployments, json!([]), "nothing deployed");
+        }
+    };
+    unchanged().await;
+    let resp = wk.get(WEB, "/").await;
+    assert_eq!(resp.status, StatusCode::OK);
+    assert_eq!(resp.field("Revision").as_deref(), Some("web-00001"));
+    wk.wait_event("wakeway", "reload_failed").await;
+
+    // SIGHUP with the same bad file: also nothing.
+    wk.proc.signal(libc::SIGHUP);
+    wait_for("a second reload_failed event", DEADLINE, || async {
+        let n = wk
+            .events("wakeway")
+            .await
+            .iter()
+            .filter(|e| e["kind"] == "reload_failed")
+            .count();
+        (n >= 2).then_some(())
+    })
+    .await;
+    unchanged().await;
+    let resp = wk.get(WEB, "/").await;
+    assert_eq!(resp.status, StatusCode::OK);
+    assert!(
+        wk.proc.stderr().contains("max_instanses"),
+        "the log names the key"
+    );
+
+    // SIGHUP really reloads: a fixed file deploys the env change.
+    let fixed = bad.replace("max_instanses", "max_instances");
+    wk.write_config(&fixed);
+    wk.proc.signal(libc::SIGHUP);
+    wk.wait_event("wakeway", "reloaded").await;
+    let d = wait_for("the reload's deployment", DEADLINE, || async {
+        wk.deployments("web").await.into_iter().next()
+    })
+    .await;
+    assert_eq!(d["trigger"], "reload", "{d}");
+    let d = wk.wait_deployment("web", d["id"].as_str().unwrap()).await;
+    assert_eq!(d["state"], "succeeded", "{d}");
+    let resp = wk.get(WEB, "/").await;
+    assert_eq!(resp.field("Revision").as_deref(), Some("web-00002"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_adds_removes_and_changes_services() {
+    let sized = |min: u32| {
+        whoami_service(
+            "sized",
+            "sized.localhost",
+            &format!("[service.scaling]\nmin_instances = {min}\n"),
+        )
+    };
+    let before = format!(
+        "{LISTEN_ANY}\n{}\n{}\n{}",
+        whoami_service(
+            "keep",
+            "keep.localhost",
+            "env = { MODE = \"one\" }\n[service.scaling]\nmin_instances = 1\n"
+        ),
+        whoami_service(
+            "gone",
+            "gone.localhost",
+            "[service.scaling]\nmin_instances = 1\n"
+        ),
+        sized(1),
+    );
+    let wk = Wakeway::start_config(&before).await;
+    wk.wait_ready_revision("keep", "keep-00001", 1).await;
+    wk.wait_ready_revision("sized", "sized-00001", 1).await;
+    let gone_pid = wk.wait_ready("gone").await[0].pid.expect("pid");
+    // A request in flight on the service about to be removed.
+    let held = HeldRequest::start(wk.proxy, "gone.localhost", "/echo", "still ");
+    wk.wait_load("gone", 1, 0).await;
+
+    let after = format!(
+        "{LISTEN_ANY}\n{}\n{}\n{}",
+        r#"
+[[service]]
+name = "keep"
+hosts = ["keep.localhost", "keep2.localhost"]
+command = ["wakeway", "whoami"]
+env = { MODE = "two" }
+
+[service.scaling]
+min_instances = 2
+max_instances = 3
+"#,
+        whoami_service("fresh", "fresh.localhost", ""),
+        sized(2),
+    );
+    wk.write_config(&after);
+    let (status, report) = admin_call(wk.admin, Method::POST, "/v1/reload", None, None).await;
+    assert_eq!(status, StatusCode::OK, "{report}");
+    assert_eq!(report["added"], json!(["fresh"]), "{report}");
+    assert_eq!(report["removed"], json!(["gone"]), "{report}");
+    for name in ["keep", "sized"] {
+        assert!(
+            report["updated"]
+                .as_array()
+                .is_some_and(|u| u.contains(&json!(name))),
+            "{name} updated: {report}"
+        );
+    }
+    let deployed = &report["deployed"];
+    assert_eq!(deployed.as_array().map(Vec::len), Some(1), "{report}");
+    assert_eq!(deployed[0]["service"], "keep", "{report}");
+    let id = deployed[0]["deployment"]["Ok"]
+        .as_str()
+        .unwrap_or_else(|| panic!("the deployment began: {report}"))
+        .to_string();
+
+    // The removed service: its host is gone at once, its instance drains and stops.
+    let resp = wk.get("gone.localhost", "/").await;
+    assert_eq!(resp.status, StatusCode::NOT_FOUND, "{}", resp.text());
+    let (status, _) = admin_call(wk.admin, Method::GET, "/v1/services/gone", None, None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let resp = held.finish("served").await.expect("the in-flight request");
+    assert_eq!(resp.status, StatusCode::OK, "{}", resp.text());
+    assert_eq!(resp.text(), "still served");
+    wait_pids_gone(&[gone_pid]).await;
+
+    // The added service serves.
+    let resp = wk.get("fresh.localhost", "/").await;
+    assert_eq!(resp.status, StatusCode::OK, "{}", resp.text());
+    assert_eq!(resp.field("Service").as_deref(), Some("fresh"));
+
+    // The changed one: env deployed blue/green, scaling and hosts applied live.
+    let d = wk.wait_deployment("keep", &id).await;
+    assert_eq!(d["state"], "succeeded", "{d}");
+    assert_eq!(d["trigger"], "reload", "{d}");
+    assert_eq!(d["changes"], json!(["env.MODE"]), "{d}");
+    for host in ["keep.localhost", "keep2.localhost"] {
+        let resp = wk.get(host, "/").await;
+        assert_eq!(resp.status, StatusCode::OK, "{host}: {}", resp.text());
+        assert_eq!(
+            resp.field("Revision").as_deref(),
+            Some("keep-00002"),
+            "{host}"
+        );
+    }
+    wk.wait_ready_revision("keep", "keep-00002", 2).await;
+    let svc = wk.service("keep").await;
+    assert_eq!(svc["desired"], 2, "min_instances 2 applied: {svc}");
+    assert_eq!(
+        svc["hosts"],
+        json!(["keep.localhost", "keep2.localhost"]),
+        "{svc}"
+    );
+    wk.wait_event("keep", "config_updated").await;
+
+    // A scaling-only change applies live, without a deployment.
+    wk.wait_ready_revision("sized", "sized-00001", 2).await;
+    assert!(wk.deployments("sized").await.is_empty());
+    let scale = wk.wait_event("sized", "scale").await;
+    assert_eq!(
+        scale.last().map(|e| &e["trigger"]),
+        Some(&json!("config")),
+        "the scale event says the config did it: {scale:#?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deploy_at_zero_switches_at_once_and_the_next_request_cold_starts_it() {
+    let wk = Wakeway::start(&whoami_service("web", WEB, "")).await;
+    assert!(wk.instances("web").await.is_empty());
+    let d = wk.deploy("web", json!({ "env": { "MODE": "two" } })).await;
+    assert_eq!(d["instances"], 0, "nothing to start at zero: {d}");
+    let d = wk.wait_deployment("web", d["id"].as_str().unwrap()).await;
+    assert_eq!(d["state"], "succeeded", "{d}");
+    assert_eq!(wk.revision("web").await, "web-00002");
+    assert!(wk.instances("web").await.is_empty(), "still at zero");
+    let resp = wk.get(WEB, "/").await;
+    assert_eq!(resp.status, StatusCode::OK, "{}", resp.text());
+    assert_eq!(resp.field("Revision").as_deref(), Some("web-00002"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_token_guards_v1_but_not_metrics_or_healthz() {
+    let config = format!(
+        r#"
+[proxy]
+listen = "127.0.0.1:0"
+
+[admin]
+listen = "127.0.0.1:0"
+token = "s3cret"
+{}"#,
+        whoami_service("web", WEB, "")
+    );
+    let wk = Wakeway::start_config(&config).await;
+
+    let get = |path: &'static str, token: Option<&'static str>| {
+        let admin = wk.admin;
+        async move { admin_call(admin, Method::GET, path, None, token).await }
+    };
+    let (status, body) = get("/v1/services", None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    let raw = send(
+        wk.admin,
+        request(Method::GET, "localhost", "/v1/services", ""),
+    )
+    .await
+    .unwrap();
+    assert_eq!(raw.header("www-authenticate"), Some("Bearer"));
+    let (status, _) = get("/v1/services", Some("wrong")).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, _) = get("/v1/services", Some("s3cre")).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, body) = get("/v1/services", Some("s3cret")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+
+    // A write without the token does nothing.
+    let (status, _) = admin_call(
+        wk.admin,
+        Method::POST,
+        "/v1/services/web/deployments",
+        Some(&json!({})),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, _) = admin_call(wk.admin, Method::POST, "/v1/reload", None, None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (_, list) = get("/v1/services/web/deployments", Some("s3cret")).await;
+    assert_eq!(list, json!([]));
+
+    // Scrapers and probes need no token; the data plane is not affected.
+    for path in ["/metrics", "/healthz"] {
+        let resp = common::get(wk.admin, "localhost", path).await;
+        assert_eq!(resp.status, StatusCode::OK, "{path}: {}", resp.text());
+    }
+    assert_eq!(wk.get(WEB, "/").await.status, StatusCode::OK);
+
+    // A reload moves the token to a file; the old one stops working.
+    let token_file = wk.config_path.with_file_name("token");
+    std::fs::write(&token_file, "fr0m-a-file\n").unwrap();
+    wk.write_config(&config.replace(
+        "token = \"s3cret\"",
+        &format!("token_file = {:?}", path_str(&token_file)),
+    ));
+    let (status, report) =
+        admin_call(wk.admin, Method::POST, "/v1/reload", None, Some("s3cret")).await;
+    assert_eq!(status, StatusCode::OK, "{report}");
+    let (status, _) = get("/v1/services", Some("s3cret")).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, _) = get("/v1/services", Some("fr0m-a-file")).await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_deploy_exit_code_says_whether_it_succeeded() {
+    let wk = Wakeway::start_config(&format!(
+        r#"
+[proxy]
+listen = "127.0.0.1:0"
+
+[admin]
+listen = "127.0.0.1:0"
+token = "clitoken"
+{}"#,
+        whoami_service("web", WEB, "[service.scaling]\nmin_instances = 1\n")
+    ))
+    .await;
+    let admin = wk.admin.to_string();
+    let with = |args: &[&'static str]| {
+        let mut v: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        v.extend([
+            "--admin".into(),
+            admin.clone(),
+            "--token".into(),
+            "clitoken".into(),
+        ]);
+        v
+    };
+    let run = |args: Vec<String>| async move {
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        run_to_exit(&refs).await
+    };
+    let live = || async {
+        admin_json_with_token(wk.admin, "/v1/services/web", "clitoken").await["revision"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    wait_for("a ready instance", DEADLINE, || async {
+        let svc = admin_json_with_token(wk.admin, "/v1/services/web", "clitoken").await;
+        instances_of(&svc)
+            .iter()
+            .any(|i| i.state == "ready")
+            .then_some(())
+    })
+    .await;
+
+    let (status, stdout, stderr) = run(with(&["status"])).await;
+    assert!(status.success(), "status: {status}\n{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("web") && stdout.contains("web-00001"),
+        "status shows the service and its revision: {stdout}"
+    );
+
+    let (status, stdout, stderr) = run(with(&["deploy", "web", "--env", "MODE=two"])).await;
+    assert!(status.success(), "deploy: {status}\n{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("succeeded") && stdout.contains("web-00002"),
+        "{stdout}"
+    );
+    assert_eq!(live().await, "web-00002");
+
+    // A command that exits at once: the deployment fails, the exit code says so.
+    let (status, stdout, stderr) = run(with(&[
+        "deploy",
+        "web",
+        "--command",
+        "wakeway whoami --no-such-flag",
+    ]))
+    .await;
+    assert!(
+        !status.success(),
+        "a failed deploy exits non-zero: {stdout}\n{stderr}"
+    );
+    assert!(
+        stderr.contains("failed") && stderr.contains("exited"),
+        "says why: {stderr}"
+    );
+    assert_eq!(live().await, "web-00002");
+    let resp = wk.get(WEB, "/").await;
+    assert_eq!(resp.field("Revision").as_deref(), Some("web-00002"));
+
+    let (status, stdout, stderr) = run(with(&["rollback", "web"])).await;
+    assert!(status.success(), "rollback: {status}\n{stdout}\n{stderr}");
+    let (status, stdout, _) = run(with(&["status", "web"])).await;
+    assert!(status.success());
+    assert!(stdout.contains("web-00001"), "rolled back: {stdout}");
+
+    // WAKEWAY_ADMIN and WAKEWAY_TOKEN work as the flags do.
+    let mut events = Proc::spawn_with_env(
+        "wakeway events web",
+        &["events", "web"],
+        &[
+            ("WAKEWAY_ADMIN", admin.as_str()),
+            ("WAKEWAY_TOKEN", "clitoken"),
+        ],
+    );
+    let status = events.wait_exit(DEADLINE).await;
+    events.wait_output_closed().await;
+    assert!(status.success(), "events: {}", events.stderr());
+    for kind in ["deploy_started", "deploy_switched", "deploy_failed"] {
+        assert!(
+            events.stdout().contains(kind),
+            "{kind}: {}",
+            events.stdout()
+        );
+    }
+
+    // Without the token the CLI fails and says why.
+    let (status, _, stderr) = run_to_exit(&["status", "--admin", &admin]).await;
+    assert!(!status.success());
+    assert!(stderr.contains("401"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_deploy_follows_a_changed_executable() {
+    let dir = tempfile::tempdir().unwrap();
+    let exe = dir.path().join("wakeway-copy");
+    std::fs::copy(WAKEWAY, &exe).expect("copy the binary");
+    let wk = Wakeway::start(&format!(
+        r#"
+[[service]]
+name = "web"
+hosts = ["{WEB}"]
+command = [{:?}, "whoami"]
+
+[service.scaling]
+min_instances = 1
+
+[service.deploy]
+auto = true
+"#,
+        path_str(&exe)
+    ))
+    .await;
+    wk.wait_ready_revision("web", "web-00001", 1).await;
+    assert_eq!(
+        wk.get(WEB, "/").await.field("Revision").as_deref(),
+        Some("web-00001")
+    );
+
+    // A new build lands on the same path (same bytes, new mtime: what `touch` does).
+    let touch = |secs: u64| {
+        let f = std::fs::File::open(&exe).unwrap();
+        f.set_modified(SystemTime::now() + Duration::from_secs(secs))
+            .expect("set mtime");
+    };
+    for (n, revision) in [(1, "web-00002"), (2, "web-00003")] {
+        touch(60 * n as u64);
+        let d = wait_for(&format!("auto deployment #{n}"), DEADLINE, || async {
+            let list = wk.deployments("web").await;
+            (list.len() >= n).then(|| list[n - 1].clone())
+        })
+        .await;
+        assert_eq!(d["trigger"], "auto", "{d}");
+        assert_eq!(d["revision"], revision, "{d}");
+        let d = wk.wait_deployment("web", d["id"].as_str().unwrap()).await;
+        assert_eq!(d["state"], "succeeded", "{d}");
+        let resp = wk.get(WEB, "/").await;
+        assert_eq!(resp.field("Revision").as_deref(), Some(revision));
+    }
+    let events = wk.events("web").await;
+    assert_eq!(
+        kinds(&events)
+            .iter()
+            .filter(|k| **k == "source_changed")
+            .count(),
+        2,
+        "{:?}",
+        kinds(&events)
+    );
+    assert_eq!(
+        wk.deployments("web").await.len(),
+        2,
+        "one deployment per change"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_deployments_and_name_the_live_revision() {
+    let wk = Wakeway::start(&whoami_service(
+        "web",
+        WEB,
+        "[service.scaling]\nmin_instances = 1\n",
+    ))
+    .await;
+    wk.wait_ready_revision("web", "web-00001", 1).await;
+    let outcome = |text: &str, o: &str| {
+        metric(
+            text,
+            "wakeway_deployments_total",
+            &[("service", "web"), ("outcome", o)],
+        )
+        .unwrap_or(0.0)
+    };
+    let info = |text: &str, r: &str| {
+        metric(
+            text,
+            "wakeway_revision_info",
+            &[("service", "web"), ("revision", r)],
+        )
+    };
+    let m = wk.metrics().await;
+    assert_eq!(info(&m, "web-00001"), Some(1.0), "{m}");
+    assert_eq!(outcome(&m, "succeeded"), 0.0, "{m}");
+
+    let d = wk.deploy("web", json!({ "env": { "MODE": "two" } })).await;
+    let d = wk.wait_deployment("web", d["id"].as_str().unwrap()).await;
+    assert_eq!(d["state"], "succeeded", "{d}");
+    let m = wk.metrics().await;
+    assert_eq!(outcome(&m, "succeeded"), 1.0, "{m}");
+    assert_eq!(outcome(&m, "failed"), 0.0, "{m}");
+    assert_eq!(info(&m, "web-00002"), Some(1.0), "{m}");
+    assert_eq!(info(&m, "web-00001"), None, "only the live revision: {m}");
+
+    let d = wk
+        .deploy(
+            "web",
+            json!({ "command": ["wakeway", "whoami", "--no-such-flag"] }),
+        )
+        .await;
+    let d = wk.wait_deployment("web", d["id"].as_str().unwrap()).await;
+    assert_eq!(d["state"], "failed", "{d}");
+    let m = wk.metrics().await;
+    assert_eq!(outcome(&m, "succeeded"), 1.0, "{m}");
+    assert_eq!(outcome(&m, "failed"), 1.0, "{m}");
+    assert_eq!(info(&m, "web-00002"), Some(1.0), "{m}");
+    assert_eq!(
+        info(&m, "web-00003"),
+        None,
+        "the failed revision never went live: {m}"
+    );
+}
