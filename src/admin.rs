@@ -258,7 +258,9 @@ fn authorized(headers: &http::HeaderMap, expected: &str) -> bool {
     let Some(given) = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim())
     else {
         return false;
     };
@@ -374,6 +376,8 @@ mod tests {
         assert!(!authorized(&h, "s3cret"));
         h.insert(header::AUTHORIZATION, "Bearer s3cret".parse().unwrap());
         assert!(authorized(&h, "s3cret"));
+        h.insert(header::AUTHORIZATION, "bearer s3cret".parse().unwrap());
+        assert!(authorized(&h, "s3cret"), "the scheme is case-insensitive");
         h.insert(header::AUTHORIZATION, "Basic s3cret".parse().unwrap());
         assert!(!authorized(&h, "s3cret"));
     }

@@ -138,6 +138,10 @@ async fn follow(
                 );
                 return ExitCode::SUCCESS;
             }
+            Some("rolled_back") => {
+                println!("deployment {id} succeeded and has since been rolled back");
+                return ExitCode::SUCCESS;
+            }
             Some("failed") => {
                 return fail(format!(
                     "deployment {id} failed: {}",

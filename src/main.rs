@@ -258,6 +258,8 @@ fn main() -> ExitCode {
 }
 
 async fn run(config: Config) -> ExitCode {
+    // Before anything else: a SIGHUP's default action would kill the process.
+    let mut hup = signal(SignalKind::hangup()).expect("SIGHUP handler");
     let app = match wakeway::App::build(config).await {
         Ok(a) => a,
         Err(e) => {
@@ -272,7 +274,6 @@ async fn run(config: Config) -> ExitCode {
         println!("admin listening on {addr}");
     }
     let state = app.state();
-    let mut hup = signal(SignalKind::hangup()).expect("SIGHUP handler");
     tokio::spawn(async move {
         while hup.recv().await.is_some() {
             match state.reload().await {

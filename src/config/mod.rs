@@ -96,9 +96,6 @@ pub fn validate(config: &Config) -> Result<(), ConfigError> {
     })
 }
 
-/// One-screen human summary for `wakeway check`: listeners, then per service: name, runtime
-/// (process/static/docker), hosts, source, scaling min/max/target/max_concurrency,
-/// idle_timeout; then the route table (host -> service).
 /// Checks one service on its own (a deployment's config built from an API request).
 pub fn validate_service(service: &ServiceConfig) -> Result<(), ConfigError> {
     let config = Config {
@@ -114,6 +111,9 @@ pub fn validate_service(service: &ServiceConfig) -> Result<(), ConfigError> {
     validate(&config)
 }
 
+/// One-screen human summary for `wakeway check`: listeners, then per service: name, runtime
+/// (process/static/docker), hosts, source, scaling min/max/target/max_concurrency,
+/// idle_timeout; then the route table (host -> service).
 pub fn summary(config: &Config) -> String {
     use std::fmt::Write as _;
     let mut out = String::new();

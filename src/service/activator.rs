@@ -46,6 +46,15 @@ impl Service {
         if self.is_paused() {
             return Err(ActivatorError::Paused);
         }
+        if self.failing.load(SeqCst)
+            && self.starting.load(SeqCst) == 0
+            && self.pool.load().is_empty()
+        {
+            self.metrics.rejected_unavailable.inc();
+            return Err(ActivatorError::Unavailable(
+                self.last_failure.load().as_ref().clone(),
+            ));
+        }
         if self.queued.fetch_add(1, SeqCst) >= max_pending {
             self.queued.fetch_sub(1, SeqCst);
             self.metrics.rejected_queue_full.inc();

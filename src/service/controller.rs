@@ -87,6 +87,7 @@ struct Green {
     revision: Revision,
     source: Source,
     deployment: String,
+    trigger: String,
     want: u32,
     deadline: Instant,
 }
@@ -194,6 +195,7 @@ impl Controller {
                 Some(_) = self.tasks.join_next(), if !self.tasks.is_empty() => {}
                 _ = sleep_until_opt(backoff) => {
                     self.backoff_until = None;
+                    self.svc.set_failing(false);
                     self.reconcile();
                 }
                 _ = sleep_until_opt(green_deadline) => {
@@ -638,6 +640,12 @@ impl Controller {
                     self.fail_deploy(format!("instance {id} failed to start: {reason}"));
                     return;
                 }
+                if revision.as_ref().is_some_and(|r| *r != self.revision.id) {
+                    // A start for a revision that is no longer wanted (a failed or replaced
+                    // deployment): nothing to retry, and no reason to back off the live one.
+                    self.publish();
+                    return;
+                }
                 self.failures += 1;
                 let backoff = backoff(self.failures);
                 self.backoff_until = Some(Instant::now() + backoff);
@@ -648,6 +656,7 @@ impl Controller {
                     json!({ "instance": id, "reason": reason, "failures": self.failures, "retry_in_ms": backoff.as_millis() as u64 }),
                 );
                 self.svc.last_failure.store(Arc::new(reason));
+                self.svc.set_failing(true);
                 self.svc.start_failures.fetch_add(1, SeqCst);
                 self.publish();
                 self.svc.wake_waiters();
@@ -833,6 +842,7 @@ impl Controller {
             revision: revision.clone(),
             source: source.clone(),
             deployment: deployment.clone(),
+            trigger: trigger.to_string(),
             want,
             deadline: Instant::now() + live.deploy.timeout,
         });
@@ -908,6 +918,9 @@ impl Controller {
         self.svc
             .deployments
             .finish(&g.deployment, DeployState::Succeeded, None);
+        if g.trigger == "rollback" {
+            self.svc.deployments.mark_rolled_back(&old.id);
+        }
         self.svc.metrics.deployments_succeeded.inc();
         self.svc.events.emit(
             &self.svc.name,
@@ -926,7 +939,12 @@ impl Controller {
         }
         self.failures = 0;
         self.backoff_until = None;
-        self.source_version = None;
+        self.svc.set_failing(false);
+        if g.revision.config.source != old.config.source {
+            // A new executable or image: its version is read afresh. An automatic deployment
+            // keeps the version it was made from, so a change during it is not missed.
+            self.source_version = None;
+        }
         self.reconcile();
     }
 
@@ -970,10 +988,7 @@ impl Controller {
                 self.svc.name
             ));
         };
-        let current = self.revision.id.clone();
-        let id = self.begin_deploy(previous.config.as_ref().clone(), "rollback", Some(previous))?;
-        self.svc.deployments.mark_rolled_back(&current);
-        Ok(id)
+        self.begin_deploy(previous.config.as_ref().clone(), "rollback", Some(previous))
     }
 
     fn pause(&mut self) {
@@ -1029,7 +1044,6 @@ impl Controller {
         let live = self.svc.config.load_full();
         config.source = live.source.clone();
         config.env = live.env.clone();
-        let scaling_changed = config.scaling != live.scaling;
         self.svc.config.store(Arc::new(config.clone()));
         self.svc.events.emit(
             &self.svc.name,
@@ -1037,7 +1051,7 @@ impl Controller {
             "scaling, health, queue, deploy or hosts settings applied",
             json!({}),
         );
-        if scaling_changed && self.managed() && !self.svc.is_paused() {
+        if self.managed() && !self.svc.is_paused() {
             let d = self
                 .desired()
                 .clamp(config.scaling.min_instances, config.scaling.max_instances);

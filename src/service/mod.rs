@@ -56,6 +56,9 @@ pub struct Service {
     last_failure: ArcSwap<String>,
     /// Set while paused: requests are answered 503 at once instead of starting an instance.
     paused: AtomicBool,
+    /// Set while the controller backs off after a failed start: with nothing ready and nothing
+    /// starting, a request is answered 503 at once rather than waiting out the backoff.
+    failing: AtomicBool,
     pub deployments: Deployments,
     /// Every revision so far, oldest first; the last is the live one.
     pub revisions: ArcSwap<Vec<RevisionView>>,
@@ -88,6 +91,7 @@ impl Service {
             starting: AtomicU32::new(0),
             last_failure: ArcSwap::from_pointee(String::new()),
             paused: AtomicBool::new(false),
+            failing: AtomicBool::new(false),
             deployments: Deployments::default(),
             revisions: ArcSwap::from_pointee(Vec::new()),
             control: OnceLock::new(),
@@ -105,6 +109,10 @@ impl Service {
         if paused {
             self.capacity.notify_waiters();
         }
+    }
+
+    pub(crate) fn set_failing(&self, failing: bool) {
+        self.failing.store(failing, SeqCst);
     }
 
     /// The live revision's id.
