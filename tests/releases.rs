@@ -935,3 +935,77 @@ async fn metrics_count_deployments_and_name_the_live_revision() {
         "the failed revision never went live: {m}"
     );
 }
+
+/// Static upstreams are a revision too: a reload that changes them switches traffic at once
+/// (nothing to start), and pause takes them out of the pool without stopping anything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn static_upstreams_change_by_reload_and_pause_takes_them_out() {
+    let mut a = Proc::spawn_with_env(
+        "upstream-a",
+        &["whoami", "--port", "0"],
+        &[("WAKEWAY_INSTANCE", "upstream-a")],
+    );
+    let mut b = Proc::spawn_with_env(
+        "upstream-b",
+        &["whoami", "--port", "0"],
+        &[("WAKEWAY_INSTANCE", "upstream-b")],
+    );
+    let (addr_a, addr_b) = (
+        a.listening_addr("whoami").await,
+        b.listening_addr("whoami").await,
+    );
+    let fixed = |addr: std::net::SocketAddr| {
+        format!(
+            "{LISTEN_ANY}\n[[service]]\nname = \"fixed\"\nhosts = [\"fixed.localhost\"]\nupstreams = [\"{addr}\"]\n"
+        )
+    };
+    let wk = Wakeway::start_config(&fixed(addr_a)).await;
+    let resp = wk.get("fixed.localhost", "/").await;
+    assert_eq!(
+        resp.instance().as_deref(),
+        Some("upstream-a"),
+        "{}",
+        resp.text()
+    );
+
+    wk.write_config(&fixed(addr_b));
+    let (status, report) = admin_call(wk.admin, Method::POST, "/v1/reload", None, None).await;
+    assert_eq!(status, StatusCode::OK, "{report}");
+    assert_eq!(
+        report["deployed"].as_array().map(Vec::len),
+        Some(1),
+        "{report}"
+    );
+    wait_for("the new upstream serves", DEADLINE, || async {
+        let r = wk.get("fixed.localhost", "/").await;
+        (r.instance().as_deref() == Some("upstream-b")).then_some(())
+    })
+    .await;
+    assert_eq!(wk.revision("fixed").await, "fixed-00002");
+    assert_eq!(
+        wk.instances("fixed").await.len(),
+        1,
+        "the old upstream left"
+    );
+
+    let (status, _) = wk.admin_post("/v1/services/fixed/pause", json!({})).await;
+    assert_eq!(status, StatusCode::OK);
+    let resp = wk.get("fixed.localhost", "/").await;
+    assert_eq!(
+        resp.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        resp.text()
+    );
+    assert!(resp.text().contains("paused"), "{}", resp.text());
+    let (status, _) = wk.admin_post("/v1/services/fixed/resume", json!({})).await;
+    assert_eq!(status, StatusCode::OK);
+    let resp = wk.get("fixed.localhost", "/").await;
+    assert_eq!(
+        resp.instance().as_deref(),
+        Some("upstream-b"),
+        "{}",
+        resp.text()
+    );
+    assert!(b.try_wait().is_none(), "a static upstream is never stopped");
+}

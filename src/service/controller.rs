@@ -227,6 +227,21 @@ impl Controller {
         }
     }
 
+    /// Static upstreams of a revision that no longer takes traffic simply leave: there is
+    /// nothing to stop, only their health checks.
+    fn forget_fixed(&mut self, revision: &str) {
+        self.members.retain(|m| {
+            let keep = m.handle.is_some() || m.instance.revision != revision;
+            if !keep {
+                m.instance.set_state(InstanceState::Stopped);
+                if let Some(h) = &m.health {
+                    h.abort();
+                }
+            }
+            keep
+        });
+    }
+
     fn managed(&self) -> bool {
         matches!(self.source, Source::Managed(_))
     }
@@ -815,12 +830,15 @@ impl Controller {
         let min = live.scaling.min_instances;
         let ready = self.ready_count();
         // At zero the switch is immediate and the next request cold-starts the new revision.
-        let want = if ready == 0 && self.desired() == 0 {
-            min
-        } else {
-            ready.max(min).max(1)
-        }
-        .min(live.scaling.max_instances.max(min));
+        let want = match &source {
+            // Every fixed address of the new revision is an instance of it.
+            Source::Fixed(addrs) => addrs.len() as u32,
+            Source::Managed(_) if ready == 0 && self.desired() == 0 => min,
+            Source::Managed(_) => ready
+                .max(min)
+                .max(1)
+                .min(live.scaling.max_instances.max(min)),
+        };
         let deployment = self.svc.deployments.begin(
             &self.svc.name,
             &revision.id,
@@ -912,8 +930,7 @@ impl Controller {
             self.drain(id, "replaced by a deployment");
         }
         // Static upstreams of the old revision simply leave.
-        self.members
-            .retain(|m| m.handle.is_some() || m.instance.revision != old.id);
+        self.forget_fixed(&old.id);
         self.publish();
         self.svc
             .deployments
@@ -963,8 +980,7 @@ impl Controller {
         for id in &ids {
             self.drain(id, "its deployment failed");
         }
-        self.members
-            .retain(|m| m.handle.is_some() || m.instance.revision != g.revision.id);
+        self.forget_fixed(&g.revision.id);
         self.publish();
         self.svc
             .deployments
@@ -1013,6 +1029,8 @@ impl Controller {
         for id in ids {
             self.drain(&id, "paused");
         }
+        // Static upstreams are not stopped, only taken out of the pool.
+        self.publish();
         self.svc.events.emit(
             &self.svc.name,
             "paused",
@@ -1026,7 +1044,11 @@ impl Controller {
             return Err(format!("service `{}` is not paused", self.svc.name));
         }
         self.svc.set_paused(false);
-        let min = self.svc.config.load().scaling.min_instances;
+        self.publish();
+        let min = match &self.source {
+            Source::Fixed(addrs) => addrs.len() as u32,
+            Source::Managed(_) => self.svc.config.load().scaling.min_instances,
+        };
         self.set_desired(min);
         self.autoscaler = Autoscaler::new();
         self.svc.events.emit(
@@ -1211,9 +1233,10 @@ impl Controller {
     fn publish(&self) {
         let all: Vec<Arc<Instance>> = self.members.iter().map(|m| m.instance.clone()).collect();
         // Only the live revision takes traffic; a deployment's instances wait for the switch.
+        let paused = self.svc.is_paused();
         let ready: Vec<Arc<Instance>> = all
             .iter()
-            .filter(|i| i.state() == InstanceState::Ready && self.is_live(i))
+            .filter(|i| i.state() == InstanceState::Ready && self.is_live(i) && !paused)
             .cloned()
             .collect();
         let count = |s: InstanceState| all.iter().filter(|i| i.state() == s).count() as i64;
