@@ -6,9 +6,12 @@
 //!   proxy and admin addresses it printed.
 //! - [`send`], [`get`], [`admin_get`] are small HTTP helpers on a fresh connection each.
 //! - [`wait_for`] polls a condition with a deadline: tests never sleep to synchronise.
+//! - [`docker`] builds the test image and gives each docker test its own scope and cleanup.
 
 // Each test file uses a different subset of the harness.
 #![allow(dead_code)]
+
+pub mod docker;
 
 use std::collections::BTreeMap;
 use std::future::Future;
