@@ -407,7 +407,6 @@ async fn pause_removes_the_containers_and_resume_cold_starts_a_new_one() {
 /// Pause while a deployment's containers are still being created: the deployment fails (the
 /// service was paused) and pause drains everything, so no container of it may stay.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "product bug: a start in flight when its deployment fails is not stopped; its container runs until health.startup_timeout"]
 async fn pause_during_a_deploy_leaves_no_container_of_it() {
     let Some(t) = DockerTest::new().await else {
         return;

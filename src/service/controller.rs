@@ -82,6 +82,14 @@ struct Member {
     health: Option<tokio::task::AbortHandle>,
 }
 
+/// A start attempt in progress.
+struct Start {
+    revision: String,
+    /// Ends its startup probe early when its revision is no longer wanted (a failed deployment)
+    /// or wakeway stops.
+    cancel: CancellationToken,
+}
+
 /// A deployment between its start and its switch.
 struct Green {
     revision: Revision,
@@ -103,8 +111,8 @@ pub struct Controller {
     next_revision: u32,
     green: Option<Green>,
     members: Vec<Member>,
-    /// Start attempts in progress: instance id → revision id.
-    starts: HashMap<String, String>,
+    /// Start attempts in progress, by instance id.
+    starts: HashMap<String, Start>,
     autoscaler: Autoscaler,
     tx: mpsc::UnboundedSender<Msg>,
     rx: mpsc::UnboundedReceiver<Msg>,
@@ -267,7 +275,7 @@ impl Controller {
     fn live_starts(&self) -> u32 {
         self.starts
             .values()
-            .filter(|r| **r == self.revision.id)
+            .filter(|s| s.revision == self.revision.id)
             .count() as u32
     }
 
@@ -421,7 +429,14 @@ impl Controller {
 
     fn start(&mut self, runtime: Arc<dyn Runtime>, revision: &Revision) {
         let id = self.next_id(&revision.id);
-        self.starts.insert(id.clone(), revision.id.clone());
+        let cancel = self.cancel.child_token();
+        self.starts.insert(
+            id.clone(),
+            Start {
+                revision: revision.id.clone(),
+                cancel: cancel.clone(),
+            },
+        );
         self.svc.starting.store(self.starts.len() as u32, SeqCst);
         let spec = InstanceSpec {
             service: self.svc.name.clone(),
@@ -436,7 +451,6 @@ impl Controller {
             json!({ "instance": id, "revision": revision.id, "runtime": runtime.name() }),
         );
         let tx = self.tx.clone();
-        let cancel = self.cancel.clone();
         let health = self.svc.config.load().health.clone();
         self.tasks.spawn(async move {
             for attempt in 1..=PORT_RACE_RETRIES {
@@ -526,7 +540,14 @@ impl Controller {
         for a in adopted {
             let id = a.instance;
             let address = a.started.address;
-            self.starts.insert(id.clone(), self.revision.id.clone());
+            let cancel = self.cancel.child_token();
+            self.starts.insert(
+                id.clone(),
+                Start {
+                    revision: self.revision.id.clone(),
+                    cancel: cancel.clone(),
+                },
+            );
             self.svc.starting.store(self.starts.len() as u32, SeqCst);
             let inst = Arc::new(Instance::new(
                 id.clone(),
@@ -546,7 +567,7 @@ impl Controller {
                 handle: handle.clone(),
                 exited: a.started.exited.clone(),
             });
-            let (tx, cancel) = (self.tx.clone(), self.cancel.clone());
+            let tx = self.tx.clone();
             let health = self.svc.config.load().health.clone();
             let exited = a.started.exited;
             self.tasks.spawn(async move {
@@ -634,7 +655,7 @@ impl Controller {
                 self.reconcile();
             }
             Msg::StartFailed { id, reason } => {
-                let revision = self.starts.remove(&id);
+                let revision = self.starts.remove(&id).map(|s| s.revision);
                 self.svc.starting.store(self.starts.len() as u32, SeqCst);
                 if let Some(pos) = self.members.iter().position(|m| m.instance.id == id) {
                     let m = self.members.remove(pos);
@@ -971,6 +992,13 @@ impl Controller {
         let Some(g) = self.green.take() else {
             return;
         };
+        // Starts still under way would otherwise come up (and wait out their startup probe)
+        // for a revision nobody wants any more.
+        for start in self.starts.values() {
+            if start.revision == g.revision.id {
+                start.cancel.cancel();
+            }
+        }
         let ids: Vec<String> = self
             .members
             .iter()
@@ -990,7 +1018,7 @@ impl Controller {
             &self.svc.name,
             "deploy_failed",
             format!(
-                "deployment {} of {} failed: {reason}; {} keeps serving",
+                "deployment {} of {} failed: {reason}; {} stays live",
                 g.deployment, g.revision.id, self.revision.id
             ),
             json!({ "deployment": g.deployment, "revision": g.revision.id, "reason": reason, "live": self.revision.id }),
