@@ -17,6 +17,7 @@ use tokio::time::Instant;
 use super::body::{ProxyBody, RequestBody};
 use super::error::ProxyError;
 use super::route::RouteTable;
+use crate::service::instance::InstanceState;
 use crate::service::{InFlight, Service};
 
 pub type UpstreamClient = Client<HttpConnector, RequestBody>;
@@ -129,28 +130,36 @@ impl Forwarder {
                     return Err(ProxyError::ResponseTimeout(self.response_timeout));
                 }
                 Ok(Ok(resp)) => return Ok(respond(resp, guard, client_upgrade)),
-                Ok(Err(e)) if e.is_connect() => {
-                    svc.metrics.upstream_connect.inc();
+                Ok(Err(e)) => {
                     let inst = guard.instance().clone();
                     drop(guard);
-                    if inst.transition(
-                        crate::service::instance::InstanceState::Ready,
-                        crate::service::instance::InstanceState::Unhealthy,
-                    ) {
+                    let detail = format!("{}: {}", inst.address, source_chain(&e));
+                    let err = if e.is_connect() {
+                        svc.metrics.upstream_connect.inc();
+                        ProxyError::Connect(detail)
+                    } else {
+                        svc.metrics.upstream_reset.inc();
+                        ProxyError::Upstream(detail)
+                    };
+                    // A refused connect proves the instance is gone; after a reset a fresh
+                    // connect tells (it crashed under this request). Either way it leaves the
+                    // pool now rather than when its exit is noticed, so the next request
+                    // avoids it.
+                    if (err.retry_safe() || !reachable(inst.address).await)
+                        && inst.transition(InstanceState::Ready, InstanceState::Unhealthy)
+                    {
                         svc.report_unreachable();
                     }
-                    let err =
-                        ProxyError::Connect(format!("{}: {}", inst.address, source_chain(&e)));
-                    let Ok(b) = give_back.try_recv() else {
+                    // Only when nothing reached the instance is sending again safe (even for a
+                    // POST: its body comes back unread).
+                    let reclaimed = give_back.try_recv();
+                    let (true, false, Ok(b)) = (err.retry_safe(), retried, reclaimed) else {
                         return Err(err);
                     };
-                    if retried {
-                        return Err(err);
-                    }
                     retried = true;
                     body = b;
-                    // Nothing reached the instance, so sending again is safe even for a POST.
                     guard = if svc.runtime == "static" {
+                        // Nothing will start: another upstream now, or the error.
                         let max = svc.config.load().scaling.max_concurrency;
                         match svc.pool.load().acquire(max) {
                             Some(i) => svc.guard(i),
@@ -159,27 +168,6 @@ impl Forwarder {
                     } else {
                         svc.acquire().await.map_err(ProxyError::Activator)?
                     };
-                }
-                Ok(Err(e)) => {
-                    svc.metrics.upstream_reset.inc();
-                    let inst = guard.instance().clone();
-                    drop(guard);
-                    // The request may have reached the instance, so it is not sent again. But
-                    // if the instance is gone (it crashed under this request), take it out now
-                    // rather than when its exit is noticed, so the next request avoids it.
-                    if !reachable(inst.address).await
-                        && inst.transition(
-                            crate::service::instance::InstanceState::Ready,
-                            crate::service::instance::InstanceState::Unhealthy,
-                        )
-                    {
-                        svc.report_unreachable();
-                    }
-                    return Err(ProxyError::Upstream(format!(
-                        "{}: {}",
-                        inst.address,
-                        source_chain(&e)
-                    )));
                 }
             }
         }
