@@ -126,27 +126,7 @@ max_instances = 2
     wait_pids_gone(&[busy.pid.unwrap()]).await;
 
     let samples = load.stop().await;
-    assert!(
-        failed_samples(&samples).is_empty(),
-        "failed requests during the deployment: {:?}",
-        failed_samples(&samples)
-    );
-    let after: Vec<&Sample> = samples.iter().filter(|s| s.sent >= switched).collect();
-    assert!(!after.is_empty());
-    for s in &after {
-        assert_eq!(
-            s.revision.as_deref(),
-            Some("web-00002"),
-            "a request sent after the switch reached {:?}",
-            s.instance
-        );
-    }
-    assert!(
-        samples
-            .iter()
-            .any(|s| s.revision.as_deref() == Some("web-00001")),
-        "the old revision served before the switch"
-    );
+    assert_clean_switch(&samples, switched, "web-00001", "web-00002");
     wk.wait_ready_revision("web", "web-00002", 2).await;
 
     let events = wk.events("web").await;

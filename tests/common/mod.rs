@@ -968,6 +968,30 @@ impl Load {
 }
 
 /// The samples that did not answer 200, described for an assertion message.
+/// What a user of a blue/green deploy checks in the load's samples: no request failed, the
+/// old revision served before the switch, and every request sent after it reached the new one.
+pub fn assert_clean_switch(samples: &[Sample], switched: Instant, old: &str, new: &str) {
+    assert!(
+        failed_samples(samples).is_empty(),
+        "failed requests during the deployment: {:?}",
+        failed_samples(samples)
+    );
+    let after: Vec<&Sample> = samples.iter().filter(|s| s.sent >= switched).collect();
+    assert!(!after.is_empty(), "no request was sent after the switch");
+    for s in &after {
+        assert_eq!(
+            s.revision.as_deref(),
+            Some(new),
+            "a request sent after the switch reached {:?}",
+            s.instance
+        );
+    }
+    assert!(
+        samples.iter().any(|s| s.revision.as_deref() == Some(old)),
+        "the old revision served before the switch"
+    );
+}
+
 pub fn failed_samples(samples: &[Sample]) -> Vec<String> {
     samples
         .iter()
