@@ -189,7 +189,16 @@ impl Controller {
                 _ = shutdown.cancelled() => break,
                 Some(msg) = self.rx.recv() => self.handle(msg),
                 cmd = self.commands.recv() => match cmd {
-                    Some(Command::Remove) | None => break,
+                    Some(Command::Remove) | None => {
+                        // Requests still queued for it get a 503 that says why once its
+                        // instances drained, instead of waiting out the queue timeout.
+                        self.svc
+                            .last_failure
+                            .store(Arc::new("the service was removed from the config".into()));
+                        self.svc.set_failing(true);
+                        self.svc.start_failures.fetch_add(1, SeqCst);
+                        break;
+                    }
                     Some(cmd) => self.command(cmd),
                 },
                 _ = self.svc.woken() => self.on_wake(),
@@ -1317,6 +1326,7 @@ impl Controller {
             }
         }
         self.publish();
+        self.svc.wake_waiters();
         while self.tasks.join_next().await.is_some() {}
     }
 }
