@@ -22,6 +22,9 @@ use crate::service::{InFlight, Service};
 
 pub type UpstreamClient = Client<HttpConnector, RequestBody>;
 
+/// How long a reset mid-request waits for the instance's exit notice (see `forward`).
+const EXIT_NOTICE_WAIT: Duration = Duration::from_millis(250);
+
 pub fn upstream_client(connect_timeout: Duration) -> UpstreamClient {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
@@ -141,13 +144,18 @@ impl Forwarder {
                         svc.metrics.upstream_reset.inc();
                         ProxyError::Upstream(detail)
                     };
-                    // A refused connect proves the instance is gone; after a reset a fresh
-                    // connect tells (it crashed under this request). Either way it leaves the
-                    // pool now rather than when its exit is noticed, so the next request
-                    // avoids it.
-                    if (err.retry_safe() || !reachable(inst.address).await)
-                        && inst.transition(InstanceState::Ready, InstanceState::Unhealthy)
-                    {
+                    // A refused connect proves the instance is gone. After a reset it may have
+                    // crashed under this request: its exit notice (which makes it unroutable)
+                    // follows within milliseconds, so wait for it briefly before answering, lest
+                    // the client's next request reach the dead instance; a static upstream has
+                    // no exit notice, so a fresh connect tells.
+                    let gone = err.retry_safe()
+                        || if svc.runtime != "static" {
+                            inst.exits_within(EXIT_NOTICE_WAIT).await
+                        } else {
+                            !reachable(inst.address).await
+                        };
+                    if gone && inst.transition(InstanceState::Ready, InstanceState::Unhealthy) {
                         svc.report_unreachable();
                     }
                     // Only when nothing reached the instance is sending again safe (even for a

@@ -609,12 +609,19 @@ impl Controller {
                 mut exited,
             } => {
                 let tx = self.tx.clone();
-                let id = instance.id.clone();
+                let inst = instance.clone();
                 tokio::spawn(async move {
-                    if let Ok(r) = exited.wait_for(|e| e.is_some()).await {
-                        let reason = r.clone().unwrap_or_default();
-                        let _ = tx.send(Msg::Exited { id, reason });
-                    }
+                    let reason = match exited.wait_for(|e| e.is_some()).await {
+                        Ok(r) => r.clone().unwrap_or_default(),
+                        Err(_) => return,
+                    };
+                    // Unroutable now, before the controller gets to it: a request picking an
+                    // instance in between would reach a dead one.
+                    inst.mark_exited();
+                    let _ = tx.send(Msg::Exited {
+                        id: inst.id.clone(),
+                        reason,
+                    });
                 });
                 self.members.push(Member {
                     instance,
@@ -728,7 +735,7 @@ impl Controller {
                     );
                 }
                 self.publish();
-                if state == InstanceState::Ready && self.is_green(&m.instance) {
+                if state != InstanceState::Starting && self.is_green(&m.instance) {
                     self.fail_deploy(format!(
                         "new instance {id} exited before the switch: {reason}"
                     ));

@@ -1,7 +1,8 @@
 //! One running copy of a revision and its exact in-flight count.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU8, AtomicU32, Ordering::SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, Ordering::SeqCst};
+use std::time::Duration;
 use std::time::SystemTime;
 
 use http::uri::Authority;
@@ -56,6 +57,9 @@ pub struct Instance {
     in_flight: AtomicU32,
     /// Woken when the in-flight count reaches zero, so a drain does not poll.
     idle: Notify,
+    /// Set by the runtime's exit notice (child exit, container `die`).
+    exited: AtomicBool,
+    exit: Notify,
 }
 
 impl Instance {
@@ -72,6 +76,8 @@ impl Instance {
             state: AtomicU8::new(InstanceState::Starting as u8),
             in_flight: AtomicU32::new(0),
             idle: Notify::new(),
+            exited: AtomicBool::new(false),
+            exit: Notify::new(),
         }
     }
 
@@ -133,6 +139,25 @@ impl Instance {
             self.idle.notify_waiters();
         }
         left
+    }
+
+    /// The runtime saw the instance exit: it stops taking requests at once.
+    pub fn mark_exited(&self) {
+        self.exited.store(true, SeqCst);
+        self.transition(InstanceState::Ready, InstanceState::Unhealthy);
+        self.exit.notify_waiters();
+    }
+
+    /// Whether the instance exits within `within`. After a reset mid-request this tells a crash
+    /// (the exit notice follows within milliseconds) from a connection the app dropped.
+    pub async fn exits_within(&self, within: Duration) -> bool {
+        let notified = self.exit.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        if self.exited.load(SeqCst) {
+            return true;
+        }
+        tokio::time::timeout(within, notified).await.is_ok()
     }
 
     /// Waits until nothing is in flight. The caller bounds it with a timeout.
@@ -198,6 +223,20 @@ mod tests {
         });
         assert_eq!(won, 5);
         assert_eq!(i.in_flight(), 5);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn exit_notice_makes_it_unroutable_and_wakes_the_watcher() {
+        let i = Arc::new(ready("a"));
+        assert!(!i.exits_within(Duration::from_millis(100)).await);
+        let w = tokio::spawn({
+            let i = i.clone();
+            async move { i.exits_within(Duration::from_secs(60)).await }
+        });
+        tokio::task::yield_now().await;
+        i.mark_exited();
+        assert!(w.await.unwrap());
+        assert!(!i.try_acquire(10), "an exited instance takes no request");
     }
 
     #[tokio::test]
