@@ -324,15 +324,7 @@ async fn pause_removes_the_containers_and_resume_cold_starts_a_new_one() {
     assert_eq!(status, StatusCode::OK, "{view}");
     assert_eq!(view["paused"], true, "{view}");
 
-    let resp = w.get(WEB, "/").await;
-    assert_eq!(
-        resp.status,
-        StatusCode::SERVICE_UNAVAILABLE,
-        "{}",
-        resp.text()
-    );
-    assert!(resp.header("retry-after").is_some(), "{:?}", resp.headers);
-    assert!(resp.text().contains("paused"), "{}", resp.text());
+    assert_paused(&w.get(WEB, "/").await);
     // Draining, not stopped: the request in flight finishes on its container.
     assert_eq!(
         t.container_instances("web").await,

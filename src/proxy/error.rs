@@ -27,7 +27,6 @@ pub enum ProxyError {
     Upstream(String),
     /// No response headers within `response_timeout`.
     ResponseTimeout(Duration),
-    ShuttingDown,
 }
 
 impl ProxyError {
@@ -35,7 +34,7 @@ impl ProxyError {
         match self {
             ProxyError::UnknownHost(_) | ProxyError::BadRequest(_) => Side::Downstream,
             ProxyError::Activator(ActivatorError::Unavailable(_)) => Side::Runtime,
-            ProxyError::Activator(_) | ProxyError::ShuttingDown => Side::Runtime,
+            ProxyError::Activator(_) => Side::Runtime,
             ProxyError::Connect(_) | ProxyError::Upstream(_) | ProxyError::ResponseTimeout(_) => {
                 Side::Upstream
             }
@@ -53,8 +52,9 @@ impl ProxyError {
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ProxyError::Activator(ActivatorError::QueueFull)
             | ProxyError::Activator(ActivatorError::Paused)
-            | ProxyError::Activator(ActivatorError::Unavailable(_))
-            | ProxyError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            | ProxyError::Activator(ActivatorError::Unavailable(_)) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ProxyError::Activator(ActivatorError::Timeout(_)) | ProxyError::ResponseTimeout(_) => {
                 StatusCode::GATEWAY_TIMEOUT
             }
@@ -67,8 +67,7 @@ impl ProxyError {
         match self {
             ProxyError::Activator(ActivatorError::QueueFull) => Some(HeaderValue::from_static("1")),
             ProxyError::Activator(ActivatorError::Unavailable(_))
-            | ProxyError::Activator(ActivatorError::Paused)
-            | ProxyError::ShuttingDown => Some(HeaderValue::from_static("5")),
+            | ProxyError::Activator(ActivatorError::Paused) => Some(HeaderValue::from_static("5")),
             _ => None,
         }
     }
@@ -94,7 +93,6 @@ impl ProxyError {
             ProxyError::ResponseTimeout(t) => {
                 format!("instance sent no response within response_timeout ({t:?})")
             }
-            ProxyError::ShuttingDown => "wakeway is shutting down".into(),
         }
     }
 }

@@ -58,9 +58,11 @@ impl Forwarder {
             Ok(h) => h,
             Err(e) => return error_response(&e),
         };
-        let svc = self.routes.load().lookup(&host).cloned();
+        // `request_host` checked it is visible ASCII.
+        let name = host.to_str().unwrap_or_default();
+        let svc = self.routes.load().lookup(name).cloned();
         let Some(svc) = svc else {
-            return error_response(&ProxyError::UnknownHost(host));
+            return error_response(&ProxyError::UnknownHost(name.to_string()));
         };
         let resp = match self.forward(&svc, req, remote, host).await {
             Ok(r) => r,
@@ -81,7 +83,7 @@ impl Forwarder {
         svc: &Arc<Service>,
         mut req: Request<Incoming>,
         remote: SocketAddr,
-        host: String,
+        host: HeaderValue,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let upgrade = req
             .headers()
@@ -99,9 +101,7 @@ impl Forwarder {
         add_forwarded(&mut headers, remote, &host)?;
         if !headers.contains_key(header::HOST) {
             // HTTP/2 carries the host in the authority; instances speak HTTP/1.1.
-            let v = HeaderValue::from_str(&host)
-                .map_err(|_| ProxyError::BadRequest("invalid host".into()))?;
-            headers.insert(header::HOST, v);
+            headers.insert(header::HOST, host);
         }
         let path = parts
             .uri
@@ -226,17 +226,25 @@ pub fn error_response(e: &ProxyError) -> Response<ProxyBody> {
 }
 
 /// The host the client asked for: the Host header, or the authority of an HTTP/2 request.
-fn request_host(req: &Request<Incoming>) -> Result<String, ProxyError> {
-    if let Some(h) = req.headers().get(header::HOST) {
-        return h
-            .to_str()
-            .map(|s| s.to_string())
-            .map_err(|_| ProxyError::BadRequest("the Host header is not valid ASCII".into()));
+/// A header value, so forwarding copies it without parsing it again.
+fn request_host(req: &Request<Incoming>) -> Result<HeaderValue, ProxyError> {
+    let host = match req.headers().get(header::HOST) {
+        Some(h) => h.clone(),
+        None => {
+            let authority = req
+                .uri()
+                .authority()
+                .ok_or_else(|| ProxyError::BadRequest("missing Host header".into()))?;
+            HeaderValue::from_str(authority.as_str())
+                .map_err(|_| ProxyError::BadRequest("invalid :authority".into()))?
+        }
+    };
+    if host.to_str().is_err() {
+        return Err(ProxyError::BadRequest(
+            "the Host header is not valid ASCII".into(),
+        ));
     }
-    req.uri()
-        .authority()
-        .map(|a| a.as_str().to_string())
-        .ok_or_else(|| ProxyError::BadRequest("missing Host header".into()))
+    Ok(host)
 }
 
 fn connection_has(headers: &HeaderMap, token: &str) -> bool {
@@ -278,7 +286,7 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
 fn add_forwarded(
     headers: &mut HeaderMap,
     remote: SocketAddr,
-    host: &str,
+    host: &HeaderValue,
 ) -> Result<(), ProxyError> {
     let ip = remote.ip().to_string();
     let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
@@ -292,11 +300,7 @@ fn add_forwarded(
     );
     headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
     if !headers.contains_key(&X_FORWARDED_HOST) {
-        headers.insert(
-            X_FORWARDED_HOST.clone(),
-            HeaderValue::from_str(host)
-                .map_err(|_| ProxyError::BadRequest("invalid Host header".into()))?,
-        );
+        headers.insert(X_FORWARDED_HOST.clone(), host.clone());
     }
     Ok(())
 }
@@ -348,7 +352,12 @@ mod tests {
     fn forwarded_for_appends_the_client() {
         let mut h = HeaderMap::new();
         h.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
-        add_forwarded(&mut h, "127.0.0.2:5555".parse().unwrap(), "a.localhost").unwrap();
+        add_forwarded(
+            &mut h,
+            "127.0.0.2:5555".parse().unwrap(),
+            &HeaderValue::from_static("a.localhost"),
+        )
+        .unwrap();
         assert_eq!(h["x-forwarded-for"], "10.0.0.1, 127.0.0.2");
         assert_eq!(h["x-forwarded-proto"], "http");
         assert_eq!(h["x-forwarded-host"], "a.localhost");

@@ -448,38 +448,44 @@ pub fn body_field(text: &str, name: &str) -> Option<String> {
 
 /// Sends one request over a fresh HTTP/1.1 connection to `addr` and buffers the response.
 pub async fn send(addr: SocketAddr, req: Request<Full<Bytes>>) -> Result<Resp, String> {
-    let exchange = async {
-        let stream = TcpStream::connect(addr)
-            .await
-            .map_err(|e| format!("connect {addr}: {e}"))?;
-        let _ = stream.set_nodelay(true);
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| format!("handshake {addr}: {e}"))?;
-        tokio::spawn(conn);
-        let resp = sender
-            .send_request(req)
-            .await
-            .map_err(|e| format!("request to {addr}: {e}"))?;
-        let (parts, body) = resp.into_parts();
-        let body = body
-            .collect()
-            .await
-            .map_err(|e| format!("response body from {addr}: {e}"))?
-            .to_bytes();
-        Ok(Resp {
-            status: parts.status,
-            headers: parts.headers,
-            body,
-        })
-    };
-    tokio::time::timeout(REQUEST_TIMEOUT, exchange)
+    tokio::time::timeout(REQUEST_TIMEOUT, exchange(addr, req))
         .await
         .unwrap_or_else(|_| {
             Err(format!(
                 "no response from {addr} within {REQUEST_TIMEOUT:?}"
             ))
         })
+}
+
+/// One request on a fresh HTTP/1.1 connection, unbounded in time: the caller bounds it.
+async fn exchange<B>(addr: SocketAddr, req: Request<B>) -> Result<Resp, String>
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let stream = TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("connect {addr}: {e}"))?;
+    let _ = stream.set_nodelay(true);
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| format!("handshake {addr}: {e}"))?;
+    tokio::spawn(conn);
+    let resp = sender
+        .send_request(req)
+        .await
+        .map_err(|e| format!("request to {addr}: {e}"))?;
+    let (parts, body) = resp.into_parts();
+    let body = body
+        .collect()
+        .await
+        .map_err(|e| format!("response body from {addr}: {e}"))?
+        .to_bytes();
+    Ok(Resp {
+        status: parts.status,
+        headers: parts.headers,
+        body,
+    })
 }
 
 /// Sends one request over a fresh h2c (prior knowledge) connection.
@@ -968,6 +974,18 @@ impl Load {
 }
 
 /// The samples that did not answer 200, described for an assertion message.
+/// A paused service's answer: 503, with Retry-After, saying it is paused.
+pub fn assert_paused(resp: &Resp) {
+    assert_eq!(
+        resp.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        resp.text()
+    );
+    assert!(resp.header("retry-after").is_some(), "{:?}", resp.headers);
+    assert!(resp.text().contains("paused"), "{}", resp.text());
+}
+
 /// What a user of a blue/green deploy checks in the load's samples: no request failed, the
 /// old revision served before the switch, and every request sent after it reached the new one.
 pub fn assert_clean_switch(samples: &[Sample], switched: Instant, old: &str, new: &str) {
@@ -1029,30 +1047,7 @@ impl HeldRequest {
             .header(http::header::HOST, host)
             .body(body)
             .expect("request");
-        let task = tokio::spawn(async move {
-            let stream = TcpStream::connect(addr)
-                .await
-                .map_err(|e| format!("connect {addr}: {e}"))?;
-            let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-                .await
-                .map_err(|e| format!("handshake {addr}: {e}"))?;
-            tokio::spawn(conn);
-            let resp = sender
-                .send_request(req)
-                .await
-                .map_err(|e| format!("held request to {addr}: {e}"))?;
-            let (parts, body) = resp.into_parts();
-            let body = body
-                .collect()
-                .await
-                .map_err(|e| format!("held response body from {addr}: {e}"))?
-                .to_bytes();
-            Ok(Resp {
-                status: parts.status,
-                headers: parts.headers,
-                body,
-            })
-        });
+        let task = tokio::spawn(exchange(addr, req));
         HeldRequest { tx, task }
     }
 
