@@ -38,6 +38,7 @@ struct RawProxy {
     response_timeout: Option<Dur>,
     idle_timeout: Option<Dur>,
     shutdown_timeout: Option<Dur>,
+    workers: Option<usize>,
 }
 
 #[derive(Deserialize, Default)]
@@ -317,6 +318,7 @@ fn convert(raw: RawConfig) -> Result<Config, ConfigError> {
         response_timeout: dur_or(p.response_timeout, pd.response_timeout),
         idle_timeout: dur_or(p.idle_timeout, pd.idle_timeout),
         shutdown_timeout: dur_or(p.shutdown_timeout, pd.shutdown_timeout),
+        workers: p.workers,
     };
     let admin = match raw.admin {
         Some(a) => AdminConfig {
@@ -820,6 +822,7 @@ upstreams = ["127.0.0.1:3000", "backend.internal:3001"]
                 response_timeout: secs(90),
                 idle_timeout: secs(45),
                 shutdown_timeout: secs(20),
+                workers: None,
             },
             admin: AdminConfig {
                 listen: None,

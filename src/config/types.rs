@@ -26,6 +26,9 @@ pub struct ProxyConfig {
     pub idle_timeout: Duration,
     /// How long a graceful shutdown waits for requests in flight.
     pub shutdown_timeout: Duration,
+    /// Data-plane worker threads, each with its own listening sockets and upstream connections.
+    /// `None`: one per core the process may run on.
+    pub workers: Option<usize>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -176,6 +179,7 @@ impl Default for ProxyConfig {
             response_timeout: Duration::from_secs(120),
             idle_timeout: Duration::from_secs(60),
             shutdown_timeout: Duration::from_secs(30),
+            workers: None,
         }
     }
 }

@@ -101,6 +101,12 @@ fn validate_proxy(config: &Config) -> Result {
     positive(p.connect_timeout, "proxy.connect_timeout")?;
     positive(p.response_timeout, "proxy.response_timeout")?;
     positive(p.idle_timeout, "proxy.idle_timeout")?;
+    if p.workers == Some(0) || p.workers.is_some_and(|w| w > 1024) {
+        return fail(
+            "proxy.workers",
+            "must be between 1 and 1024 (leave it out for one per core)".to_string(),
+        );
+    }
     Ok(())
 }
 
