@@ -47,11 +47,13 @@ impl AdminClient {
         if let Some(t) = &self.token {
             req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
         }
+        // The admin refuses state-changing calls not declared JSON (a browser's cross-site
+        // form post cannot declare it), even those without a body.
+        if method != Method::GET {
+            req = req.header(header::CONTENT_TYPE, "application/json");
+        }
         let body = match body {
-            Some(v) => {
-                req = req.header(header::CONTENT_TYPE, "application/json");
-                Full::new(Bytes::from(v.to_string()))
-            }
+            Some(v) => Full::new(Bytes::from(v.to_string())),
             None => Full::new(Bytes::new()),
         };
         let req = req.body(body).map_err(|e| e.to_string())?;

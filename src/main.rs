@@ -193,7 +193,7 @@ fn main() -> ExitCode {
                 proxy: Default::default(),
                 admin: config::AdminConfig {
                     listen: admin,
-                    token: None,
+                    ..Default::default()
                 },
                 docker: Default::default(),
                 services: vec![svc],

@@ -46,6 +46,8 @@ struct RawAdmin {
     listen: Option<AdminListen>,
     token: Option<String>,
     token_file: Option<std::path::PathBuf>,
+    hosts: Option<Vec<String>>,
+    header_read_timeout: Option<Dur>,
 }
 
 #[derive(Deserialize, Default)]
@@ -322,6 +324,16 @@ fn convert(raw: RawConfig) -> Result<Config, ConfigError> {
         Some(a) => AdminConfig {
             listen: a.listen.map_or(AdminConfig::default().listen, |l| l.0),
             token: admin_token(a.token, a.token_file)?,
+            hosts: a
+                .hosts
+                .unwrap_or_default()
+                .into_iter()
+                .map(|h| h.to_ascii_lowercase())
+                .collect(),
+            header_read_timeout: dur_or(
+                a.header_read_timeout,
+                AdminConfig::DEFAULT_HEADER_READ_TIMEOUT,
+            ),
         },
         None => AdminConfig::default(),
     };
@@ -823,7 +835,7 @@ upstreams = ["127.0.0.1:3000", "backend.internal:3001"]
             },
             admin: AdminConfig {
                 listen: None,
-                token: None,
+                ..AdminConfig::default()
             },
             docker: DockerConfig::default(),
             services: vec![

@@ -103,7 +103,7 @@ pub fn validate_service(service: &ServiceConfig) -> Result<(), ConfigError> {
         proxy: ProxyConfig::default(),
         admin: AdminConfig {
             listen: None,
-            token: None,
+            ..AdminConfig::default()
         },
         docker: DockerConfig::default(),
         services: vec![service.clone()],

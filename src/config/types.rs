@@ -28,13 +28,35 @@ pub struct ProxyConfig {
     pub shutdown_timeout: Duration,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub struct AdminConfig {
     /// `None` disables the admin listener.
     pub listen: Option<SocketAddr>,
     /// When set, every `/v1` call needs `Authorization: Bearer <token>` (from `token` or the
     /// first line of `token_file`).
     pub token: Option<String>,
+    /// Names the admin API answers to in `Host`, besides its own address and `localhost`: a
+    /// request naming any other host is refused, so DNS rebinding cannot reach it.
+    pub hosts: Vec<String>,
+    /// A connection must send a complete request head within this long, from its first byte
+    /// and between keep-alive requests; a silent connection is closed when it passes.
+    pub header_read_timeout: Duration,
+}
+
+impl AdminConfig {
+    pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+}
+
+// By hand: the token must never reach a log line through `{:?}`.
+impl std::fmt::Debug for AdminConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminConfig")
+            .field("listen", &self.listen)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("hosts", &self.hosts)
+            .field("header_read_timeout", &self.header_read_timeout)
+            .finish()
+    }
 }
 
 /// `[docker]`: how the docker runtime reaches the engine and publishes container ports.
@@ -185,6 +207,8 @@ impl Default for AdminConfig {
         AdminConfig {
             listen: Some(SocketAddr::from(([127, 0, 0, 1], 9180))),
             token: None,
+            hosts: Vec::new(),
+            header_read_timeout: AdminConfig::DEFAULT_HEADER_READ_TIMEOUT,
         }
     }
 }

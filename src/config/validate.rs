@@ -97,11 +97,38 @@ fn validate_proxy(config: &Config) -> Result {
             ),
         );
     }
+    validate_admin(&config.admin)?;
     let p = &config.proxy;
     positive(p.connect_timeout, "proxy.connect_timeout")?;
     positive(p.response_timeout, "proxy.response_timeout")?;
     positive(p.idle_timeout, "proxy.idle_timeout")?;
     Ok(())
+}
+
+/// An admin API reachable from other machines without a token would let anyone on the network
+/// deploy, pause and reload: refuse to start rather than serve it open.
+fn validate_admin(admin: &AdminConfig) -> Result {
+    if let Some(addr) = admin.listen
+        && !addr.ip().is_loopback()
+        && admin.token.is_none()
+    {
+        return fail(
+            "admin.listen",
+            format!(
+                "the admin API would listen on {addr}, reachable from other machines, without a \
+                 token; set `token` or `token_file` in [admin], or listen on 127.0.0.1"
+            ),
+        );
+    }
+    for (i, host) in admin.hosts.iter().enumerate() {
+        if host.is_empty() || host.contains(['/', ':', '*', ' ']) {
+            return fail(
+                format!("admin.hosts[{i}]"),
+                format!("{host:?} is not a host name (no port, scheme, path or wildcard)"),
+            );
+        }
+    }
+    positive(admin.header_read_timeout, "admin.header_read_timeout")
 }
 
 fn validate_name(name: &str, key: &str) -> Result {
@@ -471,6 +498,18 @@ mod tests {
             (
                 "proxy.connect_timeout",
                 Box::new(|c| c.proxy.connect_timeout = Duration::ZERO),
+            ),
+            (
+                "admin.listen",
+                Box::new(|c| c.admin.listen = Some("0.0.0.0:9180".parse().unwrap())),
+            ),
+            (
+                "admin.hosts[0]",
+                Box::new(|c| c.admin.hosts = vec!["http://admin.example".into()]),
+            ),
+            (
+                "admin.header_read_timeout",
+                Box::new(|c| c.admin.header_read_timeout = Duration::ZERO),
             ),
             ("service[0].name", Box::new(|c| c.services[0].name.clear())),
             (
