@@ -196,6 +196,7 @@ fn main() -> ExitCode {
                     ..Default::default()
                 },
                 docker: Default::default(),
+                log: Default::default(),
                 services: vec![svc],
             };
             c.proxy.listen = vec![listen];

@@ -106,6 +106,7 @@ pub fn validate_service(service: &ServiceConfig) -> Result<(), ConfigError> {
             ..AdminConfig::default()
         },
         docker: DockerConfig::default(),
+        log: LogConfig::default(),
         services: vec![service.clone()],
     };
     validate(&config)

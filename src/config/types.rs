@@ -14,7 +14,67 @@ pub struct Config {
     pub proxy: ProxyConfig,
     pub admin: AdminConfig,
     pub docker: DockerConfig,
+    pub log: LogConfig,
     pub services: Vec<ServiceConfig>,
+}
+
+/// `[log]`: wakeway's own log, the access log, request ids and traces, `Server-Timing`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// A `RUST_LOG`-style filter (`"info"`, `"warn,wakeway=debug"`); `RUST_LOG` overrides it.
+    pub level: String,
+    pub access: AccessLogTarget,
+    pub access_format: AccessLogFormat,
+    /// Whether the access log's path keeps the query string (it may carry secrets).
+    pub access_query: bool,
+    /// Start a W3C trace (`traceparent`) for requests that arrive without one.
+    pub start_trace: bool,
+    pub server_timing: ServerTimingMode,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccessLogTarget {
+    Off,
+    Stdout,
+    File(PathBuf),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccessLogFormat {
+    /// One JSON object per line.
+    Json,
+    /// nginx/Apache `combined`, with wakeway's fields appended as `key=value`.
+    Combined,
+}
+
+/// Which responses carry `Server-Timing`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServerTimingMode {
+    Off,
+    /// Only responses whose request waited for a cold start.
+    ColdStart,
+    Always,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: LogFormat::Text,
+            level: "info".into(),
+            access: AccessLogTarget::Off,
+            access_format: AccessLogFormat::Json,
+            access_query: false,
+            start_trace: true,
+            server_timing: ServerTimingMode::ColdStart,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]

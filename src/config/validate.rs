@@ -98,6 +98,7 @@ fn validate_proxy(config: &Config) -> Result {
         );
     }
     validate_admin(&config.admin)?;
+    validate_log(&config.log)?;
     let p = &config.proxy;
     positive(p.connect_timeout, "proxy.connect_timeout")?;
     positive(p.response_timeout, "proxy.response_timeout")?;
@@ -129,6 +130,27 @@ fn validate_admin(admin: &AdminConfig) -> Result {
         }
     }
     positive(admin.header_read_timeout, "admin.header_read_timeout")
+}
+
+fn validate_log(log: &LogConfig) -> Result {
+    if let Err(e) = tracing_subscriber::EnvFilter::builder().parse(&log.level) {
+        return fail(
+            "log.level",
+            format!(
+                "{:?} is not a log filter ({e}); use a level such as \"info\" or \"warn,wakeway=debug\"",
+                log.level
+            ),
+        );
+    }
+    if let AccessLogTarget::File(path) = &log.access
+        && path.as_os_str().is_empty()
+    {
+        return fail(
+            "log.access",
+            "empty path; use \"stdout\", \"off\" or a file path",
+        );
+    }
+    Ok(())
 }
 
 fn validate_name(name: &str, key: &str) -> Result {
@@ -461,6 +483,7 @@ mod tests {
             proxy: ProxyConfig::default(),
             admin: AdminConfig::default(),
             docker: DockerConfig::default(),
+            log: LogConfig::default(),
             services,
         }
     }
@@ -506,6 +529,11 @@ mod tests {
             (
                 "admin.hosts[0]",
                 Box::new(|c| c.admin.hosts = vec!["http://admin.example".into()]),
+            ),
+            ("log.level", Box::new(|c| c.log.level = "info,[bad".into())),
+            (
+                "log.access",
+                Box::new(|c| c.log.access = AccessLogTarget::File("".into())),
             ),
             (
                 "admin.header_read_timeout",
