@@ -378,7 +378,7 @@ mod tests {
     fn generated_ids_do_not_repeat() {
         let ids: HashSet<_> = (0..10_000).map(|_| new_request_id()).collect();
         assert_eq!(ids.len(), 10_000);
-        let other = std::thread::spawn(|| new_request_id()).join().unwrap();
+        let other = std::thread::spawn(new_request_id).join().unwrap();
         assert!(!ids.contains(&other));
     }
 
