@@ -134,12 +134,10 @@ impl AdminArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
+    // `run` logs as its config says, so it sets logging up once the file has loaded.
+    if !matches!(cli.command, Command::Run { .. }) {
+        init_logging(&config::LogConfig::default());
+    }
     let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
     match cli.command {
         Command::Check { config } => match config::load(&config) {
@@ -158,7 +156,10 @@ fn main() -> ExitCode {
             }
         },
         Command::Run { config } => match config::load(&config) {
-            Ok(c) => rt.block_on(run(c)),
+            Ok(c) => {
+                init_logging(&c.log);
+                rt.block_on(run(c))
+            }
             Err(e) => {
                 eprintln!("error: {e}");
                 ExitCode::FAILURE
@@ -255,6 +256,34 @@ fn main() -> ExitCode {
                 }
             }
         }
+    }
+}
+
+/// wakeway's own log on stderr: `log.format` text or JSON lines, `log.level` unless `RUST_LOG`
+/// says otherwise, a timestamp on every line, colour only when stderr is a terminal (and
+/// `NO_COLOR` is unset) so log files get no escape codes. Takes effect at start, not on reload.
+fn init_logging(log: &config::LogConfig) {
+    use std::io::IsTerminal;
+    use tracing_subscriber::EnvFilter;
+    let filter = std::env::var("RUST_LOG")
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+        .and_then(|v| EnvFilter::try_new(v).ok())
+        .unwrap_or_else(|| EnvFilter::new(&log.level));
+    let builder = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(filter);
+    match log.format {
+        config::LogFormat::Text => {
+            let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+            builder.with_ansi(colour).init()
+        }
+        config::LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .init(),
     }
 }
 

@@ -94,3 +94,65 @@ async fn check_rejects_a_bad_value_naming_the_line() {
     assert!(!status.success(), "check must fail: {status}\n{stderr}");
     assert_names_file_line_key(&stderr, "badvalue.toml", line, "idle_timeout");
 }
+
+/// Runs wakeway with `log` as its `[log]` table and `RUST_LOG` as given, cold-starts a service,
+/// stops it, and returns its stderr lines.
+async fn log_lines(log: &str, rust_log: &str) -> Vec<String> {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "{LISTEN_ANY}\n[log]\n{log}\n{}",
+        whoami_service("hello", "hello.localhost", "")
+    );
+    let path = write_config(&dir, "log.toml", &text);
+    let mut proc = Proc::spawn_with_env(
+        "wakeway run",
+        &["run", "-c", path_str(&path)],
+        &[("RUST_LOG", rust_log)],
+    );
+    let proxy = proc.listening_addr("proxy").await;
+    proc.listening_addr("admin").await;
+    assert_eq!(get(proxy, "hello.localhost", "/").await.status, 200);
+    proc.signal(libc::SIGTERM);
+    assert!(proc.wait_exit(DEADLINE).await.success());
+    proc.wait_output_closed().await;
+    proc.stderr().lines().map(str::to_string).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_parse_line_by_line() {
+    let lines = log_lines("format = \"json\"", "").await;
+    assert!(!lines.is_empty());
+    for line in &lines {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}"));
+        assert!(v["timestamp"].is_string(), "timestamp: {line}");
+        assert!(v["level"].is_string(), "level: {line}");
+        assert!(v["message"].is_string(), "message: {line}");
+    }
+    assert!(
+        lines.iter().any(|l| l.contains("\"kind\":\"cold_start\"")),
+        "events carry their fields: {lines:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_level_applies_and_rust_log_overrides_it_and_text_has_no_colour() {
+    let quiet = log_lines("level = \"warn\"", "").await;
+    assert!(
+        !quiet.iter().any(|l| l.contains(" INFO ")),
+        "level = warn hides info: {quiet:?}"
+    );
+    let loud = log_lines("level = \"warn\"", "info").await;
+    assert!(
+        loud.iter().any(|l| l.contains(" INFO ")),
+        "RUST_LOG=info overrides the file: {loud:?}"
+    );
+    for line in &loud {
+        assert!(!line.contains('\x1b'), "no colour off a terminal: {line:?}");
+        let stamp = line.split_whitespace().next().unwrap_or("");
+        assert!(
+            stamp.len() >= 20 && stamp.as_bytes()[4] == b'-' && stamp.contains('T'),
+            "every line starts with a timestamp: {line:?}"
+        );
+    }
+}
