@@ -2,6 +2,7 @@
 //! the token and the cross-site checks of [`guard`].
 
 mod api;
+mod console;
 pub mod guard;
 mod view;
 
@@ -112,6 +113,9 @@ async fn handle(
                 .insert(header::WWW_AUTHENTICATE, "Bearer".parse().expect("valid"));
         }
         return r;
+    }
+    if let Some(page) = console::asset(req.method(), path) {
+        return page;
     }
     api::handle(state, req).await
 }

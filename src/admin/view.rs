@@ -17,6 +17,8 @@ pub struct ServiceView {
     pub desired: u32,
     pub in_flight: usize,
     pub queued: usize,
+    /// Requests answered since start, every status (the console derives requests/s from it).
+    pub requests: u64,
     pub instances: Vec<InstanceView>,
 }
 
@@ -42,6 +44,7 @@ pub fn view(svc: &Service) -> ServiceView {
         desired: svc.desired.load(Ordering::SeqCst),
         in_flight: svc.in_flight(),
         queued: svc.queued(),
+        requests: svc.metrics.requests_total(),
         instances: svc
             .instances
             .load()
