@@ -24,26 +24,34 @@ struct Cli {
 enum Command {
     /// Run the proxy with a config file.
     Run {
+        /// The TOML config file (see config/wakeway.toml for every key).
         #[arg(short, long)]
         config: PathBuf,
     },
     /// Validate a config file and print a summary of services and routes.
     Check {
+        /// The TOML config file to check.
         #[arg(short, long)]
         config: PathBuf,
     },
     /// Front one fixed upstream with a hard concurrency limit and a queue.
     Sidecar {
+        /// Address clients connect to, e.g. 0.0.0.0:8080.
         #[arg(long)]
         listen: SocketAddr,
+        /// The app's address, `host:port`.
         #[arg(long)]
         upstream: String,
+        /// Requests at the app at once, at most; the rest wait in the queue.
         #[arg(long)]
         max_concurrency: u32,
+        /// Serve the admin API (metrics, status) on this address; off when not given.
         #[arg(long)]
         admin: Option<SocketAddr>,
+        /// Requests that may wait for a free slot; more get 503.
         #[arg(long, default_value_t = 1000)]
         max_pending: usize,
+        /// Longest a request waits for a free slot before a 504, e.g. 30s.
         #[arg(long, default_value = "30s", value_parser = config::parse_duration)]
         queue_timeout: Duration,
     },
@@ -58,6 +66,7 @@ enum Command {
     Deploy {
         #[command(flatten)]
         admin: AdminArgs,
+        /// The service to deploy.
         service: String,
         /// New image (docker services).
         #[arg(long)]
@@ -76,7 +85,9 @@ enum Command {
     Rollback {
         #[command(flatten)]
         admin: AdminArgs,
+        /// The service to roll back.
         service: String,
+        /// Return once the rollback began instead of following it.
         #[arg(long)]
         no_wait: bool,
     },
@@ -84,11 +95,14 @@ enum Command {
     Pause {
         #[command(flatten)]
         admin: AdminArgs,
+        /// The service to pause.
         service: String,
     },
+    /// Let a paused service take requests again (instances start on demand).
     Resume {
         #[command(flatten)]
         admin: AdminArgs,
+        /// The service to resume.
         service: String,
     },
     /// Reload the config file of a running wakeway (like SIGHUP).
@@ -100,6 +114,7 @@ enum Command {
     Events {
         #[command(flatten)]
         admin: AdminArgs,
+        /// One service only.
         service: Option<String>,
         /// Keep printing new events.
         #[arg(short, long)]
@@ -107,10 +122,13 @@ enum Command {
     },
     /// A tiny diagnostic upstream that answers with who it is and what it received.
     Whoami {
+        /// Port to listen on.
         #[arg(long, env = "PORT", default_value_t = 8080)]
         port: u16,
+        /// Address to listen on.
         #[arg(long, default_value_t = IpAddr::V4(Ipv4Addr::LOCALHOST))]
         bind: IpAddr,
+        /// Wait this long before listening (to try cold starts), e.g. 2s.
         #[arg(long, default_value = "0s", value_parser = config::parse_duration)]
         startup_delay: Duration,
     },
@@ -122,7 +140,7 @@ struct AdminArgs {
     #[arg(long, env = "WAKEWAY_ADMIN", default_value = "127.0.0.1:9180")]
     admin: String,
     /// The admin bearer token, if `admin.token` is set.
-    #[arg(long, env = "WAKEWAY_TOKEN")]
+    #[arg(long, env = "WAKEWAY_TOKEN", hide_env_values = true)]
     token: Option<String>,
 }
 
@@ -224,15 +242,13 @@ fn main() -> ExitCode {
             service,
             no_wait,
         } => rt.block_on(cli::rollback(admin.client(), service, no_wait)),
-        Command::Pause { admin, service } => rt.block_on(cli::post(
-            admin.client(),
-            format!("/v1/services/{service}/pause"),
-        )),
-        Command::Resume { admin, service } => rt.block_on(cli::post(
-            admin.client(),
-            format!("/v1/services/{service}/resume"),
-        )),
-        Command::Reload { admin } => rt.block_on(cli::post(admin.client(), "/v1/reload".into())),
+        Command::Pause { admin, service } => {
+            rt.block_on(cli::pause(admin.client(), service, "pause"))
+        }
+        Command::Resume { admin, service } => {
+            rt.block_on(cli::pause(admin.client(), service, "resume"))
+        }
+        Command::Reload { admin } => rt.block_on(cli::reload(admin.client())),
         Command::Events {
             admin,
             service,
@@ -329,4 +345,29 @@ async fn run(config: Config) -> ExitCode {
     })
     .await;
     ExitCode::SUCCESS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// `wakeway help X` explains every subcommand and every flag.
+    #[test]
+    fn every_subcommand_and_flag_has_help() {
+        let cli = Cli::command();
+        let mut missing = Vec::new();
+        for sub in cli.get_subcommands() {
+            if sub.get_about().is_none() {
+                missing.push(sub.get_name().to_string());
+            }
+            for arg in sub.get_arguments() {
+                let builtin = matches!(arg.get_id().as_str(), "help" | "version");
+                if !builtin && arg.get_help().is_none() {
+                    missing.push(format!("{} {}", sub.get_name(), arg.get_id()));
+                }
+            }
+        }
+        assert!(missing.is_empty(), "no help text: {missing:?}");
+    }
 }

@@ -156,3 +156,58 @@ async fn log_level_applies_and_rust_log_overrides_it_and_text_has_no_colour() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_events_and_pause_print_tables_and_sentences() {
+    let wk = Wakeway::start(&whoami_service("hello", "hello.localhost", "")).await;
+    assert_eq!(wk.get("hello.localhost", "/").await.status, 200);
+    let instance = wk.wait_ready("hello").await[0].id.clone();
+    let admin = wk.admin.to_string();
+    let cli = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend(["--admin", admin.as_str()]);
+        all.iter().map(|s| s.to_string()).collect::<Vec<_>>()
+    };
+    let run = |args: Vec<String>| async move {
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (status, stdout, stderr) = run_to_exit(&refs).await;
+        assert!(status.success(), "{args:?}: {stderr}");
+        stdout
+    };
+
+    let status = run(cli(&["status"])).await;
+    let lines: Vec<&str> = status.lines().collect();
+    assert!(lines[0].starts_with("SERVICE"), "{status}");
+    assert!(lines[1].starts_with("hello"), "{status}");
+    assert!(lines[1].contains("running"), "{status}");
+    let row = lines
+        .iter()
+        .find(|l| l.starts_with(&instance))
+        .unwrap_or_else(|| panic!("an instance row: {status}"));
+    let pid = wk.instances("hello").await[0]
+        .pid
+        .expect("a process has a pid")
+        .to_string();
+    assert!(row.contains("ready") && row.contains(&pid), "{row}");
+
+    let events = run(cli(&["events", "hello"])).await;
+    assert!(events.starts_with("TIME"), "{events}");
+    let scale = events
+        .lines()
+        .find(|l| l.contains(" scale "))
+        .unwrap_or_else(|| panic!("a scale event: {events}"));
+    assert!(
+        scale.contains("trigger=demand") && scale.contains("to=1"),
+        "the decision's inputs: {scale}"
+    );
+
+    let paused = run(cli(&["pause", "hello"])).await;
+    assert!(
+        paused.starts_with("hello is paused:") && !paused.contains('{'),
+        "{paused}"
+    );
+    let resumed = run(cli(&["resume", "hello"])).await;
+    assert!(resumed.starts_with("hello is resumed"), "{resumed}");
+    let reloaded = run(cli(&["reload"])).await;
+    assert_eq!(reloaded.trim(), "reloaded: nothing changed.");
+}
