@@ -407,3 +407,56 @@ async fn silent_admin_connections_are_closed() {
         assert!(closed.is_ok(), "the {what} connection is still open");
     }
 }
+
+/// The Grafana dashboard in config/ queries only families a running wakeway exports, and has a
+/// panel for each thing the README promises.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grafana_dashboard_queries_exported_families() {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/config/grafana-dashboard.json"
+    ))
+    .unwrap();
+    let dash: serde_json::Value = serde_json::from_str(&text).expect("the dashboard is JSON");
+    let mut queried = std::collections::BTreeSet::new();
+    for panel in dash["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            let expr = target["expr"].as_str().unwrap();
+            let mut rest = expr;
+            while let Some(at) = rest.find("wakeway_") {
+                let name: String = rest[at..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_lowercase() || *c == '_')
+                    .collect();
+                rest = &rest[at + name.len()..];
+                let family = ["_bucket", "_sum", "_count"]
+                    .iter()
+                    .find_map(|s| name.strip_suffix(s))
+                    .unwrap_or(&name);
+                queried.insert(family.to_string());
+            }
+        }
+    }
+    let wk = Wakeway::start(&whoami_service("hello", "hello.localhost", "")).await;
+    assert_eq!(wk.get("hello.localhost", "/").await.status, StatusCode::OK);
+    let metrics = wk.metrics().await;
+    for family in &queried {
+        assert!(
+            metrics.contains(&format!("# TYPE {family} ")),
+            "the dashboard queries {family}, which wakeway does not export"
+        );
+    }
+    for family in [
+        "wakeway_requests_total",
+        "wakeway_request_duration_seconds",
+        "wakeway_in_flight_requests",
+        "wakeway_queued_requests",
+        "wakeway_instances",
+        "wakeway_cold_starts_total",
+        "wakeway_cold_start_duration_seconds",
+        "wakeway_scale_events_total",
+        "wakeway_deployments_total",
+    ] {
+        assert!(queried.contains(family), "no panel shows {family}");
+    }
+}
