@@ -48,6 +48,9 @@ enum Command {
         /// Serve the admin API (metrics, status) on this address; off when not given.
         #[arg(long)]
         admin: Option<SocketAddr>,
+        /// Bearer token for the admin API's /v1 calls; needed when --admin is not loopback.
+        #[arg(long, env = "WAKEWAY_TOKEN", hide_env_values = true)]
+        admin_token: Option<String>,
         /// Requests that may wait for a free slot; more get 503.
         #[arg(long, default_value_t = 1000)]
         max_pending: usize,
@@ -188,6 +191,7 @@ fn main() -> ExitCode {
             upstream,
             max_concurrency,
             admin,
+            admin_token,
             max_pending,
             queue_timeout,
         } => {
@@ -212,6 +216,7 @@ fn main() -> ExitCode {
                 proxy: Default::default(),
                 admin: config::AdminConfig {
                     listen: admin,
+                    token: admin_token.filter(|t| !t.is_empty()),
                     ..Default::default()
                 },
                 docker: Default::default(),
