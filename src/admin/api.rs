@@ -18,17 +18,24 @@ use super::view::view;
 
 /// Largest admin request body (a deployment's JSON).
 const MAX_BODY: usize = 1 << 20;
+/// A request body must arrive within this long: the header-read timeout does not cover it, and
+/// a client trickling a body would otherwise hold its connection open for good.
+const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 pub(super) async fn handle(state: &Arc<State>, req: Request<Incoming>) -> Response<Full<Bytes>> {
     let path = req.uri().path().trim_end_matches('/').to_string();
     let query = req.uri().query().unwrap_or("").to_string();
     let method = req.method().clone();
-    let body = match http_body_util::Limited::new(req.into_body(), MAX_BODY)
-        .collect()
-        .await
-    {
-        Ok(b) => b.to_bytes(),
-        Err(e) => return json_error(StatusCode::BAD_REQUEST, &format!("request body: {e}")),
+    let collect = http_body_util::Limited::new(req.into_body(), MAX_BODY).collect();
+    let body = match tokio::time::timeout(BODY_TIMEOUT, collect).await {
+        Ok(Ok(b)) => b.to_bytes(),
+        Ok(Err(e)) => return json_error(StatusCode::BAD_REQUEST, &format!("request body: {e}")),
+        Err(_) => {
+            return json_error(
+                StatusCode::REQUEST_TIMEOUT,
+                &format!("the request body did not arrive within {BODY_TIMEOUT:?}"),
+            );
+        }
     };
     let segments: Vec<&str> = path.split('/').collect();
     match (&method, segments.as_slice()) {
