@@ -1,6 +1,7 @@
 //! Wakeway: a request-driven autoscaling reverse proxy. `App::build` binds every listener and
 //! returns the real addresses; `App::run` serves until the shutdown future resolves, then drains.
 
+pub mod access_log;
 pub mod admin;
 pub mod client;
 pub mod config;
@@ -12,6 +13,7 @@ pub mod reload;
 pub mod runtime;
 pub mod service;
 pub mod stats;
+pub mod trace;
 pub mod whoami;
 
 use std::collections::HashMap;
