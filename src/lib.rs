@@ -6,6 +6,7 @@ pub mod admin;
 pub mod client;
 pub mod config;
 pub mod events;
+pub mod fdlimit;
 pub mod health;
 pub mod metrics;
 pub mod proxy;

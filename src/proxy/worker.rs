@@ -38,7 +38,9 @@ pub struct Buffers {
     writes: RefCell<Vec<Vec<u8>>>,
 }
 
-const KEPT_BUFFERS: usize = 1024;
+/// Buffers kept per kind and worker: enough for the requests one core has in flight at once;
+/// the rest go back to the allocator (and, after a burst, `trim` returns what went unused).
+const KEPT_BUFFERS: usize = 256;
 const KEPT_SIZE: usize = 64 * 1024;
 
 impl Buffers {
@@ -62,6 +64,17 @@ impl Buffers {
         let mut reads = self.reads.borrow_mut();
         if !b.is_empty() && b.len() <= KEPT_SIZE && reads.len() < KEPT_BUFFERS {
             reads.push(b);
+        }
+    }
+
+    /// Called once a second: frees the buffers no request took since the last call, so a burst
+    /// does not pin its memory.
+    pub fn trim(&self) {
+        for list in [&self.reads, &self.writes] {
+            let mut l = list.borrow_mut();
+            let keep = l.len() / 2;
+            l.truncate(keep);
+            l.shrink_to_fit();
         }
     }
 
@@ -116,6 +129,7 @@ async fn serve(listeners: Vec<std::net::TcpListener>, shared: Arc<Shared>) {
             loop {
                 tick.tick().await;
                 ctx.upstreams.sweep(tokio::time::Instant::now());
+                ctx.buffers.trim();
             }
         })
     };
