@@ -5,6 +5,7 @@ pub mod body;
 pub mod error;
 pub mod forward;
 pub mod route;
+pub mod tls;
 
 use std::convert::Infallible;
 use std::sync::Arc;
