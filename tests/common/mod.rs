@@ -12,6 +12,8 @@
 #![allow(dead_code)]
 
 pub mod docker;
+pub mod raw;
+pub mod tls;
 
 use std::collections::BTreeMap;
 use std::future::Future;
