@@ -13,6 +13,9 @@ mod types;
 mod validate;
 mod validate_front;
 
+#[cfg(test)]
+mod proptests;
+
 pub use duration::{format_duration, parse_duration};
 pub use size::{format_size, parse_size};
 pub use types::*;
