@@ -335,3 +335,61 @@ redirect_https = true
         }
     }
 }
+
+#[cfg(test)]
+mod example {
+    const EXAMPLE: &str = include_str!("../../config/wakeway.toml");
+
+    #[test]
+    fn example_mentions_every_front_door_key() {
+        for key in [
+            "max_uri_bytes =",
+            "max_header_line_bytes =",
+            "max_header_bytes =",
+            "max_headers =",
+            "header_read_timeout =",
+            "trusted_proxies =",
+            "underscore_headers =",
+            "max_connections =",
+            "[proxy.tls]",
+            "[[proxy.tls.certificate]]",
+            "cert =",
+            "key =",
+            "default =",
+            "max_body_bytes =",
+            "redirect_https =",
+        ] {
+            assert!(EXAMPLE.contains(key), "config/wakeway.toml lacks {key}");
+        }
+        // Uncommented, the example's front-door keys parse (the certificate files aside).
+        let ours = [
+            "max_",
+            "header_read_timeout",
+            "trusted_proxies",
+            "underscore_headers",
+            "[proxy.tls]",
+            "listen = \"0.0.0.0:443\"",
+            "[[proxy.tls.certificate]]",
+            "hosts = [\"example.com\"",
+            "cert = ",
+            "key = ",
+            "default = ",
+            "redirect_https",
+        ];
+        let uncommented: String = EXAMPLE
+            .lines()
+            .map(|l| match l.strip_prefix("# ") {
+                Some(t) if ours.iter().any(|k| t.starts_with(k)) => t,
+                _ => l,
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        let e = super::super::parse(&uncommented, None).unwrap_err();
+        assert_eq!(
+            e.key.as_deref(),
+            Some("proxy.tls.certificate[0].cert"),
+            "{e}"
+        );
+        assert!(e.message.contains("cannot read"), "{e}");
+    }
+}

@@ -9,7 +9,8 @@
 //! assert_eq!(resp.served, leaf.der);     // SNI picked the right certificate
 //! assert_eq!(resp.alpn.as_deref(), Some("h2"));
 //! ```
-//! `curl --cacert` works too: [`TestCa::write_ca`] writes the CA certificate.
+//! `curl --cacert` works too: [`TestCa::write_ca`] writes the CA certificate and [`curl_https`]
+//! runs curl against a listener with SNI and `Host` set to a name.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -243,4 +244,50 @@ async fn https_exchange(
         served,
         alpn,
     })
+}
+
+/// What `curl` printed: the body, then ` HTTP_VERSION STATUS` (from `-w`), and its stderr.
+pub struct CurlOut {
+    pub ok: bool,
+    pub body: String,
+    /// `"2"` or `"1.1"`.
+    pub http_version: String,
+    pub status: u16,
+    pub stderr: String,
+}
+
+/// `curl https://NAME:PORT/PATH` against `addr` (`--resolve`, so SNI and Host are `name`),
+/// trusting `ca_file`, with `extra` arguments (e.g. `["--http2"]`). Runs on tokio's process
+/// support, so the server under test keeps running on the same runtime.
+pub async fn curl_https(
+    addr: SocketAddr,
+    name: &str,
+    path: &str,
+    ca_file: &Path,
+    extra: &[&str],
+) -> CurlOut {
+    let url = format!("https://{name}:{}{path}", addr.port());
+    let resolve = format!("{name}:{}:{}", addr.port(), addr.ip());
+    let out = tokio::process::Command::new("curl")
+        .args(["-sS", "-m", "20", "--cacert"])
+        .arg(ca_file)
+        .args(["--resolve", &resolve, "-w", " %{http_version} %{http_code}"])
+        .args(extra)
+        .arg(&url)
+        .kill_on_drop(true)
+        .output()
+        .await
+        .unwrap_or_else(|e| panic!("run curl (is it installed?): {e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut tail = stdout.rsplitn(3, ' ');
+    let status = tail.next().and_then(|s| s.parse().ok()).unwrap_or(0);
+    let http_version = tail.next().unwrap_or("").to_string();
+    let body = tail.next().unwrap_or("").to_string();
+    CurlOut {
+        ok: out.status.success(),
+        body,
+        http_version,
+        status,
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
 }
