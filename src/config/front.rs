@@ -103,9 +103,10 @@ mod tests {
 
     use super::super::{ConfigError, load, types::*};
 
-    /// A self-signed pair for `name`, as PEM (certificate, key).
-    fn pair(name: &str) -> (String, String) {
-        let c = rcgen::generate_simple_self_signed(vec![name.to_string()]).unwrap();
+    /// A self-signed pair for `names`, as PEM (certificate, key).
+    fn pair(names: &[&str]) -> (String, String) {
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let c = rcgen::generate_simple_self_signed(names).unwrap();
         (c.cert.pem(), c.signing_key.serialize_pem())
     }
 
@@ -154,8 +155,8 @@ redirect_https = true
         let root = dir.path().to_path_buf();
         std::fs::create_dir_all(root.join("etc/certs")).unwrap();
         std::fs::create_dir_all(root.join("abs")).unwrap();
-        let (ca, ka) = pair("a.example");
-        let (cb, kb) = pair("b.example");
+        let (ca, ka) = pair(&["a.example", "*.a.example"]);
+        let (cb, kb) = pair(&["b.example"]);
         std::fs::write(root.join("etc/certs/a.crt"), ca).unwrap();
         std::fs::write(root.join("etc/certs/a.key"), ka).unwrap();
         std::fs::write(root.join("abs/b.crt"), cb).unwrap();

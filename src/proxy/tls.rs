@@ -18,7 +18,7 @@ use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls::{ServerConfig, version};
 use rustls_pki_types::pem::{self, PemObject};
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
@@ -170,6 +170,24 @@ impl CertStore {
         *entries = fresh;
         self.inner.table.store(Arc::new(Table::build(&entries)));
         Ok(())
+    }
+
+    /// Applies a reloaded config: a changed certificate list replaces the old one (all or
+    /// nothing); the same list re-reads every file, keeping the old pair of a broken entry.
+    pub fn update(&self, tls: &TlsConfig) -> Result<Reloaded, CertError> {
+        let same = self
+            .entries()
+            .iter()
+            .map(|e| &e.config)
+            .eq(tls.certificates.iter());
+        if same {
+            return Ok(self.reload());
+        }
+        self.apply(tls)?;
+        Ok(Reloaded {
+            replaced: (0..tls.certificates.len()).collect(),
+            failed: Vec::new(),
+        })
     }
 
     /// Re-reads every certificate's files (SIGHUP). An entry whose files are broken keeps
@@ -411,9 +429,11 @@ fn read_pair(
         .key_provider
         .load_private_key(key)
         .map_err(|e| err(PemFile::Key, format!("unusable private key: {e}")))?;
+    let leaf = chain[0].clone();
     let pair = CertifiedKey::new(chain, signing);
     match pair.keys_match() {
         Ok(()) | Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::Unknown)) => {
+            covers_hosts(&leaf, config).map_err(|why| err(PemFile::Cert, why))?;
             Ok(pair)
         }
         Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch)) => Err(err(
@@ -428,6 +448,28 @@ fn read_pair(
             format!("the first certificate cannot be read: {e}"),
         )),
     }
+}
+
+/// The leaf must be valid for every name it is listed for, or clients of that name would get a
+/// certificate they refuse. A wildcard entry is checked with a name one label under it.
+fn covers_hosts(leaf: &CertificateDer<'_>, config: &CertificateConfig) -> Result<(), String> {
+    let cert = webpki::EndEntityCert::try_from(leaf)
+        .map_err(|e| format!("the first certificate cannot be parsed: {e:?}"))?;
+    for host in &config.hosts {
+        let probe = match host.strip_prefix("*.") {
+            Some(parent) => format!("wakeway-probe.{parent}"),
+            None => host.clone(),
+        };
+        let Ok(name) = ServerName::try_from(probe.as_str()) else {
+            continue;
+        };
+        if cert.verify_is_valid_for_subject_name(&name).is_err() {
+            return Err(format!(
+                "the certificate is not valid for `{host}`, which this entry lists in `hosts`; list only names among its subject alternative names"
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn pem_reason(e: &pem::Error) -> String {

@@ -404,3 +404,53 @@ async fn apply_replaces_the_list_or_nothing() {
         .unwrap_err();
     assert!(e.contains("certificate") || e.contains("name"), "{e}");
 }
+
+#[test]
+fn a_certificate_must_cover_its_hosts() {
+    let s = site();
+    let a = s.ca.leaf(&["a.example"]);
+    let wild = s.ca.leaf(&["*.w.example"]);
+    let fa = write(&s.dir, "a", &a);
+    let fw = write(&s.dir, "w", &wild);
+    for (hosts, files, host) in [
+        (&["a.example", "b.example"][..], &fa, "b.example"),
+        (&["*.a.example"][..], &fa, "*.a.example"),
+        (&["w.example"][..], &fw, "w.example"),
+    ] {
+        let e = CertStore::load(&tls(vec![entry(hosts, files.clone(), false)])).unwrap_err();
+        assert_eq!((e.which, &e.path), (PemFile::Cert, &files.0), "{e}");
+        assert!(e.reason.contains(&format!("not valid for `{host}`")), "{e}");
+    }
+    CertStore::load(&tls(vec![
+        entry(&["x.w.example", "*.w.example"], fw, false),
+        entry(&[], fa, true),
+    ]))
+    .unwrap();
+}
+
+#[tokio::test]
+async fn update_rereads_the_same_list_and_replaces_a_new_one() {
+    let s = site();
+    let a = s.ca.leaf(&["a.example"]);
+    let fa = write(&s.dir, "a", &a);
+    let config = tls(vec![entry(&["a.example"], fa.clone(), false)]);
+    let store = CertStore::load(&config).unwrap();
+    // Same list, same files: re-read, nothing new.
+    let outcome = store.update(&config).unwrap();
+    assert!(outcome.replaced.is_empty() && outcome.failed.is_empty());
+    // Same list, renewed files: the new pair serves.
+    let renewed = s.ca.leaf(&["a.example"]);
+    write(&s.dir, "a", &renewed);
+    assert_eq!(store.update(&config).unwrap().replaced, vec![0]);
+    let (served, _) = handshake(&store, s.ca.client(), "a.example").await.unwrap();
+    assert_eq!(served, renewed.der);
+    // A new list.
+    let b = s.ca.leaf(&["b.example"]);
+    let fb = write(&s.dir, "b", &b);
+    store
+        .update(&tls(vec![entry(&["b.example"], fb, false)]))
+        .unwrap();
+    let (served, _) = handshake(&store, s.ca.client(), "b.example").await.unwrap();
+    assert_eq!(served, b.der);
+    assert!(handshake(&store, s.ca.client(), "a.example").await.is_err());
+}
