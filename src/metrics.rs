@@ -19,6 +19,7 @@ pub const SCALE_EVENTS_TOTAL: &str = "wakeway_scale_events_total";
 pub const UPSTREAM_ERRORS_TOTAL: &str = "wakeway_upstream_errors_total";
 pub const DEPLOYMENTS_TOTAL: &str = "wakeway_deployments_total";
 pub const REVISION_INFO: &str = "wakeway_revision_info";
+pub const ACCESS_LOG_DROPPED_TOTAL: &str = "wakeway_access_log_dropped_total";
 
 /// Status codes get their own handles; anything else is folded into its class so the `code`
 /// label stays bounded.
@@ -41,6 +42,7 @@ pub struct Metrics {
     upstream_errors: IntCounterVec,
     deployments: IntCounterVec,
     revision_info: IntGaugeVec,
+    access_log_dropped: IntCounter,
 }
 
 /// The handles of one service. Cloned into the service at creation.
@@ -81,6 +83,15 @@ impl ServiceMetrics {
         self.revision_info
             .with_label_values(&[&self.name, new])
             .set(1);
+    }
+
+    /// Requests answered so far, every status summed (the console's requests/s).
+    pub fn requests_total(&self) -> u64 {
+        self.codes
+            .iter()
+            .chain(self.other_codes.iter())
+            .map(IntCounter::get)
+            .sum()
     }
 
     pub fn observe_status(&self, code: u16) {
@@ -206,8 +217,22 @@ impl Metrics {
                 "1 for the revision that takes a service's traffic.",
                 &["service", "revision"],
             ),
+            access_log_dropped: {
+                let c = IntCounter::new(
+                    ACCESS_LOG_DROPPED_TOTAL,
+                    "Access-log lines dropped because the writer fell behind.",
+                )
+                .expect("valid metric");
+                r.register(Box::new(c.clone())).expect("unique metric");
+                c
+            },
             registry: r,
         }
+    }
+
+    /// The counter the access log's senders bump when its channel is full.
+    pub fn access_log_dropped(&self) -> IntCounter {
+        self.access_log_dropped.clone()
     }
 
     pub fn service(&self, name: &str) -> ServiceMetrics {

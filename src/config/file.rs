@@ -26,8 +26,43 @@ struct RawConfig {
     proxy: Option<RawProxy>,
     admin: Option<RawAdmin>,
     docker: Option<RawDocker>,
+    log: Option<RawLog>,
     #[serde(default)]
     service: Vec<RawService>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawLog {
+    format: Option<RawLogFormat>,
+    level: Option<String>,
+    access: Option<String>,
+    access_format: Option<RawAccessFormat>,
+    access_query: Option<bool>,
+    start_trace: Option<bool>,
+    server_timing: Option<RawServerTiming>,
+}
+
+#[derive(Deserialize, Clone, Copy)]
+#[serde(rename_all = "lowercase")]
+enum RawLogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Deserialize, Clone, Copy)]
+#[serde(rename_all = "lowercase")]
+enum RawAccessFormat {
+    Json,
+    Combined,
+}
+
+#[derive(Deserialize, Clone, Copy)]
+#[serde(rename_all = "snake_case")]
+enum RawServerTiming {
+    Off,
+    ColdStart,
+    Always,
 }
 
 #[derive(Deserialize, Default)]
@@ -47,6 +82,7 @@ struct RawProxy {
     trusted_proxies: Option<Vec<super::front::Cidr>>,
     underscore_headers: Option<super::front::RawUnderscoreHeaders>,
     max_connections: Option<usize>,
+    workers: Option<usize>,
 }
 
 #[derive(Deserialize, Default)]
@@ -55,6 +91,8 @@ struct RawAdmin {
     listen: Option<AdminListen>,
     token: Option<String>,
     token_file: Option<std::path::PathBuf>,
+    hosts: Option<Vec<String>>,
+    header_read_timeout: Option<Dur>,
 }
 
 #[derive(Deserialize, Default)]
@@ -342,14 +380,26 @@ fn convert(raw: RawConfig) -> Result<Config, ConfigError> {
             super::front::RawUnderscoreHeaders::into,
         ),
         max_connections: p.max_connections.unwrap_or(pd.max_connections),
+        workers: p.workers,
     };
     let admin = match raw.admin {
         Some(a) => AdminConfig {
             listen: a.listen.map_or(AdminConfig::default().listen, |l| l.0),
             token: admin_token(a.token, a.token_file)?,
+            hosts: a
+                .hosts
+                .unwrap_or_default()
+                .into_iter()
+                .map(|h| h.to_ascii_lowercase())
+                .collect(),
+            header_read_timeout: dur_or(
+                a.header_read_timeout,
+                AdminConfig::DEFAULT_HEADER_READ_TIMEOUT,
+            ),
         },
         None => AdminConfig::default(),
     };
+    let log = convert_log(raw.log.unwrap_or_default());
     let services = raw
         .service
         .into_iter()
@@ -361,8 +411,40 @@ fn convert(raw: RawConfig) -> Result<Config, ConfigError> {
         proxy,
         admin,
         docker,
+        log,
         services,
     })
+}
+
+fn convert_log(raw: RawLog) -> LogConfig {
+    let d = LogConfig::default();
+    LogConfig {
+        format: match raw.format {
+            Some(RawLogFormat::Json) => LogFormat::Json,
+            Some(RawLogFormat::Text) => LogFormat::Text,
+            None => d.format,
+        },
+        level: raw.level.unwrap_or(d.level),
+        access: match raw.access.as_deref() {
+            None => d.access,
+            Some("off") => AccessLogTarget::Off,
+            Some("stdout") => AccessLogTarget::Stdout,
+            Some(path) => AccessLogTarget::File(path.into()),
+        },
+        access_format: match raw.access_format {
+            Some(RawAccessFormat::Json) => AccessLogFormat::Json,
+            Some(RawAccessFormat::Combined) => AccessLogFormat::Combined,
+            None => d.access_format,
+        },
+        access_query: raw.access_query.unwrap_or(d.access_query),
+        start_trace: raw.start_trace.unwrap_or(d.start_trace),
+        server_timing: match raw.server_timing {
+            Some(RawServerTiming::Off) => ServerTimingMode::Off,
+            Some(RawServerTiming::ColdStart) => ServerTimingMode::ColdStart,
+            Some(RawServerTiming::Always) => ServerTimingMode::Always,
+            None => d.server_timing,
+        },
+    }
 }
 
 /// The admin token, from `token` or the first line of `token_file` (read now: a reload re-reads
@@ -855,9 +937,10 @@ upstreams = ["127.0.0.1:3000", "backend.internal:3001"]
             },
             admin: AdminConfig {
                 listen: None,
-                token: None,
+                ..AdminConfig::default()
             },
             docker: DockerConfig::default(),
+            log: LogConfig::default(),
             services: vec![
                 ServiceConfig {
                     name: "api".into(),
@@ -1297,5 +1380,35 @@ stop_grace = "4s"
             Some(1)
         );
         assert_eq!(line_of_key(text, "proxy.listen"), None);
+    }
+
+    #[test]
+    fn log_section_parses_and_bad_values_name_their_key() {
+        let cfg = parse(
+            "[log]\nformat = \"json\"\nlevel = \"warn,wakeway=debug\"\naccess = \"/var/log/wakeway/access.log\"\naccess_format = \"combined\"\naccess_query = true\nstart_trace = false\nserver_timing = \"always\"\n",
+            None,
+        )
+        .unwrap();
+        assert_eq!(
+            cfg.log,
+            LogConfig {
+                format: LogFormat::Json,
+                level: "warn,wakeway=debug".into(),
+                access: AccessLogTarget::File("/var/log/wakeway/access.log".into()),
+                access_format: AccessLogFormat::Combined,
+                access_query: true,
+                start_trace: false,
+                server_timing: ServerTimingMode::Always,
+            }
+        );
+        let stdout = parse("[log]\naccess = \"stdout\"\n", None).unwrap();
+        assert_eq!(stdout.log.access, AccessLogTarget::Stdout);
+        assert_eq!(parse("", None).unwrap().log, LogConfig::default());
+        let e = err("[log]\n\nformat = \"xml\"\n");
+        assert_eq!((e.line, e.key.as_deref()), (Some(3), Some("log.format")));
+        let e = err("[log]\nlevel = \"info,[oops\"\n");
+        assert_eq!(e.key.as_deref(), Some("log.level"));
+        let e = err("[log]\nacess = \"stdout\"\n");
+        assert_eq!(e.key.as_deref(), Some("log.acess"));
     }
 }

@@ -141,9 +141,10 @@ pub fn validate_service(service: &ServiceConfig) -> Result<(), ConfigError> {
         proxy: ProxyConfig::default(),
         admin: AdminConfig {
             listen: None,
-            token: None,
+            ..AdminConfig::default()
         },
         docker: DockerConfig::default(),
+        log: LogConfig::default(),
         services: vec![service.clone()],
     };
     validate(&config)

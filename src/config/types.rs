@@ -16,7 +16,67 @@ pub struct Config {
     pub proxy: ProxyConfig,
     pub admin: AdminConfig,
     pub docker: DockerConfig,
+    pub log: LogConfig,
     pub services: Vec<ServiceConfig>,
+}
+
+/// `[log]`: wakeway's own log, the access log, request ids and traces, `Server-Timing`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// A `RUST_LOG`-style filter (`"info"`, `"warn,wakeway=debug"`); `RUST_LOG` overrides it.
+    pub level: String,
+    pub access: AccessLogTarget,
+    pub access_format: AccessLogFormat,
+    /// Whether the access log's path keeps the query string (it may carry secrets).
+    pub access_query: bool,
+    /// Start a W3C trace (`traceparent`) for requests that arrive without one.
+    pub start_trace: bool,
+    pub server_timing: ServerTimingMode,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccessLogTarget {
+    Off,
+    Stdout,
+    File(PathBuf),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccessLogFormat {
+    /// One JSON object per line.
+    Json,
+    /// nginx/Apache `combined`, with wakeway's fields appended as `key=value`.
+    Combined,
+}
+
+/// Which responses carry `Server-Timing`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServerTimingMode {
+    Off,
+    /// Only responses whose request waited for a cold start.
+    ColdStart,
+    Always,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: LogFormat::Text,
+            level: "info".into(),
+            access: AccessLogTarget::Off,
+            access_format: AccessLogFormat::Json,
+            access_query: false,
+            start_trace: true,
+            server_timing: ServerTimingMode::ColdStart,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -48,6 +108,9 @@ pub struct ProxyConfig {
     /// Client connections open at once, over all listeners; beyond it new ones wait in the
     /// kernel's accept backlog.
     pub max_connections: usize,
+    /// Data-plane worker threads, each with its own listening sockets and upstream connections.
+    /// `None`: one per core the process may run on.
+    pub workers: Option<usize>,
 }
 
 /// `[proxy.tls]`.
@@ -81,13 +144,35 @@ pub enum UnderscoreHeaders {
     Reject,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub struct AdminConfig {
     /// `None` disables the admin listener.
     pub listen: Option<SocketAddr>,
     /// When set, every `/v1` call needs `Authorization: Bearer <token>` (from `token` or the
     /// first line of `token_file`).
     pub token: Option<String>,
+    /// Names the admin API answers to in `Host`, besides its own address and `localhost`: a
+    /// request naming any other host is refused, so DNS rebinding cannot reach it.
+    pub hosts: Vec<String>,
+    /// A connection must send a complete request head within this long, from its first byte
+    /// and between keep-alive requests; a silent connection is closed when it passes.
+    pub header_read_timeout: Duration,
+}
+
+impl AdminConfig {
+    pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+}
+
+// By hand: the token must never reach a log line through `{:?}`.
+impl std::fmt::Debug for AdminConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminConfig")
+            .field("listen", &self.listen)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("hosts", &self.hosts)
+            .field("header_read_timeout", &self.header_read_timeout)
+            .finish()
+    }
 }
 
 /// `[docker]`: how the docker runtime reaches the engine and publishes container ports.
@@ -242,6 +327,7 @@ impl Default for ProxyConfig {
             trusted_proxies: Vec::new(),
             underscore_headers: UnderscoreHeaders::Drop,
             max_connections: 10_000,
+            workers: None,
         }
     }
 }
@@ -251,6 +337,8 @@ impl Default for AdminConfig {
         AdminConfig {
             listen: Some(SocketAddr::from(([127, 0, 0, 1], 9180))),
             token: None,
+            hosts: Vec::new(),
+            header_read_timeout: AdminConfig::DEFAULT_HEADER_READ_TIMEOUT,
         }
     }
 }

@@ -8,6 +8,7 @@ pub mod controller;
 pub mod deployment;
 pub mod instance;
 pub mod pool;
+mod report;
 pub mod revision;
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering::SeqCst};
