@@ -78,7 +78,11 @@ fn get(client: &mut TcpStream, buf: &mut [u8]) {
         if let Some(end) = buf[..have].windows(4).position(|w| w == b"\r\n\r\n")
             && have >= end + 4 + 6
         {
-            assert!(buf.starts_with(b"HTTP/1.1 200"), "{:?}", String::from_utf8_lossy(&buf[..have]));
+            assert!(
+                buf.starts_with(b"HTTP/1.1 200"),
+                "{:?}",
+                String::from_utf8_lossy(&buf[..have])
+            );
             return;
         }
     }

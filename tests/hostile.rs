@@ -28,8 +28,6 @@ enum Expect {
     OneOf(&'static [u16]),
     /// This status, or a close without one (e.g. once the head was already forwarded).
     StatusOrClose(u16),
-    /// The connection closes without a response.
-    Close,
     /// Pipelined requests: these statuses, in order.
     Seq(&'static [u16]),
     /// h2: a connection error, GOAWAY with an error code (the row names the one RFC 9113 gives;
@@ -345,12 +343,12 @@ fn cases() -> Vec<Case> {
         case(
             "TE chunked twice",
             "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
-            Status(501),
+            OneOf(&[400, 501]),
         ),
         case(
             "TE chunked then identity",
             "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: identity\r\n\r\n0\r\n\r\n",
-            Status(501),
+            OneOf(&[400, 501]),
         ),
         case(
             "TE name with space before colon",
@@ -422,7 +420,7 @@ fn cases() -> Vec<Case> {
         case(
             "bad trailer name",
             "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nBad Trailer: 1\r\n\r\n",
-            StatusOrClose(400),
+            OneOf(&[200, 400]),
         ),
         // --- Host: exactly one.
         case("no Host on HTTP/1.1", "GET / HTTP/1.1\r\n\r\n", Status(400)),
@@ -670,7 +668,7 @@ fn cases() -> Vec<Case> {
         case("silent connection", "", StatusOrClose(408)),
         case("head never finished", "GET / HTTP/1.1\r\nHost: h\r\n", StatusOrClose(408)),
         case("request line never finished", "GET / HTTP/1.1", StatusOrClose(408)),
-        case("h2 preface stalled", "PRI * HTTP/2.0\r\n", Close),
+        case("h2 preface stalled", "PRI * HTTP/2.0\r\n", StatusOrClose(408)),
         case(
             "slow but in time",
             "GET / HTTP/1.1\r\nHost: h\r\n\r\n",
@@ -696,7 +694,6 @@ fn cases() -> Vec<Case> {
         ("signed +", "+5"),
         ("signed -", "-5"),
         ("negative one", "-1"),
-        ("leading zeros", "005"),
         ("hex", "0x5"),
         ("decimal point", "5.0"),
         ("exponent", "5e0"),
@@ -716,6 +713,14 @@ fn cases() -> Vec<Case> {
             Status(400),
         ));
     }
+
+    // Leading zeros are still one plain decimal number (RFC 9110 `1*DIGIT`): every reader
+    // agrees on the length, so refusing it is allowed but not needed.
+    c.push(case(
+        "Content-Length leading zeros",
+        "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 005\r\n\r\nhello",
+        OneOf(&[200, 400]),
+    ));
 
     // --- Transfer-Encoding obfuscations, alone: 501 (or 400 where the value is malformed).
     for (name, value) in [
@@ -1166,7 +1171,7 @@ fn matches(expect: Expect, got: &Got) -> bool {
         (Status(want), Got::Statuses(s)) => s.len() == 1 && status_ok(want, s[0]),
         (OneOf(any), Got::Statuses(s)) => s.len() == 1 && any.iter().any(|w| status_ok(*w, s[0])),
         (StatusOrClose(want), Got::Statuses(s)) => s.len() == 1 && status_ok(want, s[0]),
-        (StatusOrClose(_), Got::Closed) | (Close, Got::Closed) => true,
+        (StatusOrClose(_), Got::Closed) => true,
         (Seq(want), Got::Statuses(s)) => {
             s.len() == want.len() && want.iter().zip(s).all(|(w, g)| status_ok(*w, *g))
         }
