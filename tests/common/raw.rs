@@ -747,10 +747,24 @@ pub async fn h2_exchange(
     stream: u32,
     deadline: Duration,
 ) -> H2Reply {
-    let mut conn = TcpStream::connect(addr)
+    let conn = TcpStream::connect(addr)
         .await
         .unwrap_or_else(|e| panic!("connect {addr}: {e}"));
     let _ = conn.set_nodelay(true);
+    h2_exchange_on(conn, frames, stream, deadline).await
+}
+
+/// [`h2_exchange`] on a connection already made: a TLS stream that agreed on `h2` by ALPN, say
+/// ([`super::tls::connect`]), to replay the same frames over HTTPS.
+pub async fn h2_exchange_on<S>(
+    mut conn: S,
+    frames: &[u8],
+    stream: u32,
+    deadline: Duration,
+) -> H2Reply
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     let mut out = H2_PREFACE.to_vec();
     out.extend(h2::settings(&[]));
     out.extend_from_slice(frames);
