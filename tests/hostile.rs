@@ -629,6 +629,14 @@ fn cases() -> Vec<Case> {
             Status(200),
         ),
         case(
+            "100 headers",
+            format!(
+                "GET / HTTP/1.1\r\nHost: h\r\n{}\r\n",
+                (0..99).map(|i| format!("X-{i}: 1\r\n")).collect::<String>()
+            ),
+            Status(200),
+        ),
+        case(
             "101 headers",
             format!(
                 "GET / HTTP/1.1\r\nHost: h\r\n{}\r\n",
