@@ -17,7 +17,8 @@ use std::fmt;
 use std::time::Duration;
 
 use common::Wakeway;
-use common::raw::{self, H2Reply, Pace, RawUpstream, Reply, Seen, h2};
+use common::h2c::{self as h2, H2Reply};
+use common::raw::{self, Pace, RawUpstream, Reply, Seen};
 
 /// What wakeway must answer.
 #[derive(Debug, Clone, Copy)]
@@ -1202,7 +1203,7 @@ const CASE_DEADLINE: Duration = Duration::from_secs(4);
 
 async fn run_case(proxy: std::net::SocketAddr, case: &Case) -> Got {
     if case.h2 {
-        return match raw::h2_exchange(proxy, &case.bytes, h2_stream(case), CASE_DEADLINE).await {
+        return match h2::h2_exchange(proxy, &case.bytes, h2_stream(case), CASE_DEADLINE).await {
             H2Reply::Response { status, forwarded } => Got::Statuses(vec![(status, forwarded)]),
             H2Reply::Reset(code) => Got::Reset(code),
             H2Reply::GoAway(code) => Got::GoAway(code),
