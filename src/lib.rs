@@ -67,6 +67,14 @@ impl State {
             .cloned()
     }
 
+    /// Sets the gauges the request path does not maintain itself (in flight: the sum of the
+    /// instances' exact counts), just before a scrape.
+    pub fn sample_gauges(&self) {
+        for svc in self.services.load().iter() {
+            svc.metrics.in_flight.set(svc.in_flight() as i64);
+        }
+    }
+
     fn docker_engine(&self, config: &Config) -> Option<Arc<DockerEngine>> {
         let mut engine = self.docker.lock().unwrap_or_else(|p| p.into_inner());
         let images: Vec<_> = config

@@ -41,6 +41,7 @@ pub(super) async fn handle(state: &Arc<State>, req: Request<Incoming>) -> Respon
     match (&method, segments.as_slice()) {
         (&Method::GET, ["", "healthz"]) => text(StatusCode::OK, "ok\n"),
         (&Method::GET, ["", "metrics"]) => {
+            state.sample_gauges();
             let mut r = Response::new(Full::new(Bytes::from(state.metrics.render())));
             r.headers_mut().insert(
                 header::CONTENT_TYPE,

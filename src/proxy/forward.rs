@@ -83,9 +83,7 @@ impl HyperForwarder {
             }
         };
         svc.metrics.observe_status(resp.status().as_u16());
-        svc.metrics
-            .duration
-            .observe(started.elapsed().as_secs_f64());
+        svc.metrics.observe_duration(started.elapsed());
         resp
     }
 

@@ -72,21 +72,19 @@ impl<S: ClientIo> Conn<'_, S> {
         let mut connect_retried = false;
         let mut fresh_only = false;
         let conn = loop {
-            let inst = guard.instance().clone();
+            let addr = guard.instance().address;
             let pooled = if fresh_only {
                 None
             } else {
-                self.ctx.upstreams.take(inst.address)
+                self.ctx.upstreams.take(addr)
             };
             let mut conn = match pooled {
                 Some(c) => c,
                 None => {
-                    match upstream::connect(inst.address, self.ctx.shared.settings.connect_timeout)
-                        .await
-                    {
+                    match upstream::connect(addr, self.ctx.shared.settings.connect_timeout).await {
                         Ok(c) => c,
                         Err(e) => {
-                            let err = connect_failed(svc, &inst, e);
+                            let err = connect_failed(svc, guard.instance(), e);
                             drop(guard);
                             if connect_retried {
                                 return Err(err);
@@ -106,7 +104,7 @@ impl<S: ClientIo> Conn<'_, S> {
                     continue;
                 }
                 svc.metrics.upstream_reset.inc();
-                return Err(ProxyError::Upstream(format!("{}: {e}", inst.address)));
+                return Err(ProxyError::Upstream(format!("{addr}: {e}")));
             }
             if !body_in_buffer {
                 // From here nothing can be sent again: the body streams through.
@@ -121,7 +119,7 @@ impl<S: ClientIo> Conn<'_, S> {
                     fresh_only = true;
                     continue;
                 }
-                Err(e) => return self.head_failed(svc, &inst, guard, e).await,
+                Err(e) => return self.head_failed(svc, guard, e).await,
             }
         };
         self.answer(svc, conn, guard, arrived).await
@@ -143,9 +141,7 @@ impl<S: ClientIo> Conn<'_, S> {
             self.tunnel(conn, guard).await;
             return Ok((101, Outcome::Close));
         }
-        svc.metrics
-            .duration
-            .observe(arrived.elapsed().as_secs_f64());
+        svc.metrics.observe_duration(arrived.elapsed());
         let cf = ClientFraming::new(
             &self.resp,
             self.head.http10,
@@ -205,10 +201,10 @@ impl<S: ClientIo> Conn<'_, S> {
     async fn head_failed(
         &mut self,
         svc: &Arc<Service>,
-        inst: &Arc<Instance>,
         guard: InFlight,
         e: ReadHead,
     ) -> Result<(u16, Outcome), ProxyError> {
+        let inst = guard.instance().clone();
         drop(guard);
         Err(match e {
             ReadHead::ClientGone => return Ok((CLIENT_CLOSED, Outcome::Close)),
@@ -222,7 +218,7 @@ impl<S: ClientIo> Conn<'_, S> {
             }
             ReadHead::Closed | ReadHead::Io => {
                 svc.metrics.upstream_reset.inc();
-                upstream_failed(svc, inst).await;
+                upstream_failed(svc, &inst).await;
                 ProxyError::Upstream(format!(
                     "{}: connection closed before a response",
                     inst.address
@@ -252,7 +248,6 @@ impl<S: ClientIo> Conn<'_, S> {
         let http10 = self.head.http10;
         let mut scratch = self.ctx.buffers.write_buf(4096);
         let head_sent = Cell::new(false);
-        let inst = guard.instance().clone();
 
         let (answered, body_done, body_error) = {
             let (mut cr, mut cw) = tokio::io::split(&mut self.io);
@@ -281,9 +276,7 @@ impl<S: ClientIo> Conn<'_, S> {
                 if resp.status == 101 {
                     return Err(Err(ReadHead::Bad("101 to a request with a body")));
                 }
-                svc.metrics
-                    .duration
-                    .observe(arrived.elapsed().as_secs_f64());
+                svc.metrics.observe_duration(arrived.elapsed());
                 head_sent.set(true);
                 let cf = ClientFraming::new(resp, http10, keep_alive);
                 transfer::relay(
@@ -343,7 +336,7 @@ impl<S: ClientIo> Conn<'_, S> {
             }
             // The relay broke off after the head: nothing more can be said to the client.
             Err(Ok(())) => Ok((status, Outcome::Close)),
-            Err(Err(e)) => self.head_failed(svc, &inst, guard, e).await,
+            Err(Err(e)) => self.head_failed(svc, guard, e).await,
         }
     }
 
