@@ -204,6 +204,8 @@ fn main() -> ExitCode {
                 health: Default::default(),
                 queue: Default::default(),
                 deploy: Default::default(),
+                max_body_bytes: None,
+                redirect_https: false,
             };
             svc.scaling.max_concurrency = max_concurrency;
             svc.scaling.target_concurrency = max_concurrency as f64;

@@ -73,6 +73,15 @@ struct RawProxy {
     response_timeout: Option<Dur>,
     idle_timeout: Option<Dur>,
     shutdown_timeout: Option<Dur>,
+    tls: Option<super::front::RawTls>,
+    max_uri_bytes: Option<Size>,
+    max_header_line_bytes: Option<Size>,
+    max_header_bytes: Option<Size>,
+    max_headers: Option<usize>,
+    header_read_timeout: Option<Dur>,
+    trusted_proxies: Option<Vec<super::front::Cidr>>,
+    underscore_headers: Option<super::front::RawUnderscoreHeaders>,
+    max_connections: Option<usize>,
     workers: Option<usize>,
 }
 
@@ -121,6 +130,8 @@ struct RawService {
     queue: RawQueue,
     #[serde(default)]
     deploy: RawDeploy,
+    max_body_bytes: Option<Size>,
+    redirect_https: Option<bool>,
 }
 
 #[derive(Deserialize, Default)]
@@ -176,7 +187,7 @@ struct RawDeploy {
 // Value types whose parse errors carry the value's span (so they name key and line).
 
 /// A duration string (`"30s"`).
-struct Dur(Duration);
+pub(super) struct Dur(pub(super) Duration);
 
 impl<'de> Deserialize<'de> for Dur {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -204,7 +215,7 @@ impl<'de> Deserialize<'de> for Dur {
 }
 
 /// A byte size string (`"256MiB"`).
-struct Size(u64);
+pub(super) struct Size(pub(super) u64);
 
 impl<'de> Deserialize<'de> for Size {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -276,7 +287,7 @@ fn parse_addr(s: &str) -> Result<SocketAddr, String> {
 }
 
 /// `listen = "addr"` or `listen = ["addr", ...]`.
-struct ListenList(Vec<SocketAddr>);
+pub(super) struct ListenList(pub(super) Vec<SocketAddr>);
 
 impl<'de> Deserialize<'de> for ListenList {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -355,6 +366,20 @@ fn convert(raw: RawConfig) -> Result<Config, ConfigError> {
         response_timeout: dur_or(p.response_timeout, pd.response_timeout),
         idle_timeout: dur_or(p.idle_timeout, pd.idle_timeout),
         shutdown_timeout: dur_or(p.shutdown_timeout, pd.shutdown_timeout),
+        tls: p.tls.map(super::front::convert_tls),
+        max_uri_bytes: size_or(p.max_uri_bytes, pd.max_uri_bytes),
+        max_header_line_bytes: size_or(p.max_header_line_bytes, pd.max_header_line_bytes),
+        max_header_bytes: size_or(p.max_header_bytes, pd.max_header_bytes),
+        max_headers: p.max_headers.unwrap_or(pd.max_headers),
+        header_read_timeout: dur_or(p.header_read_timeout, pd.header_read_timeout),
+        trusted_proxies: p
+            .trusted_proxies
+            .map_or(pd.trusted_proxies, |l| l.into_iter().map(|c| c.0).collect()),
+        underscore_headers: p.underscore_headers.map_or(
+            pd.underscore_headers,
+            super::front::RawUnderscoreHeaders::into,
+        ),
+        max_connections: p.max_connections.unwrap_or(pd.max_connections),
         workers: p.workers,
     };
     let admin = match raw.admin {
@@ -458,6 +483,10 @@ fn admin_token(
 
 fn dur_or(d: Option<Dur>, default: Duration) -> Duration {
     d.map_or(default, |d| d.0)
+}
+
+fn size_or(s: Option<Size>, default: usize) -> usize {
+    s.map_or(default, |s| usize::try_from(s.0).unwrap_or(usize::MAX))
 }
 
 fn convert_service(i: usize, s: RawService) -> Result<ServiceConfig, ConfigError> {
@@ -587,6 +616,8 @@ fn convert_service(i: usize, s: RawService) -> Result<ServiceConfig, ConfigError
         health,
         queue,
         deploy,
+        max_body_bytes: s.max_body_bytes.map(|s| s.0),
+        redirect_https: s.redirect_https.unwrap_or(false),
     })
 }
 
@@ -902,7 +933,7 @@ upstreams = ["127.0.0.1:3000", "backend.internal:3001"]
                 response_timeout: secs(90),
                 idle_timeout: secs(45),
                 shutdown_timeout: secs(20),
-                workers: None,
+                ..ProxyConfig::default()
             },
             admin: AdminConfig {
                 listen: None,
@@ -948,6 +979,8 @@ upstreams = ["127.0.0.1:3000", "backend.internal:3001"]
                         timeout: secs(300),
                         auto: false,
                     },
+                    max_body_bytes: None,
+                    redirect_https: false,
                 },
                 ServiceConfig {
                     name: "legacy".into(),
@@ -961,6 +994,8 @@ upstreams = ["127.0.0.1:3000", "backend.internal:3001"]
                     health: HealthConfig::default(),
                     queue: QueueConfig::default(),
                     deploy: DeployConfig::default(),
+                    max_body_bytes: None,
+                    redirect_https: false,
                 },
             ],
         };

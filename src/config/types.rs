@@ -4,6 +4,8 @@
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
+
+pub use super::cidr::IpNet;
 use std::time::Duration;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -86,9 +88,60 @@ pub struct ProxyConfig {
     pub idle_timeout: Duration,
     /// How long a graceful shutdown waits for requests in flight.
     pub shutdown_timeout: Duration,
+    /// `[proxy.tls]`: HTTPS listeners and their certificates; `None` serves plain HTTP only.
+    pub tls: Option<TlsConfig>,
+    /// A request target longer than this gets 414.
+    pub max_uri_bytes: usize,
+    /// One header line longer than this gets 431.
+    pub max_header_line_bytes: usize,
+    /// The request head (request line and headers) larger than this in total gets 431.
+    pub max_header_bytes: usize,
+    /// More header lines than this gets 431.
+    pub max_headers: usize,
+    /// From accepting a connection (or the end of the previous request) to a complete request
+    /// head; covers silent connections and a stalled h2 preface. Then 408 or close.
+    pub header_read_timeout: Duration,
+    /// Peers whose `X-Forwarded-For` is appended to rather than replaced.
+    pub trusted_proxies: Vec<IpNet>,
+    /// What happens to a request header whose name contains `_`.
+    pub underscore_headers: UnderscoreHeaders,
+    /// Client connections open at once, over all listeners; beyond it new ones wait in the
+    /// kernel's accept backlog.
+    pub max_connections: usize,
     /// Data-plane worker threads, each with its own listening sockets and upstream connections.
     /// `None`: one per core the process may run on.
     pub workers: Option<usize>,
+}
+
+/// `[proxy.tls]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TlsConfig {
+    pub listen: Vec<SocketAddr>,
+    pub certificates: Vec<CertificateConfig>,
+}
+
+/// One `[[proxy.tls.certificate]]`: a PEM chain and key, served to the names in `hosts`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CertificateConfig {
+    /// Lower-case server names; `*.example.com` matches exactly one label below `example.com`.
+    pub hosts: Vec<String>,
+    /// PEM certificate chain, leaf first. Relative paths are resolved against the config
+    /// file's directory when the file is parsed.
+    pub cert: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+    /// Served to clients whose server name matches no entry (or who send none).
+    pub default: bool,
+}
+
+/// A header name containing `_` is read as `-` by CGI/WSGI-style apps, so it can smuggle a
+/// header wakeway did not see.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnderscoreHeaders {
+    /// Removed before forwarding (nginx's default).
+    Drop,
+    /// The request gets 400.
+    Reject,
 }
 
 #[derive(Clone, PartialEq)]
@@ -165,6 +218,10 @@ pub struct ServiceConfig {
     pub health: HealthConfig,
     pub queue: QueueConfig,
     pub deploy: DeployConfig,
+    /// A request body larger than this gets 413; `None` is unlimited.
+    pub max_body_bytes: Option<u64>,
+    /// Plain-HTTP requests get a 308 to the same URL over HTTPS (needs `[proxy.tls]`).
+    pub redirect_https: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -261,6 +318,15 @@ impl Default for ProxyConfig {
             response_timeout: Duration::from_secs(120),
             idle_timeout: Duration::from_secs(60),
             shutdown_timeout: Duration::from_secs(30),
+            tls: None,
+            max_uri_bytes: 8 << 10,
+            max_header_line_bytes: 8 << 10,
+            max_header_bytes: 32 << 10,
+            max_headers: 100,
+            header_read_timeout: Duration::from_secs(10),
+            trusted_proxies: Vec::new(),
+            underscore_headers: UnderscoreHeaders::Drop,
+            max_connections: 10_000,
             workers: None,
         }
     }

@@ -15,6 +15,7 @@ fn fail(key: impl Into<String>, message: impl Into<String>) -> Result {
 
 pub(crate) fn validate(config: &Config) -> Result {
     validate_proxy(config)?;
+    super::validate_front::validate(config)?;
     validate_docker(&config.docker)?;
     let mut names: BTreeMap<&str, usize> = BTreeMap::new();
     let mut hosts: BTreeMap<&str, &str> = BTreeMap::new();
@@ -480,6 +481,8 @@ mod tests {
             health: HealthConfig::default(),
             queue: QueueConfig::default(),
             deploy: DeployConfig::default(),
+            max_body_bytes: None,
+            redirect_https: false,
         }
     }
 

@@ -10,6 +10,7 @@ pub mod h1;
 pub mod headers;
 pub mod rewind;
 pub mod route;
+pub mod tls;
 pub mod upstream;
 pub mod worker;
 

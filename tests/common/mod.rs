@@ -12,6 +12,9 @@
 #![allow(dead_code)]
 
 pub mod docker;
+pub mod h2c;
+pub mod raw;
+pub mod tls;
 
 use std::collections::BTreeMap;
 use std::future::Future;
