@@ -373,6 +373,55 @@ pub fn server_config(store: &CertStore) -> Arc<ServerConfig> {
     Arc::new(config)
 }
 
+/// The protocol a TLS client agreed to by ALPN.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Alpn {
+    H2,
+    /// `http/1.1`, or no ALPN at all (HTTP/1.1 is what such a client speaks).
+    Http1,
+}
+
+/// Accepts TLS connections for a listener: one per worker, cheap to clone (the configuration
+/// behind it is shared and follows certificate reloads).
+#[derive(Clone)]
+pub struct Acceptor {
+    inner: tokio_rustls::TlsAcceptor,
+}
+
+impl Acceptor {
+    pub fn new(store: &CertStore) -> Acceptor {
+        Acceptor {
+            inner: tokio_rustls::TlsAcceptor::from(server_config(store)),
+        }
+    }
+
+    /// Completes the handshake within `timeout`: a client that connects and stalls in the
+    /// handshake holds a socket like one that never sends its head, so the same deadline
+    /// (`proxy.header_read_timeout`) applies.
+    pub async fn accept<IO>(
+        &self,
+        io: IO,
+        timeout: Duration,
+    ) -> std::io::Result<(tokio_rustls::server::TlsStream<IO>, Alpn)>
+    where
+        IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
+        let stream = tokio::time::timeout(timeout, self.inner.accept(io))
+            .await
+            .map_err(|_| {
+                std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "TLS handshake not finished within the header read timeout",
+                )
+            })??;
+        let alpn = match stream.get_ref().1.alpn_protocol() {
+            Some(b"h2") => Alpn::H2,
+            _ => Alpn::Http1,
+        };
+        Ok((stream, alpn))
+    }
+}
+
 fn read_all(provider: &CryptoProvider, tls: &TlsConfig) -> Result<Vec<Entry>, CertError> {
     tls.certificates
         .iter()

@@ -454,3 +454,39 @@ async fn update_rereads_the_same_list_and_replaces_a_new_one() {
     assert_eq!(served, b.der);
     assert!(handshake(&store, s.ca.client(), "a.example").await.is_err());
 }
+
+#[tokio::test(start_paused = true)]
+async fn acceptor_reports_alpn_and_bounds_the_handshake() {
+    let s = site();
+    let a = s.ca.leaf(&["a.example"]);
+    let store = CertStore::load(&tls(vec![entry(
+        &["a.example"],
+        write(&s.dir, "a", &a),
+        false,
+    )]))
+    .unwrap();
+    let acceptor = Acceptor::new(&store);
+    for (offer, want) in [
+        (vec![b"h2".to_vec(), b"http/1.1".to_vec()], Alpn::H2),
+        (vec![b"http/1.1".to_vec()], Alpn::Http1),
+        (vec![], Alpn::Http1),
+    ] {
+        let mut client = (*s.ca.client()).clone();
+        client.alpn_protocols = offer;
+        let (client_io, server_io) = tokio::io::duplex(64 << 10);
+        let connect = TlsConnector::from(Arc::new(client))
+            .connect(ServerName::try_from("a.example").unwrap(), client_io);
+        let (accepted, connected) =
+            tokio::join!(acceptor.accept(server_io, Duration::from_secs(10)), connect);
+        connected.unwrap();
+        assert_eq!(accepted.unwrap().1, want);
+    }
+    // A client that connects and says nothing is let go at the deadline.
+    let (_silent, server_io) = tokio::io::duplex(1024);
+    let e = acceptor
+        .accept(server_io, Duration::from_secs(10))
+        .await
+        .map(drop)
+        .unwrap_err();
+    assert_eq!(e.kind(), std::io::ErrorKind::TimedOut);
+}
