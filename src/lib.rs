@@ -50,6 +50,8 @@ pub struct State {
     /// Controllers not started yet (before `App::run`), and the running ones by service.
     controllers: Mutex<Controllers>,
     reload_lock: tokio::sync::Mutex<()>,
+    /// The TLS listeners' certificates; reloaded in place.
+    pub cert_store: Option<proxy::tls::CertStore>,
 }
 
 #[derive(Default)]
@@ -66,6 +68,21 @@ impl State {
             .iter()
             .find(|s| s.name == name)
             .cloned()
+    }
+
+    /// A config reload: the TLS listeners serve the new certificate list (all or nothing).
+    pub fn reload_certificates(&self, config: &Config) {
+        if let (Some(store), Some(tls)) = (&self.cert_store, &config.proxy.tls) {
+            match store.update(tls) {
+                Ok(outcome) => store.report(&outcome, &self.events),
+                Err(e) => self.events.emit(
+                    "wakeway",
+                    "certificate_rejected",
+                    format!("reload kept the old certificates: {e}"),
+                    serde_json::json!({}),
+                ),
+            }
+        }
     }
 
     /// Sets the gauges the request path does not maintain itself (in flight: the sum of the
@@ -167,6 +184,7 @@ pub enum BuildError {
         service: String,
         message: String,
     },
+    Tls(String),
 }
 
 impl std::fmt::Display for BuildError {
@@ -179,6 +197,7 @@ impl std::fmt::Display for BuildError {
             BuildError::Upstream { service, message } => {
                 write!(f, "service `{service}`: {message}")
             }
+            BuildError::Tls(m) => write!(f, "{m}"),
         }
     }
 }
@@ -195,13 +214,16 @@ impl App {
     pub async fn build(config: Config) -> Result<App, BuildError> {
         config::validate(&config).map_err(BuildError::Config)?;
         let workers = proxy::worker_count(&config.proxy);
-        let proxy_listeners =
-            proxy::Listeners::bind(&config.proxy.listen, workers).map_err(|(addr, error)| {
-                BuildError::Bind {
-                    what: "proxy",
-                    addr,
-                    error,
-                }
+        let tls_listen = config
+            .proxy
+            .tls
+            .as_ref()
+            .map_or(&[][..], |t| &t.listen[..]);
+        let proxy_listeners = proxy::Listeners::bind(&config.proxy.listen, tls_listen, workers)
+            .map_err(|(addr, error)| BuildError::Bind {
+                what: "proxy",
+                addr,
+                error,
             })?;
         let admin_listener = match config.admin.listen {
             Some(addr) => {
@@ -218,13 +240,24 @@ impl App {
             None => None,
         };
 
+        let cert_store = match &config.proxy.tls {
+            Some(tls) => Some(
+                proxy::tls::CertStore::load(tls).map_err(|e| BuildError::Tls(e.to_string()))?,
+            ),
+            None => None,
+        };
+        let mut settings = proxy::Settings::from_config(&config.proxy, workers);
+        settings.https_port = proxy_listeners.tls_addrs.first().map(|a| a.port());
         let state = Arc::new(State {
             services: ArcSwap::from_pointee(Vec::new()),
             forwarder: Arc::new(proxy::Shared {
                 routes: ArcSwap::from_pointee(RouteTable::default()),
-                settings: proxy::Settings::from_config(&config.proxy),
+                settings,
                 shutdown: CancellationToken::new(),
+                tls: cert_store.as_ref().map(proxy::tls::Acceptor::new),
+                connections: Default::default(),
             }),
+            cert_store,
             metrics: Arc::new(Metrics::new()),
             events: Arc::new(EventLog::default()),
             config: ArcSwap::from_pointee(config.clone()),
@@ -259,6 +292,11 @@ impl App {
         self.proxy_listeners.addrs.clone()
     }
 
+    /// The HTTPS listeners' addresses (`proxy.tls.listen`).
+    pub fn tls_addrs(&self) -> Vec<SocketAddr> {
+        self.proxy_listeners.tls_addrs.clone()
+    }
+
     pub fn admin_addr(&self) -> Option<SocketAddr> {
         self.admin_listener
             .as_ref()
@@ -291,6 +329,15 @@ impl App {
             }
         }
         let workers = proxy::start(self.proxy_listeners, self.state.forwarder.clone());
+        tokio::spawn(proxy::return_memory(self.state.forwarder.clone()));
+        let stop_watch = CancellationToken::new();
+        if let Some(store) = &self.state.cert_store {
+            tokio::spawn(store.clone().watch(
+                self.state.events.clone(),
+                proxy::tls::WATCH_INTERVAL,
+                stop_watch.clone(),
+            ));
+        }
         let admin = self
             .admin_listener
             .map(|l| tokio::spawn(admin::serve(l, self.state.clone(), stop_admin.clone())));
@@ -340,6 +387,7 @@ impl App {
             engine.close().await;
         }
         stop_admin.cancel();
+        stop_watch.cancel();
         if let Some(a) = admin {
             let _ = a.await;
         }

@@ -326,6 +326,9 @@ async fn run(config: Config) -> ExitCode {
     for addr in app.proxy_addrs() {
         println!("proxy listening on {addr}");
     }
+    for addr in app.tls_addrs() {
+        println!("https listening on {addr}");
+    }
     if let Some(addr) = app.admin_addr() {
         println!("admin listening on {addr}");
     }

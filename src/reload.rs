@@ -80,6 +80,23 @@ impl State {
         if new.docker != current.docker {
             report.needs_restart.push("docker".into());
         }
+        // Workers read these once, when they start.
+        let fixed = |p: &crate::config::ProxyConfig| {
+            (
+                (p.max_uri_bytes, p.max_header_line_bytes, p.max_header_bytes),
+                (p.max_headers, p.header_read_timeout, p.trusted_proxies.clone()),
+                (p.underscore_headers, p.max_connections, p.workers),
+                (p.shutdown_timeout, p.tls.as_ref().map(|t| t.listen.clone())),
+            )
+        };
+        if fixed(&new.proxy) != fixed(&current.proxy) {
+            report
+                .needs_restart
+                .push("proxy (limits, workers, shutdown_timeout or tls.listen)".into());
+        }
+        if new.log != current.log {
+            report.needs_restart.push("log".into());
+        }
 
         // Prepare everything that can fail before anything changes.
         let factory = self.factory(&new);
@@ -155,6 +172,8 @@ impl State {
             .routes
             .store(Arc::new(RouteTable::new(&services)));
         self.services.store(Arc::new(services));
+        // Certificates change in place: the TLS listeners serve the new list at once.
+        self.reload_certificates(&new);
         self.config.store(Arc::new(new));
         self.events.emit(
             "wakeway",

@@ -55,7 +55,12 @@ impl HyperForwarder {
     }
 
     /// The single exit point of a request: every outcome is counted and timed here.
-    pub async fn handle(&self, req: Request<Incoming>, remote: SocketAddr) -> Response<ProxyBody> {
+    pub async fn handle(
+        &self,
+        req: Request<Incoming>,
+        remote: SocketAddr,
+        https: bool,
+    ) -> Response<ProxyBody> {
         let started = Instant::now();
         let host = match request_host(&req) {
             Ok(h) => h,
@@ -75,7 +80,7 @@ impl HyperForwarder {
         let Some(svc) = svc else {
             return error_response(&ProxyError::UnknownHost(name.to_string()));
         };
-        let resp = match self.forward(&svc, req, remote, host, started).await {
+        let resp = match self.forward(&svc, req, remote, host, started, https).await {
             Ok(r) => r,
             Err(e) => {
                 tracing::debug!(service = %svc.name, error = %e, side = ?e.side(), "request failed");
@@ -94,13 +99,14 @@ impl HyperForwarder {
         remote: SocketAddr,
         host: HeaderValue,
         arrived: Instant,
+        https: bool,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let (parts, body) = req.into_parts();
         let settings = &self.shared.settings;
         let trusted = settings.is_trusted(remote.ip());
         let mut headers = parts.headers;
         rewrite_request_headers(&mut headers, settings.limits.underscore, trusted)?;
-        add_forwarded(&mut headers, remote, &host, trusted)?;
+        add_forwarded(&mut headers, remote, &host, trusted, https)?;
         headers.insert(header::HOST, host);
         let path = parts
             .uri
@@ -202,16 +208,23 @@ pub fn error_response(e: &ProxyError) -> Response<ProxyBody> {
 /// The host the client asked for: the Host header, or the authority of an HTTP/2 request.
 /// A header value, so forwarding copies it without parsing it again.
 fn request_host(req: &Request<Incoming>) -> Result<HeaderValue, ProxyError> {
-    let host = match req.headers().get(header::HOST) {
-        Some(h) => h.clone(),
-        None => {
-            let authority = req
-                .uri()
-                .authority()
-                .ok_or_else(|| ProxyError::BadRequest("missing Host header".into()))?;
-            HeaderValue::from_str(authority.as_str())
-                .map_err(|_| ProxyError::BadRequest("invalid :authority".into()))?
+    let mut hosts = req.headers().get_all(header::HOST).iter();
+    let header = hosts.next();
+    if hosts.next().is_some() {
+        return Err(ProxyError::BadRequest("more than one Host header".into()));
+    }
+    let authority = req.uri().authority().map(|a| a.as_str());
+    let host = match (header, authority) {
+        // Both given and different: the app could read either, so neither is taken.
+        (Some(h), Some(a)) if !h.as_bytes().eq_ignore_ascii_case(a.as_bytes()) => {
+            return Err(ProxyError::BadRequest(
+                ":authority and the Host header differ".into(),
+            ));
         }
+        (Some(h), _) => h.clone(),
+        (None, Some(a)) => HeaderValue::from_str(a)
+            .map_err(|_| ProxyError::BadRequest("invalid :authority".into()))?,
+        (None, None) => return Err(ProxyError::BadRequest("missing Host header".into())),
     };
     if !headers::valid_host(host.as_bytes()) {
         return Err(ProxyError::BadRequest(
@@ -270,6 +283,7 @@ fn add_forwarded(
     remote: SocketAddr,
     host: &HeaderValue,
     trusted: bool,
+    https: bool,
 ) -> Result<(), ProxyError> {
     let ip = remote.ip().to_string();
     let prior = headers
@@ -285,7 +299,8 @@ fn add_forwarded(
         HeaderValue::from_str(&xff)
             .map_err(|_| ProxyError::BadRequest("invalid X-Forwarded-For header".into()))?,
     );
-    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+    let proto = if https { "https" } else { "http" };
+    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
     headers.insert(X_FORWARDED_HOST.clone(), host.clone());
     Ok(())
 }
@@ -327,7 +342,7 @@ mod tests {
         for (trusted, want) in [(true, "10.0.0.1, 127.0.0.2"), (false, "127.0.0.2")] {
             let mut h = HeaderMap::new();
             h.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
-            add_forwarded(&mut h, peer, &host, trusted).unwrap();
+            add_forwarded(&mut h, peer, &host, trusted, false).unwrap();
             assert_eq!(h["x-forwarded-for"], want);
             assert_eq!(h["x-forwarded-proto"], "http");
             assert_eq!(h["x-forwarded-host"], "a.localhost");

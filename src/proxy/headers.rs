@@ -22,13 +22,8 @@ pub enum Disposition {
     Underscore,
 }
 
-/// What to do with a header name the client sent that contains `_`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Underscore {
-    #[default]
-    Drop,
-    Reject,
-}
+/// What to do with a header name the client sent that contains `_` (`proxy.underscore_headers`).
+pub use crate::config::UnderscoreHeaders as Underscore;
 
 pub fn disposition(name: &[u8]) -> Disposition {
     if name.contains(&b'_') {

@@ -21,9 +21,8 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::ProxyConfig;
+use crate::config::{IpNet, ProxyConfig};
 use h1::request::Limits;
-use headers::Underscore;
 use route::RouteTable;
 
 /// What every worker reads: the routes (swapped whole on reload), the settings fixed at start,
@@ -32,6 +31,11 @@ pub struct Shared {
     pub routes: ArcSwap<RouteTable>,
     pub settings: Settings,
     pub shutdown: CancellationToken,
+    /// The TLS listeners' acceptor; its certificate store reloads in place.
+    pub tls: Option<tls::Acceptor>,
+    /// Client connections open now, over all workers (one write per connection, not per
+    /// request): the allocator is asked to return memory after a burst of them closed.
+    pub connections: std::sync::atomic::AtomicUsize,
 }
 
 pub struct Settings {
@@ -44,76 +48,111 @@ pub struct Settings {
     pub response_timeout: Duration,
     pub shutdown_timeout: Duration,
     /// Peers whose `X-Forwarded-For` and `Forwarded` are kept and appended to.
-    pub trusted_proxies: Vec<(IpAddr, u8)>,
+    pub trusted_proxies: Vec<IpNet>,
+    /// Client connections one worker keeps open at once (its share of `max_connections`).
+    pub max_connections_per_worker: usize,
+    /// Where `redirect_https` sends plain-HTTP clients: the first TLS listener's port.
+    pub https_port: Option<u16>,
 }
 
 impl Settings {
-    pub fn from_config(p: &ProxyConfig) -> Settings {
+    pub fn from_config(p: &ProxyConfig, workers: usize) -> Settings {
         Settings {
             limits: Limits {
-                max_uri_bytes: 8 * 1024,
-                max_header_line_bytes: 8 * 1024,
-                max_header_bytes: 32 * 1024,
-                max_headers: 100,
-                underscore: Underscore::Drop,
+                max_uri_bytes: p.max_uri_bytes,
+                max_header_line_bytes: p.max_header_line_bytes,
+                max_header_bytes: p.max_header_bytes,
+                max_headers: p.max_headers,
+                underscore: p.underscore_headers,
             },
-            header_read_timeout: Duration::from_secs(10),
+            header_read_timeout: p.header_read_timeout,
             idle_timeout: p.idle_timeout,
             connect_timeout: p.connect_timeout,
             response_timeout: p.response_timeout,
             shutdown_timeout: p.shutdown_timeout,
-            trusted_proxies: Vec::new(),
+            trusted_proxies: p.trusted_proxies.clone(),
+            max_connections_per_worker: p.max_connections.div_ceil(workers.max(1)),
+            https_port: None,
         }
     }
 
     pub fn is_trusted(&self, ip: IpAddr) -> bool {
-        self.trusted_proxies
-            .iter()
-            .any(|(net, bits)| in_network(ip, *net, *bits))
+        self.trusted_proxies.iter().any(|net| net.contains(ip))
     }
 }
 
-fn in_network(ip: IpAddr, net: IpAddr, bits: u8) -> bool {
-    match (ip, net) {
-        (IpAddr::V4(a), IpAddr::V4(n)) => {
-            let mask = u32::MAX.checked_shl(32 - bits as u32).unwrap_or(0);
-            u32::from(a) & mask == u32::from(n) & mask
-        }
-        (IpAddr::V6(a), IpAddr::V6(n)) => {
-            let mask = u128::MAX.checked_shl(128 - bits as u32).unwrap_or(0);
-            u128::from(a) & mask == u128::from(n) & mask
-        }
-        _ => false,
-    }
+/// A listening socket and whether it speaks TLS.
+pub struct Listener {
+    pub socket: std::net::TcpListener,
+    pub tls: bool,
 }
 
 /// The workers' listening sockets: for each worker, one per listen address.
 pub struct Listeners {
-    pub per_worker: Vec<Vec<std::net::TcpListener>>,
+    pub per_worker: Vec<Vec<Listener>>,
     pub addrs: Vec<SocketAddr>,
+    pub tls_addrs: Vec<SocketAddr>,
 }
 
 impl Listeners {
     pub fn bind(
-        addrs: &[SocketAddr],
+        plain: &[SocketAddr],
+        tls: &[SocketAddr],
         workers: usize,
     ) -> Result<Listeners, (SocketAddr, std::io::Error)> {
-        let mut per_worker: Vec<Vec<std::net::TcpListener>> =
-            (0..workers).map(|_| Vec::new()).collect();
-        let mut bound = Vec::new();
-        for addr in addrs {
-            let socks = worker::bind(*addr, workers).map_err(|e| (*addr, e))?;
-            if let Some(s) = socks.first() {
-                bound.push(s.local_addr().map_err(|e| (*addr, e))?);
-            }
-            for (w, s) in socks.into_iter().enumerate() {
-                per_worker[w].push(s);
+        let mut l = Listeners {
+            per_worker: (0..workers).map(|_| Vec::new()).collect(),
+            addrs: Vec::new(),
+            tls_addrs: Vec::new(),
+        };
+        for (addrs, is_tls) in [(plain, false), (tls, true)] {
+            for addr in addrs {
+                let socks = worker::bind(*addr, workers).map_err(|e| (*addr, e))?;
+                if let Some(s) = socks.first() {
+                    let bound = s.local_addr().map_err(|e| (*addr, e))?;
+                    if is_tls {
+                        l.tls_addrs.push(bound);
+                    } else {
+                        l.addrs.push(bound);
+                    }
+                }
+                for (w, socket) in socks.into_iter().enumerate() {
+                    l.per_worker[w].push(Listener {
+                        socket,
+                        tls: is_tls,
+                    });
+                }
             }
         }
-        Ok(Listeners {
-            per_worker,
-            addrs: bound,
-        })
+        Ok(l)
+    }
+}
+
+/// After a burst of connections closed, asks the allocator to give their memory back to the
+/// system: glibc keeps freed memory in its arenas otherwise, and a proxy's resident memory would
+/// stay at its peak for good.
+pub async fn return_memory(shared: Arc<Shared>) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    let mut peak = 0;
+    loop {
+        tokio::select! {
+            _ = shared.shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let now = shared.connections.load(Relaxed);
+        peak = peak.max(now);
+        if peak >= now + 1000 && now < peak / 2 {
+            trim_allocator();
+            peak = now;
+        }
+    }
+}
+
+fn trim_allocator() {
+    // SAFETY: malloc_trim has no preconditions; it only gives free memory back to the system.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 
@@ -141,19 +180,4 @@ pub fn start(listeners: Listeners, shared: Arc<Shared>) -> Vec<std::thread::Join
                 .expect("spawn a worker thread")
         })
         .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn networks() {
-        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
-        assert!(in_network(ip("10.1.2.3"), ip("10.0.0.0"), 8));
-        assert!(!in_network(ip("11.1.2.3"), ip("10.0.0.0"), 8));
-        assert!(in_network(ip("127.0.0.1"), ip("127.0.0.1"), 32));
-        assert!(in_network(ip("::1"), ip("::"), 0));
-        assert!(!in_network(ip("::1"), ip("127.0.0.1"), 0));
-    }
 }

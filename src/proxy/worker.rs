@@ -3,20 +3,23 @@
 //! connections and buffers. A request never changes threads; the control plane meets the workers
 //! only in `ArcSwap`ed routes and pools, instance in-flight counts and queue wakeups.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Notify;
 use tokio::task::LocalSet;
 use tokio_util::task::TaskTracker;
 
-use super::Shared;
+use super::tls::Alpn;
+use super::{Listener, Shared};
 use super::forward::HyperForwarder;
 use super::h1::conn::{Conn, End};
 use super::rewind::Rewind;
@@ -28,6 +31,28 @@ pub struct Ctx {
     pub upstreams: Upstreams,
     pub buffers: Buffers,
     h2: HyperForwarder,
+    /// This worker's open client connections, against its share of `max_connections`.
+    open: Cell<usize>,
+    closed: Notify,
+}
+
+/// Counts one open client connection for as long as it lives.
+struct Open(Rc<Ctx>);
+
+impl Open {
+    fn new(ctx: Rc<Ctx>) -> Open {
+        ctx.open.set(ctx.open.get() + 1);
+        ctx.shared.connections.fetch_add(1, Relaxed);
+        Open(ctx)
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.open.set(self.0.open.get() - 1);
+        self.0.shared.connections.fetch_sub(1, Relaxed);
+        self.0.closed.notify_one();
+    }
 }
 
 /// Read and write buffers of connections between requests, so an idle keep-alive connection
@@ -88,7 +113,7 @@ impl Buffers {
 }
 
 /// Runs one worker until `shared.shutdown`, then lets its connections finish (up to `grace`).
-pub fn run(index: usize, listeners: Vec<std::net::TcpListener>, shared: Arc<Shared>) {
+pub fn run(index: usize, listeners: Vec<Listener>, shared: Arc<Shared>) {
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -104,23 +129,26 @@ pub fn run(index: usize, listeners: Vec<std::net::TcpListener>, shared: Arc<Shar
     local.block_on(&rt, serve(listeners, shared));
 }
 
-async fn serve(listeners: Vec<std::net::TcpListener>, shared: Arc<Shared>) {
+async fn serve(listeners: Vec<Listener>, shared: Arc<Shared>) {
     let ctx = Rc::new(Ctx {
         h2: HyperForwarder::new(shared.clone()),
         shared: shared.clone(),
         upstreams: Upstreams::default(),
         buffers: Buffers::default(),
+        open: Cell::new(0),
+        closed: Notify::new(),
     });
     let tracker = TaskTracker::new();
     for l in listeners {
-        let l = match TcpListener::from_std(l) {
+        let tls = l.tls;
+        let l = match TcpListener::from_std(l.socket) {
             Ok(l) => l,
             Err(e) => {
                 tracing::error!("cannot use a listening socket: {e}");
                 continue;
             }
         };
-        tokio::task::spawn_local(accept(l, ctx.clone(), tracker.clone()));
+        tokio::task::spawn_local(accept(l, tls, ctx.clone(), tracker.clone()));
     }
     let sweeper = {
         let ctx = ctx.clone();
@@ -148,8 +176,17 @@ async fn serve(listeners: Vec<std::net::TcpListener>, shared: Arc<Shared>) {
     ctx.upstreams.clear();
 }
 
-async fn accept(listener: TcpListener, ctx: Rc<Ctx>, tracker: TaskTracker) {
+async fn accept(listener: TcpListener, tls: bool, ctx: Rc<Ctx>, tracker: TaskTracker) {
+    let max = ctx.shared.settings.max_connections_per_worker;
     loop {
+        // At the limit, new connections wait in the kernel's backlog: the open ones keep their
+        // descriptors and their service.
+        while ctx.open.get() >= max {
+            tokio::select! {
+                _ = ctx.shared.shutdown.cancelled() => return,
+                _ = ctx.closed.notified() => {}
+            }
+        }
         let (stream, peer) = tokio::select! {
             _ = ctx.shared.shutdown.cancelled() => return,
             accepted = listener.accept() => match accepted {
@@ -163,21 +200,54 @@ async fn accept(listener: TcpListener, ctx: Rc<Ctx>, tracker: TaskTracker) {
             },
         };
         let _ = stream.set_nodelay(true);
-        tokio::task::spawn_local(tracker.track_future(connection(stream, peer, ctx.clone())));
+        let open = Open::new(ctx.clone());
+        let conn = async move {
+            if tls {
+                serve_tls(stream, peer, &open.0).await
+            } else {
+                serve_plain(stream, peer, &open.0).await
+            }
+        };
+        tokio::task::spawn_local(tracker.track_future(conn));
     }
 }
 
-async fn connection(stream: TcpStream, peer: SocketAddr, ctx: Rc<Ctx>) {
-    let mut conn = Conn::new(stream, &ctx, peer, false);
+async fn serve_plain(stream: TcpStream, peer: SocketAddr, ctx: &Rc<Ctx>) {
+    let mut conn = Conn::new(stream, ctx, peer, false);
     let end = conn.serve().await;
     let stream = conn.finish();
     if let End::H2(preface) = end {
-        serve_h2(Rewind::new(preface, stream), peer, ctx.clone()).await;
+        serve_h2(Rewind::new(preface, stream), peer, ctx.clone(), false).await;
     }
 }
 
+/// A TLS connection: the handshake must finish within `header_read_timeout`; ALPN picks h2 or
+/// HTTP/1.1.
+async fn serve_tls(stream: TcpStream, peer: SocketAddr, ctx: &Rc<Ctx>) {
+    let Some(acceptor) = &ctx.shared.tls else {
+        return;
+    };
+    let timeout = ctx.shared.settings.header_read_timeout;
+    let (stream, alpn) = match acceptor.accept(stream, timeout).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::debug!("TLS handshake with {peer} failed: {e}");
+            return;
+        }
+    };
+    if alpn == Alpn::H2 {
+        serve_h2(stream, peer, ctx.clone(), true).await;
+        return;
+    }
+    // Over TLS, h2 comes through ALPN only: a preface here is not HTTP/1 and is refused.
+    let mut conn = Conn::new(stream, ctx, peer, true);
+    let _ = conn.serve().await;
+    let mut stream = conn.finish();
+    let _ = tokio::io::AsyncWriteExt::shutdown(&mut stream).await;
+}
+
 /// An h2 connection (prior knowledge, or ALPN over TLS), served by hyper.
-pub async fn serve_h2<S>(io: S, peer: SocketAddr, ctx: Rc<Ctx>)
+pub async fn serve_h2<S>(io: S, peer: SocketAddr, ctx: Rc<Ctx>, https: bool)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + 'static,
 {
@@ -189,7 +259,7 @@ where
     let fwd = ctx.h2.clone();
     let svc = service_fn(move |req| {
         let fwd = fwd.clone();
-        async move { Ok::<_, std::convert::Infallible>(fwd.handle(req, peer).await) }
+        async move { Ok::<_, std::convert::Infallible>(fwd.handle(req, peer, https).await) }
     });
     let conn = builder.serve_connection(TokioIo::new(io), svc);
     tokio::pin!(conn);

@@ -12,7 +12,7 @@ use tokio::time::Instant;
 
 use super::request::{Framing, Parsed, RequestHead};
 use super::response::ResponseHead;
-use super::write::write_error;
+use super::write::{write_error, write_redirect};
 use crate::proxy::error::{ProxyError, Side};
 use crate::proxy::worker::Ctx;
 use crate::service::Service;
@@ -29,6 +29,18 @@ pub trait ClientIo: AsyncRead + AsyncWrite + Unpin {
 impl ClientIo for tokio::net::TcpStream {
     async fn readable(&self) -> io::Result<()> {
         tokio::net::TcpStream::readable(self).await
+    }
+}
+
+impl ClientIo for tokio_rustls::server::TlsStream<tokio::net::TcpStream> {
+    async fn readable(&self) -> io::Result<()> {
+        let (tcp, tls) = self.get_ref();
+        // Plaintext rustls already decrypted is there to read now; else wait for the socket.
+        if tls.wants_read() {
+            tcp.readable().await
+        } else {
+            Ok(())
+        }
     }
 }
 
@@ -219,6 +231,9 @@ impl<'a, S: ClientIo> Conn<'a, S> {
             let e = ProxyError::UnknownHost(String::from_utf8_lossy(host).into_owned());
             return self.answer_error(&e, None).await;
         };
+        if !self.https && svc.config.load().redirect_https {
+            return self.redirect(&svc).await;
+        }
         let result = self.forward(&svc, arrived).await;
         match result {
             Ok((status, outcome)) => {
@@ -231,6 +246,22 @@ impl<'a, S: ClientIo> Conn<'a, S> {
                 }
                 self.answer_error(&e, Some(&svc)).await
             }
+        }
+    }
+
+    async fn redirect(&mut self, svc: &Arc<Service>) -> Outcome {
+        svc.metrics.observe_status(308);
+        let host = self.head.host.map_or(&b""[..], |h| h.get(&self.buf));
+        let target = self.head.target.map_or(&b""[..], |t| t.get(&self.buf));
+        let mut out = std::mem::take(&mut self.out);
+        out.clear();
+        write_redirect(&mut out, host, self.ctx.shared.settings.https_port, target);
+        let sent = self.io.write_all(&out).await;
+        self.out = out;
+        // The body, if any, was not read: the connection cannot carry another request.
+        match sent {
+            Ok(()) if self.body_done && self.head.keep_alive => Outcome::KeepAlive,
+            _ => Outcome::Close,
         }
     }
 

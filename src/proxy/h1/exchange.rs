@@ -33,7 +33,7 @@ impl<S: ClientIo> Conn<'_, S> {
     ) -> Result<(u16, Outcome), ProxyError> {
         let cfg = svc.config.load();
         let deadline = arrived + cfg.queue.timeout;
-        let max_body = max_body_bytes(&cfg);
+        let max_body = cfg.max_body_bytes;
         drop(cfg);
         let framing = self.head.framing.unwrap_or(Framing::None);
         if let (Some(max), Framing::Length(n)) = (max_body, framing)
@@ -56,6 +56,7 @@ impl<S: ClientIo> Conn<'_, S> {
             &self.buf,
             self.peer_ip.as_bytes(),
             self.https,
+            svc.name.as_bytes(),
         );
         if let (true, Framing::Length(n)) = (body_in_buffer, framing) {
             let body = &self.buf[self.start..self.start + n as usize];
@@ -429,9 +430,4 @@ async fn reachable(addr: SocketAddr) -> bool {
         .await,
         Ok(Ok(_))
     )
-}
-
-// MERGE: replaced by `ServiceConfig::max_body_bytes` when the front-door config lands.
-fn max_body_bytes(_cfg: &crate::config::ServiceConfig) -> Option<u64> {
-    None
 }

@@ -7,8 +7,11 @@ use std::mem::MaybeUninit;
 use crate::proxy::error::ProxyError;
 use crate::proxy::headers::{self, Disposition, Underscore};
 
-/// httparse needs a slot per header; one more than the limit tells "too many" from "exactly".
-pub const HEADER_SLOTS: usize = 257;
+/// The longest method name taken (the registered ones are at most 17 bytes).
+const MAX_METHOD_BYTES: usize = 32;
+
+/// Header slots on the stack (the default limit is 100).
+const HEADER_SLOTS: usize = 257;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Framing {
@@ -87,8 +90,16 @@ impl RequestHead {
         limits: &Limits,
         trusted_peer: bool,
     ) -> Result<Parsed, ProxyError> {
-        let mut slots = [const { MaybeUninit::<httparse::Header>::uninit() }; HEADER_SLOTS];
-        let slots = &mut slots[..(limits.max_headers + 1).min(HEADER_SLOTS)];
+        // One slot more than the limit tells "too many" from "exactly". On the stack for any
+        // sensible limit; a configured limit beyond that takes a heap array.
+        let mut stack = [const { MaybeUninit::<httparse::Header>::uninit() }; HEADER_SLOTS];
+        let mut heap = Vec::new();
+        let slots = if limits.max_headers < HEADER_SLOTS {
+            &mut stack[..limits.max_headers + 1]
+        } else {
+            heap.resize_with(limits.max_headers + 1, MaybeUninit::uninit);
+            &mut heap[..]
+        };
         let mut req = httparse::Request::new(&mut []);
         let status = match req.parse_with_uninit_headers(buf, slots) {
             Ok(s) => s,
@@ -111,6 +122,9 @@ impl RequestHead {
         if head_len > limits.max_header_bytes {
             return Err(ProxyError::HeadersTooLarge("the request head is too large"));
         }
+        if req.headers.len() > limits.max_headers {
+            return Err(ProxyError::HeadersTooLarge("too many header lines"));
+        }
         let base = buf.as_ptr() as usize;
         let span = |s: &[u8]| Span {
             start: (s.as_ptr() as usize - base) as u32,
@@ -118,6 +132,9 @@ impl RequestHead {
         };
         let method = req.method.unwrap_or_default();
         let target = req.path.unwrap_or_default();
+        if method.len() > MAX_METHOD_BYTES {
+            return Err(ProxyError::BadRequest("the method is too long".into()));
+        }
         self.head_len = head_len;
         self.http10 = req.version == Some(0);
         self.is_head = method == "HEAD";

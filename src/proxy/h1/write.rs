@@ -18,6 +18,7 @@ pub fn write_upstream_head(
     buf: &[u8],
     peer_ip: &[u8],
     https: bool,
+    fallback_host: &[u8],
 ) {
     out.extend_from_slice(head.method(buf));
     out.push(b' ');
@@ -26,11 +27,11 @@ pub fn write_upstream_head(
         _ => out.push(b'/'),
     }
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    if let Some(h) = head.host {
-        out.extend_from_slice(b"Host: ");
-        out.extend_from_slice(h.get(buf));
-        out.extend_from_slice(b"\r\n");
-    }
+    // Every forwarded head has exactly one Host: an HTTP/1.0 request without one (routed to the
+    // catch-all) gets the service's name.
+    out.extend_from_slice(b"Host: ");
+    out.extend_from_slice(head.host.map_or(fallback_host, |h| h.get(buf)));
+    out.extend_from_slice(b"\r\n");
     for h in head.headers.iter().filter(|h| h.keep) {
         out.extend_from_slice(h.name.get(buf));
         out.extend_from_slice(b": ");
@@ -144,4 +145,28 @@ pub fn write_error(out: &mut Vec<u8>, e: &ProxyError, close: bool) {
     out.extend_from_slice(b"\r\n");
     out.extend_from_slice(msg.as_bytes());
     out.push(b'\n');
+}
+
+/// `308` to the same host and target over HTTPS (`redirect_https`).
+pub fn write_redirect(out: &mut Vec<u8>, host: &[u8], https_port: Option<u16>, target: &[u8]) {
+    let name = crate::proxy::route::strip_port(std::str::from_utf8(host).unwrap_or_default());
+    out.extend_from_slice(b"HTTP/1.1 308 Permanent Redirect\r\nLocation: https://");
+    if name.contains(':') {
+        // An IPv6 literal keeps its brackets.
+        out.push(b'[');
+        out.extend_from_slice(name.as_bytes());
+        out.push(b']');
+    } else {
+        out.extend_from_slice(name.as_bytes());
+    }
+    if let Some(port) = https_port.filter(|p| *p != 443) {
+        out.push(b':');
+        put_num(out, port as u64);
+    }
+    if target.is_empty() {
+        out.push(b'/');
+    } else {
+        out.extend_from_slice(target);
+    }
+    out.extend_from_slice(b"\r\nContent-Length: 0\r\n\r\n");
 }
