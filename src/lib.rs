@@ -214,11 +214,7 @@ impl App {
     pub async fn build(config: Config) -> Result<App, BuildError> {
         config::validate(&config).map_err(BuildError::Config)?;
         let workers = proxy::worker_count(&config.proxy);
-        let tls_listen = config
-            .proxy
-            .tls
-            .as_ref()
-            .map_or(&[][..], |t| &t.listen[..]);
+        let tls_listen = config.proxy.tls.as_ref().map_or(&[][..], |t| &t.listen[..]);
         let proxy_listeners = proxy::Listeners::bind(&config.proxy.listen, tls_listen, workers)
             .map_err(|(addr, error)| BuildError::Bind {
                 what: "proxy",
@@ -241,9 +237,9 @@ impl App {
         };
 
         let cert_store = match &config.proxy.tls {
-            Some(tls) => Some(
-                proxy::tls::CertStore::load(tls).map_err(|e| BuildError::Tls(e.to_string()))?,
-            ),
+            Some(tls) => {
+                Some(proxy::tls::CertStore::load(tls).map_err(|e| BuildError::Tls(e.to_string()))?)
+            }
             None => None,
         };
         let mut settings = proxy::Settings::from_config(&config.proxy, workers);

@@ -84,7 +84,11 @@ impl State {
         let fixed = |p: &crate::config::ProxyConfig| {
             (
                 (p.max_uri_bytes, p.max_header_line_bytes, p.max_header_bytes),
-                (p.max_headers, p.header_read_timeout, p.trusted_proxies.clone()),
+                (
+                    p.max_headers,
+                    p.header_read_timeout,
+                    p.trusted_proxies.clone(),
+                ),
                 (p.underscore_headers, p.max_connections, p.workers),
                 (p.shutdown_timeout, p.tls.as_ref().map(|t| t.listen.clone())),
             )

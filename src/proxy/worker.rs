@@ -18,12 +18,12 @@ use tokio::sync::Notify;
 use tokio::task::LocalSet;
 use tokio_util::task::TaskTracker;
 
-use super::tls::Alpn;
-use super::{Listener, Shared};
 use super::forward::HyperForwarder;
 use super::h1::conn::{Conn, End};
 use super::rewind::Rewind;
+use super::tls::Alpn;
 use super::upstream::Upstreams;
+use super::{Listener, Shared};
 
 /// What one worker owns. Lives on the worker's thread only: no locks.
 pub struct Ctx {

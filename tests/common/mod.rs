@@ -72,7 +72,18 @@ impl Proc {
     }
 
     pub fn spawn_with_env(name: &str, args: &[&str], env: &[(&str, &str)]) -> Proc {
-        let mut cmd = Command::new(WAKEWAY);
+        Self::spawn_command(name, Command::new(WAKEWAY), args, env)
+    }
+
+    /// As `spawn`, with the open-file limit (soft and hard) set to `nofile`, through util-linux's
+    /// `prlimit`.
+    pub fn spawn_with_nofile(name: &str, args: &[&str], nofile: u64) -> Proc {
+        let mut cmd = Command::new("prlimit");
+        cmd.arg(format!("--nofile={nofile}:{nofile}")).arg(WAKEWAY);
+        Self::spawn_command(name, cmd, args, &[])
+    }
+
+    fn spawn_command(name: &str, mut cmd: Command, args: &[&str], env: &[(&str, &str)]) -> Proc {
         cmd.args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -299,10 +310,23 @@ impl Wakeway {
 
     /// Starts wakeway with a complete config file (its listeners should use port 0).
     pub async fn start_config(config: &str) -> Wakeway {
+        Self::start_with(config, None).await
+    }
+
+    /// As `start_config`, with the process's open-file limit set to `nofile`.
+    pub async fn start_with_nofile(config: &str, nofile: u64) -> Wakeway {
+        Self::start_with(config, Some(nofile)).await
+    }
+
+    async fn start_with(config: &str, nofile: Option<u64>) -> Wakeway {
         let dir = tempfile::tempdir().expect("tempdir");
         let config_path = dir.path().join("wakeway.toml");
         std::fs::write(&config_path, config).expect("write config");
-        let mut proc = Proc::spawn("wakeway run", &["run", "-c", config_path.to_str().unwrap()]);
+        let args = ["run", "-c", config_path.to_str().unwrap()];
+        let mut proc = match nofile {
+            Some(n) => Proc::spawn_with_nofile("wakeway run", &args, n),
+            None => Proc::spawn("wakeway run", &args),
+        };
         let proxy = proc.listening_addr("proxy").await;
         let admin = proc.listening_addr("admin").await;
         Wakeway {

@@ -104,6 +104,9 @@ impl TestCa {
                 .with_root_certificates(roots)
                 .with_no_client_auth();
         config.alpn_protocols = alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
+        // Every connection a full handshake, as each curl run is: a resumed session does not
+        // send the certificate again, so it would not show which one the server now serves.
+        config.resumption = rustls::client::Resumption::disabled();
         Arc::new(config)
     }
 }
