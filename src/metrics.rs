@@ -19,6 +19,7 @@ pub const INSTANCES: &str = "wakeway_instances";
 pub const DESIRED_INSTANCES: &str = "wakeway_desired_instances";
 pub const COLD_STARTS_TOTAL: &str = "wakeway_cold_starts_total";
 pub const COLD_START_DURATION_SECONDS: &str = "wakeway_cold_start_duration_seconds";
+pub const QUEUE_WAIT_SECONDS: &str = "wakeway_queue_wait_seconds";
 pub const QUEUE_REJECTIONS_TOTAL: &str = "wakeway_queue_rejections_total";
 pub const SCALE_EVENTS_TOTAL: &str = "wakeway_scale_events_total";
 pub const UPSTREAM_ERRORS_TOTAL: &str = "wakeway_upstream_errors_total";
@@ -36,6 +37,7 @@ pub struct Metrics {
     desired: IntGaugeVec,
     cold_starts: IntCounterVec,
     cold_start_duration: HistogramVec,
+    queue_wait: HistogramVec,
     queue_rejections: IntCounterVec,
     scale_events: IntCounterVec,
     upstream_errors: IntCounterVec,
@@ -56,6 +58,8 @@ pub struct ServiceMetrics {
     pub desired: IntGauge,
     pub cold_starts: IntCounter,
     pub cold_start_duration: Histogram,
+    /// Time requests spent in the activator queue (only those that waited).
+    pub queue_wait: Histogram,
     pub rejected_queue_full: IntCounter,
     pub rejected_timeout: IntCounter,
     pub rejected_unavailable: IntCounter,
@@ -178,7 +182,13 @@ impl Metrics {
                 &r,
                 COLD_START_DURATION_SECONDS,
                 "From a request arriving at an empty service to an instance being ready.",
-                cold,
+                cold.clone(),
+            ),
+            queue_wait: histogram(
+                &r,
+                QUEUE_WAIT_SECONDS,
+                "Time requests waited in the activator queue for a slot (those that waited).",
+                [vec![0.001, 0.0025, 0.005], cold].concat(),
             ),
             queue_rejections: counter(
                 &r,
@@ -242,6 +252,7 @@ impl Metrics {
             desired: self.desired.with_label_values(&[name]),
             cold_starts: self.cold_starts.with_label_values(&[name]),
             cold_start_duration: self.cold_start_duration.with_label_values(&[name]),
+            queue_wait: self.queue_wait.with_label_values(&[name]),
             rejected_queue_full: reject("queue_full"),
             rejected_timeout: reject("timeout"),
             rejected_unavailable: reject("unavailable"),
@@ -288,6 +299,7 @@ impl Metrics {
         let _ = self.desired.remove_label_values(&[name]);
         let _ = self.cold_starts.remove_label_values(&[name]);
         let _ = self.cold_start_duration.remove_label_values(&[name]);
+        let _ = self.queue_wait.remove_label_values(&[name]);
     }
 
     pub fn render(&self) -> Vec<u8> {

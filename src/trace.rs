@@ -91,6 +91,13 @@ pub fn valid_request_id(v: &[u8]) -> bool {
             .all(|&c| c.is_ascii_alphanumeric() || b"-_.:/+=@".contains(&c))
 }
 
+/// A new request id's 32 lower-case hex characters, on the stack.
+pub fn new_request_id_bytes() -> [u8; 32] {
+    let mut buf = [0u8; 32];
+    hex_into(&next_id(), &mut buf);
+    buf
+}
+
 /// A new request id: 32 lower-case hex characters.
 pub fn new_request_id() -> HeaderValue {
     let mut buf = [0u8; 32];
@@ -189,11 +196,16 @@ impl TraceContext {
 
     /// `00-<trace id>-<parent id>-<flags>` (always version 00: the format wakeway speaks).
     pub fn header_value(&self) -> HeaderValue {
+        HeaderValue::from_bytes(&self.header_bytes()).expect("hex is a valid header value")
+    }
+
+    /// The same, on the stack.
+    pub fn header_bytes(&self) -> [u8; 55] {
         let mut buf = *b"00-00000000000000000000000000000000-0000000000000000-00";
         hex_into(&self.trace_id.0, &mut buf[3..35]);
         hex_into(&self.parent_id, &mut buf[36..52]);
         hex_into(&[self.flags], &mut buf[53..55]);
-        HeaderValue::from_bytes(&buf).expect("hex is a valid header value")
+        buf
     }
 }
 

@@ -20,6 +20,11 @@ pub enum Disposition {
     HopByHop,
     /// A name with `_`, which CGI/WSGI apps fold into `-`.
     Underscore,
+    /// `X-Request-Id`: kept when valid, else wakeway's own.
+    RequestId,
+    /// W3C `traceparent` and `tracestate`: passed on when valid, else a trace starts here.
+    TraceParent,
+    TraceState,
 }
 
 /// What to do with a header name the client sent that contains `_` (`proxy.underscore_headers`).
@@ -40,6 +45,9 @@ pub fn disposition(name: &[u8]) -> Disposition {
         9 if is(b"forwarded") => Disposition::Forwarded,
         10 if is(b"connection") => Disposition::Connection,
         10 if is(b"keep-alive") => Disposition::HopByHop,
+        10 if is(b"tracestate") => Disposition::TraceState,
+        11 if is(b"traceparent") => Disposition::TraceParent,
+        12 if is(b"x-request-id") => Disposition::RequestId,
         14 if is(b"content-length") => Disposition::ContentLength,
         15 if is(b"x-forwarded-for") => Disposition::ForwardedFor,
         16 if is(b"x-forwarded-host") => Disposition::Replaced,

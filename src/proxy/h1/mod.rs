@@ -4,6 +4,7 @@
 pub mod chunked;
 pub mod conn;
 pub mod exchange;
+pub mod observe;
 pub mod request;
 pub mod response;
 pub mod transfer;

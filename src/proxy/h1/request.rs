@@ -6,6 +6,7 @@ use std::mem::MaybeUninit;
 
 use crate::proxy::error::ProxyError;
 use crate::proxy::headers::{self, Disposition, Underscore};
+use crate::trace::{self, TraceContext};
 
 /// The longest method name taken (the registered ones are at most 17 bytes).
 const MAX_METHOD_BYTES: usize = 32;
@@ -41,7 +42,7 @@ pub struct HeaderSpan {
 }
 
 /// What the head says, as offsets into the buffer it was read from.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct RequestHead {
     pub head_len: usize,
     pub method: Option<Span>,
@@ -60,7 +61,15 @@ pub struct RequestHead {
     pub headers: Vec<HeaderSpan>,
     /// Client-sent `X-Forwarded-For`, kept only when the peer is a trusted proxy.
     pub forwarded_for: Option<Span>,
+    /// The one valid `X-Request-Id` the client sent.
+    pub request_id: Option<Span>,
+    /// The one valid `traceparent`, and its `tracestate` (at most `MAX_TRACESTATE`).
+    pub traceparent: Option<(Span, TraceContext)>,
+    pub tracestate: Option<Span>,
 }
+
+/// A longer `tracestate` is dropped (W3C allows vendors to cap it at 512 bytes).
+const MAX_TRACESTATE: u32 = 512;
 
 pub struct Limits {
     pub max_uri_bytes: usize,
@@ -181,6 +190,10 @@ impl RequestHead {
         self.upgrade = None;
         self.expect_continue = false;
         self.forwarded_for = None;
+        self.request_id = None;
+        self.traceparent = None;
+        self.tracestate = None;
+        let (mut ids, mut parents, mut states) = (0, 0, 0);
         let mut connection_close = false;
         let mut connection_keep_alive = false;
         let mut connection_upgrade = false;
@@ -254,6 +267,23 @@ impl RequestHead {
                     }
                 }
                 Disposition::Forwarded => keep = trusted_peer,
+                Disposition::RequestId => {
+                    ids += 1;
+                    if trace::valid_request_id(value) {
+                        self.request_id = Some(span(value));
+                    }
+                }
+                Disposition::TraceParent => {
+                    parents += 1;
+                    self.traceparent = std::str::from_utf8(value)
+                        .ok()
+                        .and_then(TraceContext::parse)
+                        .map(|t| (span(value), t));
+                }
+                Disposition::TraceState => {
+                    states += 1;
+                    self.tracestate = Some(span(value));
+                }
                 Disposition::HopByHop | Disposition::Replaced => {}
                 Disposition::Underscore => {
                     if limits.underscore == Underscore::Reject {
@@ -285,6 +315,20 @@ impl RequestHead {
                     }
                 }
             }
+        }
+
+        // Sent twice, each is ambiguous: wakeway's own replaces it.
+        if ids > 1 {
+            self.request_id = None;
+        }
+        if parents > 1 {
+            self.traceparent = None;
+        }
+        if states > 1
+            || self.traceparent.is_none()
+            || self.tracestate.is_some_and(|s| s.len > MAX_TRACESTATE)
+        {
+            self.tracestate = None;
         }
 
         if let Some(auth) = absolute_authority {
