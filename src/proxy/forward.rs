@@ -17,7 +17,6 @@ use tokio::time::Instant;
 use super::body::{ProxyBody, RequestBody};
 use super::error::ProxyError;
 use super::route::RouteTable;
-use crate::service::instance::InstanceState;
 use crate::service::{InFlight, Service};
 
 pub type UpstreamClient = Client<HttpConnector, RequestBody>;
@@ -109,7 +108,12 @@ impl Forwarder {
             .cloned()
             .unwrap_or_else(|| PathAndQuery::from_static("/"));
 
-        let mut guard = svc.acquire().await.map_err(ProxyError::Activator)?;
+        // One deadline from arrival to answer: a retry does not queue afresh.
+        let deadline = Instant::now() + svc.config.load().queue.timeout;
+        let mut guard = svc
+            .acquire_by(deadline)
+            .await
+            .map_err(ProxyError::Activator)?;
         let mut body = body;
         let mut retried = false;
         loop {
@@ -155,8 +159,11 @@ impl Forwarder {
                         } else {
                             !reachable(inst.address).await
                         };
-                    if gone && inst.transition(InstanceState::Ready, InstanceState::Unhealthy) {
-                        svc.report_unreachable();
+                    // The controller decides: a refusal proves death, a timeout is one strike.
+                    if e.is_connect() && timed_out(&e) {
+                        svc.report_timeout(&inst);
+                    } else if gone {
+                        svc.report_refused(&inst);
                     }
                     // Only when nothing reached the instance is sending again safe (even for a
                     // POST: its body comes back unread).
@@ -174,7 +181,9 @@ impl Forwarder {
                             None => return Err(err),
                         }
                     } else {
-                        svc.acquire().await.map_err(ProxyError::Activator)?
+                        svc.acquire_by(deadline)
+                            .await
+                            .map_err(ProxyError::Activator)?
                     };
                 }
             }
@@ -315,6 +324,20 @@ async fn reachable(addr: SocketAddr) -> bool {
         .await,
         Ok(Ok(_))
     )
+}
+
+/// Whether a connect failed by its timeout rather than by a refusal.
+fn timed_out(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(c) = cur {
+        if c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+        {
+            return true;
+        }
+        cur = c.source();
+    }
+    false
 }
 
 fn source_chain(e: &dyn std::error::Error) -> String {

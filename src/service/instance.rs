@@ -148,6 +148,11 @@ impl Instance {
         self.exit.notify_waiters();
     }
 
+    /// Whether the runtime reported the instance gone.
+    pub fn has_exited(&self) -> bool {
+        self.exited.load(SeqCst)
+    }
+
     /// Whether the instance exits within `within`. After a reset mid-request this tells a crash
     /// (the exit notice follows within milliseconds) from a connection the app dropped.
     pub async fn exits_within(&self, within: Duration) -> bool {
