@@ -230,6 +230,7 @@ mod tests {
     use crate::metrics::Metrics;
     use crate::service::instance::{Instance, InstanceState};
     use crate::service::pool::Pool;
+    use std::future::Future;
 
     fn service(max_concurrency: u32, max_pending: usize) -> Arc<Service> {
         let mut cfg = ServiceConfig {
@@ -306,6 +307,96 @@ mod tests {
         for w in waiters {
             w.await.unwrap().unwrap();
         }
+    }
+
+    /// Issue 9, defect 5: a slot freed while a request waits goes to that request, not to one
+    /// that arrives in between (it used to take the slot on its fast path).
+    #[tokio::test(start_paused = true)]
+    async fn a_newcomer_queues_behind_a_waiter_instead_of_barging() {
+        let svc = service(1, 10);
+        publish_one(&svc);
+        let held = svc.acquire().await.unwrap();
+        let waiter = tokio::spawn({
+            let svc = svc.clone();
+            async move { svc.acquire().await }
+        });
+        while svc.queued() == 0 {
+            tokio::task::yield_now().await;
+        }
+        drop(held);
+        // The newcomer is polled before the woken waiter gets to run.
+        let mut newcomer = Box::pin(svc.acquire());
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        assert!(
+            newcomer.as_mut().poll(&mut cx).is_pending(),
+            "the newcomer took the slot ahead of the waiter"
+        );
+        let first = waiter.await.unwrap().expect("the waiter is served first");
+        assert_eq!(svc.queued(), 1, "the newcomer waits its turn");
+        drop(first);
+        newcomer.await.expect("then the newcomer");
+        assert_eq!(svc.queued(), 0);
+    }
+
+    /// Waiters are served in arrival order, one freed slot at a time.
+    #[tokio::test(start_paused = true)]
+    async fn waiters_are_served_in_arrival_order() {
+        let svc = service(1, 10);
+        publish_one(&svc);
+        let held = svc.acquire().await.unwrap();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        for k in 0..5 {
+            let (s, tx) = (svc.clone(), tx.clone());
+            tokio::spawn(async move {
+                let g = s.acquire().await.unwrap();
+                tx.send(k).unwrap();
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                drop(g);
+            });
+            while svc.queued() <= k {
+                tokio::task::yield_now().await;
+            }
+        }
+        drop(held);
+        let mut order = Vec::new();
+        for _ in 0..5 {
+            order.push(rx.recv().await.unwrap());
+        }
+        assert_eq!(order, vec![0, 1, 2, 3, 4]);
+    }
+
+    /// A retry waits only for what is left of the request's deadline, not a fresh queue.timeout.
+    #[tokio::test(start_paused = true)]
+    async fn the_deadline_is_the_request_one() {
+        let svc = service(1, 10);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+        let w = tokio::spawn({
+            let svc = svc.clone();
+            async move { svc.acquire_by(deadline).await.map(drop) }
+        });
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert!(w.is_finished(), "still waiting past the request's deadline");
+        assert_eq!(
+            w.await.unwrap().err(),
+            Some(ActivatorError::Timeout(Duration::from_secs(30)))
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn closing_answers_waiters_and_newcomers_with_the_reason() {
+        let svc = service(1, 10);
+        let w = tokio::spawn({
+            let svc = svc.clone();
+            async move { svc.acquire().await.map(drop) }
+        });
+        while svc.queued() == 0 {
+            tokio::task::yield_now().await;
+        }
+        svc.close("wakeway is stopping");
+        let why = ActivatorError::Unavailable("wakeway is stopping".into());
+        assert_eq!(w.await.unwrap().err(), Some(why.clone()));
+        assert_eq!(svc.acquire().await.err(), Some(why));
+        assert_eq!(svc.queued(), 0);
     }
 
     #[tokio::test(start_paused = true)]
