@@ -1,13 +1,18 @@
 //! The `process` runtime: each instance is a child process in its own process group, listening
-//! on a port wakeway picked. Children never outlive wakeway: the parent-death signal covers a
-//! SIGKILL of wakeway, and stop signals the whole group so grandchildren go too.
+//! on a port wakeway picked. An instance is its whole group: stop signals the group, and when
+//! the leader exits (stopped or on its own) whatever is left of the group is killed, so a
+//! `sh -c "worker & exec app"` or `npm start` leaves nothing behind. Wakeway is a child
+//! subreaper, so those orphans become its children and are reaped, not left as zombies of init.
+//! The parent-death signal takes the leader along on a SIGKILL of wakeway.
 
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
+use nix::errno::Errno;
 use nix::sys::signal::{Signal, killpg};
+use nix::sys::wait::waitpid;
 use nix::unistd::Pid;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::Command;
@@ -21,7 +26,41 @@ pub struct ProcessRuntime {
 
 impl ProcessRuntime {
     pub fn new(command: Vec<String>) -> ProcessRuntime {
+        become_subreaper();
         ProcessRuntime { command }
+    }
+}
+
+/// Orphans of an instance's group (a worker whose parent died) are re-parented to wakeway
+/// instead of init, so they can be reaped once their group is killed.
+fn become_subreaper() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        if let Err(e) = nix::sys::prctl::set_child_subreaper(true) {
+            tracing::warn!("cannot become a child subreaper: {e}");
+        }
+    });
+}
+
+/// Kills what is left of an instance's group once its leader is gone, and reaps the members
+/// that were re-parented to wakeway. Blocking: runs on the blocking pool.
+fn end_group(pgid: u32) {
+    let group = Pid::from_raw(pgid as i32);
+    let _ = killpg(group, Signal::SIGKILL);
+    // SIGKILL cannot be caught; a member still alive is only a moment away from dying (or from
+    // being re-parented here when its own parent died), so this ends quickly.
+    for _ in 0..200 {
+        loop {
+            match waitpid(Pid::from_raw(-(pgid as i32)), None) {
+                Ok(_) => continue,
+                Err(Errno::EINTR) => continue,
+                Err(_) => break, // ECHILD: none of the group is a child of wakeway right now
+            }
+        }
+        if killpg(group, None) == Err(Errno::ESRCH) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(5));
     }
 }
 
@@ -128,6 +167,8 @@ impl Runtime for ProcessRuntime {
                     Ok(status) => format!("process {pid} {status}"),
                     Err(e) => format!("process {pid}: wait failed: {e}"),
                 };
+                // The instance is gone only when its whole group is.
+                let _ = tokio::task::spawn_blocking(move || end_group(pid)).await;
                 let _ = tx.send(Some(reason));
             });
             Ok(Started {
@@ -172,9 +213,6 @@ impl InstanceHandle for ProcessHandle {
                 );
                 let _ = killpg(group, Signal::SIGKILL);
                 let _ = exited.wait_for(|e| e.is_some()).await.map(|_| ());
-            } else {
-                // The leader is gone; anything it left in its group goes with it.
-                let _ = killpg(group, Signal::SIGKILL);
             }
         })
     }
@@ -206,6 +244,52 @@ mod tests {
         // A failed `test` would have ended it with "exit status: 1" before the SIGTERM.
         let reason = started.exited.borrow().clone().unwrap();
         assert!(reason.contains("SIGTERM"), "{reason}");
+    }
+
+    fn pid_in(file: &std::path::Path) -> Option<i32> {
+        std::fs::read_to_string(file).ok()?.trim().parse().ok()
+    }
+
+    /// Alive and not a zombie (a zombie has exited; only its exit status is left to reap).
+    fn running(pid: i32) -> bool {
+        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Ok(stat) => stat
+                .rsplit_once(')')
+                .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')),
+            Err(_) => false,
+        }
+    }
+
+    /// Issue 9, defect 6: the leader dies on its own (a crash, `kill -9`); the worker it started
+    /// in the background must not live on.
+    #[tokio::test]
+    async fn the_group_goes_when_its_leader_dies() {
+        let file = std::env::temp_dir().join(format!("wakeway-grandchild-{}", std::process::id()));
+        let _ = std::fs::remove_file(&file);
+        let rt = ProcessRuntime::new(vec![
+            "sh".into(),
+            "-c".into(),
+            format!("sleep 300 & echo $! > {}; exec sleep 301", file.display()),
+        ]);
+        let started = rt.start(spec()).await.unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        let worker = loop {
+            if let Some(p) = pid_in(&file) {
+                break p;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "no worker pid");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        let _ = std::fs::remove_file(&file);
+        assert!(running(worker));
+        nix::sys::signal::kill(Pid::from_raw(started.pid.unwrap() as i32), Signal::SIGKILL)
+            .unwrap();
+        let mut exited = started.exited.clone();
+        let _ = exited.wait_for(|e| e.is_some()).await;
+        assert!(
+            !running(worker),
+            "the background worker {worker} outlived its instance"
+        );
     }
 
     #[tokio::test]
