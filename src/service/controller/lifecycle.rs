@@ -507,6 +507,29 @@ impl Controller {
         }
     }
 
+    /// A connect timeout on the request path: one strike, said in the event log so an operator
+    /// sees a backlog filling before the threshold takes the instance out.
+    pub(super) fn on_connect_timeout(&mut self, inst: &Arc<Instance>) {
+        if self.stopping || inst.state() != InstanceState::Ready {
+            return;
+        }
+        let Some(m) = self.member_of(inst) else {
+            return;
+        };
+        let strikes = m.fails + 1;
+        let threshold = self.svc.config.load().health.unhealthy_threshold;
+        self.svc.events.emit(
+            &self.svc.name,
+            "instance_connect_timeout",
+            format!(
+                "connect to instance {} timed out on the request path ({strikes} of {threshold} before it is taken out)",
+                inst.id
+            ),
+            json!({ "instance": inst.id, "failures": strikes, "unhealthy_threshold": threshold }),
+        );
+        self.on_probe(inst, Err("connect timed out on the request path".into()));
+    }
+
     /// The request path's connect was refused: the instance is gone, whatever the threshold.
     pub(super) fn on_refused(&mut self, inst: &Arc<Instance>) {
         if self.stopping || inst.state() != InstanceState::Ready || self.member_of(inst).is_none() {

@@ -290,10 +290,7 @@ impl Controller {
             }
             Command::Update { config } => self.update(*config),
             Command::Refused(instance) => self.on_refused(&instance),
-            Command::ConnectTimeout(instance) => self.on_probe(
-                &instance,
-                Err("connect timed out on the request path".into()),
-            ),
+            Command::ConnectTimeout(instance) => self.on_connect_timeout(&instance),
             Command::Remove => {}
         }
     }
