@@ -475,9 +475,9 @@ unhealthy_threshold = 2
     );
 }
 
-/// Issue 9, defect 1: the README's burst (40 requests of 3 s, target 5) scales out and stays
-/// out while the burst lasts. It used to go 1 -> 4 (demand) -> 2 -> 1 -> 4: the stable window,
-/// still full of the calm before, drained instances that each held requests.
+/// Issue 9, defect 1: the README's burst (40 requests of 3 s, target 5) after a calm spell scales
+/// out and stays out while the burst lasts. It used to go 1 -> 4 (demand) -> 2 -> 1 -> 4: the
+/// stable window, still full of the calm before, drained instances that each held requests.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_scales_out_without_scaling_down_before_a_calm_window() {
     let wk = Wakeway::start(&whoami_service(
@@ -489,10 +489,14 @@ min_instances = 1
 max_instances = 10
 target_concurrency = 5
 max_concurrency = 10
+stable_window = "15s"
+panic_window = "6s"
 "#,
     ))
     .await;
     wk.wait_ready("slow").await;
+    // The scenario, not a synchronisation: a stable window of calm before the burst.
+    tokio::time::sleep(Duration::from_secs(15)).await;
     let proxy = wk.proxy;
     let burst: Vec<_> = (0..40)
         .map(|i| {
