@@ -95,7 +95,7 @@ async fn sigkill_of_wakeway_takes_its_children_along() {
 /// stops gets its 503, saying why, before wakeway exits (it used to get no answer at all).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_answers_queued_requests_503_with_the_reason() {
-    let mut wk = Wakeway::start_config(&format!(
+    let mut wk = Wakeway::start_config(
         r#"
 [proxy]
 listen = ["127.0.0.1:0"]
@@ -111,8 +111,8 @@ command = ["wakeway", "whoami", "--startup-delay", "1h"]
 
 [service.queue]
 timeout = "60s"
-"#
-    ))
+"#,
+    )
     .await;
     let proxy = wk.proxy;
     let queued = tokio::spawn(async move { try_get(proxy, "slow.localhost", "/").await });
