@@ -5,11 +5,13 @@
 //! blue/green deployments.
 //!
 //! This file holds the loop and its dispatch; the work is split by responsibility:
-//! `lifecycle` (start, adopt, ready, exit, health), `scaling` (decide, reconcile, drain),
+//! `lifecycle` (start, adopt, ready, exit, stop), `health` (probes and the request path's
+//! reports), `scaling` (decide, reconcile, drain),
 //! `deploy` (begin, switch, fail, rollback, auto) and `operations` (pause, resume, update,
 //! shutdown).
 
 mod deploy;
+mod health;
 mod lifecycle;
 mod operations;
 mod scaling;
