@@ -25,6 +25,8 @@ use crate::service::revision::Revision;
 /// process: it is started again on a new port, not counted as a failure.
 const PORT_RACE_WINDOW: Duration = Duration::from_secs(1);
 const PORT_RACE_RETRIES: u32 = 3;
+/// A start that failed or was cancelled had no request to finish: a short grace is enough.
+const START_STOP_GRACE: Duration = Duration::from_secs(1);
 
 /// Everything a start task needs, moved into it.
 struct StartJob {
@@ -35,7 +37,6 @@ struct StartJob {
     /// An instance a previous wakeway left running: probed, not started.
     adopted: Option<Started>,
     health: HealthConfig,
-    grace: Duration,
     prober: Prober,
     tx: mpsc::UnboundedSender<Msg>,
     cancel: CancellationToken,
@@ -109,7 +110,7 @@ impl StartJob {
                     )),
                     Err(NotReady::Exited(_) | NotReady::Cancelled) => StartEnd::Cancelled,
                 };
-            handle.stop(self.grace).await;
+            handle.stop(START_STOP_GRACE).await;
             let retry = matches!(end, StartEnd::Retry);
             ended(Some(inst), end);
             if !retry {
@@ -201,7 +202,6 @@ impl Controller {
             runtime,
             adopted,
             health: cfg.health.clone(),
-            grace: cfg.deploy.stop_grace,
             prober: self.prober.clone(),
             tx: self.tx.clone(),
             cancel,
