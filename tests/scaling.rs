@@ -683,3 +683,72 @@ max_instances = 4
         "an old instance is still known: {now:?}"
     );
 }
+
+fn two_speed_service(flag: &std::path::Path, min: u32, max: u32) -> String {
+    format!(
+        r#"{LISTEN_ANY}
+[[service]]
+name = "warm"
+hosts = ["warm.localhost"]
+command = ["sh", "-c", "if [ -e {flag} ]; then sleep 30; fi; exec {WAKEWAY} whoami"]
+
+[service.scaling]
+min_instances = {min}
+max_instances = {max}
+"#,
+        flag = flag.display()
+    )
+}
+
+/// Issue 9, defect 2: desired drops to 1 while one instance is ready and another still starting:
+/// the start is cancelled and the warm instance keeps serving. It used to be the warm one that
+/// was drained, leaving traffic to wait for the cold start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn excess_is_taken_from_starting_instances_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let flag = dir.path().join("slow");
+    let wk = Wakeway::start_config(&two_speed_service(&flag, 1, 3)).await;
+    let warm = wk.wait_ready("warm").await.remove(0);
+    // From now on a new instance takes 30 s to start.
+    std::fs::write(&flag, "").unwrap();
+    let reload = |text: String| {
+        let wk = &wk;
+        async move {
+            wk.write_config(&text);
+            let (status, report) = wk.admin_post("/v1/reload", serde_json::json!({})).await;
+            assert_eq!(status, StatusCode::OK, "{report}");
+        }
+    };
+    reload(two_speed_service(&flag, 2, 3)).await;
+    let cold = wait_for("a second instance starting", DEADLINE, || async {
+        wk.instances("warm")
+            .await
+            .into_iter()
+            .find(|i| i.state == "starting" && i.pid.is_some())
+    })
+    .await;
+    reload(two_speed_service(&flag, 1, 1)).await;
+    wait_pids_gone(&[cold.pid.unwrap()]).await;
+    let now = wk.instances("warm").await;
+    assert_eq!(now.len(), 1, "{now:?}");
+    assert_eq!(
+        (now[0].id.as_str(), now[0].state.as_str()),
+        (warm.id.as_str(), "ready")
+    );
+    let resp = wk.get("warm.localhost", "/").await;
+    assert_eq!(
+        resp.instance(),
+        Some(warm.id.clone()),
+        "the warm one serves"
+    );
+    let drained: Vec<serde_json::Value> = wk
+        .events("warm")
+        .await
+        .into_iter()
+        .filter(|e| e["kind"] == "instance_draining")
+        .collect();
+    assert!(
+        drained.is_empty(),
+        "a ready instance was drained: {drained:?}"
+    );
+}
