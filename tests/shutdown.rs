@@ -193,3 +193,30 @@ min_instances = 1
     assert!(status.success(), "{status}");
     assert!(!pid_alive(second), "the worker outlived wakeway's exit");
 }
+
+/// Issue 9, defect 6, the hard case: wakeway itself is SIGKILLed. The app dies by its
+/// parent-death signal; the worker it started in the background must not survive either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_of_wakeway_takes_an_apps_background_worker_along() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("worker.pid");
+    let mut wk = Wakeway::start(&format!(
+        r#"
+[[service]]
+name = "app"
+hosts = ["app.localhost"]
+command = ["sh", "-c", "sleep 300 & echo $! > {}; exec {WAKEWAY} whoami"]
+
+[service.scaling]
+min_instances = 1
+"#,
+        file.display()
+    ))
+    .await;
+    let app = wk.wait_ready("app").await.remove(0).pid.unwrap();
+    let worker = wait_for("the worker's pid", DEADLINE, || async { worker_pid(&file) }).await;
+    assert!(pid_alive(worker));
+    wk.proc.signal(libc::SIGKILL);
+    wk.proc.wait_exit(DEADLINE).await;
+    wait_pids_gone(&[app, worker]).await;
+}

@@ -3,7 +3,10 @@
 //! the leader exits (stopped or on its own) whatever is left of the group is killed, so a
 //! `sh -c "worker & exec app"` or `npm start` leaves nothing behind. Wakeway is a child
 //! subreaper, so those orphans become its children and are reaped, not left as zombies of init.
-//! The parent-death signal takes the leader along on a SIGKILL of wakeway.
+//!
+//! On a SIGKILL of wakeway nothing of it runs any more: the parent-death signal takes each
+//! leader along, and a small guard process (a shell, outside every instance group) that knows
+//! the live groups kills what is left of them when its pipe from wakeway closes.
 
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::path::PathBuf;
@@ -42,6 +45,54 @@ fn become_subreaper() {
     });
 }
 
+/// The guard: reads `add PGID` / `del PGID` lines, and at end of input (wakeway is gone, however
+/// it went) kills every group still listed. It ignores the signals a terminal or a process
+/// manager sends to wakeway's own group, so that it outlives wakeway.
+const GUARD_SCRIPT: &str = r#"trap '' INT TERM HUP
+groups=" "
+while read -r op pgid; do
+  case "$op" in
+    add) groups="$groups$pgid " ;;
+    del) case "$groups" in *" $pgid "*) groups="${groups%% $pgid *} ${groups#* $pgid }" ;; esac ;;
+  esac
+done
+for g in $groups; do kill -9 "-$g" 2>/dev/null; done
+"#;
+
+/// Tells the guard about a group (spawned on first use; without `sh`, warns once and does
+/// without it).
+fn tell_guard(line: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    static GUARD: std::sync::OnceLock<Option<std::sync::Mutex<std::process::ChildStdin>>> =
+        std::sync::OnceLock::new();
+    let guard = GUARD.get_or_init(|| {
+        use std::os::unix::process::CommandExt;
+        let spawned = std::process::Command::new("sh")
+            .args(["-c", GUARD_SCRIPT])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn();
+        match spawned {
+            Ok(mut child) => child.stdin.take().map(std::sync::Mutex::new),
+            Err(e) => {
+                tracing::warn!(
+                    "cannot start the process-group guard (`sh`): {e}; an instance's background \
+                     processes may outlive a SIGKILL of wakeway"
+                );
+                None
+            }
+        }
+    });
+    if let Some(stdin) = guard {
+        let mut stdin = stdin.lock().unwrap_or_else(|p| p.into_inner());
+        // A few bytes into a pipe the guard keeps draining: this does not block.
+        let _ = stdin.write_fmt(line);
+        let _ = stdin.flush();
+    }
+}
+
 /// Kills what is left of an instance's group once its leader is gone, and reaps the members
 /// that were re-parented to wakeway. Blocking: runs on the blocking pool.
 fn end_group(pgid: u32) {
@@ -58,6 +109,7 @@ fn end_group(pgid: u32) {
             }
         }
         if killpg(group, None) == Err(Errno::ESRCH) {
+            tell_guard(format_args!("del {pgid}\n"));
             return;
         }
         std::thread::sleep(Duration::from_millis(5));
@@ -154,6 +206,7 @@ impl Runtime for ProcessRuntime {
                 retryable: false,
             })?;
             let pid = child.id().expect("a just-spawned child has a pid");
+            tell_guard(format_args!("add {pid}\n"));
             let prefix = format!("{}/{}", spec.service, spec.instance);
             if let Some(out) = child.stdout.take() {
                 tokio::spawn(forward_lines(out, prefix.clone()));
