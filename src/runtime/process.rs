@@ -30,6 +30,8 @@ pub struct ProcessRuntime {
 impl ProcessRuntime {
     pub fn new(command: Vec<String>) -> ProcessRuntime {
         become_subreaper();
+        // Started now rather than with the first instance, whose cold start would wait for it.
+        guard();
         ProcessRuntime { command }
     }
 }
@@ -59,13 +61,12 @@ done
 for g in $groups; do kill -9 "-$g" 2>/dev/null; done
 "#;
 
-/// Tells the guard about a group (spawned on first use; without `sh`, warns once and does
-/// without it).
-fn tell_guard(line: std::fmt::Arguments<'_>) {
-    use std::io::Write;
+/// The guard's input, once it runs (without `sh`, wakeway warns once and does without it).
+fn guard() -> Option<&'static std::sync::Mutex<std::process::ChildStdin>> {
     static GUARD: std::sync::OnceLock<Option<std::sync::Mutex<std::process::ChildStdin>>> =
         std::sync::OnceLock::new();
-    let guard = GUARD.get_or_init(|| {
+    GUARD
+        .get_or_init(|| {
         use std::os::unix::process::CommandExt;
         let spawned = std::process::Command::new("sh")
             .args(["-c", GUARD_SCRIPT])
@@ -84,8 +85,14 @@ fn tell_guard(line: std::fmt::Arguments<'_>) {
                 None
             }
         }
-    });
-    if let Some(stdin) = guard {
+    })
+    .as_ref()
+}
+
+/// Tells the guard about a group.
+fn tell_guard(line: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    if let Some(stdin) = guard() {
         let mut stdin = stdin.lock().unwrap_or_else(|p| p.into_inner());
         // A few bytes into a pipe the guard keeps draining: this does not block.
         let _ = stdin.write_fmt(line);
