@@ -65,28 +65,28 @@ for g in $groups; do kill -9 "-$g" 2>/dev/null; done
 fn guard() -> Option<&'static std::sync::Mutex<std::process::ChildStdin>> {
     static GUARD: std::sync::OnceLock<Option<std::sync::Mutex<std::process::ChildStdin>>> =
         std::sync::OnceLock::new();
-    GUARD
-        .get_or_init(|| {
-        use std::os::unix::process::CommandExt;
-        let spawned = std::process::Command::new("sh")
-            .args(["-c", GUARD_SCRIPT])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .process_group(0)
-            .spawn();
-        match spawned {
-            Ok(mut child) => child.stdin.take().map(std::sync::Mutex::new),
-            Err(e) => {
-                tracing::warn!(
-                    "cannot start the process-group guard (`sh`): {e}; an instance's background \
-                     processes may outlive a SIGKILL of wakeway"
-                );
-                None
-            }
+    GUARD.get_or_init(spawn_guard).as_ref()
+}
+
+fn spawn_guard() -> Option<std::sync::Mutex<std::process::ChildStdin>> {
+    use std::os::unix::process::CommandExt;
+    let spawned = std::process::Command::new("sh")
+        .args(["-c", GUARD_SCRIPT])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn();
+    match spawned {
+        Ok(mut child) => child.stdin.take().map(std::sync::Mutex::new),
+        Err(e) => {
+            tracing::warn!(
+                "cannot start the process-group guard (`sh`): {e}; background processes of an \
+                 instance may outlive a SIGKILL of wakeway"
+            );
+            None
         }
-    })
-    .as_ref()
+    }
 }
 
 /// Tells the guard about a group.
