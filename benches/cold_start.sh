@@ -12,8 +12,9 @@
 #    spawns the app, probes it until it answers, forwards the request).
 # 3. warm: the same request again at once, for reference.
 #
-# Prints the median, min and max of each, in milliseconds, and the cold-start overhead (the
-# medians' difference). Run it a few times on an idle machine; it is not part of the tests.
+# The three alternate within each run, so all see the same machine. Prints the median, min and
+# max of each, in milliseconds, and of the cold-start overhead (cold request minus the app alone,
+# run by run). Run it a few times on an idle machine; it is not part of the tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -61,16 +62,16 @@ def first_byte(port, host, retry_refused):
 def ms(xs):
     return f"median {statistics.median(xs):6.2f}  min {min(xs):6.2f}  max {max(xs):6.2f}"
 
-alone = []
-for _ in range(runs):
+def app_alone():
     port = free_port()
     t0 = time.perf_counter()
     p = subprocess.Popen([binary, "whoami", "--port", str(port)],
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     first_byte(port, "x", retry_refused=True)
-    alone.append((time.perf_counter() - t0) * 1000)
+    took = (time.perf_counter() - t0) * 1000
     p.terminate()
     p.wait()
+    return took
 
 proxy, admin = free_port(), free_port()
 work = tempfile.mkdtemp()
@@ -111,11 +112,13 @@ def wait(cond, what, timeout=30):
             raise SystemExit(f"timed out waiting for {what}")
         time.sleep(0.05)
 
-cold, warm = [], []
+# Alternating, so both see the same machine.
+alone, cold, warm = [], [], []
 try:
     wait(lambda: instances() == [], "wakeway's admin API")
     for _ in range(runs):
         wait(lambda: instances() == [], "the service to scale to zero")
+        alone.append(app_alone())
         t0 = time.perf_counter()
         first_byte(proxy, "cold.localhost", retry_refused=False)
         cold.append((time.perf_counter() - t0) * 1000)
@@ -130,5 +133,6 @@ print(f"runs: {runs}, binary: {binary}")
 print(f"app alone, spawn to first byte:    {ms(alone)} ms")
 print(f"through wakeway, cold request:     {ms(cold)} ms")
 print(f"through wakeway, warm request:     {ms(warm)} ms")
-print(f"cold-start overhead (medians):     {statistics.median(cold) - statistics.median(alone):6.2f} ms")
+diff = [c - a for c, a in zip(cold, alone)]
+print(f"cold-start overhead (paired):      {ms(diff)} ms")
 PY
