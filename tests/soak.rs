@@ -140,7 +140,8 @@ async fn soak_scale_deploy_reload_kill_zero_cold_start_sigterm() {
     for f in &failed {
         assert!(
             f.sent < killed_at,
-            "a request sent after the kill failed: {:?}",
+            "a request sent {:?} after the kill failed: {:?}",
+            f.sent.duration_since(killed_at),
             f.result
         );
     }

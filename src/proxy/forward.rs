@@ -160,10 +160,13 @@ impl Forwarder {
                             !reachable(inst.address).await
                         };
                     // The controller decides: a refusal proves death, a timeout is one strike.
+                    // After a refusal the retry waits (briefly) for that decision, or it could
+                    // pick the same instance, now the least loaded of all.
                     if e.is_connect() && timed_out(&e) {
                         svc.report_timeout(&inst);
                     } else if gone {
                         svc.report_refused(&inst);
+                        inst.leaves_within(EXIT_NOTICE_WAIT).await;
                     }
                     // Only when nothing reached the instance is sending again safe (even for a
                     // POST: its body comes back unread).

@@ -222,20 +222,26 @@ impl Runtime for ProcessRuntime {
                 tokio::spawn(forward_lines(err, prefix));
             }
             let (tx, rx) = watch::channel(None);
+            let (group_tx, group_gone) = watch::channel(false);
             tokio::spawn(async move {
                 let reason = match child.wait().await {
                     Ok(status) => format!("process {pid} {status}"),
                     Err(e) => format!("process {pid}: wait failed: {e}"),
                 };
-                // The instance is gone only when its whole group is.
-                let _ = tokio::task::spawn_blocking(move || end_group(pid)).await;
+                // The exit notice goes first: it makes the instance unroutable at once.
                 let _ = tx.send(Some(reason));
+                let _ = tokio::task::spawn_blocking(move || end_group(pid)).await;
+                let _ = group_tx.send(true);
             });
             Ok(Started {
                 address: SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
                 pid: Some(pid),
                 exited: rx.clone(),
-                handle: Box::new(ProcessHandle { pid, exited: rx }),
+                handle: Box::new(ProcessHandle {
+                    pid,
+                    exited: rx,
+                    group_gone,
+                }),
             })
         })
     }
@@ -251,29 +257,31 @@ async fn forward_lines(stream: impl AsyncRead + Unpin, prefix: String) {
 struct ProcessHandle {
     pid: u32,
     exited: watch::Receiver<Option<String>>,
+    /// Set once the leader exited and the rest of its group is killed and reaped.
+    group_gone: watch::Receiver<bool>,
 }
 
 impl InstanceHandle for ProcessHandle {
+    /// Returns once the whole group is gone, not only its leader.
     fn stop(&self, grace: Duration) -> BoxFuture<'_, ()> {
         Box::pin(async move {
             let mut exited = self.exited.clone();
-            let gone = exited.borrow().is_some();
-            if gone {
-                return;
+            let mut group_gone = self.group_gone.clone();
+            if exited.borrow().is_none() {
+                let group = Pid::from_raw(self.pid as i32);
+                let _ = killpg(group, Signal::SIGTERM);
+                let gone = tokio::time::timeout(grace, exited.wait_for(|e| e.is_some()))
+                    .await
+                    .is_ok();
+                if !gone {
+                    tracing::warn!(
+                        pid = self.pid,
+                        "instance ignored SIGTERM for {grace:?}: SIGKILL"
+                    );
+                    let _ = killpg(group, Signal::SIGKILL);
+                }
             }
-            let group = Pid::from_raw(self.pid as i32);
-            let _ = killpg(group, Signal::SIGTERM);
-            let gone = tokio::time::timeout(grace, exited.wait_for(|e| e.is_some()))
-                .await
-                .is_ok();
-            if !gone {
-                tracing::warn!(
-                    pid = self.pid,
-                    "instance ignored SIGTERM for {grace:?}: SIGKILL"
-                );
-                let _ = killpg(group, Signal::SIGKILL);
-                let _ = exited.wait_for(|e| e.is_some()).await.map(|_| ());
-            }
+            let _ = group_gone.wait_for(|g| *g).await;
         })
     }
 }
@@ -344,8 +352,8 @@ mod tests {
         assert!(running(worker));
         nix::sys::signal::kill(Pid::from_raw(started.pid.unwrap() as i32), Signal::SIGKILL)
             .unwrap();
-        let mut exited = started.exited.clone();
-        let _ = exited.wait_for(|e| e.is_some()).await;
+        // stop() of an instance whose leader is gone returns once the rest of its group is.
+        started.handle.stop(Duration::from_secs(1)).await;
         assert!(
             !running(worker),
             "the background worker {worker} outlived its instance"
