@@ -60,38 +60,62 @@ pub enum NotReady {
     Cancelled,
 }
 
-/// Probes fast after a start (10 ms, doubling to 250 ms) until the first pass, an exit, or
-/// `startup_timeout`.
-pub async fn wait_ready(
-    addr: SocketAddr,
+/// The startup probe schedule. An app that binds in a few milliseconds should not wait for a
+/// sparse probe: the first probe goes right after the spawn, then one every millisecond for the
+/// first `FAST_FOR` (a refused loopback connect costs microseconds), then the interval doubles
+/// up to `SLOW_MAX` for apps that take seconds.
+const FAST_EVERY: Duration = Duration::from_millis(1);
+const FAST_FOR: Duration = Duration::from_millis(100);
+const SLOW_MAX: Duration = Duration::from_millis(250);
+
+/// The delay before the next startup probe, `since` the first one.
+fn next_delay(since: Duration, last: Duration) -> Duration {
+    if since < FAST_FOR {
+        FAST_EVERY
+    } else {
+        (last.max(FAST_EVERY * 5) * 2).min(SLOW_MAX)
+    }
+}
+
+/// Probes with `probe` from the moment of the call (see `next_delay`) until the first pass, an
+/// exit, a cancel, or `startup_timeout`.
+pub async fn wait_ready<F, Fut>(
+    probe: F,
     cfg: &HealthConfig,
     mut exited: watch::Receiver<Option<String>>,
     cancel: &tokio_util::sync::CancellationToken,
-) -> Result<(), NotReady> {
-    let deadline = Instant::now() + cfg.startup_timeout;
-    let mut delay = Duration::from_millis(10);
+) -> Result<(), NotReady>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
+    let began = Instant::now();
+    let deadline = began + cfg.startup_timeout;
+    let mut delay = Duration::ZERO;
     let mut last = String::from("no probe finished");
     loop {
         if let Some(reason) = exited.borrow().clone() {
             return Err(NotReady::Exited(reason));
         }
         let attempt = tokio::select! {
-            r = probe(addr, cfg) => r,
-            _ = exited.wait_for(|e| e.is_some()) => continue,
+            biased;
             _ = cancel.cancelled() => return Err(NotReady::Cancelled),
+            _ = exited.wait_for(|e| e.is_some()) => continue,
             _ = tokio::time::sleep_until(deadline) => return Err(NotReady::Timeout(last)),
+            r = probe() => r,
         };
         match attempt {
             Ok(()) => return Ok(()),
             Err(e) => last = e,
         }
+        delay = next_delay(began.elapsed(), delay);
         tokio::select! {
-            _ = tokio::time::sleep(delay) => {}
-            _ = exited.wait_for(|e| e.is_some()) => {}
+            biased;
             _ = cancel.cancelled() => return Err(NotReady::Cancelled),
+            _ = exited.wait_for(|e| e.is_some()) => {}
             _ = tokio::time::sleep_until(deadline) => return Err(NotReady::Timeout(last)),
+            _ = tokio::time::sleep(delay) => {}
         }
-        delay = (delay * 2).min(Duration::from_millis(250));
     }
 }
 
@@ -123,13 +147,28 @@ mod tests {
         drop(l);
         let (_tx, rx) = watch::channel(None);
         let cancel = tokio_util::sync::CancellationToken::new();
-        let err = wait_ready(addr, &cfg(HealthKind::Http), rx, &cancel)
+        let c = cfg(HealthKind::Http);
+        let err = wait_ready(|| probe(addr, &c), &c, rx, &cancel)
             .await
             .unwrap_err();
         match err {
             NotReady::Timeout(last) => assert!(last.contains("connect"), "{last}"),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn probes_every_millisecond_at_first_then_back_off() {
+        let mut d = Duration::ZERO;
+        let mut t = Duration::ZERO;
+        let mut first = Vec::new();
+        while t < Duration::from_secs(2) {
+            d = next_delay(t, d);
+            t += d;
+            first.push(d);
+        }
+        assert!(first[..50].iter().all(|d| *d == FAST_EVERY), "{first:?}");
+        assert_eq!(*first.last().unwrap(), SLOW_MAX);
     }
 
     #[tokio::test]
@@ -140,7 +179,8 @@ mod tests {
         let (tx, rx) = watch::channel(None);
         tx.send(Some("exit status: 1".into())).unwrap();
         let cancel = tokio_util::sync::CancellationToken::new();
-        let err = wait_ready(addr, &cfg(HealthKind::Http), rx, &cancel)
+        let c = cfg(HealthKind::Http);
+        let err = wait_ready(|| probe(addr, &c), &c, rx, &cancel)
             .await
             .unwrap_err();
         assert_eq!(err, NotReady::Exited("exit status: 1".into()));

@@ -83,3 +83,51 @@ async fn queue_timeout_is_504() {
     // The queue is empty again.
     wk.wait_load("t", 0, 0).await;
 }
+
+/// Issue 9, defect 4: a reload that removes a service answers the requests queued for it at once
+/// (503, saying why), while its instance still finishes the request it has in flight. They used
+/// to wait until the instance drained, past their queue timeout (504).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_that_removes_the_service_answers_its_queue_503() {
+    let keep = whoami_service("keep", "keep.localhost", "");
+    let config = format!(
+        "{LISTEN_ANY}\n{keep}\n{}",
+        one_slot_service("gone", "timeout = \"3s\"")
+    );
+    let wk = Wakeway::start_config(&config).await;
+    wk.wait_ready("gone").await;
+    let proxy = wk.proxy;
+
+    let busy = tokio::spawn(async move { try_get(proxy, "gone.localhost", "/?sleep=8s").await });
+    wk.wait_load("gone", 1, 0).await;
+    let queued: Vec<_> = (0..2)
+        .map(|i| {
+            tokio::spawn(async move { try_get(proxy, "gone.localhost", &format!("/q{i}")).await })
+        })
+        .collect();
+    wk.wait_load("gone", 1, 2).await;
+
+    wk.write_config(&format!("{LISTEN_ANY}\n{keep}"));
+    let (status, body) = wk.admin_post("/v1/reload", serde_json::json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+
+    for q in queued {
+        let resp = q.await.unwrap().expect("the queued request is answered");
+        assert_eq!(
+            resp.status,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "{}",
+            resp.text()
+        );
+        assert!(resp.text().contains("removed"), "{}", resp.text());
+    }
+    assert!(
+        !busy.is_finished(),
+        "the queue was answered only after the drain"
+    );
+    let busy = busy
+        .await
+        .unwrap()
+        .expect("the request in flight completes");
+    assert_eq!(busy.status, StatusCode::OK, "{}", busy.text());
+}

@@ -474,3 +474,281 @@ unhealthy_threshold = 2
         "a healthy instance serves"
     );
 }
+
+/// Issue 9, defect 1: the README's burst (40 requests of 3 s, target 5) after a calm spell scales
+/// out and stays out while the burst lasts. It used to go 1 -> 4 (demand) -> 2 -> 1 -> 4: the
+/// stable window, still full of the calm before, drained instances that each held requests.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_scales_out_without_scaling_down_before_a_calm_window() {
+    let wk = Wakeway::start(&whoami_service(
+        "slow",
+        "slow.localhost",
+        r#"
+[service.scaling]
+min_instances = 1
+max_instances = 10
+target_concurrency = 5
+max_concurrency = 10
+stable_window = "15s"
+panic_window = "6s"
+"#,
+    ))
+    .await;
+    wk.wait_ready("slow").await;
+    // The scenario, not a synchronisation: a stable window of calm before the burst.
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    let proxy = wk.proxy;
+    let burst: Vec<_> = (0..40)
+        .map(|i| {
+            tokio::spawn(async move {
+                try_get(proxy, "slow.localhost", &format!("/?sleep=3s&i={i}")).await
+            })
+        })
+        .collect();
+    for r in burst {
+        let r = r.await.unwrap().expect("burst request");
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    }
+    let events = wk.events("slow").await;
+    let scales: Vec<(u64, u64, String)> = events
+        .iter()
+        .filter(|e| e["kind"] == "scale")
+        .map(|e| {
+            (
+                e["from"].as_u64().unwrap_or(0),
+                e["to"].as_u64().unwrap_or(0),
+                e["message"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    assert!(
+        scales.iter().any(|(from, to, _)| to > from),
+        "the burst scaled out: {scales:?}"
+    );
+    assert!(
+        scales.iter().all(|(from, to, _)| to >= from),
+        "scaled down during the burst: {scales:?}"
+    );
+    let drained: Vec<&serde_json::Value> = events
+        .iter()
+        .filter(|e| e["kind"] == "instance_draining")
+        .collect();
+    assert!(drained.is_empty(), "drained during the burst: {drained:?}");
+}
+
+async fn upstream_state(wk: &Wakeway) -> String {
+    wk.instances("busy").await[0].state.clone()
+}
+
+/// Issue 9, defect 3: a connect timeout (here a full accept backlog) is one strike toward
+/// `unhealthy_threshold`, not a death sentence; the upstream stays in the pool until the
+/// threshold is reached. It used to be taken out by the first timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connect_timeout_counts_toward_the_threshold() {
+    // A listener that never accepts, its backlog filled: further connects time out.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = socket.listen(0).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut held = Vec::new();
+    loop {
+        match tokio::time::timeout(
+            Duration::from_millis(300),
+            tokio::net::TcpStream::connect(addr),
+        )
+        .await
+        {
+            Ok(Ok(c)) => held.push(c),
+            Ok(Err(e)) => panic!("connect to the test listener: {e}"),
+            Err(_) => break,
+        }
+        assert!(held.len() < 64, "the backlog never filled");
+    }
+    let wk = Wakeway::start_config(&format!(
+        r#"
+[proxy]
+listen = "127.0.0.1:0"
+connect_timeout = "200ms"
+
+[admin]
+listen = "127.0.0.1:0"
+
+[[service]]
+name = "busy"
+hosts = ["busy.localhost"]
+upstreams = ["{addr}"]
+
+[service.health]
+kind = "tcp"
+interval = "1h"
+unhealthy_threshold = 3
+
+[service.queue]
+timeout = "1s"
+"#
+    ))
+    .await;
+    let resp = wk.get("busy.localhost", "/").await;
+    assert!(resp.status.is_server_error(), "{}", resp.text());
+    // The controller has counted the timeout once it says so.
+    let strikes = wk.wait_event("busy", "instance_connect_timeout").await;
+    assert!(
+        strikes[0]["message"].as_str().unwrap().contains("of 3"),
+        "{strikes:?}"
+    );
+    assert_eq!(
+        upstream_state(&wk).await,
+        "ready",
+        "one slow connect took it out"
+    );
+    // More timeouts reach the threshold: now it is out.
+    wait_for("the upstream to be taken out", DEADLINE, || async {
+        if upstream_state(&wk).await == "unhealthy" {
+            return Some(());
+        }
+        let _ = wk.get("busy.localhost", "/").await;
+        None
+    })
+    .await;
+    let events = wk.events("busy").await;
+    let why = events
+        .iter()
+        .find(|e| e["kind"] == "instance_unhealthy")
+        .expect("an instance_unhealthy event");
+    assert!(
+        why["message"].as_str().unwrap().contains("timed out"),
+        "{why}"
+    );
+    drop(listener);
+}
+
+/// Issue 9, defect 7: a deploy switches while the live revision's instances are still booting.
+/// They are stopped once, reported stopped once, and never come up afterwards. They used to be
+/// reported stopped at once, started again on a new port and become ready a second later,
+/// untracked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_stopped_while_starting_stay_stopped() {
+    let wk = Wakeway::start(
+        r#"
+[[service]]
+name = "boot"
+hosts = ["boot.localhost"]
+command = ["wakeway", "whoami", "--startup-delay", "2s"]
+
+[service.scaling]
+min_instances = 2
+max_instances = 4
+"#,
+    )
+    .await;
+    let booting: Vec<Instance> = wait_for("two booting instances", DEADLINE, || async {
+        let now = wk.instances("boot").await;
+        (now.len() == 2 && now.iter().all(|i| i.state == "starting" && i.pid.is_some()))
+            .then_some(now)
+    })
+    .await;
+    let d = wk
+        .deploy(
+            "boot",
+            serde_json::json!({ "command": ["wakeway", "whoami"] }),
+        )
+        .await;
+    let d = wk.wait_deployment("boot", d["id"].as_str().unwrap()).await;
+    assert_eq!(d["state"], "succeeded", "{d}");
+    for old in &booting {
+        wait_pids_gone(&[old.pid.unwrap()]).await;
+    }
+    // Outlast the old instances' startup delay: a request held that long, on the new revision.
+    let clock = wk.get("boot.localhost", "/?sleep=3s").await;
+    assert_eq!(clock.status, StatusCode::OK, "{}", clock.text());
+    let events = wk.events("boot").await;
+    for old in &booting {
+        let of = |kind: &str| {
+            events
+                .iter()
+                .filter(|e| e["kind"] == kind && e["instance"] == old.id.as_str())
+                .count()
+        };
+        assert_eq!(of("instance_ready"), 0, "{} came up after its stop", old.id);
+        assert_eq!(
+            of("instance_stopped"),
+            1,
+            "{} reported stopped once",
+            old.id
+        );
+    }
+    let now = wk.instances("boot").await;
+    assert!(
+        now.iter().all(|i| !booting.iter().any(|b| b.id == i.id)),
+        "an old instance is still known: {now:?}"
+    );
+}
+
+fn two_speed_service(flag: &std::path::Path, min: u32, max: u32) -> String {
+    format!(
+        r#"{LISTEN_ANY}
+[[service]]
+name = "warm"
+hosts = ["warm.localhost"]
+command = ["sh", "-c", "if [ -e {flag} ]; then sleep 30; fi; exec {WAKEWAY} whoami"]
+
+[service.scaling]
+min_instances = {min}
+max_instances = {max}
+"#,
+        flag = flag.display()
+    )
+}
+
+/// Issue 9, defect 2: desired drops to 1 while one instance is ready and another still starting:
+/// the start is cancelled and the warm instance keeps serving. It used to be the warm one that
+/// was drained, leaving traffic to wait for the cold start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn excess_is_taken_from_starting_instances_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let flag = dir.path().join("slow");
+    let wk = Wakeway::start_config(&two_speed_service(&flag, 1, 3)).await;
+    let warm = wk.wait_ready("warm").await.remove(0);
+    // From now on a new instance takes 30 s to start.
+    std::fs::write(&flag, "").unwrap();
+    let reload = |text: String| {
+        let wk = &wk;
+        async move {
+            wk.write_config(&text);
+            let (status, report) = wk.admin_post("/v1/reload", serde_json::json!({})).await;
+            assert_eq!(status, StatusCode::OK, "{report}");
+        }
+    };
+    reload(two_speed_service(&flag, 2, 3)).await;
+    let cold = wait_for("a second instance starting", DEADLINE, || async {
+        wk.instances("warm")
+            .await
+            .into_iter()
+            .find(|i| i.state == "starting" && i.pid.is_some())
+    })
+    .await;
+    reload(two_speed_service(&flag, 1, 1)).await;
+    wait_pids_gone(&[cold.pid.unwrap()]).await;
+    let now = wk.instances("warm").await;
+    assert_eq!(now.len(), 1, "{now:?}");
+    assert_eq!(
+        (now[0].id.as_str(), now[0].state.as_str()),
+        (warm.id.as_str(), "ready")
+    );
+    let resp = wk.get("warm.localhost", "/").await;
+    assert_eq!(
+        resp.instance(),
+        Some(warm.id.clone()),
+        "the warm one serves"
+    );
+    let drained: Vec<serde_json::Value> = wk
+        .events("warm")
+        .await
+        .into_iter()
+        .filter(|e| e["kind"] == "instance_draining")
+        .collect();
+    assert!(
+        drained.is_empty(),
+        "a ready instance was drained: {drained:?}"
+    );
+}

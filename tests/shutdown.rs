@@ -90,3 +90,133 @@ async fn sigkill_of_wakeway_takes_its_children_along() {
     wk.proc.wait_exit(DEADLINE).await;
     wait_pids_gone(&pids).await;
 }
+
+/// Issue 9, defect 4: a request queued for an instance that will not be ready before wakeway
+/// stops gets its 503, saying why, before wakeway exits (it used to get no answer at all).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_answers_queued_requests_503_with_the_reason() {
+    let mut wk = Wakeway::start_config(
+        r#"
+[proxy]
+listen = ["127.0.0.1:0"]
+shutdown_timeout = "1s"
+
+[admin]
+listen = "127.0.0.1:0"
+
+[[service]]
+name = "slow"
+hosts = ["slow.localhost"]
+command = ["wakeway", "whoami", "--startup-delay", "1h"]
+
+[service.queue]
+timeout = "60s"
+"#,
+    )
+    .await;
+    let proxy = wk.proxy;
+    let queued = tokio::spawn(async move { try_get(proxy, "slow.localhost", "/").await });
+    wk.wait_load("slow", 0, 1).await;
+    let pids: Vec<u32> = wait_for("the starting instance's pid", DEADLINE, || async {
+        let pids: Vec<u32> = wk
+            .instances("slow")
+            .await
+            .iter()
+            .filter_map(|i| i.pid)
+            .collect();
+        (!pids.is_empty()).then_some(pids)
+    })
+    .await;
+
+    wk.proc.signal(libc::SIGTERM);
+    let resp = queued
+        .await
+        .unwrap()
+        .expect("the queued request is answered");
+    assert_eq!(
+        resp.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        resp.text()
+    );
+    assert!(resp.text().contains("stopping"), "{}", resp.text());
+    let status = wk.proc.wait_exit(DEADLINE).await;
+    assert!(status.success(), "{status}");
+    wait_pids_gone(&pids).await;
+}
+
+fn worker_pid(file: &std::path::Path) -> Option<u32> {
+    std::fs::read_to_string(file).ok()?.trim().parse().ok()
+}
+
+/// Issue 9, defect 6: an app that starts a background worker (`sh -c "worker & exec app"`,
+/// `npm start` -> node). When the app dies on its own the worker goes with it; so it does when
+/// wakeway stops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_apps_background_worker_goes_with_its_instance() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("worker.pid");
+    let mut wk = Wakeway::start(&format!(
+        r#"
+[[service]]
+name = "app"
+hosts = ["app.localhost"]
+command = ["sh", "-c", "sleep 300 & echo $! > {}; exec {WAKEWAY} whoami"]
+
+[service.scaling]
+min_instances = 1
+"#,
+        file.display()
+    ))
+    .await;
+    let first = wk.wait_ready("app").await;
+    let worker = wait_for("the first worker's pid", DEADLINE, || async {
+        worker_pid(&file)
+    })
+    .await;
+    std::fs::remove_file(&file).unwrap();
+    assert!(pid_alive(worker));
+
+    // The app crashes: its worker must not live on.
+    signal(first[0].pid.unwrap(), libc::SIGKILL);
+    wait_pids_gone(&[worker]).await;
+
+    // The replacement's worker goes when wakeway stops.
+    let second = wait_for("the replacement's worker pid", DEADLINE, || async {
+        worker_pid(&file)
+    })
+    .await;
+    assert_ne!(second, worker);
+    wk.wait_ready("app").await;
+    wk.proc.signal(libc::SIGTERM);
+    let status = wk.proc.wait_exit(DEADLINE).await;
+    assert!(status.success(), "{status}");
+    assert!(!pid_alive(second), "the worker outlived wakeway's exit");
+}
+
+/// Issue 9, defect 6, the hard case: wakeway itself is SIGKILLed. The app dies by its
+/// parent-death signal; the worker it started in the background must not survive either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_of_wakeway_takes_an_apps_background_worker_along() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("worker.pid");
+    let mut wk = Wakeway::start(&format!(
+        r#"
+[[service]]
+name = "app"
+hosts = ["app.localhost"]
+command = ["sh", "-c", "sleep 300 & echo $! > {}; exec {WAKEWAY} whoami"]
+
+[service.scaling]
+min_instances = 1
+"#,
+        file.display()
+    ))
+    .await;
+    let app = wk.wait_ready("app").await.remove(0).pid.unwrap();
+    let worker = wait_for("the worker's pid", DEADLINE, || async { worker_pid(&file) }).await;
+    assert!(pid_alive(worker));
+    wk.proc.signal(libc::SIGKILL);
+    wk.proc.wait_exit(DEADLINE).await;
+    wait_pids_gone(&[app, worker]).await;
+}

@@ -17,6 +17,7 @@ use tokio::time::Instant;
 use super::Shared;
 use super::body::{ProxyBody, RequestBody};
 use super::error::ProxyError;
+use super::h1::exchange::EXIT_NOTICE_WAIT;
 use super::headers::{self, Disposition, Underscore};
 use crate::service::{InFlight, Service};
 
@@ -154,8 +155,16 @@ impl HyperForwarder {
                         svc.metrics.upstream_reset.inc();
                         ProxyError::Upstream(detail)
                     };
-                    if err.retry_safe() {
-                        svc.report_refused(&inst);
+                    // The controller decides: a refusal proves death, a timeout is one strike.
+                    // After a refusal the retry waits (briefly) for that decision, or it could
+                    // pick the same instance, now the least loaded of all.
+                    if e.is_connect() {
+                        if timed_out(&e) {
+                            svc.report_timeout(&inst);
+                        } else {
+                            svc.report_refused(&inst);
+                            inst.leaves_within(EXIT_NOTICE_WAIT).await;
+                        }
                     }
                     // Only when nothing reached the instance is sending again safe (even for a
                     // POST: its body comes back unread).
@@ -303,6 +312,20 @@ fn add_forwarded(
     headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
     headers.insert(X_FORWARDED_HOST.clone(), host.clone());
     Ok(())
+}
+
+/// Whether a connect failed by its timeout rather than by a refusal.
+fn timed_out(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(c) = cur {
+        if c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+        {
+            return true;
+        }
+        cur = c.source();
+    }
+    false
 }
 
 fn source_chain(e: &dyn std::error::Error) -> String {

@@ -2,6 +2,8 @@
 //! an instance is made (a child process, a container) and reports when it exits on its own.
 
 pub mod docker;
+#[cfg(test)]
+pub mod fake;
 pub mod fixed;
 pub mod process;
 

@@ -2,9 +2,13 @@
 //! deadline, and is woken (never polled) when a slot frees or an instance turns ready. The first
 //! waiter at an empty service wakes the controller, which starts an instance at once.
 
-use std::sync::Arc;
+use std::collections::VecDeque;
 use std::sync::atomic::Ordering::SeqCst;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio::time::Instant;
 
 use super::{InFlight, Service};
 
@@ -14,15 +18,62 @@ pub enum ActivatorError {
     QueueFull,
     /// No slot within `queue.timeout`.
     Timeout(Duration),
-    /// Nothing is ready, nothing is starting, and the last start failed.
+    /// No slot will come: nothing is ready, nothing is starting and the last start failed, or
+    /// the service is going away (removed by a reload, or wakeway is stopping). Says which.
     Unavailable(String),
     /// The service is paused through the admin API.
     Paused,
 }
 
+/// The waiting requests of a service, in arrival order. Only the head tries to take a slot, so
+/// a slot freed while requests wait goes to the one that waited longest; when the head leaves
+/// (served, timed out, or its client gone) it hands the turn to the next. The lock is taken only
+/// on the queue's own path, never by a request that finds a free slot.
+#[derive(Default)]
+pub(crate) struct WaitQueue {
+    waiters: Mutex<VecDeque<Arc<Notify>>>,
+}
+
+impl WaitQueue {
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Arc<Notify>>> {
+        self.waiters.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn is_head(&self, me: &Arc<Notify>) -> bool {
+        self.lock().front().is_some_and(|w| Arc::ptr_eq(w, me))
+    }
+
+    /// Leaves the queue; a head that leaves passes its turn on.
+    fn leave(&self, me: &Arc<Notify>) {
+        let mut q = self.lock();
+        let Some(pos) = q.iter().position(|w| Arc::ptr_eq(w, me)) else {
+            return;
+        };
+        q.remove(pos);
+        if pos == 0
+            && let Some(next) = q.front()
+        {
+            // A stored permit: the next head cannot miss it even if it is not polling yet.
+            next.notify_one();
+        }
+    }
+}
+
 impl Service {
-    /// Takes a slot on the least-loaded ready instance, waiting in the queue when there is none.
+    /// Takes a slot on the least-loaded ready instance, waiting in the queue up to
+    /// `queue.timeout` when there is none.
     pub async fn acquire(self: &Arc<Self>) -> Result<InFlight, ActivatorError> {
+        let timeout = self.config.load().queue.timeout;
+        self.acquire_by(Instant::now() + timeout).await
+    }
+
+    /// Takes a slot, waiting in the queue until `deadline` at the latest. A request keeps the
+    /// deadline it got on arrival for every attempt (a retry on another instance included).
+    /// While anyone waits, a newcomer queues behind them instead of taking a freed slot first.
+    pub async fn acquire_by(
+        self: &Arc<Self>,
+        deadline: Instant,
+    ) -> Result<InFlight, ActivatorError> {
         let (max, max_pending, timeout) = {
             let cfg = self.config.load();
             (
@@ -31,36 +82,55 @@ impl Service {
                 cfg.queue.timeout,
             )
         };
-        if let Some(inst) = self.pool.load().acquire(max) {
+        if self.queued.load(SeqCst) == 0
+            && let Some(inst) = self.pool.load().acquire(max)
+        {
             return Ok(self.guard(inst));
         }
-        self.wait(max, max_pending, timeout).await
+        self.wait(max, max_pending, deadline, timeout).await
+    }
+
+    /// Why nothing will come, if that is already known.
+    fn hopeless(&self, failures_seen: Option<u64>) -> Option<ActivatorError> {
+        if let Some(why) = self.closed.get() {
+            return Some(ActivatorError::Unavailable(why.clone()));
+        }
+        if self.is_paused() {
+            return Some(ActivatorError::Paused);
+        }
+        let failed = match failures_seen {
+            None => self.failing.load(SeqCst),
+            Some(seen) => self.start_failures.load(SeqCst) != seen,
+        };
+        if failed && self.starting.load(SeqCst) == 0 && self.pool.load().is_empty() {
+            return Some(ActivatorError::Unavailable(
+                self.last_failure.load().as_ref().clone(),
+            ));
+        }
+        None
     }
 
     async fn wait(
         self: &Arc<Self>,
         max: u32,
         max_pending: usize,
+        deadline: Instant,
         timeout: Duration,
     ) -> Result<InFlight, ActivatorError> {
-        if self.is_paused() {
-            return Err(ActivatorError::Paused);
-        }
-        if self.failing.load(SeqCst)
-            && self.starting.load(SeqCst) == 0
-            && self.pool.load().is_empty()
-        {
-            self.metrics.rejected_unavailable.inc();
-            return Err(ActivatorError::Unavailable(
-                self.last_failure.load().as_ref().clone(),
-            ));
+        if let Some(e) = self.hopeless(None) {
+            if matches!(e, ActivatorError::Unavailable(_)) {
+                self.metrics.rejected_unavailable.inc();
+            }
+            return Err(e);
         }
         if self.queued.fetch_add(1, SeqCst) >= max_pending {
             self.queued.fetch_sub(1, SeqCst);
             self.metrics.rejected_queue_full.inc();
             return Err(ActivatorError::QueueFull);
         }
-        let _queued = Queued::new(self);
+        let me = Arc::new(Notify::new());
+        self.queue.lock().push_back(me.clone());
+        let _queued = Queued::new(self, me.clone());
         self.touch();
         if self.pool.load().is_empty() {
             let _ = self
@@ -70,26 +140,39 @@ impl Service {
         let failures_seen = self.start_failures.load(SeqCst);
         self.wake.notify_one();
 
-        let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            let woken = self.capacity.notified();
-            tokio::pin!(woken);
-            woken.as_mut().enable();
-            if let Some(inst) = self.pool.load().acquire(max) {
-                return Ok(self.guard(inst));
+            // Registered before the checks, so a change or a freed slot in between wakes this.
+            let changed = self.changed.notified();
+            let capacity = self.capacity.notified();
+            let turn = me.notified();
+            tokio::pin!(changed, capacity, turn);
+            changed.as_mut().enable();
+            let head = self.queue.is_head(&me);
+            if head {
+                capacity.as_mut().enable();
+                if let Some(inst) = self.pool.load().acquire(max) {
+                    return Ok(self.guard(inst));
+                }
             }
-            if self.is_paused() {
-                return Err(ActivatorError::Paused);
+            if let Some(e) = self.hopeless(Some(failures_seen)) {
+                if matches!(e, ActivatorError::Unavailable(_)) {
+                    self.metrics.rejected_unavailable.inc();
+                }
+                return Err(e);
             }
-            if self.start_failures.load(SeqCst) != failures_seen
-                && self.starting.load(SeqCst) == 0
-                && self.pool.load().is_empty()
-            {
-                self.metrics.rejected_unavailable.inc();
-                return Err(ActivatorError::Unavailable(
-                    self.last_failure.load().as_ref().clone(),
-                ));
-            }
+            let woken = async {
+                if head {
+                    tokio::select! {
+                        _ = changed => {}
+                        _ = capacity => {}
+                    }
+                } else {
+                    tokio::select! {
+                        _ = changed => {}
+                        _ = turn => {}
+                    }
+                }
+            };
             if tokio::time::timeout_at(deadline, woken).await.is_err() {
                 self.metrics.rejected_timeout.inc();
                 return Err(ActivatorError::Timeout(timeout));
@@ -97,37 +180,45 @@ impl Service {
         }
     }
 
-    /// Called by the controller when an instance turns ready or a start fails: every waiter
-    /// looks again.
+    /// Called by the controller when capacity or the service's prospects change (an instance
+    /// turned ready, a start failed, a switch, a pause): every waiter looks again.
     pub(crate) fn wake_waiters(&self) {
+        self.changed.notify_waiters();
         self.capacity.notify_waiters();
+    }
+
+    /// No slot will come any more (the service was removed, or wakeway is stopping): every
+    /// waiter, and every request that would wait, is answered 503 with `why` at once.
+    pub(crate) fn close(&self, why: &str) {
+        let _ = self.closed.set(why.to_string());
+        self.wake_waiters();
     }
 
     /// Resolves when a request needs the controller.
     pub(crate) async fn woken(&self) {
         self.wake.notified().await
     }
-
-    /// The request path found an instance refusing connections.
-    pub fn report_unreachable(&self) {
-        self.wake.notify_one();
-    }
 }
 
-/// Keeps the queued count and gauge exact however the wait ends (slot, error, client gone).
-struct Queued<'a>(&'a Service);
+/// Keeps the queued count, the gauge and the wait queue exact however the wait ends (slot,
+/// error, client gone).
+struct Queued<'a> {
+    svc: &'a Service,
+    me: Arc<Notify>,
+}
 
 impl<'a> Queued<'a> {
-    fn new(svc: &'a Service) -> Self {
+    fn new(svc: &'a Service, me: Arc<Notify>) -> Self {
         svc.metrics.queued.inc();
-        Queued(svc)
+        Queued { svc, me }
     }
 }
 
 impl Drop for Queued<'_> {
     fn drop(&mut self) {
-        self.0.queued.fetch_sub(1, SeqCst);
-        self.0.metrics.queued.dec();
+        self.svc.queue.leave(&self.me);
+        self.svc.queued.fetch_sub(1, SeqCst);
+        self.svc.metrics.queued.dec();
     }
 }
 
@@ -139,6 +230,7 @@ mod tests {
     use crate::metrics::Metrics;
     use crate::service::instance::{Instance, InstanceState};
     use crate::service::pool::Pool;
+    use std::future::Future;
 
     fn service(max_concurrency: u32, max_pending: usize) -> Arc<Service> {
         let mut cfg = ServiceConfig {
@@ -217,6 +309,96 @@ mod tests {
         for w in waiters {
             w.await.unwrap().unwrap();
         }
+    }
+
+    /// Issue 9, defect 5: a slot freed while a request waits goes to that request, not to one
+    /// that arrives in between (it used to take the slot on its fast path).
+    #[tokio::test(start_paused = true)]
+    async fn a_newcomer_queues_behind_a_waiter_instead_of_barging() {
+        let svc = service(1, 10);
+        publish_one(&svc);
+        let held = svc.acquire().await.unwrap();
+        let waiter = tokio::spawn({
+            let svc = svc.clone();
+            async move { svc.acquire().await }
+        });
+        while svc.queued() == 0 {
+            tokio::task::yield_now().await;
+        }
+        drop(held);
+        // The newcomer is polled before the woken waiter gets to run.
+        let mut newcomer = Box::pin(svc.acquire());
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        assert!(
+            newcomer.as_mut().poll(&mut cx).is_pending(),
+            "the newcomer took the slot ahead of the waiter"
+        );
+        let first = waiter.await.unwrap().expect("the waiter is served first");
+        assert_eq!(svc.queued(), 1, "the newcomer waits its turn");
+        drop(first);
+        newcomer.await.expect("then the newcomer");
+        assert_eq!(svc.queued(), 0);
+    }
+
+    /// Waiters are served in arrival order, one freed slot at a time.
+    #[tokio::test(start_paused = true)]
+    async fn waiters_are_served_in_arrival_order() {
+        let svc = service(1, 10);
+        publish_one(&svc);
+        let held = svc.acquire().await.unwrap();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        for k in 0..5 {
+            let (s, tx) = (svc.clone(), tx.clone());
+            tokio::spawn(async move {
+                let g = s.acquire().await.unwrap();
+                tx.send(k).unwrap();
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                drop(g);
+            });
+            while svc.queued() <= k {
+                tokio::task::yield_now().await;
+            }
+        }
+        drop(held);
+        let mut order = Vec::new();
+        for _ in 0..5 {
+            order.push(rx.recv().await.unwrap());
+        }
+        assert_eq!(order, vec![0, 1, 2, 3, 4]);
+    }
+
+    /// A retry waits only for what is left of the request's deadline, not a fresh queue.timeout.
+    #[tokio::test(start_paused = true)]
+    async fn the_deadline_is_the_request_one() {
+        let svc = service(1, 10);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+        let w = tokio::spawn({
+            let svc = svc.clone();
+            async move { svc.acquire_by(deadline).await.map(drop) }
+        });
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert!(w.is_finished(), "still waiting past the request's deadline");
+        assert_eq!(
+            w.await.unwrap().err(),
+            Some(ActivatorError::Timeout(Duration::from_secs(30)))
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn closing_answers_waiters_and_newcomers_with_the_reason() {
+        let svc = service(1, 10);
+        let w = tokio::spawn({
+            let svc = svc.clone();
+            async move { svc.acquire().await.map(drop) }
+        });
+        while svc.queued() == 0 {
+            tokio::task::yield_now().await;
+        }
+        svc.close("wakeway is stopping");
+        let why = ActivatorError::Unavailable("wakeway is stopping".into());
+        assert_eq!(w.await.unwrap().err(), Some(why.clone()));
+        assert_eq!(svc.acquire().await.err(), Some(why));
+        assert_eq!(svc.queued(), 0);
     }
 
     #[tokio::test(start_paused = true)]

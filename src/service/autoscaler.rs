@@ -1,6 +1,9 @@
 //! Turns observed concurrency into a desired instance count (Knative's KPA, simplified): a stable
 //! and a panic window over the same samples, panic mode that never scales down, and a scale-down
-//! of at most half per decision. Pure: time comes in as arguments so tests need no clock.
+//! of at most half per decision. Every scale-up (panic, stable or the controller's demand path)
+//! holds the count for one stable window: a window that has not yet seen the new load would
+//! otherwise undo the scale-up at the next tick and drain busy instances. Pure: time comes in as
+//! arguments so tests need no clock.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -27,13 +30,15 @@ pub struct Decision {
     pub mode: Mode,
     pub ready: u32,
     /// The bound that changed the raw desire, if any: "min_instances", "max_instances",
-    /// "scale_down_rate", "panic_hold", "idle".
+    /// "scale_down_rate", "panic_hold", "scale_up_hold", "idle".
     pub clamped_by: Option<&'static str>,
 }
 
 pub struct Autoscaler {
     samples: VecDeque<(Instant, f64)>,
     panic_until: Option<Instant>,
+    /// No scale-down before this: one stable window after the last scale-up.
+    hold_until: Option<Instant>,
 }
 
 impl Default for Autoscaler {
@@ -47,6 +52,16 @@ impl Autoscaler {
         Autoscaler {
             samples: VecDeque::new(),
             panic_until: None,
+            hold_until: None,
+        }
+    }
+
+    /// The desired count went up at `now` (here or on the controller's demand path): it holds
+    /// until a full stable window has seen the new load.
+    pub fn scaled_up(&mut self, now: Instant, stable_window: Duration) {
+        let until = now + stable_window;
+        if self.hold_until.is_none_or(|t| t < until) {
+            self.hold_until = Some(until);
         }
     }
 
@@ -113,6 +128,10 @@ impl Autoscaler {
             }
             Mode::Stable => stable_want,
         };
+        if desired < current && self.hold_until.is_some_and(|until| now < until) {
+            desired = current;
+            clamped_by = Some("scale_up_hold");
+        }
         let floor = current.div_ceil(2);
         if desired < floor {
             desired = floor;
@@ -136,6 +155,9 @@ impl Autoscaler {
         if desired > cfg.max_instances {
             desired = cfg.max_instances;
             clamped_by = Some("max_instances");
+        }
+        if desired > current {
+            self.scaled_up(now, cfg.stable_window);
         }
         Decision {
             desired,
@@ -236,6 +258,41 @@ mod tests {
         assert_eq!(a.decide(t, &cfg(), 1, 1, false).desired, 1);
         let d = a.decide(t, &cfg(), 1, 1, true);
         assert_eq!((d.desired, d.clamped_by), (0, Some("idle")));
+    }
+
+    /// The README's burst tour: a demand scale-up to 4, then the next ticks with the stable window
+    /// still full of the quiet before the burst. Without the hold this went 4 -> 2 -> 1.
+    #[test]
+    fn no_scale_down_within_a_stable_window_of_a_scale_up() {
+        let mut a = Autoscaler::new();
+        let mut t = Instant::now();
+        feed(&mut a, &mut t, 50, 0.5);
+        a.scaled_up(t, Duration::from_secs(60));
+        let mut c = cfg();
+        c.panic_threshold = 100.0; // no panic: the stable path alone must hold
+        for _ in 0..59 {
+            feed(&mut a, &mut t, 1, 4.0);
+            let d = a.decide(t, &c, 4, 4, false);
+            assert_eq!(d.desired, 4, "scale-down inside the hold: {d:?}");
+        }
+        feed(&mut a, &mut t, 2, 4.0);
+        let d = a.decide(t, &c, 4, 4, false);
+        assert_eq!(d.desired, 2, "after a full window of the new load: {d:?}");
+    }
+
+    #[test]
+    fn a_stable_scale_up_holds_too() {
+        let mut a = Autoscaler::new();
+        let mut t = Instant::now();
+        let mut c = cfg();
+        c.panic_threshold = 100.0;
+        feed(&mut a, &mut t, 70, 20.0);
+        assert_eq!(a.decide(t, &c, 1, 1, false).desired, 4);
+        feed(&mut a, &mut t, 30, 0.0);
+        let d = a.decide(t, &c, 4, 4, false);
+        assert_eq!((d.desired, d.clamped_by), (4, Some("scale_up_hold")));
+        // Idle is not a flap: a service without any request for idle_timeout still goes to zero.
+        assert_eq!(a.decide(t, &c, 4, 4, true).desired, 0);
     }
 
     #[test]

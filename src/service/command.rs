@@ -1,7 +1,10 @@
-//! What the admin API and the reloader ask of a service's controller.
+//! What the admin API, the reloader and the request path ask of a service's controller.
+
+use std::sync::Arc;
 
 use tokio::sync::oneshot;
 
+use super::instance::Instance;
 use crate::config::ServiceConfig;
 
 pub type Reply<T> = oneshot::Sender<Result<T, String>>;
@@ -31,4 +34,8 @@ pub enum Command {
     },
     /// The service left the config: drain and stop everything, then end the controller.
     Remove,
+    /// The request path's connect was refused: the instance is gone.
+    Refused(Arc<Instance>),
+    /// The request path's connect timed out: one strike toward the unhealthy threshold.
+    ConnectTimeout(Arc<Instance>),
 }

@@ -60,6 +60,8 @@ pub struct Instance {
     /// Set by the runtime's exit notice (child exit, container `die`).
     exited: AtomicBool,
     exit: Notify,
+    /// Woken when the instance stops being routable (the controller's decision or an exit).
+    left: Notify,
 }
 
 impl Instance {
@@ -78,6 +80,7 @@ impl Instance {
             idle: Notify::new(),
             exited: AtomicBool::new(false),
             exit: Notify::new(),
+            left: Notify::new(),
         }
     }
 
@@ -90,14 +93,33 @@ impl Instance {
         if s != InstanceState::Ready {
             // A drainer may be waiting for zero that is already reached.
             self.idle.notify_waiters();
+            self.left.notify_waiters();
         }
     }
 
     /// Moves from `from` to `to` only if the state is still `from`.
     pub fn transition(&self, from: InstanceState, to: InstanceState) -> bool {
-        self.state
+        let moved = self
+            .state
             .compare_exchange(from as u8, to as u8, SeqCst, SeqCst)
-            .is_ok()
+            .is_ok();
+        if moved && to != InstanceState::Ready {
+            self.left.notify_waiters();
+        }
+        moved
+    }
+
+    /// Whether the instance stops being routable within `within`. After reporting a refused
+    /// connect, the request path waits for the controller's decision (or the exit notice, which
+    /// follows a crash by moments) before it retries, lest the retry pick the same instance.
+    pub async fn leaves_within(&self, within: Duration) -> bool {
+        let left = self.left.notified();
+        tokio::pin!(left);
+        left.as_mut().enable();
+        if !self.is_routable() {
+            return true;
+        }
+        tokio::time::timeout(within, left).await.is_ok()
     }
 
     pub fn is_routable(&self) -> bool {
@@ -146,6 +168,11 @@ impl Instance {
         self.exited.store(true, SeqCst);
         self.transition(InstanceState::Ready, InstanceState::Unhealthy);
         self.exit.notify_waiters();
+    }
+
+    /// Whether the runtime reported the instance gone.
+    pub fn has_exited(&self) -> bool {
+        self.exited.load(SeqCst)
     }
 
     /// Whether the instance exits within `within`. After a reset mid-request this tells a crash
@@ -237,6 +264,20 @@ mod tests {
         i.mark_exited();
         assert!(w.await.unwrap());
         assert!(!i.try_acquire(10), "an exited instance takes no request");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn leaving_the_pool_wakes_the_request_that_reported_it() {
+        let i = Arc::new(ready("a"));
+        assert!(!i.leaves_within(Duration::from_millis(100)).await);
+        let w = tokio::spawn({
+            let i = i.clone();
+            async move { i.leaves_within(Duration::from_secs(60)).await }
+        });
+        tokio::task::yield_now().await;
+        i.set_state(InstanceState::Draining);
+        assert!(w.await.unwrap());
+        assert!(i.leaves_within(Duration::ZERO).await, "already gone");
     }
 
     #[tokio::test]

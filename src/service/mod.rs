@@ -8,7 +8,7 @@ pub mod controller;
 pub mod deployment;
 pub mod instance;
 pub mod pool;
-mod report;
+pub mod reconciler;
 pub mod revision;
 
 use std::sync::atomic::{
@@ -45,11 +45,16 @@ pub struct Service {
     pub metrics: ServiceMetrics,
     pub events: Arc<EventLog>,
     queued: AtomicUsize,
-    /// Woken (one waiter) on each released slot and (all waiters) when an instance turns ready or
-    /// a start fails.
+    /// Woken (the head of the queue) on each released slot.
     capacity: Notify,
-    /// Wakes the controller: demand at a service without capacity, or an instance that failed on
-    /// the request path.
+    /// Woken (every waiter) when an instance turns ready, a start fails, or the service is
+    /// paused or closed.
+    changed: Notify,
+    /// The waiting requests, oldest first.
+    queue: activator::WaitQueue,
+    /// Set when no slot will come any more (removed, or wakeway stopping), with the reason.
+    closed: OnceLock<String>,
+    /// Wakes the controller: demand at a service without capacity.
     wake: Notify,
     epoch: Instant,
     /// Milliseconds since `epoch` (plus one, so zero means never) of the last request start or end.
@@ -88,6 +93,9 @@ impl Service {
             events,
             queued: AtomicUsize::new(0),
             capacity: Notify::new(),
+            changed: Notify::new(),
+            queue: activator::WaitQueue::default(),
+            closed: OnceLock::new(),
             wake: Notify::new(),
             epoch: Instant::now(),
             last_activity: AtomicU64::new(0),
@@ -112,7 +120,7 @@ impl Service {
     pub(crate) fn set_paused(&self, paused: bool) {
         self.paused.store(paused, SeqCst);
         if paused {
-            self.capacity.notify_waiters();
+            self.wake_waiters();
         }
     }
 
@@ -141,6 +149,23 @@ impl Service {
             .ok_or_else(|| format!("service `{}` has no controller", self.name))?
             .send(cmd)
             .map_err(|_| format!("service `{}` is shutting down", self.name))
+    }
+
+    /// The request path could not connect to `instance` because it refused: proof that it is
+    /// gone. Non-blocking; the controller takes it out of the pool and replaces it.
+    pub fn report_refused(&self, instance: &Arc<Instance>) {
+        if let Some(tx) = self.control.get() {
+            let _ = tx.send(Command::Refused(instance.clone()));
+        }
+    }
+
+    /// A connect to `instance` timed out on the request path. It may only be busy (a full accept
+    /// backlog under a burst), so it counts toward `health.unhealthy_threshold` like a failed
+    /// probe; the controller decides. Non-blocking.
+    pub fn report_timeout(&self, instance: &Arc<Instance>) {
+        if let Some(tx) = self.control.get() {
+            let _ = tx.send(Command::ConnectTimeout(instance.clone()));
+        }
     }
 
     /// Sends a command that replies and waits for the reply.

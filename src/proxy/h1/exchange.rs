@@ -20,7 +20,7 @@ use crate::service::instance::Instance;
 use crate::service::{InFlight, Service};
 
 /// How long a reset mid-request waits for the instance's exit notice (see `upstream_failed`).
-const EXIT_NOTICE_WAIT: Duration = Duration::from_millis(250);
+pub const EXIT_NOTICE_WAIT: Duration = Duration::from_millis(250);
 /// What nginx logs for a client that left before its answer.
 pub const CLIENT_CLOSED: u16 = 499;
 

@@ -1,0 +1,307 @@
+//! Blue/green deployments: a new revision's instances start beside the live ones, one store of
+//! the pool switches traffic once every one of them passed its probe, then the old ones drain.
+//! Any failure before the switch stops the new instances and keeps the old pool.
+
+use std::sync::Arc;
+
+use serde_json::json;
+use tokio::time::Instant;
+
+use super::{Controller, Green, Source};
+use crate::config::ServiceConfig;
+use crate::service::deployment::DeployState;
+use crate::service::instance::InstanceState;
+use crate::service::revision::{Revision, source_changes};
+
+impl Controller {
+    /// Starts a blue/green deployment of `config`'s source as a new revision (or, for a
+    /// rollback, as the earlier revision `reuse`). Returns the deployment id.
+    pub(super) fn begin_deploy(
+        &mut self,
+        config: ServiceConfig,
+        trigger: &str,
+        reuse: Option<Revision>,
+    ) -> Result<String, String> {
+        if let Some(g) = &self.green {
+            return Err(format!(
+                "deployment {} of {} is in progress",
+                g.deployment, g.revision.id
+            ));
+        }
+        if self.svc.is_paused() {
+            return Err(format!(
+                "service `{}` is paused; resume it first",
+                self.svc.name
+            ));
+        }
+        let mut config = config;
+        // Settings outside the source stay the live ones; only the source and env deploy.
+        let live = self.svc.config.load_full();
+        config.scaling = live.scaling.clone();
+        config.health = live.health.clone();
+        config.queue = live.queue.clone();
+        config.deploy = live.deploy.clone();
+        config.hosts = live.hosts.clone();
+        let source = (self.factory)(&config)?;
+        let revision = match reuse {
+            Some(r) => r,
+            None => {
+                let mut changes = source_changes(&self.revision.config, &config);
+                if changes.is_empty() && trigger == "auto" {
+                    changes.push("source changed underneath".into());
+                }
+                let r = Revision::new(
+                    &self.svc.name,
+                    self.next_revision,
+                    Arc::new(config),
+                    changes,
+                );
+                self.next_revision += 1;
+                r
+            }
+        };
+        let min = live.scaling.min_instances;
+        let ready = self.ready_count();
+        // At zero the switch is immediate and the next request cold-starts the new revision.
+        let want = match &source {
+            // Every fixed address of the new revision is an instance of it.
+            Source::Fixed(addrs) => addrs.len() as u32,
+            Source::Managed(_) if ready == 0 && self.desired() == 0 => min,
+            Source::Managed(_) => ready
+                .max(min)
+                .max(1)
+                .min(live.scaling.max_instances.max(min)),
+        };
+        let deployment = self.svc.deployments.begin(
+            &self.svc.name,
+            &revision.id,
+            &self.revision.id,
+            trigger,
+            revision.changes.clone(),
+            want,
+        );
+        self.svc.events.emit(
+            &self.svc.name,
+            "deploy_started",
+            format!(
+                "deployment {deployment}: {} -> {} ({trigger}), starting {want} instance(s)",
+                self.revision.id, revision.id
+            ),
+            json!({ "deployment": deployment, "from": self.revision.id, "to": revision.id, "changes": revision.changes, "instances": want, "trigger": trigger }),
+        );
+        self.green = Some(Green {
+            revision: revision.clone(),
+            source: source.clone(),
+            deployment: deployment.clone(),
+            trigger: trigger.to_string(),
+            want,
+            deadline: Instant::now() + live.deploy.timeout,
+        });
+        match source {
+            Source::Managed(runtime) => {
+                for _ in 0..want {
+                    self.start(runtime.clone(), &revision);
+                }
+            }
+            Source::Fixed(addrs) => self.add_fixed(&addrs, &revision.id),
+        }
+        self.check_green();
+        Ok(deployment)
+    }
+
+    /// Switches when every new instance is ready.
+    pub(super) fn check_green(&mut self) {
+        let Some(g) = &self.green else {
+            return;
+        };
+        let ready = self
+            .members
+            .iter()
+            .filter(|m| {
+                m.instance.revision == g.revision.id && m.instance.state() == InstanceState::Ready
+            })
+            .count() as u32;
+        if ready >= g.want {
+            self.switch();
+        }
+    }
+
+    /// The blue/green switch: one store of the pool moves all new requests to the new revision,
+    /// then the old instances drain.
+    pub(super) fn switch(&mut self) {
+        let Some(g) = self.green.take() else {
+            return;
+        };
+        let old = std::mem::replace(&mut self.revision, g.revision.clone());
+        self.source = g.source;
+        if !self.history.iter().any(|r| r.id == g.revision.id) {
+            self.history.push(g.revision.clone());
+        } else {
+            // A rollback: the revision becomes the newest live one again.
+            self.history.retain(|r| r.id != g.revision.id);
+            self.history.push(g.revision.clone());
+        }
+        let mut revisions: Vec<_> = self.svc.revisions.load().as_ref().clone();
+        revisions.retain(|r| r.id != g.revision.id);
+        revisions.push(g.revision.view());
+        self.svc.revisions.store(Arc::new(revisions));
+        let mut cfg = self.svc.config.load().as_ref().clone();
+        cfg.source = g.revision.config.source.clone();
+        cfg.env = g.revision.config.env.clone();
+        self.svc.config.store(Arc::new(cfg));
+        self.publish();
+        self.svc.deployments.switched(&g.deployment);
+        self.svc.metrics.set_revision(Some(&old.id), &g.revision.id);
+        self.svc.wake_waiters();
+        let old_ids: Vec<String> = self
+            .members
+            .iter()
+            .filter(|m| m.instance.revision == old.id && m.handle.is_some())
+            .map(|m| m.instance.id.clone())
+            .collect();
+        for id in &old_ids {
+            self.drain(id, "replaced by a deployment");
+        }
+        let old_starts: Vec<String> = self
+            .starts
+            .iter()
+            .filter(|(_, s)| s.revision == old.id)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in &old_starts {
+            self.cancel_start(id, "replaced by a deployment");
+        }
+        // Static upstreams of the old revision simply leave.
+        self.forget_fixed(&old.id);
+        self.publish();
+        self.svc
+            .deployments
+            .finish(&g.deployment, DeployState::Succeeded, None);
+        if g.trigger == "rollback" {
+            self.svc.deployments.mark_rolled_back(&old.id);
+        }
+        self.svc.metrics.deployments_succeeded.inc();
+        self.svc.events.emit(
+            &self.svc.name,
+            "deploy_switched",
+            format!(
+                "deployment {}: traffic switched {} -> {}; draining {} old instance(s)",
+                g.deployment,
+                old.id,
+                g.revision.id,
+                old_ids.len()
+            ),
+            json!({ "deployment": g.deployment, "from": old.id, "to": g.revision.id, "draining": old_ids }),
+        );
+        if self.desired() < g.want {
+            self.set_desired(g.want);
+            let window = self.svc.config.load().scaling.stable_window;
+            self.autoscaler.scaled_up(Instant::now(), window);
+        }
+        self.failures = 0;
+        self.backoff_until = None;
+        self.svc.set_failing(false);
+        if g.revision.config.source != old.config.source {
+            // A new executable or image: its version is read afresh. An automatic deployment
+            // keeps the version it was made from, so a change during it is not missed.
+            self.source_version = None;
+        }
+        self.reconcile();
+    }
+
+    /// Gives up a deployment before its switch: the new instances stop, the old pool never
+    /// stopped serving.
+    pub(super) fn fail_deploy(&mut self, reason: String) {
+        let Some(g) = self.green.take() else {
+            return;
+        };
+        // Starts still under way would otherwise come up (and wait out their startup probe)
+        // for a revision nobody wants any more.
+        let starts: Vec<String> = self
+            .starts
+            .iter()
+            .filter(|(_, s)| s.revision == g.revision.id)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in &starts {
+            self.cancel_start(id, "its deployment failed");
+        }
+        let ids: Vec<String> = self
+            .members
+            .iter()
+            .filter(|m| m.instance.revision == g.revision.id)
+            .map(|m| m.instance.id.clone())
+            .collect();
+        for id in &ids {
+            self.drain(id, "its deployment failed");
+        }
+        self.forget_fixed(&g.revision.id);
+        self.publish();
+        self.svc
+            .deployments
+            .finish(&g.deployment, DeployState::Failed, Some(reason.clone()));
+        self.svc.metrics.deployments_failed.inc();
+        self.svc.events.emit(
+            &self.svc.name,
+            "deploy_failed",
+            format!(
+                "deployment {} of {} failed: {reason}; {} stays live",
+                g.deployment, g.revision.id, self.revision.id
+            ),
+            json!({ "deployment": g.deployment, "revision": g.revision.id, "reason": reason, "live": self.revision.id }),
+        );
+    }
+
+    pub(super) fn rollback(&mut self) -> Result<String, String> {
+        let Some(previous) = self.history.iter().rev().nth(1).cloned() else {
+            return Err(format!(
+                "service `{}` has no earlier revision to roll back to",
+                self.svc.name
+            ));
+        };
+        self.begin_deploy(previous.config.as_ref().clone(), "rollback", Some(previous))
+    }
+
+    pub(super) async fn runtime_version(&self) -> Option<String> {
+        match &self.source {
+            Source::Managed(rt) => rt.source_version().await,
+            Source::Fixed(_) => None,
+        }
+    }
+
+    /// `deploy.auto`: a new image behind the tag, or a changed executable, deploys by itself.
+    pub(super) async fn auto_deploy(&mut self) {
+        if self.green.is_some() || self.svc.is_paused() {
+            return;
+        }
+        let now = self.runtime_version().await;
+        if self.source_version.is_none() {
+            // First look since a switch: this is the live revision's version.
+            self.source_version = now;
+            return;
+        }
+        if now.is_none() || now == self.source_version {
+            return;
+        }
+        let was = std::mem::replace(&mut self.source_version, now.clone());
+        let config = self.revision.config.as_ref().clone();
+        self.svc.events.emit(
+            &self.svc.name,
+            "source_changed",
+            format!(
+                "the source changed underneath ({} -> {}): deploying",
+                was.as_deref().unwrap_or("?"),
+                now.as_deref().unwrap_or("?")
+            ),
+            json!({ "from": was, "to": now }),
+        );
+        if let Err(e) = self.begin_deploy(config, "auto", None) {
+            self.svc.events.emit(
+                &self.svc.name,
+                "deploy_failed",
+                format!("automatic deployment not started: {e}"),
+                json!({ "reason": e }),
+            );
+        }
+    }
+}

@@ -1,0 +1,476 @@
+//! An instance's life: start (or adopt), startup probe, ready, exit, stop.
+//!
+//! A start is owned by its task from the request to the runtime until the instance is ready:
+//! if it fails, times out or is cancelled, the task itself stops the instance (and its process
+//! group) and reports once, after the instance is gone. The controller never stops a starting
+//! instance behind its task's back, so nothing comes up untracked.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering::SeqCst;
+use std::time::Duration;
+
+use serde_json::json;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::{Controller, Member, Msg, Prober, Source, Start, StartEnd, backoff};
+use crate::config::HealthConfig;
+use crate::health::{self, NotReady};
+use crate::runtime::{InstanceHandle, InstanceSpec, Runtime, Started};
+use crate::service::instance::{Instance, InstanceState};
+use crate::service::revision::Revision;
+
+/// An instance that exits this soon after it was spawned most likely lost its port to another
+/// process: it is started again on a new port, not counted as a failure.
+const PORT_RACE_WINDOW: Duration = Duration::from_secs(1);
+const PORT_RACE_RETRIES: u32 = 3;
+/// A start that failed or was cancelled had no request to finish: a short grace is enough.
+const START_STOP_GRACE: Duration = Duration::from_secs(1);
+
+/// Everything a start task needs, moved into it.
+struct StartJob {
+    id: String,
+    revision: String,
+    runtime: Arc<dyn Runtime>,
+    spec: InstanceSpec,
+    /// An instance a previous wakeway left running: probed, not started.
+    adopted: Option<Started>,
+    health: HealthConfig,
+    prober: Prober,
+    tx: mpsc::UnboundedSender<Msg>,
+    cancel: CancellationToken,
+}
+
+impl StartJob {
+    async fn run(mut self) {
+        let tx = self.tx.clone();
+        let id = self.id.clone();
+        let ended = |instance, end| {
+            let _ = tx.send(Msg::StartEnded {
+                id: id.clone(),
+                instance,
+                end,
+            });
+        };
+        for attempt in 1..=PORT_RACE_RETRIES {
+            if self.cancel.is_cancelled() {
+                return ended(None, StartEnd::Cancelled);
+            }
+            let adopted = self.adopted.is_some();
+            let started = match self.adopted.take() {
+                Some(s) => s,
+                // Not raced against the cancel: an instance the runtime is creating would leak.
+                None => match self.runtime.start(self.spec.clone()).await {
+                    Ok(s) => s,
+                    Err(e) if e.retryable && attempt < PORT_RACE_RETRIES => continue,
+                    Err(_) if self.cancel.is_cancelled() => {
+                        return ended(None, StartEnd::Cancelled);
+                    }
+                    Err(e) => return ended(None, StartEnd::Failed(e.message)),
+                },
+            };
+            let spawned_at = Instant::now();
+            let inst = Arc::new(Instance::new(
+                self.id.clone(),
+                self.revision.clone(),
+                started.address,
+                started.pid,
+            ));
+            let handle: Arc<dyn InstanceHandle> = Arc::from(started.handle);
+            let _ = self.tx.send(Msg::Spawned {
+                instance: inst.clone(),
+                handle: handle.clone(),
+                exited: started.exited.clone(),
+            });
+            let addr = started.address;
+            let (prober, health) = (self.prober.clone(), self.health.clone());
+            let probe = || prober(addr, health.clone());
+            let what = if adopted { "adopted instance " } else { "" };
+            let end =
+                match health::wait_ready(probe, &self.health, started.exited, &self.cancel).await {
+                    Ok(()) => {
+                        let _ = self.tx.send(Msg::Ready { id: self.id });
+                        return;
+                    }
+                    Err(NotReady::Exited(_))
+                        if !adopted
+                            && spawned_at.elapsed() < PORT_RACE_WINDOW
+                            && attempt < PORT_RACE_RETRIES
+                            && !self.cancel.is_cancelled() =>
+                    {
+                        StartEnd::Retry
+                    }
+                    Err(NotReady::Exited(reason)) if !self.cancel.is_cancelled() => {
+                        StartEnd::Failed(format!("{what}exited before it was ready: {reason}"))
+                    }
+                    Err(NotReady::Timeout(last)) => StartEnd::Failed(format!(
+                        "{what}not ready within startup_timeout {:?}: {last}",
+                        self.health.startup_timeout
+                    )),
+                    Err(NotReady::Exited(_) | NotReady::Cancelled) => StartEnd::Cancelled,
+                };
+            handle.stop(START_STOP_GRACE).await;
+            let retry = matches!(end, StartEnd::Retry);
+            ended(Some(inst), end);
+            if !retry {
+                return;
+            }
+        }
+    }
+}
+
+impl Controller {
+    pub(super) fn add_fixed(&mut self, addrs: &[std::net::SocketAddr], revision: &str) {
+        for addr in addrs {
+            let inst = Arc::new(Instance::new(
+                self.next_id(revision),
+                revision.to_string(),
+                *addr,
+                None,
+            ));
+            inst.set_state(InstanceState::Ready);
+            self.members.push(Member::new(inst.clone(), None));
+            self.watch_health(&inst);
+        }
+    }
+
+    /// Static upstreams of a revision that no longer takes traffic simply leave: there is
+    /// nothing to stop, only their health checks.
+    pub(super) fn forget_fixed(&mut self, revision: &str) {
+        self.members.retain(|m| {
+            let keep = m.handle.is_some() || m.instance.revision != revision;
+            if !keep {
+                m.instance.set_state(InstanceState::Stopped);
+                if let Some(h) = &m.health {
+                    h.abort();
+                }
+            }
+            keep
+        });
+    }
+
+    /// Keeps the activator's view of starts in progress exact.
+    pub(super) fn sync_starting(&self) {
+        let n = self
+            .starts
+            .values()
+            .filter(|s| !s.cancel.is_cancelled())
+            .count();
+        self.svc.starting.store(n as u32, SeqCst);
+    }
+
+    fn begin_start(&mut self, id: String, revision: &str) -> CancellationToken {
+        let cancel = self.cancel.child_token();
+        self.starts.insert(
+            id.clone(),
+            Start {
+                revision: revision.to_string(),
+                cancel: cancel.clone(),
+            },
+        );
+        self.start_order.push(id);
+        self.sync_starting();
+        cancel
+    }
+
+    fn end_start(&mut self, id: &str) -> Option<Start> {
+        self.start_order.retain(|s| s != id);
+        let start = self.starts.remove(id);
+        self.sync_starting();
+        start
+    }
+
+    fn spawn_start(
+        &mut self,
+        id: String,
+        runtime: Arc<dyn Runtime>,
+        revision: &Revision,
+        adopted: Option<Started>,
+    ) {
+        let cancel = self.begin_start(id.clone(), &revision.id);
+        let cfg = self.svc.config.load_full();
+        let job = StartJob {
+            spec: InstanceSpec {
+                service: self.svc.name.clone(),
+                revision: revision.id.clone(),
+                instance: id.clone(),
+                env: revision.config.env.clone(),
+            },
+            id,
+            revision: revision.id.clone(),
+            runtime,
+            adopted,
+            health: cfg.health.clone(),
+            prober: self.prober.clone(),
+            tx: self.tx.clone(),
+            cancel,
+        };
+        self.tasks.spawn(job.run());
+    }
+
+    pub(super) fn start(&mut self, runtime: Arc<dyn Runtime>, revision: &Revision) {
+        let id = self.next_id(&revision.id);
+        self.svc.events.emit(
+            &self.svc.name,
+            "instance_starting",
+            format!("starting instance {id}"),
+            json!({ "instance": id, "revision": revision.id, "runtime": runtime.name() }),
+        );
+        self.spawn_start(id, runtime, revision, None);
+    }
+
+    /// Takes in the instances a previous wakeway left running (docker containers). They count as
+    /// starting until their probe passes, like new ones, so none is started twice; returns how
+    /// many there are.
+    pub(super) async fn adopt(&mut self) -> u32 {
+        let Source::Managed(runtime) = &self.source else {
+            return 0;
+        };
+        let runtime = runtime.clone();
+        let adopted = match runtime.adopt(&self.svc.name, &self.revision.id).await {
+            Ok(adopted) => adopted,
+            Err(e) => {
+                self.svc.events.emit(
+                    &self.svc.name,
+                    "adopt_failed",
+                    format!("cannot look for instances left running: {}", e.message),
+                    json!({ "reason": e.message, "runtime": runtime.name() }),
+                );
+                return 0;
+            }
+        };
+        let count = adopted.len() as u32;
+        let revision = self.revision.clone();
+        for a in adopted {
+            self.svc.events.emit(
+                &self.svc.name,
+                "instance_adopted",
+                format!(
+                    "adopting instance {}, left running at {}",
+                    a.instance, a.started.address
+                ),
+                json!({ "instance": a.instance, "address": a.started.address.to_string(), "runtime": runtime.name() }),
+            );
+            self.spawn_start(a.instance, runtime.clone(), &revision, Some(a.started));
+        }
+        count
+    }
+
+    pub(super) fn on_spawned(
+        &mut self,
+        instance: Arc<Instance>,
+        handle: Arc<dyn InstanceHandle>,
+        mut exited: watch::Receiver<Option<String>>,
+    ) {
+        let tx = self.tx.clone();
+        let inst = instance.clone();
+        tokio::spawn(async move {
+            let reason = match exited.wait_for(|e| e.is_some()).await {
+                Ok(r) => r.clone().unwrap_or_default(),
+                Err(_) => return,
+            };
+            // Unroutable now, before the controller gets to it: a request picking an instance
+            // in between would reach a dead one.
+            inst.mark_exited();
+            let _ = tx.send(Msg::Exited {
+                instance: inst,
+                reason,
+            });
+        });
+        self.members.push(Member::new(instance, Some(handle)));
+        self.publish();
+    }
+
+    pub(super) fn on_ready(&mut self, id: &str) {
+        if self.end_start(id).is_none() {
+            return;
+        }
+        self.failures = 0;
+        let Some(inst) = self.member(id).map(|m| m.instance.clone()) else {
+            return;
+        };
+        if inst.has_exited() {
+            // Its exit notice came while it was starting (and was left to the start); it is
+            // gone now, so it is handled as an exit.
+            self.on_exited(&inst, "exited as it became ready".into());
+            return;
+        }
+        if !inst.transition(InstanceState::Starting, InstanceState::Ready) {
+            return;
+        }
+        self.svc.events.emit(
+            &self.svc.name,
+            "instance_ready",
+            format!("instance {id} is ready at {}", inst.address),
+            json!({ "instance": id, "revision": inst.revision, "address": inst.address.to_string(), "pid": inst.pid }),
+        );
+        if self.stopping {
+            self.drain(id, "wakeway is stopping");
+            return;
+        }
+        if self.is_green(&inst) {
+            self.watch_health(&inst);
+            self.publish();
+            self.check_green();
+            return;
+        }
+        if !self.is_live(&inst) {
+            // Started for a revision that was replaced meanwhile.
+            self.drain(id, "its revision is no longer live");
+            return;
+        }
+        let cold = self.svc.cold_since.swap(0, SeqCst);
+        if cold != 0 {
+            let waited = self.svc.now_mark().saturating_sub(cold);
+            self.svc
+                .metrics
+                .cold_start_duration
+                .observe(waited as f64 / 1000.0);
+        }
+        self.watch_health(&inst);
+        self.publish();
+        self.svc.wake_waiters();
+        // A start cancelled as excess that came up anyway is weighed again with the others.
+        self.reconcile();
+    }
+
+    pub(super) fn on_start_ended(
+        &mut self,
+        id: &str,
+        instance: Option<Arc<Instance>>,
+        end: StartEnd,
+    ) {
+        let spawned = instance.is_some();
+        if let Some(inst) = instance
+            && let Some(pos) = self
+                .members
+                .iter()
+                .position(|m| Arc::ptr_eq(&m.instance, &inst))
+        {
+            let m = self.members.remove(pos);
+            m.instance.set_state(InstanceState::Stopped);
+        }
+        if matches!(end, StartEnd::Retry) {
+            self.publish();
+            return;
+        }
+        let revision = self.end_start(id).map(|s| s.revision);
+        let reason = match end {
+            StartEnd::Retry => unreachable!("handled above"),
+            StartEnd::Cancelled => {
+                if spawned {
+                    self.svc.events.emit(
+                        &self.svc.name,
+                        "instance_stopped",
+                        format!("instance {id} stopped before it was ready"),
+                        json!({ "instance": id }),
+                    );
+                }
+                self.publish();
+                return;
+            }
+            StartEnd::Failed(reason) => reason,
+        };
+        if self.stopping {
+            self.publish();
+            return;
+        }
+        if let Some(g) = &self.green
+            && revision.as_deref() == Some(g.revision.id.as_str())
+        {
+            self.publish();
+            self.fail_deploy(format!("instance {id} failed to start: {reason}"));
+            return;
+        }
+        if revision.as_ref().is_some_and(|r| *r != self.revision.id) {
+            // A start for a revision that is no longer wanted (a failed or replaced
+            // deployment): nothing to retry, and no reason to back off the live one.
+            self.publish();
+            return;
+        }
+        self.failures += 1;
+        let backoff = backoff(self.failures);
+        self.backoff_until = Some(Instant::now() + backoff);
+        self.svc.events.emit(
+            &self.svc.name,
+            "start_failed",
+            format!("instance {id} failed to start: {reason}; next try in {backoff:?}"),
+            json!({ "instance": id, "reason": reason, "failures": self.failures, "retry_in_ms": backoff.as_millis() as u64 }),
+        );
+        self.svc.last_failure.store(Arc::new(reason));
+        self.svc.set_failing(true);
+        self.svc.start_failures.fetch_add(1, SeqCst);
+        self.publish();
+        self.svc.wake_waiters();
+    }
+
+    pub(super) fn on_exited(&mut self, inst: &Arc<Instance>, reason: String) {
+        let Some(pos) = self
+            .members
+            .iter()
+            .position(|m| Arc::ptr_eq(&m.instance, inst))
+        else {
+            return;
+        };
+        let state = inst.state();
+        if state == InstanceState::Starting && self.starts.contains_key(&inst.id) {
+            return; // its start task saw it too, and reports it
+        }
+        if matches!(state, InstanceState::Draining | InstanceState::Stopped) {
+            return; // its drain task reports Stopped
+        }
+        let m = self.members.remove(pos);
+        m.instance.set_state(InstanceState::Stopped);
+        if let Some(h) = m.health {
+            h.abort();
+        }
+        let id = &inst.id;
+        self.svc.events.emit(
+            &self.svc.name,
+            "instance_exited",
+            format!("instance {id} exited: {reason}"),
+            json!({ "instance": id, "reason": reason }),
+        );
+        self.publish();
+        if self.is_green(inst) {
+            self.fail_deploy(format!(
+                "new instance {id} exited before the switch: {reason}"
+            ));
+        }
+        self.reconcile();
+    }
+
+    /// A drained instance is gone; reported once, after it is.
+    pub(super) fn on_stopped(&mut self, inst: &Arc<Instance>) {
+        let Some(pos) = self
+            .members
+            .iter()
+            .position(|m| Arc::ptr_eq(&m.instance, inst))
+        else {
+            return;
+        };
+        let id = &inst.id;
+        let m = self.members.remove(pos);
+        m.instance.set_state(InstanceState::Stopped);
+        self.svc.events.emit(
+            &self.svc.name,
+            "instance_stopped",
+            format!("instance {id} stopped"),
+            json!({ "instance": id }),
+        );
+        self.publish();
+    }
+}
+
+impl Member {
+    pub(super) fn new(instance: Arc<Instance>, handle: Option<Arc<dyn InstanceHandle>>) -> Member {
+        Member {
+            instance,
+            handle,
+            health: None,
+            fails: 0,
+            passes: 0,
+        }
+    }
+}

@@ -1,0 +1,406 @@
+//! The per-service control loop: the only writer of the pool and of instance state (the request
+//! path and the health checks report; the controller decides). It samples demand for the
+//! autoscaler, starts instances (at once for a cold request), publishes them when their startup
+//! probe passes, drains and stops the ones no longer wanted, replaces the ones that die, and runs
+//! blue/green deployments.
+//!
+//! This file holds the loop and its dispatch; the work is split by responsibility:
+//! `lifecycle` (start, adopt, ready, exit, stop), `health` (probes and the request path's
+//! reports), `scaling` (decide, reconcile, drain),
+//! `deploy` (begin, switch, fail, rollback, auto) and `operations` (pause, resume, update,
+//! shutdown).
+
+mod deploy;
+mod health;
+mod lifecycle;
+mod operations;
+mod scaling;
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::SeqCst;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+use tokio::time::{Instant, MissedTickBehavior};
+use tokio_util::sync::CancellationToken;
+
+use super::Service;
+use super::autoscaler::Autoscaler;
+use super::command::Command;
+use super::instance::{Instance, InstanceState};
+use super::pool::Pool;
+use super::revision::Revision;
+use crate::config::{HealthConfig, ServiceConfig};
+use crate::runtime::{BoxFuture, InstanceHandle, Runtime};
+
+const SAMPLE_EVERY: Duration = Duration::from_millis(100);
+const DECIDE_EVERY: Duration = Duration::from_secs(1);
+/// How often `deploy.auto` asks the runtime whether the source changed underneath.
+const AUTO_DEPLOY_EVERY: Duration = Duration::from_secs(2);
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+
+/// Where a service's instances come from.
+#[derive(Clone)]
+pub enum Source {
+    Managed(Arc<dyn Runtime>),
+    Fixed(Vec<SocketAddr>),
+}
+
+/// Builds the instance source of a revision (a new runtime for a new command or image).
+pub type SourceFactory = Arc<dyn Fn(&ServiceConfig) -> Result<Source, String> + Send + Sync>;
+
+/// One health probe of an instance. The real one connects; unit tests swap in a fake.
+pub type Prober =
+    Arc<dyn Fn(SocketAddr, HealthConfig) -> BoxFuture<'static, Result<(), String>> + Send + Sync>;
+
+fn real_prober() -> Prober {
+    Arc::new(|addr, cfg| Box::pin(async move { crate::health::probe(addr, &cfg).await }))
+}
+
+/// How a start attempt ended, when it did not end ready.
+#[derive(Debug)]
+enum StartEnd {
+    /// The instance exited at once (most likely it lost its port): the same start goes on with
+    /// a new one.
+    Retry,
+    Failed(String),
+    /// Its start was cancelled (no longer wanted, or wakeway stopping); the instance is gone.
+    Cancelled,
+}
+
+enum Msg {
+    Spawned {
+        instance: Arc<Instance>,
+        handle: Arc<dyn InstanceHandle>,
+        exited: watch::Receiver<Option<String>>,
+    },
+    Ready {
+        id: String,
+    },
+    /// A start ended without a ready instance. Sent after the instance (if any) is gone.
+    StartEnded {
+        id: String,
+        instance: Option<Arc<Instance>>,
+        end: StartEnd,
+    },
+    /// The runtime's exit notice.
+    Exited {
+        instance: Arc<Instance>,
+        reason: String,
+    },
+    /// One periodic health probe's result.
+    Probe {
+        instance: Arc<Instance>,
+        result: Result<(), String>,
+    },
+    /// A drained instance is gone.
+    Stopped {
+        instance: Arc<Instance>,
+    },
+}
+
+struct Member {
+    instance: Arc<Instance>,
+    handle: Option<Arc<dyn InstanceHandle>>,
+    health: Option<tokio::task::AbortHandle>,
+    /// Consecutive failed probes and request-path connect timeouts.
+    fails: u32,
+    /// Consecutive passed probes (counts only while unhealthy).
+    passes: u32,
+}
+
+/// A start attempt in progress: from the request to the runtime until ready or gone.
+struct Start {
+    revision: String,
+    /// Ends it early: it stops its instance (and the instance's group) and reports once.
+    cancel: CancellationToken,
+}
+
+/// A deployment between its start and its switch.
+struct Green {
+    revision: Revision,
+    source: Source,
+    deployment: String,
+    trigger: String,
+    want: u32,
+    deadline: Instant,
+}
+
+pub struct Controller {
+    svc: Arc<Service>,
+    factory: SourceFactory,
+    prober: Prober,
+    /// The live revision and its source.
+    revision: Revision,
+    source: Source,
+    /// Revisions that were live, oldest first (the last is the live one): rollback goes back here.
+    history: Vec<Revision>,
+    next_revision: u32,
+    green: Option<Green>,
+    members: Vec<Member>,
+    /// Start attempts in progress, by instance id.
+    starts: HashMap<String, Start>,
+    /// Ids of `starts` in the order they began, so excess cancels the newest.
+    start_order: Vec<String>,
+    autoscaler: Autoscaler,
+    tx: mpsc::UnboundedSender<Msg>,
+    rx: mpsc::UnboundedReceiver<Msg>,
+    commands: mpsc::UnboundedReceiver<Command>,
+    next_instance: u64,
+    failures: u32,
+    backoff_until: Option<Instant>,
+    /// What the runtime said the source was when the live revision was made (`deploy.auto`).
+    source_version: Option<String>,
+    /// Set once the controller stops: nothing new starts, whatever comes up is stopped.
+    stopping: bool,
+    /// Stops start attempts and probes at shutdown.
+    cancel: CancellationToken,
+    tasks: JoinSet<()>,
+}
+
+impl Controller {
+    pub fn new(svc: Arc<Service>, source: Source, factory: SourceFactory) -> Controller {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (cmd_tx, commands) = mpsc::unbounded_channel();
+        svc.connect_controller(cmd_tx);
+        let revision = Revision::new(&svc.name, 1, svc.config.load_full(), Vec::new());
+        svc.revisions.store(Arc::new(vec![revision.view()]));
+        svc.metrics.set_revision(None, &revision.id);
+        Controller {
+            svc,
+            factory,
+            prober: real_prober(),
+            history: vec![revision.clone()],
+            revision,
+            source,
+            next_revision: 2,
+            green: None,
+            members: Vec::new(),
+            starts: HashMap::new(),
+            start_order: Vec::new(),
+            autoscaler: Autoscaler::new(),
+            tx,
+            rx,
+            commands,
+            next_instance: 0,
+            failures: 0,
+            backoff_until: None,
+            source_version: None,
+            stopping: false,
+            cancel: CancellationToken::new(),
+            tasks: JoinSet::new(),
+        }
+    }
+
+    pub fn service_name(&self) -> &str {
+        &self.svc.name
+    }
+
+    /// Runs until `shutdown` (or a `Remove` command), then drains and stops every instance.
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        if let Source::Fixed(addrs) = self.source.clone() {
+            self.add_fixed(&addrs, &self.revision.id.clone());
+            self.set_desired(addrs.len() as u32);
+            self.publish();
+        } else {
+            let adopted = self.adopt().await;
+            let min = self.svc.config.load().scaling.min_instances;
+            self.set_desired(min.max(adopted));
+            self.reconcile();
+        }
+        self.source_version = self.runtime_version().await;
+
+        let mut sample = tokio::time::interval(SAMPLE_EVERY);
+        sample.set_missed_tick_behavior(MissedTickBehavior::Skip);
+        let mut decide = tokio::time::interval(DECIDE_EVERY);
+        decide.set_missed_tick_behavior(MissedTickBehavior::Skip);
+        let mut auto = tokio::time::interval(AUTO_DEPLOY_EVERY);
+        auto.set_missed_tick_behavior(MissedTickBehavior::Skip);
+        let why = loop {
+            let backoff = self.backoff_until;
+            let green_deadline = self.green.as_ref().map(|g| g.deadline);
+            tokio::select! {
+                _ = shutdown.cancelled() => break "wakeway is stopping",
+                Some(msg) = self.rx.recv() => self.handle(msg),
+                cmd = self.commands.recv() => match cmd {
+                    Some(Command::Remove) | None => break "the service was removed from the config",
+                    Some(cmd) => self.command(cmd),
+                },
+                _ = self.svc.woken() => self.on_wake(),
+                _ = sample.tick() => {
+                    let load = (self.svc.in_flight() + self.svc.queued()) as f64;
+                    let window = self.svc.config.load().scaling.stable_window;
+                    self.autoscaler.record(Instant::now(), load, window);
+                }
+                _ = decide.tick() => self.decide(),
+                _ = auto.tick(), if self.svc.config.load().deploy.auto => self.auto_deploy().await,
+                Some(_) = self.tasks.join_next(), if !self.tasks.is_empty() => {}
+                _ = sleep_until_opt(backoff) => {
+                    self.backoff_until = None;
+                    self.svc.set_failing(false);
+                    self.reconcile();
+                }
+                _ = sleep_until_opt(green_deadline) => {
+                    let timeout = self.svc.config.load().deploy.timeout;
+                    self.fail_deploy(format!(
+                        "the new instances were not all healthy within deploy.timeout {timeout:?}"
+                    ));
+                }
+            }
+        };
+        self.shutdown(why).await;
+    }
+
+    fn handle(&mut self, msg: Msg) {
+        match msg {
+            Msg::Spawned {
+                instance,
+                handle,
+                exited,
+            } => self.on_spawned(instance, handle, exited),
+            Msg::Ready { id } => self.on_ready(&id),
+            Msg::StartEnded { id, instance, end } => self.on_start_ended(&id, instance, end),
+            Msg::Exited { instance, reason } => self.on_exited(&instance, reason),
+            Msg::Probe { instance, result } => self.on_probe(&instance, result),
+            Msg::Stopped { instance } => self.on_stopped(&instance),
+        }
+    }
+
+    fn command(&mut self, cmd: Command) {
+        match cmd {
+            Command::Deploy {
+                config,
+                trigger,
+                reply,
+            } => {
+                let _ = reply.send(self.begin_deploy(*config, trigger, None));
+            }
+            Command::Rollback { reply } => {
+                let _ = reply.send(self.rollback());
+            }
+            Command::Pause { reply } => {
+                self.pause();
+                let _ = reply.send(Ok(()));
+            }
+            Command::Resume { reply } => {
+                let _ = reply.send(self.resume());
+            }
+            Command::Update { config } => self.update(*config),
+            Command::Refused(instance) => self.on_refused(&instance),
+            Command::ConnectTimeout(instance) => self.on_connect_timeout(&instance),
+            Command::Remove => {}
+        }
+    }
+
+    fn managed(&self) -> bool {
+        matches!(self.source, Source::Managed(_))
+    }
+
+    fn is_live(&self, inst: &Instance) -> bool {
+        inst.revision == self.revision.id
+    }
+
+    fn is_green(&self, inst: &Instance) -> bool {
+        self.green
+            .as_ref()
+            .is_some_and(|g| g.revision.id == inst.revision)
+    }
+
+    /// Ready instances of the live revision.
+    fn ready_count(&self) -> u32 {
+        self.members
+            .iter()
+            .filter(|m| m.instance.state() == InstanceState::Ready && self.is_live(&m.instance))
+            .count() as u32
+    }
+
+    /// Starts of the live revision still wanted (not cancelled).
+    fn live_starts(&self) -> u32 {
+        self.starts
+            .values()
+            .filter(|s| s.revision == self.revision.id && !s.cancel.is_cancelled())
+            .count() as u32
+    }
+
+    fn set_desired(&mut self, n: u32) {
+        self.svc.desired.store(n, SeqCst);
+        self.svc.metrics.desired.set(n as i64);
+    }
+
+    fn desired(&self) -> u32 {
+        self.svc.desired.load(SeqCst)
+    }
+
+    fn member(&self, id: &str) -> Option<&Member> {
+        self.members.iter().find(|m| m.instance.id == id)
+    }
+
+    /// The member that is this very instance (ids repeat across a start's attempts).
+    fn member_of(&mut self, inst: &Arc<Instance>) -> Option<&mut Member> {
+        self.members
+            .iter_mut()
+            .find(|m| Arc::ptr_eq(&m.instance, inst))
+    }
+
+    fn next_id(&mut self, revision: &str) -> String {
+        loop {
+            let id = format!("{revision}-{}", suffix(self.next_instance));
+            self.next_instance += 1;
+            // Adopted instances keep their ids: a new one must not take one.
+            if self.member(&id).is_none() && !self.starts.contains_key(&id) {
+                return id;
+            }
+        }
+    }
+
+    /// Stores the pool (ready instances) and the admin snapshot, and updates the state gauges.
+    fn publish(&self) {
+        let all: Vec<Arc<Instance>> = self.members.iter().map(|m| m.instance.clone()).collect();
+        // Only the live revision takes traffic; a deployment's instances wait for the switch.
+        let paused = self.svc.is_paused();
+        let ready: Vec<Arc<Instance>> = all
+            .iter()
+            .filter(|i| i.state() == InstanceState::Ready && self.is_live(i) && !paused)
+            .cloned()
+            .collect();
+        let count = |s: InstanceState| all.iter().filter(|i| i.state() == s).count() as i64;
+        let m = &self.svc.metrics;
+        m.starting.set(count(InstanceState::Starting));
+        m.ready.set(count(InstanceState::Ready));
+        m.draining.set(count(InstanceState::Draining));
+        self.svc.pool.store(Arc::new(Pool::new(ready)));
+        self.svc.instances.store(Arc::new(all));
+    }
+}
+
+fn backoff(failures: u32) -> Duration {
+    let secs = 1u64 << failures.saturating_sub(1).min(5);
+    Duration::from_secs(secs).min(BACKOFF_MAX)
+}
+
+async fn sleep_until_opt(t: Option<Instant>) {
+    match t {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Short, readable instance suffixes: a, b, ..., z, ba, bb, ...
+fn suffix(mut n: u64) -> String {
+    const DIGITS: &[u8] = b"abcdefghijklmnopqrstuvwxyz";
+    let mut s = Vec::new();
+    loop {
+        s.push(DIGITS[(n % 26) as usize]);
+        n /= 26;
+        if n == 0 {
+            break;
+        }
+    }
+    s.reverse();
+    String::from_utf8(s).expect("ascii")
+}

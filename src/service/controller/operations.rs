@@ -1,0 +1,101 @@
+//! What an operator asks of a service: pause, resume, live settings, and the final stop.
+
+use std::sync::Arc;
+
+use serde_json::json;
+
+use super::{Controller, Source};
+use crate::config::ServiceConfig;
+use crate::service::autoscaler::Autoscaler;
+use crate::service::instance::InstanceState;
+
+impl Controller {
+    pub(super) fn pause(&mut self) {
+        if self.svc.is_paused() {
+            return;
+        }
+        self.svc.set_paused(true);
+        self.fail_deploy("the service was paused".into());
+        self.set_desired(0);
+        self.stop_all("paused");
+        // Static upstreams are not stopped, only taken out of the pool.
+        self.publish();
+        self.svc.events.emit(
+            &self.svc.name,
+            "paused",
+            "paused: every instance drains; requests get 503 until resumed",
+            json!({}),
+        );
+    }
+
+    pub(super) fn resume(&mut self) -> Result<(), String> {
+        if !self.svc.is_paused() {
+            return Err(format!("service `{}` is not paused", self.svc.name));
+        }
+        self.svc.set_paused(false);
+        self.publish();
+        let min = match &self.source {
+            Source::Fixed(addrs) => addrs.len() as u32,
+            Source::Managed(_) => self.svc.config.load().scaling.min_instances,
+        };
+        self.set_desired(min);
+        self.autoscaler = Autoscaler::new();
+        self.svc.events.emit(
+            &self.svc.name,
+            "resumed",
+            format!("resumed at {min} instance(s)"),
+            json!({ "min_instances": min }),
+        );
+        self.reconcile();
+        Ok(())
+    }
+
+    /// Applies settings that are not part of a revision, live.
+    pub(super) fn update(&mut self, mut config: ServiceConfig) {
+        let live = self.svc.config.load_full();
+        config.source = live.source.clone();
+        config.env = live.env.clone();
+        self.svc.config.store(Arc::new(config.clone()));
+        self.svc.events.emit(
+            &self.svc.name,
+            "config_updated",
+            "scaling, health, queue, deploy or hosts settings applied",
+            json!({}),
+        );
+        if self.managed() && !self.svc.is_paused() {
+            let d = self
+                .desired()
+                .clamp(config.scaling.min_instances, config.scaling.max_instances);
+            if d != self.desired() {
+                self.change_desired(d, "config", json!({}));
+            }
+            self.reconcile();
+        }
+    }
+
+    /// The end: requests still queued are answered at once (503, `why`), every start is
+    /// cancelled and every instance drained and stopped; returns when all are gone.
+    pub(super) async fn shutdown(mut self, why: &str) {
+        self.stopping = true;
+        self.svc.close(why);
+        self.cancel.cancel();
+        self.fail_deploy(why.to_string());
+        self.stop_all(why);
+        while !self.starts.is_empty() || self.members.iter().any(|m| m.handle.is_some()) {
+            let Some(msg) = self.rx.recv().await else {
+                break;
+            };
+            self.handle(msg);
+        }
+        for m in &self.members {
+            if let Some(h) = &m.health {
+                h.abort();
+            }
+            if m.handle.is_none() {
+                m.instance.set_state(InstanceState::Stopped);
+            }
+        }
+        self.publish();
+        while self.tasks.join_next().await.is_some() {}
+    }
+}

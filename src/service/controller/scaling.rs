@@ -1,0 +1,235 @@
+//! How many instances, and which ones go: demand and autoscaler decisions, the reconcile that
+//! applies them, and the drain of an instance that leaves.
+
+use serde_json::json;
+use tokio::time::Instant;
+
+use super::{Controller, Msg, Source};
+use crate::service::instance::InstanceState;
+use crate::service::reconciler::{self, Action};
+
+impl Controller {
+    /// A request waits with no capacity: start what the queue needs now, not at the next tick.
+    pub(super) fn on_wake(&mut self) {
+        if !self.managed() || self.svc.is_paused() || self.stopping {
+            return;
+        }
+        let queued = self.svc.queued() as u32;
+        if queued == 0 {
+            return;
+        }
+        let cfg = self.svc.config.load_full();
+        let starting = self.live_starts();
+        let ready = self.ready_count();
+        let desired = self.desired();
+        let want = if ready + starting == 0 {
+            if self.backoff_until.is_some() {
+                return; // the retry after the backoff starts it; waiters were told why
+            }
+            self.svc.metrics.cold_starts.inc();
+            self.svc.events.emit(
+                &self.svc.name,
+                "cold_start",
+                "request arrived with no instance: starting one now",
+                json!({ "queued": queued, "revision": self.revision.id }),
+            );
+            desired.max(1)
+        } else {
+            // Queued demand beyond what the starting instances will absorb starts more now.
+            let absorb = starting * cfg.scaling.max_concurrency;
+            let extra = queued
+                .saturating_sub(absorb)
+                .div_ceil(cfg.scaling.max_concurrency);
+            desired.max(ready + starting + extra)
+        };
+        let want = want.min(cfg.scaling.max_instances);
+        if want > desired {
+            self.change_desired(
+                want,
+                "demand",
+                json!({ "queued": queued, "ready": ready, "starting": starting }),
+            );
+        }
+        self.reconcile();
+    }
+
+    pub(super) fn decide(&mut self) {
+        if !self.managed() || self.svc.is_paused() || self.stopping {
+            return;
+        }
+        let cfg = self.svc.config.load_full();
+        let idle = self.svc.in_flight() == 0
+            && self.svc.queued() == 0
+            && self.svc.quiet_for() >= cfg.scaling.idle_timeout;
+        let current = self.desired();
+        let d = self.autoscaler.decide(
+            Instant::now(),
+            &cfg.scaling,
+            current,
+            self.ready_count(),
+            idle,
+        );
+        if d.desired != current {
+            let inputs = serde_json::to_value(&d).unwrap_or_default();
+            self.change_desired(d.desired, "autoscaler", inputs);
+        }
+        self.reconcile();
+    }
+
+    pub(super) fn change_desired(&mut self, to: u32, why: &str, inputs: serde_json::Value) {
+        let from = self.desired();
+        if to > from {
+            self.svc.metrics.scale_up.inc();
+            // However it went up, the autoscaler holds it for a stable window.
+            let window = self.svc.config.load().scaling.stable_window;
+            self.autoscaler.scaled_up(Instant::now(), window);
+        } else {
+            self.svc.metrics.scale_down.inc();
+        }
+        let mut fields = json!({ "from": from, "to": to, "trigger": why });
+        if let (Some(f), serde_json::Value::Object(extra)) = (fields.as_object_mut(), inputs) {
+            f.extend(extra);
+        }
+        self.svc.events.emit(
+            &self.svc.name,
+            "scale",
+            format!("desired instances {from} -> {to} ({why})"),
+            fields,
+        );
+        self.set_desired(to);
+    }
+
+    /// Starts, cancels or drains live instances until their count matches the desired one
+    /// (the decision is the pure reconciler's).
+    pub(super) fn reconcile(&mut self) {
+        let Source::Managed(runtime) = &self.source else {
+            return;
+        };
+        if self.stopping {
+            return;
+        }
+        let runtime = runtime.clone();
+        let live = &self.revision.id;
+        let mut view: Vec<reconciler::Member<'_>> = self
+            .start_order
+            .iter()
+            .filter(|id| {
+                self.starts
+                    .get(*id)
+                    .is_some_and(|s| s.revision == *live && !s.cancel.is_cancelled())
+            })
+            .map(|id| reconciler::Member::Starting { id })
+            .collect();
+        view.extend(
+            self.members
+                .iter()
+                .filter(|m| m.instance.state() == InstanceState::Ready && self.is_live(&m.instance))
+                .map(|m| reconciler::Member::Ready {
+                    id: &m.instance.id,
+                    in_flight: m.instance.in_flight(),
+                }),
+        );
+        let actions = reconciler::reconcile(&view, self.desired(), self.backoff_until.is_some());
+        let revision = self.revision.clone();
+        for action in actions {
+            match action {
+                Action::Start(n) => {
+                    for _ in 0..n {
+                        self.start(runtime.clone(), &revision);
+                    }
+                }
+                Action::CancelStart(id) => self.cancel_start(&id, "scale down"),
+                Action::Drain(id) => self.drain(&id, "scale down"),
+            }
+        }
+    }
+
+    /// Ends a start early. Its task stops the instance (if one was spawned) and reports once it
+    /// is gone.
+    pub(super) fn cancel_start(&mut self, id: &str, why: &str) {
+        let Some(start) = self.starts.get(id) else {
+            return;
+        };
+        if start.cancel.is_cancelled() {
+            return;
+        }
+        start.cancel.cancel();
+        self.sync_starting();
+        self.svc.events.emit(
+            &self.svc.name,
+            "start_cancelled",
+            format!("cancelling the start of instance {id} ({why})"),
+            json!({ "instance": id, "reason": why }),
+        );
+    }
+
+    /// Takes the instance out of the pool first, then waits for its requests and tunnels (up to
+    /// `drain_timeout`), then stops it. A starting instance has nothing to drain: its start is
+    /// cancelled instead.
+    pub(super) fn drain(&mut self, id: &str, why: &str) {
+        if self.starts.contains_key(id) {
+            self.cancel_start(id, why);
+            return;
+        }
+        let Some(m) = self.members.iter_mut().find(|m| m.instance.id == id) else {
+            return;
+        };
+        if matches!(
+            m.instance.state(),
+            InstanceState::Draining | InstanceState::Stopped
+        ) {
+            return;
+        }
+        if let Some(h) = m.health.take() {
+            h.abort();
+        }
+        let inst = m.instance.clone();
+        let handle = m.handle.clone();
+        inst.set_state(InstanceState::Draining);
+        self.publish();
+        let cfg = self.svc.config.load_full();
+        self.svc.events.emit(
+            &self.svc.name,
+            "instance_draining",
+            format!(
+                "draining instance {id} ({why}), {} in flight",
+                inst.in_flight()
+            ),
+            json!({ "instance": id, "reason": why, "in_flight": inst.in_flight() }),
+        );
+        let tx = self.tx.clone();
+        let (drain_timeout, grace) = (cfg.deploy.drain_timeout, cfg.deploy.stop_grace);
+        let svc = self.svc.clone();
+        self.tasks.spawn(async move {
+            if tokio::time::timeout(drain_timeout, inst.wait_idle()).await.is_err() {
+                svc.events.emit(
+                    &svc.name,
+                    "drain_timeout",
+                    format!("instance {} still had {} in flight after drain_timeout {drain_timeout:?}; stopping it", inst.id, inst.in_flight()),
+                    json!({ "instance": inst.id, "in_flight": inst.in_flight() }),
+                );
+            }
+            if let Some(h) = handle {
+                h.stop(grace).await;
+            }
+            let _ = tx.send(Msg::Stopped { instance: inst });
+        });
+    }
+
+    /// Every instance with something to stop (any revision), and every start, goes.
+    pub(super) fn stop_all(&mut self, why: &str) {
+        let starts: Vec<String> = self.start_order.clone();
+        for id in starts {
+            self.cancel_start(&id, why);
+        }
+        let ids: Vec<String> = self
+            .members
+            .iter()
+            .filter(|m| m.handle.is_some())
+            .map(|m| m.instance.id.clone())
+            .collect();
+        for id in ids {
+            self.drain(&id, why);
+        }
+    }
+}
