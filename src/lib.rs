@@ -185,6 +185,7 @@ pub enum BuildError {
         message: String,
     },
     Tls(String),
+    AccessLog(String),
 }
 
 impl std::fmt::Display for BuildError {
@@ -197,7 +198,7 @@ impl std::fmt::Display for BuildError {
             BuildError::Upstream { service, message } => {
                 write!(f, "service `{service}`: {message}")
             }
-            BuildError::Tls(m) => write!(f, "{m}"),
+            BuildError::Tls(m) | BuildError::AccessLog(m) => write!(f, "{m}"),
         }
     }
 }
@@ -244,6 +245,11 @@ impl App {
         };
         let mut settings = proxy::Settings::from_config(&config.proxy, workers);
         settings.https_port = proxy_listeners.tls_addrs.first().map(|a| a.port());
+        settings.start_trace = config.log.start_trace;
+        settings.server_timing = config.log.server_timing;
+        let metrics = Arc::new(Metrics::new());
+        let access_log = access_log::AccessLog::start(&config.log, metrics.access_log_dropped())
+            .map_err(BuildError::AccessLog)?;
         let state = Arc::new(State {
             services: ArcSwap::from_pointee(Vec::new()),
             forwarder: Arc::new(proxy::Shared {
@@ -252,9 +258,10 @@ impl App {
                 shutdown: CancellationToken::new(),
                 tls: cert_store.as_ref().map(proxy::tls::Acceptor::new),
                 connections: Default::default(),
+                access_log,
             }),
             cert_store,
-            metrics: Arc::new(Metrics::new()),
+            metrics,
             events: Arc::new(EventLog::default()),
             config: ArcSwap::from_pointee(config.clone()),
             docker: Mutex::new(None),

@@ -19,7 +19,9 @@ use super::body::{ProxyBody, RequestBody};
 use super::error::ProxyError;
 use super::h1::exchange::EXIT_NOTICE_WAIT;
 use super::headers::{self, Disposition, Underscore};
+use crate::access_log::AccessRecord;
 use crate::service::{InFlight, Service};
+use crate::trace::{self, ServerTiming};
 
 pub type UpstreamClient = Client<HttpConnector, RequestBody>;
 
@@ -34,6 +36,25 @@ pub fn upstream_client(connect_timeout: Duration) -> UpstreamClient {
         .pool_timer(hyper_util::rt::TokioTimer::new())
         .set_host(false)
         .build(connector)
+}
+
+/// How long an h2 request waited for its slot, and whether that was a cold start.
+#[derive(Default)]
+struct Timing {
+    waited: Duration,
+    cold: bool,
+}
+
+impl Timing {
+    fn acquired(&mut self, svc: &Service, arrived: Instant, was_empty: bool) {
+        let waited = arrived.elapsed();
+        // The fast path takes a slot in well under a millisecond; only a real wait counts.
+        if waited >= Duration::from_millis(1) {
+            self.waited = waited;
+            self.cold = was_empty;
+            svc.metrics.queue_wait.observe(waited.as_secs_f64());
+        }
+    }
 }
 
 /// One per worker: the client's pool is the worker's alone.
@@ -58,11 +79,70 @@ impl HyperForwarder {
     /// The single exit point of a request: every outcome is counted and timed here.
     pub async fn handle(
         &self,
-        req: Request<Incoming>,
+        mut req: Request<Incoming>,
         remote: SocketAddr,
         https: bool,
     ) -> Response<ProxyBody> {
         let started = Instant::now();
+        let settings = &self.shared.settings;
+        let request_id = trace::ensure_request_id(req.headers_mut());
+        let trace_id = trace::propagate(req.headers_mut(), settings.start_trace).id();
+        let mut record = self.shared.access_log.as_ref().map(|_| AccessRecord {
+            time: std::time::SystemTime::now(),
+            service: None,
+            revision: None,
+            instance: None,
+            method: req.method().clone(),
+            uri: req.uri().clone(),
+            version: req.version(),
+            status: 0,
+            bytes_in: 0,
+            bytes_out: 0,
+            duration: Duration::ZERO,
+            queue_wait: Duration::ZERO,
+            cold_start: false,
+            upstream_connect: None,
+            client: remote,
+            user_agent: req.headers().get(header::USER_AGENT).cloned(),
+            referer: req.headers().get(header::REFERER).cloned(),
+            request_id: request_id.clone(),
+            trace_id,
+        });
+        let mut timing = Timing::default();
+        let mut resp = self
+            .route(req, remote, https, started, &mut timing, &mut record)
+            .await;
+        resp.headers_mut()
+            .insert(trace::X_REQUEST_ID, request_id.clone());
+        if ServerTiming::applies(settings.server_timing, timing.cold) {
+            let value = ServerTiming {
+                total: started.elapsed(),
+                queue: (!timing.waited.is_zero() && !timing.cold).then_some(timing.waited),
+                cold_start: timing.cold.then_some(timing.waited),
+            };
+            resp.headers_mut()
+                .insert(trace::SERVER_TIMING, value.header_value());
+        }
+        if let (Some(log), Some(mut r)) = (&self.shared.access_log, record) {
+            r.status = resp.status().as_u16();
+            r.duration = started.elapsed();
+            r.queue_wait = timing.waited;
+            r.cold_start = timing.cold;
+            r.bytes_out = http_body::Body::size_hint(resp.body()).exact().unwrap_or(0);
+            log.record(r);
+        }
+        resp
+    }
+
+    async fn route(
+        &self,
+        req: Request<Incoming>,
+        remote: SocketAddr,
+        https: bool,
+        started: Instant,
+        timing: &mut Timing,
+        record: &mut Option<AccessRecord>,
+    ) -> Response<ProxyBody> {
         let host = match request_host(&req) {
             Ok(h) => h,
             Err(e) => return error_response(&e),
@@ -81,7 +161,14 @@ impl HyperForwarder {
         let Some(svc) = svc else {
             return error_response(&ProxyError::UnknownHost(name.to_string()));
         };
-        let resp = match self.forward(&svc, req, remote, host, started, https).await {
+        if let Some(r) = record {
+            r.service = Some(Arc::from(svc.name.as_str()));
+            r.revision = Some(Arc::from(svc.revision().as_str()));
+        }
+        let resp = match self
+            .forward(&svc, req, remote, host, started, https, timing)
+            .await
+        {
             Ok(r) => r,
             Err(e) => {
                 tracing::debug!(service = %svc.name, error = %e, side = ?e.side(), "request failed");
@@ -101,6 +188,7 @@ impl HyperForwarder {
         host: HeaderValue,
         arrived: Instant,
         https: bool,
+        timing: &mut Timing,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let (parts, body) = req.into_parts();
         let settings = &self.shared.settings;
@@ -117,10 +205,12 @@ impl HyperForwarder {
         let deadline = arrived + svc.config.load().queue.timeout;
         let response_timeout = settings.response_timeout;
 
+        let was_empty = svc.pool.load().is_empty();
         let mut guard = svc
             .acquire_by(deadline)
             .await
             .map_err(ProxyError::Activator)?;
+        timing.acquired(svc, arrived, was_empty);
         let mut body = body;
         let mut retried = false;
         loop {

@@ -36,6 +36,8 @@ pub struct Shared {
     /// Client connections open now, over all workers (one write per connection, not per
     /// request): the allocator is asked to return memory after a burst of them closed.
     pub connections: std::sync::atomic::AtomicUsize,
+    /// One line per request, written off the request path (`log.access`).
+    pub access_log: Option<crate::access_log::AccessLog>,
 }
 
 pub struct Settings {
@@ -53,6 +55,10 @@ pub struct Settings {
     pub max_connections_per_worker: usize,
     /// Where `redirect_https` sends plain-HTTP clients: the first TLS listener's port.
     pub https_port: Option<u16>,
+    /// Start a W3C trace for requests that arrive without one (`log.start_trace`).
+    pub start_trace: bool,
+    /// Which responses carry `Server-Timing` (`log.server_timing`).
+    pub server_timing: crate::config::ServerTimingMode,
 }
 
 impl Settings {
@@ -73,6 +79,8 @@ impl Settings {
             trusted_proxies: p.trusted_proxies.clone(),
             max_connections_per_worker: p.max_connections.div_ceil(workers.max(1)),
             https_port: None,
+            start_trace: true,
+            server_timing: crate::config::ServerTimingMode::ColdStart,
         }
     }
 

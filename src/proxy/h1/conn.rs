@@ -10,6 +10,7 @@ use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 
+use super::observe::Observed;
 use super::request::{Framing, Parsed, RequestHead};
 use super::response::ResponseHead;
 use super::write::{write_error, write_redirect};
@@ -66,6 +67,7 @@ pub struct Conn<'a, S> {
     pub(super) head: RequestHead,
     /// The current request's body has been read to its end (or it has none).
     pub(super) body_done: bool,
+    pub(super) obs: Observed,
     pub(super) resp: ResponseHead,
 }
 
@@ -110,6 +112,7 @@ impl<'a, S: ClientIo> Conn<'a, S> {
             out: Vec::new(),
             head: RequestHead::default(),
             body_done: true,
+            obs: Observed::default(),
             resp: ResponseHead::default(),
         }
     }
@@ -217,7 +220,7 @@ impl<'a, S: ClientIo> Conn<'a, S> {
     async fn fail(&mut self, e: &ProxyError) {
         tracing::debug!(peer = %self.peer, error = %e, "request refused");
         self.out.clear();
-        write_error(&mut self.out, e, true);
+        write_error(&mut self.out, e, true, b"");
         let _ = self.io.write_all(&self.out).await;
         let _ = self.io.flush().await;
     }
@@ -225,28 +228,40 @@ impl<'a, S: ClientIo> Conn<'a, S> {
     async fn exchange(&mut self) -> Outcome {
         let arrived = Instant::now();
         self.body_done = matches!(self.head.framing, Some(Framing::None));
+        let shared = &self.ctx.shared;
+        self.obs
+            .begin(&self.head, &self.buf, arrived, shared.settings.start_trace);
         let host = self.head.host.map_or(&b""[..], |h| h.get(&self.buf));
-        let svc = self.ctx.shared.routes.load().lookup_bytes(host).cloned();
-        let Some(svc) = svc else {
-            let e = ProxyError::UnknownHost(String::from_utf8_lossy(host).into_owned());
-            return self.answer_error(&e, None).await;
-        };
-        if !self.https && svc.config.load().redirect_https {
-            return self.redirect(&svc).await;
+        let svc = shared.routes.load().lookup_bytes(host).cloned();
+        if shared.access_log.is_some() {
+            self.obs
+                .start_record(&self.head, &self.buf, svc.as_deref(), self.peer);
         }
-        let result = self.forward(&svc, arrived).await;
-        match result {
-            Ok((status, outcome)) => {
-                svc.metrics.observe_status(status);
-                outcome
+        let (status, outcome) = match svc {
+            None => {
+                let e = ProxyError::UnknownHost(String::from_utf8_lossy(host).into_owned());
+                (e.status().as_u16(), self.answer_error(&e, None).await)
             }
-            Err(e) => {
-                if !matches!(e.side(), Side::Downstream) {
-                    tracing::debug!(service = %svc.name, error = %e, "request failed");
+            Some(svc) if !self.https && svc.config.load().redirect_https => {
+                (308, self.redirect(&svc).await)
+            }
+            Some(svc) => match self.forward(&svc, arrived).await {
+                Ok((status, outcome)) => {
+                    svc.metrics.observe_status(status);
+                    (status, outcome)
                 }
-                self.answer_error(&e, Some(&svc)).await
-            }
+                Err(e) => {
+                    if !matches!(e.side(), Side::Downstream) {
+                        tracing::debug!(service = %svc.name, error = %e, "request failed");
+                    }
+                    (e.status().as_u16(), self.answer_error(&e, Some(&svc)).await)
+                }
+            },
+        };
+        if let Some(log) = &self.ctx.shared.access_log {
+            self.obs.finish(log, status);
         }
+        outcome
     }
 
     async fn redirect(&mut self, svc: &Arc<Service>) -> Outcome {
@@ -273,7 +288,7 @@ impl<'a, S: ClientIo> Conn<'a, S> {
         let close =
             !self.head.keep_alive || matches!(e.side(), Side::Downstream) || self.body_unread();
         self.out.clear();
-        write_error(&mut self.out, e, close);
+        write_error(&mut self.out, e, close, self.obs.request_id());
         if self.io.write_all(&self.out).await.is_err() {
             return Outcome::Close;
         }

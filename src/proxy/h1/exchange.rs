@@ -57,19 +57,27 @@ impl<S: ClientIo> Conn<'_, S> {
             self.peer_ip.as_bytes(),
             self.https,
             svc.name.as_bytes(),
+            &self.obs.upstream_extra,
         );
         if let (true, Framing::Length(n)) = (body_in_buffer, framing) {
             let body = &self.buf[self.start..self.start + n as usize];
             self.out.extend_from_slice(body);
             self.start += n as usize;
             self.body_done = true;
+            self.obs.bytes_in = n;
         }
         let is_head = self.head.is_head;
 
+        let was_empty = svc.pool.load().is_empty();
         let mut guard = svc
             .acquire_by(deadline)
             .await
             .map_err(ProxyError::Activator)?;
+        self.obs.acquired(svc, was_empty);
+        let logging = self.ctx.shared.access_log.is_some();
+        if logging {
+            self.obs.instance = Some(Arc::from(guard.instance().id.as_str()));
+        }
         let mut connect_retried = false;
         let mut fresh_only = false;
         let conn = loop {
@@ -81,22 +89,30 @@ impl<S: ClientIo> Conn<'_, S> {
             };
             let mut conn = match pooled {
                 Some(c) => c,
-                None => {
-                    match upstream::connect(addr, self.ctx.shared.settings.connect_timeout).await {
-                        Ok(c) => c,
-                        Err(e) => {
-                            let err = connect_failed(svc, guard.instance(), e);
-                            drop(guard);
-                            if connect_retried {
-                                return Err(err);
-                            }
-                            // Nothing reached the instance: another may take it, POST included.
-                            connect_retried = true;
-                            guard = reacquire(svc, deadline, err).await?;
-                            continue;
+                None => match self.connect(addr).await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        let refused = matches!(e, ConnectError::Failed(_));
+                        let err = connect_failed(svc, guard.instance(), e);
+                        let inst = guard.instance().clone();
+                        drop(guard);
+                        if connect_retried {
+                            return Err(err);
                         }
+                        if refused {
+                            // The retry waits (briefly) for the controller to take the instance
+                            // out, or it could pick it again: it is now the least loaded.
+                            inst.leaves_within(EXIT_NOTICE_WAIT).await;
+                        }
+                        // Nothing reached the instance: another may take it, POST included.
+                        connect_retried = true;
+                        guard = reacquire(svc, deadline, err).await?;
+                        if logging {
+                            self.obs.instance = Some(Arc::from(guard.instance().id.as_str()));
+                        }
+                        continue;
                     }
-                }
+                },
             };
             let reused = conn.reused;
             if let Err(e) = conn.io.write_all(&self.out).await {
@@ -143,10 +159,13 @@ impl<S: ClientIo> Conn<'_, S> {
             return Ok((101, Outcome::Close));
         }
         svc.metrics.observe_duration(arrived.elapsed());
+        self.obs
+            .response_head(self.ctx.shared.settings.server_timing);
         let cf = ClientFraming::new(
             &self.resp,
             self.head.http10,
             self.head.keep_alive && !self.ctx.shared.shutdown.is_cancelled(),
+            &self.obs.client_extra,
         );
         let relayed = transfer::relay(
             &mut conn.io,
@@ -156,6 +175,7 @@ impl<S: ClientIo> Conn<'_, S> {
             &self.resp,
             &cf,
             self.ctx.shared.settings.response_timeout,
+            &mut self.obs.bytes_out,
         )
         .await;
         if relayed.is_ok() && !self.resp.closes {
@@ -250,12 +270,14 @@ impl<S: ClientIo> Conn<'_, S> {
         let mut scratch = self.ctx.buffers.write_buf(4096);
         let head_sent = Cell::new(false);
 
+        let mut received = 0;
         let (answered, body_done, body_error) = {
             let (mut cr, mut cw) = tokio::io::split(&mut self.io);
             let (mut ur, mut uw) = conn.io.split();
             let rb = &mut conn.rb;
             let resp = &mut self.resp;
             let out = &mut self.out;
+            let obs = &mut self.obs;
             let body = transfer::send_body(
                 &mut cr,
                 ClientBuf {
@@ -268,6 +290,7 @@ impl<S: ClientIo> Conn<'_, S> {
                 max_body,
                 &mut scratch,
                 settings.idle_timeout,
+                &mut received,
             );
             let answer = async {
                 let deadline = Instant::now() + settings.response_timeout;
@@ -279,7 +302,8 @@ impl<S: ClientIo> Conn<'_, S> {
                 }
                 svc.metrics.observe_duration(arrived.elapsed());
                 head_sent.set(true);
-                let cf = ClientFraming::new(resp, http10, keep_alive);
+                obs.response_head(settings.server_timing);
+                let cf = ClientFraming::new(resp, http10, keep_alive, &obs.client_extra);
                 transfer::relay(
                     &mut ur,
                     rb,
@@ -288,6 +312,7 @@ impl<S: ClientIo> Conn<'_, S> {
                     resp,
                     &cf,
                     settings.response_timeout,
+                    &mut obs.bytes_out,
                 )
                 .await
                 .map_err(Ok)?;
@@ -313,6 +338,7 @@ impl<S: ClientIo> Conn<'_, S> {
             };
             (answered, body_done, body_error)
         };
+        self.obs.bytes_in = received;
         self.ctx.buffers.put_write(scratch);
         self.body_done = body_done;
         if let Some(e) = body_error {
@@ -341,6 +367,14 @@ impl<S: ClientIo> Conn<'_, S> {
         }
     }
 
+    /// A new upstream connection, its connect time noted for the access log.
+    async fn connect(&mut self, addr: SocketAddr) -> Result<UpConn, ConnectError> {
+        let started = Instant::now();
+        let c = upstream::connect(addr, self.ctx.shared.settings.connect_timeout).await;
+        self.obs.upstream_connect = Some(started.elapsed());
+        c
+    }
+
     /// Splices client and instance after a `101`; the slot is held until either side closes.
     async fn tunnel(&mut self, mut conn: UpConn, guard: InFlight) {
         self.out.clear();
@@ -351,6 +385,7 @@ impl<S: ClientIo> Conn<'_, S> {
             super::response::BodyFraming::None,
             false,
             false,
+            &self.obs.client_extra,
         );
         conn.rb.consume(self.resp.head_len);
         // What either side sent past the handshake goes through first.

@@ -32,6 +32,8 @@ pub struct Observed {
     pub bytes_in: u64,
     pub bytes_out: u64,
     pub upstream_connect: Option<Duration>,
+    /// The instance that answered (only with the access log on).
+    pub instance: Option<Arc<str>>,
     /// The access-log line in the making (only with the log on).
     pub record: Option<AccessRecord>,
 }
@@ -50,6 +52,7 @@ impl Default for Observed {
             bytes_in: 0,
             bytes_out: 0,
             upstream_connect: None,
+            instance: None,
             record: None,
         }
     }
@@ -69,6 +72,7 @@ impl Observed {
         self.bytes_in = 0;
         self.bytes_out = 0;
         self.upstream_connect = None;
+        self.instance = None;
         self.record = None;
         match head.request_id {
             Some(s) => {
@@ -152,7 +156,6 @@ impl Observed {
 
     /// With the access log on: what only the head tells, taken before a streamed body reuses
     /// the buffer.
-    #[allow(clippy::too_many_arguments)]
     pub fn start_record(
         &mut self,
         head: &RequestHead,
@@ -197,12 +200,12 @@ impl Observed {
     }
 
     /// The request's one exit: its access-log line goes to the writer.
-    pub fn finish(&mut self, log: &AccessLog, status: u16, instance: Option<Arc<str>>) {
+    pub fn finish(&mut self, log: &AccessLog, status: u16) {
         let Some(mut r) = self.record.take() else {
             return;
         };
         r.status = status;
-        r.instance = instance.or(r.instance);
+        r.instance = self.instance.take();
         r.bytes_in = self.bytes_in;
         r.bytes_out = self.bytes_out;
         r.duration = self.arrived.elapsed();

@@ -54,6 +54,7 @@ pub async fn send_body<R, W>(
     max: Option<u64>,
     scratch: &mut Vec<u8>,
     idle: Duration,
+    received: &mut u64,
 ) -> Result<(), ProxyError>
 where
     R: AsyncRead + Unpin,
@@ -72,6 +73,7 @@ where
                     .map_err(up_write)?;
                 *cb.start += n;
                 left -= n as u64;
+                *received += n as u64;
             }
             Ok(())
         }
@@ -100,6 +102,7 @@ where
                 }
                 uw.write_all(scratch).await.map_err(up_write)?;
                 if dec.is_done() {
+                    *received = total;
                     return Ok(());
                 }
             }
@@ -163,36 +166,47 @@ pub async fn read_head<R: AsyncRead + Unpin>(
     }
 }
 
-/// How the client's copy of the response is framed and whether its connection closes after.
-pub struct ClientFraming {
+/// How the client's copy of the response is framed, whether its connection closes after, and
+/// wakeway's own header lines for it.
+pub struct ClientFraming<'a> {
     pub http10: bool,
     pub close: bool,
+    pub extra: &'a [u8],
 }
 
-impl ClientFraming {
+impl<'a> ClientFraming<'a> {
     /// Chunked is re-framed; to an HTTP/1.0 client it becomes close-delimited, as does a body the
     /// instance delimits by closing.
-    pub fn new(resp: &ResponseHead, http10: bool, keep_alive: bool) -> ClientFraming {
+    pub fn new(
+        resp: &ResponseHead,
+        http10: bool,
+        keep_alive: bool,
+        extra: &'a [u8],
+    ) -> ClientFraming<'a> {
         let framing = resp.framing.unwrap_or(BodyFraming::Close);
         ClientFraming {
             http10,
             close: !keep_alive
                 || matches!(framing, BodyFraming::Close)
                 || (http10 && matches!(framing, BodyFraming::Chunked)),
+            extra,
         }
     }
 }
 
-/// Writes the response head and body to the client. `Err`: the exchange broke off (client gone
-/// or instance failed mid-body); neither connection can be reused.
+/// Writes the response head and body to the client, counting the bytes in `sent`. `Err`: the
+/// exchange broke off (client gone or instance failed mid-body); neither connection can be
+/// reused.
+#[allow(clippy::too_many_arguments)]
 pub async fn relay<R, W>(
     ur: &mut R,
     rb: &mut RecvBuf,
     cw: &mut W,
     out: &mut Vec<u8>,
     resp: &ResponseHead,
-    cf: &ClientFraming,
+    cf: &ClientFraming<'_>,
     idle: Duration,
+    sent: &mut u64,
 ) -> Result<(), ()>
 where
     R: AsyncRead + Unpin,
@@ -200,21 +214,29 @@ where
 {
     let framing = resp.framing.unwrap_or(BodyFraming::Close);
     out.clear();
-    write_client_head(out, resp, rb.pending(), framing, cf.http10, cf.close);
+    write_client_head(
+        out,
+        resp,
+        rb.pending(),
+        framing,
+        cf.http10,
+        cf.close,
+        cf.extra,
+    );
     rb.consume(resp.head_len);
     match framing {
-        BodyFraming::None => cw.write_all(out).await.map_err(drop)?,
+        BodyFraming::None => put(cw, out, sent).await?,
         BodyFraming::Length(mut left) => {
             // The head and what already arrived of the body go out in one write.
             let n = rb.pending().len().min(left as usize);
             out.extend_from_slice(&rb.pending()[..n]);
             rb.consume(n);
             left -= n as u64;
-            cw.write_all(out).await.map_err(drop)?;
+            put(cw, out, sent).await?;
             while left > 0 {
                 fill(ur, rb, idle).await?;
                 let n = rb.pending().len().min(left as usize);
-                cw.write_all(&rb.pending()[..n]).await.map_err(drop)?;
+                put(cw, &rb.pending()[..n], sent).await?;
                 rb.consume(n);
                 left -= n as u64;
             }
@@ -237,7 +259,7 @@ where
                     out.extend_from_slice(chunked::LAST_CHUNK);
                 }
                 if !out.is_empty() {
-                    cw.write_all(out).await.map_err(drop)?;
+                    put(cw, out, sent).await?;
                     out.clear();
                 }
                 if dec.is_done() {
@@ -247,10 +269,10 @@ where
             }
         }
         BodyFraming::Close => {
-            cw.write_all(out).await.map_err(drop)?;
+            put(cw, out, sent).await?;
             loop {
                 if !rb.is_empty() {
-                    cw.write_all(rb.pending()).await.map_err(drop)?;
+                    put(cw, rb.pending(), sent).await?;
                     let n = rb.pending().len();
                     rb.consume(n);
                 }
@@ -263,6 +285,12 @@ where
         }
     }
     cw.flush().await.map_err(drop)
+}
+
+async fn put<W: AsyncWrite + Unpin>(cw: &mut W, bytes: &[u8], sent: &mut u64) -> Result<(), ()> {
+    cw.write_all(bytes).await.map_err(drop)?;
+    *sent += bytes.len() as u64;
+    Ok(())
 }
 
 async fn fill<R: AsyncRead + Unpin>(

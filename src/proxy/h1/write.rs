@@ -19,6 +19,7 @@ pub fn write_upstream_head(
     peer_ip: &[u8],
     https: bool,
     fallback_host: &[u8],
+    extra: &[u8],
 ) {
     out.extend_from_slice(head.method(buf));
     out.push(b' ');
@@ -68,6 +69,7 @@ pub fn write_upstream_head(
         out.extend_from_slice(h.get(buf));
         out.extend_from_slice(b"\r\n");
     }
+    out.extend_from_slice(extra);
     out.extend_from_slice(b"\r\n");
 }
 
@@ -78,6 +80,7 @@ pub fn write_client_head(
     framing: BodyFraming,
     http10: bool,
     close: bool,
+    extra: &[u8],
 ) {
     out.extend_from_slice(b"HTTP/1.1 ");
     put_num(out, resp.status as u64);
@@ -120,13 +123,21 @@ pub fn write_client_head(
     } else if http10 {
         out.extend_from_slice(b"Connection: keep-alive\r\n");
     }
+    out.extend_from_slice(extra);
     out.extend_from_slice(b"\r\n");
 }
 
-/// wakeway's own answer (an error): plain text, never an internal address.
-pub fn write_error(out: &mut Vec<u8>, e: &ProxyError, close: bool) {
+/// wakeway's own answer (an error): plain text, never an internal address; with the request's
+/// id (when it has one) in a header and in the body, for a support ticket to quote.
+pub fn write_error(out: &mut Vec<u8>, e: &ProxyError, close: bool, request_id: &[u8]) {
     let status = e.status();
-    let msg = e.message();
+    let mut msg = e.message();
+    if let Ok(id) = std::str::from_utf8(request_id)
+        && !id.is_empty()
+    {
+        msg.push_str("\nrequest id: ");
+        msg.push_str(id);
+    }
     out.extend_from_slice(b"HTTP/1.1 ");
     put_num(out, status.as_u16() as u64);
     out.push(b' ');
@@ -141,6 +152,11 @@ pub fn write_error(out: &mut Vec<u8>, e: &ProxyError, close: bool) {
     }
     if close {
         out.extend_from_slice(b"Connection: close\r\n");
+    }
+    if !request_id.is_empty() {
+        out.extend_from_slice(b"X-Request-Id: ");
+        out.extend_from_slice(request_id);
+        out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(b"\r\n");
     out.extend_from_slice(msg.as_bytes());

@@ -25,6 +25,8 @@ fn service(tweak: impl FnOnce(&mut ServiceConfig)) -> Arc<Service> {
         health: Default::default(),
         queue: Default::default(),
         deploy: Default::default(),
+        max_body_bytes: None,
+        redirect_https: false,
     };
     cfg.scaling.max_concurrency = 10;
     cfg.scaling.target_concurrency = 5.0;
