@@ -196,6 +196,7 @@ fn main() -> ExitCode {
                     token: None,
                 },
                 docker: Default::default(),
+                swarm: Default::default(),
                 services: vec![svc],
             };
             c.proxy.listen = vec![listen];

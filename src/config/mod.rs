@@ -106,6 +106,7 @@ pub fn validate_service(service: &ServiceConfig) -> Result<(), ConfigError> {
             token: None,
         },
         docker: DockerConfig::default(),
+        swarm: SwarmConfig::default(),
         services: vec![service.clone()],
     };
     validate(&config)

@@ -35,7 +35,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::{Adopted, BoxFuture, InstanceHandle, InstanceSpec, Runtime, RuntimeError, Started};
-use crate::config::{self, Config, DockerConfig, ImageSource, ServiceConfig, Source};
+use crate::config::{self, Config, DockerConfig, ImageRuntime, ImageSource, ServiceConfig, Source};
 
 pub const LABEL_MANAGED: &str = "wakeway.managed";
 pub const LABEL_SCOPE: &str = "wakeway.scope";
@@ -46,21 +46,28 @@ pub const LABEL_INSTANCE: &str = "wakeway.instance";
 /// network): a container whose fingerprint differs from the config's is stale.
 pub const LABEL_SPEC: &str = "wakeway.spec";
 
+/// The label the engine puts on every swarm task's container.
+pub(crate) const SWARM_SERVICE_ID_LABEL: &str = "com.docker.swarm.service.id";
 /// Where the engine listens when neither `docker.endpoint` nor `$DOCKER_HOST` says.
 pub const DEFAULT_ENDPOINT: &str = "unix:///var/run/docker.sock";
 /// bollard's per-request limit (to response headers); a stop gets its grace on top.
-const API_TIMEOUT: Duration = Duration::from_secs(120);
-const EVENTS_BACKOFF_MIN: Duration = Duration::from_millis(100);
-const EVENTS_BACKOFF_MAX: Duration = Duration::from_secs(5);
+pub(crate) const API_TIMEOUT: Duration = Duration::from_secs(120);
+pub(crate) const EVENTS_BACKOFF_MIN: Duration = Duration::from_millis(100);
+pub(crate) const EVENTS_BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// Grace for containers of unknown services, as `docker stop` gives by default.
 const UNKNOWN_STOP_GRACE: Duration = Duration::from_secs(10);
 /// How long `wakeway check` and adoption wait for an engine that accepts but does not answer.
-const QUICK_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const QUICK_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The engine address in effect: `docker.endpoint`, else `$DOCKER_HOST`, else the local socket.
 pub fn resolve_endpoint(cfg: &DockerConfig) -> String {
-    cfg.endpoint
-        .clone()
+    endpoint_or_default(cfg.endpoint.as_deref())
+}
+
+/// `configured`, else `$DOCKER_HOST`, else the local socket.
+pub(crate) fn endpoint_or_default(configured: Option<&str>) -> String {
+    configured
+        .map(str::to_string)
         .or_else(|| {
             std::env::var("DOCKER_HOST")
                 .ok()
@@ -91,7 +98,7 @@ fn connect(endpoint: &str) -> Result<Docker, DockerError> {
 }
 
 /// A client that has agreed the API version with the engine (which may be older than bollard).
-async fn connect_and_negotiate(endpoint: &str) -> Result<Docker, String> {
+pub(crate) async fn connect_and_negotiate(endpoint: &str) -> Result<Docker, String> {
     let docker = connect(endpoint).map_err(|e| e.to_string())?;
     match tokio::time::timeout(QUICK_TIMEOUT, docker.negotiate_version()).await {
         Ok(Ok(docker)) => Ok(docker),
@@ -132,6 +139,11 @@ pub fn spec_fingerprint(
     for (k, v) in env {
         text.push_str(&format!("env {k}={v}\n"));
     }
+    fnv1a(&text)
+}
+
+/// FNV-1a of `text`, as 16 hex digits: stable across Rust releases, unlike `DefaultHasher`.
+pub(crate) fn fnv1a(text: &str) -> String {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     for b in text.bytes() {
         hash ^= u64::from(b);
@@ -141,7 +153,7 @@ pub fn spec_fingerprint(
 }
 
 /// A human reason for a container's exit code.
-fn exit_reason(name: &str, code: Option<i64>) -> String {
+pub(crate) fn exit_reason(name: &str, code: Option<i64>) -> String {
     match code {
         Some(c) if c > 128 && c < 128 + 65 => {
             let sig = nix::sys::signal::Signal::try_from((c - 128) as i32)
@@ -154,7 +166,7 @@ fn exit_reason(name: &str, code: Option<i64>) -> String {
     }
 }
 
-fn status_of(e: &DockerError) -> Option<u16> {
+pub(crate) fn status_of(e: &DockerError) -> Option<u16> {
     match e {
         DockerError::DockerResponseServerError { status_code, .. } => Some(*status_code),
         _ => None,
@@ -216,6 +228,9 @@ impl DockerEngine {
                 let Source::Image(img) = &svc.source else {
                     return None;
                 };
+                if img.runtime != ImageRuntime::Docker {
+                    return None;
+                }
                 Some((
                     svc.name.clone(),
                     Expected {
@@ -631,6 +646,10 @@ impl DockerEngine {
                 continue;
             }
             let labels = c.labels.clone().unwrap_or_default();
+            // A swarm task's container: the swarm runtime owns it, through its swarm service.
+            if labels.contains_key(SWARM_SERVICE_ID_LABEL) {
+                continue;
+            }
             let name = c
                 .names
                 .as_ref()
@@ -845,7 +864,7 @@ fn connect_ip(publish: IpAddr) -> IpAddr {
     }
 }
 
-fn unix_now_nanos() -> u64 {
+pub(crate) fn unix_now_nanos() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
@@ -868,6 +887,9 @@ impl DockerRuntime {
         let Source::Image(img) = &svc.source else {
             return None;
         };
+        if img.runtime != ImageRuntime::Docker {
+            return None;
+        }
         Some(DockerRuntime {
             spec: spec_fingerprint(&engine.cfg, img, &svc.env),
             engine,
@@ -1202,6 +1224,7 @@ mod tests {
                 cpus: Some(0.5),
                 memory: Some(256 << 20),
                 stop_signal: Some("SIGTERM".into()),
+                runtime: ImageRuntime::Docker,
             })
         );
         assert_eq!(web.deploy.stop_grace, Duration::from_secs(10));
@@ -1245,6 +1268,7 @@ mod tests {
             cpus: Some(0.5),
             memory: Some(64 << 20),
             stop_signal: Some("term".into()),
+            runtime: ImageRuntime::Docker,
         };
         let env = BTreeMap::from([("A".to_string(), "1".to_string())]);
         let base = spec_fingerprint(&docker, &img, &env);
