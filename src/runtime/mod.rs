@@ -4,6 +4,7 @@
 pub mod docker;
 pub mod fixed;
 pub mod process;
+pub mod swarm;
 
 use std::collections::BTreeMap;
 use std::future::Future;
