@@ -282,6 +282,28 @@ impl SwarmEngine {
             .map_err(|e| self.api_error("list tasks", e))
     }
 
+    /// The tasks of a swarm service that may have been removed: the `service` filter refuses a
+    /// removed service, while its tasks linger until they have stopped.
+    async fn tasks_named(
+        &self,
+        docker: &Docker,
+        id: &str,
+        name: &str,
+    ) -> Result<Vec<Task>, RuntimeError> {
+        let opts = ListTasksOptions {
+            filters: Some(HashMap::from([("name".to_string(), vec![name.to_string()])])),
+        };
+        let tasks = docker
+            .list_tasks(Some(opts))
+            .await
+            .map_err(|e| self.api_error("list tasks", e))?;
+        // The name filter matches prefixes: keep this service's own.
+        Ok(tasks
+            .into_iter()
+            .filter(|t| t.service_id.as_deref() == Some(id))
+            .collect())
+    }
+
     // -----------------------------------------------------------------------------------------
     // Watching instances
 
@@ -373,11 +395,11 @@ impl SwarmEngine {
         if !wait {
             return;
         }
-        let grace = self.stop_grace_of(docker, id).await;
+        let grace = self.stop_grace_of(docker, id, name).await;
         let deadline = tokio::time::Instant::now() + grace + REMOVE_SLACK;
         let mut pause = Duration::from_millis(20);
         loop {
-            match self.tasks_of(docker, id).await {
+            match self.tasks_named(docker, id, name).await {
                 Ok(tasks) if tasks.is_empty() => return,
                 Ok(_) => {}
                 Err(e) => {
@@ -396,8 +418,8 @@ impl SwarmEngine {
 
     /// A removed service is gone from the API, its task's grace is not known any more: it
     /// is read from the task, which lingers while it stops.
-    async fn stop_grace_of(&self, docker: &Docker, id: &str) -> Duration {
-        let tasks = self.tasks_of(docker, id).await.unwrap_or_default();
+    async fn stop_grace_of(&self, docker: &Docker, id: &str, name: &str) -> Duration {
+        let tasks = self.tasks_named(docker, id, name).await.unwrap_or_default();
         spec::current_task(&tasks)
             .and_then(|t| t.spec.as_ref()?.container_spec.as_ref()?.stop_grace_period)
             .map_or(Duration::from_secs(10), |ns| {
