@@ -463,8 +463,13 @@ async fn sigkilled_wakeway_restarted_adopts_its_tasks_and_removes_leftovers() {
     // A changed env makes them stale: replaced, not adopted.
     let changed = Wakeway::start_config(&t.swarm_config("", &service("two"))).await;
     let fresh = wait_ready_count(&changed, "keep", 2).await;
-    let replaced = t.wait_service_instances("keep", &fresh).await;
-    assert!(replaced.is_disjoint(&instances), "{instances:?} -> {replaced:?}");
+    t.wait_service_instances("keep", &fresh).await;
+    let replaced = t.service_ids().await;
+    assert!(replaced.is_disjoint(&services), "{services:?} -> {replaced:?}");
+    for s in t.services(Some("keep")).await {
+        let env = s.spec.unwrap().task_template.unwrap().container_spec.unwrap().env.unwrap();
+        assert!(env.contains(&"GREETING=two".to_string()), "{env:?}");
+    }
     let resp = changed.get("keep.localhost", "/").await;
     assert_eq!(resp.status, StatusCode::OK);
 }
