@@ -247,7 +247,10 @@ max_concurrency = 2"#,
             Err(_) => failed += 1,
         }
     }
-    assert_eq!(failed, 2, "exactly the victim's two requests fail; ok: {ok:?}");
+    assert_eq!(
+        failed, 2,
+        "exactly the victim's two requests fail; ok: {ok:?}"
+    );
     assert!(!ok.contains(&victim), "{ok:?}");
 
     // Replaced by a new task; the victim's swarm service is removed.
@@ -256,7 +259,11 @@ max_concurrency = 2"#,
         (ids.len() == 3 && !ids.contains(&victim)).then_some(ids)
     })
     .await;
-    assert_eq!(after.intersection(&before).count(), 2, "{before:?} -> {after:?}");
+    assert_eq!(
+        after.intersection(&before).count(),
+        2,
+        "{before:?} -> {after:?}"
+    );
     t.wait_service_instances("crash", &after).await;
     let events = w.events("crash").await;
     assert!(
@@ -315,7 +322,10 @@ drain_timeout = "60s""#
     load.wait_done_since(mark, 8).await;
     // Whether or not its task was a victim, the held request ends normally: a victim is
     // drained before its swarm service is removed.
-    let resp = held.finish("done").await.expect("the held request completes");
+    let resp = held
+        .finish("done")
+        .await
+        .expect("the held request completes");
     assert_eq!(resp.status, StatusCode::OK, "{}", resp.text());
     assert_eq!(resp.text(), "held|done", "drained, not cut off");
     wait_for("the drained instances gone", DEADLINE, || async {
@@ -387,9 +397,7 @@ async fn blue_green_deploy_under_load_loses_nothing_and_rollback_runs_the_old_im
     assert_eq!(images, BTreeSet::from([v2.clone()]));
 
     // Rollback: the previous image runs again, in new tasks.
-    let (status, rb) = w
-        .admin_post("/v1/services/web/rollback", json!(null))
-        .await;
+    let (status, rb) = w.admin_post("/v1/services/web/rollback", json!(null)).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{rb}");
     let done = w.wait_deployment("web", rb["id"].as_str().unwrap()).await;
     assert_eq!(done["state"], "succeeded", "{done}");
@@ -428,7 +436,11 @@ async fn sigkilled_wakeway_restarted_adopts_its_tasks_and_removes_leftovers() {
     assert_eq!(services.len(), 2);
     first.proc.signal(libc::SIGKILL);
     first.proc.wait_exit(DEADLINE).await;
-    assert_eq!(t.service_ids().await, services, "the tasks outlive a SIGKILL");
+    assert_eq!(
+        t.service_ids().await,
+        services,
+        "the tasks outlive a SIGKILL"
+    );
 
     // What an older wakeway could have left: a service of a service no longer in the config.
     let ghost = t
@@ -470,9 +482,20 @@ async fn sigkilled_wakeway_restarted_adopts_its_tasks_and_removes_leftovers() {
     let fresh = wait_ready_count(&changed, "keep", 2).await;
     t.wait_service_instances("keep", &fresh).await;
     let replaced = t.service_ids().await;
-    assert!(replaced.is_disjoint(&services), "{services:?} -> {replaced:?}");
+    assert!(
+        replaced.is_disjoint(&services),
+        "{services:?} -> {replaced:?}"
+    );
     for s in t.services(Some("keep")).await {
-        let env = s.spec.unwrap().task_template.unwrap().container_spec.unwrap().env.unwrap();
+        let env = s
+            .spec
+            .unwrap()
+            .task_template
+            .unwrap()
+            .container_spec
+            .unwrap()
+            .env
+            .unwrap();
         assert!(env.contains(&"GREETING=two".to_string()), "{env:?}");
     }
     let resp = changed.get("keep.localhost", "/").await;

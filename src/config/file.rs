@@ -453,7 +453,9 @@ fn convert_service(i: usize, s: RawService) -> Result<ServiceConfig, ConfigError
             };
             return Err(ConfigError::at_key(
                 key(k),
-                format!("`{k}` applies only to services with an `image` (docker and swarm runtimes){hint}"),
+                format!(
+                    "`{k}` applies only to services with an `image` (docker and swarm runtimes){hint}"
+                ),
             ));
         }
     }

@@ -249,7 +249,10 @@ fn validate_swarm(s: &SwarmConfig) -> Result {
             ),
         );
     }
-    if matches!(net, "host" | "bridge" | "none" | "ingress" | "docker_gwbridge") {
+    if matches!(
+        net,
+        "host" | "bridge" | "none" | "ingress" | "docker_gwbridge"
+    ) {
         return fail(
             "swarm.network",
             format!(

@@ -146,7 +146,10 @@ impl SwarmTest {
     /// Waits until this scope has no swarm service, no task and no container left.
     pub async fn wait_nothing_left(&self) {
         wait_for(
-            &format!("no swarm service, task or container left in scope {}", self.scope),
+            &format!(
+                "no swarm service, task or container left in scope {}",
+                self.scope
+            ),
             DEADLINE,
             || async {
                 let services = self.services(None).await.len();
@@ -190,7 +193,11 @@ impl SwarmTest {
             .list_containers(Some(opts))
             .await
             .expect("list containers");
-        assert_eq!(list.len(), 1, "one running container of {instance}: {list:?}");
+        assert_eq!(
+            list.len(),
+            1,
+            "one running container of {instance}: {list:?}"
+        );
         list[0].id.clone().unwrap()
     }
 

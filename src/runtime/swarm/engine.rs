@@ -291,7 +291,10 @@ impl SwarmEngine {
         name: &str,
     ) -> Result<Vec<Task>, RuntimeError> {
         let opts = ListTasksOptions {
-            filters: Some(HashMap::from([("name".to_string(), vec![name.to_string()])])),
+            filters: Some(HashMap::from([(
+                "name".to_string(),
+                vec![name.to_string()],
+            )])),
         };
         let tasks = docker
             .list_tasks(Some(opts))
@@ -328,7 +331,10 @@ impl SwarmEngine {
     /// Leftovers are dealt with before this wakeway's first task exists; when adoption could
     /// not run (manager down at start), nothing is adopted any more.
     pub(super) async fn ensure_swept(self: &Arc<Self>) -> Result<(), RuntimeError> {
-        self.swept.get_or_try_init(|| self.sweep(false)).await.map(|_| ())
+        self.swept
+            .get_or_try_init(|| self.sweep(false))
+            .await
+            .map(|_| ())
     }
 
     pub(super) fn mark_running(&self, id: &str) {
@@ -350,7 +356,12 @@ impl SwarmEngine {
     /// Reports the exit (first reason wins); `forget` stops tracking the service. A service
     /// whose task ended on its own is removed here: with a restart policy of none, nothing else
     /// would.
-    pub(super) fn report_exit(self: &Arc<Self>, id: &str, reason: impl FnOnce(&str) -> String, forget: bool) {
+    pub(super) fn report_exit(
+        self: &Arc<Self>,
+        id: &str,
+        reason: impl FnOnce(&str) -> String,
+        forget: bool,
+    ) {
         let mut watched = self.watched.lock().expect("watched lock");
         let Some(w) = watched.get(id) else {
             return;
@@ -532,7 +543,11 @@ impl SwarmEngine {
         match ev.action.as_deref() {
             Some("oom") => self.report_exit(
                 service_id,
-                |_| format!("container {container} ran out of memory (its memory limit) and was killed"),
+                |_| {
+                    format!(
+                        "container {container} ran out of memory (its memory limit) and was killed"
+                    )
+                },
                 false,
             ),
             Some("die") => {
@@ -576,9 +591,14 @@ impl SwarmEngine {
             }
         }
         for id in ids {
-            let mine = by_service.get(id.as_str()).map(Vec::as_slice).unwrap_or(&[]);
+            let mine = by_service
+                .get(id.as_str())
+                .map(Vec::as_slice)
+                .unwrap_or(&[]);
             match spec::current_task(mine) {
-                None => self.report_exit(&id, |name| format!("swarm service {name} is gone"), false),
+                None => {
+                    self.report_exit(&id, |name| format!("swarm service {name} is gone"), false)
+                }
                 Some(task) => {
                     if let TaskView::Ended(why) = spec::read_task(task) {
                         self.report_exit(&id, |name| format!("swarm service {name}: {why}"), false);
@@ -655,11 +675,12 @@ impl SwarmEngine {
                 },
             };
             match verdict {
-                Ok(instance) => candidates.entry(service).or_default().push(Candidate {
-                    id,
-                    name,
-                    instance,
-                }),
+                Ok(instance) => {
+                    candidates
+                        .entry(service)
+                        .or_default()
+                        .push(Candidate { id, name, instance })
+                }
                 Err(why) => {
                     tracing::info!("swarm: removing leftover service {name}: {why}");
                     self.remove_service(&docker, &id, &name, false).await;

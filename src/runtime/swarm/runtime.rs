@@ -286,7 +286,9 @@ impl InstanceHandle for SwarmHandle {
             engine.mark_stopping(&self.id);
             if let Ok(docker) = engine.client().await {
                 let gone = self.exited.borrow().is_some();
-                engine.remove_service(docker, &self.id, &self.name, !gone).await;
+                engine
+                    .remove_service(docker, &self.id, &self.name, !gone)
+                    .await;
             }
             let name = self.name.clone();
             engine.report_exit(&self.id, |_| format!("swarm service {name} removed"), true);

@@ -14,8 +14,7 @@ use bollard::models::{
 
 use crate::config::{self, ImageSource, SwarmConfig};
 use crate::runtime::docker::{
-    LABEL_INSTANCE, LABEL_MANAGED, LABEL_REVISION, LABEL_SCOPE, LABEL_SERVICE, LABEL_SPEC,
-    fnv1a,
+    LABEL_INSTANCE, LABEL_MANAGED, LABEL_REVISION, LABEL_SCOPE, LABEL_SERVICE, LABEL_SPEC, fnv1a,
 };
 
 /// The id of the image the service was created from, as this manager's engine resolved the
@@ -240,7 +239,10 @@ pub fn read_task(task: &Task) -> TaskView {
             | TaskState::ORPHANED),
         ) => {
             let code = container.exit_code.filter(|_| {
-                matches!(s, TaskState::FAILED | TaskState::COMPLETE | TaskState::SHUTDOWN)
+                matches!(
+                    s,
+                    TaskState::FAILED | TaskState::COMPLETE | TaskState::SHUTDOWN
+                )
             });
             let mut reason = format!("its task is {s}");
             if !message.is_empty() {
@@ -311,7 +313,14 @@ mod tests {
             name: "wakeway-web-web-00001-a",
             image: &img,
             env: vec!["PORT=8080".into()],
-            labels: labels("default", "web", "web-00001", "web-00001-a", "f", Some("sha256:1")),
+            labels: labels(
+                "default",
+                "web",
+                "web-00001",
+                "web-00001-a",
+                "f",
+                Some("sha256:1"),
+            ),
             network: "wakeway",
             constraints: &constraints,
             stop_grace: Duration::from_secs(3),
@@ -424,7 +433,10 @@ mod tests {
         let TaskView::Ended(why) = read_task(&task(FAILED, SHUTDOWN, None)) else {
             panic!("failed is the end");
         };
-        assert!(why.contains("failed") && why.contains("137 (SIGKILL)"), "{why}");
+        assert!(
+            why.contains("failed") && why.contains("137 (SIGKILL)"),
+            "{why}"
+        );
         assert!(matches!(
             read_task(&task(RUNNING, REMOVE, Some(30001))),
             TaskView::Ended(_)
