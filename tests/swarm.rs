@@ -126,10 +126,11 @@ stop_grace = "3s""#,
         .get("8080/tcp")
         .cloned()
         .flatten()
-        .unwrap()[0]
-        .host_port
-        .clone()
-        .unwrap();
+        .unwrap()
+        .into_iter()
+        .find(|b| b.host_ip.as_deref() == Some("0.0.0.0"))
+        .and_then(|b| b.host_port)
+        .expect("a port published on IPv4");
     assert!(
         info.network_settings
             .unwrap()

@@ -18,7 +18,7 @@ use tokio::sync::{OnceCell, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::spec::{self, LABEL_IMAGE, TaskView};
+use super::spec::{self, LABEL_IMAGE, RunningTask, TaskView};
 use crate::config::{ImageRuntime, ServiceConfig, Source, SwarmConfig};
 use crate::runtime::docker::{
     EVENTS_BACKOFF_MAX, EVENTS_BACKOFF_MIN, LABEL_INSTANCE, LABEL_MANAGED, LABEL_SCOPE,
@@ -239,16 +239,30 @@ impl SwarmEngine {
             .map(|_| ())
     }
 
-    /// Where wakeway connects to a task published on `port` of `node`.
+    /// Where wakeway connects to a running task: the port its node published, on loopback for
+    /// the manager's own node and on the node's swarm address for the others.
     pub(super) async fn address(
         &self,
         docker: &Docker,
-        node: &str,
-        port: u16,
+        task: &RunningTask,
     ) -> Result<SocketAddr, RuntimeError> {
-        if self.local_node.get().map(String::as_str) == Some(node) {
-            return Ok(SocketAddr::from((Ipv4Addr::LOCALHOST, port)));
+        if self.local_node.get() == Some(&task.node) {
+            // The engine may publish IPv4 and IPv6 on different ports; the task's status does
+            // not say which is which, the local container does.
+            let ipv4 = match &task.container {
+                Some(c) => docker
+                    .inspect_container(c, None)
+                    .await
+                    .ok()
+                    .and_then(|info| spec::ipv4_published_port(&info)),
+                None => None,
+            };
+            return Ok(SocketAddr::from((
+                Ipv4Addr::LOCALHOST,
+                ipv4.unwrap_or(task.port),
+            )));
         }
+        let node = &task.node;
         let info = docker
             .inspect_node(node)
             .await
@@ -261,7 +275,7 @@ impl SwarmEngine {
                 message: format!("node {node} has no address wakeway can reach"),
                 retryable: false,
             })?;
-        Ok(SocketAddr::new(addr, port))
+        Ok(SocketAddr::new(addr, task.port))
     }
 
     /// The tasks of one swarm service.
@@ -710,10 +724,9 @@ impl SwarmEngine {
             let exited = self.watch(&c.id, &c.name);
             let tasks = self.tasks_of(&docker, &c.id).await?;
             let found = match spec::current_task(&tasks).map(spec::read_task) {
-                Some(TaskView::Running(task)) => self
-                    .address(&docker, &task.node, task.port)
-                    .await
-                    .map(|a| (a, task)),
+                Some(TaskView::Running(task)) => {
+                    self.address(&docker, &task).await.map(|a| (a, task))
+                }
                 Some(TaskView::Pending(state)) => Err(RuntimeError {
                     message: format!("its task is {state}"),
                     retryable: false,

@@ -113,7 +113,7 @@ impl SwarmRuntime {
             "swarm: task of {name} running on node {}",
             task.node
         );
-        let address = engine.address(&docker, &task.node, task.port).await?;
+        let address = engine.address(&docker, &task).await?;
         engine.mark_running(&id);
         created.armed = false;
         let local = address.ip().is_loopback();

@@ -5,10 +5,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use bollard::models::{
-    EndpointPortConfig, EndpointPortConfigProtocolEnum, EndpointPortConfigPublishModeEnum,
-    EndpointSpec, EndpointSpecModeEnum, Limit, NetworkAttachmentConfig, ServiceSpec,
-    ServiceSpecMode, ServiceSpecModeReplicated, Task, TaskSpec, TaskSpecContainerSpec,
-    TaskSpecPlacement, TaskSpecResources, TaskSpecRestartPolicy,
+    ContainerInspectResponse, EndpointPortConfig, EndpointPortConfigProtocolEnum,
+    EndpointPortConfigPublishModeEnum, EndpointSpec, EndpointSpecModeEnum, Limit,
+    NetworkAttachmentConfig, ServiceSpec, ServiceSpecMode, ServiceSpecModeReplicated, Task,
+    TaskSpec, TaskSpecContainerSpec, TaskSpecPlacement, TaskSpecResources, TaskSpecRestartPolicy,
     TaskSpecRestartPolicyConditionEnum, TaskState,
 };
 
@@ -263,6 +263,25 @@ pub fn read_task(task: &Task) -> TaskView {
     }
 }
 
+/// The host port a local task's container published on IPv4 (the status lists IPv4 and IPv6
+/// bindings alike, and the engine may give them different ports).
+pub fn ipv4_published_port(info: &ContainerInspectResponse) -> Option<u16> {
+    info.network_settings
+        .as_ref()?
+        .ports
+        .as_ref()?
+        .values()
+        .flatten()
+        .flatten()
+        .find(|b| {
+            b.host_ip
+                .as_deref()
+                .is_none_or(|ip| ip.is_empty() || ip.parse::<std::net::Ipv4Addr>().is_ok())
+        })
+        .and_then(|b| b.host_port.as_deref()?.parse::<u16>().ok())
+        .filter(|p| *p != 0)
+}
+
 /// `exit code 137 (SIGKILL)`.
 pub fn exit_code_text(code: i64) -> String {
     if code > 128 && code < 128 + 65 {
@@ -412,6 +431,30 @@ mod tests {
             }),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn the_ipv4_binding_is_the_one_wakeway_uses() {
+        use bollard::models::{NetworkSettings, PortBinding};
+        let binding = |ip: &str, port: &str| PortBinding {
+            host_ip: Some(ip.into()),
+            host_port: Some(port.into()),
+        };
+        let info = ContainerInspectResponse {
+            network_settings: Some(NetworkSettings {
+                ports: Some(HashMap::from([(
+                    "8080/tcp".to_string(),
+                    Some(vec![binding("::", "32846"), binding("0.0.0.0", "32859")]),
+                )])),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert_eq!(ipv4_published_port(&info), Some(32859));
+        assert_eq!(
+            ipv4_published_port(&ContainerInspectResponse::default()),
+            None
+        );
     }
 
     #[test]
