@@ -601,3 +601,25 @@ async fn unreachable_manager_is_named_and_other_runtimes_keep_working() {
     );
     assert_eq!(w.get("plain.localhost", "/").await.status, StatusCode::OK);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_an_overlay_network_tasks_join_only_their_node() {
+    let Some(t) = SwarmTest::new().await else {
+        return;
+    };
+    let config = t
+        .swarm_config("stop_on_exit = true", &swarm_service("bare", &t.image, ""))
+        .replace(&format!("network = \"{}\"", t.network), "network = \"\"");
+    let w = Wakeway::start_config(&config).await;
+    let resp = w.get("bare.localhost", "/").await;
+    assert_eq!(resp.status, StatusCode::OK, "{}", resp.text());
+    let spec = t.services(Some("bare")).await[0].spec.clone().unwrap();
+    assert!(
+        spec.task_template.unwrap().networks.is_none(),
+        "no overlay network attached"
+    );
+    assert!(
+        t.docker.inspect_network(&t.network, None).await.is_err(),
+        "no network created"
+    );
+}

@@ -77,7 +77,8 @@ pub struct SwarmConfig {
     /// A manager's API: `unix:///path` or `tcp://host:port`. `None`: `$DOCKER_HOST`, else the
     /// local socket.
     pub endpoint: Option<String>,
-    /// The attachable overlay network every task joins; created when missing.
+    /// The attachable overlay network every task joins; created when missing. Empty: none
+    /// (tasks join only their node's default bridge, which starts them faster).
     pub network: String,
     /// How wakeway reaches each task.
     pub publish: SwarmPublish,

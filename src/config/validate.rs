@@ -240,11 +240,11 @@ fn validate_swarm(s: &SwarmConfig) -> Result {
         }
     }
     let net = s.network.trim();
-    if net.is_empty() || net != s.network {
+    if net != s.network {
         return fail(
             "swarm.network",
             format!(
-                "invalid network {:?}: give the name of an overlay network",
+                "invalid network {:?}: give the name of an overlay network (or \"\" for none)",
                 s.network
             ),
         );

@@ -193,6 +193,9 @@ impl SwarmEngine {
 
     /// The attachable overlay every task joins, created (labelled as wakeway's) when missing.
     pub(super) async fn ensure_network(&self, docker: &Docker) -> Result<(), RuntimeError> {
+        if self.cfg.network.is_empty() {
+            return Ok(());
+        }
         self.network
             .get_or_try_init(|| async {
                 let name = &self.cfg.network;

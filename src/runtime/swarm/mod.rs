@@ -114,7 +114,7 @@ runtime = "swarm"
             ),
             (
                 "network = \"apps\"",
-                "network = \"\"",
+                "network = \" apps\"",
                 "swarm.network",
                 "overlay",
             ),

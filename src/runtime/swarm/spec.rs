@@ -138,10 +138,12 @@ pub fn service_spec(b: &Blueprint<'_>) -> ServiceSpec {
                 constraints: Some(b.constraints.to_vec()),
                 ..Default::default()
             }),
-            networks: Some(vec![NetworkAttachmentConfig {
-                target: Some(b.network.to_string()),
-                ..Default::default()
-            }]),
+            networks: (!b.network.is_empty()).then(|| {
+                vec![NetworkAttachmentConfig {
+                    target: Some(b.network.to_string()),
+                    ..Default::default()
+                }]
+            }),
             ..Default::default()
         }),
         mode: Some(ServiceSpecMode {
