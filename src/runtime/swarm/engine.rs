@@ -11,65 +11,49 @@ use std::time::Duration;
 
 use bollard::Docker;
 use bollard::errors::Error as DockerError;
-use bollard::models::{EventMessage, LocalNodeState, NetworkCreateRequest, Task};
-use bollard::query_parameters::{EventsOptions, ListServicesOptions, ListTasksOptions};
-use futures_util::StreamExt;
+use bollard::models::{LocalNodeState, NetworkCreateRequest, Task};
+use bollard::query_parameters::ListTasksOptions;
 use tokio::sync::{OnceCell, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::spec::{self, LABEL_IMAGE, RunningTask, TaskView};
+use super::adopt::{Candidate, Expected};
+use super::spec::{self, RunningTask};
 use crate::config::{ImageRuntime, ServiceConfig, Source, SwarmConfig};
+use crate::runtime::RuntimeError;
 use crate::runtime::docker::{
-    EVENTS_BACKOFF_MAX, EVENTS_BACKOFF_MIN, LABEL_INSTANCE, LABEL_MANAGED, LABEL_SCOPE,
-    LABEL_SERVICE, LABEL_SPEC, QUICK_TIMEOUT, SWARM_SERVICE_ID_LABEL, connect_and_negotiate,
-    endpoint_or_default, exit_reason, status_of, unix_now_nanos,
+    LABEL_MANAGED, LABEL_SCOPE, QUICK_TIMEOUT, connect_and_negotiate, endpoint_or_default,
+    status_of,
 };
-use crate::runtime::{Adopted, RuntimeError, Started};
 
-/// How often tasks are listed to notice exits the local event stream cannot show (tasks on
-/// other nodes, a node that died).
-const TASK_POLL: Duration = Duration::from_secs(1);
 /// How long a removed service's task may take to stop beyond its grace before wakeway stops
 /// waiting for it.
 const REMOVE_SLACK: Duration = Duration::from_secs(30);
 
-/// What wakeway expects of a service's instances.
-pub(super) struct Expected {
-    pub spec: String,
-    pub image: String,
-}
-
-struct Candidate {
-    id: String,
-    name: String,
-    instance: String,
-}
-
-struct Watched {
-    name: String,
-    exited: watch::Sender<Option<String>>,
+pub(super) struct Watched {
+    pub(super) name: String,
+    pub(super) exited: watch::Sender<Option<String>>,
     /// Its task ran: from now on a task that is not running is an exit.
-    running: bool,
+    pub(super) running: bool,
     /// wakeway is removing it: the stop path reports, not the exit handlers.
-    stopping: bool,
+    pub(super) stopping: bool,
 }
 
 pub struct SwarmEngine {
     pub(super) cfg: SwarmConfig,
-    endpoint: String,
-    client: OnceCell<Docker>,
+    pub(super) endpoint: String,
+    pub(super) client: OnceCell<Docker>,
     /// The manager's own node: its tasks are reached on loopback.
-    local_node: OnceCell<String>,
-    network: OnceCell<()>,
+    pub(super) local_node: OnceCell<String>,
+    pub(super) network: OnceCell<()>,
     /// This wakeway's instances, by swarm service id.
-    watched: Mutex<HashMap<String, Watched>>,
-    known: HashMap<String, Expected>,
-    swept: OnceCell<()>,
-    candidates: Mutex<HashMap<String, Vec<Candidate>>>,
+    pub(super) watched: Mutex<HashMap<String, Watched>>,
+    pub(super) known: HashMap<String, Expected>,
+    pub(super) swept: OnceCell<()>,
+    pub(super) candidates: Mutex<HashMap<String, Vec<Candidate>>>,
     pub(super) exiting: AtomicBool,
-    stop_events: CancellationToken,
-    background: Mutex<JoinSet<()>>,
+    pub(super) stop_events: CancellationToken,
+    pub(super) background: Mutex<JoinSet<()>>,
 }
 
 impl SwarmEngine {
@@ -183,7 +167,7 @@ impl SwarmEngine {
         Ok(docker)
     }
 
-    fn connected(&self) -> Option<Docker> {
+    pub(super) fn connected(&self) -> Option<Docker> {
         self.client.get().cloned()
     }
 
@@ -301,7 +285,7 @@ impl SwarmEngine {
 
     /// The tasks of a swarm service that may have been removed: the `service` filter refuses a
     /// removed service, while its tasks linger until they have stopped.
-    async fn tasks_named(
+    pub(super) async fn tasks_named(
         &self,
         docker: &Docker,
         id: &str,
@@ -446,334 +430,12 @@ impl SwarmEngine {
 
     /// A removed service is gone from the API, its task's grace is not known any more: it
     /// is read from the task, which lingers while it stops.
-    async fn stop_grace_of(&self, docker: &Docker, id: &str, name: &str) -> Duration {
+    pub(super) async fn stop_grace_of(&self, docker: &Docker, id: &str, name: &str) -> Duration {
         let tasks = self.tasks_named(docker, id, name).await.unwrap_or_default();
         spec::current_task(&tasks)
             .and_then(|t| t.spec.as_ref()?.container_spec.as_ref()?.stop_grace_period)
             .map_or(Duration::from_secs(10), |ns| {
                 Duration::from_nanos(ns.max(0) as u64)
             })
-    }
-
-    /// Container events of this scope (exits on the manager's own node, at once) and a task
-    /// poll (exits anywhere, and those missed while the stream was down), until `close`.
-    async fn follow(self: Arc<Self>) {
-        let mut backoff = EVENTS_BACKOFF_MIN;
-        let mut down_logged = false;
-        let mut since = unix_now_nanos().saturating_sub(1_000_000_000);
-        loop {
-            let docker = match self.client().await {
-                Ok(d) => d.clone(),
-                Err(e) => {
-                    if !down_logged {
-                        tracing::error!("{e}; swarm services answer 503 until it is back");
-                        down_logged = true;
-                    }
-                    if self.pause(&mut backoff).await {
-                        return;
-                    }
-                    continue;
-                }
-            };
-            let filters = HashMap::from([
-                ("type".to_string(), vec!["container".to_string()]),
-                (
-                    "label".to_string(),
-                    vec![
-                        format!("{LABEL_MANAGED}=true"),
-                        format!("{LABEL_SCOPE}={}", self.cfg.scope),
-                    ],
-                ),
-                ("event".to_string(), vec!["die".into(), "oom".into()]),
-            ]);
-            let opts = EventsOptions {
-                since: Some(format!(
-                    "{}.{:09}",
-                    since / 1_000_000_000,
-                    since % 1_000_000_000
-                )),
-                until: None,
-                filters: Some(filters),
-            };
-            let mut stream = docker.events(Some(opts));
-            let mut poll = tokio::time::interval(TASK_POLL);
-            poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tokio::select! {
-                    _ = self.stop_events.cancelled() => return,
-                    item = stream.next() => match item {
-                        Some(Ok(ev)) => {
-                            backoff = EVENTS_BACKOFF_MIN;
-                            if let Some(t) = ev.time_nano {
-                                since = since.max(t.max(0) as u64);
-                            }
-                            self.on_event(ev);
-                        }
-                        Some(Err(e)) => {
-                            tracing::warn!("swarm: event stream from {} failed: {e}; reconnecting", self.endpoint);
-                            break;
-                        }
-                        None => {
-                            tracing::warn!("swarm: event stream from {} ended; reconnecting", self.endpoint);
-                            break;
-                        }
-                    },
-                    _ = poll.tick() => match self.poll_tasks(&docker).await {
-                        Ok(()) => {
-                            if down_logged {
-                                tracing::info!("swarm manager at {} is reachable again", self.endpoint);
-                                down_logged = false;
-                            }
-                        }
-                        Err(e) => {
-                            if !down_logged {
-                                tracing::error!("{e}; swarm services answer 503 until it is back");
-                                down_logged = true;
-                            }
-                            break;
-                        }
-                    },
-                }
-            }
-            if self.pause(&mut backoff).await {
-                return;
-            }
-        }
-    }
-
-    async fn pause(&self, backoff: &mut Duration) -> bool {
-        let wait = *backoff;
-        *backoff = (*backoff * 2).min(EVENTS_BACKOFF_MAX);
-        tokio::select! {
-            _ = self.stop_events.cancelled() => true,
-            _ = tokio::time::sleep(wait) => false,
-        }
-    }
-
-    fn on_event(self: &Arc<Self>, ev: EventMessage) {
-        let Some(actor) = ev.actor else { return };
-        let attrs = actor.attributes.unwrap_or_default();
-        let Some(service_id) = attrs.get(SWARM_SERVICE_ID_LABEL) else {
-            return;
-        };
-        let container = attrs.get("name").cloned().unwrap_or_default();
-        match ev.action.as_deref() {
-            Some("oom") => self.report_exit(
-                service_id,
-                |_| {
-                    format!(
-                        "container {container} ran out of memory (its memory limit) and was killed"
-                    )
-                },
-                false,
-            ),
-            Some("die") => {
-                let code = attrs.get("exitCode").and_then(|c| c.parse().ok());
-                self.report_exit(service_id, |_| exit_reason(&container, code), false);
-            }
-            _ => {}
-        }
-    }
-
-    /// Reports every running instance whose task is no longer running.
-    async fn poll_tasks(self: &Arc<Self>, docker: &Docker) -> Result<(), RuntimeError> {
-        let ids: Vec<String> = self
-            .watched
-            .lock()
-            .expect("watched lock")
-            .iter()
-            .filter(|(_, w)| w.running && !w.stopping)
-            .map(|(id, _)| id.clone())
-            .collect();
-        if ids.is_empty() {
-            return Ok(());
-        }
-        let opts = ListTasksOptions {
-            filters: Some(HashMap::from([(
-                "label".to_string(),
-                vec![
-                    format!("{LABEL_MANAGED}=true"),
-                    format!("{LABEL_SCOPE}={}", self.cfg.scope),
-                ],
-            )])),
-        };
-        let tasks = tokio::time::timeout(QUICK_TIMEOUT, docker.list_tasks(Some(opts)))
-            .await
-            .map_err(|_| self.unreachable(format!("no answer within {QUICK_TIMEOUT:?}")))?
-            .map_err(|e| self.api_error("list tasks", e))?;
-        let mut by_service: HashMap<&str, Vec<Task>> = HashMap::new();
-        for t in &tasks {
-            if let Some(s) = t.service_id.as_deref() {
-                by_service.entry(s).or_default().push(t.clone());
-            }
-        }
-        for id in ids {
-            let mine = by_service
-                .get(id.as_str())
-                .map(Vec::as_slice)
-                .unwrap_or(&[]);
-            match spec::current_task(mine) {
-                None => {
-                    self.report_exit(&id, |name| format!("swarm service {name} is gone"), false)
-                }
-                Some(task) => {
-                    if let TaskView::Ended(why) = spec::read_task(task) {
-                        self.report_exit(&id, |name| format!("swarm service {name}: {why}"), false);
-                    }
-                }
-            }
-        }
-        Ok(())
-    }
-
-    // -----------------------------------------------------------------------------------------
-    // Leftovers and adoption
-
-    /// Lists this scope's swarm services once. When `adopting`, those of a known service that
-    /// match its spec and image are kept for `adopt`; every other one not watched is removed.
-    pub(super) async fn sweep(self: &Arc<Self>, adopting: bool) -> Result<(), RuntimeError> {
-        let docker = self.client().await?.clone();
-        let opts = ListServicesOptions {
-            filters: Some(HashMap::from([(
-                "label".to_string(),
-                vec![
-                    format!("{LABEL_MANAGED}=true"),
-                    format!("{LABEL_SCOPE}={}", self.cfg.scope),
-                ],
-            )])),
-            status: None,
-        };
-        let list = tokio::time::timeout(QUICK_TIMEOUT, docker.list_services(Some(opts)))
-            .await
-            .map_err(|_| self.unreachable(format!("no answer within {QUICK_TIMEOUT:?}")))?
-            .map_err(|e| self.api_error("list services", e))?;
-        let mut images: HashMap<&str, Option<String>> = HashMap::new();
-        if adopting {
-            for (service, exp) in &self.known {
-                let id = docker
-                    .inspect_image(&exp.image)
-                    .await
-                    .ok()
-                    .and_then(|i| i.id);
-                images.insert(service.as_str(), id);
-            }
-        }
-        let watched: Vec<String> = self
-            .watched
-            .lock()
-            .expect("watched lock")
-            .keys()
-            .cloned()
-            .collect();
-        let mut candidates: HashMap<String, Vec<Candidate>> = HashMap::new();
-        for s in list {
-            let Some(id) = s.id.clone() else { continue };
-            if watched.contains(&id) {
-                continue;
-            }
-            let spec = s.spec.unwrap_or_default();
-            let name = spec.name.unwrap_or_else(|| id.clone());
-            let labels = spec.labels.unwrap_or_default();
-            let service = labels.get(LABEL_SERVICE).cloned().unwrap_or_default();
-            let verdict = match self.known.get(&service) {
-                None => Err(format!("service `{service}` is not in the config")),
-                Some(exp) if labels.get(LABEL_SPEC) != Some(&exp.spec) => {
-                    Err("its image, port, limits, env or placement differ from the config".into())
-                }
-                Some(exp) => match (images.get(service.as_str()), labels.get(LABEL_IMAGE)) {
-                    (Some(Some(now)), Some(was)) if now != was => {
-                        Err(format!("{} now names another image", exp.image))
-                    }
-                    _ => match labels.get(LABEL_INSTANCE) {
-                        Some(instance) if adopting => Ok(instance.clone()),
-                        Some(_) => Err("its service started without it".to_string()),
-                        None => Err(format!("it has no {LABEL_INSTANCE} label")),
-                    },
-                },
-            };
-            match verdict {
-                Ok(instance) => {
-                    candidates
-                        .entry(service)
-                        .or_default()
-                        .push(Candidate { id, name, instance })
-                }
-                Err(why) => {
-                    tracing::info!("swarm: removing leftover service {name}: {why}");
-                    self.remove_service(&docker, &id, &name, false).await;
-                }
-            }
-        }
-        *self.candidates.lock().expect("candidates lock") = candidates;
-        Ok(())
-    }
-
-    pub(super) async fn adopt(
-        self: &Arc<Self>,
-        service: &str,
-        revision: &str,
-    ) -> Result<Vec<Adopted>, RuntimeError> {
-        self.swept.get_or_try_init(|| self.sweep(true)).await?;
-        let mine = self
-            .candidates
-            .lock()
-            .expect("candidates lock")
-            .remove(service)
-            .unwrap_or_default();
-        let docker = self.client().await?.clone();
-        let mut adopted = Vec::new();
-        for c in mine {
-            // Watched before looking: an exit from here on is reported, not lost.
-            let exited = self.watch(&c.id, &c.name);
-            let tasks = self.tasks_of(&docker, &c.id).await?;
-            let found = match spec::current_task(&tasks).map(spec::read_task) {
-                Some(TaskView::Running(task)) => {
-                    self.address(&docker, &task).await.map(|a| (a, task))
-                }
-                Some(TaskView::Pending(state)) => Err(RuntimeError {
-                    message: format!("its task is {state}"),
-                    retryable: false,
-                }),
-                Some(TaskView::Ended(why)) => Err(RuntimeError {
-                    message: why,
-                    retryable: false,
-                }),
-                None => Err(RuntimeError {
-                    message: "it has no task".into(),
-                    retryable: false,
-                }),
-            };
-            let (address, task) = match found {
-                Ok(found) => found,
-                Err(e) => {
-                    tracing::warn!("swarm: not adopting service {}: {}", c.name, e.message);
-                    self.mark_stopping(&c.id);
-                    self.forget(&c.id);
-                    self.remove_service(&docker, &c.id, &c.name, false).await;
-                    continue;
-                }
-            };
-            self.mark_running(&c.id);
-            tracing::info!(
-                "swarm: adopting service {} of {service} ({revision}) at {address}",
-                c.name
-            );
-            let local = address.ip().is_loopback();
-            adopted.push(Adopted {
-                instance: c.instance,
-                started: Started {
-                    address,
-                    pid: task.pid.filter(|_| local),
-                    exited: exited.clone(),
-                    handle: Box::new(super::runtime::SwarmHandle::new(
-                        self.clone(),
-                        c.id,
-                        c.name,
-                        exited,
-                    )),
-                },
-            });
-        }
-        Ok(adopted)
     }
 }

@@ -14,7 +14,9 @@
 //! `wakeway.scope`, `wakeway.service`, `wakeway.revision`, `wakeway.instance`, `wakeway.spec`)
 //! plus `wakeway.image`.
 
+mod adopt;
 mod engine;
+mod events;
 mod runtime;
 pub mod spec;
 
