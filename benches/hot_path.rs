@@ -39,6 +39,8 @@ fn service(name: &str, hosts: Vec<String>) -> Arc<Service> {
         health: Default::default(),
         queue: Default::default(),
         deploy: Default::default(),
+        max_body_bytes: None,
+        redirect_https: false,
     };
     let metrics = Metrics::new();
     Service::new(cfg, metrics.service(name), Arc::new(EventLog::default()))

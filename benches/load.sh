@@ -1,15 +1,28 @@
 #!/usr/bin/env bash
-# Load comparison: wrk against the upstream directly, through nginx, and through wakeway, all on
-# loopback, same upstream (`wakeway whoami`). Prints requests/s, latency percentiles and the
-# proxies' resident memory. Bounded: each run lasts DURATION.
-#   bash benches/load.sh            # defaults: 10s per run, 64 connections, 2 wrk threads
-#   DURATION=30s CONNECTIONS=128 bash benches/load.sh
+# wakeway against nginx as the proxy, side by side in one run: the same upstream (nginx answering
+# `return 200`), the same wrk load, alternating rounds, medians. The proxy under test gets --cores
+# cores of its own (taskset); wrk and the upstream share the rest. The figure that decides is CPU
+# time per request on the proxy's cores (from /proc/stat) — steady where req/s is noisy on a shared
+# machine — with the proxy processes' own CPU time (utime+stime) beside it.
+#
+#   bash benches/load.sh --cores 1                # 5 rounds of 10 s per proxy
+#   bash benches/load.sh --cores 2 --rounds 7 --duration 15s --connections 128
+#
+# Bounded: rounds x 2 x duration, plus warm-ups. Loopback only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DURATION=${DURATION:-10s}
-CONNECTIONS=${CONNECTIONS:-64}
-THREADS=${THREADS:-2}
+CORES=1 ROUNDS=5 DURATION=10s CONNECTIONS=64 THREADS=
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --cores) CORES=$2; shift 2 ;;
+    --rounds) ROUNDS=$2; shift 2 ;;
+    --duration) DURATION=$2; shift 2 ;;
+    --connections) CONNECTIONS=$2; shift 2 ;;
+    --threads) THREADS=$2; shift 2 ;;
+    *) echo "usage: $0 [--cores N] [--rounds R] [--duration 10s] [--connections C] [--threads T]" >&2; exit 2 ;;
+  esac
+done
 
 need=()
 command -v wrk >/dev/null || need+=(wrk)
@@ -23,23 +36,52 @@ cargo build --release -q
 BIN=target/release/wakeway
 work=$(mktemp -d)
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
 trap cleanup EXIT
+
+# Cores: the proxy gets the last CORES cores; wrk and the upstream the others (or share core 0
+# when the machine has no others).
+NPROC=$(nproc)
+if [ "$CORES" -ge "$NPROC" ]; then
+  PROXY_CPUS="0-$((NPROC - 1))"; LOAD_CPUS="0-$((NPROC - 1))"
+  echo "note: $NPROC cores: the proxy shares its cores with wrk and the upstream" >&2
+else
+  PROXY_CPUS="$((NPROC - CORES))-$((NPROC - 1))"; LOAD_CPUS="0-$((NPROC - CORES - 1))"
+fi
+LOAD_N=$(( NPROC > CORES ? NPROC - CORES : NPROC ))
+THREADS=${THREADS:-$LOAD_N}
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_port() { for _ in $(seq 200); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; exit 1; }
 
 UP=$(free_port); NG=$(free_port); WW=$(free_port)
-"$BIN" whoami --port "$UP" >/dev/null 2>&1 & pids+=($!)
-wait_port "$UP"
 
-cat > "$work/nginx.conf" <<NGINX
-worker_processes 1;
-error_log $work/nginx-error.log;
-pid $work/nginx.pid;
-events { worker_connections 4096; }
+mkdir -p "$work/up" "$work/ng"
+cat > "$work/up/nginx.conf" <<NGINX
+worker_processes $LOAD_N;
+error_log $work/up/error.log;
+pid $work/up/nginx.pid;
+events { worker_connections 8192; }
 http {
   access_log off;
+  keepalive_requests 1000000;
+  server { listen 127.0.0.1:$UP; location / { return 200 "hello from the upstream\n"; } }
+}
+NGINX
+taskset -c "$LOAD_CPUS" "$NGINX" -c "$work/up/nginx.conf" -g 'daemon off;' -p "$work/up" & pids+=($!)
+
+cat > "$work/ng/nginx.conf" <<NGINX
+worker_processes $CORES;
+error_log $work/ng/error.log;
+pid $work/ng/nginx.pid;
+events { worker_connections 8192; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
   upstream app { server 127.0.0.1:$UP; keepalive 256; }
   server {
     listen 127.0.0.1:$NG;
@@ -48,47 +90,109 @@ http {
       proxy_http_version 1.1;
       proxy_set_header Connection "";
       proxy_set_header Host \$host;
-      proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+      proxy_set_header X-Forwarded-For \$remote_addr;
+      proxy_set_header X-Forwarded-Proto \$scheme;
+      proxy_set_header X-Forwarded-Host \$host;
     }
   }
 }
 NGINX
-"$NGINX" -c "$work/nginx.conf" -g 'daemon off;' -p "$work" & pids+=($!)
-wait_port "$NG"
+taskset -c "$PROXY_CPUS" "$NGINX" -c "$work/ng/nginx.conf" -g 'daemon off;' -p "$work/ng" & NGPID=$!; pids+=($NGPID)
 
 cat > "$work/wakeway.toml" <<TOML
 [proxy]
 listen = "127.0.0.1:$WW"
+workers = $CORES
 [admin]
 listen = "off"
 [[service]]
 name = "bench"
 hosts = ["*"]
 upstreams = ["127.0.0.1:$UP"]
+[service.health]
+kind = "tcp"
 [service.scaling]
-max_concurrency = 1000
-target_concurrency = 1000
+max_concurrency = 100000
+target_concurrency = 100000
 TOML
-RUST_LOG=warn "$BIN" run -c "$work/wakeway.toml" >/dev/null 2>&1 & WPID=$!; pids+=($WPID)
-wait_port "$WW"
+RUST_LOG=warn taskset -c "$PROXY_CPUS" "$BIN" run -c "$work/wakeway.toml" >"$work/wakeway.log" 2>&1 & WPID=$!; pids+=($WPID)
+wait_port "$UP"; wait_port "$NG"; wait_port "$WW"
 
-rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
-run() {
-  local name=$1 port=$2
-  wrk -t"$THREADS" -c"$CONNECTIONS" -d2s "http://127.0.0.1:$port/" >/dev/null  # warm-up
-  local out; out=$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency "http://127.0.0.1:$port/")
-  local rps p50 p99
-  rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
-  p50=$(awk '$1=="50%" {print $2}' <<<"$out")
-  p99=$(awk '$1=="99%" {print $2}' <<<"$out")
-  printf '| %-8s | %10s | %8s | %8s |\n' "$name" "$rps" "$p50" "$p99"
+# Busy jiffies of the proxy's cores, and the proxy processes' own CPU jiffies.
+cores_busy() {
+  python3 - "$PROXY_CPUS" <<'PY'
+import sys
+lo, hi = map(int, sys.argv[1].split("-"))
+busy = 0
+for line in open("/proc/stat"):
+    f = line.split()
+    if f[0].startswith("cpu") and f[0] != "cpu" and lo <= int(f[0][3:]) <= hi:
+        v = list(map(int, f[1:]))
+        busy += sum(v) - v[3] - v[4]
+print(busy)
+PY
 }
-echo "wrk -t$THREADS -c$CONNECTIONS -d$DURATION, upstream: wakeway whoami, $(nproc) cores"
-echo "| target   | requests/s | p50      | p99      |"
-echo "| -------- | ---------- | -------- | -------- |"
-run direct "$UP"
-run nginx "$NG"
-run wakeway "$WW"
-NGINX_WORKER=$(pgrep -P "$(cat "$work/nginx.pid")" | head -1)
+proc_cpu() {  # utime+stime of a process and its children (nginx workers)
+  local total=0 p
+  for p in "$1" $(pgrep -P "$1" || true); do
+    total=$((total + $(awk '{print $14 + $15}' "/proc/$p/stat")))
+  done
+  echo "$total"
+}
+HZ=$(getconf CLK_TCK)
+
+results="$work/results.tsv"
+one() {  # name port pid
+  local name=$1 port=$2 pid=$3
+  local b0 p0 b1 p1 out
+  b0=$(cores_busy); p0=$(proc_cpu "$pid")
+  out=$(taskset -c "$LOAD_CPUS" wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency "http://127.0.0.1:$port/")
+  b1=$(cores_busy); p1=$(proc_cpu "$pid")
+  python3 - "$name" "$HZ" "$b0" "$b1" "$p0" "$p1" "$out" >>"$results" <<'PY'
+import re, sys
+name, hz, b0, b1, p0, p1, out = sys.argv[1], int(sys.argv[2]), *map(int, sys.argv[3:7]), sys.argv[7]
+def dur(s):
+    m = re.match(r"([\d.]+)(us|ms|s)", s)
+    return float(m.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[m.group(2)]
+reqs = int(re.search(r"(\d+) requests in", out).group(1))
+rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+p50 = dur(re.search(r"\n\s+50%\s+(\S+)", out).group(1))
+p99 = dur(re.search(r"\n\s+99%\s+(\S+)", out).group(1))
+errs = sum(map(int, re.findall(r"(?:connect|read|write|timeout) (\d+)", out)))
+m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+errs += int(m.group(1)) if m else 0
+cpu_core = (b1 - b0) / hz * 1e6 / max(reqs, 1)
+cpu_proc = (p1 - p0) / hz * 1e6 / max(reqs, 1)
+print(f"{name}\t{rps:.0f}\t{p50:.3f}\t{p99:.3f}\t{errs}\t{cpu_core:.2f}\t{cpu_proc:.2f}")
+PY
+  tail -1 "$results" | awk -F'\t' -v r="$round" '{printf "round %s  %-8s %9s req/s  p50 %7s ms  p99 %7s ms  errors %s  CPU/req %6s us (cores) %6s us (process)\n", r, $1, $2, $3, $4, $5, $6, $7}'
+}
+
+echo "wakeway vs nginx as proxy: --cores $CORES (proxy on cpus $PROXY_CPUS, wrk -t$THREADS -c$CONNECTIONS and upstream on $LOAD_CPUS), $ROUNDS rounds of $DURATION, $(date -u +%F), $(nproc) cores"
+for w in "$NG" "$WW"; do taskset -c "$LOAD_CPUS" wrk -t"$THREADS" -c"$CONNECTIONS" -d2s "http://127.0.0.1:$w/" >/dev/null; done
+for round in $(seq "$ROUNDS"); do
+  if [ $((round % 2)) -eq 1 ]; then one nginx "$NG" "$NGPID"; one wakeway "$WW" "$WPID"
+  else one wakeway "$WW" "$WPID"; one nginx "$NG" "$NGPID"; fi
+done
+
+python3 - "$results" <<'PY'
+import statistics as st, sys
+rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1])]
+by = {"nginx": [], "wakeway": []}
+for r in rows:
+    by[r[0]].append([float(x) for x in r[1:]])
+def med(name, i): return st.median(r[i] for r in by[name])
+print()
+print("| proxy   | req/s (median) | p50 ms | p99 ms | errors | CPU µs/req, cores | CPU µs/req, process |")
+print("| ------- | -------------- | ------ | ------ | ------ | ----------------- | ------------------- |")
+for n in ("nginx", "wakeway"):
+    print(f"| {n:7} | {med(n,0):14.0f} | {med(n,1):6.3f} | {med(n,2):6.3f} | {sum(r[3] for r in by[n]):6.0f} | {med(n,4):17.2f} | {med(n,5):19.2f} |")
+pairs = list(zip(by["wakeway"], by["nginx"]))
+print()
+print(f"median of paired ratios (wakeway / nginx): req/s {st.median(w[0]/n[0] for w,n in pairs):.3f}, "
+      f"CPU/req (cores) {st.median(w[4]/n[4] for w,n in pairs):.3f}, "
+      f"CPU/req (process) {st.median(w[5]/n[5] for w,n in pairs):.3f}, "
+      f"p99 {st.median(w[2]/n[2] for w,n in pairs):.3f}")
+PY
 echo
-echo "resident memory after the runs: wakeway $(rss_kib "$WPID") KiB, nginx worker $(rss_kib "$NGINX_WORKER") KiB"
+echo "resident memory after the runs: wakeway $(awk '/VmRSS/ {print $2}' /proc/$WPID/status) KiB, nginx workers $(for p in $(pgrep -P $NGPID); do awk '/VmRSS/ {print $2}' /proc/$p/status; done | awk '{s+=$1} END {print s}') KiB"

@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use http::Method;
 use serde_json::{Value, json};
-use wakeway::client::{AdminClient, format_event, format_status};
+use wakeway::client::{
+    AdminClient, EVENT_HEADER, format_event, format_pause, format_reload, format_status,
+};
 
 fn fail(e: impl std::fmt::Display) -> ExitCode {
     eprintln!("error: {e}");
@@ -28,10 +30,29 @@ pub async fn status(client: AdminClient, service: Option<String>) -> ExitCode {
     }
 }
 
-pub async fn post(client: AdminClient, path: String) -> ExitCode {
-    match client.ok(Method::POST, &path, None).await {
+/// `pause` or `resume` a service; prints what happened as a sentence.
+pub async fn pause(client: AdminClient, service: String, verb: &str) -> ExitCode {
+    match client
+        .ok(
+            Method::POST,
+            &format!("/v1/services/{service}/{verb}"),
+            None,
+        )
+        .await
+    {
         Ok(v) => {
-            println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+            println!("{}", format_pause(verb, &v));
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(e),
+    }
+}
+
+/// Reloads the config file; prints what changed.
+pub async fn reload(client: AdminClient) -> ExitCode {
+    match client.ok(Method::POST, "/v1/reload", None).await {
+        Ok(v) => {
+            println!("{}", format_reload(&v));
             ExitCode::SUCCESS
         }
         Err(e) => fail(e),
@@ -169,6 +190,7 @@ async fn last_seq(client: &AdminClient, service: &str) -> u64 {
 
 pub async fn events(client: AdminClient, service: Option<String>, follow: bool) -> ExitCode {
     let mut seen = 0u64;
+    println!("{EVENT_HEADER}");
     loop {
         let mut path = format!("/v1/events?after={seen}");
         if let Some(s) = &service {

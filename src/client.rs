@@ -47,11 +47,13 @@ impl AdminClient {
         if let Some(t) = &self.token {
             req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
         }
+        // The admin refuses state-changing calls not declared JSON (a browser's cross-site
+        // form post cannot declare it), even those without a body.
+        if method != Method::GET {
+            req = req.header(header::CONTENT_TYPE, "application/json");
+        }
         let body = match body {
-            Some(v) => {
-                req = req.header(header::CONTENT_TYPE, "application/json");
-                Full::new(Bytes::from(v.to_string()))
-            }
+            Some(v) => Full::new(Bytes::from(v.to_string())),
             None => Full::new(Bytes::new()),
         };
         let req = req.body(body).map_err(|e| e.to_string())?;
@@ -91,60 +93,313 @@ impl AdminClient {
     }
 }
 
-/// One line per service and instance, like `kubectl get`.
-pub fn format_status(services: &Value) -> String {
-    let mut out = String::new();
-    for s in services.as_array().into_iter().flatten() {
-        let instances = s["instances"].as_array().cloned().unwrap_or_default();
-        out.push_str(&format!(
-            "{:<16} {:<8} revision {:<14} desired {:<3} instances {:<3} in-flight {:<4} queued {}{}\n",
-            s["name"].as_str().unwrap_or("?"),
-            s["runtime"].as_str().unwrap_or("?"),
-            s["revision"].as_str().unwrap_or("-"),
-            s["desired"],
-            instances.len(),
-            s["in_flight"],
-            s["queued"],
-            if s["paused"].as_bool() == Some(true) { "  PAUSED" } else { "" },
-        ));
-        for i in instances {
-            out.push_str(&format!(
-                "  {:<22} {:<9} {:<22} in-flight {:<4} since {}\n",
-                i["id"].as_str().unwrap_or("?"),
-                i["state"].as_str().unwrap_or("?"),
-                i["address"].as_str().unwrap_or("?"),
-                i["in_flight"],
-                i["started_at"].as_str().unwrap_or("?"),
-            ));
+/// Lays `rows` out under `headers` in columns two spaces apart, like `kubectl get`.
+pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
         }
+    }
+    let mut out = String::new();
+    let line = |out: &mut String, cells: &mut dyn Iterator<Item = &str>| {
+        let mut l = String::new();
+        for (i, (cell, w)) in cells.zip(&widths).enumerate() {
+            if i > 0 {
+                l.push_str("  ");
+            }
+            l.push_str(cell);
+            l.extend(std::iter::repeat_n(' ', w - cell.chars().count()));
+        }
+        out.push_str(l.trim_end());
+        out.push('\n');
+    };
+    line(&mut out, &mut headers.iter().copied());
+    for row in rows {
+        line(&mut out, &mut row.iter().map(String::as_str));
     }
     out
 }
 
+fn text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".into(),
+        other => other.to_string(),
+    }
+}
+
+/// Two tables: the services with their counts, then every instance.
+pub fn format_status(services: &Value) -> String {
+    let list = services.as_array().cloned().unwrap_or_default();
+    let count = |s: &Value, state: &str| {
+        s["instances"]
+            .as_array()
+            .map_or(0, |i| i.iter().filter(|i| i["state"] == state).count())
+            .to_string()
+    };
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|s| {
+            let state = if s["paused"] == true {
+                "paused"
+            } else if s["instances"].as_array().is_some_and(|i| !i.is_empty()) {
+                "running"
+            } else {
+                "idle"
+            };
+            vec![
+                text(&s["name"]),
+                text(&s["runtime"]),
+                text(&s["revision"]),
+                state.into(),
+                text(&s["desired"]),
+                count(s, "ready"),
+                count(s, "starting"),
+                count(s, "draining"),
+                text(&s["in_flight"]),
+                text(&s["queued"]),
+                s["hosts"]
+                    .as_array()
+                    .map(|h| h.iter().map(text).collect::<Vec<_>>().join(","))
+                    .unwrap_or_default(),
+            ]
+        })
+        .collect();
+    let mut out = table(
+        &[
+            "SERVICE",
+            "RUNTIME",
+            "REVISION",
+            "STATE",
+            "DESIRED",
+            "READY",
+            "STARTING",
+            "DRAINING",
+            "IN-FLIGHT",
+            "QUEUED",
+            "HOSTS",
+        ],
+        &rows,
+    );
+    let instances: Vec<Vec<String>> = list
+        .iter()
+        .flat_map(|s| {
+            let service = text(&s["name"]);
+            s["instances"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .into_iter()
+                .map(move |i| {
+                    vec![
+                        text(&i["id"]),
+                        service.clone(),
+                        text(&i["revision"]),
+                        text(&i["state"]),
+                        text(&i["pid"]),
+                        text(&i["in_flight"]),
+                        text(&i["address"]),
+                        text(&i["started_at"]),
+                    ]
+                })
+        })
+        .collect();
+    if !instances.is_empty() {
+        out.push('\n');
+        out.push_str(&table(
+            &[
+                "INSTANCE",
+                "SERVICE",
+                "REVISION",
+                "STATE",
+                "PID",
+                "IN-FLIGHT",
+                "ADDRESS",
+                "STARTED",
+            ],
+            &instances,
+        ));
+    }
+    out
+}
+
+/// The header line of [`format_event`]'s columns.
+pub const EVENT_HEADER: &str =
+    "TIME          SERVICE       KIND                MESSAGE  [DECISION INPUTS]";
+
+/// One event on one line: time of day, service, kind, message, then the decision's inputs
+/// (`stable_avg=3.2 mode=panic clamped_by=max_instances ...`).
 pub fn format_event(e: &Value) -> String {
-    format!(
-        "{} {:<10} {:<18} {}",
-        e["time"].as_str().unwrap_or(""),
+    let time = e["time"].as_str().unwrap_or("");
+    // `2026-11-27T08:55:37.123Z` -> `08:55:37.123`: the day is rarely what one looks for.
+    let time = time.get(11..23).unwrap_or(time);
+    let mut line = format!(
+        "{:<13} {:<13} {:<19} {}",
+        time,
         e["service"].as_str().unwrap_or(""),
         e["kind"].as_str().unwrap_or(""),
         e["message"].as_str().unwrap_or("")
-    )
+    );
+    let inputs: Vec<String> = e
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(k, _)| !matches!(k.as_str(), "seq" | "time" | "service" | "kind" | "message"))
+        .map(|(k, v)| format!("{k}={}", text(v)))
+        .collect();
+    if !inputs.is_empty() {
+        line.push_str("  [");
+        line.push_str(&inputs.join(" "));
+        line.push(']');
+    }
+    line
+}
+
+/// What `POST /v1/services/{name}/pause|resume` did, as a sentence.
+pub fn format_pause(verb: &str, service: &Value) -> String {
+    let name = service["name"].as_str().unwrap_or("the service");
+    if verb == "pause" {
+        let n = service["instances"].as_array().map_or(0, Vec::len);
+        format!(
+            "{name} is paused: {n} instance{} draining, requests get 503 until `wakeway resume {name}`.",
+            if n == 1 { "" } else { "s" }
+        )
+    } else {
+        format!("{name} is resumed: requests reach it again, starting instances as needed.")
+    }
+}
+
+/// What `POST /v1/reload` changed, one sentence per kind of change.
+pub fn format_reload(report: &Value) -> String {
+    let names = |key: &str| -> Vec<String> {
+        report[key]
+            .as_array()
+            .map(|a| a.iter().map(text).collect())
+            .unwrap_or_default()
+    };
+    let mut lines = Vec::new();
+    for (key, what) in [
+        ("added", "added"),
+        ("removed", "removed (draining)"),
+        ("updated", "settings updated"),
+    ] {
+        let n = names(key);
+        if !n.is_empty() {
+            lines.push(format!("{what}: {}", n.join(", ")));
+        }
+    }
+    for d in report["deployed"].as_array().into_iter().flatten() {
+        let service = text(&d["service"]);
+        match (&d["deployment"]["Ok"], &d["deployment"]["Err"]) {
+            (Value::String(id), _) => {
+                lines.push(format!("{service}: source changed, deployment {id} began"))
+            }
+            (_, Value::String(e)) => {
+                lines.push(format!("{service}: source changed, but no deployment: {e}"))
+            }
+            _ => lines.push(format!("{service}: source changed")),
+        }
+    }
+    let restart = names("needs_restart");
+    if !restart.is_empty() {
+        lines.push(format!(
+            "needs a restart to take effect: {}",
+            restart.join(", ")
+        ));
+    }
+    if lines.is_empty() {
+        return "reloaded: nothing changed.".into();
+    }
+    format!("reloaded:\n  {}", lines.join("\n  "))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
-    fn status_lists_services_and_instances() {
-        let v = serde_json::json!([{
+    fn status_is_two_aligned_tables() {
+        let v = json!([{
             "name": "web", "runtime": "process", "revision": "web-00002", "desired": 1,
-            "in_flight": 0, "queued": 0, "paused": false,
-            "instances": [{"id": "web-00002-a", "state": "ready", "address": "127.0.0.1:1",
-                           "in_flight": 0, "started_at": "t"}]
+            "in_flight": 3, "queued": 0, "paused": false, "hosts": ["web.localhost"],
+            "instances": [{"id": "web-00002-a", "revision": "web-00002", "state": "ready",
+                           "address": "127.0.0.1:4000", "in_flight": 3, "pid": 4242,
+                           "started_at": "2026-11-27T08:55:37.123Z"}]
+        }, {
+            "name": "api", "runtime": "static", "revision": "api-00001", "desired": 0,
+            "in_flight": 0, "queued": 0, "paused": true, "hosts": ["api.localhost"],
+            "instances": []
         }]);
         let s = format_status(&v);
-        assert!(s.contains("web-00002-a"), "{s}");
-        assert!(s.starts_with("web "), "{s}");
+        let lines: Vec<&str> = s.lines().collect();
+        assert!(lines[0].starts_with("SERVICE  RUNTIME  REVISION"), "{s}");
+        assert!(
+            lines[1].starts_with("web      process  web-00002  running"),
+            "{s}"
+        );
+        assert!(
+            lines[2].starts_with("api      static   api-00001  paused"),
+            "{s}"
+        );
+        let col = lines[0].find("IN-FLIGHT").unwrap();
+        assert_eq!(&lines[1][col..col + 1], "3", "columns line up: {s}");
+        assert!(lines[4].starts_with("INSTANCE"), "{s}");
+        assert!(lines[5].starts_with("web-00002-a  web"), "{s}");
+        assert!(
+            lines[5].contains("4242") && lines[5].contains("ready"),
+            "{s}"
+        );
+    }
+
+    #[test]
+    fn events_show_their_decision_inputs() {
+        let e = json!({"seq": 7, "time": "2026-11-27T08:55:37.123Z", "service": "web",
+                       "kind": "scale", "message": "desired instances 1 -> 3",
+                       "stable_avg": 2.5, "mode": "panic", "clamped_by": null});
+        let line = format_event(&e);
+        assert!(
+            line.starts_with("08:55:37.123  web           scale"),
+            "{line}"
+        );
+        assert!(line.contains("desired instances 1 -> 3"), "{line}");
+        assert!(line.contains("stable_avg=2.5"), "{line}");
+        assert!(line.contains("mode=panic"), "{line}");
+        assert!(line.contains("clamped_by=-"), "{line}");
+        assert!(!line.contains("seq="), "{line}");
+    }
+
+    #[test]
+    fn pause_resume_and_reload_read_as_sentences() {
+        let paused = json!({"name": "web", "instances": [{}, {}]});
+        assert_eq!(
+            format_pause("pause", &paused),
+            "web is paused: 2 instances draining, requests get 503 until `wakeway resume web`."
+        );
+        assert!(format_pause("resume", &paused).starts_with("web is resumed"));
+        let report = json!({"added": ["new"], "removed": [], "updated": ["web"],
+            "deployed": [{"service": "api", "deployment": {"Ok": "d-3"}},
+                         {"service": "db", "deployment": {"Err": "paused"}}],
+            "needs_restart": ["admin.listen"]});
+        let s = format_reload(&report);
+        assert!(s.contains("added: new"), "{s}");
+        assert!(s.contains("settings updated: web"), "{s}");
+        assert!(
+            s.contains("api: source changed, deployment d-3 began"),
+            "{s}"
+        );
+        assert!(
+            s.contains("db: source changed, but no deployment: paused"),
+            "{s}"
+        );
+        assert!(
+            s.contains("needs a restart to take effect: admin.listen"),
+            "{s}"
+        );
+        assert!(!s.contains("removed"), "{s}");
+        let nothing = json!({"added": [], "removed": [], "updated": [], "deployed": [],
+                             "needs_restart": []});
+        assert_eq!(format_reload(&nothing), "reloaded: nothing changed.");
     }
 }

@@ -1,16 +1,20 @@
 //! Wakeway: a request-driven autoscaling reverse proxy. `App::build` binds every listener and
 //! returns the real addresses; `App::run` serves until the shutdown future resolves, then drains.
 
+pub mod access_log;
 pub mod admin;
 pub mod client;
 pub mod config;
 pub mod events;
+pub mod fdlimit;
 pub mod health;
 pub mod metrics;
 pub mod proxy;
 pub mod reload;
 pub mod runtime;
 pub mod service;
+pub mod stats;
+pub mod trace;
 pub mod whoami;
 
 use std::collections::HashMap;
@@ -26,7 +30,6 @@ use tokio_util::sync::CancellationToken;
 use config::{Config, ServiceConfig, Source as ConfigSource};
 use events::EventLog;
 use metrics::Metrics;
-use proxy::Forwarder;
 use proxy::route::RouteTable;
 use runtime::docker::{DockerEngine, DockerRuntime};
 use runtime::process::ProcessRuntime;
@@ -37,7 +40,8 @@ use service::controller::{Controller, Source, SourceFactory};
 /// What the admin API, the reloader and the listeners share.
 pub struct State {
     pub services: ArcSwap<Vec<Arc<Service>>>,
-    pub forwarder: Arc<Forwarder>,
+    /// What the data-plane workers share: routes, settings, the shutdown signal.
+    pub forwarder: Arc<proxy::Shared>,
     pub metrics: Arc<Metrics>,
     pub events: Arc<EventLog>,
     /// The config in force: the last one that loaded and applied.
@@ -65,6 +69,14 @@ impl State {
             .iter()
             .find(|s| s.name == name)
             .cloned()
+    }
+
+    /// Sets the gauges the request path does not maintain itself (in flight: the sum of the
+    /// instances' exact counts), just before a scrape.
+    pub fn sample_gauges(&self) {
+        for svc in self.services.load().iter() {
+            svc.metrics.in_flight.set(svc.in_flight() as i64);
+        }
     }
 
     fn docker_engine(&self, config: &Config) -> Option<Arc<DockerEngine>> {
@@ -204,7 +216,7 @@ impl std::fmt::Display for BuildError {
 impl std::error::Error for BuildError {}
 
 pub struct App {
-    proxy_listeners: Vec<TcpListener>,
+    proxy_listeners: proxy::Listeners,
     admin_listener: Option<TcpListener>,
     state: Arc<State>,
 }
@@ -212,17 +224,15 @@ pub struct App {
 impl App {
     pub async fn build(config: Config) -> Result<App, BuildError> {
         config::validate(&config).map_err(BuildError::Config)?;
-        let mut proxy_listeners = Vec::new();
-        for addr in &config.proxy.listen {
-            let l = TcpListener::bind(addr)
-                .await
-                .map_err(|error| BuildError::Bind {
+        let workers = proxy::worker_count(&config.proxy);
+        let proxy_listeners =
+            proxy::Listeners::bind(&config.proxy.listen, workers).map_err(|(addr, error)| {
+                BuildError::Bind {
                     what: "proxy",
-                    addr: *addr,
+                    addr,
                     error,
-                })?;
-            proxy_listeners.push(l);
-        }
+                }
+            })?;
         let admin_listener = match config.admin.listen {
             Some(addr) => {
                 Some(
@@ -240,10 +250,10 @@ impl App {
 
         let state = Arc::new(State {
             services: ArcSwap::from_pointee(Vec::new()),
-            forwarder: Arc::new(Forwarder {
+            forwarder: Arc::new(proxy::Shared {
                 routes: ArcSwap::from_pointee(RouteTable::default()),
-                client: proxy::forward::upstream_client(config.proxy.connect_timeout),
-                response_timeout: config.proxy.response_timeout,
+                settings: proxy::Settings::from_config(&config.proxy),
+                shutdown: CancellationToken::new(),
             }),
             metrics: Arc::new(Metrics::new()),
             events: Arc::new(EventLog::default()),
@@ -277,10 +287,7 @@ impl App {
     }
 
     pub fn proxy_addrs(&self) -> Vec<SocketAddr> {
-        self.proxy_listeners
-            .iter()
-            .filter_map(|l| l.local_addr().ok())
-            .collect()
+        self.proxy_listeners.addrs.clone()
     }
 
     pub fn admin_addr(&self) -> Option<SocketAddr> {
@@ -296,7 +303,6 @@ impl App {
     /// Serves until `shutdown` resolves; then stops accepting, lets requests in flight finish
     /// (up to `proxy.shutdown_timeout`), and stops every instance it started.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
-        let stop_proxy = CancellationToken::new();
         let stop_controllers = CancellationToken::new();
         let stop_admin = CancellationToken::new();
         let config = self.state.config.load_full();
@@ -315,16 +321,7 @@ impl App {
                     .insert(name, tokio::spawn(ctl.run(stop_controllers.clone())));
             }
         }
-        let mut listeners = tokio::task::JoinSet::new();
-        for l in self.proxy_listeners {
-            listeners.spawn(proxy::serve(
-                l,
-                self.state.forwarder.clone(),
-                config.proxy.idle_timeout,
-                stop_proxy.clone(),
-                grace,
-            ));
-        }
+        let workers = proxy::start(self.proxy_listeners, self.state.forwarder.clone());
         let admin = self
             .admin_listener
             .map(|l| tokio::spawn(admin::serve(l, self.state.clone(), stop_admin.clone())));
@@ -332,8 +329,13 @@ impl App {
         shutdown.await;
         tracing::info!("shutting down: no new connections; waiting for requests in flight");
         let deadline = tokio::time::Instant::now() + grace;
-        stop_proxy.cancel();
-        while listeners.join_next().await.is_some() {}
+        self.state.forwarder.shutdown.cancel();
+        let _ = tokio::task::spawn_blocking(move || {
+            for w in workers {
+                let _ = w.join();
+            }
+        })
+        .await;
         // Tunnels outlive their connection's request: wait for them too.
         let services = self.state.services.load_full();
         let _ = tokio::time::timeout_at(deadline, async {

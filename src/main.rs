@@ -24,26 +24,37 @@ struct Cli {
 enum Command {
     /// Run the proxy with a config file.
     Run {
+        /// The TOML config file (see config/wakeway.toml for every key).
         #[arg(short, long)]
         config: PathBuf,
     },
     /// Validate a config file and print a summary of services and routes.
     Check {
+        /// The TOML config file to check.
         #[arg(short, long)]
         config: PathBuf,
     },
     /// Front one fixed upstream with a hard concurrency limit and a queue.
     Sidecar {
+        /// Address clients connect to, e.g. 0.0.0.0:8080.
         #[arg(long)]
         listen: SocketAddr,
+        /// The app's address, `host:port`.
         #[arg(long)]
         upstream: String,
+        /// Requests at the app at once, at most; the rest wait in the queue.
         #[arg(long)]
         max_concurrency: u32,
+        /// Serve the admin API (metrics, status) on this address; off when not given.
         #[arg(long)]
         admin: Option<SocketAddr>,
+        /// Bearer token for the admin API's /v1 calls; needed when --admin is not loopback.
+        #[arg(long, env = "WAKEWAY_TOKEN", hide_env_values = true)]
+        admin_token: Option<String>,
+        /// Requests that may wait for a free slot; more get 503.
         #[arg(long, default_value_t = 1000)]
         max_pending: usize,
+        /// Longest a request waits for a free slot before a 504, e.g. 30s.
         #[arg(long, default_value = "30s", value_parser = config::parse_duration)]
         queue_timeout: Duration,
     },
@@ -58,6 +69,7 @@ enum Command {
     Deploy {
         #[command(flatten)]
         admin: AdminArgs,
+        /// The service to deploy.
         service: String,
         /// New image (docker services).
         #[arg(long)]
@@ -76,7 +88,9 @@ enum Command {
     Rollback {
         #[command(flatten)]
         admin: AdminArgs,
+        /// The service to roll back.
         service: String,
+        /// Return once the rollback began instead of following it.
         #[arg(long)]
         no_wait: bool,
     },
@@ -84,11 +98,14 @@ enum Command {
     Pause {
         #[command(flatten)]
         admin: AdminArgs,
+        /// The service to pause.
         service: String,
     },
+    /// Let a paused service take requests again (instances start on demand).
     Resume {
         #[command(flatten)]
         admin: AdminArgs,
+        /// The service to resume.
         service: String,
     },
     /// Reload the config file of a running wakeway (like SIGHUP).
@@ -100,6 +117,7 @@ enum Command {
     Events {
         #[command(flatten)]
         admin: AdminArgs,
+        /// One service only.
         service: Option<String>,
         /// Keep printing new events.
         #[arg(short, long)]
@@ -107,10 +125,13 @@ enum Command {
     },
     /// A tiny diagnostic upstream that answers with who it is and what it received.
     Whoami {
+        /// Port to listen on.
         #[arg(long, env = "PORT", default_value_t = 8080)]
         port: u16,
+        /// Address to listen on.
         #[arg(long, default_value_t = IpAddr::V4(Ipv4Addr::LOCALHOST))]
         bind: IpAddr,
+        /// Wait this long before listening (to try cold starts), e.g. 2s.
         #[arg(long, default_value = "0s", value_parser = config::parse_duration)]
         startup_delay: Duration,
     },
@@ -122,7 +143,7 @@ struct AdminArgs {
     #[arg(long, env = "WAKEWAY_ADMIN", default_value = "127.0.0.1:9180")]
     admin: String,
     /// The admin bearer token, if `admin.token` is set.
-    #[arg(long, env = "WAKEWAY_TOKEN")]
+    #[arg(long, env = "WAKEWAY_TOKEN", hide_env_values = true)]
     token: Option<String>,
 }
 
@@ -134,12 +155,10 @@ impl AdminArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
+    // `run` logs as its config says, so it sets logging up once the file has loaded.
+    if !matches!(cli.command, Command::Run { .. }) {
+        init_logging(&config::LogConfig::default());
+    }
     let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
     match cli.command {
         Command::Check { config } => match config::load(&config) {
@@ -158,7 +177,10 @@ fn main() -> ExitCode {
             }
         },
         Command::Run { config } => match config::load(&config) {
-            Ok(c) => rt.block_on(run(c)),
+            Ok(c) => {
+                init_logging(&c.log);
+                rt.block_on(run(c))
+            }
             Err(e) => {
                 eprintln!("error: {e}");
                 ExitCode::FAILURE
@@ -169,6 +191,7 @@ fn main() -> ExitCode {
             upstream,
             max_concurrency,
             admin,
+            admin_token,
             max_pending,
             queue_timeout,
         } => {
@@ -181,6 +204,8 @@ fn main() -> ExitCode {
                 health: Default::default(),
                 queue: Default::default(),
                 deploy: Default::default(),
+                max_body_bytes: None,
+                redirect_https: false,
             };
             svc.scaling.max_concurrency = max_concurrency;
             svc.scaling.target_concurrency = max_concurrency as f64;
@@ -193,10 +218,12 @@ fn main() -> ExitCode {
                 proxy: Default::default(),
                 admin: config::AdminConfig {
                     listen: admin,
-                    token: None,
+                    token: admin_token.filter(|t| !t.is_empty()),
+                    ..Default::default()
                 },
                 docker: Default::default(),
                 swarm: Default::default(),
+                log: Default::default(),
                 services: vec![svc],
             };
             c.proxy.listen = vec![listen];
@@ -223,15 +250,13 @@ fn main() -> ExitCode {
             service,
             no_wait,
         } => rt.block_on(cli::rollback(admin.client(), service, no_wait)),
-        Command::Pause { admin, service } => rt.block_on(cli::post(
-            admin.client(),
-            format!("/v1/services/{service}/pause"),
-        )),
-        Command::Resume { admin, service } => rt.block_on(cli::post(
-            admin.client(),
-            format!("/v1/services/{service}/resume"),
-        )),
-        Command::Reload { admin } => rt.block_on(cli::post(admin.client(), "/v1/reload".into())),
+        Command::Pause { admin, service } => {
+            rt.block_on(cli::pause(admin.client(), service, "pause"))
+        }
+        Command::Resume { admin, service } => {
+            rt.block_on(cli::pause(admin.client(), service, "resume"))
+        }
+        Command::Reload { admin } => rt.block_on(cli::reload(admin.client())),
         Command::Events {
             admin,
             service,
@@ -258,9 +283,40 @@ fn main() -> ExitCode {
     }
 }
 
+/// wakeway's own log on stderr: `log.format` text or JSON lines, `log.level` unless `RUST_LOG`
+/// says otherwise, a timestamp on every line, colour only when stderr is a terminal (and
+/// `NO_COLOR` is unset) so log files get no escape codes. Takes effect at start, not on reload.
+fn init_logging(log: &config::LogConfig) {
+    use std::io::IsTerminal;
+    use tracing_subscriber::EnvFilter;
+    let filter = std::env::var("RUST_LOG")
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+        .and_then(|v| EnvFilter::try_new(v).ok())
+        .unwrap_or_else(|| EnvFilter::new(&log.level));
+    let builder = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(filter);
+    match log.format {
+        config::LogFormat::Text => {
+            let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+            builder.with_ansi(colour).init()
+        }
+        config::LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .init(),
+    }
+}
+
 async fn run(config: Config) -> ExitCode {
     // Before anything else: a SIGHUP's default action would kill the process.
     let mut hup = signal(SignalKind::hangup()).expect("SIGHUP handler");
+    if let Err(e) = wakeway::fdlimit::raise() {
+        tracing::warn!("{e}");
+    }
     let app = match wakeway::App::build(config).await {
         Ok(a) => a,
         Err(e) => {
@@ -300,4 +356,29 @@ async fn run(config: Config) -> ExitCode {
     })
     .await;
     ExitCode::SUCCESS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// `wakeway help X` explains every subcommand and every flag.
+    #[test]
+    fn every_subcommand_and_flag_has_help() {
+        let cli = Cli::command();
+        let mut missing = Vec::new();
+        for sub in cli.get_subcommands() {
+            if sub.get_about().is_none() {
+                missing.push(sub.get_name().to_string());
+            }
+            for arg in sub.get_arguments() {
+                let builtin = matches!(arg.get_id().as_str(), "help" | "version");
+                if !builtin && arg.get_help().is_none() {
+                    missing.push(format!("{} {}", sub.get_name(), arg.get_id()));
+                }
+            }
+        }
+        assert!(missing.is_empty(), "no help text: {missing:?}");
+    }
 }

@@ -1,10 +1,15 @@
 //! Every Prometheus family wakeway exports, in one place, with per-service handles resolved once
 //! so the request path never looks a label up.
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
+
+use crate::stats::{RequestStats, RequestsCollector};
 
 pub const REQUESTS_TOTAL: &str = "wakeway_requests_total";
 pub const REQUEST_DURATION_SECONDS: &str = "wakeway_request_duration_seconds";
@@ -19,17 +24,12 @@ pub const SCALE_EVENTS_TOTAL: &str = "wakeway_scale_events_total";
 pub const UPSTREAM_ERRORS_TOTAL: &str = "wakeway_upstream_errors_total";
 pub const DEPLOYMENTS_TOTAL: &str = "wakeway_deployments_total";
 pub const REVISION_INFO: &str = "wakeway_revision_info";
-
-/// Status codes get their own handles; anything else is folded into its class so the `code`
-/// label stays bounded.
-const TRACKED_CODES: [u16; 16] = [
-    200, 201, 204, 301, 302, 304, 400, 401, 403, 404, 429, 500, 502, 503, 504, 101,
-];
+pub const ACCESS_LOG_DROPPED_TOTAL: &str = "wakeway_access_log_dropped_total";
 
 pub struct Metrics {
     registry: Registry,
-    requests: IntCounterVec,
-    duration: HistogramVec,
+    /// Requests and their durations: per-worker shards, summed when scraped.
+    requests: Arc<RequestsCollector>,
     in_flight: IntGaugeVec,
     queued: IntGaugeVec,
     instances: IntGaugeVec,
@@ -41,14 +41,13 @@ pub struct Metrics {
     upstream_errors: IntCounterVec,
     deployments: IntCounterVec,
     revision_info: IntGaugeVec,
+    access_log_dropped: IntCounter,
 }
 
 /// The handles of one service. Cloned into the service at creation.
 #[derive(Clone)]
 pub struct ServiceMetrics {
-    codes: [IntCounter; TRACKED_CODES.len()],
-    other_codes: [IntCounter; 5],
-    pub duration: Histogram,
+    requests: Arc<RequestStats>,
     pub in_flight: IntGauge,
     pub queued: IntGauge,
     pub starting: IntGauge,
@@ -83,14 +82,19 @@ impl ServiceMetrics {
             .set(1);
     }
 
+    /// Requests answered so far, every status summed (the console's requests/s).
+    pub fn requests_total(&self) -> u64 {
+        self.requests.total()
+    }
+
+    /// Counted in the calling worker's own shard.
     pub fn observe_status(&self, code: u16) {
-        match TRACKED_CODES.iter().position(|c| *c == code) {
-            Some(i) => self.codes[i].inc(),
-            None => {
-                let class = (code / 100).clamp(1, 5) as usize - 1;
-                self.other_codes[class].inc()
-            }
-        }
+        self.requests.observe_status(code)
+    }
+
+    /// Request arrival to response headers, in the calling worker's own shard.
+    pub fn observe_duration(&self, d: Duration) {
+        self.requests.observe_duration(d)
     }
 }
 
@@ -116,6 +120,18 @@ fn histogram(reg: &Registry, name: &str, help: &str, buckets: Vec<f64>) -> Histo
     h
 }
 
+/// Registers a collector the metrics also keep a handle to.
+struct SharedCollector(Arc<RequestsCollector>);
+
+impl prometheus::core::Collector for SharedCollector {
+    fn desc(&self) -> Vec<&prometheus::core::Desc> {
+        self.0.desc()
+    }
+    fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
+        self.0.collect()
+    }
+}
+
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
@@ -125,26 +141,14 @@ impl Default for Metrics {
 impl Metrics {
     pub fn new() -> Metrics {
         let r = Registry::new();
-        let latency = vec![
-            0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
-            60.0,
-        ];
+        let requests = Arc::new(RequestsCollector::new());
+        r.register(Box::new(SharedCollector(requests.clone())))
+            .expect("unique metric");
         let cold = vec![
             0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
         ];
         Metrics {
-            requests: counter(
-                &r,
-                REQUESTS_TOTAL,
-                "Requests answered, by status code.",
-                &["service", "code"],
-            ),
-            duration: histogram(
-                &r,
-                REQUEST_DURATION_SECONDS,
-                "Time from request arrival to response headers.",
-                latency,
-            ),
+            requests,
             in_flight: gauge(
                 &r,
                 IN_FLIGHT_REQUESTS,
@@ -206,19 +210,30 @@ impl Metrics {
                 "1 for the revision that takes a service's traffic.",
                 &["service", "revision"],
             ),
+            access_log_dropped: {
+                let c = IntCounter::new(
+                    ACCESS_LOG_DROPPED_TOTAL,
+                    "Access-log lines dropped because the writer fell behind.",
+                )
+                .expect("valid metric");
+                r.register(Box::new(c.clone())).expect("unique metric");
+                c
+            },
             registry: r,
         }
     }
 
+    /// The counter the access log's senders bump when its channel is full.
+    pub fn access_log_dropped(&self) -> IntCounter {
+        self.access_log_dropped.clone()
+    }
+
     pub fn service(&self, name: &str) -> ServiceMetrics {
-        let code = |c: &str| self.requests.with_label_values(&[name, c]);
         let state = |s: &str| self.instances.with_label_values(&[name, s]);
         let reject = |s: &str| self.queue_rejections.with_label_values(&[name, s]);
         let upstream = |s: &str| self.upstream_errors.with_label_values(&[name, s]);
         ServiceMetrics {
-            codes: TRACKED_CODES.map(|c| code(&c.to_string())),
-            other_codes: ["1xx", "2xx", "3xx", "4xx", "5xx"].map(code),
-            duration: self.duration.with_label_values(&[name]),
+            requests: self.requests.add(name),
             in_flight: self.in_flight.with_label_values(&[name]),
             queued: self.queued.with_label_values(&[name]),
             starting: state("starting"),
@@ -244,13 +259,7 @@ impl Metrics {
 
     /// Drops every label value of a service that went away, so `/metrics` does not keep it.
     pub fn remove_service(&self, name: &str) {
-        let codes = TRACKED_CODES
-            .iter()
-            .map(|c| c.to_string())
-            .chain(["1xx", "2xx", "3xx", "4xx", "5xx"].map(String::from));
-        for c in codes {
-            let _ = self.requests.remove_label_values(&[name, &c]);
-        }
+        self.requests.remove(name);
         for s in ["starting", "ready", "draining"] {
             let _ = self.instances.remove_label_values(&[name, s]);
         }
@@ -274,7 +283,6 @@ impl Metrics {
                 }
             }
         }
-        let _ = self.duration.remove_label_values(&[name]);
         let _ = self.in_flight.remove_label_values(&[name]);
         let _ = self.queued.remove_label_values(&[name]);
         let _ = self.desired.remove_label_values(&[name]);

@@ -94,3 +94,120 @@ async fn check_rejects_a_bad_value_naming_the_line() {
     assert!(!status.success(), "check must fail: {status}\n{stderr}");
     assert_names_file_line_key(&stderr, "badvalue.toml", line, "idle_timeout");
 }
+
+/// Runs wakeway with `log` as its `[log]` table and `RUST_LOG` as given, cold-starts a service,
+/// stops it, and returns its stderr lines.
+async fn log_lines(log: &str, rust_log: &str) -> Vec<String> {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "{LISTEN_ANY}\n[log]\n{log}\n{}",
+        whoami_service("hello", "hello.localhost", "")
+    );
+    let path = write_config(&dir, "log.toml", &text);
+    let mut proc = Proc::spawn_with_env(
+        "wakeway run",
+        &["run", "-c", path_str(&path)],
+        &[("RUST_LOG", rust_log)],
+    );
+    let proxy = proc.listening_addr("proxy").await;
+    proc.listening_addr("admin").await;
+    assert_eq!(get(proxy, "hello.localhost", "/").await.status, 200);
+    proc.signal(libc::SIGTERM);
+    assert!(proc.wait_exit(DEADLINE).await.success());
+    proc.wait_output_closed().await;
+    proc.stderr().lines().map(str::to_string).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_parse_line_by_line() {
+    let lines = log_lines("format = \"json\"", "").await;
+    assert!(!lines.is_empty());
+    for line in &lines {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}"));
+        assert!(v["timestamp"].is_string(), "timestamp: {line}");
+        assert!(v["level"].is_string(), "level: {line}");
+        assert!(v["message"].is_string(), "message: {line}");
+    }
+    assert!(
+        lines.iter().any(|l| l.contains("\"kind\":\"cold_start\"")),
+        "events carry their fields: {lines:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_level_applies_and_rust_log_overrides_it_and_text_has_no_colour() {
+    let quiet = log_lines("level = \"warn\"", "").await;
+    assert!(
+        !quiet.iter().any(|l| l.contains(" INFO ")),
+        "level = warn hides info: {quiet:?}"
+    );
+    let loud = log_lines("level = \"warn\"", "info").await;
+    assert!(
+        loud.iter().any(|l| l.contains(" INFO ")),
+        "RUST_LOG=info overrides the file: {loud:?}"
+    );
+    for line in &loud {
+        assert!(!line.contains('\x1b'), "no colour off a terminal: {line:?}");
+        let stamp = line.split_whitespace().next().unwrap_or("");
+        assert!(
+            stamp.len() >= 20 && stamp.as_bytes()[4] == b'-' && stamp.contains('T'),
+            "every line starts with a timestamp: {line:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_events_and_pause_print_tables_and_sentences() {
+    let wk = Wakeway::start(&whoami_service("hello", "hello.localhost", "")).await;
+    assert_eq!(wk.get("hello.localhost", "/").await.status, 200);
+    let instance = wk.wait_ready("hello").await[0].id.clone();
+    let admin = wk.admin.to_string();
+    let cli = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend(["--admin", admin.as_str()]);
+        all.iter().map(|s| s.to_string()).collect::<Vec<_>>()
+    };
+    let run = |args: Vec<String>| async move {
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (status, stdout, stderr) = run_to_exit(&refs).await;
+        assert!(status.success(), "{args:?}: {stderr}");
+        stdout
+    };
+
+    let status = run(cli(&["status"])).await;
+    let lines: Vec<&str> = status.lines().collect();
+    assert!(lines[0].starts_with("SERVICE"), "{status}");
+    assert!(lines[1].starts_with("hello"), "{status}");
+    assert!(lines[1].contains("running"), "{status}");
+    let row = lines
+        .iter()
+        .find(|l| l.starts_with(&instance))
+        .unwrap_or_else(|| panic!("an instance row: {status}"));
+    let pid = wk.instances("hello").await[0]
+        .pid
+        .expect("a process has a pid")
+        .to_string();
+    assert!(row.contains("ready") && row.contains(&pid), "{row}");
+
+    let events = run(cli(&["events", "hello"])).await;
+    assert!(events.starts_with("TIME"), "{events}");
+    let scale = events
+        .lines()
+        .find(|l| l.contains(" scale "))
+        .unwrap_or_else(|| panic!("a scale event: {events}"));
+    assert!(
+        scale.contains("trigger=demand") && scale.contains("to=1"),
+        "the decision's inputs: {scale}"
+    );
+
+    let paused = run(cli(&["pause", "hello"])).await;
+    assert!(
+        paused.starts_with("hello is paused:") && !paused.contains('{'),
+        "{paused}"
+    );
+    let resumed = run(cli(&["resume", "hello"])).await;
+    assert!(resumed.starts_with("hello is resumed"), "{resumed}");
+    let reloaded = run(cli(&["reload"])).await;
+    assert_eq!(reloaded.trim(), "reloaded: nothing changed.");
+}

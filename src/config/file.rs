@@ -27,8 +27,43 @@ struct RawConfig {
     admin: Option<RawAdmin>,
     docker: Option<RawDocker>,
     swarm: Option<RawSwarm>,
+    log: Option<RawLog>,
     #[serde(default)]
     service: Vec<RawService>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawLog {
+    format: Option<RawLogFormat>,
+    level: Option<String>,
+    access: Option<String>,
+    access_format: Option<RawAccessFormat>,
+    access_query: Option<bool>,
+    start_trace: Option<bool>,
+    server_timing: Option<RawServerTiming>,
+}
+
+#[derive(Deserialize, Clone, Copy)]
+#[serde(rename_all = "lowercase")]
+enum RawLogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Deserialize, Clone, Copy)]
+#[serde(rename_all = "lowercase")]
+enum RawAccessFormat {
+    Json,
+    Combined,
+}
+
+#[derive(Deserialize, Clone, Copy)]
+#[serde(rename_all = "snake_case")]
+enum RawServerTiming {
+    Off,
+    ColdStart,
+    Always,
 }
 
 #[derive(Deserialize, Default)]
@@ -39,6 +74,16 @@ struct RawProxy {
     response_timeout: Option<Dur>,
     idle_timeout: Option<Dur>,
     shutdown_timeout: Option<Dur>,
+    tls: Option<super::front::RawTls>,
+    max_uri_bytes: Option<Size>,
+    max_header_line_bytes: Option<Size>,
+    max_header_bytes: Option<Size>,
+    max_headers: Option<usize>,
+    header_read_timeout: Option<Dur>,
+    trusted_proxies: Option<Vec<super::front::Cidr>>,
+    underscore_headers: Option<super::front::RawUnderscoreHeaders>,
+    max_connections: Option<usize>,
+    workers: Option<usize>,
 }
 
 #[derive(Deserialize, Default)]
@@ -47,6 +92,8 @@ struct RawAdmin {
     listen: Option<AdminListen>,
     token: Option<String>,
     token_file: Option<std::path::PathBuf>,
+    hosts: Option<Vec<String>>,
+    header_read_timeout: Option<Dur>,
 }
 
 #[derive(Deserialize, Default)]
@@ -103,6 +150,8 @@ struct RawService {
     queue: RawQueue,
     #[serde(default)]
     deploy: RawDeploy,
+    max_body_bytes: Option<Size>,
+    redirect_https: Option<bool>,
 }
 
 #[derive(Deserialize, Default)]
@@ -158,7 +207,7 @@ struct RawDeploy {
 // Value types whose parse errors carry the value's span (so they name key and line).
 
 /// A duration string (`"30s"`).
-struct Dur(Duration);
+pub(super) struct Dur(pub(super) Duration);
 
 impl<'de> Deserialize<'de> for Dur {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -186,7 +235,7 @@ impl<'de> Deserialize<'de> for Dur {
 }
 
 /// A byte size string (`"256MiB"`).
-struct Size(u64);
+pub(super) struct Size(pub(super) u64);
 
 impl<'de> Deserialize<'de> for Size {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -258,7 +307,7 @@ fn parse_addr(s: &str) -> Result<SocketAddr, String> {
 }
 
 /// `listen = "addr"` or `listen = ["addr", ...]`.
-struct ListenList(Vec<SocketAddr>);
+pub(super) struct ListenList(pub(super) Vec<SocketAddr>);
 
 impl<'de> Deserialize<'de> for ListenList {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -361,14 +410,40 @@ fn convert(raw: RawConfig) -> Result<Config, ConfigError> {
         response_timeout: dur_or(p.response_timeout, pd.response_timeout),
         idle_timeout: dur_or(p.idle_timeout, pd.idle_timeout),
         shutdown_timeout: dur_or(p.shutdown_timeout, pd.shutdown_timeout),
+        tls: p.tls.map(super::front::convert_tls),
+        max_uri_bytes: size_or(p.max_uri_bytes, pd.max_uri_bytes),
+        max_header_line_bytes: size_or(p.max_header_line_bytes, pd.max_header_line_bytes),
+        max_header_bytes: size_or(p.max_header_bytes, pd.max_header_bytes),
+        max_headers: p.max_headers.unwrap_or(pd.max_headers),
+        header_read_timeout: dur_or(p.header_read_timeout, pd.header_read_timeout),
+        trusted_proxies: p
+            .trusted_proxies
+            .map_or(pd.trusted_proxies, |l| l.into_iter().map(|c| c.0).collect()),
+        underscore_headers: p.underscore_headers.map_or(
+            pd.underscore_headers,
+            super::front::RawUnderscoreHeaders::into,
+        ),
+        max_connections: p.max_connections.unwrap_or(pd.max_connections),
+        workers: p.workers,
     };
     let admin = match raw.admin {
         Some(a) => AdminConfig {
             listen: a.listen.map_or(AdminConfig::default().listen, |l| l.0),
             token: admin_token(a.token, a.token_file)?,
+            hosts: a
+                .hosts
+                .unwrap_or_default()
+                .into_iter()
+                .map(|h| h.to_ascii_lowercase())
+                .collect(),
+            header_read_timeout: dur_or(
+                a.header_read_timeout,
+                AdminConfig::DEFAULT_HEADER_READ_TIMEOUT,
+            ),
         },
         None => AdminConfig::default(),
     };
+    let log = convert_log(raw.log.unwrap_or_default());
     let services = raw
         .service
         .into_iter()
@@ -381,8 +456,40 @@ fn convert(raw: RawConfig) -> Result<Config, ConfigError> {
         admin,
         docker,
         swarm,
+        log,
         services,
     })
+}
+
+fn convert_log(raw: RawLog) -> LogConfig {
+    let d = LogConfig::default();
+    LogConfig {
+        format: match raw.format {
+            Some(RawLogFormat::Json) => LogFormat::Json,
+            Some(RawLogFormat::Text) => LogFormat::Text,
+            None => d.format,
+        },
+        level: raw.level.unwrap_or(d.level),
+        access: match raw.access.as_deref() {
+            None => d.access,
+            Some("off") => AccessLogTarget::Off,
+            Some("stdout") => AccessLogTarget::Stdout,
+            Some(path) => AccessLogTarget::File(path.into()),
+        },
+        access_format: match raw.access_format {
+            Some(RawAccessFormat::Json) => AccessLogFormat::Json,
+            Some(RawAccessFormat::Combined) => AccessLogFormat::Combined,
+            None => d.access_format,
+        },
+        access_query: raw.access_query.unwrap_or(d.access_query),
+        start_trace: raw.start_trace.unwrap_or(d.start_trace),
+        server_timing: match raw.server_timing {
+            Some(RawServerTiming::Off) => ServerTimingMode::Off,
+            Some(RawServerTiming::ColdStart) => ServerTimingMode::ColdStart,
+            Some(RawServerTiming::Always) => ServerTimingMode::Always,
+            None => d.server_timing,
+        },
+    }
 }
 
 /// The admin token, from `token` or the first line of `token_file` (read now: a reload re-reads
@@ -421,6 +528,10 @@ fn admin_token(
 
 fn dur_or(d: Option<Dur>, default: Duration) -> Duration {
     d.map_or(default, |d| d.0)
+}
+
+fn size_or(s: Option<Size>, default: usize) -> usize {
+    s.map_or(default, |s| usize::try_from(s.0).unwrap_or(usize::MAX))
 }
 
 fn convert_service(i: usize, s: RawService) -> Result<ServiceConfig, ConfigError> {
@@ -557,6 +668,8 @@ fn convert_service(i: usize, s: RawService) -> Result<ServiceConfig, ConfigError
         health,
         queue,
         deploy,
+        max_body_bytes: s.max_body_bytes.map(|s| s.0),
+        redirect_https: s.redirect_https.unwrap_or(false),
     })
 }
 
@@ -872,13 +985,15 @@ upstreams = ["127.0.0.1:3000", "backend.internal:3001"]
                 response_timeout: secs(90),
                 idle_timeout: secs(45),
                 shutdown_timeout: secs(20),
+                ..ProxyConfig::default()
             },
             admin: AdminConfig {
                 listen: None,
-                token: None,
+                ..AdminConfig::default()
             },
             docker: DockerConfig::default(),
             swarm: SwarmConfig::default(),
+            log: LogConfig::default(),
             services: vec![
                 ServiceConfig {
                     name: "api".into(),
@@ -917,6 +1032,8 @@ upstreams = ["127.0.0.1:3000", "backend.internal:3001"]
                         timeout: secs(300),
                         auto: false,
                     },
+                    max_body_bytes: None,
+                    redirect_https: false,
                 },
                 ServiceConfig {
                     name: "legacy".into(),
@@ -930,6 +1047,8 @@ upstreams = ["127.0.0.1:3000", "backend.internal:3001"]
                     health: HealthConfig::default(),
                     queue: QueueConfig::default(),
                     deploy: DeployConfig::default(),
+                    max_body_bytes: None,
+                    redirect_https: false,
                 },
             ],
         };
@@ -1315,5 +1434,35 @@ stop_grace = "4s"
             Some(1)
         );
         assert_eq!(line_of_key(text, "proxy.listen"), None);
+    }
+
+    #[test]
+    fn log_section_parses_and_bad_values_name_their_key() {
+        let cfg = parse(
+            "[log]\nformat = \"json\"\nlevel = \"warn,wakeway=debug\"\naccess = \"/var/log/wakeway/access.log\"\naccess_format = \"combined\"\naccess_query = true\nstart_trace = false\nserver_timing = \"always\"\n",
+            None,
+        )
+        .unwrap();
+        assert_eq!(
+            cfg.log,
+            LogConfig {
+                format: LogFormat::Json,
+                level: "warn,wakeway=debug".into(),
+                access: AccessLogTarget::File("/var/log/wakeway/access.log".into()),
+                access_format: AccessLogFormat::Combined,
+                access_query: true,
+                start_trace: false,
+                server_timing: ServerTimingMode::Always,
+            }
+        );
+        let stdout = parse("[log]\naccess = \"stdout\"\n", None).unwrap();
+        assert_eq!(stdout.log.access, AccessLogTarget::Stdout);
+        assert_eq!(parse("", None).unwrap().log, LogConfig::default());
+        let e = err("[log]\n\nformat = \"xml\"\n");
+        assert_eq!((e.line, e.key.as_deref()), (Some(3), Some("log.format")));
+        let e = err("[log]\nlevel = \"info,[oops\"\n");
+        assert_eq!(e.key.as_deref(), Some("log.level"));
+        let e = err("[log]\nacess = \"stdout\"\n");
+        assert_eq!(e.key.as_deref(), Some("log.acess"));
     }
 }

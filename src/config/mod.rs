@@ -4,11 +4,17 @@
 //! Every error names the file and line (when known), the key path (`service[1].scaling.max_instances`)
 //! and what is wrong.
 
+mod cidr;
 mod duration;
 mod file;
+mod front;
 mod size;
 mod types;
 mod validate;
+mod validate_front;
+
+#[cfg(test)]
+mod proptests;
 
 pub use duration::{format_duration, parse_duration};
 pub use size::{format_size, parse_size};
@@ -84,8 +90,40 @@ pub fn parse(text: &str, path: Option<&Path>) -> Result<Config, ConfigError> {
     };
     let mut config = file::from_text(text).map_err(located)?;
     config.path = path.map(Path::to_path_buf);
+    if let Some(dir) = path.and_then(Path::parent) {
+        resolve_tls_paths(&mut config, dir);
+    }
     validate::validate(&config).map_err(located)?;
+    check_tls_files(&config).map_err(located)?;
     Ok(config)
+}
+
+/// Certificate paths are written relative to the config file, as nginx reads them relative to
+/// its prefix: the file and its certificates move together.
+fn resolve_tls_paths(config: &mut Config, dir: &Path) {
+    let Some(tls) = &mut config.proxy.tls else {
+        return;
+    };
+    for cert in &mut tls.certificates {
+        for path in [&mut cert.cert, &mut cert.key] {
+            if path.is_relative() {
+                *path = dir.join(&*path);
+            }
+        }
+    }
+}
+
+/// Reads every certificate and key now, so `wakeway check` and a reload refuse a file the TLS
+/// listener could not serve, naming the file and why.
+fn check_tls_files(config: &Config) -> Result<(), ConfigError> {
+    let Some(tls) = &config.proxy.tls else {
+        return Ok(());
+    };
+    crate::proxy::tls::CertStore::load(tls)
+        .map(drop)
+        .map_err(|e| {
+            ConfigError::at_key(e.key_path(), format!("{}: {}", e.path.display(), e.reason))
+        })
 }
 
 /// Semantic checks on an already-built Config (also used for configs built in code).
@@ -103,10 +141,11 @@ pub fn validate_service(service: &ServiceConfig) -> Result<(), ConfigError> {
         proxy: ProxyConfig::default(),
         admin: AdminConfig {
             listen: None,
-            token: None,
+            ..AdminConfig::default()
         },
         docker: DockerConfig::default(),
         swarm: SwarmConfig::default(),
+        log: LogConfig::default(),
         services: vec![service.clone()],
     };
     validate(&config)
@@ -124,6 +163,21 @@ pub fn summary(config: &Config) -> String {
     let _ = writeln!(out, "listeners:");
     let proxy: Vec<String> = config.proxy.listen.iter().map(|a| a.to_string()).collect();
     let _ = writeln!(out, "  proxy  {}", proxy.join(", "));
+    if let Some(tls) = &config.proxy.tls {
+        let addrs: Vec<String> = tls.listen.iter().map(|a| a.to_string()).collect();
+        let _ = writeln!(out, "  tls    {}", addrs.join(", "));
+        for cert in &tls.certificates {
+            let mut names = cert.hosts.join(", ");
+            if cert.default {
+                names.push_str(if cert.hosts.is_empty() {
+                    "(default)"
+                } else {
+                    " (default)"
+                });
+            }
+            let _ = writeln!(out, "    {names}: {}", cert.cert.display());
+        }
+    }
     match config.admin.listen {
         Some(addr) => {
             let _ = writeln!(out, "  admin  {addr}");

@@ -4,6 +4,8 @@
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
+
+pub use super::cidr::IpNet;
 use std::time::Duration;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -15,7 +17,67 @@ pub struct Config {
     pub admin: AdminConfig,
     pub docker: DockerConfig,
     pub swarm: SwarmConfig,
+    pub log: LogConfig,
     pub services: Vec<ServiceConfig>,
+}
+
+/// `[log]`: wakeway's own log, the access log, request ids and traces, `Server-Timing`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// A `RUST_LOG`-style filter (`"info"`, `"warn,wakeway=debug"`); `RUST_LOG` overrides it.
+    pub level: String,
+    pub access: AccessLogTarget,
+    pub access_format: AccessLogFormat,
+    /// Whether the access log's path keeps the query string (it may carry secrets).
+    pub access_query: bool,
+    /// Start a W3C trace (`traceparent`) for requests that arrive without one.
+    pub start_trace: bool,
+    pub server_timing: ServerTimingMode,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccessLogTarget {
+    Off,
+    Stdout,
+    File(PathBuf),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccessLogFormat {
+    /// One JSON object per line.
+    Json,
+    /// nginx/Apache `combined`, with wakeway's fields appended as `key=value`.
+    Combined,
+}
+
+/// Which responses carry `Server-Timing`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServerTimingMode {
+    Off,
+    /// Only responses whose request waited for a cold start.
+    ColdStart,
+    Always,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: LogFormat::Text,
+            level: "info".into(),
+            access: AccessLogTarget::Off,
+            access_format: AccessLogFormat::Json,
+            access_query: false,
+            start_trace: true,
+            server_timing: ServerTimingMode::ColdStart,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -27,15 +89,91 @@ pub struct ProxyConfig {
     pub idle_timeout: Duration,
     /// How long a graceful shutdown waits for requests in flight.
     pub shutdown_timeout: Duration,
+    /// `[proxy.tls]`: HTTPS listeners and their certificates; `None` serves plain HTTP only.
+    pub tls: Option<TlsConfig>,
+    /// A request target longer than this gets 414.
+    pub max_uri_bytes: usize,
+    /// One header line longer than this gets 431.
+    pub max_header_line_bytes: usize,
+    /// The request head (request line and headers) larger than this in total gets 431.
+    pub max_header_bytes: usize,
+    /// More header lines than this gets 431.
+    pub max_headers: usize,
+    /// From accepting a connection (or the end of the previous request) to a complete request
+    /// head; covers silent connections and a stalled h2 preface. Then 408 or close.
+    pub header_read_timeout: Duration,
+    /// Peers whose `X-Forwarded-For` is appended to rather than replaced.
+    pub trusted_proxies: Vec<IpNet>,
+    /// What happens to a request header whose name contains `_`.
+    pub underscore_headers: UnderscoreHeaders,
+    /// Client connections open at once, over all listeners; beyond it new ones wait in the
+    /// kernel's accept backlog.
+    pub max_connections: usize,
+    /// Data-plane worker threads, each with its own listening sockets and upstream connections.
+    /// `None`: one per core the process may run on.
+    pub workers: Option<usize>,
 }
 
+/// `[proxy.tls]`.
 #[derive(Debug, Clone, PartialEq)]
+pub struct TlsConfig {
+    pub listen: Vec<SocketAddr>,
+    pub certificates: Vec<CertificateConfig>,
+}
+
+/// One `[[proxy.tls.certificate]]`: a PEM chain and key, served to the names in `hosts`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CertificateConfig {
+    /// Lower-case server names; `*.example.com` matches exactly one label below `example.com`.
+    pub hosts: Vec<String>,
+    /// PEM certificate chain, leaf first. Relative paths are resolved against the config
+    /// file's directory when the file is parsed.
+    pub cert: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+    /// Served to clients whose server name matches no entry (or who send none).
+    pub default: bool,
+}
+
+/// A header name containing `_` is read as `-` by CGI/WSGI-style apps, so it can smuggle a
+/// header wakeway did not see.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnderscoreHeaders {
+    /// Removed before forwarding (nginx's default).
+    Drop,
+    /// The request gets 400.
+    Reject,
+}
+
+#[derive(Clone, PartialEq)]
 pub struct AdminConfig {
     /// `None` disables the admin listener.
     pub listen: Option<SocketAddr>,
     /// When set, every `/v1` call needs `Authorization: Bearer <token>` (from `token` or the
     /// first line of `token_file`).
     pub token: Option<String>,
+    /// Names the admin API answers to in `Host`, besides its own address and `localhost`: a
+    /// request naming any other host is refused, so DNS rebinding cannot reach it.
+    pub hosts: Vec<String>,
+    /// A connection must send a complete request head within this long, from its first byte
+    /// and between keep-alive requests; a silent connection is closed when it passes.
+    pub header_read_timeout: Duration,
+}
+
+impl AdminConfig {
+    pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+}
+
+// By hand: the token must never reach a log line through `{:?}`.
+impl std::fmt::Debug for AdminConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminConfig")
+            .field("listen", &self.listen)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("hosts", &self.hosts)
+            .field("header_read_timeout", &self.header_read_timeout)
+            .finish()
+    }
 }
 
 /// `[docker]`: how the docker runtime reaches the engine and publishes container ports.
@@ -124,6 +262,10 @@ pub struct ServiceConfig {
     pub health: HealthConfig,
     pub queue: QueueConfig,
     pub deploy: DeployConfig,
+    /// A request body larger than this gets 413; `None` is unlimited.
+    pub max_body_bytes: Option<u64>,
+    /// Plain-HTTP requests get a 308 to the same URL over HTTPS (needs `[proxy.tls]`).
+    pub redirect_https: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -233,6 +375,16 @@ impl Default for ProxyConfig {
             response_timeout: Duration::from_secs(120),
             idle_timeout: Duration::from_secs(60),
             shutdown_timeout: Duration::from_secs(30),
+            tls: None,
+            max_uri_bytes: 8 << 10,
+            max_header_line_bytes: 8 << 10,
+            max_header_bytes: 32 << 10,
+            max_headers: 100,
+            header_read_timeout: Duration::from_secs(10),
+            trusted_proxies: Vec::new(),
+            underscore_headers: UnderscoreHeaders::Drop,
+            max_connections: 10_000,
+            workers: None,
         }
     }
 }
@@ -242,6 +394,8 @@ impl Default for AdminConfig {
         AdminConfig {
             listen: Some(SocketAddr::from(([127, 0, 0, 1], 9180))),
             token: None,
+            hosts: Vec::new(),
+            header_read_timeout: AdminConfig::DEFAULT_HEADER_READ_TIMEOUT,
         }
     }
 }

@@ -15,6 +15,7 @@ fn fail(key: impl Into<String>, message: impl Into<String>) -> Result {
 
 pub(crate) fn validate(config: &Config) -> Result {
     validate_proxy(config)?;
+    super::validate_front::validate(config)?;
     validate_docker(&config.docker)?;
     validate_swarm(&config.swarm)?;
     let mut names: BTreeMap<&str, usize> = BTreeMap::new();
@@ -98,10 +99,65 @@ fn validate_proxy(config: &Config) -> Result {
             ),
         );
     }
+    validate_admin(&config.admin)?;
+    validate_log(&config.log)?;
     let p = &config.proxy;
     positive(p.connect_timeout, "proxy.connect_timeout")?;
     positive(p.response_timeout, "proxy.response_timeout")?;
     positive(p.idle_timeout, "proxy.idle_timeout")?;
+    if p.workers == Some(0) || p.workers.is_some_and(|w| w > 1024) {
+        return fail(
+            "proxy.workers",
+            "must be between 1 and 1024 (leave it out for one per core)".to_string(),
+        );
+    }
+    Ok(())
+}
+
+/// An admin API reachable from other machines without a token would let anyone on the network
+/// deploy, pause and reload: refuse to start rather than serve it open.
+fn validate_admin(admin: &AdminConfig) -> Result {
+    if let Some(addr) = admin.listen
+        && !addr.ip().is_loopback()
+        && admin.token.is_none()
+    {
+        return fail(
+            "admin.listen",
+            format!(
+                "the admin API would listen on {addr}, reachable from other machines, without a \
+                 token; set `token` or `token_file` in [admin], or listen on 127.0.0.1"
+            ),
+        );
+    }
+    for (i, host) in admin.hosts.iter().enumerate() {
+        if host.is_empty() || host.contains(['/', ':', '*', ' ']) {
+            return fail(
+                format!("admin.hosts[{i}]"),
+                format!("{host:?} is not a host name (no port, scheme, path or wildcard)"),
+            );
+        }
+    }
+    positive(admin.header_read_timeout, "admin.header_read_timeout")
+}
+
+fn validate_log(log: &LogConfig) -> Result {
+    if let Err(e) = tracing_subscriber::EnvFilter::builder().parse(&log.level) {
+        return fail(
+            "log.level",
+            format!(
+                "{:?} is not a log filter ({e}); use a level such as \"info\" or \"warn,wakeway=debug\"",
+                log.level
+            ),
+        );
+    }
+    if let AccessLogTarget::File(path) = &log.access
+        && path.as_os_str().is_empty()
+    {
+        return fail(
+            "log.access",
+            "empty path; use \"stdout\", \"off\" or a file path",
+        );
+    }
     Ok(())
 }
 
@@ -488,6 +544,8 @@ mod tests {
             health: HealthConfig::default(),
             queue: QueueConfig::default(),
             deploy: DeployConfig::default(),
+            max_body_bytes: None,
+            redirect_https: false,
         }
     }
 
@@ -498,6 +556,7 @@ mod tests {
             admin: AdminConfig::default(),
             docker: DockerConfig::default(),
             swarm: SwarmConfig::default(),
+            log: LogConfig::default(),
             services,
         }
     }
@@ -535,6 +594,23 @@ mod tests {
             (
                 "proxy.connect_timeout",
                 Box::new(|c| c.proxy.connect_timeout = Duration::ZERO),
+            ),
+            (
+                "admin.listen",
+                Box::new(|c| c.admin.listen = Some("0.0.0.0:9180".parse().unwrap())),
+            ),
+            (
+                "admin.hosts[0]",
+                Box::new(|c| c.admin.hosts = vec!["http://admin.example".into()]),
+            ),
+            ("log.level", Box::new(|c| c.log.level = "info,[bad".into())),
+            (
+                "log.access",
+                Box::new(|c| c.log.access = AccessLogTarget::File("".into())),
+            ),
+            (
+                "admin.header_read_timeout",
+                Box::new(|c| c.admin.header_read_timeout = Duration::ZERO),
             ),
             ("service[0].name", Box::new(|c| c.services[0].name.clear())),
             (

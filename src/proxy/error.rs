@@ -20,6 +20,23 @@ pub enum ProxyError {
     UnknownHost(String),
     /// The request itself is unusable (no host, a malformed header).
     BadRequest(String),
+    /// TRACE and CONNECT are not proxied.
+    MethodNotAllowed(&'static str),
+    UriTooLong,
+    /// A header line, the whole head, or the number of header lines is over its limit.
+    HeadersTooLarge(&'static str),
+    /// The body is over the service's `max_body_bytes`.
+    BodyTooLarge(u64),
+    /// A transfer coding wakeway does not forward.
+    NotImplemented(&'static str),
+    VersionNotSupported,
+    /// The client did not send a whole request head within `header_read_timeout`.
+    HeaderTimeout,
+    ExpectationFailed,
+    /// The client's body broke off or was malformed mid-request: the client's fault.
+    ClientBody(String),
+    /// The instance answered with a head wakeway cannot forward unambiguously.
+    BadResponse(&'static str),
     Activator(ActivatorError),
     /// Nothing was sent: the instance refused or reset the connection.
     Connect(String),
@@ -32,12 +49,23 @@ pub enum ProxyError {
 impl ProxyError {
     pub fn side(&self) -> Side {
         match self {
-            ProxyError::UnknownHost(_) | ProxyError::BadRequest(_) => Side::Downstream,
+            ProxyError::UnknownHost(_)
+            | ProxyError::BadRequest(_)
+            | ProxyError::MethodNotAllowed(_)
+            | ProxyError::UriTooLong
+            | ProxyError::HeadersTooLarge(_)
+            | ProxyError::BodyTooLarge(_)
+            | ProxyError::NotImplemented(_)
+            | ProxyError::VersionNotSupported
+            | ProxyError::HeaderTimeout
+            | ProxyError::ExpectationFailed
+            | ProxyError::ClientBody(_) => Side::Downstream,
             ProxyError::Activator(ActivatorError::Unavailable(_)) => Side::Runtime,
             ProxyError::Activator(_) => Side::Runtime,
-            ProxyError::Connect(_) | ProxyError::Upstream(_) | ProxyError::ResponseTimeout(_) => {
-                Side::Upstream
-            }
+            ProxyError::Connect(_)
+            | ProxyError::Upstream(_)
+            | ProxyError::ResponseTimeout(_)
+            | ProxyError::BadResponse(_) => Side::Upstream,
         }
     }
 
@@ -49,7 +77,15 @@ impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
             ProxyError::UnknownHost(_) => StatusCode::NOT_FOUND,
-            ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ProxyError::BadRequest(_) | ProxyError::ClientBody(_) => StatusCode::BAD_REQUEST,
+            ProxyError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            ProxyError::UriTooLong => StatusCode::URI_TOO_LONG,
+            ProxyError::HeadersTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            ProxyError::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ProxyError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
+            ProxyError::VersionNotSupported => StatusCode::HTTP_VERSION_NOT_SUPPORTED,
+            ProxyError::HeaderTimeout => StatusCode::REQUEST_TIMEOUT,
+            ProxyError::ExpectationFailed => StatusCode::EXPECTATION_FAILED,
             ProxyError::Activator(ActivatorError::QueueFull)
             | ProxyError::Activator(ActivatorError::Paused)
             | ProxyError::Activator(ActivatorError::Unavailable(_)) => {
@@ -58,7 +94,9 @@ impl ProxyError {
             ProxyError::Activator(ActivatorError::Timeout(_)) | ProxyError::ResponseTimeout(_) => {
                 StatusCode::GATEWAY_TIMEOUT
             }
-            ProxyError::Connect(_) | ProxyError::Upstream(_) => StatusCode::BAD_GATEWAY,
+            ProxyError::Connect(_) | ProxyError::Upstream(_) | ProxyError::BadResponse(_) => {
+                StatusCode::BAD_GATEWAY
+            }
         }
     }
 
@@ -76,6 +114,20 @@ impl ProxyError {
         match self {
             ProxyError::UnknownHost(h) => format!("no service for host `{h}`"),
             ProxyError::BadRequest(m) => format!("bad request: {m}"),
+            ProxyError::MethodNotAllowed(m) => format!("method {m} is not allowed through wakeway"),
+            ProxyError::UriTooLong => "the request target is too long".into(),
+            ProxyError::HeadersTooLarge(why) => format!("request header fields too large: {why}"),
+            ProxyError::BodyTooLarge(max) => {
+                format!("the request body is larger than this service accepts ({max} bytes)")
+            }
+            ProxyError::NotImplemented(why) => format!("not implemented: {why}"),
+            ProxyError::VersionNotSupported => {
+                "HTTP version not supported (HTTP/1.0, HTTP/1.1 and h2 are)".into()
+            }
+            ProxyError::HeaderTimeout => "the request head did not arrive in time".into(),
+            ProxyError::ExpectationFailed => "only `Expect: 100-continue` is supported".into(),
+            ProxyError::ClientBody(m) => format!("bad request body: {m}"),
+            ProxyError::BadResponse(_) => "the instance sent a malformed response".into(),
             ProxyError::Activator(ActivatorError::QueueFull) => {
                 "queue full: too many requests waiting for capacity".into()
             }
@@ -88,8 +140,9 @@ impl ProxyError {
             ProxyError::Activator(ActivatorError::Paused) => {
                 "paused: this service is paused".into()
             }
-            ProxyError::Connect(m) => format!("instance unreachable: {m}"),
-            ProxyError::Upstream(m) => format!("instance failed: {m}"),
+            // The detail (with the instance's address) goes to the log, not to the client.
+            ProxyError::Connect(_) => "instance unreachable".into(),
+            ProxyError::Upstream(_) => "instance failed before it answered".into(),
             ProxyError::ResponseTimeout(t) => {
                 format!("instance sent no response within response_timeout ({t:?})")
             }
@@ -97,9 +150,16 @@ impl ProxyError {
     }
 }
 
+/// For the log: the client's message plus what only the operator should see.
 impl std::fmt::Display for ProxyError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.message())
+        match self {
+            ProxyError::Connect(d) | ProxyError::Upstream(d) => {
+                write!(f, "{}: {d}", self.message())
+            }
+            ProxyError::BadResponse(d) => write!(f, "{}: {d}", self.message()),
+            _ => f.write_str(&self.message()),
+        }
     }
 }
 

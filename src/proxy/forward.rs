@@ -1,5 +1,6 @@
-//! One request, from the client to an instance and back: route, acquire a slot, rewrite headers,
-//! send with the pooled client, stream the response, and map every failure in one place.
+//! An h2 request (prior-knowledge h2c, or h2 over TLS), from the client to an instance and back:
+//! route, acquire a slot, rewrite headers by the same rules as HTTP/1, send over HTTP/1.1 with
+//! this worker's own pooled client, stream the response.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -7,23 +8,19 @@ use std::time::Duration;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{PathAndQuery, Scheme};
-use http::{Request, Response, StatusCode, Uri, Version};
+use http::{Method, Request, Response, Uri, Version};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioIo;
 use tokio::time::Instant;
 
+use super::Shared;
 use super::body::{ProxyBody, RequestBody};
 use super::error::ProxyError;
-use super::route::RouteTable;
-use crate::service::instance::InstanceState;
+use super::headers::{self, Disposition, Underscore};
 use crate::service::{InFlight, Service};
 
 pub type UpstreamClient = Client<HttpConnector, RequestBody>;
-
-/// How long a reset mid-request waits for the instance's exit notice (see `forward`).
-const EXIT_NOTICE_WAIT: Duration = Duration::from_millis(250);
 
 pub fn upstream_client(connect_timeout: Duration) -> UpstreamClient {
     let mut connector = HttpConnector::new();
@@ -38,10 +35,11 @@ pub fn upstream_client(connect_timeout: Duration) -> UpstreamClient {
         .build(connector)
 }
 
-pub struct Forwarder {
-    pub routes: arc_swap::ArcSwap<RouteTable>,
-    pub client: UpstreamClient,
-    pub response_timeout: Duration,
+/// One per worker: the client's pool is the worker's alone.
+#[derive(Clone)]
+pub struct HyperForwarder {
+    shared: Arc<Shared>,
+    client: UpstreamClient,
 }
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -50,7 +48,12 @@ static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host"
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
-impl Forwarder {
+impl HyperForwarder {
+    pub fn new(shared: Arc<Shared>) -> HyperForwarder {
+        let client = upstream_client(shared.settings.connect_timeout);
+        HyperForwarder { shared, client }
+    }
+
     /// The single exit point of a request: every outcome is counted and timed here.
     pub async fn handle(&self, req: Request<Incoming>, remote: SocketAddr) -> Response<ProxyBody> {
         let started = Instant::now();
@@ -58,13 +61,21 @@ impl Forwarder {
             Ok(h) => h,
             Err(e) => return error_response(&e),
         };
-        // `request_host` checked it is visible ASCII.
+        if req.method() == Method::TRACE || req.method() == Method::CONNECT {
+            let m = if req.method() == Method::TRACE {
+                "TRACE"
+            } else {
+                "CONNECT"
+            };
+            return error_response(&ProxyError::MethodNotAllowed(m));
+        }
+        // `request_host` checked it is a valid host.
         let name = host.to_str().unwrap_or_default();
-        let svc = self.routes.load().lookup(name).cloned();
+        let svc = self.shared.routes.load().lookup(name).cloned();
         let Some(svc) = svc else {
             return error_response(&ProxyError::UnknownHost(name.to_string()));
         };
-        let resp = match self.forward(&svc, req, remote, host).await {
+        let resp = match self.forward(&svc, req, remote, host, started).await {
             Ok(r) => r,
             Err(e) => {
                 tracing::debug!(service = %svc.name, error = %e, side = ?e.side(), "request failed");
@@ -72,44 +83,37 @@ impl Forwarder {
             }
         };
         svc.metrics.observe_status(resp.status().as_u16());
-        svc.metrics
-            .duration
-            .observe(started.elapsed().as_secs_f64());
+        svc.metrics.observe_duration(started.elapsed());
         resp
     }
 
     async fn forward(
         &self,
         svc: &Arc<Service>,
-        mut req: Request<Incoming>,
+        req: Request<Incoming>,
         remote: SocketAddr,
         host: HeaderValue,
+        arrived: Instant,
     ) -> Result<Response<ProxyBody>, ProxyError> {
-        let upgrade = req
-            .headers()
-            .get(header::UPGRADE)
-            .cloned()
-            .filter(|_| connection_has(req.headers(), "upgrade"));
-        let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
         let (parts, body) = req.into_parts();
+        let settings = &self.shared.settings;
+        let trusted = settings.is_trusted(remote.ip());
         let mut headers = parts.headers;
-        strip_hop_by_hop(&mut headers);
-        if let Some(u) = &upgrade {
-            headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-            headers.insert(header::UPGRADE, u.clone());
-        }
-        add_forwarded(&mut headers, remote, &host)?;
-        if !headers.contains_key(header::HOST) {
-            // HTTP/2 carries the host in the authority; instances speak HTTP/1.1.
-            headers.insert(header::HOST, host);
-        }
+        rewrite_request_headers(&mut headers, settings.limits.underscore, trusted)?;
+        add_forwarded(&mut headers, remote, &host, trusted)?;
+        headers.insert(header::HOST, host);
         let path = parts
             .uri
             .path_and_query()
             .cloned()
             .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        let deadline = arrived + svc.config.load().queue.timeout;
+        let response_timeout = settings.response_timeout;
 
-        let mut guard = svc.acquire().await.map_err(ProxyError::Activator)?;
+        let mut guard = svc
+            .acquire_by(deadline)
+            .await
+            .map_err(ProxyError::Activator)?;
         let mut body = body;
         let mut retried = false;
         loop {
@@ -126,13 +130,13 @@ impl Forwarder {
             *up.version_mut() = Version::HTTP_11;
             *up.headers_mut() = headers.clone();
 
-            let sent = tokio::time::timeout(self.response_timeout, self.client.request(up)).await;
+            let sent = tokio::time::timeout(response_timeout, self.client.request(up)).await;
             match sent {
                 Err(_) => {
                     svc.metrics.upstream_timeout.inc();
-                    return Err(ProxyError::ResponseTimeout(self.response_timeout));
+                    return Err(ProxyError::ResponseTimeout(response_timeout));
                 }
-                Ok(Ok(resp)) => return Ok(respond(resp, guard, client_upgrade)),
+                Ok(Ok(resp)) => return Ok(respond(resp, guard)),
                 Ok(Err(e)) => {
                     let inst = guard.instance().clone();
                     drop(guard);
@@ -144,19 +148,8 @@ impl Forwarder {
                         svc.metrics.upstream_reset.inc();
                         ProxyError::Upstream(detail)
                     };
-                    // A refused connect proves the instance is gone. After a reset it may have
-                    // crashed under this request: its exit notice (which makes it unroutable)
-                    // follows within milliseconds, so wait for it briefly before answering, lest
-                    // the client's next request reach the dead instance; a static upstream has
-                    // no exit notice, so a fresh connect tells.
-                    let gone = err.retry_safe()
-                        || if svc.runtime != "static" {
-                            inst.exits_within(EXIT_NOTICE_WAIT).await
-                        } else {
-                            !reachable(inst.address).await
-                        };
-                    if gone && inst.transition(InstanceState::Ready, InstanceState::Unhealthy) {
-                        svc.report_unreachable();
+                    if err.retry_safe() {
+                        svc.report_refused(&inst);
                     }
                     // Only when nothing reached the instance is sending again safe (even for a
                     // POST: its body comes back unread).
@@ -174,7 +167,9 @@ impl Forwarder {
                             None => return Err(err),
                         }
                     } else {
-                        svc.acquire().await.map_err(ProxyError::Activator)?
+                        svc.acquire_by(deadline)
+                            .await
+                            .map_err(ProxyError::Activator)?
                     };
                 }
             }
@@ -182,32 +177,11 @@ impl Forwarder {
     }
 }
 
-fn respond(
-    mut resp: Response<Incoming>,
-    guard: InFlight,
-    client_upgrade: Option<hyper::upgrade::OnUpgrade>,
-) -> Response<ProxyBody> {
-    if resp.status() == StatusCode::SWITCHING_PROTOCOLS
-        && let Some(client_upgrade) = client_upgrade
-    {
-        let upstream_upgrade = hyper::upgrade::on(&mut resp);
-        // The tunnel owns the slot: the instance counts as busy until either side closes.
-        tokio::spawn(async move {
-            let _guard = guard;
-            match tokio::try_join!(client_upgrade, upstream_upgrade) {
-                Ok((client, upstream)) => {
-                    let mut c = TokioIo::new(client);
-                    let mut u = TokioIo::new(upstream);
-                    let _ = tokio::io::copy_bidirectional(&mut c, &mut u).await;
-                }
-                Err(e) => tracing::debug!("upgrade failed: {e}"),
-            }
-        });
-        let (parts, _) = resp.into_parts();
-        return Response::from_parts(parts, ProxyBody::empty());
-    }
+fn respond(resp: Response<Incoming>, guard: InFlight) -> Response<ProxyBody> {
     let (mut parts, body) = resp.into_parts();
-    strip_hop_by_hop(&mut parts.headers);
+    for name in HOP_BY_HOP {
+        parts.headers.remove(name);
+    }
     Response::from_parts(parts, ProxyBody::upstream(body, Some(guard)))
 }
 
@@ -239,57 +213,70 @@ fn request_host(req: &Request<Incoming>) -> Result<HeaderValue, ProxyError> {
                 .map_err(|_| ProxyError::BadRequest("invalid :authority".into()))?
         }
     };
-    if host.to_str().is_err() {
+    if !headers::valid_host(host.as_bytes()) {
         return Err(ProxyError::BadRequest(
-            "the Host header is not valid ASCII".into(),
+            "the Host header is not a valid host".into(),
         ));
     }
     Ok(host)
 }
 
-fn connection_has(headers: &HeaderMap, token: &str) -> bool {
-    headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case(token))
-}
+static HOP_BY_HOP: [&HeaderName; 9] = [
+    &header::CONNECTION,
+    &KEEP_ALIVE,
+    &PROXY_CONNECTION,
+    &header::PROXY_AUTHENTICATE,
+    &header::PROXY_AUTHORIZATION,
+    &header::TE,
+    &header::TRAILER,
+    &header::TRANSFER_ENCODING,
+    &header::UPGRADE,
+];
 
-/// Removes the headers that describe one connection and must not cross the proxy (RFC 9110 7.6.1).
-fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let listed: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-        .collect();
-    for name in listed {
+/// The h2 side of the one reading every request gets (`headers::disposition`): hop-by-hop and
+/// wakeway-owned headers go, names with `_` are dropped or refused.
+fn rewrite_request_headers(
+    headers: &mut HeaderMap,
+    underscore: Underscore,
+    trusted: bool,
+) -> Result<(), ProxyError> {
+    for name in HOP_BY_HOP {
         headers.remove(name);
     }
-    for name in [
-        &header::CONNECTION,
-        &KEEP_ALIVE,
-        &PROXY_CONNECTION,
-        &header::PROXY_AUTHENTICATE,
-        &header::PROXY_AUTHORIZATION,
-        &header::TE,
-        &header::TRAILER,
-        &header::TRANSFER_ENCODING,
-        &header::UPGRADE,
-    ] {
-        headers.remove(name);
+    headers.remove(header::EXPECT);
+    headers.remove(&X_FORWARDED_HOST);
+    headers.remove(&X_FORWARDED_PROTO);
+    if !trusted {
+        headers.remove(header::FORWARDED);
     }
+    if headers.keys().any(|k| k.as_str().contains('_')) {
+        if underscore == Underscore::Reject {
+            return Err(ProxyError::BadRequest("a header name contains `_`".into()));
+        }
+        let names: Vec<HeaderName> = headers
+            .keys()
+            .filter(|k| headers::disposition(k.as_str().as_bytes()) == Disposition::Underscore)
+            .cloned()
+            .collect();
+        for n in names {
+            headers.remove(n);
+        }
+    }
+    Ok(())
 }
 
 fn add_forwarded(
     headers: &mut HeaderMap,
     remote: SocketAddr,
     host: &HeaderValue,
+    trusted: bool,
 ) -> Result<(), ProxyError> {
     let ip = remote.ip().to_string();
-    let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+    let prior = headers
+        .get(&X_FORWARDED_FOR)
+        .filter(|_| trusted)
+        .and_then(|v| v.to_str().ok());
+    let xff = match prior {
         Some(prior) => format!("{prior}, {ip}"),
         None => ip,
     };
@@ -299,22 +286,8 @@ fn add_forwarded(
             .map_err(|_| ProxyError::BadRequest("invalid X-Forwarded-For header".into()))?,
     );
     headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
-    if !headers.contains_key(&X_FORWARDED_HOST) {
-        headers.insert(X_FORWARDED_HOST.clone(), host.clone());
-    }
+    headers.insert(X_FORWARDED_HOST.clone(), host.clone());
     Ok(())
-}
-
-/// A fresh connect, on the error path only: does the instance still accept connections?
-async fn reachable(addr: SocketAddr) -> bool {
-    matches!(
-        tokio::time::timeout(
-            Duration::from_millis(250),
-            tokio::net::TcpStream::connect(addr)
-        )
-        .await,
-        Ok(Ok(_))
-    )
 }
 
 fn source_chain(e: &dyn std::error::Error) -> String {
@@ -333,33 +306,31 @@ mod tests {
     use super::*;
 
     #[test]
-    fn hop_by_hop_headers_are_removed_with_the_ones_connection_lists() {
+    fn hop_by_hop_underscore_and_wakeway_owned_headers_are_removed() {
         let mut h = HeaderMap::new();
-        h.insert(
-            header::CONNECTION,
-            HeaderValue::from_static("keep-alive, x-secret"),
-        );
-        h.insert("x-secret", HeaderValue::from_static("1"));
         h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
         h.insert(header::TE, HeaderValue::from_static("trailers"));
+        h.insert("x_forwarded_for", HeaderValue::from_static("1.2.3.4"));
+        h.insert("x-forwarded-host", HeaderValue::from_static("evil"));
         h.insert("x-kept", HeaderValue::from_static("1"));
-        strip_hop_by_hop(&mut h);
+        rewrite_request_headers(&mut h, Underscore::Drop, false).unwrap();
         assert_eq!(h.len(), 1, "{h:?}");
         assert!(h.contains_key("x-kept"));
+        h.insert("a_b", HeaderValue::from_static("1"));
+        assert!(rewrite_request_headers(&mut h, Underscore::Reject, false).is_err());
     }
 
     #[test]
-    fn forwarded_for_appends_the_client() {
-        let mut h = HeaderMap::new();
-        h.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
-        add_forwarded(
-            &mut h,
-            "127.0.0.2:5555".parse().unwrap(),
-            &HeaderValue::from_static("a.localhost"),
-        )
-        .unwrap();
-        assert_eq!(h["x-forwarded-for"], "10.0.0.1, 127.0.0.2");
-        assert_eq!(h["x-forwarded-proto"], "http");
-        assert_eq!(h["x-forwarded-host"], "a.localhost");
+    fn forwarded_for_appends_only_to_a_trusted_proxy() {
+        let peer = "127.0.0.2:5555".parse().unwrap();
+        let host = HeaderValue::from_static("a.localhost");
+        for (trusted, want) in [(true, "10.0.0.1, 127.0.0.2"), (false, "127.0.0.2")] {
+            let mut h = HeaderMap::new();
+            h.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
+            add_forwarded(&mut h, peer, &host, trusted).unwrap();
+            assert_eq!(h["x-forwarded-for"], want);
+            assert_eq!(h["x-forwarded-proto"], "http");
+            assert_eq!(h["x-forwarded-host"], "a.localhost");
+        }
     }
 }

@@ -38,6 +38,13 @@ impl RouteTable {
     }
 }
 
+impl RouteTable {
+    /// As `lookup`, for a host already checked to be ASCII (`headers::valid_host`).
+    pub fn lookup_bytes(&self, host: &[u8]) -> Option<&Arc<Service>> {
+        self.lookup(std::str::from_utf8(host).unwrap_or_default())
+    }
+}
+
 pub fn strip_port(host: &str) -> &str {
     if let Some(rest) = host.strip_prefix('[') {
         // [v6]:port

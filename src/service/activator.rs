@@ -150,6 +150,8 @@ mod tests {
             health: Default::default(),
             queue: Default::default(),
             deploy: Default::default(),
+            max_body_bytes: None,
+            redirect_https: false,
         };
         cfg.scaling.max_concurrency = max_concurrency;
         cfg.queue.max_pending = max_pending;

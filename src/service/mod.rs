@@ -8,9 +8,13 @@ pub mod controller;
 pub mod deployment;
 pub mod instance;
 pub mod pool;
+mod report;
 pub mod revision;
 
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering::SeqCst};
+use std::sync::atomic::{
+    AtomicBool, AtomicU32, AtomicU64, AtomicUsize,
+    Ordering::{Relaxed, SeqCst},
+};
 use std::sync::{Arc, OnceLock};
 
 use arc_swap::ArcSwap;
@@ -26,6 +30,9 @@ use instance::Instance;
 use pool::Pool;
 use revision::RevisionView;
 
+/// How stale the last-activity mark may be (see `Service::touch_coarse`).
+const ACTIVITY_RESOLUTION_MS: u64 = 10;
+
 pub struct Service {
     pub name: String,
     pub runtime: &'static str,
@@ -37,7 +44,6 @@ pub struct Service {
     pub desired: AtomicU32,
     pub metrics: ServiceMetrics,
     pub events: Arc<EventLog>,
-    in_flight: AtomicUsize,
     queued: AtomicUsize,
     /// Woken (one waiter) on each released slot and (all waiters) when an instance turns ready or
     /// a start fails.
@@ -80,7 +86,6 @@ impl Service {
             instances: ArcSwap::from_pointee(Vec::new()),
             metrics,
             events,
-            in_flight: AtomicUsize::new(0),
             queued: AtomicUsize::new(0),
             capacity: Notify::new(),
             wake: Notify::new(),
@@ -149,8 +154,14 @@ impl Service {
             .map_err(|_| format!("service `{}` is shutting down", self.name))?
     }
 
+    /// Requests and tunnels at the service's instances, summed from their exact counts: the
+    /// request path keeps only the per-instance count, so no service-wide line bounces.
     pub fn in_flight(&self) -> usize {
-        self.in_flight.load(SeqCst)
+        self.instances
+            .load()
+            .iter()
+            .map(|i| i.in_flight() as usize)
+            .sum()
     }
 
     pub fn queued(&self) -> usize {
@@ -165,16 +176,24 @@ impl Service {
         self.last_activity.store(self.now_mark(), SeqCst);
     }
 
+    /// `touch` for the request path: stores only when the mark moved by a few milliseconds, so
+    /// busy workers do not write the same line per request. Idle timeouts are seconds long.
+    fn touch_coarse(&self) {
+        let now = self.now_mark();
+        if now.saturating_sub(self.last_activity.load(Relaxed)) >= ACTIVITY_RESOLUTION_MS {
+            self.last_activity.store(now, SeqCst);
+        }
+    }
+
     /// Time since a request last started or ended.
     pub fn quiet_for(&self) -> std::time::Duration {
         let last = self.last_activity.load(SeqCst);
         std::time::Duration::from_millis(self.now_mark().saturating_sub(last))
     }
 
+    /// The request holds a slot `Pool::acquire` took on `instance`. Nothing else is written:
+    /// activity is marked when the request ends, which is when idleness can begin.
     pub(crate) fn guard(self: &Arc<Self>, instance: Arc<Instance>) -> InFlight {
-        self.in_flight.fetch_add(1, SeqCst);
-        self.metrics.in_flight.inc();
-        self.touch();
         InFlight {
             service: self.clone(),
             instance,
@@ -203,9 +222,7 @@ impl Drop for InFlight {
     fn drop(&mut self) {
         self.instance.release();
         let svc = &self.service;
-        svc.in_flight.fetch_sub(1, SeqCst);
-        svc.metrics.in_flight.dec();
-        svc.touch();
+        svc.touch_coarse();
         // SeqCst pairs with the waiter's increment of `queued` before its acquire attempt: either
         // this sees the waiter, or the waiter's attempt sees the freed slot.
         if svc.queued.load(SeqCst) > 0 {

@@ -1,27 +1,28 @@
 //! The routable instances of a service. Immutable: the controller builds a new pool and stores it
 //! in the service's `ArcSwap`, so the request path reads it without a lock.
 
+use std::cell::Cell;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
 use super::instance::Instance;
 
 /// Above this many instances a full scan costs more than it gains: sample two instead.
 const FULL_SCAN_MAX: usize = 16;
 
+thread_local! {
+    /// Rotates the start of a scan and seeds the two random choices, so ties spread evenly. Per
+    /// thread: a shared cursor would be a cache line every worker writes per request.
+    static CURSOR: Cell<usize> = const { Cell::new(0) };
+}
+
 #[derive(Default)]
 pub struct Pool {
     pub instances: Vec<Arc<Instance>>,
-    /// Rotates the start of a scan and seeds the two random choices, so ties spread evenly.
-    cursor: AtomicUsize,
 }
 
 impl Pool {
     pub fn new(instances: Vec<Arc<Instance>>) -> Pool {
-        Pool {
-            instances,
-            cursor: AtomicUsize::new(0),
-        }
+        Pool { instances }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -35,7 +36,11 @@ impl Pool {
         if n == 0 {
             return None;
         }
-        let start = self.cursor.fetch_add(1, Relaxed);
+        let start = CURSOR.with(|c| {
+            let v = c.get().wrapping_add(1);
+            c.set(v);
+            v
+        });
         if n > FULL_SCAN_MAX {
             // Power of two choices; fall back to a scan when both are full.
             let a = &self.instances[start.wrapping_mul(0x9E37_79B9) % n];

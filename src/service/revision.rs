@@ -121,6 +121,8 @@ mod tests {
             health: Default::default(),
             queue: Default::default(),
             deploy: Default::default(),
+            max_body_bytes: None,
+            redirect_https: false,
         }
     }
 

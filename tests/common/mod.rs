@@ -12,6 +12,9 @@
 #![allow(dead_code)]
 
 pub mod docker;
+pub mod h2c;
+pub mod raw;
+pub mod tls;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -751,11 +754,12 @@ pub async fn admin_call(
     if let Some(t) = token {
         req = req.header(http::header::AUTHORIZATION, format!("Bearer {t}"));
     }
+    // The admin refuses state-changing calls not declared JSON, even without a body.
+    if method != Method::GET {
+        req = req.header(http::header::CONTENT_TYPE, "application/json");
+    }
     let bytes = match body {
-        Some(v) => {
-            req = req.header(http::header::CONTENT_TYPE, "application/json");
-            Bytes::from(v.to_string())
-        }
+        Some(v) => Bytes::from(v.to_string()),
         None => Bytes::new(),
     };
     let req = req.body(Full::new(bytes)).expect("request");

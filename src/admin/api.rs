@@ -1,136 +1,47 @@
-//! The admin listener: health, Prometheus metrics, and the JSON view of services and events.
+//! The admin API: health, Prometheus metrics, the JSON view of services and events, and the
+//! release operations (deploy, rollback, pause/resume, reload).
 
-use std::convert::Infallible;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
 use serde::{Deserialize, Serialize};
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 
 use crate::State;
 use crate::config::{ServiceConfig, Source};
-use crate::events::rfc3339;
 use crate::service::Service;
 use crate::service::command::Command;
 
-#[derive(Serialize)]
-pub struct ServiceView {
-    pub name: String,
-    pub runtime: &'static str,
-    pub revision: String,
-    pub paused: bool,
-    pub hosts: Vec<String>,
-    pub desired: u32,
-    pub in_flight: usize,
-    pub queued: usize,
-    pub instances: Vec<InstanceView>,
-}
-
-#[derive(Serialize)]
-pub struct InstanceView {
-    pub id: String,
-    pub revision: String,
-    pub address: String,
-    pub state: &'static str,
-    pub in_flight: u32,
-    pub started_at: String,
-    pub pid: Option<u32>,
-}
-
-pub fn view(svc: &Service) -> ServiceView {
-    let cfg = svc.config.load();
-    ServiceView {
-        name: svc.name.clone(),
-        runtime: svc.runtime,
-        revision: svc.revision(),
-        paused: svc.is_paused(),
-        hosts: cfg.hosts.clone(),
-        desired: svc.desired.load(std::sync::atomic::Ordering::SeqCst),
-        in_flight: svc.in_flight(),
-        queued: svc.queued(),
-        instances: svc
-            .instances
-            .load()
-            .iter()
-            .map(|i| InstanceView {
-                id: i.id.clone(),
-                revision: i.revision.clone(),
-                address: i.address.to_string(),
-                state: i.state().as_str(),
-                in_flight: i.in_flight(),
-                started_at: rfc3339(i.started_at),
-                pid: i.pid,
-            })
-            .collect(),
-    }
-}
-
-pub async fn serve(listener: TcpListener, state: Arc<State>, shutdown: CancellationToken) {
-    let builder = auto::Builder::new(TokioExecutor::new());
-    loop {
-        let stream = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            a = listener.accept() => match a {
-                Ok((s, _)) => s,
-                Err(e) => {
-                    tracing::warn!("admin accept failed: {e}");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let state = state.clone();
-        let svc = service_fn(move |req| {
-            let state = state.clone();
-            async move { Ok::<_, Infallible>(handle(&state, req).await) }
-        });
-        let conn = builder
-            .serve_connection(TokioIo::new(stream), svc)
-            .into_owned();
-        tokio::spawn(conn);
-    }
-}
+use super::view::view;
 
 /// Largest admin request body (a deployment's JSON).
 const MAX_BODY: usize = 1 << 20;
+/// A request body must arrive within this long: the header-read timeout does not cover it, and
+/// a client trickling a body would otherwise hold its connection open for good.
+const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
-async fn handle(state: &Arc<State>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+pub(super) async fn handle(state: &Arc<State>, req: Request<Incoming>) -> Response<Full<Bytes>> {
     let path = req.uri().path().trim_end_matches('/').to_string();
-    let token = state.config.load().admin.token.clone();
-    if path.starts_with("/v1")
-        && let Some(expected) = &token
-        && !authorized(req.headers(), expected)
-    {
-        let mut r = json_error(
-            StatusCode::UNAUTHORIZED,
-            "missing or wrong `Authorization: Bearer <token>` header",
-        );
-        r.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            header::HeaderValue::from_static("Bearer"),
-        );
-        return r;
-    }
     let query = req.uri().query().unwrap_or("").to_string();
     let method = req.method().clone();
-    let body = match http_body_util::Limited::new(req.into_body(), MAX_BODY)
-        .collect()
-        .await
-    {
-        Ok(b) => b.to_bytes(),
-        Err(e) => return json_error(StatusCode::BAD_REQUEST, &format!("request body: {e}")),
+    let collect = http_body_util::Limited::new(req.into_body(), MAX_BODY).collect();
+    let body = match tokio::time::timeout(BODY_TIMEOUT, collect).await {
+        Ok(Ok(b)) => b.to_bytes(),
+        Ok(Err(e)) => return json_error(StatusCode::BAD_REQUEST, &format!("request body: {e}")),
+        Err(_) => {
+            return json_error(
+                StatusCode::REQUEST_TIMEOUT,
+                &format!("the request body did not arrive within {BODY_TIMEOUT:?}"),
+            );
+        }
     };
     let segments: Vec<&str> = path.split('/').collect();
     match (&method, segments.as_slice()) {
         (&Method::GET, ["", "healthz"]) => text(StatusCode::OK, "ok\n"),
         (&Method::GET, ["", "metrics"]) => {
+            state.sample_gauges();
             let mut r = Response::new(Full::new(Bytes::from(state.metrics.render())));
             r.headers_mut().insert(
                 header::CONTENT_TYPE,
@@ -254,25 +165,6 @@ fn known_path(segments: &[&str]) -> bool {
     )
 }
 
-fn authorized(headers: &http::HeaderMap, expected: &str) -> bool {
-    let Some(given) = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, token)| token.trim())
-    else {
-        return false;
-    };
-    // Compare without an early exit so the time taken does not leak the matching prefix.
-    given.len() == expected.len()
-        && given
-            .bytes()
-            .zip(expected.bytes())
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0
-}
-
 /// Builds the config of a deployment from the live revision and the JSON body's changes.
 fn deployment_request(svc: &Service, body: &[u8]) -> Result<ServiceConfig, String> {
     #[derive(Deserialize)]
@@ -349,7 +241,7 @@ fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
     r
 }
 
-fn json<T: Serialize>(status: StatusCode, value: &T) -> Response<Full<Bytes>> {
+pub(super) fn json<T: Serialize>(status: StatusCode, value: &T) -> Response<Full<Bytes>> {
     let body = serde_json::to_vec_pretty(value).expect("views serialize");
     let mut r = Response::new(Full::new(Bytes::from(body)));
     *r.status_mut() = status;
@@ -360,25 +252,6 @@ fn json<T: Serialize>(status: StatusCode, value: &T) -> Response<Full<Bytes>> {
     r
 }
 
-fn json_error(status: StatusCode, message: &str) -> Response<Full<Bytes>> {
+pub(super) fn json_error(status: StatusCode, message: &str) -> Response<Full<Bytes>> {
     json(status, &serde_json::json!({ "error": message }))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn bearer_token_must_match_exactly() {
-        let mut h = http::HeaderMap::new();
-        assert!(!authorized(&h, "s3cret"));
-        h.insert(header::AUTHORIZATION, "Bearer s3cre".parse().unwrap());
-        assert!(!authorized(&h, "s3cret"));
-        h.insert(header::AUTHORIZATION, "Bearer s3cret".parse().unwrap());
-        assert!(authorized(&h, "s3cret"));
-        h.insert(header::AUTHORIZATION, "bearer s3cret".parse().unwrap());
-        assert!(authorized(&h, "s3cret"), "the scheme is case-insensitive");
-        h.insert(header::AUTHORIZATION, "Basic s3cret".parse().unwrap());
-        assert!(!authorized(&h, "s3cret"));
-    }
 }

@@ -1,0 +1,437 @@
+//! One request's trip to an instance: take a slot, get a connection (reused, or new), send the
+//! head, stream the body while the answer may already come back, relay the answer, and give the
+//! connection back only when both directions ended cleanly.
+
+use std::cell::Cell;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::time::Instant;
+
+use super::conn::{ClientIo, Conn, Outcome};
+use super::request::Framing;
+use super::transfer::{self, ClientBuf, ClientFraming, ReadHead};
+use super::write::{write_client_head, write_upstream_head};
+use crate::proxy::error::ProxyError;
+use crate::proxy::upstream::{self, ConnectError, UpConn};
+use crate::service::instance::Instance;
+use crate::service::{InFlight, Service};
+
+/// How long a reset mid-request waits for the instance's exit notice (see `upstream_failed`).
+const EXIT_NOTICE_WAIT: Duration = Duration::from_millis(250);
+/// What nginx logs for a client that left before its answer.
+pub const CLIENT_CLOSED: u16 = 499;
+
+impl<S: ClientIo> Conn<'_, S> {
+    /// Sends the request to an instance and streams the answer back. Returns the status sent.
+    pub(super) async fn forward(
+        &mut self,
+        svc: &Arc<Service>,
+        arrived: Instant,
+    ) -> Result<(u16, Outcome), ProxyError> {
+        let cfg = svc.config.load();
+        let deadline = arrived + cfg.queue.timeout;
+        let max_body = max_body_bytes(&cfg);
+        drop(cfg);
+        let framing = self.head.framing.unwrap_or(Framing::None);
+        if let (Some(max), Framing::Length(n)) = (max_body, framing)
+            && n > max
+        {
+            return Err(ProxyError::BodyTooLarge(max));
+        }
+        let body_in_buffer = match framing {
+            Framing::None => true,
+            Framing::Length(n) => (self.end - self.start) as u64 >= n,
+            Framing::Chunked => false,
+        };
+
+        // The upstream head (and a body that already arrived whole) is built once; a retry on a
+        // fresh connection sends the same bytes.
+        self.out.clear();
+        write_upstream_head(
+            &mut self.out,
+            &self.head,
+            &self.buf,
+            self.peer_ip.as_bytes(),
+            self.https,
+        );
+        if let (true, Framing::Length(n)) = (body_in_buffer, framing) {
+            let body = &self.buf[self.start..self.start + n as usize];
+            self.out.extend_from_slice(body);
+            self.start += n as usize;
+            self.body_done = true;
+        }
+        let is_head = self.head.is_head;
+
+        let mut guard = svc
+            .acquire_by(deadline)
+            .await
+            .map_err(ProxyError::Activator)?;
+        let mut connect_retried = false;
+        let mut fresh_only = false;
+        let conn = loop {
+            let addr = guard.instance().address;
+            let pooled = if fresh_only {
+                None
+            } else {
+                self.ctx.upstreams.take(addr)
+            };
+            let mut conn = match pooled {
+                Some(c) => c,
+                None => {
+                    match upstream::connect(addr, self.ctx.shared.settings.connect_timeout).await {
+                        Ok(c) => c,
+                        Err(e) => {
+                            let err = connect_failed(svc, guard.instance(), e);
+                            drop(guard);
+                            if connect_retried {
+                                return Err(err);
+                            }
+                            // Nothing reached the instance: another may take it, POST included.
+                            connect_retried = true;
+                            guard = reacquire(svc, deadline, err).await?;
+                            continue;
+                        }
+                    }
+                }
+            };
+            let reused = conn.reused;
+            if let Err(e) = conn.io.write_all(&self.out).await {
+                if reused {
+                    fresh_only = true;
+                    continue;
+                }
+                svc.metrics.upstream_reset.inc();
+                return Err(ProxyError::Upstream(format!("{addr}: {e}")));
+            }
+            if !body_in_buffer {
+                // From here nothing can be sent again: the body streams through.
+                return self
+                    .duplex(svc, conn, guard, framing, max_body, arrived)
+                    .await;
+            }
+            match self.await_head(&mut conn, is_head).await {
+                Ok(()) => break conn,
+                Err(ReadHead::Closed) if reused => {
+                    // The app closed a kept-alive connection as the request went out.
+                    fresh_only = true;
+                    continue;
+                }
+                Err(e) => return self.head_failed(svc, guard, e).await,
+            }
+        };
+        self.answer(svc, conn, guard, arrived).await
+    }
+
+    /// The answer to a request whose body was sent whole: relay it, or open a tunnel.
+    async fn answer(
+        &mut self,
+        svc: &Arc<Service>,
+        mut conn: UpConn,
+        guard: InFlight,
+        arrived: Instant,
+    ) -> Result<(u16, Outcome), ProxyError> {
+        let status = self.resp.status;
+        if status == 101 {
+            if self.head.upgrade.is_none() {
+                return Err(ProxyError::BadResponse("101 without an upgrade request"));
+            }
+            self.tunnel(conn, guard).await;
+            return Ok((101, Outcome::Close));
+        }
+        svc.metrics.observe_duration(arrived.elapsed());
+        let cf = ClientFraming::new(
+            &self.resp,
+            self.head.http10,
+            self.head.keep_alive && !self.ctx.shared.shutdown.is_cancelled(),
+        );
+        let relayed = transfer::relay(
+            &mut conn.io,
+            &mut conn.rb,
+            &mut self.io,
+            &mut self.out,
+            &self.resp,
+            &cf,
+            self.ctx.shared.settings.response_timeout,
+        )
+        .await;
+        if relayed.is_ok() && !self.resp.closes {
+            self.ctx.upstreams.give_back(conn, guard.instance());
+        }
+        drop(guard);
+        let outcome = match (relayed, cf.close) {
+            (Ok(()), false) => Outcome::KeepAlive,
+            _ => Outcome::Close,
+        };
+        Ok((status, outcome))
+    }
+
+    /// Waits for the instance's head while watching the client: a client that hangs up gives its
+    /// slot back at once (bytes it pipelines meanwhile are kept for the next request).
+    async fn await_head(&mut self, conn: &mut UpConn, is_head: bool) -> Result<(), ReadHead> {
+        let deadline = Instant::now() + self.ctx.shared.settings.response_timeout;
+        let mut got_any = !conn.rb.is_empty();
+        loop {
+            if transfer::parse_head(&mut conn.rb, &mut self.resp, is_head)? {
+                return Ok(());
+            }
+            let room = self.end < self.buf.len();
+            tokio::select! {
+                biased;
+                r = tokio::time::timeout_at(
+                    deadline,
+                    conn.rb.fill(&mut conn.io, transfer::MAX_RESPONSE_HEAD),
+                ) => match r {
+                    Err(_) => return Err(ReadHead::Timeout),
+                    Ok(Ok(0)) | Ok(Err(_)) if !got_any => return Err(ReadHead::Closed),
+                    Ok(Ok(0)) | Ok(Err(_)) => return Err(ReadHead::Io),
+                    Ok(Ok(_)) => got_any = true,
+                },
+                r = self.io.read(&mut self.buf[self.end..]), if room => match r {
+                    Ok(0) | Err(_) => return Err(ReadHead::ClientGone),
+                    Ok(n) => self.end += n,
+                },
+            }
+        }
+    }
+
+    /// No usable head came back.
+    async fn head_failed(
+        &mut self,
+        svc: &Arc<Service>,
+        guard: InFlight,
+        e: ReadHead,
+    ) -> Result<(u16, Outcome), ProxyError> {
+        let inst = guard.instance().clone();
+        drop(guard);
+        Err(match e {
+            ReadHead::ClientGone => return Ok((CLIENT_CLOSED, Outcome::Close)),
+            ReadHead::Timeout => {
+                svc.metrics.upstream_timeout.inc();
+                ProxyError::ResponseTimeout(self.ctx.shared.settings.response_timeout)
+            }
+            ReadHead::Bad(why) => {
+                svc.metrics.upstream_reset.inc();
+                ProxyError::BadResponse(why)
+            }
+            ReadHead::Closed | ReadHead::Io => {
+                svc.metrics.upstream_reset.inc();
+                upstream_failed(svc, &inst).await;
+                ProxyError::Upstream(format!(
+                    "{}: connection closed before a response",
+                    inst.address
+                ))
+            }
+        })
+    }
+
+    /// A body that streams: it goes up while the answer may already come down (an echo, or an
+    /// early 413). If the answer ends first, the rest of the body is not read and the client
+    /// connection closes.
+    async fn duplex(
+        &mut self,
+        svc: &Arc<Service>,
+        mut conn: UpConn,
+        guard: InFlight,
+        framing: Framing,
+        max_body: Option<u64>,
+        arrived: Instant,
+    ) -> Result<(u16, Outcome), ProxyError> {
+        let settings = &self.ctx.shared.settings;
+        if self.head.expect_continue {
+            let _ = self.io.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await;
+        }
+        let is_head = self.head.is_head;
+        let keep_alive = self.head.keep_alive && !self.ctx.shared.shutdown.is_cancelled();
+        let http10 = self.head.http10;
+        let mut scratch = self.ctx.buffers.write_buf(4096);
+        let head_sent = Cell::new(false);
+
+        let (answered, body_done, body_error) = {
+            let (mut cr, mut cw) = tokio::io::split(&mut self.io);
+            let (mut ur, mut uw) = conn.io.split();
+            let rb = &mut conn.rb;
+            let resp = &mut self.resp;
+            let out = &mut self.out;
+            let body = transfer::send_body(
+                &mut cr,
+                ClientBuf {
+                    buf: &mut self.buf,
+                    start: &mut self.start,
+                    end: &mut self.end,
+                },
+                &mut uw,
+                framing,
+                max_body,
+                &mut scratch,
+                settings.idle_timeout,
+            );
+            let answer = async {
+                let deadline = Instant::now() + settings.response_timeout;
+                transfer::read_head(&mut ur, rb, resp, is_head, deadline)
+                    .await
+                    .map_err(Err)?;
+                if resp.status == 101 {
+                    return Err(Err(ReadHead::Bad("101 to a request with a body")));
+                }
+                svc.metrics.observe_duration(arrived.elapsed());
+                head_sent.set(true);
+                let cf = ClientFraming::new(resp, http10, keep_alive);
+                transfer::relay(
+                    &mut ur,
+                    rb,
+                    &mut cw,
+                    out,
+                    resp,
+                    &cf,
+                    settings.response_timeout,
+                )
+                .await
+                .map_err(Ok)?;
+                Ok(cf.close)
+            };
+            tokio::pin!(body, answer);
+            let mut body_done = false;
+            let mut body_error: Option<ProxyError> = None;
+            let answered = loop {
+                tokio::select! {
+                    r = &mut body, if !body_done && body_error.is_none() => match r {
+                        Ok(()) => body_done = true,
+                        Err(e) if head_sent.get() => {
+                            // The answer is under way: it cannot become a 400 any more.
+                            tracing::debug!(error = %e, "request body broke off mid-answer");
+                            break Err(Ok(()));
+                        }
+                        Err(e) => body_error = Some(e),
+                    },
+                    r = &mut answer, if body_error.is_none() => break r,
+                    else => break Err(Ok(())),
+                }
+            };
+            (answered, body_done, body_error)
+        };
+        self.ctx.buffers.put_write(scratch);
+        self.body_done = body_done;
+        if let Some(e) = body_error {
+            return Err(e);
+        }
+        let status = self.resp.status;
+        match answered {
+            Ok(client_close) => {
+                if body_done && !self.resp.closes {
+                    self.ctx.upstreams.give_back(conn, guard.instance());
+                }
+                drop(guard);
+                let keep = body_done && !client_close;
+                Ok((
+                    status,
+                    if keep {
+                        Outcome::KeepAlive
+                    } else {
+                        Outcome::Close
+                    },
+                ))
+            }
+            // The relay broke off after the head: nothing more can be said to the client.
+            Err(Ok(())) => Ok((status, Outcome::Close)),
+            Err(Err(e)) => self.head_failed(svc, guard, e).await,
+        }
+    }
+
+    /// Splices client and instance after a `101`; the slot is held until either side closes.
+    async fn tunnel(&mut self, mut conn: UpConn, guard: InFlight) {
+        self.out.clear();
+        write_client_head(
+            &mut self.out,
+            &self.resp,
+            conn.rb.pending(),
+            super::response::BodyFraming::None,
+            false,
+            false,
+        );
+        conn.rb.consume(self.resp.head_len);
+        // What either side sent past the handshake goes through first.
+        self.out.extend_from_slice(conn.rb.pending());
+        if self.io.write_all(&self.out).await.is_err() {
+            return;
+        }
+        if self.start < self.end
+            && conn
+                .io
+                .write_all(&self.buf[self.start..self.end])
+                .await
+                .is_err()
+        {
+            return;
+        }
+        self.start = self.end;
+        let _ = tokio::io::copy_bidirectional(&mut self.io, &mut conn.io).await;
+        drop(guard);
+    }
+}
+
+fn connect_failed(svc: &Service, inst: &Arc<Instance>, e: ConnectError) -> ProxyError {
+    match e {
+        ConnectError::Timeout => {
+            svc.metrics.upstream_timeout.inc();
+            svc.report_timeout(inst);
+            ProxyError::Connect(format!("{}: connect timed out", inst.address))
+        }
+        ConnectError::Failed(e) => {
+            svc.metrics.upstream_connect.inc();
+            svc.report_refused(inst);
+            ProxyError::Connect(format!("{}: {e}", inst.address))
+        }
+    }
+}
+
+async fn reacquire(
+    svc: &Arc<Service>,
+    deadline: Instant,
+    err: ProxyError,
+) -> Result<InFlight, ProxyError> {
+    if svc.runtime == "static" {
+        // Nothing will start: another upstream now, or the error.
+        let max = svc.config.load().scaling.max_concurrency;
+        return match svc.pool.load().acquire(max) {
+            Some(i) => Ok(svc.guard(i)),
+            None => Err(err),
+        };
+    }
+    svc.acquire_by(deadline)
+        .await
+        .map_err(ProxyError::Activator)
+}
+
+/// After a reset mid-request the instance may have crashed under this request: its exit notice
+/// follows within milliseconds, so wait for it briefly before answering, lest the client's next
+/// request reach the dead instance. A static upstream has no exit notice: a fresh connect tells.
+async fn upstream_failed(svc: &Arc<Service>, inst: &Arc<Instance>) {
+    let gone = if svc.runtime != "static" {
+        inst.exits_within(EXIT_NOTICE_WAIT).await
+    } else {
+        !reachable(inst.address).await
+    };
+    if gone {
+        svc.report_refused(inst);
+    }
+}
+
+/// A fresh connect, on the error path only: does the instance still accept connections?
+async fn reachable(addr: SocketAddr) -> bool {
+    matches!(
+        tokio::time::timeout(
+            Duration::from_millis(250),
+            tokio::net::TcpStream::connect(addr)
+        )
+        .await,
+        Ok(Ok(_))
+    )
+}
+
+// MERGE: replaced by `ServiceConfig::max_body_bytes` when the front-door config lands.
+fn max_body_bytes(_cfg: &crate::config::ServiceConfig) -> Option<u64> {
+    None
+}

@@ -1,0 +1,485 @@
+//! TLS termination: the certificates of `[proxy.tls]`, picked per handshake by the server name the
+//! client sends (SNI), and reloaded when their files change.
+//!
+//! The handshake path reads one `ArcSwap` (no lock); the control plane (reload, the file watcher)
+//! builds a new lookup table and stores it. A certificate whose new files are broken keeps serving
+//! the old pair: a bad renewal must not take a site down.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use arc_swap::ArcSwap;
+use rustls::crypto::CryptoProvider;
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use rustls::{ServerConfig, version};
+use rustls_pki_types::pem::{self, PemObject};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{CertificateConfig, TlsConfig};
+use crate::events::EventLog;
+
+/// How often [`CertStore::watch`] looks at the certificate files by default.
+pub const WATCH_INTERVAL: Duration = Duration::from_secs(2);
+
+/// The certificates in force, shared by every TLS listener (cheap to clone).
+#[derive(Clone)]
+pub struct CertStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    provider: Arc<CryptoProvider>,
+    /// Read on every handshake.
+    table: ArcSwap<Table>,
+    /// What the table was built from; control plane only (reload, watch).
+    entries: Mutex<Vec<Entry>>,
+}
+
+/// Server name -> certificate, built from the entries.
+#[derive(Default)]
+struct Table {
+    exact: HashMap<String, Arc<CertifiedKey>>,
+    /// `*.example.com` is stored under `example.com`.
+    wildcard: HashMap<String, Arc<CertifiedKey>>,
+    default: Option<Arc<CertifiedKey>>,
+}
+
+struct Entry {
+    config: CertificateConfig,
+    key: Arc<CertifiedKey>,
+    /// The files as last read (or last tried): a change is a new stamp.
+    stamp: Stamp,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    cert: Option<FileStamp>,
+    key: Option<FileStamp>,
+}
+
+/// mtime alone misses a same-second rewrite and an atomic rename of a file with an old mtime
+/// (`cp -p`, certbot's symlink swap); with the length and inode those show too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileStamp {
+    modified: Option<SystemTime>,
+    len: u64,
+    inode: u64,
+}
+
+impl Stamp {
+    fn of(config: &CertificateConfig) -> Stamp {
+        let file = |p: &Path| {
+            std::fs::metadata(p).ok().map(|m| FileStamp {
+                modified: m.modified().ok(),
+                len: m.len(),
+                inode: m.ino(),
+            })
+        };
+        Stamp {
+            cert: file(&config.cert),
+            key: file(&config.key),
+        }
+    }
+}
+
+/// Which file of a certificate entry an error is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PemFile {
+    Cert,
+    Key,
+}
+
+impl PemFile {
+    /// The config key that names the file.
+    pub fn key_name(self) -> &'static str {
+        match self {
+            PemFile::Cert => "cert",
+            PemFile::Key => "key",
+        }
+    }
+}
+
+/// A certificate entry that cannot be served: which entry, which file, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertError {
+    /// Index into `[[proxy.tls.certificate]]`.
+    pub index: usize,
+    pub which: PemFile,
+    pub path: PathBuf,
+    pub reason: String,
+}
+
+impl CertError {
+    /// The config key path of the file (`proxy.tls.certificate[0].key`).
+    pub fn key_path(&self) -> String {
+        format!(
+            "proxy.tls.certificate[{}].{}",
+            self.index,
+            self.which.key_name()
+        )
+    }
+}
+
+impl fmt::Display for CertError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}: {}: {}",
+            self.key_path(),
+            self.path.display(),
+            self.reason
+        )
+    }
+}
+
+impl std::error::Error for CertError {}
+
+/// What a reload did: the entries whose new files now serve, and those that kept their old pair.
+#[derive(Debug, Default)]
+pub struct Reloaded {
+    /// Indexes of entries now serving new files.
+    pub replaced: Vec<usize>,
+    pub failed: Vec<CertError>,
+}
+
+impl CertStore {
+    /// Reads every certificate of `tls`; any bad file fails the whole load.
+    pub fn load(tls: &TlsConfig) -> Result<CertStore, CertError> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let entries = read_all(&provider, tls)?;
+        Ok(CertStore {
+            inner: Arc::new(Inner {
+                table: ArcSwap::from_pointee(Table::build(&entries)),
+                entries: Mutex::new(entries),
+                provider,
+            }),
+        })
+    }
+
+    /// Replaces the whole certificate list (a config reload); on any bad file nothing changes.
+    pub fn apply(&self, tls: &TlsConfig) -> Result<(), CertError> {
+        let fresh = read_all(&self.inner.provider, tls)?;
+        let mut entries = self.entries();
+        *entries = fresh;
+        self.inner.table.store(Arc::new(Table::build(&entries)));
+        Ok(())
+    }
+
+    /// Applies a reloaded config: a changed certificate list replaces the old one (all or
+    /// nothing); the same list re-reads every file, keeping the old pair of a broken entry.
+    pub fn update(&self, tls: &TlsConfig) -> Result<Reloaded, CertError> {
+        let same = self
+            .entries()
+            .iter()
+            .map(|e| &e.config)
+            .eq(tls.certificates.iter());
+        if same {
+            return Ok(self.reload());
+        }
+        self.apply(tls)?;
+        Ok(Reloaded {
+            replaced: (0..tls.certificates.len()).collect(),
+            failed: Vec::new(),
+        })
+    }
+
+    /// Re-reads every certificate's files (SIGHUP). An entry whose files are broken keeps
+    /// serving its old pair and is reported in `failed`.
+    pub fn reload(&self) -> Reloaded {
+        self.refresh(true)
+    }
+
+    /// Re-reads only the entries whose files changed since they were last read or tried.
+    pub fn reload_changed(&self) -> Reloaded {
+        self.refresh(false)
+    }
+
+    fn refresh(&self, all: bool) -> Reloaded {
+        let mut entries = self.entries();
+        let mut outcome = Reloaded::default();
+        for (index, entry) in entries.iter_mut().enumerate() {
+            let stamp = Stamp::of(&entry.config);
+            if !all && stamp == entry.stamp {
+                continue;
+            }
+            // Remembered even when the read fails, so a broken file is reported once, not on
+            // every poll, and the next change to either file is tried again.
+            entry.stamp = stamp;
+            match read_pair(&self.inner.provider, index, &entry.config) {
+                Ok(key) => {
+                    if !same_pair(&key, &entry.key) {
+                        entry.key = Arc::new(key);
+                        outcome.replaced.push(index);
+                    }
+                }
+                Err(e) => outcome.failed.push(e),
+            }
+        }
+        if !outcome.replaced.is_empty() {
+            self.inner.table.store(Arc::new(Table::build(&entries)));
+        }
+        outcome
+    }
+
+    /// Polls the certificate files every `every` and reloads the ones that changed, recording
+    /// each outcome in `events`, until `cancel`.
+    pub async fn watch(self, events: Arc<EventLog>, every: Duration, cancel: CancellationToken) {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            // A few stat calls, and a few KiB read when something changed: not worth a thread.
+            let outcome = self.reload_changed();
+            self.report(&outcome, &events);
+        }
+    }
+
+    /// Records a reload's outcome in the event log (service `wakeway`).
+    pub fn report(&self, outcome: &Reloaded, events: &EventLog) {
+        let entries = self.entries();
+        for &index in &outcome.replaced {
+            let Some(entry) = entries.get(index) else {
+                continue;
+            };
+            events.emit(
+                "wakeway",
+                "certificate_reloaded",
+                format!(
+                    "proxy.tls.certificate[{index}] now serves {} for {}",
+                    entry.config.cert.display(),
+                    hosts_label(&entry.config)
+                ),
+                json!({
+                    "certificate": index,
+                    "cert": entry.config.cert.display().to_string(),
+                    "key": entry.config.key.display().to_string(),
+                    "hosts": entry.config.hosts,
+                }),
+            );
+        }
+        for e in &outcome.failed {
+            let hosts = entries
+                .get(e.index)
+                .map(|e| hosts_label(&e.config))
+                .unwrap_or_default();
+            events.emit(
+                "wakeway",
+                "certificate_rejected",
+                format!("{e}; the previous certificate keeps serving {hosts}"),
+                json!({
+                    "certificate": e.index,
+                    "file": e.path.display().to_string(),
+                    "key": e.key_path(),
+                    "error": e.reason,
+                }),
+            );
+        }
+    }
+
+    fn entries(&self) -> std::sync::MutexGuard<'_, Vec<Entry>> {
+        self.inner.entries.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+fn hosts_label(config: &CertificateConfig) -> String {
+    let mut label = config.hosts.join(", ");
+    if config.default {
+        if !label.is_empty() {
+            label.push_str(" and ");
+        }
+        label.push_str("names no other certificate has");
+    }
+    label
+}
+
+fn same_pair(a: &CertifiedKey, b: &CertifiedKey) -> bool {
+    a.cert == b.cert
+}
+
+impl fmt::Debug for CertStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let table = self.inner.table.load();
+        let mut exact: Vec<&String> = table.exact.keys().collect();
+        exact.sort();
+        let mut wildcard: Vec<&String> = table.wildcard.keys().collect();
+        wildcard.sort();
+        f.debug_struct("CertStore")
+            .field("exact", &exact)
+            .field("wildcard", &wildcard)
+            .field("default", &table.default.is_some())
+            .finish()
+    }
+}
+
+impl ResolvesServerCert for CertStore {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let table = self.inner.table.load();
+        // rustls hands the name over lower-cased; a trailing dot is the same name.
+        let found = hello.server_name().and_then(|name| {
+            let name = name.strip_suffix('.').unwrap_or(name);
+            table.exact.get(name).or_else(|| {
+                // A wildcard covers exactly one label (RFC 6125 §6.4.3).
+                let (_, parent) = name.split_once('.')?;
+                table.wildcard.get(parent)
+            })
+        });
+        found.or(table.default.as_ref()).cloned()
+    }
+}
+
+impl Table {
+    fn build(entries: &[Entry]) -> Table {
+        let mut table = Table::default();
+        for entry in entries {
+            for host in &entry.config.hosts {
+                match host.strip_prefix("*.") {
+                    Some(parent) => table.wildcard.insert(parent.to_string(), entry.key.clone()),
+                    None => table.exact.insert(host.clone(), entry.key.clone()),
+                };
+            }
+            if entry.config.default {
+                table.default = Some(entry.key.clone());
+            }
+        }
+        table
+    }
+}
+
+/// The rustls configuration of the TLS listeners: certificates from `store`, ALPN `h2` then
+/// `http/1.1`, TLS 1.3 and 1.2 only, stateless session tickets.
+pub fn server_config(store: &CertStore) -> Arc<ServerConfig> {
+    let mut config = ServerConfig::builder_with_provider(store.inner.provider.clone())
+        .with_protocol_versions(&[&version::TLS13, &version::TLS12])
+        .expect("the ring provider supports TLS 1.2 and 1.3")
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(store.clone()));
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    // Resumption without per-worker session caches: each worker runs its own runtime, and a
+    // ticket any worker can decrypt keeps resumption working across them.
+    if let Ok(ticketer) = rustls::crypto::ring::Ticketer::new() {
+        config.ticketer = ticketer;
+    }
+    Arc::new(config)
+}
+
+fn read_all(provider: &CryptoProvider, tls: &TlsConfig) -> Result<Vec<Entry>, CertError> {
+    tls.certificates
+        .iter()
+        .enumerate()
+        .map(|(index, config)| {
+            let stamp = Stamp::of(config);
+            let key = read_pair(provider, index, config)?;
+            Ok(Entry {
+                config: config.clone(),
+                key: Arc::new(key),
+                stamp,
+            })
+        })
+        .collect()
+}
+
+/// Reads and checks one entry's certificate chain and private key.
+fn read_pair(
+    provider: &CryptoProvider,
+    index: usize,
+    config: &CertificateConfig,
+) -> Result<CertifiedKey, CertError> {
+    let err = |which: PemFile, reason: String| CertError {
+        index,
+        which,
+        path: match which {
+            PemFile::Cert => config.cert.clone(),
+            PemFile::Key => config.key.clone(),
+        },
+        reason,
+    };
+    let read = |which: PemFile, path: &Path| {
+        std::fs::read(path).map_err(|e| err(which, format!("cannot read the file: {e}")))
+    };
+    let cert_pem = read(PemFile::Cert, &config.cert)?;
+    let chain = CertificateDer::pem_slice_iter(&cert_pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| err(PemFile::Cert, format!("not valid PEM: {}", pem_reason(&e))))?;
+    if chain.is_empty() {
+        return Err(err(
+            PemFile::Cert,
+            "no `BEGIN CERTIFICATE` block: expected a PEM certificate chain, leaf first (certbot's fullchain.pem)".into(),
+        ));
+    }
+    let key_pem = read(PemFile::Key, &config.key)?;
+    let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| {
+        let why = match e {
+            pem::Error::NoItemsFound => "no private key block (`BEGIN PRIVATE KEY`, `BEGIN RSA PRIVATE KEY` or `BEGIN EC PRIVATE KEY`)".to_string(),
+            other => format!("not valid PEM: {}", pem_reason(&other)),
+        };
+        err(PemFile::Key, why)
+    })?;
+    let signing = provider
+        .key_provider
+        .load_private_key(key)
+        .map_err(|e| err(PemFile::Key, format!("unusable private key: {e}")))?;
+    let leaf = chain[0].clone();
+    let pair = CertifiedKey::new(chain, signing);
+    match pair.keys_match() {
+        Ok(()) | Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::Unknown)) => {
+            covers_hosts(&leaf, config).map_err(|why| err(PemFile::Cert, why))?;
+            Ok(pair)
+        }
+        Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch)) => Err(err(
+            PemFile::Key,
+            format!(
+                "this private key does not belong to the certificate in {}",
+                config.cert.display()
+            ),
+        )),
+        Err(e) => Err(err(
+            PemFile::Cert,
+            format!("the first certificate cannot be read: {e}"),
+        )),
+    }
+}
+
+/// The leaf must be valid for every name it is listed for, or clients of that name would get a
+/// certificate they refuse. A wildcard entry is checked with a name one label under it.
+fn covers_hosts(leaf: &CertificateDer<'_>, config: &CertificateConfig) -> Result<(), String> {
+    let cert = webpki::EndEntityCert::try_from(leaf)
+        .map_err(|e| format!("the first certificate cannot be parsed: {e:?}"))?;
+    for host in &config.hosts {
+        let probe = match host.strip_prefix("*.") {
+            Some(parent) => format!("wakeway-probe.{parent}"),
+            None => host.clone(),
+        };
+        let Ok(name) = ServerName::try_from(probe.as_str()) else {
+            continue;
+        };
+        if cert.verify_is_valid_for_subject_name(&name).is_err() {
+            return Err(format!(
+                "the certificate is not valid for `{host}`, which this entry lists in `hosts`; list only names among its subject alternative names"
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn pem_reason(e: &pem::Error) -> String {
+    match e {
+        pem::Error::MissingSectionEnd { .. } => "a block has no END line (truncated file?)".into(),
+        pem::Error::IllegalSectionStart { .. } => "a malformed BEGIN line".into(),
+        pem::Error::Base64Decode(why) => format!("bad base64 ({why})"),
+        other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,250 @@
+//! The data-plane workers: one thread per core, each with its own current-thread runtime, its own
+//! `SO_REUSEPORT` socket per listen address (the kernel spreads connections), its own upstream
+//! connections and buffers. A request never changes threads; the control plane meets the workers
+//! only in `ArcSwap`ed routes and pools, instance in-flight counts and queue wakeups.
+
+use std::cell::RefCell;
+use std::io;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::LocalSet;
+use tokio_util::task::TaskTracker;
+
+use super::Shared;
+use super::forward::HyperForwarder;
+use super::h1::conn::{Conn, End};
+use super::rewind::Rewind;
+use super::upstream::Upstreams;
+
+/// What one worker owns. Lives on the worker's thread only: no locks.
+pub struct Ctx {
+    pub shared: Arc<Shared>,
+    pub upstreams: Upstreams,
+    pub buffers: Buffers,
+    h2: HyperForwarder,
+}
+
+/// Read and write buffers of connections between requests, so an idle keep-alive connection
+/// holds none and a busy one allocates none.
+#[derive(Default)]
+pub struct Buffers {
+    reads: RefCell<Vec<Vec<u8>>>,
+    writes: RefCell<Vec<Vec<u8>>>,
+}
+
+/// Buffers kept per kind and worker: enough for the requests one core has in flight at once;
+/// the rest go back to the allocator (and, after a burst, `trim` returns what went unused).
+const KEPT_BUFFERS: usize = 256;
+const KEPT_SIZE: usize = 64 * 1024;
+
+impl Buffers {
+    /// A read buffer: zero-filled, at least `min` long.
+    pub fn read_buf(&self, min: usize) -> Vec<u8> {
+        match self.reads.borrow_mut().pop() {
+            Some(b) => b,
+            None => vec![0; min],
+        }
+    }
+
+    /// A write buffer: empty, with room.
+    pub fn write_buf(&self, min: usize) -> Vec<u8> {
+        match self.writes.borrow_mut().pop() {
+            Some(b) => b,
+            None => Vec::with_capacity(min),
+        }
+    }
+
+    pub fn put_read(&self, b: Vec<u8>) {
+        let mut reads = self.reads.borrow_mut();
+        if !b.is_empty() && b.len() <= KEPT_SIZE && reads.len() < KEPT_BUFFERS {
+            reads.push(b);
+        }
+    }
+
+    /// Called once a second: frees the buffers no request took since the last call, so a burst
+    /// does not pin its memory.
+    pub fn trim(&self) {
+        for list in [&self.reads, &self.writes] {
+            let mut l = list.borrow_mut();
+            let keep = l.len() / 2;
+            l.truncate(keep);
+            l.shrink_to_fit();
+        }
+    }
+
+    pub fn put_write(&self, mut b: Vec<u8>) {
+        let mut writes = self.writes.borrow_mut();
+        if b.capacity() > 0 && b.capacity() <= KEPT_SIZE && writes.len() < KEPT_BUFFERS {
+            b.clear();
+            writes.push(b);
+        }
+    }
+}
+
+/// Runs one worker until `shared.shutdown`, then lets its connections finish (up to `grace`).
+pub fn run(index: usize, listeners: Vec<std::net::TcpListener>, shared: Arc<Shared>) {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!("worker {index}: cannot build its runtime: {e}");
+            return;
+        }
+    };
+    crate::stats::set_worker(index);
+    let local = LocalSet::new();
+    local.block_on(&rt, serve(listeners, shared));
+}
+
+async fn serve(listeners: Vec<std::net::TcpListener>, shared: Arc<Shared>) {
+    let ctx = Rc::new(Ctx {
+        h2: HyperForwarder::new(shared.clone()),
+        shared: shared.clone(),
+        upstreams: Upstreams::default(),
+        buffers: Buffers::default(),
+    });
+    let tracker = TaskTracker::new();
+    for l in listeners {
+        let l = match TcpListener::from_std(l) {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!("cannot use a listening socket: {e}");
+                continue;
+            }
+        };
+        tokio::task::spawn_local(accept(l, ctx.clone(), tracker.clone()));
+    }
+    let sweeper = {
+        let ctx = ctx.clone();
+        tokio::task::spawn_local(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                ctx.upstreams.sweep(tokio::time::Instant::now());
+                ctx.buffers.trim();
+            }
+        })
+    };
+    shared.shutdown.cancelled().await;
+    tracker.close();
+    if tokio::time::timeout(shared.settings.shutdown_timeout, tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "connections still open after {:?}; closing them",
+            shared.settings.shutdown_timeout
+        );
+    }
+    sweeper.abort();
+    ctx.upstreams.clear();
+}
+
+async fn accept(listener: TcpListener, ctx: Rc<Ctx>, tracker: TaskTracker) {
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = ctx.shared.shutdown.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        tokio::task::spawn_local(tracker.track_future(connection(stream, peer, ctx.clone())));
+    }
+}
+
+async fn connection(stream: TcpStream, peer: SocketAddr, ctx: Rc<Ctx>) {
+    let mut conn = Conn::new(stream, &ctx, peer, false);
+    let end = conn.serve().await;
+    let stream = conn.finish();
+    if let End::H2(preface) = end {
+        serve_h2(Rewind::new(preface, stream), peer, ctx.clone()).await;
+    }
+}
+
+/// An h2 connection (prior knowledge, or ALPN over TLS), served by hyper.
+pub async fn serve_h2<S>(io: S, peer: SocketAddr, ctx: Rc<Ctx>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + 'static,
+{
+    let mut builder = hyper::server::conn::http2::Builder::new(LocalExec);
+    builder
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Some(ctx.shared.settings.idle_timeout / 2))
+        .max_header_list_size(ctx.shared.settings.limits.max_header_bytes as u32);
+    let fwd = ctx.h2.clone();
+    let svc = service_fn(move |req| {
+        let fwd = fwd.clone();
+        async move { Ok::<_, std::convert::Infallible>(fwd.handle(req, peer).await) }
+    });
+    let conn = builder.serve_connection(TokioIo::new(io), svc);
+    tokio::pin!(conn);
+    tokio::select! {
+        r = conn.as_mut() => {
+            if let Err(e) = r {
+                tracing::trace!("h2 connection from {peer} ended: {e}");
+            }
+            return;
+        }
+        _ = ctx.shared.shutdown.cancelled() => {}
+    }
+    conn.as_mut().graceful_shutdown();
+    let _ = conn.await;
+}
+
+#[derive(Clone, Copy)]
+struct LocalExec;
+
+impl<F> hyper::rt::Executor<F> for LocalExec
+where
+    F: std::future::Future + 'static,
+{
+    fn execute(&self, fut: F) {
+        tokio::task::spawn_local(fut);
+    }
+}
+
+/// Binds `count` sockets to `addr` with `SO_REUSEPORT`, so each worker accepts on its own. With
+/// port 0 the first socket's port is used for the rest.
+pub fn bind(addr: SocketAddr, count: usize) -> io::Result<Vec<std::net::TcpListener>> {
+    if addr.port() != 0 {
+        // SO_REUSEPORT would quietly share a port another wakeway of this user listens on: a
+        // plain bind first turns that into the usual "address in use".
+        drop(std::net::TcpListener::bind(addr)?);
+    }
+    let mut out = Vec::with_capacity(count);
+    let mut addr = addr;
+    for _ in 0..count {
+        let socket = socket2::Socket::new(
+            socket2::Domain::for_address(addr),
+            socket2::Type::STREAM,
+            Some(socket2::Protocol::TCP),
+        )?;
+        socket.set_reuse_address(true)?;
+        socket.set_reuse_port(true)?;
+        if addr.is_ipv6() {
+            socket.set_only_v6(true)?;
+        }
+        socket.set_nonblocking(true)?;
+        socket.bind(&addr.into())?;
+        socket.listen(4096)?;
+        let l: std::net::TcpListener = socket.into();
+        addr = l.local_addr()?;
+        out.push(l);
+    }
+    Ok(out)
+}
