@@ -544,16 +544,43 @@ async fn new_image_behind_the_tag_deploys() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn missing_image_is_a_clear_503_and_leaves_no_service() {
+async fn missing_image_is_a_clear_503_leaves_no_service_and_check_says_so() {
     let Some(t) = SwarmTest::new().await else {
         return;
     };
     let missing = format!("wakeway-test-missing-{}:none", t.scope);
-    let w = Wakeway::start_config(&t.swarm_config(
+    let config = t.swarm_config(
         "",
-        &swarm_service("ghost", &missing, "[service.queue]\ntimeout = \"50s\""),
-    ))
-    .await;
+        &format!(
+            "{}\n{}",
+            swarm_service("ghost", &missing, "[service.queue]\ntimeout = \"50s\""),
+            swarm_service("here", &t.image, "")
+        ),
+    );
+
+    // `wakeway check` looks at the manager and at the images on its node.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("wakeway.toml");
+    std::fs::write(&path, &config).unwrap();
+    let (status, stdout, stderr) = run_to_exit(&["check", "-c", path_str(&path)]).await;
+    assert!(status.success(), "{stdout}\n{stderr}");
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("swarm manager ") && !l.contains("NOT")),
+        "{stdout}"
+    );
+    let line = |service: &str| {
+        stdout
+            .lines()
+            .find(|l| l.trim_start().starts_with(service) && l.contains("image "))
+            .unwrap_or_else(|| panic!("no image line for {service}:\n{stdout}"))
+            .to_string()
+    };
+    assert!(line("ghost").contains("NOT on this node"), "{stdout}");
+    assert!(line("here").contains("present locally"), "{stdout}");
+
+    let w = Wakeway::start_config(&config).await;
     let resp = w.get("ghost.localhost", "/").await;
     assert_eq!(
         resp.status,
