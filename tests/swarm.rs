@@ -650,3 +650,67 @@ async fn without_an_overlay_network_tasks_join_only_their_node() {
         "no network created"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn manager_outage_keeps_tasks_serving_and_exits_are_seen_after_it() {
+    let Some(t) = SwarmTest::new().await else {
+        return;
+    };
+    let Some(mut engine) = FlakyEngine::new() else {
+        eprintln!("SKIPPING manager outage test: it stands in for a unix socket engine only");
+        return;
+    };
+    let services = format!(
+        "{}\n{}",
+        swarm_service(
+            "warm",
+            &t.image,
+            "stop_grace = \"2s\"\n\n[service.scaling]\nmin_instances = 1"
+        ),
+        swarm_service("lazy", &t.image, "stop_grace = \"2s\"")
+    );
+    let w = Wakeway::start_config(&t.swarm_config(
+        &format!("endpoint = \"{}\"\nstop_on_exit = true", engine.endpoint()),
+        &services,
+    ))
+    .await;
+    let before = wait_ready_count(&w, "warm", 1).await;
+    let victim = before.iter().next().unwrap().clone();
+    let container = t.task_container(&victim).await;
+
+    engine.down();
+    // Running tasks do not need the manager.
+    let resp = w.get("warm.localhost", "/").await;
+    assert_eq!(resp.status, StatusCode::OK, "{}", resp.text());
+    assert_eq!(resp.instance(), Some(victim.clone()));
+    // Starting one does: a clear 503 naming the endpoint.
+    let resp = w.get("lazy.localhost", "/").await;
+    assert_eq!(
+        resp.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        resp.text()
+    );
+    assert!(resp.header("retry-after").is_some());
+    assert!(resp.text().contains(&engine.endpoint()), "{}", resp.text());
+
+    // The task dies while wakeway cannot hear the swarm.
+    t.docker
+        .kill_container(&container, None::<KillContainerOptions>)
+        .await
+        .expect("docker kill");
+
+    engine.up();
+    let after = wait_for("warm replaced after the outage", DEADLINE, || async {
+        let ids = ready_ids(&w, "warm").await;
+        (ids.len() == 1 && !ids.contains(&victim)).then_some(ids)
+    })
+    .await;
+    t.wait_service_instances("warm", &after).await;
+    let resp = wait_for("lazy starts once the manager is back", DEADLINE, || async {
+        let resp = w.get("lazy.localhost", "/").await;
+        (resp.status == StatusCode::OK).then_some(resp)
+    })
+    .await;
+    assert_eq!(resp.field("Service").as_deref(), Some("lazy"));
+}

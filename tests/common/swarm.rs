@@ -297,3 +297,63 @@ port = 8080
 "#
     )
 }
+
+/// A stand-in for the engine's socket that can go away and come back: it forwards each
+/// connection to the real engine, and an outage closes them all and refuses new ones.
+pub struct FlakyEngine {
+    path: std::path::PathBuf,
+    upstream: String,
+    serving: Option<tokio::task::JoinHandle<()>>,
+    _dir: tempfile::TempDir,
+}
+
+impl FlakyEngine {
+    /// `None` when the engine is not reached through a unix socket.
+    pub fn new() -> Option<FlakyEngine> {
+        let upstream = match std::env::var("DOCKER_HOST") {
+            Ok(h) if !h.trim().is_empty() => h.strip_prefix("unix://")?.to_string(),
+            _ => "/var/run/docker.sock".to_string(),
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let mut engine = FlakyEngine {
+            path: dir.path().join("engine.sock"),
+            upstream,
+            serving: None,
+            _dir: dir,
+        };
+        engine.up();
+        Some(engine)
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("unix://{}", self.path.display())
+    }
+
+    pub fn up(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+        let listener = tokio::net::UnixListener::bind(&self.path).unwrap();
+        let upstream = self.upstream.clone();
+        self.serving = Some(tokio::spawn(async move {
+            // Dropping the set (when this task is aborted) drops every connection.
+            let mut conns = tokio::task::JoinSet::new();
+            loop {
+                let Ok((mut client, _)) = listener.accept().await else {
+                    return;
+                };
+                let upstream = upstream.clone();
+                conns.spawn(async move {
+                    if let Ok(mut engine) = tokio::net::UnixStream::connect(&upstream).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut engine).await;
+                    }
+                });
+            }
+        }));
+    }
+
+    pub fn down(&mut self) {
+        if let Some(task) = self.serving.take() {
+            task.abort();
+        }
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
