@@ -16,6 +16,10 @@ use crate::runtime::{
     Adopted, BoxFuture, InstanceHandle, InstanceSpec, Runtime, RuntimeError, Started,
 };
 
+/// The longest pause between two looks at a starting task: a task takes about a second to run,
+/// and every pause is latency added to a cold start (a list of one service's tasks is cheap).
+const TASK_POLL_MAX: Duration = Duration::from_millis(50);
+
 pub struct SwarmRuntime {
     engine: Arc<SwarmEngine>,
     image: ImageSource,
@@ -161,7 +165,7 @@ impl SwarmRuntime {
                 )));
             }
             tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(Duration::from_millis(200));
+            pause = (pause * 2).min(TASK_POLL_MAX);
         }
     }
 
