@@ -1,6 +1,6 @@
 //! The connection to one swarm manager, shared by every swarm service: the client, the overlay
-//! network, exit notices (container events and task polls), and leftovers from a previous
-//! wakeway (adopted or removed).
+//! network, where a task is reached, the instances it watches and how their services are
+//! removed. Exit notices are in `events.rs`, leftovers of a previous wakeway in `adopt.rs`.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -39,20 +39,28 @@ pub(super) struct Watched {
     pub(super) stopping: bool,
 }
 
+/// One per wakeway, made when the first swarm service appears.
 pub struct SwarmEngine {
     pub(super) cfg: SwarmConfig,
     pub(super) endpoint: String,
+    /// Set once the engine has answered; until then every use tries again, so a manager that
+    /// comes up after wakeway is found.
     pub(super) client: OnceCell<Docker>,
     /// The manager's own node: its tasks are reached on loopback.
     pub(super) local_node: OnceCell<String>,
+    /// Set once `[swarm] network` is known to exist.
     pub(super) network: OnceCell<()>,
     /// This wakeway's instances, by swarm service id.
     pub(super) watched: Mutex<HashMap<String, Watched>>,
+    /// Per service, what its swarm services must look like to be adopted.
     pub(super) known: HashMap<String, Expected>,
+    /// The one look at leftovers: adoption candidates are set aside, the rest removed.
     pub(super) swept: OnceCell<()>,
     pub(super) candidates: Mutex<HashMap<String, Vec<Candidate>>>,
+    /// wakeway is exiting: with `stop_on_exit = false` services are left running.
     pub(super) exiting: AtomicBool,
     pub(super) stop_events: CancellationToken,
+    /// Removals nobody waits for; `close` waits for them.
     pub(super) background: Mutex<JoinSet<()>>,
 }
 
