@@ -33,6 +33,7 @@ use metrics::Metrics;
 use proxy::route::RouteTable;
 use runtime::docker::{DockerEngine, DockerRuntime};
 use runtime::process::ProcessRuntime;
+use runtime::swarm::{SwarmEngine, SwarmRuntime};
 use service::Service;
 use service::controller::{Controller, Source, SourceFactory};
 
@@ -47,6 +48,8 @@ pub struct State {
     pub config: ArcSwap<Config>,
     /// Shared by the docker services; made when the first one appears.
     docker: Mutex<Option<Arc<DockerEngine>>>,
+    /// Shared by the swarm services; made when the first one appears.
+    swarm: Mutex<Option<Arc<SwarmEngine>>>,
     /// Controllers not started yet (before `App::run`), and the running ones by service.
     controllers: Mutex<Controllers>,
     reload_lock: tokio::sync::Mutex<()>,
@@ -98,7 +101,9 @@ impl State {
         let images: Vec<_> = config
             .services
             .iter()
-            .filter(|sc| matches!(sc.source, ConfigSource::Image(_)))
+            .filter(|sc| {
+                matches!(&sc.source, ConfigSource::Image(i) if i.runtime == config::ImageRuntime::Docker)
+            })
             .collect();
         if engine.is_none() && !images.is_empty() {
             *engine = Some(DockerEngine::new(config.docker.clone(), &images));
@@ -106,10 +111,26 @@ impl State {
         engine.clone()
     }
 
+    fn swarm_engine(&self, config: &Config) -> Option<Arc<SwarmEngine>> {
+        let mut engine = self.swarm.lock().unwrap_or_else(|p| p.into_inner());
+        let images: Vec<_> = config
+            .services
+            .iter()
+            .filter(|sc| {
+                matches!(&sc.source, ConfigSource::Image(i) if i.runtime == config::ImageRuntime::Swarm)
+            })
+            .collect();
+        if engine.is_none() && !images.is_empty() {
+            *engine = Some(SwarmEngine::new(config.swarm.clone(), &images));
+        }
+        engine.clone()
+    }
+
     /// The factory that makes a revision's instance source.
     fn factory(&self, config: &Config) -> SourceFactory {
         let engine = self.docker_engine(config);
-        Arc::new(move |sc: &ServiceConfig| make_source(engine.as_ref(), sc))
+        let swarm = self.swarm_engine(config);
+        Arc::new(move |sc: &ServiceConfig| make_source(engine.as_ref(), swarm.as_ref(), sc))
     }
 
     /// Makes a service and its controller; the controller runs at once if the app runs.
@@ -156,8 +177,17 @@ impl State {
     }
 }
 
-fn make_source(engine: Option<&Arc<DockerEngine>>, sc: &ServiceConfig) -> Result<Source, String> {
+fn make_source(
+    engine: Option<&Arc<DockerEngine>>,
+    swarm: Option<&Arc<SwarmEngine>>,
+    sc: &ServiceConfig,
+) -> Result<Source, String> {
     match &sc.source {
+        ConfigSource::Image(img) if img.runtime == config::ImageRuntime::Swarm => {
+            let swarm = swarm.ok_or("no swarm manager is configured")?;
+            let rt = SwarmRuntime::new(swarm.clone(), sc).ok_or("not a swarm image source")?;
+            Ok(Source::Managed(Arc::new(rt)))
+        }
         ConfigSource::Command(cmd) => {
             Ok(Source::Managed(Arc::new(ProcessRuntime::new(cmd.clone()))))
         }
@@ -265,6 +295,7 @@ impl App {
             events: Arc::new(EventLog::default()),
             config: ArcSwap::from_pointee(config.clone()),
             docker: Mutex::new(None),
+            swarm: Mutex::new(None),
             controllers: Mutex::new(Controllers::default()),
             reload_lock: tokio::sync::Mutex::new(()),
         });
@@ -369,9 +400,18 @@ impl App {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
+        let swarm = self
+            .state
+            .swarm
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         if let Some(engine) = &engine {
             // Before the controllers stop their instances: it decides whether containers stay.
             engine.begin_exit();
+        }
+        if let Some(swarm) = &swarm {
+            swarm.begin_exit();
         }
         stop_controllers.cancel();
         let running: Vec<JoinHandle<()>> = self
@@ -388,6 +428,9 @@ impl App {
         }
         if let Some(engine) = &engine {
             engine.close().await;
+        }
+        if let Some(swarm) = &swarm {
+            swarm.close().await;
         }
         stop_admin.cancel();
         stop_watch.cancel();

@@ -222,6 +222,7 @@ fn main() -> ExitCode {
                     ..Default::default()
                 },
                 docker: Default::default(),
+                swarm: Default::default(),
                 log: Default::default(),
                 services: vec![svc],
             };

@@ -98,6 +98,9 @@ impl State {
                 .needs_restart
                 .push("proxy (limits, workers, shutdown_timeout or tls.listen)".into());
         }
+        if new.swarm != current.swarm {
+            report.needs_restart.push("swarm".into());
+        }
         if new.log != current.log {
             report.needs_restart.push("log".into());
         }

@@ -26,6 +26,7 @@ struct RawConfig {
     proxy: Option<RawProxy>,
     admin: Option<RawAdmin>,
     docker: Option<RawDocker>,
+    swarm: Option<RawSwarm>,
     log: Option<RawLog>,
     #[serde(default)]
     service: Vec<RawService>,
@@ -105,6 +106,24 @@ struct RawDocker {
     scope: Option<String>,
 }
 
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawSwarm {
+    endpoint: Option<String>,
+    network: Option<String>,
+    publish: Option<String>,
+    constraints: Option<Vec<String>>,
+    stop_on_exit: Option<bool>,
+    scope: Option<String>,
+}
+
+#[derive(Deserialize, Clone, Copy)]
+#[serde(rename_all = "lowercase")]
+enum RawImageRuntime {
+    Docker,
+    Swarm,
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawService {
@@ -120,6 +139,7 @@ struct RawService {
     memory: Option<Size>,
     stop_signal: Option<String>,
     stop_grace: Option<Dur>,
+    runtime: Option<RawImageRuntime>,
     #[serde(default)]
     env: BTreeMap<String, String>,
     #[serde(default)]
@@ -358,6 +378,30 @@ fn convert(raw: RawConfig) -> Result<Config, ConfigError> {
         stop_on_exit: rd.stop_on_exit.unwrap_or(dd.stop_on_exit),
         scope: rd.scope.unwrap_or(dd.scope),
     };
+    let rs = raw.swarm.unwrap_or_default();
+    let sd = SwarmConfig::default();
+    let swarm = SwarmConfig {
+        endpoint: rs.endpoint,
+        network: rs.network.unwrap_or(sd.network),
+        publish: match rs.publish.as_deref() {
+            Some("host") | None => SwarmPublish::Host,
+            Some("ingress") => {
+                return Err(ConfigError::at_key(
+                    "swarm.publish",
+                    "publish = \"ingress\" is the routing mesh: it hides which task a request reaches, so wakeway could not count in-flight requests per task; use \"host\"",
+                ));
+            }
+            Some(other) => {
+                return Err(ConfigError::at_key(
+                    "swarm.publish",
+                    format!("unknown publish mode {other:?}: use \"host\""),
+                ));
+            }
+        },
+        constraints: rs.constraints.unwrap_or(sd.constraints),
+        stop_on_exit: rs.stop_on_exit.unwrap_or(sd.stop_on_exit),
+        scope: rs.scope.unwrap_or(sd.scope),
+    };
     let p = raw.proxy.unwrap_or_default();
     let pd = ProxyConfig::default();
     let proxy = ProxyConfig {
@@ -411,6 +455,7 @@ fn convert(raw: RawConfig) -> Result<Config, ConfigError> {
         proxy,
         admin,
         docker,
+        swarm,
         log,
         services,
     })
@@ -509,6 +554,7 @@ fn convert_service(i: usize, s: RawService) -> Result<ServiceConfig, ConfigError
             ("memory", s.memory.is_some()),
             ("stop_signal", s.stop_signal.is_some()),
             ("stop_grace", s.stop_grace.is_some()),
+            ("runtime", s.runtime.is_some()),
         ];
         if let Some((k, _)) = docker_only.iter().find(|(_, set)| *set) {
             let hint = if *k == "stop_grace" {
@@ -518,7 +564,9 @@ fn convert_service(i: usize, s: RawService) -> Result<ServiceConfig, ConfigError
             };
             return Err(ConfigError::at_key(
                 key(k),
-                format!("`{k}` applies only to services with an `image` (docker runtime){hint}"),
+                format!(
+                    "`{k}` applies only to services with an `image` (docker and swarm runtimes){hint}"
+                ),
             ));
         }
     }
@@ -537,6 +585,10 @@ fn convert_service(i: usize, s: RawService) -> Result<ServiceConfig, ConfigError
             cpus: s.cpus,
             memory: s.memory.map(|m| m.0),
             stop_signal: s.stop_signal,
+            runtime: match s.runtime {
+                Some(RawImageRuntime::Swarm) => ImageRuntime::Swarm,
+                Some(RawImageRuntime::Docker) | None => ImageRuntime::Docker,
+            },
         }),
         (_, _, _, []) => {
             return Err(ConfigError::at_key(
@@ -940,6 +992,7 @@ upstreams = ["127.0.0.1:3000", "backend.internal:3001"]
                 ..AdminConfig::default()
             },
             docker: DockerConfig::default(),
+            swarm: SwarmConfig::default(),
             log: LogConfig::default(),
             services: vec![
                 ServiceConfig {
@@ -1205,6 +1258,7 @@ stop_grace = "4s"
                 cpus: Some(0.5),
                 memory: Some(256 << 20),
                 stop_signal: Some("SIGINT".into()),
+                runtime: ImageRuntime::Docker,
             })
         );
         assert_eq!(web.deploy.stop_grace, Duration::from_secs(4));

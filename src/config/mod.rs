@@ -144,6 +144,7 @@ pub fn validate_service(service: &ServiceConfig) -> Result<(), ConfigError> {
             ..AdminConfig::default()
         },
         docker: DockerConfig::default(),
+        swarm: SwarmConfig::default(),
         log: LogConfig::default(),
         services: vec![service.clone()],
     };

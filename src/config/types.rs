@@ -16,6 +16,7 @@ pub struct Config {
     pub proxy: ProxyConfig,
     pub admin: AdminConfig,
     pub docker: DockerConfig,
+    pub swarm: SwarmConfig,
     pub log: LogConfig,
     pub services: Vec<ServiceConfig>,
 }
@@ -207,6 +208,49 @@ impl Default for DockerConfig {
     }
 }
 
+/// `[swarm]`: how the swarm runtime reaches a manager, where its tasks run and how wakeway
+/// reaches each task.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SwarmConfig {
+    /// A manager's API: `unix:///path` or `tcp://host:port`. `None`: `$DOCKER_HOST`, else the
+    /// local socket.
+    pub endpoint: Option<String>,
+    /// The attachable overlay network every task joins; created when missing. Empty: none
+    /// (tasks join only their node's default bridge, which starts them faster).
+    pub network: String,
+    /// How wakeway reaches each task.
+    pub publish: SwarmPublish,
+    /// Placement constraints for every task (`node.role == worker`, `node.labels.zone == a`).
+    pub constraints: Vec<String>,
+    /// Remove the instances' swarm services when wakeway exits; otherwise leave them for the
+    /// next start to adopt.
+    pub stop_on_exit: bool,
+    /// Only swarm services labelled with this scope are adopted or removed.
+    pub scope: String,
+}
+
+/// How wakeway reaches a swarm task. Never the routing mesh: it would hide which task a
+/// request is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SwarmPublish {
+    /// The task's port is published in host mode on a port its node picks; wakeway connects
+    /// to that node's address (loopback for its own node).
+    Host,
+}
+
+impl Default for SwarmConfig {
+    fn default() -> Self {
+        SwarmConfig {
+            endpoint: None,
+            network: "wakeway".into(),
+            publish: SwarmPublish::Host,
+            constraints: Vec::new(),
+            stop_on_exit: false,
+            scope: DockerConfig::DEFAULT_SCOPE.into(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct ServiceConfig {
     pub name: String,
@@ -247,6 +291,16 @@ pub struct ImageSource {
     pub memory: Option<u64>,
     /// Sent to stop a container; `None` is the image's `STOPSIGNAL` (SIGTERM by default).
     pub stop_signal: Option<String>,
+    /// `runtime = "swarm"` runs the image as swarm tasks; the default is the local engine.
+    pub runtime: ImageRuntime,
+}
+
+/// Which engine runs an image service.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ImageRuntime {
+    #[default]
+    Docker,
+    Swarm,
 }
 
 impl ImageSource {
@@ -258,7 +312,10 @@ impl Source {
         match self {
             Source::Command(_) => "process",
             Source::Upstreams(_) => "static",
-            Source::Image(_) => "docker",
+            Source::Image(img) => match img.runtime {
+                ImageRuntime::Docker => "docker",
+                ImageRuntime::Swarm => "swarm",
+            },
         }
     }
 }

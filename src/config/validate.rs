@@ -17,6 +17,7 @@ pub(crate) fn validate(config: &Config) -> Result {
     validate_proxy(config)?;
     super::validate_front::validate(config)?;
     validate_docker(&config.docker)?;
+    validate_swarm(&config.swarm)?;
     let mut names: BTreeMap<&str, usize> = BTreeMap::new();
     let mut hosts: BTreeMap<&str, &str> = BTreeMap::new();
     for (i, svc) in config.services.iter().enumerate() {
@@ -282,6 +283,68 @@ fn validate_docker(d: &DockerConfig) -> Result {
     Ok(())
 }
 
+fn validate_swarm(s: &SwarmConfig) -> Result {
+    if let Some(endpoint) = &s.endpoint {
+        let known = ["unix://", "tcp://", "http://"];
+        if !known.iter().any(|p| endpoint.starts_with(p)) {
+            return fail(
+                "swarm.endpoint",
+                format!(
+                    "unsupported endpoint {endpoint:?}: use \"unix:///var/run/docker.sock\" or \"tcp://manager:2375\" (leave it unset to use $DOCKER_HOST)"
+                ),
+            );
+        }
+    }
+    let net = s.network.trim();
+    if net != s.network {
+        return fail(
+            "swarm.network",
+            format!(
+                "invalid network {:?}: give the name of an overlay network (or \"\" for none)",
+                s.network
+            ),
+        );
+    }
+    if matches!(
+        net,
+        "host" | "bridge" | "none" | "ingress" | "docker_gwbridge"
+    ) {
+        return fail(
+            "swarm.network",
+            format!(
+                "network {net:?} is not an attachable overlay; name one of your own (wakeway creates it when missing)"
+            ),
+        );
+    }
+    let scope_ok = !s.scope.is_empty()
+        && s.scope.len() <= 32
+        && s.scope
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    if !scope_ok {
+        return fail(
+            "swarm.scope",
+            format!(
+                "invalid scope {:?}: use 1 to 32 lower-case letters, digits and '-'",
+                s.scope
+            ),
+        );
+    }
+    for (i, c) in s.constraints.iter().enumerate() {
+        let parts = c.split_once("==").or_else(|| c.split_once("!="));
+        let ok = parts.is_some_and(|(k, v)| !k.trim().is_empty() && !v.trim().is_empty());
+        if !ok {
+            return fail(
+                format!("swarm.constraints[{i}]"),
+                format!(
+                    "invalid constraint {c:?}: use `attribute == value` or `attribute != value`, e.g. \"node.role == worker\""
+                ),
+            );
+        }
+    }
+    Ok(())
+}
+
 fn validate_image(img: &ImageSource, i: usize) -> Result {
     let at = |k: &str| format!("service[{i}].{k}");
     let image = img.image.trim();
@@ -492,6 +555,7 @@ mod tests {
             proxy: ProxyConfig::default(),
             admin: AdminConfig::default(),
             docker: DockerConfig::default(),
+            swarm: SwarmConfig::default(),
             log: LogConfig::default(),
             services,
         }

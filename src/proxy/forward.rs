@@ -38,6 +38,12 @@ pub fn upstream_client(connect_timeout: Duration) -> UpstreamClient {
         .build(connector)
 }
 
+/// Who sent the request, and over what.
+struct Downstream {
+    remote: SocketAddr,
+    https: bool,
+}
+
 /// How long an h2 request waited for its slot, and whether that was a cold start.
 #[derive(Default)]
 struct Timing {
@@ -166,7 +172,14 @@ impl HyperForwarder {
             r.revision = Some(Arc::from(svc.revision().as_str()));
         }
         let resp = match self
-            .forward(&svc, req, remote, host, started, https, timing)
+            .forward(
+                &svc,
+                req,
+                Downstream { remote, https },
+                host,
+                started,
+                timing,
+            )
             .await
         {
             Ok(r) => r,
@@ -184,10 +197,9 @@ impl HyperForwarder {
         &self,
         svc: &Arc<Service>,
         req: Request<Incoming>,
-        remote: SocketAddr,
+        Downstream { remote, https }: Downstream,
         host: HeaderValue,
         arrived: Instant,
-        https: bool,
         timing: &mut Timing,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let (parts, body) = req.into_parts();

@@ -6,6 +6,7 @@ pub mod docker;
 pub mod fake;
 pub mod fixed;
 pub mod process;
+pub mod swarm;
 
 use std::collections::BTreeMap;
 use std::future::Future;

@@ -424,3 +424,7 @@ pub async fn wait_ready_count(w: &Wakeway, service: &str, n: usize) -> BTreeSet<
     )
     .await
 }
+
+/// Swarm mode on the same engine: a scope and an overlay network per test.
+#[path = "swarm.rs"]
+pub mod swarm;

@@ -1,0 +1,103 @@
+//! Reaching the engine: which endpoint, a client that agreed the API version, and what an
+//! engine's answer says.
+
+use std::time::Duration;
+
+use bollard::Docker;
+use bollard::errors::Error as DockerError;
+
+use crate::config::DockerConfig;
+
+/// Where the engine listens when neither `docker.endpoint` nor `$DOCKER_HOST` says.
+pub const DEFAULT_ENDPOINT: &str = "unix:///var/run/docker.sock";
+/// bollard's per-request limit (to response headers); a stop gets its grace on top.
+pub(crate) const API_TIMEOUT: Duration = Duration::from_secs(120);
+pub(crate) const EVENTS_BACKOFF_MIN: Duration = Duration::from_millis(100);
+pub(crate) const EVENTS_BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// Grace for containers of unknown services, as `docker stop` gives by default.
+pub(super) const UNKNOWN_STOP_GRACE: Duration = Duration::from_secs(10);
+/// How long `wakeway check` and adoption wait for an engine that accepts but does not answer.
+pub(crate) const QUICK_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The engine address in effect: `docker.endpoint`, else `$DOCKER_HOST`, else the local socket.
+pub fn resolve_endpoint(cfg: &DockerConfig) -> String {
+    endpoint_or_default(cfg.endpoint.as_deref())
+}
+
+/// `configured`, else `$DOCKER_HOST`, else the local socket.
+pub(crate) fn endpoint_or_default(configured: Option<&str>) -> String {
+    configured
+        .map(str::to_string)
+        .or_else(|| {
+            std::env::var("DOCKER_HOST")
+                .ok()
+                .filter(|h| !h.trim().is_empty())
+        })
+        .unwrap_or_else(|| DEFAULT_ENDPOINT.to_string())
+}
+
+/// A client for `endpoint`. Nothing is sent yet, but a missing socket is noticed here.
+pub(super) fn connect(endpoint: &str) -> Result<Docker, DockerError> {
+    if endpoint.starts_with("unix://") {
+        Docker::connect_with_unix(
+            endpoint,
+            API_TIMEOUT.as_secs(),
+            bollard::API_DEFAULT_VERSION,
+        )
+    } else if endpoint.starts_with("tcp://") || endpoint.starts_with("http://") {
+        Docker::connect_with_http(
+            endpoint,
+            API_TIMEOUT.as_secs(),
+            bollard::API_DEFAULT_VERSION,
+        )
+    } else {
+        Err(DockerError::UnsupportedURISchemeError {
+            uri: endpoint.to_string(),
+        })
+    }
+}
+
+/// A client that has agreed the API version with the engine (which may be older than bollard).
+pub(crate) async fn connect_and_negotiate(endpoint: &str) -> Result<Docker, String> {
+    let docker = connect(endpoint).map_err(|e| e.to_string())?;
+    match tokio::time::timeout(QUICK_TIMEOUT, docker.negotiate_version()).await {
+        Ok(Ok(docker)) => Ok(docker),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!("no answer within {QUICK_TIMEOUT:?}")),
+    }
+}
+
+pub(crate) fn status_of(e: &DockerError) -> Option<u16> {
+    match e {
+        DockerError::DockerResponseServerError { status_code, .. } => Some(*status_code),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoint_prefers_config_then_docker_host() {
+        let cfg = DockerConfig {
+            endpoint: Some("tcp://127.0.0.1:2375".into()),
+            ..DockerConfig::default()
+        };
+        assert_eq!(resolve_endpoint(&cfg), "tcp://127.0.0.1:2375");
+        // $DOCKER_HOST is read per call; this test does not set it, so the fallback shows
+        // unless the environment running the tests has one.
+        let unset = resolve_endpoint(&DockerConfig::default());
+        let expected = std::env::var("DOCKER_HOST")
+            .ok()
+            .filter(|h| !h.trim().is_empty())
+            .unwrap_or_else(|| DEFAULT_ENDPOINT.to_string());
+        assert_eq!(unset, expected);
+        assert!(
+            connect("ssh://host")
+                .unwrap_err()
+                .to_string()
+                .contains("ssh://host")
+        );
+    }
+}

@@ -1,0 +1,301 @@
+//! One docker service's [`Runtime`]: creating, starting and stopping its containers.
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::SeqCst;
+use std::time::Duration;
+
+use bollard::Docker;
+use bollard::models::{ContainerCreateBody, HostConfig, PortBinding};
+use bollard::query_parameters::CreateContainerOptions;
+use tokio::sync::watch;
+
+use super::client::UNKNOWN_STOP_GRACE;
+use super::*;
+use crate::config::{self, ImageRuntime, ImageSource, ServiceConfig, Source};
+use crate::runtime::{
+    Adopted, BoxFuture, InstanceHandle, InstanceSpec, Runtime, RuntimeError, Started,
+};
+
+/// The [`Runtime`] of one docker service.
+pub struct DockerRuntime {
+    pub(super) engine: Arc<DockerEngine>,
+    pub(super) image: ImageSource,
+    pub(super) spec: String,
+    pub(super) stop_grace: Duration,
+}
+
+impl DockerRuntime {
+    pub fn new(engine: Arc<DockerEngine>, svc: &ServiceConfig) -> Option<DockerRuntime> {
+        let Source::Image(img) = &svc.source else {
+            return None;
+        };
+        if img.runtime != ImageRuntime::Docker {
+            return None;
+        }
+        Some(DockerRuntime {
+            spec: spec_fingerprint(&engine.cfg, img, &svc.env),
+            engine,
+            image: img.clone(),
+            stop_grace: svc.deploy.stop_grace,
+        })
+    }
+
+    pub(super) fn host_network(&self) -> bool {
+        self.engine.cfg.network == "host"
+    }
+
+    pub(super) async fn start_container(
+        &self,
+        spec: InstanceSpec,
+    ) -> Result<Started, RuntimeError> {
+        let engine = &self.engine;
+        let docker = engine.client().await?.clone();
+        // Leftovers are dealt with before the first container of this wakeway exists; when
+        // adoption could not run (engine down at start), nothing is adopted any more.
+        engine.swept.get_or_try_init(|| engine.sweep(false)).await?;
+
+        match docker.inspect_image(&self.image.image).await {
+            Ok(_) => {}
+            Err(e) if status_of(&e) == Some(404) => {
+                return Err(RuntimeError {
+                    message: format!(
+                        "image {:?} not found locally; build or pull it (docker build -t {} . / docker pull {})",
+                        self.image.image, self.image.image, self.image.image
+                    ),
+                    retryable: false,
+                });
+            }
+            Err(e) => {
+                return Err(engine.api_error(&format!("inspect image {:?}", self.image.image), e));
+            }
+        }
+
+        let host_network = self.host_network();
+        let port = if host_network {
+            free_port().map_err(|e| RuntimeError {
+                message: format!("no free port: {e}"),
+                retryable: true,
+            })?
+        } else {
+            self.image.port
+        };
+        let env: Vec<String> = crate::runtime::instance_env(
+            &spec.env,
+            &spec.service,
+            &spec.revision,
+            &spec.instance,
+            port,
+        )
+        .into_iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+        let labels = HashMap::from([
+            (LABEL_MANAGED.to_string(), "true".to_string()),
+            (LABEL_SCOPE.to_string(), engine.cfg.scope.clone()),
+            (LABEL_SERVICE.to_string(), spec.service.clone()),
+            (LABEL_REVISION.to_string(), spec.revision.clone()),
+            (LABEL_INSTANCE.to_string(), spec.instance.clone()),
+            (LABEL_SPEC.to_string(), self.spec.clone()),
+        ]);
+        let container_port = format!("{}/tcp", self.image.port);
+        let body = ContainerCreateBody {
+            image: Some(self.image.image.clone()),
+            env: Some(env),
+            labels: Some(labels),
+            exposed_ports: (!host_network).then(|| vec![container_port.clone()]),
+            stop_signal: self
+                .image
+                .stop_signal
+                .as_deref()
+                .and_then(config::canonical_signal),
+            // So a `docker stop` by hand gives the same grace wakeway does.
+            stop_timeout: Some(self.stop_grace.as_secs_f64().ceil() as i64),
+            host_config: Some(HostConfig {
+                network_mode: Some(engine.cfg.network.clone()),
+                port_bindings: (!host_network).then(|| {
+                    HashMap::from([(
+                        container_port,
+                        Some(vec![PortBinding {
+                            host_ip: Some(engine.cfg.publish_address.to_string()),
+                            // Empty: the engine picks a free port, so there is no race for it.
+                            host_port: Some(String::new()),
+                        }]),
+                    )])
+                }),
+                nano_cpus: self.image.cpus.map(|c| (c * 1e9).round() as i64),
+                memory: self.image.memory.map(|m| m as i64),
+                // Equal to `memory`: the limit is hard, the container cannot spill into swap.
+                memory_swap: self.image.memory.map(|m| m as i64),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let name = container_name(&engine.cfg.scope, &spec.service, &spec.instance);
+        let opts = CreateContainerOptions {
+            name: Some(name.clone()),
+            platform: String::new(),
+        };
+        let t_create = std::time::Instant::now();
+        let created = match docker
+            .create_container(Some(opts.clone()), body.clone())
+            .await
+        {
+            Err(e) if status_of(&e) == Some(409) && self.clear_stale_name(&docker, &name).await => {
+                docker.create_container(Some(opts), body).await
+            }
+            other => other,
+        }
+        .map_err(|e| engine.api_error(&format!("create container {name}"), e))?;
+        let id = created.id;
+        for w in created.warnings {
+            tracing::warn!("docker: container {name}: {w}");
+        }
+
+        let exited = engine.watch(&id, &name);
+        let t_start = std::time::Instant::now();
+        if let Err(e) = docker.start_container(&id, None).await {
+            engine.discard(&docker, &id, &name, None).await;
+            let mut err = engine.api_error(&format!("start container {name}"), e);
+            // On the host network the port we picked may have been taken meanwhile.
+            err.retryable = host_network && err.message.contains("address already in use");
+            return Err(err);
+        }
+        // What the engine itself costs of a cold start.
+        tracing::debug!(
+            create_ms = (t_start - t_create).as_millis() as u64,
+            start_ms = t_start.elapsed().as_millis() as u64,
+            "docker: container {name} created and started"
+        );
+        self.engine
+            .follow_logs(&id, format!("{}/{}", spec.service, spec.instance), true);
+        let found = docker
+            .inspect_container(&id, None)
+            .await
+            .map_err(|e| engine.api_error(&format!("inspect container {name}"), e))
+            .and_then(|info| engine.address_of(&info, host_network));
+        let (address, pid) = match found {
+            Ok(found) => found,
+            Err(e) => {
+                engine.discard(&docker, &id, &name, None).await;
+                return Err(e);
+            }
+        };
+        Ok(Started {
+            address,
+            pid,
+            exited: exited.clone(),
+            handle: Box::new(DockerHandle {
+                engine: engine.clone(),
+                id,
+                name,
+                exited,
+            }),
+        })
+    }
+
+    /// A container of this scope holds the name but nobody watches it (a previous wakeway
+    /// stopped before removing it): remove it so the name can be used. Never touches a
+    /// container of another scope or one this wakeway runs.
+    pub(super) async fn clear_stale_name(&self, docker: &Docker, name: &str) -> bool {
+        let Ok(info) = docker.inspect_container(name, None).await else {
+            return false;
+        };
+        let labels = info
+            .config
+            .as_ref()
+            .and_then(|c| c.labels.clone())
+            .unwrap_or_default();
+        let ours = labels.get(LABEL_MANAGED).map(String::as_str) == Some("true")
+            && labels.get(LABEL_SCOPE) == Some(&self.engine.cfg.scope);
+        let id = info.id.unwrap_or_default();
+        let watched = self
+            .engine
+            .watched
+            .lock()
+            .expect("watched lock")
+            .contains_key(&id);
+        if !ours || watched {
+            return false;
+        }
+        tracing::info!("docker: removing leftover container {name} to reuse its name");
+        self.engine
+            .retire(docker, id, name.to_string(), Some(UNKNOWN_STOP_GRACE))
+            .await;
+        true
+    }
+}
+
+/// A port that was free a moment ago (host network only; the engine picks ports otherwise).
+pub(super) fn free_port() -> std::io::Result<u16> {
+    Ok(std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?
+        .local_addr()?
+        .port())
+}
+
+impl Runtime for DockerRuntime {
+    fn name(&self) -> &'static str {
+        "docker"
+    }
+
+    /// The id of the image behind the tag: a new build or pull of the tag changes it.
+    fn source_version(&self) -> BoxFuture<'_, Option<String>> {
+        Box::pin(async move {
+            let docker = self.engine.client().await.ok()?;
+            let image = docker.inspect_image(&self.image.image);
+            tokio::time::timeout(QUICK_TIMEOUT, image)
+                .await
+                .ok()?
+                .ok()?
+                .id
+        })
+    }
+
+    fn start(&self, spec: InstanceSpec) -> BoxFuture<'_, Result<Started, RuntimeError>> {
+        Box::pin(self.start_container(spec))
+    }
+
+    fn adopt<'a>(
+        &'a self,
+        service: &'a str,
+        revision: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<Adopted>, RuntimeError>> {
+        Box::pin(self.engine.adopt(service, revision, self.host_network()))
+    }
+}
+
+pub(super) struct DockerHandle {
+    pub(super) engine: Arc<DockerEngine>,
+    pub(super) id: String,
+    pub(super) name: String,
+    pub(super) exited: watch::Receiver<Option<String>>,
+}
+
+impl InstanceHandle for DockerHandle {
+    fn stop(&self, grace: Duration) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            let engine = &self.engine;
+            if engine.exiting.load(SeqCst) && !engine.cfg.stop_on_exit {
+                tracing::info!(
+                    "docker: leaving container {} running for the next start to adopt (docker.stop_on_exit = false)",
+                    self.name
+                );
+                engine
+                    .watched
+                    .lock()
+                    .expect("watched lock")
+                    .remove(&self.id);
+                return;
+            }
+            engine.mark_stopping(&self.id);
+            if let Some(docker) = engine.connected() {
+                let gone = self.exited.borrow().is_some();
+                let grace = (!gone).then_some(grace);
+                DockerEngine::remove(&docker, &self.id, &self.name, grace).await;
+            }
+            let name = self.name.clone();
+            engine.report_exit(&self.id, |_| format!("container {name} stopped"), true);
+        })
+    }
+}

@@ -1,0 +1,301 @@
+//! One swarm service's [`Runtime`]: an instance is a single-replica swarm service, started
+//! when its task runs and stopped by removing the service.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering::SeqCst;
+use std::time::Duration;
+
+use bollard::Docker;
+use tokio::sync::watch;
+
+use super::engine::SwarmEngine;
+use super::spec::{self, Blueprint, RunningTask, TaskView};
+use crate::config::{ImageRuntime, ImageSource, ServiceConfig, Source};
+use crate::runtime::docker::{LABEL_MANAGED, LABEL_SCOPE, QUICK_TIMEOUT, status_of};
+use crate::runtime::{
+    Adopted, BoxFuture, InstanceHandle, InstanceSpec, Runtime, RuntimeError, Started,
+};
+
+/// The longest pause between two looks at a starting task: a task takes about a second to run,
+/// and every pause is latency added to a cold start (a list of one service's tasks is cheap).
+const TASK_POLL_MAX: Duration = Duration::from_millis(50);
+
+pub struct SwarmRuntime {
+    engine: Arc<SwarmEngine>,
+    image: ImageSource,
+    spec: String,
+    stop_grace: Duration,
+    /// A task that is not running by then (no node fits, the image cannot be had) fails the
+    /// start; the probe's own wait starts after it.
+    startup_timeout: Duration,
+}
+
+impl SwarmRuntime {
+    pub fn new(engine: Arc<SwarmEngine>, svc: &ServiceConfig) -> Option<SwarmRuntime> {
+        let Source::Image(img) = &svc.source else {
+            return None;
+        };
+        if img.runtime != ImageRuntime::Swarm {
+            return None;
+        }
+        Some(SwarmRuntime {
+            spec: spec::spec_fingerprint(&engine.cfg, img, &svc.env, svc.deploy.stop_grace),
+            engine,
+            image: img.clone(),
+            stop_grace: svc.deploy.stop_grace,
+            startup_timeout: svc.health.startup_timeout,
+        })
+    }
+
+    async fn start_task(&self, inst: InstanceSpec) -> Result<Started, RuntimeError> {
+        let engine = &self.engine;
+        let docker = engine.client().await?.clone();
+        engine.ensure_swept().await?;
+        engine.ensure_network(&docker).await?;
+        // Recorded so a restart can tell whether the tag still names what the task runs.
+        let image_id = docker
+            .inspect_image(&self.image.image)
+            .await
+            .ok()
+            .and_then(|i| i.id);
+        let env = crate::runtime::instance_env(
+            &inst.env,
+            &inst.service,
+            &inst.revision,
+            &inst.instance,
+            self.image.port,
+        )
+        .into_iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+        let cfg = &engine.cfg;
+        let name = spec::service_name(&cfg.scope, &inst.service, &inst.instance);
+        let labels = spec::labels(
+            &cfg.scope,
+            &inst.service,
+            &inst.revision,
+            &inst.instance,
+            &self.spec,
+            image_id.as_deref(),
+        );
+        let body = spec::service_spec(&Blueprint {
+            name: &name,
+            image: &self.image,
+            env,
+            labels,
+            network: &cfg.network,
+            constraints: &cfg.constraints,
+            stop_grace: self.stop_grace,
+        });
+        let created = match docker.create_service(body.clone(), None).await {
+            Err(e) if status_of(&e) == Some(409) && self.clear_stale_name(&docker, &name).await => {
+                docker.create_service(body, None).await
+            }
+            other => other,
+        }
+        .map_err(|e| engine.api_error(&format!("create service {name}"), e))?;
+        for w in created.warnings.unwrap_or_default() {
+            tracing::debug!("swarm: service {name}: {w}");
+        }
+        let id = created.id.ok_or_else(|| RuntimeError {
+            message: format!("swarm: create service {name}: the manager returned no id"),
+            retryable: false,
+        })?;
+        let exited = engine.watch(&id, &name);
+        // From here until the task runs, a failure or a cancelled start removes the service.
+        let mut created = Created {
+            engine: engine.clone(),
+            docker: docker.clone(),
+            id: id.clone(),
+            name: name.clone(),
+            armed: true,
+        };
+        let t0 = std::time::Instant::now();
+        let task = self.wait_running(&docker, &id, &name, &exited).await?;
+        tracing::debug!(
+            wait_ms = t0.elapsed().as_millis() as u64,
+            "swarm: task of {name} running on node {}",
+            task.node
+        );
+        let address = engine.address(&docker, &task).await?;
+        engine.mark_running(&id);
+        created.armed = false;
+        let local = address.ip().is_loopback();
+        Ok(Started {
+            address,
+            pid: task.pid.filter(|_| local),
+            exited: exited.clone(),
+            handle: Box::new(SwarmHandle::new(engine.clone(), id, name, exited)),
+        })
+    }
+
+    /// Polls the service's task until it runs (the API has no task events), ends, or
+    /// `startup_timeout` passes.
+    async fn wait_running(
+        &self,
+        docker: &Docker,
+        id: &str,
+        name: &str,
+        exited: &watch::Receiver<Option<String>>,
+    ) -> Result<RunningTask, RuntimeError> {
+        let fail = |message: String| RuntimeError {
+            message,
+            retryable: false,
+        };
+        let deadline = tokio::time::Instant::now() + self.startup_timeout;
+        let mut pause = Duration::from_millis(10);
+        let mut last = "not created yet".to_string();
+        loop {
+            if let Some(reason) = exited.borrow().clone() {
+                return Err(fail(reason));
+            }
+            let tasks = self.engine.tasks_of(docker, id).await?;
+            match spec::current_task(&tasks).map(spec::read_task) {
+                Some(TaskView::Running(task)) => return Ok(task),
+                Some(TaskView::Ended(why)) => {
+                    return Err(fail(format!("swarm service {name}: {why}")));
+                }
+                Some(TaskView::Pending(state)) => last = state,
+                None => {}
+            }
+            if tokio::time::Instant::now() > deadline {
+                return Err(fail(format!(
+                    "swarm service {name}: its task is still {last} after startup_timeout {:?}",
+                    self.startup_timeout
+                )));
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(TASK_POLL_MAX);
+        }
+    }
+
+    /// A service of this scope holds the name but this wakeway does not run it (a previous
+    /// one left it): remove it so the name can be used.
+    async fn clear_stale_name(&self, docker: &Docker, name: &str) -> bool {
+        let Ok(svc) = docker.inspect_service(name, None).await else {
+            return false;
+        };
+        let labels = svc
+            .spec
+            .as_ref()
+            .and_then(|s| s.labels.clone())
+            .unwrap_or_default();
+        let ours = labels.get(LABEL_MANAGED).map(String::as_str) == Some("true")
+            && labels.get(LABEL_SCOPE) == Some(&self.engine.cfg.scope);
+        let Some(id) = svc.id else { return false };
+        if !ours || self.engine.is_watched(&id) {
+            return false;
+        }
+        tracing::info!("swarm: removing leftover service {name} to reuse its name");
+        self.engine.remove_service(docker, &id, name, true).await;
+        true
+    }
+}
+
+/// A service whose start did not complete: removed unless disarmed.
+struct Created {
+    engine: Arc<SwarmEngine>,
+    docker: Docker,
+    id: String,
+    name: String,
+    armed: bool,
+}
+
+impl Drop for Created {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        self.engine.mark_stopping(&self.id);
+        self.engine.forget(&self.id);
+        if tokio::runtime::Handle::try_current().is_err() {
+            return;
+        }
+        let (engine, docker) = (self.engine.clone(), self.docker.clone());
+        let (id, name) = (self.id.clone(), self.name.clone());
+        self.engine.spawn_background(async move {
+            engine.remove_service(&docker, &id, &name, false).await;
+        });
+    }
+}
+
+impl Runtime for SwarmRuntime {
+    fn name(&self) -> &'static str {
+        "swarm"
+    }
+
+    /// The id of the image behind the tag on the manager's engine.
+    fn source_version(&self) -> BoxFuture<'_, Option<String>> {
+        Box::pin(async move {
+            let docker = self.engine.client().await.ok()?;
+            let image = docker.inspect_image(&self.image.image);
+            tokio::time::timeout(QUICK_TIMEOUT, image)
+                .await
+                .ok()?
+                .ok()?
+                .id
+        })
+    }
+
+    fn start(&self, spec: InstanceSpec) -> BoxFuture<'_, Result<Started, RuntimeError>> {
+        Box::pin(self.start_task(spec))
+    }
+
+    fn adopt<'a>(
+        &'a self,
+        service: &'a str,
+        revision: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<Adopted>, RuntimeError>> {
+        Box::pin(self.engine.adopt(service, revision))
+    }
+}
+
+pub(super) struct SwarmHandle {
+    engine: Arc<SwarmEngine>,
+    id: String,
+    name: String,
+    exited: watch::Receiver<Option<String>>,
+}
+
+impl SwarmHandle {
+    pub(super) fn new(
+        engine: Arc<SwarmEngine>,
+        id: String,
+        name: String,
+        exited: watch::Receiver<Option<String>>,
+    ) -> SwarmHandle {
+        SwarmHandle {
+            engine,
+            id,
+            name,
+            exited,
+        }
+    }
+}
+
+impl InstanceHandle for SwarmHandle {
+    /// Removes the instance's service: the swarm sends the stop signal and kills the task after
+    /// the grace its spec carries (`deploy.stop_grace`); returns once the task is gone.
+    fn stop(&self, _grace: Duration) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            let engine = &self.engine;
+            if engine.exiting.load(SeqCst) && !engine.cfg.stop_on_exit {
+                tracing::info!(
+                    "swarm: leaving service {} running for the next start to adopt (swarm.stop_on_exit = false)",
+                    self.name
+                );
+                engine.forget(&self.id);
+                return;
+            }
+            engine.mark_stopping(&self.id);
+            if let Ok(docker) = engine.client().await {
+                let gone = self.exited.borrow().is_some();
+                engine
+                    .remove_service(docker, &self.id, &self.name, !gone)
+                    .await;
+            }
+            let name = self.name.clone();
+            engine.report_exit(&self.id, |_| format!("swarm service {name} removed"), true);
+        })
+    }
+}
