@@ -54,7 +54,7 @@ async fn raw_exchange(addr: SocketAddr, bytes: &[u8]) -> u16 {
         .await
         .expect("an answer")
         .unwrap();
-    String::from_utf8_lossy(&buf[9..n.min(12).max(9)])
+    String::from_utf8_lossy(&buf[9..n.clamp(9, 12)])
         .parse()
         .unwrap_or(0)
 }
