@@ -112,6 +112,10 @@ impl Buffers {
     }
 }
 
+/// Beyond `shutdown_timeout`, how long connections get to write the answers the shutdown gave
+/// their requests (a queued request's 503) before the worker closes them.
+pub const ANSWER_GRACE: Duration = Duration::from_secs(2);
+
 /// Runs one worker until `shared.shutdown`, then lets its connections finish (up to `grace`).
 pub fn run(index: usize, listeners: Vec<Listener>, shared: Arc<Shared>) {
     let rt = match tokio::runtime::Builder::new_current_thread()
@@ -163,10 +167,8 @@ async fn serve(listeners: Vec<Listener>, shared: Arc<Shared>) {
     };
     shared.shutdown.cancelled().await;
     tracker.close();
-    if tokio::time::timeout(shared.settings.shutdown_timeout, tracker.wait())
-        .await
-        .is_err()
-    {
+    let grace = shared.settings.shutdown_timeout + ANSWER_GRACE;
+    if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
         tracing::warn!(
             "connections still open after {:?}; closing them",
             shared.settings.shutdown_timeout
