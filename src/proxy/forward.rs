@@ -248,7 +248,7 @@ static HOP_BY_HOP: [&HeaderName; 9] = [
 
 /// The h2 side of the one reading every request gets (`headers::disposition`): hop-by-hop and
 /// wakeway-owned headers go, names with `_` are dropped or refused.
-fn rewrite_request_headers(
+pub(super) fn rewrite_request_headers(
     headers: &mut HeaderMap,
     underscore: Underscore,
     trusted: bool,
@@ -278,7 +278,7 @@ fn rewrite_request_headers(
     Ok(())
 }
 
-fn add_forwarded(
+pub(super) fn add_forwarded(
     headers: &mut HeaderMap,
     remote: SocketAddr,
     host: &HeaderValue,
