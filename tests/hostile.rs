@@ -586,6 +586,13 @@ fn cases() -> Vec<Case> {
             no_header(s, "proxy-connection")?;
             no_header(s, "proxy-authorization")
         }),
+        // httpoxy: a CGI-style app would read `Proxy` as its HTTP_PROXY.
+        case(
+            "Proxy header removed (httpoxy)",
+            "GET / HTTP/1.1\r\nHost: h\r\nProxy: http://evil.example:8080\r\n\r\n",
+            Status(200),
+        )
+        .check(|s| no_header(s, "proxy")),
         // --- Sizes: 8 KiB per line, 32 KiB in all, 100 headers, 8 KiB of URI.
         case(
             "header line just under 8 KiB",
@@ -1110,6 +1117,12 @@ fn h2_cases() -> Vec<Case> {
             Status(200),
         )
         .check(|s| header_is(s, "x-forwarded-host", Some("h"))),
+        h2c(
+            "h2 Proxy header removed (httpoxy)",
+            vec![get(1, "/", &[("proxy", "http://evil.example:8080")])],
+            Status(200),
+        )
+        .check(|s| no_header(s, "proxy")),
         h2c(
             "h2 header list over 32 KiB",
             vec![get(

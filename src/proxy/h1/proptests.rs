@@ -20,8 +20,10 @@ use crate::proxy::forward::{add_forwarded, rewrite_request_headers};
 use crate::proxy::headers::Underscore;
 
 /// Names that describe one connection and never reach the instance (RFC 9110 7.6.1, plus the
-/// de-facto `Proxy-Connection` and the proxy's own credentials).
+/// de-facto `Proxy-Connection`, the proxy's own credentials, and `Proxy`, which CGI-style apps
+/// turn into an `HTTP_PROXY` variable that HTTP clients obey: "httpoxy").
 const HOP_BY_HOP: &[&str] = &[
+    "proxy",
     "connection",
     "keep-alive",
     "te",
@@ -262,6 +264,8 @@ fn header(clean: bool) -> BoxedStrategy<(Vec<u8>, Vec<u8>)> {
         "Proxy-Connection",
         "Proxy-Authorization",
         "Proxy-Authenticate",
+        "Proxy",
+        "proxy",
         "Upgrade",
         "Upgrade",
     ]);
@@ -755,7 +759,7 @@ fn h2_header() -> impl Strategy<Value = (HeaderName, HeaderValue)> {
             "connection", "keep-alive", "proxy-connection", "proxy-authenticate",
             "proxy-authorization", "te", "trailer", "transfer-encoding", "upgrade", "expect",
             "x-forwarded-for", "x-forwarded-host", "x-forwarded-proto", "forwarded",
-            "x_forwarded_for", "transfer_encoding", "_", "x-a", "cookie", "accept", "host",
+            "x_forwarded_for", "transfer_encoding", "_", "x-a", "cookie", "accept", "host", "proxy",
         ]),
         1 => "[a-z0-9!#$%&'*+.^_`|~-]{1,20}".prop_map(String::into_bytes),
     ];
