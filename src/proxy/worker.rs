@@ -238,7 +238,15 @@ async fn serve_tls(stream: TcpStream, peer: SocketAddr, ctx: &Rc<Ctx>) {
         }
     };
     if alpn == Alpn::H2 {
-        serve_h2(stream, peer, ctx.clone(), true).await;
+        // The preface is h2's request line: bounded by the header read timeout, as on the plain
+        // listener, so a client that agrees on h2 and goes quiet does not hold a connection.
+        let mut stream = stream;
+        let mut preface = vec![0u8; crate::proxy::h1::conn::H2_PREFACE.len()];
+        let read = tokio::io::AsyncReadExt::read_exact(&mut stream, &mut preface);
+        if !matches!(tokio::time::timeout(timeout, read).await, Ok(Ok(_))) {
+            return;
+        }
+        serve_h2(Rewind::new(preface, stream), peer, ctx.clone(), true).await;
         return;
     }
     // Over TLS, h2 comes through ALPN only: a preface here is not HTTP/1 and is refused.
