@@ -90,6 +90,7 @@ fn check_upstream_head(
         peer_ip.as_bytes(),
         https,
         FALLBACK_HOST,
+        b"",
     );
     let up = httparse_head(&out).map_err(|e| {
         TestCaseError::fail(format!(
@@ -299,8 +300,24 @@ proptest! {
         prop_assert_eq!(a.is_ok(), b.is_ok());
         if let (Ok(true), Ok(true)) = (a, b) {
             let (mut x, mut y) = (Vec::new(), Vec::new());
-            write_upstream_head(&mut x, &reused, &second, b"127.0.0.1", false, FALLBACK_HOST);
-            write_upstream_head(&mut y, &fresh, &second, b"127.0.0.1", false, FALLBACK_HOST);
+            write_upstream_head(
+                &mut x,
+                &reused,
+                &second,
+                b"127.0.0.1",
+                false,
+                FALLBACK_HOST,
+                b"",
+            );
+            write_upstream_head(
+                &mut y,
+                &fresh,
+                &second,
+                b"127.0.0.1",
+                false,
+                FALLBACK_HOST,
+                b"",
+            );
             prop_assert_eq!(show(&x), show(&y));
         }
     }
