@@ -135,6 +135,7 @@ impl DockerEngine {
         service: &str,
         revision: &str,
         host_network: bool,
+        container_port: u16,
     ) -> Result<Vec<Adopted>, RuntimeError> {
         self.swept.get_or_try_init(|| self.sweep(true)).await?;
         let mine = self
@@ -148,11 +149,10 @@ impl DockerEngine {
         for c in mine {
             // Watched before inspecting: an exit from here on is reported, not lost.
             let exited = self.watch(&c.id, &c.name);
-            let found = docker
-                .inspect_container(&c.id, None)
-                .await
-                .map_err(|e| self.api_error("inspect", e))
-                .and_then(|info| self.address_of(&info, host_network));
+            let found = match docker.inspect_container(&c.id, None).await {
+                Ok(info) => self.address_of(&info, host_network, container_port).await,
+                Err(e) => Err(self.api_error("inspect", e)),
+            };
             let (address, pid) = match found {
                 Ok(found) => found,
                 Err(e) => {

@@ -170,11 +170,14 @@ impl DockerRuntime {
         );
         self.engine
             .follow_logs(&id, format!("{}/{}", spec.service, spec.instance), true);
-        let found = docker
-            .inspect_container(&id, None)
-            .await
-            .map_err(|e| engine.api_error(&format!("inspect container {name}"), e))
-            .and_then(|info| engine.address_of(&info, host_network));
+        let found = match docker.inspect_container(&id, None).await {
+            Ok(info) => {
+                engine
+                    .address_of(&info, host_network, self.image.port)
+                    .await
+            }
+            Err(e) => Err(engine.api_error(&format!("inspect container {name}"), e)),
+        };
         let (address, pid) = match found {
             Ok(found) => found,
             Err(e) => {
@@ -261,7 +264,10 @@ impl Runtime for DockerRuntime {
         service: &'a str,
         revision: &'a str,
     ) -> BoxFuture<'a, Result<Vec<Adopted>, RuntimeError>> {
-        Box::pin(self.engine.adopt(service, revision, self.host_network()))
+        Box::pin(
+            self.engine
+                .adopt(service, revision, self.host_network(), self.image.port),
+        )
     }
 }
 

@@ -1,5 +1,6 @@
-//! The `docker` runtime: each instance is a container on the local engine, reached through a
-//! port the engine publishes on `docker.publish_address`.
+//! The `docker` runtime: each instance is a container on the local engine, reached on its own
+//! address on `docker.network` when wakeway can get there, else through the port the engine
+//! publishes on `docker.publish_address`.
 //!
 //! One [`DockerEngine`] per wakeway talks to the engine for every docker service: it follows the
 //! engine's event stream (so a container that dies leaves the pool at once), removes containers
@@ -18,6 +19,7 @@ mod container;
 mod engine;
 mod images;
 mod naming;
+mod reach;
 
 pub(crate) use client::{
     API_TIMEOUT, EVENTS_BACKOFF_MAX, EVENTS_BACKOFF_MIN, QUICK_TIMEOUT, connect_and_negotiate,
