@@ -54,6 +54,8 @@ pub struct DockerEngine {
     /// Whether containers are reached on their own network address (see `reach.rs`); learned
     /// from the first container.
     pub(super) direct: OnceCell<bool>,
+    /// The image id each revision runs, by service and revision (see `pin.rs`).
+    pub(super) pins: Mutex<HashMap<String, HashMap<String, String>>>,
 }
 
 impl DockerEngine {
@@ -92,6 +94,7 @@ impl DockerEngine {
             stop_events: CancellationToken::new(),
             background: Mutex::new(JoinSet::new()),
             direct: OnceCell::new(),
+            pins: Mutex::new(HashMap::new()),
         });
         tokio::spawn(engine.clone().follow_events());
         engine

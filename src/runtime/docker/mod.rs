@@ -7,8 +7,9 @@
 //! it no longer wants, and at start finds the containers a previous wakeway left running.
 //! A [`DockerRuntime`] per service turns that into the [`Runtime`] the controller speaks.
 //!
-//! Containers carry labels (`wakeway.managed`, `wakeway.scope`, `wakeway.service`,
-//! `wakeway.revision`, `wakeway.instance`, `wakeway.spec`), which is how a restarted wakeway
+//! Containers are created from the image id their revision pinned (`pin.rs`), not the tag, and
+//! carry labels (`wakeway.managed`, `wakeway.scope`, `wakeway.service`, `wakeway.revision`,
+//! `wakeway.instance`, `wakeway.spec`, `wakeway.image`), which is how a restarted wakeway
 //! recognises its own: running ones of a known service at its current revision (the same spec
 //! and the same image behind the tag) are adopted, all others in its scope are removed, so a
 //! restart neither duplicates nor orphans containers.
@@ -19,6 +20,7 @@ mod container;
 mod engine;
 mod images;
 mod naming;
+mod pin;
 mod reach;
 
 pub(crate) use client::{
@@ -31,8 +33,8 @@ pub use engine::DockerEngine;
 pub(crate) use engine::unix_now_nanos;
 pub use images::check_images;
 pub use naming::{
-    LABEL_INSTANCE, LABEL_MANAGED, LABEL_REVISION, LABEL_SCOPE, LABEL_SERVICE, LABEL_SPEC,
-    container_name, spec_fingerprint,
+    LABEL_IMAGE, LABEL_INSTANCE, LABEL_MANAGED, LABEL_REVISION, LABEL_SCOPE, LABEL_SERVICE,
+    LABEL_SPEC, container_name, spec_fingerprint,
 };
 pub(crate) use naming::{SWARM_SERVICE_ID_LABEL, exit_reason, fnv1a};
 
