@@ -75,3 +75,46 @@ impl DockerEngine {
         self.pins.lock().expect("pins lock").remove(service);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::DockerConfig;
+    use crate::runtime::docker::DockerEngine;
+
+    #[tokio::test]
+    async fn a_revision_keeps_its_first_image_until_its_service_starts_again() {
+        let cfg = DockerConfig {
+            endpoint: Some("unix:///nonexistent/wakeway-test/docker.sock".into()),
+            ..DockerConfig::default()
+        };
+        let engine = DockerEngine::new(cfg, &[]);
+        assert_eq!(
+            engine.pin("web", "web-00001", "sha256:a".into()),
+            "sha256:a"
+        );
+        assert_eq!(
+            engine.pin("web", "web-00001", "sha256:b".into()),
+            "sha256:a",
+            "the tag moved: the revision still runs its image"
+        );
+        assert_eq!(
+            engine.pin("web", "web-00002", "sha256:b".into()),
+            "sha256:b"
+        );
+        assert_eq!(
+            engine.pin("api", "web-00001", "sha256:c".into()),
+            "sha256:c"
+        );
+        engine.forget_pins("web");
+        assert_eq!(
+            engine.pin("web", "web-00001", "sha256:b".into()),
+            "sha256:b",
+            "a service started again numbers its revisions afresh"
+        );
+        assert_eq!(
+            engine.pinned("api", "web-00001").as_deref(),
+            Some("sha256:c")
+        );
+        engine.close().await;
+    }
+}
