@@ -35,6 +35,28 @@ pub struct Ctx {
     /// This worker's open client connections, against its share of `max_connections`.
     open: Cell<usize>,
     closed: Notify,
+    /// The shutdown signal, relayed once to this thread: waiting on the shared token from every
+    /// idle connection would take its lock, shared by all workers, per request.
+    stopping: Cell<bool>,
+    stop: Notify,
+}
+
+impl Ctx {
+    pub fn is_stopping(&self) -> bool {
+        self.stopping.get()
+    }
+
+    /// Resolves once wakeway is shutting down.
+    pub async fn stopping(&self) {
+        loop {
+            // Registered before the check; nothing runs between them on this thread.
+            let notified = self.stop.notified();
+            if self.stopping.get() {
+                return;
+            }
+            notified.await;
+        }
+    }
 }
 
 /// Counts one open client connection for as long as it lives.
@@ -142,6 +164,8 @@ async fn serve(listeners: Vec<Listener>, shared: Arc<Shared>) {
         buffers: Buffers::default(),
         open: Cell::new(0),
         closed: Notify::new(),
+        stopping: Cell::new(false),
+        stop: Notify::new(),
     });
     let tracker = TaskTracker::new();
     for l in listeners {
@@ -167,6 +191,8 @@ async fn serve(listeners: Vec<Listener>, shared: Arc<Shared>) {
         })
     };
     shared.shutdown.cancelled().await;
+    ctx.stopping.set(true);
+    ctx.stop.notify_waiters();
     tracker.close();
     let grace = shared.settings.shutdown_timeout + ANSWER_GRACE;
     if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
@@ -186,12 +212,12 @@ async fn accept(listener: TcpListener, tls: bool, ctx: Rc<Ctx>, tracker: TaskTra
         // descriptors and their service.
         while ctx.open.get() >= max {
             tokio::select! {
-                _ = ctx.shared.shutdown.cancelled() => return,
+                _ = ctx.stopping() => return,
                 _ = ctx.closed.notified() => {}
             }
         }
         let (stream, peer) = tokio::select! {
-            _ = ctx.shared.shutdown.cancelled() => return,
+            _ = ctx.stopping() => return,
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
                 Err(e) => {
@@ -204,14 +230,16 @@ async fn accept(listener: TcpListener, tls: bool, ctx: Rc<Ctx>, tracker: TaskTra
         };
         let _ = stream.set_nodelay(true);
         let open = Open::new(ctx.clone());
-        let conn = async move {
-            if tls {
-                serve_tls(stream, peer, &open.0).await
-            } else {
-                serve_plain(stream, peer, &open.0).await
-            }
-        };
-        tokio::task::spawn_local(tracker.track_future(conn));
+        // Two task types: a plain connection's task is not sized for TLS state.
+        if tls {
+            tokio::task::spawn_local(
+                tracker.track_future(async move { serve_tls(stream, peer, &open.0).await }),
+            );
+        } else {
+            tokio::task::spawn_local(
+                tracker.track_future(async move { serve_plain(stream, peer, &open.0).await }),
+            );
+        }
     }
 }
 
@@ -220,7 +248,14 @@ async fn serve_plain(stream: TcpStream, peer: SocketAddr, ctx: &Rc<Ctx>) {
     let end = conn.serve().await;
     let stream = conn.finish();
     if let End::H2(preface) = end {
-        serve_h2(Rewind::new(preface, stream), peer, ctx.clone(), false).await;
+        // Boxed: hyper's h2 state would otherwise size every idle HTTP/1 connection's task.
+        Box::pin(serve_h2(
+            Rewind::new(preface, stream),
+            peer,
+            ctx.clone(),
+            false,
+        ))
+        .await;
     }
 }
 
@@ -301,7 +336,7 @@ where
                 }
                 return;
             }
-            _ = ctx.shared.shutdown.cancelled() => break settings.shutdown_timeout + ANSWER_GRACE,
+            _ = ctx.stopping() => break settings.shutdown_timeout + ANSWER_GRACE,
             _ = tick.tick() => {
                 let limit = if activity.seen.get() {
                     settings.idle_timeout

@@ -139,7 +139,7 @@ impl<'a, S: ClientIo> Conn<'a, S> {
                     self.ctx.shared.settings.idle_timeout
                 };
                 tokio::select! {
-                    _ = self.ctx.shared.shutdown.cancelled() => return End::Closed,
+                    _ = self.ctx.stopping() => return End::Closed,
                     r = tokio::time::timeout(wait, self.io.readable()) => match r {
                         Ok(Ok(())) => {}
                         Ok(Err(_)) => return End::Closed,
@@ -166,7 +166,7 @@ impl<'a, S: ClientIo> Conn<'a, S> {
             }
             first = false;
             match self.exchange().await {
-                Outcome::KeepAlive if !self.ctx.shared.shutdown.is_cancelled() => {}
+                Outcome::KeepAlive if !self.ctx.is_stopping() => {}
                 _ => return End::Closed,
             }
         }

@@ -125,9 +125,9 @@ impl<S: ClientIo> Conn<'_, S> {
             }
             if !body_in_buffer {
                 // From here nothing can be sent again: the body streams through.
-                return self
-                    .duplex(svc, conn, guard, framing, max_body, arrived)
-                    .await;
+                // Boxed: a streamed body is the rare case, and its state would otherwise size
+                // every connection's task.
+                return Box::pin(self.duplex(svc, conn, guard, framing, max_body, arrived)).await;
             }
             match self.await_head(&mut conn, is_head).await {
                 Ok(()) => break conn,
@@ -155,7 +155,7 @@ impl<S: ClientIo> Conn<'_, S> {
             if self.head.upgrade.is_none() {
                 return Err(ProxyError::BadResponse("101 without an upgrade request"));
             }
-            self.tunnel(conn, guard).await;
+            Box::pin(self.tunnel(conn, guard)).await;
             return Ok((101, Outcome::Close));
         }
         svc.metrics.observe_duration(arrived.elapsed());
@@ -164,7 +164,7 @@ impl<S: ClientIo> Conn<'_, S> {
         let cf = ClientFraming::new(
             &self.resp,
             self.head.http10,
-            self.head.keep_alive && !self.ctx.shared.shutdown.is_cancelled(),
+            self.head.keep_alive && !self.ctx.is_stopping(),
             &self.obs.client_extra,
         );
         let relayed = transfer::relay(
@@ -265,7 +265,7 @@ impl<S: ClientIo> Conn<'_, S> {
             let _ = self.io.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await;
         }
         let is_head = self.head.is_head;
-        let keep_alive = self.head.keep_alive && !self.ctx.shared.shutdown.is_cancelled();
+        let keep_alive = self.head.keep_alive && !self.ctx.is_stopping();
         let http10 = self.head.http10;
         let mut scratch = self.ctx.buffers.write_buf(4096);
         let head_sent = Cell::new(false);

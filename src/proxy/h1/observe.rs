@@ -34,8 +34,9 @@ pub struct Observed {
     pub upstream_connect: Option<Duration>,
     /// The instance that answered (only with the access log on).
     pub instance: Option<Arc<str>>,
-    /// The access-log line in the making (only with the log on).
-    pub record: Option<AccessRecord>,
+    /// The access-log line in the making (only with the log on; boxed, so an idle connection
+    /// does not carry its size).
+    pub record: Option<Box<AccessRecord>>,
 }
 
 impl Default for Observed {
@@ -170,7 +171,7 @@ impl Observed {
                 .and_then(|h| HeaderValue::from_bytes(h.value.get(buf)).ok())
         };
         let target = head.target.map_or(&b"/"[..], |t| t.get(buf));
-        self.record = Some(AccessRecord {
+        self.record = Some(Box::new(AccessRecord {
             time: SystemTime::now() - self.arrived.elapsed(),
             service: svc.map(|s| Arc::from(s.name.as_str())),
             revision: svc.map(|s| Arc::from(s.revision().as_str())),
@@ -196,7 +197,7 @@ impl Observed {
             request_id: HeaderValue::from_bytes(self.request_id())
                 .unwrap_or_else(|_| HeaderValue::from_static("-")),
             trace_id: self.trace_id,
-        });
+        }));
     }
 
     /// The request's one exit: its access-log line goes to the writer.
@@ -212,7 +213,7 @@ impl Observed {
         r.queue_wait = self.queue_wait();
         r.cold_start = self.cold;
         r.upstream_connect = self.upstream_connect;
-        log.record(r);
+        log.record(*r);
     }
 }
 
