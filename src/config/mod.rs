@@ -151,6 +151,20 @@ pub fn validate_service(service: &ServiceConfig) -> Result<(), ConfigError> {
     validate(&config)
 }
 
+/// What the probe needs of the app, said where a new user reads it before the first request.
+fn health_advice(h: &HealthConfig) -> String {
+    match h.kind {
+        HealthKind::Tcp => "tcp: ready once the port accepts a connection".to_string(),
+        HealthKind::Http => format!(
+            "http: GET {} must answer 2xx or 3xx; an app without that route never gets \
+             traffic (its start fails after startup_timeout {}): point health.path at a route \
+             it serves, or set health.kind = \"tcp\"",
+            h.path,
+            format_duration(h.startup_timeout)
+        ),
+    }
+}
+
 /// One-screen human summary for `wakeway check`: listeners, then per service: name, runtime
 /// (process/static/docker), hosts, source, scaling min/max/target/max_concurrency,
 /// idle_timeout; then the route table (host -> service).
@@ -222,6 +236,7 @@ pub fn summary(config: &Config) -> String {
             sc.max_concurrency,
             format_duration(sc.idle_timeout)
         );
+        let _ = writeln!(out, "    health:  {}", health_advice(&svc.health));
     }
     let mut routes: Vec<(&str, &str)> = config
         .services

@@ -418,7 +418,8 @@ impl Default for ScalingConfig {
 impl Default for HealthConfig {
     fn default() -> Self {
         HealthConfig {
-            kind: HealthKind::Http,
+            // As App Runner, Cloud Run and Knative: an app need not serve any particular route.
+            kind: HealthKind::Tcp,
             path: "/healthz".to_string(),
             interval: Duration::from_secs(5),
             timeout: Duration::from_secs(2),

@@ -1,0 +1,59 @@
+//! Revisions you can trust: the default probe, the health gate of a deploy at zero, and
+//! revisions that outlive a reload and a restart.
+
+mod common;
+
+use common::*;
+use http::StatusCode;
+
+const WEB: &str = "web.localhost";
+
+/// An app that answers everything but the probed route (whoami's `?status=404` stands in for a
+/// framework without `/healthz`): the waiting request is told the probe got 404, and so are the
+/// events and `wakeway check`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_http_probe_is_named_in_the_answer_the_event_and_check() {
+    let wk = Wakeway::start(&whoami_service(
+        "web",
+        WEB,
+        r#"
+[service.health]
+kind = "http"
+path = "/missing?status=404"
+startup_timeout = "30s"
+
+[service.queue]
+timeout = "1s"
+"#,
+    ))
+    .await;
+    let resp = wk.get(WEB, "/").await;
+    assert_eq!(resp.status, StatusCode::GATEWAY_TIMEOUT, "{}", resp.text());
+    let body = resp.text();
+    assert!(
+        body.contains("GET /missing?status=404 answered 404"),
+        "the body names the probe's answer: {body}"
+    );
+    let failing = wk.wait_event("web", "probe_failing").await;
+    let message = failing[0]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("answered 404"), "{failing:?}");
+
+    let (status, out, err) = run_to_exit(&["check", "-c", path_str(&wk.config_path)]).await;
+    assert!(status.success(), "{out}{err}");
+    assert!(
+        out.contains("GET /missing?status=404 must answer 2xx or 3xx")
+            && out.contains("health.kind = \"tcp\""),
+        "check advises on the http probe: {out}"
+    );
+}
+
+/// With no `[service.health]` the probe is a TCP connect: an app is ready once it listens,
+/// whatever routes it serves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_default_probe_is_tcp() {
+    let wk = Wakeway::start(&whoami_service("web", WEB, "")).await;
+    assert_eq!(wk.get(WEB, "/").await.status, StatusCode::OK);
+    let (status, out, err) = run_to_exit(&["check", "-c", path_str(&wk.config_path)]).await;
+    assert!(status.success(), "{out}{err}");
+    assert!(out.contains("health:  tcp"), "{out}");
+}
