@@ -57,3 +57,38 @@ async fn the_default_probe_is_tcp() {
     assert!(status.success(), "{out}{err}");
     assert!(out.contains("health:  tcp"), "{out}");
 }
+
+/// A deploy to a service at zero starts one instance of the new revision and gates on its
+/// probe: a revision that cannot start fails its deployment (the CLI exits non-zero) and the old
+/// revision keeps serving, cold-starting on the next request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deploy_at_zero_that_never_passes_fails_and_the_old_revision_serves() {
+    let wk = Wakeway::start(&whoami_service("web", WEB, "")).await;
+    assert!(wk.instances("web").await.is_empty(), "at zero");
+    let admin = wk.admin.to_string();
+    let (status, stdout, stderr) = run_to_exit(&[
+        "deploy",
+        "web",
+        "--command",
+        "false",
+        "--admin",
+        admin.as_str(),
+    ])
+    .await;
+    assert!(
+        !status.success(),
+        "a deploy that never passes exits non-zero: {stdout}\n{stderr}"
+    );
+    assert!(stderr.contains("failed"), "says it failed: {stderr}");
+    let deployments = wk.deployments("web").await;
+    let attempt = deployments
+        .iter()
+        .find(|d| d["revision"] == "web-00002")
+        .unwrap_or_else(|| panic!("the deployment of web-00002: {deployments:?}"));
+    assert_eq!(attempt["state"], "failed", "{attempt}");
+    assert_eq!(wk.revision("web").await, "web-00001");
+
+    let resp = wk.get(WEB, "/").await;
+    assert_eq!(resp.status, StatusCode::OK, "{}", resp.text());
+    assert_eq!(resp.field("Revision").as_deref(), Some("web-00001"));
+}
