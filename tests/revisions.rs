@@ -4,7 +4,8 @@
 mod common;
 
 use common::*;
-use http::StatusCode;
+use http::{Method, StatusCode};
+use serde_json::{Value, json};
 
 const WEB: &str = "web.localhost";
 
@@ -91,4 +92,59 @@ async fn a_deploy_at_zero_that_never_passes_fails_and_the_old_revision_serves() 
     let resp = wk.get(WEB, "/").await;
     assert_eq!(resp.status, StatusCode::OK, "{}", resp.text());
     assert_eq!(resp.field("Revision").as_deref(), Some("web-00001"));
+}
+
+fn web(env_mode: &str, max_instances: u32) -> String {
+    format!(
+        "{LISTEN_ANY}\n{}",
+        whoami_service(
+            "web",
+            WEB,
+            &format!(
+                "env = {{ MODE = \"{env_mode}\" }}\n\n[service.scaling]\nmin_instances = 1\nmax_instances = {max_instances}\n"
+            ),
+        )
+    )
+}
+
+/// `POST /v1/reload`; must succeed. Returns the report.
+async fn reload(wk: &Wakeway) -> Value {
+    let (status, report) = admin_call(wk.admin, Method::POST, "/v1/reload", None, None).await;
+    assert_eq!(status, StatusCode::OK, "{report}");
+    report
+}
+
+/// The deployed revision stands until the file's own source for the service changes: a reload
+/// that changes only scaling keeps an API deployment; a reload that changes the file's source
+/// deploys it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scaling_only_reload_keeps_the_deployed_revision() {
+    let wk = Wakeway::start_config(&web("one", 4)).await;
+    wk.wait_ready_revision("web", "web-00001", 1).await;
+    let d = wk.deploy("web", json!({ "env": { "MODE": "two" } })).await;
+    let d = wk.wait_deployment("web", d["id"].as_str().unwrap()).await;
+    assert_eq!(d["state"], "succeeded", "{d}");
+
+    wk.write_config(&web("one", 3));
+    let report = reload(&wk).await;
+    assert_eq!(
+        report["deployed"],
+        json!([]),
+        "nothing redeployed: {report}"
+    );
+    assert_eq!(report["updated"], json!(["web"]), "{report}");
+    assert_eq!(wk.revision("web").await, "web-00002");
+    let resp = wk.get(WEB, "/").await;
+    assert_eq!(resp.field("Revision").as_deref(), Some("web-00002"));
+    assert_eq!(wk.deployments("web").await.len(), 1, "no new deployment");
+
+    wk.write_config(&web("three", 3));
+    let report = reload(&wk).await;
+    let id = report["deployed"][0]["deployment"]["Ok"]
+        .as_str()
+        .unwrap_or_else(|| panic!("the file's new source deploys: {report}"))
+        .to_string();
+    let d = wk.wait_deployment("web", &id).await;
+    assert_eq!(d["state"], "succeeded", "{d}");
+    assert_eq!(wk.revision("web").await, "web-00003");
 }
