@@ -189,6 +189,9 @@ impl State {
         self.services.store(Arc::new(services));
         // Certificates change in place: the TLS listeners serve the new list at once.
         self.reload_certificates(&new);
+        if let Some(store) = &self.state_file {
+            store.save_applied(&new.services);
+        }
         self.config.store(Arc::new(new));
         self.events.emit(
             "wakeway",

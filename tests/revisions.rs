@@ -148,3 +148,75 @@ async fn a_scaling_only_reload_keeps_the_deployed_revision() {
     assert_eq!(d["state"], "succeeded", "{d}");
     assert_eq!(wk.revision("web").await, "web-00003");
 }
+
+/// A config with `state_file` at `state` (outside the config's own directory, so a second
+/// wakeway started from another copy of the file shares it).
+fn web_with_state(state: &std::path::Path, env_mode: &str, min_instances: u32) -> String {
+    format!(
+        "state_file = \"{}\"\n{LISTEN_ANY}\n{}",
+        path_str(state),
+        whoami_service(
+            "web",
+            WEB,
+            &format!(
+                "env = {{ MODE = \"{env_mode}\" }}\n\n[service.scaling]\nmin_instances = {min_instances}\n"
+            ),
+        )
+    )
+}
+
+async fn stop(mut wk: Wakeway) {
+    wk.proc.signal(libc::SIGTERM);
+    let status = wk.proc.wait_exit(DEADLINE).await;
+    assert!(status.success(), "wakeway stopped cleanly: {status}");
+}
+
+/// Revisions persist in the state file: a restart after an API deployment serves the deployed
+/// revision (a scaling change to the file meanwhile changes nothing about it); a change to the
+/// file's source while wakeway was stopped makes a new revision of the file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_keeps_serving_the_deployed_revision() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = dir.path().join("web.state.json");
+
+    let wk = Wakeway::start_config(&web_with_state(&state, "one", 0)).await;
+    let d = wk.deploy("web", json!({ "env": { "MODE": "two" } })).await;
+    let d = wk.wait_deployment("web", d["id"].as_str().unwrap()).await;
+    assert_eq!(d["state"], "succeeded", "{d}");
+    assert_eq!(wk.revision("web").await, "web-00002");
+    stop(wk).await;
+    let saved: Value = serde_json::from_str(&std::fs::read_to_string(&state).unwrap()).unwrap();
+    assert_eq!(
+        saved["services"]["web"]["revisions"][1]["env"]["MODE"],
+        "two"
+    );
+
+    let wk = Wakeway::start_config(&web_with_state(&state, "one", 1)).await;
+    assert_eq!(wk.revision("web").await, "web-00002");
+    let resp = wk.get(WEB, "/").await;
+    assert_eq!(resp.status, StatusCode::OK, "{}", resp.text());
+    assert_eq!(resp.field("Revision").as_deref(), Some("web-00002"));
+    let revisions = wk.admin_json("/v1/services/web/revisions").await;
+    assert_eq!(
+        revisions.as_array().map(Vec::len),
+        Some(2),
+        "both revisions are remembered, so a rollback can go back: {revisions}"
+    );
+    let (status, d) = wk.admin_post("/v1/services/web/rollback", json!({})).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{d}");
+    let d = wk.wait_deployment("web", d["id"].as_str().unwrap()).await;
+    assert_eq!(d["state"], "succeeded", "{d}");
+    let resp = wk.get(WEB, "/").await;
+    assert_eq!(resp.field("Revision").as_deref(), Some("web-00001"));
+    stop(wk).await;
+
+    let wk = Wakeway::start_config(&web_with_state(&state, "three", 0)).await;
+    assert_eq!(
+        wk.revision("web").await,
+        "web-00003",
+        "the file's new source"
+    );
+    let resp = wk.get(WEB, "/").await;
+    assert_eq!(resp.field("Revision").as_deref(), Some("web-00003"));
+    stop(wk).await;
+}

@@ -93,9 +93,27 @@ pub fn parse(text: &str, path: Option<&Path>) -> Result<Config, ConfigError> {
     if let Some(dir) = path.and_then(Path::parent) {
         resolve_tls_paths(&mut config, dir);
     }
+    config.state_file = path.map(|p| state_file_of(p, config.state_file.take()));
     validate::validate(&config).map_err(located)?;
     check_tls_files(&config).map_err(located)?;
     Ok(config)
+}
+
+/// The state file sits beside the config (`wakeway.toml` -> `wakeway.state.json`) unless
+/// `state_file` names another; a relative one is read against the config's directory.
+fn state_file_of(config: &Path, written: Option<PathBuf>) -> PathBuf {
+    let dir = config.parent().unwrap_or(Path::new(""));
+    match written {
+        Some(p) if p.is_relative() => dir.join(p),
+        Some(p) => p,
+        None => {
+            let stem = config
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "wakeway".into());
+            dir.join(format!("{stem}.state.json"))
+        }
+    }
 }
 
 /// Certificate paths are written relative to the config file, as nginx reads them relative to
@@ -138,6 +156,7 @@ pub fn validate(config: &Config) -> Result<(), ConfigError> {
 pub fn validate_service(service: &ServiceConfig) -> Result<(), ConfigError> {
     let config = Config {
         path: None,
+        state_file: None,
         proxy: ProxyConfig::default(),
         admin: AdminConfig {
             listen: None,

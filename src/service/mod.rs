@@ -10,6 +10,7 @@ pub mod instance;
 pub mod pool;
 pub mod reconciler;
 pub mod revision;
+pub mod state;
 
 use std::sync::atomic::{
     AtomicBool, AtomicU32, AtomicU64, AtomicUsize,

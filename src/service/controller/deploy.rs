@@ -146,6 +146,7 @@ impl Controller {
         revisions.retain(|r| r.id != g.revision.id);
         revisions.push(g.revision.view());
         self.svc.revisions.store(Arc::new(revisions));
+        self.persist();
         let mut cfg = self.svc.config.load().as_ref().clone();
         cfg.source = g.revision.config.source.clone();
         cfg.env = g.revision.config.env.clone();
