@@ -196,6 +196,14 @@ async fn a_restart_keeps_serving_the_deployed_revision() {
     let resp = wk.get(WEB, "/").await;
     assert_eq!(resp.status, StatusCode::OK, "{}", resp.text());
     assert_eq!(resp.field("Revision").as_deref(), Some("web-00002"));
+    let deployments = wk.deployments("web").await;
+    assert!(
+        deployments
+            .iter()
+            .any(|d| d["revision"] == "web-00002" && d["state"] == "succeeded"),
+        "the deployment is remembered too: {deployments:?}"
+    );
+    wk.wait_event("web", "revision_resumed").await;
     let revisions = wk.admin_json("/v1/services/web/revisions").await;
     assert_eq!(
         revisions.as_array().map(Vec::len),

@@ -17,6 +17,7 @@ use std::time::SystemTime;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{ConfigError, ServiceConfig, Source};
+use crate::service::deployment::{Deployment, Deployments};
 use crate::service::revision::{Revision, revision_id, source_changes};
 
 /// Bumped when the shape changes incompatibly; a file of another version is refused.
@@ -84,6 +85,11 @@ pub struct ServiceState {
     /// Oldest first; the last is live.
     pub revisions: Vec<RevisionState>,
     pub next_revision: u32,
+    /// The number of the last deployment id handed out, and the deployments, oldest first.
+    #[serde(default)]
+    pub last_deployment: u32,
+    #[serde(default)]
+    pub deployments: Vec<Deployment>,
 }
 
 /// What a service starts from: its revisions, oldest first (the last is live), and the next
@@ -91,6 +97,8 @@ pub struct ServiceState {
 pub struct Resumed {
     pub history: Vec<Revision>,
     pub next_revision: u32,
+    pub last_deployment: u32,
+    pub deployments: Vec<Deployment>,
 }
 
 impl ServiceState {
@@ -118,6 +126,8 @@ impl ServiceState {
         Some(Resumed {
             history,
             next_revision,
+            last_deployment: self.last_deployment,
+            deployments: self.deployments.clone(),
         })
     }
 }
@@ -191,12 +201,22 @@ impl StateFile {
         self.lock().services.get(name).cloned()
     }
 
-    /// Records a service's revisions (after a switch, or when it is first seen).
-    pub fn save_revisions(&self, name: &str, history: &[Revision], next_revision: u32) {
+    /// Records a service's revisions and deployments (after a deployment ends, or when the
+    /// service is first seen).
+    pub fn save_revisions(
+        &self,
+        name: &str,
+        history: &[Revision],
+        next_revision: u32,
+        deployments: &Deployments,
+    ) {
+        let (last_deployment, list) = deployments.snapshot();
         self.change(|doc| {
             let s = doc.services.entry(name.to_string()).or_default();
             s.revisions = history.iter().map(RevisionState::of).collect();
             s.next_revision = next_revision;
+            s.last_deployment = last_deployment;
+            s.deployments = list;
         });
     }
 
@@ -265,7 +285,9 @@ mod tests {
         let one = Revision::new("web", 1, Arc::new(service("one")), vec![]);
         let two = Revision::new("web", 2, Arc::new(service("two")), vec!["env.MODE".into()]);
         state.save_applied(&[service("one")]);
-        state.save_revisions("web", &[one, two], 3);
+        let deployments = Deployments::default();
+        let id = deployments.begin("web", "web-00002", "web-00001", "api", vec![], 1);
+        state.save_revisions("web", &[one, two], 3, &deployments);
 
         let again = StateFile::open(&path).unwrap();
         let s = again.service("web").unwrap();
@@ -275,6 +297,19 @@ mod tests {
         assert_eq!(live.id, "web-00002");
         assert_eq!(live.config.env["MODE"], "two");
         assert_eq!(live.changes, vec!["env.MODE".to_string()]);
+        let restored = Deployments::default();
+        restored.restore(s.last_deployment, s.deployments);
+        let d = restored.get(&id).unwrap();
+        assert_eq!(
+            d.state,
+            crate::service::deployment::DeployState::Failed,
+            "a deployment left in progress ended with the wakeway that ran it"
+        );
+        assert_eq!(
+            restored.begin("web", "web-00003", "web-00002", "api", vec![], 1),
+            "web-d0002",
+            "ids go on from where they were"
+        );
         assert!(
             !path.with_extension("json.tmp").exists(),
             "no temporary file is left"
@@ -295,6 +330,7 @@ mod tests {
             applied: Some(SourceState::of(&service("one"))),
             revisions: vec![RevisionState::of(&one), RevisionState::of(&two)],
             next_revision: 3,
+            ..ServiceState::default()
         };
         let same = saved.resume(&service("one")).unwrap();
         assert_eq!(same.history.last().unwrap().id, "web-00002");

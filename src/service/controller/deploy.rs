@@ -146,7 +146,6 @@ impl Controller {
         revisions.retain(|r| r.id != g.revision.id);
         revisions.push(g.revision.view());
         self.svc.revisions.store(Arc::new(revisions));
-        self.persist();
         let mut cfg = self.svc.config.load().as_ref().clone();
         cfg.source = g.revision.config.source.clone();
         cfg.env = g.revision.config.env.clone();
@@ -182,6 +181,7 @@ impl Controller {
         if g.trigger == "rollback" {
             self.svc.deployments.mark_rolled_back(&old.id);
         }
+        self.persist();
         self.svc.metrics.deployments_succeeded.inc();
         self.svc.events.emit(
             &self.svc.name,
@@ -242,6 +242,7 @@ impl Controller {
         self.svc
             .deployments
             .finish(&g.deployment, DeployState::Failed, Some(reason.clone()));
+        self.persist();
         self.svc.metrics.deployments_failed.inc();
         self.svc.events.emit(
             &self.svc.name,

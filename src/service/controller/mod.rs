@@ -24,6 +24,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::SeqCst;
 use std::time::Duration;
 
+use serde_json::json;
+
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio::time::{Instant, MissedTickBehavior};
@@ -213,6 +215,19 @@ impl Controller {
         self.svc
             .metrics
             .set_revision(Some(&self.revision.id), &live.id);
+        self.svc
+            .deployments
+            .restore(resumed.last_deployment, resumed.deployments);
+        self.svc.events.emit(
+            &self.svc.name,
+            "revision_resumed",
+            format!(
+                "resuming from the state file: {} live, {} revision(s) in its history",
+                live.id,
+                resumed.history.len()
+            ),
+            json!({ "revision": live.id, "revisions": resumed.history.len() }),
+        );
         self.history = resumed.history;
         self.revision = live;
         self.next_revision = resumed.next_revision;
@@ -228,7 +243,12 @@ impl Controller {
 
     fn persist(&self) {
         if let Some(store) = &self.store {
-            store.save_revisions(&self.svc.name, &self.history, self.next_revision);
+            store.save_revisions(
+                &self.svc.name,
+                &self.history,
+                self.next_revision,
+                &self.svc.deployments,
+            );
         }
     }
 
