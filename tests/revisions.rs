@@ -228,3 +228,39 @@ async fn a_restart_keeps_serving_the_deployed_revision() {
     assert_eq!(resp.field("Revision").as_deref(), Some("web-00003"));
     stop(wk).await;
 }
+
+/// The same gate for a revision that runs but never passes its probe: the deployment fails at
+/// `deploy.timeout`, its instance is stopped, and the service stays on the old revision.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deploy_at_zero_that_never_gets_ready_times_out_and_the_old_revision_serves() {
+    let wk = Wakeway::start(&whoami_service(
+        "web",
+        WEB,
+        "[service.deploy]\ntimeout = \"1s\"\n",
+    ))
+    .await;
+    let d = wk
+        .deploy(
+            "web",
+            json!({ "command": ["wakeway", "whoami", "--startup-delay", "1h"] }),
+        )
+        .await;
+    assert_eq!(d["instances"], 1, "{d}");
+    let d = wk.wait_deployment("web", d["id"].as_str().unwrap()).await;
+    assert_eq!(d["state"], "failed", "{d}");
+    assert!(
+        d["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("deploy.timeout"),
+        "{d}"
+    );
+    wait_for("the new revision's instance gone", DEADLINE, || async {
+        wk.instances("web").await.is_empty().then_some(())
+    })
+    .await;
+    assert_eq!(wk.revision("web").await, "web-00001");
+    let resp = wk.get(WEB, "/").await;
+    assert_eq!(resp.status, StatusCode::OK, "{}", resp.text());
+    assert_eq!(resp.field("Revision").as_deref(), Some("web-00001"));
+}
