@@ -401,16 +401,12 @@ impl App {
         tracing::info!("shutting down: no new connections; waiting for requests in flight");
         let deadline = tokio::time::Instant::now() + grace;
         self.state.forwarder.shutdown.cancel();
-        let _ = tokio::task::spawn_blocking(move || {
-            for w in workers {
-                let _ = w.join();
-            }
-        })
-        .await;
-        // Tunnels outlive their connection's request: wait for them too.
+        // Requests in flight (tunnels too) and queued ones get until the deadline. Past it the
+        // controllers stop: queued requests get their 503 ("wakeway is stopping") from the
+        // workers, which wait a little beyond the deadline to write it (`worker::ANSWER_GRACE`).
         let services = self.state.services.load_full();
         let _ = tokio::time::timeout_at(deadline, async {
-            while services.iter().any(|s| s.in_flight() > 0) {
+            while services.iter().any(|s| s.in_flight() > 0 || s.queued() > 0) {
                 tokio::time::sleep(std::time::Duration::from_millis(20)).await;
             }
         })
@@ -435,6 +431,12 @@ impl App {
             swarm.begin_exit();
         }
         stop_controllers.cancel();
+        let _ = tokio::task::spawn_blocking(move || {
+            for w in workers {
+                let _ = w.join();
+            }
+        })
+        .await;
         let running: Vec<JoinHandle<()>> = self
             .state
             .controllers

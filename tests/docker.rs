@@ -79,13 +79,20 @@ stop_grace = "3s""#,
     assert_eq!(host.nano_cpus, Some(500_000_000), "cpus = 0.5");
     assert_eq!(host.memory, Some(64 << 20), "memory = 64MiB");
 
-    // Published on 127.0.0.1 on a port the engine picked, and that is where wakeway connects.
-    let ports = info.network_settings.unwrap().ports.unwrap();
+    // Published on 127.0.0.1 on a port the engine picked (for a wakeway that cannot reach the
+    // container itself), but wakeway connects to the container's own address on its network:
+    // past the engine's userland proxy, which accepts before the app listens.
+    let settings = info.network_settings.unwrap();
+    let ports = settings.ports.unwrap();
     let binding = &ports["8080/tcp"].as_ref().unwrap()[0];
     assert_eq!(binding.host_ip.as_deref(), Some("127.0.0.1"));
-    let host_port: u16 = binding.host_port.as_deref().unwrap().parse().unwrap();
+    assert!(binding.host_port.as_deref().unwrap().parse::<u16>().is_ok());
+    let own_ip = settings.networks.unwrap()["bridge"]
+        .ip_address
+        .clone()
+        .unwrap();
     let admin = w.instances("cold").await;
-    assert_eq!(admin[0].address, format!("127.0.0.1:{host_port}"));
+    assert_eq!(admin[0].address, format!("{own_ip}:8080"));
 
     let events = w.events("cold").await;
     assert_eq!(events_of_kind(&events, "cold_start").len(), 1, "{events:?}");
@@ -98,6 +105,58 @@ stop_grace = "3s""#,
     assert!(
         t.container_ids(true).await.is_empty(),
         "stop_on_exit = true leaves no container, running or stopped"
+    );
+}
+
+/// An app that listens only a while after its container starts, behind a TCP probe: the probe
+/// must wait for the app itself, not pass on the engine's userland proxy, which accepts on the
+/// published port from the start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_cold_starts_behind_a_tcp_probe_all_answer() {
+    let Some(t) = DockerTest::new().await else {
+        return;
+    };
+    let slow = DOCKERFILE.replace(
+        "\"0.0.0.0\"]",
+        "\"0.0.0.0\", \"--startup-delay\", \"300ms\"]",
+    );
+    assert_ne!(slow, DOCKERFILE);
+    let image = t
+        .own_build(&format!("wakeway-test-{}:slow-start", t.scope), &slow)
+        .await;
+    let service = docker_service(
+        "slow",
+        &image,
+        r#"stop_grace = "1s"
+
+[service.health]
+kind = "tcp"
+
+[service.scaling]
+idle_timeout = "200ms"
+stable_window = "400ms"
+panic_window = "200ms""#,
+    );
+    let w = Wakeway::start_config(&t.config("stop_on_exit = true", &service)).await;
+    const COLD_STARTS: usize = 20;
+    for i in 0..COLD_STARTS {
+        let resp = w.get("slow.localhost", &format!("/?cold={i}")).await;
+        assert_eq!(
+            resp.status,
+            StatusCode::OK,
+            "cold start {i} of {COLD_STARTS}: {}",
+            resp.text()
+        );
+        wait_for("slow back at zero instances", DEADLINE, || async {
+            w.instances("slow").await.is_empty().then_some(())
+        })
+        .await;
+    }
+    let events = w.events("slow").await;
+    assert_eq!(
+        events_of_kind(&events, "cold_start").len(),
+        COLD_STARTS,
+        "every request was a cold start: {events:?}"
     );
 }
 

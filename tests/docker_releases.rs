@@ -46,13 +46,32 @@ async fn container_env(t: &DockerTest, service: &str, instance: &str) -> Vec<Str
     info.config.and_then(|c| c.env).unwrap_or_default()
 }
 
-/// The image reference each container of `service` was created from.
+/// The image reference each container of `service` was deployed from (its `wakeway.image`
+/// label: the container itself is created from the image id its revision pinned).
 async fn container_images(t: &DockerTest, service: &str) -> BTreeSet<String> {
     t.containers(Some(service), true)
         .await
         .into_iter()
-        .filter_map(|c| c.image)
+        .filter_map(|c| c.labels?.remove("wakeway.image"))
         .collect()
+}
+
+/// The image id each container of `service` runs.
+async fn container_image_ids(t: &DockerTest, service: &str) -> BTreeSet<String> {
+    t.containers(Some(service), true)
+        .await
+        .into_iter()
+        .filter_map(|c| c.image_id)
+        .collect()
+}
+
+async fn image_id(t: &DockerTest, reference: &str) -> String {
+    t.docker
+        .inspect_image(reference)
+        .await
+        .unwrap_or_else(|e| panic!("inspect image {reference}: {e}"))
+        .id
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -304,6 +323,68 @@ async fn rollback_runs_the_previous_image_again() {
     assert_eq!(list[0]["id"], v2_id.as_str(), "oldest first: {states:?}");
     assert_eq!(list[0]["state"], "rolled_back", "{states:?}");
     assert_eq!(list[1]["state"], "succeeded", "{states:?}");
+}
+
+/// A revision pins the image id its tag named when it first ran: after the tag moved, a
+/// rollback to it runs that id, not what the tag names now.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollback_after_the_tag_moved_runs_the_image_id_the_old_revision_ran() {
+    let Some(t) = DockerTest::new().await else {
+        return;
+    };
+    let tag = t.own_tag(&format!("wakeway-test-{}:moving", t.scope)).await;
+    let old_id = image_id(&t, &tag).await;
+    let w = Wakeway::start_config(&config(
+        &t,
+        &docker_service("web", &tag, "[service.scaling]\nmin_instances = 1"),
+    ))
+    .await;
+    let first = ids(&w.wait_ready_revision("web", "web-00001", 1).await);
+    t.wait_container_instances("web", &first).await;
+    assert_eq!(
+        container_image_ids(&t, "web").await,
+        BTreeSet::from([old_id.clone()])
+    );
+
+    // The tag moves to another image; web-00002 is deployed from it.
+    let moved = DOCKERFILE.replace("CMD", "LABEL wakeway.test.moved=yes\nCMD");
+    assert_ne!(moved, DOCKERFILE);
+    t.own_build(&tag, &moved).await;
+    let new_id = image_id(&t, &tag).await;
+    assert_ne!(new_id, old_id, "the tag moved");
+    let d = w.deploy("web", json!({ "env": { "V": "2" } })).await;
+    assert_eq!(d["revision"], "web-00002", "{d}");
+    let done = w.wait_deployment("web", d["id"].as_str().unwrap()).await;
+    assert_eq!(done["state"], "succeeded", "{done}");
+    let second = ids(&w.wait_ready_revision("web", "web-00002", 1).await);
+    t.wait_container_instances("web", &second).await;
+    assert_eq!(
+        container_image_ids(&t, "web").await,
+        BTreeSet::from([new_id.clone()]),
+        "a new revision runs what the tag names now"
+    );
+
+    let (status, rb) = w.admin_post("/v1/services/web/rollback", json!(null)).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{rb}");
+    assert_eq!(rb["revision"], "web-00001", "{rb}");
+    let done = w.wait_deployment("web", rb["id"].as_str().unwrap()).await;
+    assert_eq!(done["state"], "succeeded", "{done}");
+    let third = ids(&w.wait_ready_revision("web", "web-00001", 1).await);
+    assert!(third.is_disjoint(&first), "a new container: {third:?}");
+    t.wait_container_instances("web", &third).await;
+    assert_eq!(
+        container_image_ids(&t, "web").await,
+        BTreeSet::from([old_id]),
+        "the rollback runs the image id web-00001 ran, not what {tag} names now"
+    );
+    assert_eq!(
+        container_images(&t, "web").await,
+        BTreeSet::from([tag]),
+        "deployed from the tag, as `wakeway.image` says"
+    );
+    let resp = w.get(WEB, "/").await;
+    assert_eq!(resp.status, StatusCode::OK, "{}", resp.text());
+    assert_eq!(resp.field("Revision").as_deref(), Some("web-00001"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

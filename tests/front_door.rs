@@ -100,3 +100,25 @@ async fn silent_connections_are_closed_and_good_clients_keep_working_under_a_low
     assert_eq!(wk.get("hello.localhost", "/").await.status, 200);
     assert_eq!(keep_alive_get(&mut good).await, 200);
 }
+
+/// An h2 client that sends the connection preface and then nothing is closed by the
+/// header-read timeout too (hyper keeps an idle h2 connection open for good by itself).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_h2_connection_is_closed() {
+    let config = format!(
+        "[proxy]\nlisten = \"127.0.0.1:0\"\nheader_read_timeout = \"1s\"\n\
+         [admin]\nlisten = \"127.0.0.1:0\"\n{}",
+        whoami_service("hello", "hello.localhost", "")
+    );
+    let wk = Wakeway::start_config(&config).await;
+    let mut s = TcpStream::connect(wk.proxy).await.unwrap();
+    // The preface and an empty SETTINGS frame: a valid start, then silence.
+    s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+        .await
+        .unwrap();
+    let mut sink = Vec::new();
+    tokio::time::timeout(DEADLINE, s.read_to_end(&mut sink))
+        .await
+        .expect("the silent h2 connection was never closed")
+        .ok();
+}

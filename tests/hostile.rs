@@ -14,11 +14,18 @@
 mod common;
 
 use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::Wakeway;
 use common::h2c::{self as h2, H2Reply};
 use common::raw::{self, Pace, RawUpstream, Reply, Seen};
+use common::tls::{self, TestCa, certificate_toml};
+use rustls::ClientConfig;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
 
 /// What wakeway must answer.
 #[derive(Debug, Clone, Copy)]
@@ -579,6 +586,13 @@ fn cases() -> Vec<Case> {
             no_header(s, "proxy-connection")?;
             no_header(s, "proxy-authorization")
         }),
+        // httpoxy: a CGI-style app would read `Proxy` as its HTTP_PROXY.
+        case(
+            "Proxy header removed (httpoxy)",
+            "GET / HTTP/1.1\r\nHost: h\r\nProxy: http://evil.example:8080\r\n\r\n",
+            Status(200),
+        )
+        .check(|s| no_header(s, "proxy")),
         // --- Sizes: 8 KiB per line, 32 KiB in all, 100 headers, 8 KiB of URI.
         case(
             "header line just under 8 KiB",
@@ -1104,6 +1118,12 @@ fn h2_cases() -> Vec<Case> {
         )
         .check(|s| header_is(s, "x-forwarded-host", Some("h"))),
         h2c(
+            "h2 Proxy header removed (httpoxy)",
+            vec![get(1, "/", &[("proxy", "http://evil.example:8080")])],
+            Status(200),
+        )
+        .check(|s| no_header(s, "proxy")),
+        h2c(
             "h2 header list over 32 KiB",
             vec![get(
                 1,
@@ -1151,6 +1171,8 @@ enum Got {
     Garbage(String),
     Reset(u32),
     GoAway(u32),
+    /// The connection (or its TLS handshake) could not be made.
+    NoConnection(String),
 }
 
 impl fmt::Display for Got {
@@ -1168,6 +1190,7 @@ impl fmt::Display for Got {
             Got::Garbage(g) => write!(f, "unparseable reply {g:?}"),
             Got::Reset(code) => write!(f, "RST_STREAM 0x{code:x}"),
             Got::GoAway(code) => write!(f, "GOAWAY 0x{code:x}"),
+            Got::NoConnection(e) => write!(f, "no connection: {e}"),
         }
     }
 }
@@ -1201,9 +1224,56 @@ fn wanted(expect: Expect) -> usize {
 
 const CASE_DEADLINE: Duration = Duration::from_secs(4);
 
-async fn run_case(proxy: std::net::SocketAddr, case: &Case) -> Got {
+/// How the cases reach wakeway.
+enum Via {
+    /// Plain TCP: HTTP/1 as written, h2 by prior knowledge (h2c).
+    Plain(SocketAddr),
+    /// The HTTPS listener, with SNI [`TLS_NAME`]: h2 when ALPN agreed on `h2`, HTTP/1 when it
+    /// agreed on `http/1.1`.
+    Tls {
+        addr: SocketAddr,
+        h2: Arc<ClientConfig>,
+        http1: Arc<ClientConfig>,
+    },
+}
+
+/// The name the test certificate is for, and the `:authority` / `Host` of the cases.
+const TLS_NAME: &str = "h";
+
+impl Via {
+    fn scheme(&self) -> &'static str {
+        match self {
+            Via::Plain(_) => "http",
+            Via::Tls { .. } => "https",
+        }
+    }
+
+    /// A TLS connection on which ALPN chose `h2` (or `http/1.1`).
+    async fn tls(&self, want_h2: bool) -> Result<TlsStream<TcpStream>, String> {
+        let Via::Tls { addr, h2, http1 } = self else {
+            unreachable!("a plain listener has no TLS")
+        };
+        let config = if want_h2 { h2 } else { http1 }.clone();
+        let stream = tls::connect(*addr, TLS_NAME, config).await?;
+        let want = if want_h2 { "h2" } else { "http/1.1" };
+        match tls::alpn(&stream) {
+            Some(p) if p == want => Ok(stream),
+            other => Err(format!("ALPN chose {other:?}, not {want}")),
+        }
+    }
+}
+
+async fn run_case(via: &Via, case: &Case) -> Got {
     if case.h2 {
-        return match h2::h2_exchange(proxy, &case.bytes, h2_stream(case), CASE_DEADLINE).await {
+        let stream = h2_stream(case);
+        let reply = match via {
+            Via::Plain(addr) => h2::h2_exchange(*addr, &case.bytes, stream, CASE_DEADLINE).await,
+            Via::Tls { .. } => match via.tls(true).await {
+                Ok(conn) => h2::h2_exchange_on(conn, &case.bytes, stream, CASE_DEADLINE).await,
+                Err(e) => return Got::NoConnection(e),
+            },
+        };
+        return match reply {
             H2Reply::Response { status, forwarded } => Got::Statuses(vec![(status, forwarded)]),
             H2Reply::Reset(code) => Got::Reset(code),
             H2Reply::GoAway(code) => Got::GoAway(code),
@@ -1211,21 +1281,39 @@ async fn run_case(proxy: std::net::SocketAddr, case: &Case) -> Got {
             H2Reply::Silent => Got::Silent,
         };
     }
-    match raw::exchange(
-        proxy,
-        &case.bytes,
-        &case.pace,
-        wanted(case.expect),
-        CASE_DEADLINE,
-    )
-    .await
-    {
+    let want = wanted(case.expect);
+    let reply = match via {
+        Via::Plain(addr) => {
+            raw::exchange(*addr, &case.bytes, &case.pace, want, CASE_DEADLINE).await
+        }
+        Via::Tls { .. } => match via.tls(false).await {
+            Ok(conn) => raw::exchange_on(conn, &case.bytes, &case.pace, want, CASE_DEADLINE).await,
+            Err(e) => return Got::NoConnection(e),
+        },
+    };
+    match reply {
         Reply::Responses(r) => Got::Statuses(r.iter().map(|r| (r.status, r.forwarded())).collect()),
         Reply::Closed => Got::Closed,
         Reply::Silent => Got::Silent,
         Reply::Garbage(g) => {
             Got::Garbage(String::from_utf8_lossy(&g[..g.len().min(120)]).into_owned())
         }
+    }
+}
+
+/// A good request on a new connection: forwarded, with its own answer.
+async fn probe(via: &Via) -> Result<(), String> {
+    let bytes = b"GET /probe HTTP/1.1\r\nHost: h\r\n\r\n";
+    let reply = match via {
+        Via::Plain(addr) => raw::exchange(*addr, bytes, &Pace::AtOnce, 1, CASE_DEADLINE).await,
+        Via::Tls { .. } => {
+            let conn = via.tls(false).await?;
+            raw::exchange_on(conn, bytes, &Pace::AtOnce, 1, CASE_DEADLINE).await
+        }
+    };
+    match &reply {
+        Reply::Responses(r) if r[0].forwarded() && r[0].body.ends_with(b" /probe") => Ok(()),
+        other => Err(format!("{other:?}")),
     }
 }
 
@@ -1245,14 +1333,14 @@ fn h2_stream(case: &Case) -> u32 {
     last
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn hostile_corpus() {
-    let upstream = RawUpstream::start().await;
-    let config = format!(
+/// wakeway in front of `upstream` for every host, with `extra_proxy` added to `[proxy]`.
+fn config(upstream: &RawUpstream, extra_proxy: &str) -> String {
+    format!(
         r#"
 [proxy]
 listen = "127.0.0.1:0"
 header_read_timeout = "{HEADER_READ_TIMEOUT}"
+{extra_proxy}
 
 [admin]
 listen = "127.0.0.1:0"
@@ -1266,31 +1354,30 @@ upstreams = ["{}"]
 kind = "tcp"
 "#,
         upstream.addr
-    );
-    let wakeway = Wakeway::start_config(&config).await;
-    wakeway.wait_ready("raw").await;
+    )
+}
 
-    let cases = cases();
-    assert!(
-        cases.len() >= 200,
-        "the corpus has only {} cases",
-        cases.len()
-    );
+fn assert_unique_names(cases: &[Case]) {
     let mut names = std::collections::HashSet::new();
-    for c in &cases {
+    for c in cases {
         assert!(
             names.insert(c.name.as_str()),
             "case name {:?} is used twice",
             c.name
         );
     }
+}
 
+/// Replays `cases` through `via`, each followed by a good request, and returns what went wrong:
+/// a wrong answer, a request boundary the upstream saw that wakeway did not, or a forwarded head
+/// with more than one reading.
+async fn replay(via: &Via, upstream: &RawUpstream, cases: &[Case]) -> Vec<String> {
     let mut failures: Vec<String> = Vec::new();
-    let mut forwarded_total = 0usize;
-    for case in &cases {
+    let mut forwarded_total = counted(upstream);
+    for case in cases {
         let before = upstream.count();
-        let before_counted = counted(&upstream);
-        let got = run_case(wakeway.proxy, case).await;
+        let before_counted = counted(upstream);
+        let got = run_case(via, case).await;
         if !matches(case.expect, &got) {
             failures.push(format!(
                 "{}: expected {:?}, got {got}",
@@ -1304,26 +1391,13 @@ kind = "tcp"
         forwarded_total += forwarded;
 
         // A good request on a new connection still works, and gets its own answer.
-        let probe = raw::exchange(
-            wakeway.proxy,
-            b"GET /probe HTTP/1.1\r\nHost: h\r\n\r\n",
-            &Pace::AtOnce,
-            1,
-            CASE_DEADLINE,
-        )
-        .await;
-        match &probe {
-            Reply::Responses(r) if r[0].forwarded() && r[0].body.ends_with(b" /probe") => {
-                forwarded_total += 1;
-            }
-            other => failures.push(format!(
-                "{}: the next good request failed: {other:?}",
-                case.name
-            )),
+        match probe(via).await {
+            Ok(()) => forwarded_total += 1,
+            Err(e) => failures.push(format!("{}: the next good request failed: {e}", case.name)),
         }
 
         // The upstream read exactly the requests wakeway answered with a forwarded response.
-        let settled = wait_until_count(&upstream, forwarded_total).await;
+        let settled = wait_until_count(upstream, forwarded_total).await;
         if settled != forwarded_total {
             let seen: Vec<String> = upstream.requests()[before..]
                 .iter()
@@ -1346,11 +1420,16 @@ kind = "tcp"
                     String::from_utf8_lossy(&seen.head)
                 ));
             }
-            if seen.target == "/probe" {
-                continue;
+            let mut problems = Vec::new();
+            // The instance learns which listener the client used.
+            if let Err(e) = header_is(seen, "x-forwarded-proto", Some(via.scheme())) {
+                problems.push(e);
             }
-            let mut problems = seen.framing_problems();
+            if seen.target != "/probe" {
+                problems.extend(seen.framing_problems());
+            }
             if let Some(check) = case.check
+                && seen.target != "/probe"
                 && let Err(e) = check(seen)
             {
                 problems.push(e);
@@ -1365,14 +1444,220 @@ kind = "tcp"
             }
         }
     }
+    failures
+}
 
+fn fail_if_any(failures: &[String], total: usize) {
     if !failures.is_empty() {
         panic!(
             "{} of {} cases failed:\n  {}",
             failures.len(),
-            cases.len(),
+            total,
             failures.join("\n  ")
         );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_corpus() {
+    let upstream = RawUpstream::start().await;
+    let wakeway = Wakeway::start_config(&config(&upstream, "")).await;
+    wakeway.wait_ready("raw").await;
+
+    let cases = cases();
+    assert!(
+        cases.len() >= 200,
+        "the corpus has only {} cases",
+        cases.len()
+    );
+    assert_unique_names(&cases);
+    let failures = replay(&Via::Plain(wakeway.proxy), &upstream, &cases).await;
+    fail_if_any(&failures, cases.len());
+}
+
+/// The HTTP/1 cases replayed over TLS as well: every smuggling shape (framing headers, chunked
+/// bodies, `_` names standing in for real ones), which must get the same answer over HTTPS.
+fn also_over_tls(case: &Case) -> bool {
+    let name = &case.name;
+    matches!(case.pace, Pace::AtOnce)
+        && (name.contains('_')
+            || name.starts_with("CL")
+            || name.starts_with("TE")
+            || name.contains("chunk")
+            || name.contains("pipelined"))
+}
+
+/// The h2 frame-abuse cases over TLS (ALPN `h2`) with the same expectations as over h2c, the
+/// HTTP/1 smuggling cases over TLS (ALPN `http/1.1`) with the same answers as plain, and what
+/// only TLS has: handshakes that stall or never start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_corpus_over_tls() {
+    let upstream = RawUpstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new();
+    let leaf = ca.leaf(&[TLS_NAME]);
+    let tls_config = format!(
+        "\n[proxy.tls]\nlisten = \"127.0.0.1:0\"\n{}",
+        certificate_toml(&[TLS_NAME], &leaf.write(dir.path(), "h"), true)
+    );
+    let mut wakeway = Wakeway::start_config(&config(&upstream, &tls_config)).await;
+    let https = wakeway.proc.listening_addr("https").await;
+    wakeway.wait_ready("raw").await;
+    let via = Via::Tls {
+        addr: https,
+        h2: ca.client(&["h2"]),
+        http1: ca.client(&["http/1.1"]),
+    };
+
+    let cases: Vec<Case> = cases()
+        .into_iter()
+        .filter(|c| c.h2 || also_over_tls(c))
+        .collect();
+    let h2_count = cases.iter().filter(|c| c.h2).count();
+    assert!(
+        h2_count >= 40 && cases.len() - h2_count >= 30,
+        "only {h2_count} h2 and {} HTTP/1 cases over TLS",
+        cases.len() - h2_count
+    );
+    let mut failures = replay(&via, &upstream, &cases).await;
+
+    let tls_cases = tls_cases(&via, https).await;
+    for (name, result) in &tls_cases {
+        if let Err(e) = result {
+            failures.push(format!("{name}: {e}"));
+        }
+        if let Err(e) = probe(&via).await {
+            failures.push(format!("{name}: the next good request failed: {e}"));
+        }
+    }
+    fail_if_any(&failures, cases.len() + tls_cases.len());
+}
+
+/// How a connection that is sent `bytes` (or nothing) ends: the bytes that came back before
+/// the close, or `Err` if it was still open at the deadline.
+async fn read_to_close<S>(mut conn: S, bytes: &[u8]) -> Result<Vec<u8>, String>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let _ = conn.write_all(bytes).await;
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let until = tokio::time::Instant::now() + CASE_DEADLINE;
+    loop {
+        match tokio::time::timeout_at(until, conn.read(&mut chunk)).await {
+            Err(_) => {
+                return Err(format!(
+                    "still open after {CASE_DEADLINE:?} (header_read_timeout is {HEADER_READ_TIMEOUT}); it sent {:?}",
+                    String::from_utf8_lossy(&got)
+                ));
+            }
+            Ok(Ok(0)) | Ok(Err(_)) => return Ok(got),
+            Ok(Ok(n)) => got.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+/// Closed without an HTTP answer: what comes back to bytes that are not TLS is at most an alert.
+fn closed_without_http(result: Result<Vec<u8>, String>) -> Result<(), String> {
+    let got = result?;
+    if got.windows(5).any(|w| w == b"HTTP/") {
+        return Err(format!(
+            "answered HTTP on the TLS port: {:?}",
+            String::from_utf8_lossy(&got)
+        ));
+    }
+    Ok(())
+}
+
+async fn tcp(addr: SocketAddr) -> TcpStream {
+    TcpStream::connect(addr)
+        .await
+        .unwrap_or_else(|e| panic!("connect {addr}: {e}"))
+}
+
+/// Attacks on the handshake itself, each expected to end in a close within the header read
+/// timeout, wakeway serving on afterwards.
+async fn tls_cases(via: &Via, https: SocketAddr) -> Vec<(&'static str, Result<(), String>)> {
+    let mut out = Vec::new();
+    out.push((
+        "TCP connect, no ClientHello",
+        closed_without_http(read_to_close(tcp(https).await, b"").await),
+    ));
+    // A record header announcing 512 bytes of ClientHello, then nothing.
+    out.push((
+        "ClientHello cut short",
+        closed_without_http(read_to_close(tcp(https).await, &[0x16, 0x03, 0x01, 0x02, 0x00]).await),
+    ));
+    out.push((
+        "plain HTTP instead of a ClientHello",
+        closed_without_http(
+            read_to_close(tcp(https).await, b"GET / HTTP/1.1\r\nHost: h\r\n\r\n").await,
+        ),
+    ));
+    out.push((
+        "h2c preface instead of a ClientHello",
+        closed_without_http(read_to_close(tcp(https).await, h2::H2_PREFACE).await),
+    ));
+    out.push((
+        "a TLS record of garbage",
+        closed_without_http(
+            read_to_close(
+                tcp(https).await,
+                &[0x16, 0x03, 0x01, 0x00, 0x04, 1, 2, 3, 4],
+            )
+            .await,
+        ),
+    ));
+    out.push((
+        "binary garbage",
+        closed_without_http(read_to_close(tcp(https).await, &[0u8; 64]).await),
+    ));
+    // After the handshake a client that says nothing is timed out like a plain one.
+    out.push((
+        "handshake (http/1.1) then silence",
+        match via.tls(false).await {
+            Ok(conn) => match raw::exchange_on(conn, b"", &Pace::AtOnce, 1, CASE_DEADLINE).await {
+                Reply::Closed => Ok(()),
+                Reply::Responses(r) if r.len() == 1 && r[0].status == 408 => Ok(()),
+                other => Err(format!("expected 408 or a close, got {other:?}")),
+            },
+            Err(e) => Err(e),
+        },
+    ));
+    out
+}
+
+/// Over TLS the h2 connection preface plays the part of the request line: a client that
+/// completes the handshake, agrees on `h2` and then sends nothing (or part of the preface) is
+/// closed by `header_read_timeout`, as an h2c client that stalls in its preface is on the plain
+/// listener ("h2 preface stalled" in the corpus).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2_over_tls_without_a_preface_is_closed_by_the_header_read_timeout() {
+    let upstream = RawUpstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new();
+    let leaf = ca.leaf(&[TLS_NAME]);
+    let tls_config = format!(
+        "\n[proxy.tls]\nlisten = \"127.0.0.1:0\"\n{}",
+        certificate_toml(&[TLS_NAME], &leaf.write(dir.path(), "h"), true)
+    );
+    let mut wakeway = Wakeway::start_config(&config(&upstream, &tls_config)).await;
+    let https = wakeway.proc.listening_addr("https").await;
+    wakeway.wait_ready("raw").await;
+    let via = Via::Tls {
+        addr: https,
+        h2: ca.client(&["h2"]),
+        http1: ca.client(&["http/1.1"]),
+    };
+    for (name, sent) in [
+        ("handshake (h2) then silence", &b""[..]),
+        ("handshake (h2) then half a preface", &h2::H2_PREFACE[..10]),
+    ] {
+        let conn = via.tls(true).await.unwrap();
+        if let Err(e) = read_to_close(conn, sent).await {
+            panic!("{name}: {e}");
+        }
+        probe(&via).await.unwrap();
     }
 }
 

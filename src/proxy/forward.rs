@@ -75,6 +75,7 @@ static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-prot
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+static PROXY: HeaderName = HeaderName::from_static("proxy");
 
 impl HyperForwarder {
     pub fn new(shared: Arc<Shared>) -> HyperForwarder {
@@ -359,7 +360,7 @@ static HOP_BY_HOP: [&HeaderName; 9] = [
 
 /// The h2 side of the one reading every request gets (`headers::disposition`): hop-by-hop and
 /// wakeway-owned headers go, names with `_` are dropped or refused.
-fn rewrite_request_headers(
+pub(super) fn rewrite_request_headers(
     headers: &mut HeaderMap,
     underscore: Underscore,
     trusted: bool,
@@ -368,6 +369,8 @@ fn rewrite_request_headers(
         headers.remove(name);
     }
     headers.remove(header::EXPECT);
+    // httpoxy (see `headers::disposition`).
+    headers.remove(&PROXY);
     headers.remove(&X_FORWARDED_HOST);
     headers.remove(&X_FORWARDED_PROTO);
     if !trusted {
@@ -389,7 +392,7 @@ fn rewrite_request_headers(
     Ok(())
 }
 
-fn add_forwarded(
+pub(super) fn add_forwarded(
     headers: &mut HeaderMap,
     remote: SocketAddr,
     host: &HeaderValue,
@@ -452,6 +455,7 @@ mod tests {
         h.insert(header::TE, HeaderValue::from_static("trailers"));
         h.insert("x_forwarded_for", HeaderValue::from_static("1.2.3.4"));
         h.insert("x-forwarded-host", HeaderValue::from_static("evil"));
+        h.insert("proxy", HeaderValue::from_static("http://evil.example"));
         h.insert("x-kept", HeaderValue::from_static("1"));
         rewrite_request_headers(&mut h, Underscore::Drop, false).unwrap();
         assert_eq!(h.len(), 1, "{h:?}");

@@ -41,6 +41,9 @@ pub fn disposition(name: &[u8]) -> Disposition {
         4 if is(b"host") => Disposition::Host,
         6 if is(b"expect") => Disposition::Expect,
         7 if is(b"upgrade") => Disposition::Upgrade,
+        // httpoxy: CGI-style apps turn `Proxy` into `HTTP_PROXY`, which their HTTP clients
+        // obey. No client has a reason to send it to an app.
+        5 if is(b"proxy") => Disposition::HopByHop,
         7 if is(b"trailer") => Disposition::HopByHop,
         9 if is(b"forwarded") => Disposition::Forwarded,
         10 if is(b"connection") => Disposition::Connection,
@@ -151,6 +154,7 @@ mod tests {
         assert_eq!(disposition(b"X_Forwarded_For"), Disposition::Underscore);
         assert_eq!(disposition(b"X-Forwarded-Host"), Disposition::Replaced);
         assert_eq!(disposition(b"Keep-Alive"), Disposition::HopByHop);
+        assert_eq!(disposition(b"Proxy"), Disposition::HopByHop);
         assert_eq!(disposition(b"X-Custom"), Disposition::Pass);
     }
 }

@@ -18,6 +18,7 @@ use tokio::sync::Notify;
 use tokio::task::LocalSet;
 use tokio_util::task::TaskTracker;
 
+use super::body::ProxyBody;
 use super::forward::HyperForwarder;
 use super::h1::conn::{Conn, End};
 use super::rewind::Rewind;
@@ -112,6 +113,10 @@ impl Buffers {
     }
 }
 
+/// Beyond `shutdown_timeout`, how long connections get to write the answers the shutdown gave
+/// their requests (a queued request's 503) before the worker closes them.
+pub const ANSWER_GRACE: Duration = Duration::from_secs(2);
+
 /// Runs one worker until `shared.shutdown`, then lets its connections finish (up to `grace`).
 pub fn run(index: usize, listeners: Vec<Listener>, shared: Arc<Shared>) {
     let rt = match tokio::runtime::Builder::new_current_thread()
@@ -163,10 +168,8 @@ async fn serve(listeners: Vec<Listener>, shared: Arc<Shared>) {
     };
     shared.shutdown.cancelled().await;
     tracker.close();
-    if tokio::time::timeout(shared.settings.shutdown_timeout, tracker.wait())
-        .await
-        .is_err()
-    {
+    let grace = shared.settings.shutdown_timeout + ANSWER_GRACE;
+    if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
         tracing::warn!(
             "connections still open after {:?}; closing them",
             shared.settings.shutdown_timeout
@@ -236,7 +239,15 @@ async fn serve_tls(stream: TcpStream, peer: SocketAddr, ctx: &Rc<Ctx>) {
         }
     };
     if alpn == Alpn::H2 {
-        serve_h2(stream, peer, ctx.clone(), true).await;
+        // The preface is h2's request line: bounded by the header read timeout, as on the plain
+        // listener, so a client that agrees on h2 and goes quiet does not hold a connection.
+        let mut stream = stream;
+        let mut preface = vec![0u8; crate::proxy::h1::conn::H2_PREFACE.len()];
+        let read = tokio::io::AsyncReadExt::read_exact(&mut stream, &mut preface);
+        if !matches!(tokio::time::timeout(timeout, read).await, Ok(Ok(_))) {
+            return;
+        }
+        serve_h2(Rewind::new(preface, stream), peer, ctx.clone(), true).await;
         return;
     }
     // Over TLS, h2 comes through ALPN only: a preface here is not HTTP/1 and is refused.
@@ -257,23 +268,103 @@ where
         .keep_alive_interval(Some(ctx.shared.settings.idle_timeout / 2))
         .max_header_list_size(ctx.shared.settings.limits.max_header_bytes as u32);
     let fwd = ctx.h2.clone();
+    let activity = Rc::new(StreamActivity {
+        open: Cell::new(0),
+        seen: Cell::new(false),
+        last: Cell::new(tokio::time::Instant::now()),
+    });
+    let act = activity.clone();
     let svc = service_fn(move |req| {
         let fwd = fwd.clone();
-        async move { Ok::<_, std::convert::Infallible>(fwd.handle(req, peer, https).await) }
+        let act = act.clone();
+        act.open.set(act.open.get() + 1);
+        act.seen.set(true);
+        async move {
+            let open = OpenStream(act);
+            let resp = fwd.handle(req, peer, https).await;
+            // The stream stays open until its response body is done (or dropped).
+            Ok::<_, std::convert::Infallible>(resp.map(|body| TrackedBody { body, _open: open }))
+        }
     });
     let conn = builder.serve_connection(TokioIo::new(io), svc);
     tokio::pin!(conn);
-    tokio::select! {
-        r = conn.as_mut() => {
-            if let Err(e) = r {
-                tracing::trace!("h2 connection from {peer} ended: {e}");
+    // hyper has no idle timer for h2: a client that sends the preface (or finishes a request)
+    // and then goes quiet would hold its connection for good. No request within
+    // `header_read_timeout` of the preface, or none for `idle_timeout` after the last, ends it.
+    let settings = &ctx.shared.settings;
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    let linger = loop {
+        tokio::select! {
+            r = conn.as_mut() => {
+                if let Err(e) = r {
+                    tracing::trace!("h2 connection from {peer} ended: {e}");
+                }
+                return;
             }
-            return;
+            _ = ctx.shared.shutdown.cancelled() => break settings.shutdown_timeout + ANSWER_GRACE,
+            _ = tick.tick() => {
+                let limit = if activity.seen.get() {
+                    settings.idle_timeout
+                } else {
+                    settings.header_read_timeout
+                };
+                if activity.open.get() == 0 && activity.last.get().elapsed() >= limit {
+                    break IDLE_LINGER;
+                }
+            }
         }
-        _ = ctx.shared.shutdown.cancelled() => {}
-    }
+    };
+    // GOAWAY: streams under way (a response body still streaming) finish; a peer that does not
+    // close after it is dropped when `linger` is over.
     conn.as_mut().graceful_shutdown();
-    let _ = conn.await;
+    let _ = tokio::time::timeout(linger, conn).await;
+}
+
+/// How long an idle h2 connection told to go away (GOAWAY) may take to close by itself.
+const IDLE_LINGER: Duration = Duration::from_secs(1);
+
+/// Whether an h2 connection is in use: streams open (request or response body under way), and
+/// when the last one ended.
+struct StreamActivity {
+    open: Cell<usize>,
+    seen: Cell<bool>,
+    last: Cell<tokio::time::Instant>,
+}
+
+/// One open h2 stream; counted until dropped.
+struct OpenStream(Rc<StreamActivity>);
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        self.0.open.set(self.0.open.get() - 1);
+        self.0.last.set(tokio::time::Instant::now());
+    }
+}
+
+/// A response body that keeps its stream counted as open until it ends.
+struct TrackedBody {
+    body: ProxyBody,
+    _open: OpenStream,
+}
+
+impl http_body::Body for TrackedBody {
+    type Data = bytes::Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, hyper::Error>>> {
+        std::pin::Pin::new(&mut self.get_mut().body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
 }
 
 #[derive(Clone, Copy)]

@@ -34,8 +34,50 @@ pub struct Decision {
     pub clamped_by: Option<&'static str>,
 }
 
+/// Consecutive samples of one value, taken at a steady interval: an idle service's whole stable
+/// window is one run, not 600 samples (1,000 services at zero would otherwise hold 10+ MB of
+/// zeros).
+#[derive(Debug, Clone, Copy)]
+struct Run {
+    value: f64,
+    first: Instant,
+    last: Instant,
+    count: u32,
+}
+
+impl Run {
+    /// The spacing of the run's samples (the controller samples at a fixed interval).
+    fn step(&self) -> Duration {
+        if self.count > 1 {
+            (self.last - self.first) / (self.count - 1)
+        } else {
+            Duration::ZERO
+        }
+    }
+
+    /// How many of the run's samples were taken at `cutoff` or later.
+    fn since(&self, cutoff: Instant) -> u32 {
+        if self.last < cutoff {
+            return 0;
+        }
+        if self.first >= cutoff {
+            return self.count;
+        }
+        let step = self.step().as_nanos();
+        let gap = (cutoff - self.first).as_nanos();
+        // The first sample index at or after `cutoff`.
+        let skip = gap.div_ceil(step.max(1)) as u32;
+        self.count.saturating_sub(skip)
+    }
+}
+
+/// Within a quarter of each other.
+fn close(a: Duration, b: Duration) -> bool {
+    a.abs_diff(b) <= b / 4
+}
+
 pub struct Autoscaler {
-    samples: VecDeque<(Instant, f64)>,
+    samples: VecDeque<Run>,
     panic_until: Option<Instant>,
     /// No scale-down before this: one stable window after the last scale-up.
     hold_until: Option<Instant>,
@@ -67,23 +109,50 @@ impl Autoscaler {
 
     /// Records the concurrency (in flight + queued) seen at `now`.
     pub fn record(&mut self, now: Instant, concurrency: f64, stable_window: Duration) {
-        self.samples.push_back((now, concurrency));
-        while let Some((t, _)) = self.samples.front() {
-            if now.duration_since(*t) > stable_window {
-                self.samples.pop_front();
-            } else {
-                break;
+        match self.samples.back_mut() {
+            // Same value at the same spacing: the run grows by one.
+            // Same value at about the same spacing (timer ticks jitter by microseconds): the run
+            // grows by one.
+            Some(run)
+                if run.value == concurrency
+                    && (run.count == 1 || close(now - run.last, run.step())) =>
+            {
+                run.last = now;
+                run.count += 1;
             }
+            _ => self.samples.push_back(Run {
+                value: concurrency,
+                first: now,
+                last: now,
+                count: 1,
+            }),
+        }
+        // Forget what fell out of the stable window: whole runs, then the front run's head.
+        let cutoff = now.checked_sub(stable_window);
+        while let (Some(cutoff), Some(front)) = (cutoff, self.samples.front_mut()) {
+            let keep = front.since(cutoff);
+            if keep == 0 {
+                self.samples.pop_front();
+                continue;
+            }
+            if keep < front.count {
+                let step = front.step();
+                front.first += step * (front.count - keep);
+                front.count = keep;
+            }
+            break;
+        }
+        if self.samples.capacity() > 4 * self.samples.len() + 16 {
+            self.samples.shrink_to(2 * self.samples.len());
         }
     }
 
     fn average(&self, now: Instant, window: Duration) -> f64 {
-        let (sum, n) = self
-            .samples
-            .iter()
-            .rev()
-            .take_while(|(t, _)| now.duration_since(*t) <= window)
-            .fold((0.0, 0u32), |(s, n), (_, v)| (s + v, n + 1));
+        let cutoff = now.checked_sub(window);
+        let (sum, n) = self.samples.iter().rev().fold((0.0, 0u32), |(s, n), run| {
+            let k = cutoff.map_or(run.count, |c| run.since(c));
+            (s + run.value * k as f64, n + k)
+        });
         if n == 0 { 0.0 } else { sum / n as f64 }
     }
 
@@ -293,6 +362,22 @@ mod tests {
         assert_eq!((d.desired, d.clamped_by), (4, Some("scale_up_hold")));
         // Idle is not a flap: a service without any request for idle_timeout still goes to zero.
         assert_eq!(a.decide(t, &c, 4, 4, true).desired, 0);
+    }
+
+    #[test]
+    fn an_idle_window_is_one_run_even_with_jittery_ticks() {
+        let mut a = Autoscaler::new();
+        let mut t = Instant::now();
+        for k in 0..2000u64 {
+            t += Duration::from_micros(100_000 + (k * 37) % 900);
+            a.record(t, 0.0, Duration::from_secs(60));
+        }
+        assert_eq!(a.samples.len(), 1, "{:?}", a.samples);
+        assert!(a.samples[0].count <= 601, "{:?}", a.samples[0]);
+        a.record(t + Duration::from_millis(100), 3.0, Duration::from_secs(60));
+        assert_eq!(a.samples.len(), 2);
+        let avg = a.average(t + Duration::from_millis(100), Duration::from_secs(60));
+        assert!(avg > 0.0 && avg < 0.01, "{avg}");
     }
 
     #[test]

@@ -6,7 +6,8 @@
 //!   wakeway forwards anything ambiguous, this reader finds a request boundary wakeway did not
 //!   see. Each request is answered `200` with a body `raw upstream SEQ TARGET`, so a client can
 //!   tell a forwarded answer from one wakeway made itself.
-//! - [`exchange`] sends raw bytes to a server and reads what comes back: responses, or a close.
+//! - [`exchange`] sends raw bytes to a server and reads what comes back: responses, or a close
+//!   ([`exchange_on`] does the same over any stream, e.g. TLS).
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -443,12 +444,27 @@ pub async fn exchange(
     want: usize,
     deadline: Duration,
 ) -> Reply {
-    let mut stream = match TcpStream::connect(addr).await {
+    let stream = match TcpStream::connect(addr).await {
         Ok(s) => s,
         Err(e) => panic!("connect {addr}: {e}"),
     };
     let _ = stream.set_nodelay(true);
-    let (mut reader, mut writer) = stream.split();
+    exchange_on(stream, bytes, pace, want, deadline).await
+}
+
+/// [`exchange`] on a connection already made: a TLS stream that agreed on `http/1.1` by ALPN,
+/// say ([`super::tls::connect`]), to replay the same bytes over HTTPS.
+pub async fn exchange_on<S>(
+    stream: S,
+    bytes: &[u8],
+    pace: &Pace,
+    want: usize,
+    deadline: Duration,
+) -> Reply
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let (mut reader, mut writer) = tokio::io::split(stream);
     let mut buf = Vec::new();
     let mut responses = Vec::new();
     let mut closed = false;

@@ -9,3 +9,6 @@ pub mod request;
 pub mod response;
 pub mod transfer;
 pub mod write;
+
+#[cfg(test)]
+mod proptests;

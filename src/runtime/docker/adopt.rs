@@ -26,6 +26,8 @@ pub(super) struct Candidate {
     pub(super) id: String,
     pub(super) name: String,
     pub(super) instance: String,
+    /// The image id it runs.
+    pub(super) image: Option<String>,
 }
 
 impl DockerEngine {
@@ -112,12 +114,12 @@ impl DockerEngine {
                 },
             };
             match verdict {
-                Ok(instance) => {
-                    candidates
-                        .entry(service)
-                        .or_default()
-                        .push(Candidate { id, name, instance })
-                }
+                Ok(instance) => candidates.entry(service).or_default().push(Candidate {
+                    id,
+                    name,
+                    instance,
+                    image: c.image_id.clone(),
+                }),
                 Err(why) => {
                     tracing::info!("docker: removing leftover container {name}: {why}");
                     let grace =
@@ -135,8 +137,11 @@ impl DockerEngine {
         service: &str,
         revision: &str,
         host_network: bool,
+        container_port: u16,
     ) -> Result<Vec<Adopted>, RuntimeError> {
         self.swept.get_or_try_init(|| self.sweep(true)).await?;
+        // Called once per start of the service: its revision numbers begin again.
+        self.forget_pins(service);
         let mine = self
             .candidates
             .lock()
@@ -148,11 +153,10 @@ impl DockerEngine {
         for c in mine {
             // Watched before inspecting: an exit from here on is reported, not lost.
             let exited = self.watch(&c.id, &c.name);
-            let found = docker
-                .inspect_container(&c.id, None)
-                .await
-                .map_err(|e| self.api_error("inspect", e))
-                .and_then(|info| self.address_of(&info, host_network));
+            let found = match docker.inspect_container(&c.id, None).await {
+                Ok(info) => self.address_of(&info, host_network, container_port).await,
+                Err(e) => Err(self.api_error("inspect", e)),
+            };
             let (address, pid) = match found {
                 Ok(found) => found,
                 Err(e) => {
@@ -166,6 +170,9 @@ impl DockerEngine {
                 "docker: adopting container {} of {service} ({revision}) at {address}",
                 c.name
             );
+            if let Some(image) = c.image {
+                self.pin(service, revision, image);
+            }
             self.follow_logs(&c.id, format!("{service}/{}", c.instance), false);
             adopted.push(Adopted {
                 instance: c.instance,

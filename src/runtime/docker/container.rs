@@ -56,21 +56,9 @@ impl DockerRuntime {
         // adoption could not run (engine down at start), nothing is adopted any more.
         engine.swept.get_or_try_init(|| engine.sweep(false)).await?;
 
-        match docker.inspect_image(&self.image.image).await {
-            Ok(_) => {}
-            Err(e) if status_of(&e) == Some(404) => {
-                return Err(RuntimeError {
-                    message: format!(
-                        "image {:?} not found locally; build or pull it (docker build -t {} . / docker pull {})",
-                        self.image.image, self.image.image, self.image.image
-                    ),
-                    retryable: false,
-                });
-            }
-            Err(e) => {
-                return Err(engine.api_error(&format!("inspect image {:?}", self.image.image), e));
-            }
-        }
+        let image_id = engine
+            .image_for(&docker, &spec.service, &spec.revision, &self.image.image)
+            .await?;
 
         let host_network = self.host_network();
         let port = if host_network {
@@ -98,10 +86,11 @@ impl DockerRuntime {
             (LABEL_REVISION.to_string(), spec.revision.clone()),
             (LABEL_INSTANCE.to_string(), spec.instance.clone()),
             (LABEL_SPEC.to_string(), self.spec.clone()),
+            (LABEL_IMAGE.to_string(), self.image.image.clone()),
         ]);
         let container_port = format!("{}/tcp", self.image.port);
         let body = ContainerCreateBody {
-            image: Some(self.image.image.clone()),
+            image: Some(image_id),
             env: Some(env),
             labels: Some(labels),
             exposed_ports: (!host_network).then(|| vec![container_port.clone()]),
@@ -170,11 +159,14 @@ impl DockerRuntime {
         );
         self.engine
             .follow_logs(&id, format!("{}/{}", spec.service, spec.instance), true);
-        let found = docker
-            .inspect_container(&id, None)
-            .await
-            .map_err(|e| engine.api_error(&format!("inspect container {name}"), e))
-            .and_then(|info| engine.address_of(&info, host_network));
+        let found = match docker.inspect_container(&id, None).await {
+            Ok(info) => {
+                engine
+                    .address_of(&info, host_network, self.image.port)
+                    .await
+            }
+            Err(e) => Err(engine.api_error(&format!("inspect container {name}"), e)),
+        };
         let (address, pid) = match found {
             Ok(found) => found,
             Err(e) => {
@@ -261,7 +253,10 @@ impl Runtime for DockerRuntime {
         service: &'a str,
         revision: &'a str,
     ) -> BoxFuture<'a, Result<Vec<Adopted>, RuntimeError>> {
-        Box::pin(self.engine.adopt(service, revision, self.host_network()))
+        Box::pin(
+            self.engine
+                .adopt(service, revision, self.host_network(), self.image.port),
+        )
     }
 }
 

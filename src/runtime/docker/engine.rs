@@ -1,16 +1,15 @@
 //! The connection to one engine, shared by every docker service: container exits from the
-//! event stream, removals, and where a container is reached.
+//! event stream, and removals.
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bollard::Docker;
 use bollard::errors::Error as DockerError;
-use bollard::models::{ContainerInspectResponse, EventMessage, PortBinding};
+use bollard::models::EventMessage;
 use bollard::query_parameters::{
     EventsOptions, LogsOptions, RemoveContainerOptions, RenameContainerOptions,
     StopContainerOptions,
@@ -52,6 +51,11 @@ pub struct DockerEngine {
     /// Removals that nobody waits for (stale containers, ones that died on their own); `close`
     /// waits for them so wakeway does not exit half-way through one.
     pub(super) background: Mutex<JoinSet<()>>,
+    /// Whether containers are reached on their own network address (see `reach.rs`); learned
+    /// from the first container.
+    pub(super) direct: OnceCell<bool>,
+    /// The image id each revision runs, by service and revision (see `pin.rs`).
+    pub(super) pins: Mutex<HashMap<String, HashMap<String, String>>>,
 }
 
 impl DockerEngine {
@@ -89,6 +93,8 @@ impl DockerEngine {
             exiting: AtomicBool::new(false),
             stop_events: CancellationToken::new(),
             background: Mutex::new(JoinSet::new()),
+            direct: OnceCell::new(),
+            pins: Mutex::new(HashMap::new()),
         });
         tokio::spawn(engine.clone().follow_events());
         engine
@@ -456,52 +462,6 @@ impl DockerEngine {
         }
     }
 
-    /// Where wakeway reaches a running container, and its main process's host pid.
-    pub(super) fn address_of(
-        &self,
-        info: &ContainerInspectResponse,
-        host_network: bool,
-    ) -> Result<(SocketAddr, Option<u32>), RuntimeError> {
-        let state = info.state.clone().unwrap_or_default();
-        let name = info.name.as_deref().unwrap_or("").trim_start_matches('/');
-        if state.running != Some(true) {
-            return Err(RuntimeError {
-                message: exit_reason(name, state.exit_code),
-                retryable: false,
-            });
-        }
-        let pid = state.pid.filter(|p| *p > 0).map(|p| p as u32);
-        if host_network {
-            let port = info
-                .config
-                .as_ref()
-                .and_then(|c| c.env.as_ref())
-                .and_then(|env| env.iter().find_map(|e| e.strip_prefix("PORT=")))
-                .and_then(|p| p.parse::<u16>().ok())
-                .ok_or_else(|| RuntimeError {
-                    message: format!("container {name} has no PORT in its environment"),
-                    retryable: false,
-                })?;
-            return Ok((SocketAddr::from((Ipv4Addr::LOCALHOST, port)), pid));
-        }
-        let ports = info
-            .network_settings
-            .as_ref()
-            .and_then(|n| n.ports.clone())
-            .unwrap_or_default();
-        let port = published_port(&ports).ok_or_else(|| RuntimeError {
-            message: format!(
-                "container {name} has no port published on {}",
-                self.cfg.publish_address
-            ),
-            retryable: false,
-        })?;
-        Ok((
-            SocketAddr::new(connect_ip(self.cfg.publish_address), port),
-            pid,
-        ))
-    }
-
     /// Mirrors a container's output into wakeway's log, like the process runtime does.
     pub(super) fn follow_logs(&self, id: &str, prefix: String, from_start: bool) {
         let Some(docker) = self.connected() else {
@@ -538,60 +498,9 @@ impl DockerEngine {
     }
 }
 
-/// The host port the engine published (the first binding with a port).
-pub(super) fn published_port(ports: &HashMap<String, Option<Vec<PortBinding>>>) -> Option<u16> {
-    ports
-        .values()
-        .flatten()
-        .flatten()
-        .find_map(|b| b.host_port.as_deref()?.parse::<u16>().ok())
-        .filter(|p| *p != 0)
-}
-
-/// A port published on every address is reached on loopback.
-pub(super) fn connect_ip(publish: IpAddr) -> IpAddr {
-    match publish {
-        IpAddr::V4(a) if a.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
-        IpAddr::V6(a) if a.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
-        other => other,
-    }
-}
-
 pub(crate) fn unix_now_nanos() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(0)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    pub(super) fn published_port_and_connect_address() {
-        let ports = HashMap::from([(
-            "8080/tcp".to_string(),
-            Some(vec![PortBinding {
-                host_ip: Some("127.0.0.1".into()),
-                host_port: Some("49153".into()),
-            }]),
-        )]);
-        assert_eq!(published_port(&ports), Some(49153));
-        assert_eq!(published_port(&HashMap::new()), None);
-        let unbound = HashMap::from([("8080/tcp".to_string(), None)]);
-        assert_eq!(published_port(&unbound), None);
-        assert_eq!(
-            connect_ip("0.0.0.0".parse().unwrap()),
-            IpAddr::V4(Ipv4Addr::LOCALHOST)
-        );
-        assert_eq!(
-            connect_ip("::".parse().unwrap()),
-            IpAddr::V6(Ipv6Addr::LOCALHOST)
-        );
-        assert_eq!(
-            connect_ip("10.1.2.3".parse().unwrap()),
-            "10.1.2.3".parse::<IpAddr>().unwrap()
-        );
-    }
 }

@@ -1,13 +1,15 @@
-//! The `docker` runtime: each instance is a container on the local engine, reached through a
-//! port the engine publishes on `docker.publish_address`.
+//! The `docker` runtime: each instance is a container on the local engine, reached on its own
+//! address on `docker.network` when wakeway can get there, else through the port the engine
+//! publishes on `docker.publish_address`.
 //!
 //! One [`DockerEngine`] per wakeway talks to the engine for every docker service: it follows the
 //! engine's event stream (so a container that dies leaves the pool at once), removes containers
 //! it no longer wants, and at start finds the containers a previous wakeway left running.
 //! A [`DockerRuntime`] per service turns that into the [`Runtime`] the controller speaks.
 //!
-//! Containers carry labels (`wakeway.managed`, `wakeway.scope`, `wakeway.service`,
-//! `wakeway.revision`, `wakeway.instance`, `wakeway.spec`), which is how a restarted wakeway
+//! Containers are created from the image id their revision pinned (`pin.rs`), not the tag, and
+//! carry labels (`wakeway.managed`, `wakeway.scope`, `wakeway.service`, `wakeway.revision`,
+//! `wakeway.instance`, `wakeway.spec`, `wakeway.image`), which is how a restarted wakeway
 //! recognises its own: running ones of a known service at its current revision (the same spec
 //! and the same image behind the tag) are adopted, all others in its scope are removed, so a
 //! restart neither duplicates nor orphans containers.
@@ -18,6 +20,8 @@ mod container;
 mod engine;
 mod images;
 mod naming;
+mod pin;
+mod reach;
 
 pub(crate) use client::{
     API_TIMEOUT, EVENTS_BACKOFF_MAX, EVENTS_BACKOFF_MIN, QUICK_TIMEOUT, connect_and_negotiate,
@@ -29,8 +33,8 @@ pub use engine::DockerEngine;
 pub(crate) use engine::unix_now_nanos;
 pub use images::check_images;
 pub use naming::{
-    LABEL_INSTANCE, LABEL_MANAGED, LABEL_REVISION, LABEL_SCOPE, LABEL_SERVICE, LABEL_SPEC,
-    container_name, spec_fingerprint,
+    LABEL_IMAGE, LABEL_INSTANCE, LABEL_MANAGED, LABEL_REVISION, LABEL_SCOPE, LABEL_SERVICE,
+    LABEL_SPEC, container_name, spec_fingerprint,
 };
 pub(crate) use naming::{SWARM_SERVICE_ID_LABEL, exit_reason, fnv1a};
 

@@ -9,6 +9,9 @@ pub const LABEL_SCOPE: &str = "wakeway.scope";
 pub const LABEL_SERVICE: &str = "wakeway.service";
 pub const LABEL_REVISION: &str = "wakeway.revision";
 pub const LABEL_INSTANCE: &str = "wakeway.instance";
+/// The image reference (tag) the container's revision was deployed from; the container itself
+/// is created from the image id the revision pinned, which `docker ps` shows instead.
+pub const LABEL_IMAGE: &str = "wakeway.image";
 /// A fingerprint of everything that shapes a container (image reference, port, limits, env,
 /// network): a container whose fingerprint differs from the config's is stale.
 pub const LABEL_SPEC: &str = "wakeway.spec";
