@@ -393,11 +393,6 @@ hosts = ["{name}.localhost"]
 image = "{image}"
 port = 8080
 {extra}
-
-# Until a TCP probe reaches the container itself, the engine's port proxy accepts before the
-# app listens: these services keep an HTTP probe so their first request finds the app.
-[service.health]
-kind = "http"
 "#
     )
 }

@@ -295,8 +295,8 @@ runtime = "swarm"
 port = 8080
 {extra}
 
-# Until a TCP probe reaches the container itself, the engine's port proxy accepts before the
-# app listens: these services keep an HTTP probe so their first request finds the app.
+# A swarm task is reached on its node's published port, which may accept before the app
+# listens: these services keep an HTTP probe so their first request finds the app.
 [service.health]
 kind = "http"
 "#
