@@ -57,6 +57,12 @@ async fn the_default_probe_is_tcp() {
     let (status, out, err) = run_to_exit(&["check", "-c", path_str(&wk.config_path)]).await;
     assert!(status.success(), "{out}{err}");
     assert!(out.contains("health:  tcp"), "{out}");
+    let state = wk.config_path.with_file_name("wakeway.state.json");
+    assert!(
+        out.contains(&format!("state:  {}", state.display())),
+        "check names the state file beside the config: {out}"
+    );
+    assert!(state.exists(), "written at start: {}", state.display());
 }
 
 /// A deploy to a service at zero starts one instance of the new revision and gates on its

@@ -193,6 +193,9 @@ pub fn summary(config: &Config) -> String {
     if let Some(path) = &config.path {
         let _ = writeln!(out, "config: {}", path.display());
     }
+    if let Some(path) = &config.state_file {
+        let _ = writeln!(out, "state:  {} (deployed revisions)", path.display());
+    }
     let _ = writeln!(out, "listeners:");
     let proxy: Vec<String> = config.proxy.listen.iter().map(|a| a.to_string()).collect();
     let _ = writeln!(out, "  proxy  {}", proxy.join(", "));
