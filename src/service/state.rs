@@ -189,10 +189,6 @@ impl StateFile {
         }))
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     fn lock(&self) -> std::sync::MutexGuard<'_, Document> {
         self.doc.lock().unwrap_or_else(|p| p.into_inner())
     }
