@@ -47,8 +47,18 @@ async fn probe_once(addr: SocketAddr, cfg: &HealthConfig) -> Result<(), String> 
     if status.is_success() || status.is_redirection() {
         Ok(())
     } else {
-        Err(format!("GET {} answered {status}", cfg.path))
+        Err(format!("{}{status}", answered_prefix(&cfg.path)))
     }
+}
+
+/// The probe reached the app and the app answered, just not with a success: the app is up but
+/// has no such route, or says it is not healthy. Told apart from a connect failure (still booting).
+pub fn is_http_refusal(cfg: &HealthConfig, error: &str) -> bool {
+    cfg.kind == HealthKind::Http && error.starts_with(&answered_prefix(&cfg.path))
+}
+
+fn answered_prefix(path: &str) -> String {
+    format!("GET {path} answered ")
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -55,6 +55,8 @@ pub struct State {
     reload_lock: tokio::sync::Mutex<()>,
     /// The TLS listeners' certificates; reloaded in place.
     pub cert_store: Option<proxy::tls::CertStore>,
+    /// Revisions that outlive a restart; `None` without a config file.
+    pub state_file: Option<Arc<service::state::StateFile>>,
 }
 
 #[derive(Default)]
@@ -139,13 +141,24 @@ impl State {
         sc: &ServiceConfig,
         factory: &SourceFactory,
     ) -> Result<Arc<Service>, String> {
-        let source = factory(sc)?;
-        let svc = Service::new(
-            sc.clone(),
-            self.metrics.service(&sc.name),
-            self.events.clone(),
-        );
-        let controller = Controller::new(svc.clone(), source, factory.clone());
+        let resumed = self
+            .state_file
+            .as_ref()
+            .and_then(|f| f.service(&sc.name))
+            .and_then(|saved| saved.resume(sc));
+        let live = match resumed.as_ref().and_then(|r| r.history.last()) {
+            Some(r) => r.config.as_ref().clone(),
+            None => sc.clone(),
+        };
+        let source = factory(&live)?;
+        let svc = Service::new(live, self.metrics.service(&sc.name), self.events.clone());
+        let mut controller = Controller::new(svc.clone(), source, factory.clone());
+        if let Some(resumed) = resumed {
+            controller = controller.resumed_from(resumed);
+        }
+        if let Some(store) = &self.state_file {
+            controller = controller.persist_to(store.clone());
+        }
         let mut c = self.controllers.lock().unwrap_or_else(|p| p.into_inner());
         match c.stop.clone() {
             Some(stop) => {
@@ -277,6 +290,10 @@ impl App {
         settings.https_port = proxy_listeners.tls_addrs.first().map(|a| a.port());
         settings.start_trace = config.log.start_trace;
         settings.server_timing = config.log.server_timing;
+        let state_file = match &config.state_file {
+            Some(path) => Some(service::state::StateFile::open(path).map_err(BuildError::Config)?),
+            None => None,
+        };
         let metrics = Arc::new(Metrics::new());
         let access_log = access_log::AccessLog::start(&config.log, metrics.access_log_dropped())
             .map_err(BuildError::AccessLog)?;
@@ -298,6 +315,7 @@ impl App {
             swarm: Mutex::new(None),
             controllers: Mutex::new(Controllers::default()),
             reload_lock: tokio::sync::Mutex::new(()),
+            state_file,
         });
         let factory = state.factory(&config);
         let mut services = Vec::new();
@@ -315,6 +333,9 @@ impl App {
             .routes
             .store(Arc::new(RouteTable::new(&services)));
         state.services.store(Arc::new(services));
+        if let Some(store) = &state.state_file {
+            store.save_applied(&config.services);
+        }
         Ok(App {
             proxy_listeners,
             admin_listener,

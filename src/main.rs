@@ -215,6 +215,7 @@ fn main() -> ExitCode {
             svc.queue.timeout = queue_timeout;
             let mut c = Config {
                 path: None,
+                state_file: None,
                 proxy: Default::default(),
                 admin: config::AdminConfig {
                     listen: admin,

@@ -151,7 +151,15 @@ impl State {
                         });
                         report.updated.push(sc.name.clone());
                     }
-                    if !source_changes(&before, sc).is_empty() {
+                    // The deployed revision stands until the file's own source for the service
+                    // changes: compared with the file last applied, not with what runs, so a
+                    // scaling-only reload does not undo an API deployment.
+                    let file_changed = current
+                        .services
+                        .iter()
+                        .find(|a| a.name == sc.name)
+                        .is_none_or(|applied| !source_changes(applied, sc).is_empty());
+                    if file_changed && !source_changes(&before, sc).is_empty() {
                         let config = Box::new(sc.clone());
                         let deployment = svc
                             .ask(|reply| Command::Deploy {
@@ -181,6 +189,9 @@ impl State {
         self.services.store(Arc::new(services));
         // Certificates change in place: the TLS listeners serve the new list at once.
         self.reload_certificates(&new);
+        if let Some(store) = &self.state_file {
+            store.save_applied(&new.services);
+        }
         self.config.store(Arc::new(new));
         self.events.emit(
             "wakeway",

@@ -590,15 +590,23 @@ max_instances = 3
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn deploy_at_zero_switches_at_once_and_the_next_request_cold_starts_it() {
-    let wk = Wakeway::start(&whoami_service("web", WEB, "")).await;
+async fn deploy_at_zero_proves_one_instance_then_goes_back_to_zero() {
+    let wk = Wakeway::start(&whoami_service(
+        "web",
+        WEB,
+        "[service.scaling]\nidle_timeout = \"1s\"\n",
+    ))
+    .await;
     assert!(wk.instances("web").await.is_empty());
     let d = wk.deploy("web", json!({ "env": { "MODE": "two" } })).await;
-    assert_eq!(d["instances"], 0, "nothing to start at zero: {d}");
+    assert_eq!(d["instances"], 1, "one instance proves the revision: {d}");
     let d = wk.wait_deployment("web", d["id"].as_str().unwrap()).await;
     assert_eq!(d["state"], "succeeded", "{d}");
     assert_eq!(wk.revision("web").await, "web-00002");
-    assert!(wk.instances("web").await.is_empty(), "still at zero");
+    wait_for("back to zero after idle_timeout", DEADLINE, || async {
+        wk.instances("web").await.is_empty().then_some(())
+    })
+    .await;
     let resp = wk.get(WEB, "/").await;
     assert_eq!(resp.status, StatusCode::OK, "{}", resp.text());
     assert_eq!(resp.field("Revision").as_deref(), Some("web-00002"));

@@ -363,6 +363,7 @@ async fn service_that_cannot_become_ready_answers_503() {
         "broken.localhost",
         r#"
 [service.health]
+kind = "http"
 path = "/never?status=503"
 startup_timeout = "1s"
 
@@ -429,6 +430,7 @@ min_instances = 1
 max_instances = 2
 
 [service.health]
+kind = "http"
 interval = "200ms"
 timeout = "1s"
 unhealthy_threshold = 2

@@ -28,6 +28,7 @@ struct RawConfig {
     docker: Option<RawDocker>,
     swarm: Option<RawSwarm>,
     log: Option<RawLog>,
+    state_file: Option<String>,
     #[serde(default)]
     service: Vec<RawService>,
 }
@@ -452,6 +453,7 @@ fn convert(raw: RawConfig) -> Result<Config, ConfigError> {
         .collect::<Result<Vec<_>, _>>()?;
     Ok(Config {
         path: None,
+        state_file: raw.state_file.map(std::path::PathBuf::from),
         proxy,
         admin,
         docker,
@@ -976,6 +978,7 @@ upstreams = ["127.0.0.1:3000", "backend.internal:3001"]
         let secs = Duration::from_secs;
         let expected = Config {
             path: Some("full.toml".into()),
+            state_file: Some("full.state.json".into()),
             proxy: ProxyConfig {
                 listen: vec![
                     "127.0.0.1:8080".parse().unwrap(),

@@ -93,9 +93,27 @@ pub fn parse(text: &str, path: Option<&Path>) -> Result<Config, ConfigError> {
     if let Some(dir) = path.and_then(Path::parent) {
         resolve_tls_paths(&mut config, dir);
     }
+    config.state_file = path.map(|p| state_file_of(p, config.state_file.take()));
     validate::validate(&config).map_err(located)?;
     check_tls_files(&config).map_err(located)?;
     Ok(config)
+}
+
+/// The state file sits beside the config (`wakeway.toml` -> `wakeway.state.json`) unless
+/// `state_file` names another; a relative one is read against the config's directory.
+fn state_file_of(config: &Path, written: Option<PathBuf>) -> PathBuf {
+    let dir = config.parent().unwrap_or(Path::new(""));
+    match written {
+        Some(p) if p.is_relative() => dir.join(p),
+        Some(p) => p,
+        None => {
+            let stem = config
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "wakeway".into());
+            dir.join(format!("{stem}.state.json"))
+        }
+    }
 }
 
 /// Certificate paths are written relative to the config file, as nginx reads them relative to
@@ -138,6 +156,7 @@ pub fn validate(config: &Config) -> Result<(), ConfigError> {
 pub fn validate_service(service: &ServiceConfig) -> Result<(), ConfigError> {
     let config = Config {
         path: None,
+        state_file: None,
         proxy: ProxyConfig::default(),
         admin: AdminConfig {
             listen: None,
@@ -151,6 +170,20 @@ pub fn validate_service(service: &ServiceConfig) -> Result<(), ConfigError> {
     validate(&config)
 }
 
+/// What the probe needs of the app, said where a new user reads it before the first request.
+fn health_advice(h: &HealthConfig) -> String {
+    match h.kind {
+        HealthKind::Tcp => "tcp: ready once the port accepts a connection".to_string(),
+        HealthKind::Http => format!(
+            "http: GET {} must answer 2xx or 3xx; an app without that route never gets \
+             traffic (its start fails after startup_timeout {}): point health.path at a route \
+             it serves, or set health.kind = \"tcp\"",
+            h.path,
+            format_duration(h.startup_timeout)
+        ),
+    }
+}
+
 /// One-screen human summary for `wakeway check`: listeners, then per service: name, runtime
 /// (process/static/docker), hosts, source, scaling min/max/target/max_concurrency,
 /// idle_timeout; then the route table (host -> service).
@@ -159,6 +192,9 @@ pub fn summary(config: &Config) -> String {
     let mut out = String::new();
     if let Some(path) = &config.path {
         let _ = writeln!(out, "config: {}", path.display());
+    }
+    if let Some(path) = &config.state_file {
+        let _ = writeln!(out, "state:  {} (deployed revisions)", path.display());
     }
     let _ = writeln!(out, "listeners:");
     let proxy: Vec<String> = config.proxy.listen.iter().map(|a| a.to_string()).collect();
@@ -222,6 +258,7 @@ pub fn summary(config: &Config) -> String {
             sc.max_concurrency,
             format_duration(sc.idle_timeout)
         );
+        let _ = writeln!(out, "    health:  {}", health_advice(&svc.health));
     }
     let mut routes: Vec<(&str, &str)> = config
         .services

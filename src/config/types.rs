@@ -13,6 +13,10 @@ pub struct Config {
     /// The file this config came from, for error messages and reloads. `None` when built in code
     /// (sidecar mode, tests).
     pub path: Option<PathBuf>,
+    /// Where revisions and deployments persist (`state_file`, resolved against the config's
+    /// directory; by default `NAME.state.json` beside `NAME.toml`). `None` when built in code:
+    /// nothing persists.
+    pub state_file: Option<PathBuf>,
     pub proxy: ProxyConfig,
     pub admin: AdminConfig,
     pub docker: DockerConfig,
@@ -268,7 +272,8 @@ pub struct ServiceConfig {
     pub redirect_https: bool,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Source {
     /// `command = [...]`: the process runtime. `{port}` in any argument is replaced by the port.
     Command(Vec<String>),
@@ -279,7 +284,7 @@ pub enum Source {
 }
 
 /// A container image and how to run it. The stop grace period is `deploy.stop_grace`.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ImageSource {
     /// As `docker run` takes it: `name:tag`, `name@sha256:...` or an image id.
     pub image: String,
@@ -296,7 +301,8 @@ pub struct ImageSource {
 }
 
 /// Which engine runs an image service.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum ImageRuntime {
     #[default]
     Docker,
@@ -418,7 +424,8 @@ impl Default for ScalingConfig {
 impl Default for HealthConfig {
     fn default() -> Self {
         HealthConfig {
-            kind: HealthKind::Http,
+            // As App Runner, Cloud Run and Knative: an app need not serve any particular route.
+            kind: HealthKind::Tcp,
             path: "/healthz".to_string(),
             interval: Duration::from_secs(5),
             timeout: Duration::from_secs(2),

@@ -552,6 +552,7 @@ mod tests {
     fn config(services: Vec<ServiceConfig>) -> Config {
         Config {
             path: None,
+            state_file: None,
             proxy: ProxyConfig::default(),
             admin: AdminConfig::default(),
             docker: DockerConfig::default(),

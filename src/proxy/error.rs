@@ -131,9 +131,7 @@ impl ProxyError {
             ProxyError::Activator(ActivatorError::QueueFull) => {
                 "queue full: too many requests waiting for capacity".into()
             }
-            ProxyError::Activator(ActivatorError::Timeout(t)) => {
-                format!("no instance had capacity within the queue timeout ({t:?})")
-            }
+            ProxyError::Activator(ActivatorError::Timeout(waited)) => waited.to_string(),
             ProxyError::Activator(ActivatorError::Unavailable(why)) => {
                 format!("service unavailable: no instance could start: {why}")
             }
@@ -178,7 +176,7 @@ mod tests {
                 true,
             ),
             (
-                ProxyError::Activator(ActivatorError::Timeout(Duration::from_secs(1))),
+                ProxyError::Activator(ActivatorError::Timeout(Duration::from_secs(1).into())),
                 504,
                 false,
             ),

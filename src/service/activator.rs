@@ -16,13 +16,44 @@ use super::{InFlight, Service};
 pub enum ActivatorError {
     /// `queue.max_pending` requests are already waiting.
     QueueFull,
-    /// No slot within `queue.timeout`.
-    Timeout(Duration),
+    /// No slot within `queue.timeout`; says why when an instance was starting.
+    Timeout(Waited),
     /// No slot will come: nothing is ready, nothing is starting and the last start failed, or
     /// the service is going away (removed by a reload, or wakeway is stopping). Says which.
     Unavailable(String),
     /// The service is paused through the admin API.
     Paused,
+}
+
+/// A wait that ran out: how long, and what held up the instance that was starting, if one was
+/// (its startup probe's last answer, such as `GET /healthz answered 404 Not Found`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Waited {
+    pub timeout: Duration,
+    pub starting: Option<String>,
+}
+
+impl From<Duration> for Waited {
+    fn from(timeout: Duration) -> Waited {
+        Waited {
+            timeout,
+            starting: None,
+        }
+    }
+}
+
+impl std::fmt::Display for Waited {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "no instance had capacity within the queue timeout ({:?})",
+            self.timeout
+        )?;
+        if let Some(why) = &self.starting {
+            write!(f, "; the instance starting is not ready yet: {why}")?;
+        }
+        Ok(())
+    }
 }
 
 /// The waiting requests of a service, in arrival order. Only the head tries to take a slot, so
@@ -175,7 +206,10 @@ impl Service {
             };
             if tokio::time::timeout_at(deadline, woken).await.is_err() {
                 self.metrics.rejected_timeout.inc();
-                return Err(ActivatorError::Timeout(timeout));
+                let starting = (self.starting.load(SeqCst) > 0)
+                    .then(|| self.probe_failure.load().as_ref().clone())
+                    .filter(|why| !why.is_empty());
+                return Err(ActivatorError::Timeout(Waited { timeout, starting }));
             }
         }
     }
@@ -271,7 +305,7 @@ mod tests {
     async fn waiter_times_out_at_the_queue_deadline() {
         let svc = service(1, 10);
         let err = svc.acquire().await.err().unwrap();
-        assert_eq!(err, ActivatorError::Timeout(Duration::from_secs(30)));
+        assert_eq!(err, ActivatorError::Timeout(Duration::from_secs(30).into()));
         assert_eq!(svc.queued(), 0, "the queued count is exact after a timeout");
     }
 
@@ -380,7 +414,7 @@ mod tests {
         assert!(w.is_finished(), "still waiting past the request's deadline");
         assert_eq!(
             w.await.unwrap().err(),
-            Some(ActivatorError::Timeout(Duration::from_secs(30)))
+            Some(ActivatorError::Timeout(Duration::from_secs(30).into()))
         );
     }
 

@@ -3,14 +3,14 @@
 use std::sync::Mutex;
 use std::time::SystemTime;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::events::rfc3339;
 
 /// Deployments kept per service; older ones are forgotten.
 const KEEP: usize = 100;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DeployState {
     InProgress,
@@ -30,7 +30,7 @@ impl DeployState {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Deployment {
     /// `web-d0003`.
     pub id: String,
@@ -119,6 +119,23 @@ impl Deployments {
         {
             d.state = DeployState::RolledBack;
         }
+    }
+
+    /// The next id's number and the deployments, for the state file.
+    pub fn snapshot(&self) -> (u32, Vec<Deployment>) {
+        self.list.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Takes back what a previous wakeway recorded. A deployment it left in progress ended
+    /// with it: that one is marked failed, saying so.
+    pub fn restore(&self, last_id: u32, mut list: Vec<Deployment>) {
+        for d in &mut list {
+            if d.state == DeployState::InProgress {
+                d.state = DeployState::Failed;
+                d.reason = Some("wakeway stopped before the deployment finished".into());
+            }
+        }
+        *self.list.lock().unwrap_or_else(|p| p.into_inner()) = (last_id, list);
     }
 
     pub fn list(&self) -> Vec<Deployment> {

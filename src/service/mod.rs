@@ -10,6 +10,7 @@ pub mod instance;
 pub mod pool;
 pub mod reconciler;
 pub mod revision;
+pub mod state;
 
 use std::sync::atomic::{
     AtomicBool, AtomicU32, AtomicU64, AtomicUsize,
@@ -65,6 +66,9 @@ pub struct Service {
     start_failures: AtomicU64,
     starting: AtomicU32,
     last_failure: ArcSwap<String>,
+    /// The last failed startup probe of a start in progress (empty when none failed): a request
+    /// that waits in vain is told what holds the instance up.
+    probe_failure: ArcSwap<String>,
     /// Set while paused: requests are answered 503 at once instead of starting an instance.
     paused: AtomicBool,
     /// Set while the controller backs off after a failed start: with nothing ready and nothing
@@ -103,6 +107,7 @@ impl Service {
             start_failures: AtomicU64::new(0),
             starting: AtomicU32::new(0),
             last_failure: ArcSwap::from_pointee(String::new()),
+            probe_failure: ArcSwap::from_pointee(String::new()),
             paused: AtomicBool::new(false),
             failing: AtomicBool::new(false),
             deployments: Deployments::default(),

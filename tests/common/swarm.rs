@@ -294,6 +294,11 @@ image = "{image}"
 runtime = "swarm"
 port = 8080
 {extra}
+
+# A swarm task is reached on its node's published port, which may accept before the app
+# listens: these services keep an HTTP probe so their first request finds the app.
+[service.health]
+kind = "http"
 "#
     )
 }

@@ -62,11 +62,12 @@ impl Controller {
         };
         let min = live.scaling.min_instances;
         let ready = self.ready_count();
-        // At zero the switch is immediate and the next request cold-starts the new revision.
+        // Even at zero a new revision proves itself on one instance before it takes traffic
+        // (as Knative does); once switched, the autoscaler takes it back to zero when idle.
         let want = match &source {
             // Every fixed address of the new revision is an instance of it.
             Source::Fixed(addrs) => addrs.len() as u32,
-            Source::Managed(_) if ready == 0 && self.desired() == 0 => min,
+            Source::Managed(_) if ready == 0 && self.desired() == 0 => min.max(1),
             Source::Managed(_) => ready
                 .max(min)
                 .max(1)
@@ -180,6 +181,7 @@ impl Controller {
         if g.trigger == "rollback" {
             self.svc.deployments.mark_rolled_back(&old.id);
         }
+        self.persist();
         self.svc.metrics.deployments_succeeded.inc();
         self.svc.events.emit(
             &self.svc.name,
@@ -240,6 +242,7 @@ impl Controller {
         self.svc
             .deployments
             .finish(&g.deployment, DeployState::Failed, Some(reason.clone()));
+        self.persist();
         self.svc.metrics.deployments_failed.inc();
         self.svc.events.emit(
             &self.svc.name,

@@ -18,6 +18,7 @@ use super::{Controller, Member, Msg, Prober, Source, Start, StartEnd, backoff};
 use crate::config::HealthConfig;
 use crate::health::{self, NotReady};
 use crate::runtime::{InstanceHandle, InstanceSpec, Runtime, Started};
+use crate::service::Service;
 use crate::service::instance::{Instance, InstanceState};
 use crate::service::revision::Revision;
 
@@ -38,6 +39,7 @@ struct StartJob {
     adopted: Option<Started>,
     health: HealthConfig,
     prober: Prober,
+    svc: Arc<Service>,
     tx: mpsc::UnboundedSender<Msg>,
     cancel: CancellationToken,
 }
@@ -85,7 +87,19 @@ impl StartJob {
             });
             let addr = started.address;
             let (prober, health) = (self.prober.clone(), self.health.clone());
-            let probe = || prober(addr, health.clone());
+            let said = std::sync::atomic::AtomicBool::new(false);
+            let probe = || {
+                let attempt = prober(addr, health.clone());
+                let (svc, id, revision, said, health) =
+                    (&self.svc, &self.id, &self.revision, &said, &health);
+                async move {
+                    let result = attempt.await;
+                    if let Err(e) = &result {
+                        note_probe_failure(svc, id, revision, health, e, said);
+                    }
+                    result
+                }
+            };
             let what = if adopted { "adopted instance " } else { "" };
             let end =
                 match health::wait_ready(probe, &self.health, started.exited, &self.cancel).await {
@@ -117,6 +131,31 @@ impl StartJob {
                 return;
             }
         }
+    }
+}
+
+/// Keeps a starting instance's failed probe where a waiting request can report it, and says once
+/// per start, in an event, when the instance answers but the probe does not like the answer: an
+/// app without the probed route is otherwise only seen failing `startup_timeout` later.
+fn note_probe_failure(
+    svc: &Service,
+    id: &str,
+    revision: &str,
+    health: &HealthConfig,
+    error: &str,
+    said: &std::sync::atomic::AtomicBool,
+) {
+    svc.probe_failure.store(Arc::new(error.to_string()));
+    if health::is_http_refusal(health, error) && !said.swap(true, SeqCst) {
+        svc.events.emit(
+            &svc.name,
+            "probe_failing",
+            format!(
+                "instance {id} answers, but its probe {error}; it takes no traffic until the probe \
+                 passes (set health.path to a route that answers 2xx, or health.kind = \"tcp\")"
+            ),
+            json!({ "instance": id, "revision": revision, "probe": error, "path": health.path }),
+        );
     }
 }
 
@@ -203,6 +242,7 @@ impl Controller {
             adopted,
             health: cfg.health.clone(),
             prober: self.prober.clone(),
+            svc: self.svc.clone(),
             tx: self.tx.clone(),
             cancel,
         };
@@ -286,6 +326,7 @@ impl Controller {
         if self.end_start(id).is_none() {
             return;
         }
+        self.svc.probe_failure.store(Arc::new(String::new()));
         self.failures = 0;
         let Some(inst) = self.member(id).map(|m| m.instance.clone()) else {
             return;
@@ -356,6 +397,7 @@ impl Controller {
             return;
         }
         let revision = self.end_start(id).map(|s| s.revision);
+        self.svc.probe_failure.store(Arc::new(String::new()));
         let reason = match end {
             StartEnd::Retry => unreachable!("handled above"),
             StartEnd::Cancelled => {

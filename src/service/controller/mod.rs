@@ -24,6 +24,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::SeqCst;
 use std::time::Duration;
 
+use serde_json::json;
+
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio::time::{Instant, MissedTickBehavior};
@@ -35,6 +37,7 @@ use super::command::Command;
 use super::instance::{Instance, InstanceState};
 use super::pool::Pool;
 use super::revision::Revision;
+use super::state::{Resumed, StateFile};
 use crate::config::{HealthConfig, ServiceConfig};
 use crate::runtime::{BoxFuture, InstanceHandle, Runtime};
 
@@ -161,6 +164,8 @@ pub struct Controller {
     /// Stops start attempts and probes at shutdown.
     cancel: CancellationToken,
     tasks: JoinSet<()>,
+    /// Where the revisions persist; `None` when wakeway runs without a config file.
+    store: Option<Arc<StateFile>>,
 }
 
 impl Controller {
@@ -194,6 +199,56 @@ impl Controller {
             stopping: false,
             cancel: CancellationToken::new(),
             tasks: JoinSet::new(),
+            store: None,
+        }
+    }
+
+    /// Starts from revisions a previous wakeway left (see `state`): the last one is live. The
+    /// controller's source must be that revision's.
+    pub fn resumed_from(mut self, resumed: Resumed) -> Controller {
+        let Some(live) = resumed.history.last().cloned() else {
+            return self;
+        };
+        self.svc.revisions.store(Arc::new(
+            resumed.history.iter().map(Revision::view).collect(),
+        ));
+        self.svc
+            .metrics
+            .set_revision(Some(&self.revision.id), &live.id);
+        self.svc
+            .deployments
+            .restore(resumed.last_deployment, resumed.deployments);
+        self.svc.events.emit(
+            &self.svc.name,
+            "revision_resumed",
+            format!(
+                "resuming from the state file: {} live, {} revision(s) in its history",
+                live.id,
+                resumed.history.len()
+            ),
+            json!({ "revision": live.id, "revisions": resumed.history.len() }),
+        );
+        self.history = resumed.history;
+        self.revision = live;
+        self.next_revision = resumed.next_revision;
+        self
+    }
+
+    /// Persists the revisions to `store` from now on, beginning with the current ones.
+    pub fn persist_to(mut self, store: Arc<StateFile>) -> Controller {
+        self.store = Some(store);
+        self.persist();
+        self
+    }
+
+    fn persist(&self) {
+        if let Some(store) = &self.store {
+            store.save_revisions(
+                &self.svc.name,
+                &self.history,
+                self.next_revision,
+                &self.svc.deployments,
+            );
         }
     }
 

@@ -1,0 +1,352 @@
+//! Revisions that outlive wakeway: one JSON file beside the config holds, per service, the
+//! file's source as last applied and every revision (the last is live). It is rewritten whole on
+//! each change, to a temporary file then renamed over the old one, so a crash leaves either the
+//! old state or the new, never half of one.
+//!
+//! The model: the deployed revision stands until the file's own source for the service changes.
+//! At start, a service whose file source equals the one last applied resumes its live revision
+//! (an API deployment included); one whose file source changed while wakeway was stopped gets a
+//! new revision of the file.
+
+use std::collections::{BTreeMap, HashSet};
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{ConfigError, ServiceConfig, Source};
+use crate::service::deployment::{Deployment, Deployments};
+use crate::service::revision::{Revision, revision_id, source_changes};
+
+/// Bumped when the shape changes incompatibly; a file of another version is refused.
+const VERSION: u32 = 1;
+
+/// What defines a revision: the source and its environment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SourceState {
+    pub source: Source,
+    pub env: BTreeMap<String, String>,
+}
+
+impl SourceState {
+    pub fn of(config: &ServiceConfig) -> SourceState {
+        SourceState {
+            source: config.source.clone(),
+            env: config.env.clone(),
+        }
+    }
+
+    /// `base` (the file's settings) running this source.
+    pub fn apply_to(&self, base: &ServiceConfig) -> ServiceConfig {
+        let mut c = base.clone();
+        c.source = self.source.clone();
+        c.env = self.env.clone();
+        c
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RevisionState {
+    pub number: u32,
+    pub created_at: SystemTime,
+    pub changes: Vec<String>,
+    #[serde(flatten)]
+    pub source: SourceState,
+}
+
+impl RevisionState {
+    pub fn of(r: &Revision) -> RevisionState {
+        RevisionState {
+            number: r.number,
+            created_at: r.created_at,
+            changes: r.changes.clone(),
+            source: SourceState::of(&r.config),
+        }
+    }
+
+    /// The revision again, with the file's current settings around its source.
+    pub fn revision(&self, service: &str, base: &ServiceConfig) -> Revision {
+        Revision {
+            id: revision_id(service, self.number),
+            number: self.number,
+            config: Arc::new(self.source.apply_to(base)),
+            created_at: self.created_at,
+            changes: self.changes.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ServiceState {
+    /// The file's source for the service when a file was last applied.
+    pub applied: Option<SourceState>,
+    /// Oldest first; the last is live.
+    pub revisions: Vec<RevisionState>,
+    pub next_revision: u32,
+    /// The number of the last deployment id handed out, and the deployments, oldest first.
+    #[serde(default)]
+    pub last_deployment: u32,
+    #[serde(default)]
+    pub deployments: Vec<Deployment>,
+}
+
+/// What a service starts from: its revisions, oldest first (the last is live), and the next
+/// revision number.
+pub struct Resumed {
+    pub history: Vec<Revision>,
+    pub next_revision: u32,
+    pub last_deployment: u32,
+    pub deployments: Vec<Deployment>,
+}
+
+impl ServiceState {
+    /// The revisions `file` (the service as the file has it now) starts with: the remembered
+    /// live one while the file's source is the one last applied, else a new revision of the file.
+    pub fn resume(&self, file: &ServiceConfig) -> Option<Resumed> {
+        let mut history: Vec<Revision> = self
+            .revisions
+            .iter()
+            .map(|r| r.revision(&file.name, file))
+            .collect();
+        let live = history.last()?;
+        let mut next_revision = self.next_revision.max(live.number + 1);
+        let from_file = SourceState::of(file);
+        if self.applied.as_ref() != Some(&from_file) && SourceState::of(&live.config) != from_file {
+            let changes = source_changes(&live.config, file);
+            history.push(Revision::new(
+                &file.name,
+                next_revision,
+                Arc::new(file.clone()),
+                changes,
+            ));
+            next_revision += 1;
+        }
+        Some(Resumed {
+            history,
+            next_revision,
+            last_deployment: self.last_deployment,
+            deployments: self.deployments.clone(),
+        })
+    }
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Document {
+    version: u32,
+    services: BTreeMap<String, ServiceState>,
+}
+
+/// The state file and its contents in memory. Writes are rare (a switch, a reload) and small,
+/// so they happen in place under the lock, which also keeps them in order.
+pub struct StateFile {
+    path: PathBuf,
+    doc: Mutex<Document>,
+}
+
+impl StateFile {
+    /// Reads the file; a missing one is an empty state. An unreadable or malformed one is an
+    /// error naming the file and line: starting without it would forget every deployment.
+    pub fn open(path: &Path) -> Result<Arc<StateFile>, ConfigError> {
+        let error = |line: Option<usize>, message: String| ConfigError {
+            file: Some(path.to_path_buf()),
+            line,
+            key: None,
+            message,
+        };
+        let doc = match std::fs::read_to_string(path) {
+            Ok(text) => {
+                let doc: Document = serde_json::from_str(&text).map_err(|e| {
+                    error(
+                        Some(e.line()),
+                        format!(
+                            "the state file is not valid: {e} (move it away to start from the \
+                             config file alone)"
+                        ),
+                    )
+                })?;
+                if doc.version != VERSION {
+                    return Err(error(
+                        None,
+                        format!(
+                            "state file version {} is not {VERSION}, the one this wakeway reads",
+                            doc.version
+                        ),
+                    ));
+                }
+                doc
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Document {
+                version: VERSION,
+                services: BTreeMap::new(),
+            },
+            Err(e) => return Err(error(None, format!("cannot read the state file: {e}"))),
+        };
+        Ok(Arc::new(StateFile {
+            path: path.to_path_buf(),
+            doc: Mutex::new(doc),
+        }))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Document> {
+        self.doc.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn service(&self, name: &str) -> Option<ServiceState> {
+        self.lock().services.get(name).cloned()
+    }
+
+    /// Records a service's revisions and deployments (after a deployment ends, or when the
+    /// service is first seen).
+    pub fn save_revisions(
+        &self,
+        name: &str,
+        history: &[Revision],
+        next_revision: u32,
+        deployments: &Deployments,
+    ) {
+        let (last_deployment, list) = deployments.snapshot();
+        self.change(|doc| {
+            let s = doc.services.entry(name.to_string()).or_default();
+            s.revisions = history.iter().map(RevisionState::of).collect();
+            s.next_revision = next_revision;
+            s.last_deployment = last_deployment;
+            s.deployments = list;
+        });
+    }
+
+    /// Records the file's source for each of `services` as applied, and forgets services the
+    /// file no longer has.
+    pub fn save_applied(&self, services: &[ServiceConfig]) {
+        let names: HashSet<&str> = services.iter().map(|s| s.name.as_str()).collect();
+        self.change(|doc| {
+            doc.services.retain(|name, _| names.contains(name.as_str()));
+            for sc in services {
+                doc.services.entry(sc.name.clone()).or_default().applied =
+                    Some(SourceState::of(sc));
+            }
+        });
+    }
+
+    fn change(&self, f: impl FnOnce(&mut Document)) {
+        let mut doc = self.lock();
+        f(&mut doc);
+        if let Err(e) = write_atomically(&self.path, &doc) {
+            tracing::error!(file = %self.path.display(), "cannot write the state file: {e}");
+        }
+    }
+}
+
+/// Writes beside the target, syncs, then renames over it: readers see the old file or the new.
+fn write_atomically(path: &Path, doc: &Document) -> std::io::Result<()> {
+    let text = serde_json::to_vec_pretty(doc).map_err(std::io::Error::other)?;
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(&text)?;
+    f.sync_all()?;
+    drop(f);
+    std::fs::rename(&tmp, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn service(env: &str) -> ServiceConfig {
+        let mut c = ServiceConfig {
+            name: "web".into(),
+            hosts: vec!["web".into()],
+            source: Source::Command(vec!["app".into()]),
+            env: BTreeMap::new(),
+            scaling: Default::default(),
+            health: Default::default(),
+            queue: Default::default(),
+            deploy: Default::default(),
+            max_body_bytes: None,
+            redirect_https: false,
+        };
+        c.env.insert("MODE".into(), env.into());
+        c
+    }
+
+    #[test]
+    fn revisions_and_the_applied_source_survive_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("wakeway.state.json");
+        let state = StateFile::open(&path).unwrap();
+        assert!(state.service("web").is_none(), "a missing file is empty");
+        let one = Revision::new("web", 1, Arc::new(service("one")), vec![]);
+        let two = Revision::new("web", 2, Arc::new(service("two")), vec!["env.MODE".into()]);
+        state.save_applied(&[service("one")]);
+        let deployments = Deployments::default();
+        let id = deployments.begin("web", "web-00002", "web-00001", "api", vec![], 1);
+        state.save_revisions("web", &[one, two], 3, &deployments);
+
+        let again = StateFile::open(&path).unwrap();
+        let s = again.service("web").unwrap();
+        assert_eq!(s.applied, Some(SourceState::of(&service("one"))));
+        assert_eq!(s.next_revision, 3);
+        let live = s.revisions.last().unwrap().revision("web", &service("one"));
+        assert_eq!(live.id, "web-00002");
+        assert_eq!(live.config.env["MODE"], "two");
+        assert_eq!(live.changes, vec!["env.MODE".to_string()]);
+        let restored = Deployments::default();
+        restored.restore(s.last_deployment, s.deployments);
+        let d = restored.get(&id).unwrap();
+        assert_eq!(
+            d.state,
+            crate::service::deployment::DeployState::Failed,
+            "a deployment left in progress ended with the wakeway that ran it"
+        );
+        assert_eq!(
+            restored.begin("web", "web-00003", "web-00002", "api", vec![], 1),
+            "web-d0002",
+            "ids go on from where they were"
+        );
+        assert!(
+            !path.with_extension("json.tmp").exists(),
+            "no temporary file is left"
+        );
+
+        again.save_applied(&[]);
+        assert!(
+            StateFile::open(&path).unwrap().service("web").is_none(),
+            "a service gone from the file is forgotten"
+        );
+    }
+
+    #[test]
+    fn the_deployed_revision_stands_until_the_file_source_changes() {
+        let one = Revision::new("web", 1, Arc::new(service("one")), vec![]);
+        let two = Revision::new("web", 2, Arc::new(service("two")), vec!["env.MODE".into()]);
+        let saved = ServiceState {
+            applied: Some(SourceState::of(&service("one"))),
+            revisions: vec![RevisionState::of(&one), RevisionState::of(&two)],
+            next_revision: 3,
+            ..ServiceState::default()
+        };
+        let same = saved.resume(&service("one")).unwrap();
+        assert_eq!(same.history.last().unwrap().id, "web-00002");
+        assert_eq!(same.next_revision, 3);
+
+        let changed = saved.resume(&service("three")).unwrap();
+        let live = changed.history.last().unwrap();
+        assert_eq!(live.id, "web-00003");
+        assert_eq!(live.config.env["MODE"], "three");
+        assert_eq!(live.changes, vec!["env.MODE".to_string()]);
+        assert_eq!(changed.next_revision, 4);
+    }
+
+    #[test]
+    fn a_malformed_file_is_refused_naming_file_and_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.json");
+        std::fs::write(&path, "{\n  \"version\": 1,\n  \"services\": nope\n}").unwrap();
+        let err = StateFile::open(&path).err().unwrap();
+        assert_eq!(err.line, Some(3), "{err}");
+        assert!(err.to_string().contains("s.json"), "{err}");
+    }
+}
