@@ -5,6 +5,7 @@
 //! and what is wrong.
 
 mod cidr;
+mod diagnostics;
 mod duration;
 mod file;
 mod front;
@@ -84,7 +85,7 @@ pub fn parse(text: &str, path: Option<&Path>) -> Result<Config, ConfigError> {
         if err.line.is_none()
             && let Some(key) = &err.key
         {
-            err.line = file::line_of_key(text, key);
+            err.line = diagnostics::line_of_key(text, key);
         }
         err
     };

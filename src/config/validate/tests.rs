@@ -1,0 +1,221 @@
+use super::*;
+
+fn service(name: &str, host: &str) -> ServiceConfig {
+    ServiceConfig {
+        name: name.into(),
+        hosts: vec![host.into()],
+        source: Source::Command(vec!["run".into()]),
+        env: BTreeMap::new(),
+        scaling: ScalingConfig::default(),
+        health: HealthConfig::default(),
+        queue: QueueConfig::default(),
+        deploy: DeployConfig::default(),
+        max_body_bytes: None,
+        redirect_https: false,
+    }
+}
+
+fn config(services: Vec<ServiceConfig>) -> Config {
+    Config {
+        path: None,
+        state_file: None,
+        proxy: ProxyConfig::default(),
+        admin: AdminConfig::default(),
+        docker: DockerConfig::default(),
+        swarm: SwarmConfig::default(),
+        log: LogConfig::default(),
+        services,
+    }
+}
+
+/// Apply `edit` to a valid one-service config; return the error's key path.
+fn key_of(edit: impl FnOnce(&mut Config)) -> String {
+    let mut c = config(vec![service("a", "a.localhost")]);
+    edit(&mut c);
+    let e = validate(&c).expect_err("should fail");
+    assert_eq!(e.line, None);
+    e.key.expect("key path")
+}
+
+#[test]
+fn valid_configs_pass() {
+    validate(&config(vec![])).unwrap();
+    let mut s = service("web-2", "*");
+    s.source = Source::Upstreams(vec![
+        "127.0.0.1:80".into(),
+        "[::1]:81".into(),
+        "db.internal:5432".into(),
+    ]);
+    validate(&config(vec![service("a", "a.localhost"), s])).unwrap();
+}
+
+#[test]
+fn each_rule_names_its_key() {
+    type Edit = Box<dyn FnOnce(&mut Config)>;
+    let cases: Vec<(&str, Edit)> = vec![
+        ("proxy.listen", Box::new(|c| c.proxy.listen.clear())),
+        (
+            "admin.listen",
+            Box::new(|c| c.admin.listen = Some(c.proxy.listen[0])),
+        ),
+        (
+            "proxy.connect_timeout",
+            Box::new(|c| c.proxy.connect_timeout = Duration::ZERO),
+        ),
+        (
+            "admin.listen",
+            Box::new(|c| c.admin.listen = Some("0.0.0.0:9180".parse().unwrap())),
+        ),
+        (
+            "admin.hosts[0]",
+            Box::new(|c| c.admin.hosts = vec!["http://admin.example".into()]),
+        ),
+        ("log.level", Box::new(|c| c.log.level = "info,[bad".into())),
+        (
+            "log.access",
+            Box::new(|c| c.log.access = AccessLogTarget::File("".into())),
+        ),
+        (
+            "admin.header_read_timeout",
+            Box::new(|c| c.admin.header_read_timeout = Duration::ZERO),
+        ),
+        ("service[0].name", Box::new(|c| c.services[0].name.clear())),
+        (
+            "service[0].name",
+            Box::new(|c| c.services[0].name = "Web".into()),
+        ),
+        (
+            "service[0].name",
+            Box::new(|c| c.services[0].name = "a_b".into()),
+        ),
+        (
+            "service[1].name",
+            Box::new(|c| c.services.push(service("a", "b.localhost"))),
+        ),
+        (
+            "service[0].hosts",
+            Box::new(|c| c.services[0].hosts.clear()),
+        ),
+        (
+            "service[0].hosts[0]",
+            Box::new(|c| c.services[0].hosts[0] = "a.localhost:8080".into()),
+        ),
+        (
+            "service[0].hosts[0]",
+            Box::new(|c| c.services[0].hosts[0] = "A.localhost".into()),
+        ),
+        (
+            "service[0].hosts[0]",
+            Box::new(|c| c.services[0].hosts[0] = "*.localhost".into()),
+        ),
+        (
+            "service[0].hosts[1]",
+            Box::new(|c| c.services[0].hosts.push("a.localhost".into())),
+        ),
+        (
+            "service[0].command",
+            Box::new(|c| c.services[0].source = Source::Command(vec![])),
+        ),
+        (
+            "service[0].upstreams",
+            Box::new(|c| c.services[0].source = Source::Upstreams(vec![])),
+        ),
+        (
+            "service[0].upstreams[1]",
+            Box::new(|c| c.services[0].source = Source::Upstreams(vec!["h:1".into(), "h".into()])),
+        ),
+        (
+            "service[0].upstreams[0]",
+            Box::new(|c| c.services[0].source = Source::Upstreams(vec!["h:x".into()])),
+        ),
+        (
+            "service[0].upstreams[0]",
+            Box::new(|c| c.services[0].source = Source::Upstreams(vec![":80".into()])),
+        ),
+        (
+            "service[0].upstreams[0]",
+            Box::new(|c| c.services[0].source = Source::Upstreams(vec!["::1:80".into()])),
+        ),
+        (
+            "service[0].env",
+            Box::new(|c| {
+                c.services[0].env.insert("A=B".into(), "x".into());
+            }),
+        ),
+        (
+            "service[0].scaling.min_instances",
+            Box::new(|c| c.services[0].scaling.min_instances = 11),
+        ),
+        (
+            "service[0].scaling.max_instances",
+            Box::new(|c| c.services[0].scaling.max_instances = 0),
+        ),
+        (
+            "service[0].scaling.max_concurrency",
+            Box::new(|c| c.services[0].scaling.max_concurrency = 0),
+        ),
+        (
+            "service[0].scaling.target_concurrency",
+            Box::new(|c| c.services[0].scaling.target_concurrency = 0.0),
+        ),
+        (
+            "service[0].scaling.target_concurrency",
+            Box::new(|c| c.services[0].scaling.target_concurrency = f64::NAN),
+        ),
+        (
+            "service[0].scaling.target_concurrency",
+            Box::new(|c| c.services[0].scaling.target_concurrency = 100.5),
+        ),
+        (
+            "service[0].scaling.panic_threshold",
+            Box::new(|c| c.services[0].scaling.panic_threshold = 1.0),
+        ),
+        (
+            "service[0].scaling.panic_window",
+            Box::new(|c| c.services[0].scaling.panic_window = Duration::ZERO),
+        ),
+        (
+            "service[0].scaling.stable_window",
+            Box::new(|c| c.services[0].scaling.stable_window = Duration::ZERO),
+        ),
+        (
+            "service[0].scaling.panic_window",
+            Box::new(|c| c.services[0].scaling.panic_window = Duration::from_secs(61)),
+        ),
+        (
+            "service[0].health.path",
+            Box::new(|c| c.services[0].health.path = "healthz".into()),
+        ),
+        (
+            "service[0].health.healthy_threshold",
+            Box::new(|c| c.services[0].health.healthy_threshold = 0),
+        ),
+        (
+            "service[0].health.unhealthy_threshold",
+            Box::new(|c| c.services[0].health.unhealthy_threshold = 0),
+        ),
+        (
+            "service[0].queue.timeout",
+            Box::new(|c| c.services[0].queue.timeout = Duration::ZERO),
+        ),
+    ];
+    for (want, edit) in cases {
+        assert_eq!(key_of(edit), want);
+    }
+}
+
+#[test]
+fn duplicate_hosts_across_services() {
+    let c = config(vec![
+        service("a", "x.localhost"),
+        service("b", "x.localhost"),
+    ]);
+    let e = validate(&c).unwrap_err();
+    assert_eq!(e.key.as_deref(), Some("service[1].hosts[0]"));
+    assert!(e.message.contains("already claimed by service `a`"), "{e}");
+    let c = config(vec![service("a", "*"), service("b", "*")]);
+    assert_eq!(
+        validate(&c).unwrap_err().key.as_deref(),
+        Some("service[1].hosts[0]")
+    );
+}
