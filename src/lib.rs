@@ -13,6 +13,7 @@ pub mod proxy;
 pub mod reload;
 pub mod runtime;
 pub mod service;
+pub mod service_stats;
 pub mod stats;
 pub mod trace;
 pub mod whoami;

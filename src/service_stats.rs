@@ -1,0 +1,404 @@
+//! A service's control-plane figures — gauges of instances and demand, counts of cold starts,
+//! rejections, scale events, upstream errors and deployments, the cold-start and queue-wait
+//! histograms — as plain atomics, rendered into Prometheus families when scraped. A
+//! `prometheus` child series costs a few hundred bytes (its own copy of the family's description);
+//! these cost eight, so 1,000 services at zero stay small.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::{
+    Bucket, Counter, Gauge, Histogram, LabelPair, Metric, MetricFamily, MetricType,
+};
+
+use crate::metrics::*;
+
+#[derive(Default)]
+pub struct Count(AtomicU64);
+
+impl Count {
+    pub fn inc(&self) {
+        self.0.fetch_add(1, Relaxed);
+    }
+
+    pub fn get(&self) -> u64 {
+        self.0.load(Relaxed)
+    }
+}
+
+#[derive(Default)]
+pub struct Level(AtomicI64);
+
+impl Level {
+    pub fn set(&self, v: i64) {
+        self.0.store(v, Relaxed);
+    }
+
+    pub fn inc(&self) {
+        self.0.fetch_add(1, Relaxed);
+    }
+
+    pub fn dec(&self) {
+        self.0.fetch_sub(1, Relaxed);
+    }
+
+    pub fn get(&self) -> i64 {
+        self.0.load(Relaxed)
+    }
+}
+
+/// Upper bounds, in seconds, of the cold-start histogram's buckets.
+pub const COLD_START_BUCKETS: [f64; 12] = [
+    0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+/// Upper bounds, in seconds, of the queue-wait histogram's buckets.
+pub const QUEUE_WAIT_BUCKETS: [f64; 15] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+
+/// Seconds, in non-cumulative buckets (the last is +Inf).
+pub struct Hist<const N: usize> {
+    bounds: &'static [f64; N],
+    buckets: [AtomicU64; N],
+    over: AtomicU64,
+    sum_micros: AtomicU64,
+}
+
+impl<const N: usize> Hist<N> {
+    fn new(bounds: &'static [f64; N]) -> Self {
+        Hist {
+            bounds,
+            buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+            over: AtomicU64::new(0),
+            sum_micros: AtomicU64::new(0),
+        }
+    }
+
+    pub fn observe(&self, seconds: f64) {
+        match self.bounds.iter().position(|b| seconds <= *b) {
+            Some(i) => self.buckets[i].fetch_add(1, Relaxed),
+            None => self.over.fetch_add(1, Relaxed),
+        };
+        self.sum_micros
+            .fetch_add((seconds.max(0.0) * 1e6) as u64, Relaxed);
+    }
+
+    fn proto(&self) -> Histogram {
+        let mut cumulative = 0;
+        let buckets = self
+            .bounds
+            .iter()
+            .zip(&self.buckets)
+            .map(|(bound, n)| {
+                cumulative += n.load(Relaxed);
+                let mut b = Bucket::default();
+                b.set_upper_bound(*bound);
+                b.set_cumulative_count(cumulative);
+                b
+            })
+            .collect();
+        let mut h = Histogram::default();
+        h.set_bucket(buckets);
+        h.set_sample_count(cumulative + self.over.load(Relaxed));
+        h.set_sample_sum(self.sum_micros.load(Relaxed) as f64 / 1e6);
+        h
+    }
+}
+
+/// One service's figures.
+pub struct ServiceStats {
+    pub in_flight: Level,
+    pub queued: Level,
+    pub starting: Level,
+    pub ready: Level,
+    pub draining: Level,
+    pub desired: Level,
+    pub cold_starts: Count,
+    pub cold_start_duration: Hist<12>,
+    pub queue_wait: Hist<15>,
+    pub rejected_queue_full: Count,
+    pub rejected_timeout: Count,
+    pub rejected_unavailable: Count,
+    pub scale_up: Count,
+    pub scale_down: Count,
+    pub upstream_connect: Count,
+    pub upstream_timeout: Count,
+    pub upstream_reset: Count,
+    pub deployments_succeeded: Count,
+    pub deployments_failed: Count,
+}
+
+impl Default for ServiceStats {
+    fn default() -> Self {
+        ServiceStats {
+            in_flight: Level::default(),
+            queued: Level::default(),
+            starting: Level::default(),
+            ready: Level::default(),
+            draining: Level::default(),
+            desired: Level::default(),
+            cold_starts: Count::default(),
+            cold_start_duration: Hist::new(&COLD_START_BUCKETS),
+            queue_wait: Hist::new(&QUEUE_WAIT_BUCKETS),
+            rejected_queue_full: Count::default(),
+            rejected_timeout: Count::default(),
+            rejected_unavailable: Count::default(),
+            scale_up: Count::default(),
+            scale_down: Count::default(),
+            upstream_connect: Count::default(),
+            upstream_timeout: Count::default(),
+            upstream_reset: Count::default(),
+            deployments_succeeded: Count::default(),
+            deployments_failed: Count::default(),
+        }
+    }
+}
+
+/// Exports every service's `ServiceStats`.
+pub struct ServicesCollector {
+    descs: Vec<Desc>,
+    services: Mutex<BTreeMap<String, Arc<ServiceStats>>>,
+}
+
+/// The families, in the order `descs` holds them: name, help, type, extra label.
+const FAMILIES: [(&str, &str, MetricType, Option<&str>); 11] = [
+    (
+        IN_FLIGHT_REQUESTS,
+        "Requests (and open tunnels) currently at an instance.",
+        MetricType::GAUGE,
+        None,
+    ),
+    (
+        QUEUED_REQUESTS,
+        "Requests waiting in the activator queue.",
+        MetricType::GAUGE,
+        None,
+    ),
+    (
+        INSTANCES,
+        "Instances by state.",
+        MetricType::GAUGE,
+        Some("state"),
+    ),
+    (
+        DESIRED_INSTANCES,
+        "Instances the autoscaler wants.",
+        MetricType::GAUGE,
+        None,
+    ),
+    (
+        COLD_STARTS_TOTAL,
+        "Starts triggered by a request arriving at a service with no instance.",
+        MetricType::COUNTER,
+        None,
+    ),
+    (
+        COLD_START_DURATION_SECONDS,
+        "From a request arriving at an empty service to an instance being ready.",
+        MetricType::HISTOGRAM,
+        None,
+    ),
+    (
+        QUEUE_WAIT_SECONDS,
+        "Time requests waited in the activator queue for a slot (those that waited).",
+        MetricType::HISTOGRAM,
+        None,
+    ),
+    (
+        QUEUE_REJECTIONS_TOTAL,
+        "Requests refused by the activator queue, by reason.",
+        MetricType::COUNTER,
+        Some("reason"),
+    ),
+    (
+        SCALE_EVENTS_TOTAL,
+        "Changes of the desired instance count, by direction.",
+        MetricType::COUNTER,
+        Some("direction"),
+    ),
+    (
+        UPSTREAM_ERRORS_TOTAL,
+        "Failures talking to instances, by kind.",
+        MetricType::COUNTER,
+        Some("kind"),
+    ),
+    (
+        DEPLOYMENTS_TOTAL,
+        "Blue/green deployments finished, by outcome.",
+        MetricType::COUNTER,
+        Some("outcome"),
+    ),
+];
+
+impl ServicesCollector {
+    pub fn new() -> ServicesCollector {
+        let descs = FAMILIES
+            .iter()
+            .map(|(name, help, _, label)| {
+                let mut labels = vec!["service".to_string()];
+                labels.extend(label.map(String::from));
+                Desc::new(
+                    name.to_string(),
+                    help.to_string(),
+                    labels,
+                    Default::default(),
+                )
+                .expect("valid metric description")
+            })
+            .collect();
+        ServicesCollector {
+            descs,
+            services: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    pub fn add(&self, service: &str) -> Arc<ServiceStats> {
+        let mut s = self.services.lock().unwrap_or_else(|p| p.into_inner());
+        s.entry(service.to_string()).or_default().clone()
+    }
+
+    pub fn remove(&self, service: &str) {
+        self.services
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(service);
+    }
+}
+
+impl Default for ServicesCollector {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn label(name: &str, value: &str) -> LabelPair {
+    let mut l = LabelPair::default();
+    l.set_name(name.into());
+    l.set_value(value.into());
+    l
+}
+
+fn series(service: &str, extra: Option<(&str, &str)>) -> Metric {
+    let mut labels = vec![label("service", service)];
+    if let Some((k, v)) = extra {
+        labels.push(label(k, v));
+    }
+    Metric::from_label(labels)
+}
+
+fn gauge(service: &str, extra: Option<(&str, &str)>, v: i64) -> Metric {
+    let mut m = series(service, extra);
+    let mut g = Gauge::default();
+    g.set_value(v as f64);
+    m.set_gauge(g);
+    m
+}
+
+fn counter(service: &str, extra: Option<(&str, &str)>, v: u64) -> Metric {
+    let mut m = series(service, extra);
+    let mut c = Counter::default();
+    c.set_value(v as f64);
+    m.set_counter(c);
+    m
+}
+
+impl Collector for ServicesCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        self.descs.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let services = self.services.lock().unwrap_or_else(|p| p.into_inner());
+        let mut metrics: Vec<Vec<Metric>> = (0..FAMILIES.len()).map(|_| Vec::new()).collect();
+        for (n, s) in services.iter() {
+            metrics[0].push(gauge(n, None, s.in_flight.get()));
+            metrics[1].push(gauge(n, None, s.queued.get()));
+            for (state, v) in [
+                ("starting", &s.starting),
+                ("ready", &s.ready),
+                ("draining", &s.draining),
+            ] {
+                metrics[2].push(gauge(n, Some(("state", state)), v.get()));
+            }
+            metrics[3].push(gauge(n, None, s.desired.get()));
+            metrics[4].push(counter(n, None, s.cold_starts.get()));
+            let mut m = series(n, None);
+            m.set_histogram(s.cold_start_duration.proto());
+            metrics[5].push(m);
+            let mut m = series(n, None);
+            m.set_histogram(s.queue_wait.proto());
+            metrics[6].push(m);
+            for (reason, c) in [
+                ("queue_full", &s.rejected_queue_full),
+                ("timeout", &s.rejected_timeout),
+                ("unavailable", &s.rejected_unavailable),
+            ] {
+                metrics[7].push(counter(n, Some(("reason", reason)), c.get()));
+            }
+            for (direction, c) in [("up", &s.scale_up), ("down", &s.scale_down)] {
+                metrics[8].push(counter(n, Some(("direction", direction)), c.get()));
+            }
+            for (kind, c) in [
+                ("connect", &s.upstream_connect),
+                ("timeout", &s.upstream_timeout),
+                ("reset", &s.upstream_reset),
+            ] {
+                metrics[9].push(counter(n, Some(("kind", kind)), c.get()));
+            }
+            for (outcome, c) in [
+                ("succeeded", &s.deployments_succeeded),
+                ("failed", &s.deployments_failed),
+            ] {
+                metrics[10].push(counter(n, Some(("outcome", outcome)), c.get()));
+            }
+        }
+        FAMILIES
+            .iter()
+            .zip(&self.descs)
+            .zip(metrics)
+            .map(|(((_, _, t, _), desc), metrics)| {
+                let mut f = MetricFamily::default();
+                f.set_name(desc.fq_name.clone());
+                f.set_help(desc.help.clone());
+                f.set_field_type(*t);
+                f.set_metric(metrics);
+                f
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_every_family_per_service() {
+        let c = ServicesCollector::new();
+        let s = c.add("web");
+        s.cold_starts.inc();
+        s.cold_start_duration.observe(0.3);
+        s.queued.inc();
+        s.queued.inc();
+        s.queued.dec();
+        s.rejected_timeout.inc();
+        let fams = c.collect();
+        assert_eq!(fams.len(), FAMILIES.len());
+        let by = |name: &str| fams.iter().find(|f| f.name() == name).unwrap();
+        assert_eq!(by(QUEUED_REQUESTS).get_metric()[0].get_gauge().get_value(), 1.0);
+        assert_eq!(
+            by(COLD_STARTS_TOTAL).get_metric()[0].get_counter().get_value(),
+            1.0
+        );
+        let h = by(COLD_START_DURATION_SECONDS).get_metric()[0].get_histogram();
+        assert_eq!(h.get_sample_count(), 1);
+        assert_eq!(h.get_bucket()[4].cumulative_count(), 0, "0.25 s bucket");
+        assert_eq!(h.get_bucket()[5].cumulative_count(), 1, "0.5 s bucket");
+        let rejections = by(QUEUE_REJECTIONS_TOTAL).get_metric();
+        assert_eq!(rejections.len(), 3);
+        c.remove("web");
+        assert!(c.collect().iter().all(|f| f.get_metric().is_empty()));
+    }
+}
