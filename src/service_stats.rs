@@ -387,9 +387,14 @@ mod tests {
         let fams = c.collect();
         assert_eq!(fams.len(), FAMILIES.len());
         let by = |name: &str| fams.iter().find(|f| f.name() == name).unwrap();
-        assert_eq!(by(QUEUED_REQUESTS).get_metric()[0].get_gauge().get_value(), 1.0);
         assert_eq!(
-            by(COLD_STARTS_TOTAL).get_metric()[0].get_counter().get_value(),
+            by(QUEUED_REQUESTS).get_metric()[0].get_gauge().get_value(),
+            1.0
+        );
+        assert_eq!(
+            by(COLD_STARTS_TOTAL).get_metric()[0]
+                .get_counter()
+                .get_value(),
             1.0
         );
         let h = by(COLD_START_DURATION_SECONDS).get_metric()[0].get_histogram();

@@ -82,56 +82,80 @@ impl Drop for Open {
 /// holds none and a busy one allocates none.
 #[derive(Default)]
 pub struct Buffers {
-    reads: RefCell<Vec<Vec<u8>>>,
-    writes: RefCell<Vec<Vec<u8>>>,
+    reads: RefCell<Free>,
+    writes: RefCell<Free>,
 }
 
 /// Buffers kept per kind and worker: enough for the requests one core has in flight at once;
-/// the rest go back to the allocator (and, after a burst, `trim` returns what went unused).
+/// the rest go back to the allocator (and `trim` returns what went unused for a second).
 const KEPT_BUFFERS: usize = 256;
 const KEPT_SIZE: usize = 64 * 1024;
+
+/// A stack of free buffers, used last-in first-out, with the fewest it held since the last trim:
+/// that many at its bottom went unused all along.
+#[derive(Default)]
+struct Free {
+    list: Vec<Vec<u8>>,
+    low: usize,
+}
+
+impl Free {
+    fn take(&mut self) -> Option<Vec<u8>> {
+        let b = self.list.pop();
+        self.low = self.low.min(self.list.len());
+        b
+    }
+
+    fn put(&mut self, b: Vec<u8>) {
+        if self.list.len() < KEPT_BUFFERS {
+            self.list.push(b);
+        }
+    }
+
+    fn trim(&mut self) {
+        self.list.drain(..self.low);
+        if self.list.capacity() > 2 * self.list.len() + 16 {
+            self.list.shrink_to_fit();
+        }
+        self.low = self.list.len();
+    }
+}
 
 impl Buffers {
     /// A read buffer: zero-filled, at least `min` long.
     pub fn read_buf(&self, min: usize) -> Vec<u8> {
-        match self.reads.borrow_mut().pop() {
-            Some(b) => b,
-            None => vec![0; min],
-        }
+        self.reads
+            .borrow_mut()
+            .take()
+            .unwrap_or_else(|| vec![0; min])
     }
 
     /// A write buffer: empty, with room.
     pub fn write_buf(&self, min: usize) -> Vec<u8> {
-        match self.writes.borrow_mut().pop() {
-            Some(b) => b,
-            None => Vec::with_capacity(min),
-        }
+        self.writes
+            .borrow_mut()
+            .take()
+            .unwrap_or_else(|| Vec::with_capacity(min))
     }
 
     pub fn put_read(&self, b: Vec<u8>) {
-        let mut reads = self.reads.borrow_mut();
-        if !b.is_empty() && b.len() <= KEPT_SIZE && reads.len() < KEPT_BUFFERS {
-            reads.push(b);
-        }
-    }
-
-    /// Called once a second: frees the buffers no request took since the last call, so a burst
-    /// does not pin its memory.
-    pub fn trim(&self) {
-        for list in [&self.reads, &self.writes] {
-            let mut l = list.borrow_mut();
-            let keep = l.len() / 2;
-            l.truncate(keep);
-            l.shrink_to_fit();
+        if !b.is_empty() && b.len() <= KEPT_SIZE {
+            self.reads.borrow_mut().put(b);
         }
     }
 
     pub fn put_write(&self, mut b: Vec<u8>) {
-        let mut writes = self.writes.borrow_mut();
-        if b.capacity() > 0 && b.capacity() <= KEPT_SIZE && writes.len() < KEPT_BUFFERS {
+        if b.capacity() > 0 && b.capacity() <= KEPT_SIZE {
             b.clear();
-            writes.push(b);
+            self.writes.borrow_mut().put(b);
         }
+    }
+
+    /// Called once a second: frees the buffers no request took since the last call, so a burst
+    /// does not pin its memory while a steady load keeps what it uses.
+    pub fn trim(&self) {
+        self.reads.borrow_mut().trim();
+        self.writes.borrow_mut().trim();
     }
 }
 
@@ -443,4 +467,28 @@ pub fn bind(addr: SocketAddr, count: usize) -> io::Result<Vec<std::net::TcpListe
         out.push(l);
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trim_frees_only_buffers_that_went_unused() {
+        let b = Buffers::default();
+        for _ in 0..10 {
+            b.put_read(vec![0; 16]);
+        }
+        b.trim();
+        // A steady load takes and gives back three at a time: those three stay.
+        let taken: Vec<_> = (0..3).map(|_| b.read_buf(16)).collect();
+        for t in taken {
+            b.put_read(t);
+        }
+        b.trim();
+        assert_eq!(b.reads.borrow().list.len(), 3);
+        // A second without requests: they go too.
+        b.trim();
+        assert_eq!(b.reads.borrow().list.len(), 0);
+    }
 }
