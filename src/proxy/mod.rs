@@ -143,6 +143,9 @@ pub async fn return_memory(shared: Arc<Shared>) {
     use std::sync::atomic::Ordering::Relaxed;
     let mut tick = tokio::time::interval(Duration::from_secs(5));
     let mut peak = 0;
+    // Trims still to do: the workers free their idle buffers over the next seconds, after the
+    // connections closed.
+    let mut pending = 0;
     loop {
         tokio::select! {
             _ = shared.shutdown.cancelled() => return,
@@ -151,8 +154,12 @@ pub async fn return_memory(shared: Arc<Shared>) {
         let now = shared.connections.load(Relaxed);
         peak = peak.max(now);
         if peak >= now + 1000 && now < peak / 2 {
-            trim_allocator();
+            pending = 3;
             peak = now;
+        }
+        if pending > 0 {
+            pending -= 1;
+            trim_allocator();
         }
     }
 }
