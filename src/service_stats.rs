@@ -9,11 +9,10 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
 use prometheus::core::{Collector, Desc};
-use prometheus::proto::{
-    Bucket, Counter, Gauge, Histogram, LabelPair, Metric, MetricFamily, MetricType,
-};
+use prometheus::proto::{Bucket, Counter, Gauge, Histogram, Metric, MetricFamily, MetricType};
 
 use crate::metrics::*;
+use crate::stats::{family, label};
 
 #[derive(Default)]
 pub struct Count(AtomicU64);
@@ -273,13 +272,6 @@ impl Default for ServicesCollector {
     }
 }
 
-fn label(name: &str, value: &str) -> LabelPair {
-    let mut l = LabelPair::default();
-    l.set_name(name.into());
-    l.set_value(value.into());
-    l
-}
-
 fn series(service: &str, extra: Option<(&str, &str)>) -> Metric {
     let mut labels = vec![label("service", service)];
     if let Some((k, v)) = extra {
@@ -358,14 +350,7 @@ impl Collector for ServicesCollector {
             .iter()
             .zip(&self.descs)
             .zip(metrics)
-            .map(|(((_, _, t, _), desc), metrics)| {
-                let mut f = MetricFamily::default();
-                f.set_name(desc.fq_name.clone());
-                f.set_help(desc.help.clone());
-                f.set_field_type(*t);
-                f.set_metric(metrics);
-                f
-            })
+            .map(|(((_, _, t, _), desc), metrics)| family(desc, *t, metrics))
             .collect()
     }
 }

@@ -176,14 +176,14 @@ impl Default for RequestsCollector {
     }
 }
 
-fn label(name: &str, value: &str) -> LabelPair {
+pub(crate) fn label(name: &str, value: &str) -> LabelPair {
     let mut l = LabelPair::default();
     l.set_name(name.into());
     l.set_value(value.into());
     l
 }
 
-fn family(desc: &Desc, t: MetricType, metrics: Vec<Metric>) -> MetricFamily {
+pub(crate) fn family(desc: &Desc, t: MetricType, metrics: Vec<Metric>) -> MetricFamily {
     let mut f = MetricFamily::default();
     f.set_name(desc.fq_name.clone());
     f.set_help(desc.help.clone());
