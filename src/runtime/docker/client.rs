@@ -7,6 +7,7 @@ use bollard::Docker;
 use bollard::errors::Error as DockerError;
 
 use crate::config::DockerConfig;
+use crate::runtime::RuntimeError;
 
 /// Where the engine listens when neither `docker.endpoint` nor `$DOCKER_HOST` says.
 pub const DEFAULT_ENDPOINT: &str = "unix:///var/run/docker.sock";
@@ -71,6 +72,42 @@ pub(crate) fn status_of(e: &DockerError) -> Option<u16> {
     match e {
         DockerError::DockerResponseServerError { status_code, .. } => Some(*status_code),
         _ => None,
+    }
+}
+
+/// The engine at `endpoint` did not answer. `who` names it ("docker engine", "swarm manager");
+/// `section` is the config table whose `endpoint` points at it.
+pub(crate) fn unreachable(
+    who: &str,
+    endpoint: &str,
+    section: &str,
+    e: impl std::fmt::Display,
+) -> RuntimeError {
+    RuntimeError {
+        message: format!(
+            "{who} at {endpoint} is unreachable: {e}; is the engine running? (set [{section}] endpoint or DOCKER_HOST)"
+        ),
+        retryable: false,
+    }
+}
+
+/// An API error: the engine's own message (prefixed `prefix: what:`) when it answered, the
+/// `unreachable` error when it did not.
+pub(crate) fn api_error(
+    prefix: &str,
+    what: &str,
+    e: DockerError,
+    unreachable: impl FnOnce(DockerError) -> RuntimeError,
+) -> RuntimeError {
+    match e {
+        DockerError::DockerResponseServerError {
+            status_code,
+            message,
+        } => RuntimeError {
+            message: format!("{prefix}: {what}: {message} (HTTP {status_code})"),
+            retryable: false,
+        },
+        other => unreachable(other),
     }
 }
 

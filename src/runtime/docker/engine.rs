@@ -118,27 +118,11 @@ impl DockerEngine {
     }
 
     pub(super) fn unreachable(&self, e: impl std::fmt::Display) -> RuntimeError {
-        RuntimeError {
-            message: format!(
-                "docker engine at {} is unreachable: {e}; is the engine running? (set [docker] endpoint or DOCKER_HOST)",
-                self.endpoint
-            ),
-            retryable: false,
-        }
+        client::unreachable("docker engine", &self.endpoint, "docker", e)
     }
 
-    /// An API error: the engine's own message when it answered, "unreachable" when it did not.
     pub(super) fn api_error(&self, what: &str, e: DockerError) -> RuntimeError {
-        match e {
-            DockerError::DockerResponseServerError {
-                status_code,
-                message,
-            } => RuntimeError {
-                message: format!("docker: {what}: {message} (HTTP {status_code})"),
-                retryable: false,
-            },
-            other => self.unreachable(other),
-        }
+        client::api_error("docker", what, e, |e| self.unreachable(e))
     }
 
     /// The client, once the engine has answered and the API version is agreed.

@@ -28,6 +28,7 @@ pub(crate) use client::{
     endpoint_or_default, status_of,
 };
 pub use client::{DEFAULT_ENDPOINT, resolve_endpoint};
+pub(crate) use client::{api_error as engine_api_error, unreachable as engine_unreachable};
 pub use container::DockerRuntime;
 pub use engine::DockerEngine;
 pub(crate) use engine::unix_now_nanos;

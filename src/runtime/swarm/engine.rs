@@ -117,26 +117,11 @@ impl SwarmEngine {
     }
 
     pub(super) fn unreachable(&self, e: impl std::fmt::Display) -> RuntimeError {
-        RuntimeError {
-            message: format!(
-                "swarm manager at {} is unreachable: {e}; is the engine running? (set [swarm] endpoint or DOCKER_HOST)",
-                self.endpoint
-            ),
-            retryable: false,
-        }
+        crate::runtime::docker::engine_unreachable("swarm manager", &self.endpoint, "swarm", e)
     }
 
     pub(super) fn api_error(&self, what: &str, e: DockerError) -> RuntimeError {
-        match e {
-            DockerError::DockerResponseServerError {
-                status_code,
-                message,
-            } => RuntimeError {
-                message: format!("swarm: {what}: {message} (HTTP {status_code})"),
-                retryable: false,
-            },
-            other => self.unreachable(other),
-        }
+        crate::runtime::docker::engine_api_error("swarm", what, e, |e| self.unreachable(e))
     }
 
     /// The client, once the engine has answered and said it is a swarm manager.
