@@ -41,6 +41,7 @@ fn service(name: &str, hosts: Vec<String>) -> Arc<Service> {
         deploy: Default::default(),
         max_body_bytes: None,
         redirect_https: false,
+        traffic: Vec::new(),
     };
     let metrics = Metrics::new();
     Service::new(cfg, metrics.service(name), Arc::new(EventLog::default()))

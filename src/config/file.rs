@@ -151,6 +151,8 @@ struct RawService {
     deploy: RawDeploy,
     max_body_bytes: Option<Size>,
     redirect_https: Option<bool>,
+    #[serde(default)]
+    traffic: Vec<super::file_service::RawTraffic>,
 }
 
 #[derive(Deserialize, Default)]
@@ -165,6 +167,7 @@ struct RawScaling {
     stable_window: Option<Dur>,
     panic_window: Option<Dur>,
     panic_threshold: Option<f64>,
+    idle_ignore: Option<super::file_service::RawIdleIgnore>,
 }
 
 #[derive(Deserialize, Clone, Copy)]
@@ -626,6 +629,9 @@ fn convert_service(i: usize, s: RawService) -> Result<ServiceConfig, ConfigError
         stable_window: dur_or(sc.stable_window, sd.stable_window),
         panic_window: dur_or(sc.panic_window, sd.panic_window),
         panic_threshold: sc.panic_threshold.unwrap_or(sd.panic_threshold),
+        idle_ignore: sc
+            .idle_ignore
+            .map_or(sd.idle_ignore, super::file_service::convert_idle_ignore),
     };
     let h = s.health;
     let hd = HealthConfig::default();
@@ -655,6 +661,7 @@ fn convert_service(i: usize, s: RawService) -> Result<ServiceConfig, ConfigError
         timeout: dur_or(s.deploy.timeout, dd.timeout),
         auto: s.deploy.auto.unwrap_or(dd.auto),
     };
+    let traffic = super::file_service::convert_traffic(i, &s.name, s.traffic)?;
     Ok(ServiceConfig {
         name: s.name,
         hosts: s
@@ -670,6 +677,7 @@ fn convert_service(i: usize, s: RawService) -> Result<ServiceConfig, ConfigError
         deploy,
         max_body_bytes: s.max_body_bytes.map(|s| s.0),
         redirect_https: s.redirect_https.unwrap_or(false),
+        traffic,
     })
 }
 

@@ -8,11 +8,14 @@ mod cidr;
 mod diagnostics;
 mod duration;
 mod file;
+mod file_service;
 mod front;
+mod idle_ignore;
 mod size;
 mod types;
 mod validate;
 mod validate_front;
+mod validate_service;
 
 #[cfg(test)]
 mod proptests;

@@ -6,6 +6,8 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 
 pub use super::cidr::IpNet;
+pub use super::idle_ignore::{IdleIgnore, PathPattern};
+use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -270,6 +272,16 @@ pub struct ServiceConfig {
     pub max_body_bytes: Option<u64>,
     /// Plain-HTTP requests get a 308 to the same URL over HTTPS (needs `[proxy.tls]`).
     pub redirect_https: bool,
+    pub traffic: Vec<TrafficTarget>,
+}
+
+/// One share of a service's traffic (`[[service.traffic]]`). Empty list: 100% to the latest revision.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrafficTarget {
+    /// `None`: the latest revision (`latest = true` in the file).
+    pub revision: Option<String>,
+    pub percent: u32,
+    pub tag: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -336,6 +348,8 @@ pub struct ScalingConfig {
     pub stable_window: Duration,
     pub panic_window: Duration,
     pub panic_threshold: f64,
+    /// Requests that are served but do not keep the service from scaling to zero.
+    pub idle_ignore: IdleIgnore,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -417,6 +431,7 @@ impl Default for ScalingConfig {
             stable_window: Duration::from_secs(60),
             panic_window: Duration::from_secs(6),
             panic_threshold: 2.0,
+            idle_ignore: IdleIgnore::default(),
         }
     }
 }

@@ -67,6 +67,7 @@ pub(crate) fn validate(config: &Config) -> Result {
             }
         }
         validate_scaling(&svc.scaling, i)?;
+        super::validate_service::validate(svc, i)?;
         validate_health(&svc.health, i)?;
         positive(svc.queue.timeout, &at("queue.timeout"))?;
         positive(svc.deploy.timeout, &at("deploy.timeout"))?;

@@ -278,6 +278,7 @@ mod tests {
             deploy: Default::default(),
             max_body_bytes: None,
             redirect_https: false,
+            traffic: Vec::new(),
         };
         cfg.scaling.max_concurrency = max_concurrency;
         cfg.queue.max_pending = max_pending;

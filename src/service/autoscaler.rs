@@ -254,6 +254,7 @@ mod tests {
             stable_window: Duration::from_secs(60),
             panic_window: Duration::from_secs(6),
             panic_threshold: 2.0,
+            ..ScalingConfig::default()
         }
     }
 

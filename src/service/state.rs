@@ -267,6 +267,7 @@ mod tests {
             deploy: Default::default(),
             max_body_bytes: None,
             redirect_https: false,
+            traffic: Vec::new(),
         };
         c.env.insert("MODE".into(), env.into());
         c

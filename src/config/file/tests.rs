@@ -100,6 +100,7 @@ fn full_file_parses_to_expected_config() {
                     stable_window: secs(30),
                     panic_window: secs(3),
                     panic_threshold: 1.5,
+                    idle_ignore: IdleIgnore::default(),
                 },
                 health: HealthConfig {
                     kind: HealthKind::Tcp,
@@ -122,6 +123,7 @@ fn full_file_parses_to_expected_config() {
                 },
                 max_body_bytes: None,
                 redirect_https: false,
+                traffic: Vec::new(),
             },
             ServiceConfig {
                 name: "legacy".into(),
@@ -137,6 +139,7 @@ fn full_file_parses_to_expected_config() {
                 deploy: DeployConfig::default(),
                 max_body_bytes: None,
                 redirect_https: false,
+                traffic: Vec::new(),
             },
         ],
     };

@@ -27,6 +27,7 @@ fn service(tweak: impl FnOnce(&mut ServiceConfig)) -> Arc<Service> {
         deploy: Default::default(),
         max_body_bytes: None,
         redirect_https: false,
+        traffic: Vec::new(),
     };
     cfg.scaling.max_concurrency = 10;
     cfg.scaling.target_concurrency = 5.0;

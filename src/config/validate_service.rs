@@ -1,0 +1,183 @@
+//! Semantic checks on `[[service.traffic]]` and `[service.scaling.idle_ignore]`. Both apply only
+//! to services wakeway starts and stops (`command`, `image`): a static service has neither
+//! revisions to split between nor instances to stop.
+
+use std::collections::BTreeMap;
+
+use super::ConfigError;
+use super::types::*;
+
+type Result<T = ()> = std::result::Result<T, ConfigError>;
+
+fn fail(key: impl Into<String>, message: impl Into<String>) -> Result {
+    Err(ConfigError::at_key(key, message))
+}
+
+/// Tags become part of host names (`canary.web.example.com`): one DNS label, kept short.
+const MAX_TAG_LEN: usize = 40;
+
+pub(super) fn validate(svc: &ServiceConfig, i: usize) -> Result {
+    validate_traffic(svc, i)?;
+    validate_idle_ignore(svc, i)
+}
+
+fn validate_traffic(svc: &ServiceConfig, i: usize) -> Result {
+    if svc.traffic.is_empty() {
+        return Ok(());
+    }
+    let at = |k: &str| format!("service[{i}].traffic{k}");
+    if matches!(svc.source, Source::Upstreams(_)) {
+        return fail(
+            at(""),
+            format!(
+                "service `{}` is static (`upstreams`): it has no revisions to split traffic between; \
+                 [[service.traffic]] applies to services with a `command` or an `image`",
+                svc.name
+            ),
+        );
+    }
+    let mut revisions: BTreeMap<Option<&str>, usize> = BTreeMap::new();
+    let mut tags: BTreeMap<&str, usize> = BTreeMap::new();
+    for (j, t) in svc.traffic.iter().enumerate() {
+        let key = |k: &str| at(&format!("[{j}].{k}"));
+        if t.percent > 100 {
+            return fail(
+                key("percent"),
+                format!("percent must be 0-100 (got {})", t.percent),
+            );
+        }
+        if let Some(rev) = &t.revision
+            && !is_revision_of(rev, &svc.name)
+        {
+            return fail(
+                key("revision"),
+                format!(
+                    "invalid revision {rev:?}: revisions of service `{0}` are named `{0}-NNNNN` \
+                     with 5 digits, such as \"{0}-00002\", as the admin API lists them",
+                    svc.name
+                ),
+            );
+        }
+        if let Some(prev) = revisions.insert(t.revision.as_deref(), j) {
+            let (k, what) = match &t.revision {
+                Some(rev) => ("revision", format!("revision {rev}")),
+                None => ("latest", "`latest = true`".to_string()),
+            };
+            return fail(
+                key(k),
+                format!(
+                    "{what} already has traffic[{prev}]; give each revision one entry with its whole percent"
+                ),
+            );
+        }
+        if let Some(tag) = &t.tag {
+            check_tag(tag).or_else(|why| fail(key("tag"), why))?;
+            if let Some(prev) = tags.insert(tag, j) {
+                return fail(
+                    key("tag"),
+                    format!("tag `{tag}` is already used by traffic[{prev}]; tags must be unique"),
+                );
+            }
+        }
+    }
+    let sum: u32 = svc.traffic.iter().map(|t| t.percent).sum();
+    if sum != 100 {
+        let terms: Vec<String> = svc.traffic.iter().map(|t| t.percent.to_string()).collect();
+        return fail(
+            at(""),
+            format!(
+                "the traffic percents sum to {sum} ({}); they must sum to exactly 100",
+                terms.join(" + ")
+            ),
+        );
+    }
+    Ok(())
+}
+
+/// `web-00002` for service `web`: the name, a dash, five digits, not all zero.
+fn is_revision_of(rev: &str, service: &str) -> bool {
+    let Some(number) = rev
+        .strip_prefix(service)
+        .and_then(|rest| rest.strip_prefix('-'))
+    else {
+        return false;
+    };
+    number.len() == 5 && number.bytes().all(|b| b.is_ascii_digit()) && number != "00000"
+}
+
+fn check_tag(tag: &str) -> std::result::Result<(), String> {
+    let rule = "a tag is one lower-case DNS label: letters, digits and '-', starting with a letter";
+    if !tag.starts_with(|c: char| c.is_ascii_lowercase()) {
+        return Err(format!("invalid tag {tag:?}: {rule}"));
+    }
+    if let Some(c) = tag
+        .chars()
+        .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-'))
+    {
+        return Err(format!("invalid tag {tag:?}: {c:?} is not allowed; {rule}"));
+    }
+    if tag.ends_with('-') {
+        return Err(format!("invalid tag {tag:?}: it may not end with '-'"));
+    }
+    if tag.contains("--") {
+        return Err(format!(
+            "invalid tag {tag:?}: \"--\" is not allowed (DNS reserves it, as in xn--)"
+        ));
+    }
+    if tag.len() > MAX_TAG_LEN {
+        return Err(format!(
+            "invalid tag {tag:?}: {} characters, at most {MAX_TAG_LEN}",
+            tag.len()
+        ));
+    }
+    Ok(())
+}
+
+fn validate_idle_ignore(svc: &ServiceConfig, i: usize) -> Result {
+    let ig = &svc.scaling.idle_ignore;
+    if ig.is_empty() {
+        return Ok(());
+    }
+    let at = |k: &str| format!("service[{i}].scaling.idle_ignore{k}");
+    if matches!(svc.source, Source::Upstreams(_)) {
+        return fail(
+            at(""),
+            format!(
+                "service `{}` is static (`upstreams`): wakeway never stops it, so there is no \
+                 idleness to protect; idle_ignore applies to services with a `command` or an `image`",
+                svc.name
+            ),
+        );
+    }
+    for (k, ua) in ig.user_agents.iter().enumerate() {
+        let key = at(&format!(".user_agents[{k}]"));
+        if ua.trim().is_empty() {
+            return fail(
+                key,
+                "an empty pattern matches every request: nothing would count as activity",
+            );
+        }
+        if let Some(c) = ua.chars().find(|c| !(c.is_ascii_graphic() || *c == ' ')) {
+            return fail(
+                key,
+                format!(
+                    "invalid user agent pattern {ua:?}: {c:?} is not allowed; give printable ASCII, as User-Agent values are"
+                ),
+            );
+        }
+    }
+    for (k, net) in ig.networks.iter().enumerate() {
+        if net.prefix() == 0 {
+            return fail(
+                at(&format!(".networks[{k}]")),
+                format!(
+                    "{net} matches every client: nothing would count as activity and the service would scale to zero under any traffic"
+                ),
+            );
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;
