@@ -262,6 +262,41 @@ pub fn summary(config: &Config) -> String {
             sc.max_concurrency,
             format_duration(sc.idle_timeout)
         );
+        let ig = &sc.idle_ignore;
+        if !ig.is_empty() {
+            let mut parts = Vec::new();
+            if !ig.user_agents.is_empty() {
+                parts.push(format!("user_agents {}", quote_list(&ig.user_agents)));
+            }
+            if !ig.paths.is_empty() {
+                let paths: Vec<String> = ig.paths.iter().map(|p| p.to_string()).collect();
+                parts.push(format!("paths {}", paths.join(", ")));
+            }
+            if !ig.networks.is_empty() {
+                let nets: Vec<String> = ig.networks.iter().map(|n| n.to_string()).collect();
+                parts.push(format!("networks {}", nets.join(", ")));
+            }
+            parts.push(format!("wake {}", ig.wake));
+            let _ = writeln!(out, "    idle_ignore: {}", parts.join("; "));
+        }
+        if !svc.traffic.is_empty() {
+            let shares: Vec<String> = svc
+                .traffic
+                .iter()
+                .map(|t| {
+                    let mut s = format!(
+                        "{} {}%",
+                        t.revision.as_deref().unwrap_or("latest"),
+                        t.percent
+                    );
+                    if let Some(tag) = &t.tag {
+                        let _ = write!(s, " (tag {tag})");
+                    }
+                    s
+                })
+                .collect();
+            let _ = writeln!(out, "    traffic: {}", shares.join(", "));
+        }
         let _ = writeln!(out, "    health:  {}", health_advice(&svc.health));
     }
     let mut routes: Vec<(&str, &str)> = config
@@ -353,6 +388,11 @@ mod tests {
             "stable_window",
             "panic_window",
             "panic_threshold",
+            "[service.scaling.idle_ignore]",
+            "user_agents",
+            "paths",
+            "networks",
+            "wake",
             "[service.health]",
             "kind",
             "path",

@@ -38,6 +38,9 @@ pub enum ProxyError {
     /// The instance answered with a head wakeway cannot forward unambiguously.
     BadResponse(&'static str),
     Activator(ActivatorError),
+    /// The request matched `scaling.idle_ignore` at a service with no ready instance, and
+    /// `wake = false`: it does not start one.
+    IdleIgnored,
     /// Nothing was sent: the instance refused or reset the connection.
     Connect(String),
     /// The request went out and the instance failed before a response.
@@ -61,7 +64,7 @@ impl ProxyError {
             | ProxyError::ExpectationFailed
             | ProxyError::ClientBody(_) => Side::Downstream,
             ProxyError::Activator(ActivatorError::Unavailable(_)) => Side::Runtime,
-            ProxyError::Activator(_) => Side::Runtime,
+            ProxyError::Activator(_) | ProxyError::IdleIgnored => Side::Runtime,
             ProxyError::Connect(_)
             | ProxyError::Upstream(_)
             | ProxyError::ResponseTimeout(_)
@@ -88,9 +91,8 @@ impl ProxyError {
             ProxyError::ExpectationFailed => StatusCode::EXPECTATION_FAILED,
             ProxyError::Activator(ActivatorError::QueueFull)
             | ProxyError::Activator(ActivatorError::Paused)
-            | ProxyError::Activator(ActivatorError::Unavailable(_)) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            | ProxyError::Activator(ActivatorError::Unavailable(_))
+            | ProxyError::IdleIgnored => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Activator(ActivatorError::Timeout(_)) | ProxyError::ResponseTimeout(_) => {
                 StatusCode::GATEWAY_TIMEOUT
             }
@@ -106,6 +108,8 @@ impl ProxyError {
             ProxyError::Activator(ActivatorError::QueueFull) => Some(HeaderValue::from_static("1")),
             ProxyError::Activator(ActivatorError::Unavailable(_))
             | ProxyError::Activator(ActivatorError::Paused) => Some(HeaderValue::from_static("5")),
+            // Nothing will start the service but other traffic: a crawler need not come back soon.
+            ProxyError::IdleIgnored => Some(HeaderValue::from_static("60")),
             _ => None,
         }
     }
@@ -137,6 +141,11 @@ impl ProxyError {
             }
             ProxyError::Activator(ActivatorError::Paused) => {
                 "paused: this service is paused".into()
+            }
+            ProxyError::IdleIgnored => {
+                "no instance is ready: this request matched scaling.idle_ignore, \
+                which does not start the service (wake = false)"
+                    .into()
             }
             // The detail (with the instance's address) goes to the log, not to the client.
             ProxyError::Connect(_) => "instance unreachable".into(),
@@ -180,6 +189,7 @@ mod tests {
                 504,
                 false,
             ),
+            (ProxyError::IdleIgnored, 503, true),
             (ProxyError::Connect("refused".into()), 502, false),
             (ProxyError::Upstream("reset".into()), 502, false),
             (

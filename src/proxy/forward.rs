@@ -215,14 +215,28 @@ impl HyperForwarder {
             .path_and_query()
             .cloned()
             .unwrap_or_else(|| PathAndQuery::from_static("/"));
-        let deadline = arrived + svc.config.load().queue.timeout;
+        let cfg = svc.config.load();
+        let deadline = arrived + cfg.queue.timeout;
+        let ignore = &cfg.scaling.idle_ignore;
+        let quiet = !ignore.is_empty()
+            && ignore.matches(remote.ip(), parts.uri.path().as_bytes(), || {
+                headers.get(header::USER_AGENT).map(HeaderValue::as_bytes)
+            });
+        let wake = ignore.wake;
+        drop(cfg);
+        let was_empty = svc.is_cold();
+        if quiet && !wake && was_empty {
+            return Err(ProxyError::IdleIgnored);
+        }
         let response_timeout = settings.response_timeout;
 
-        let was_empty = svc.pool.load().is_empty();
         let mut guard = svc
             .acquire_by(deadline)
             .await
             .map_err(ProxyError::Activator)?;
+        if quiet {
+            guard.set_quiet();
+        }
         timing.acquired(svc, arrived, was_empty);
         let mut body = body;
         let mut retried = false;
@@ -289,6 +303,9 @@ impl HyperForwarder {
                             .await
                             .map_err(ProxyError::Activator)?
                     };
+                    if quiet {
+                        guard.set_quiet();
+                    }
                 }
             }
         }

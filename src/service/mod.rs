@@ -227,7 +227,13 @@ impl Service {
         InFlight {
             service: self.clone(),
             instance,
+            quiet: false,
         }
+    }
+
+    /// No instance is ready to take a request.
+    pub fn is_cold(&self) -> bool {
+        self.pool.load().is_empty()
     }
 }
 
@@ -236,6 +242,8 @@ impl Service {
 pub struct InFlight {
     service: Arc<Service>,
     instance: Arc<Instance>,
+    /// A request matched `scaling.idle_ignore`: its end is not activity.
+    quiet: bool,
 }
 
 impl InFlight {
@@ -246,13 +254,21 @@ impl InFlight {
     pub fn service(&self) -> &Arc<Service> {
         &self.service
     }
+
+    /// The request does not count as activity: it neither delays scale to zero nor keeps the
+    /// service up (its slot is still held and released as any other).
+    pub fn set_quiet(&mut self) {
+        self.quiet = true;
+    }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.instance.release();
         let svc = &self.service;
-        svc.touch_coarse();
+        if !self.quiet {
+            svc.touch_coarse();
+        }
         // SeqCst pairs with the waiter's increment of `queued` before its acquire attempt: either
         // this sees the waiter, or the waiter's attempt sees the freed slot.
         if svc.queued.load(SeqCst) > 0 {

@@ -71,6 +71,13 @@ fn traffic_and_idle_ignore_parse() {
     assert!(ig.matches(peer, b"/status/db?full=1", || None));
     assert!(ig.matches(peer, b"/", || Some(&b"GoogleBot/2.1"[..])));
     assert!(!ig.matches(peer, b"/", || Some(&b"curl/8"[..])));
+    let summary = super::super::summary(&cfg);
+    for line in [
+        "    idle_ignore: user_agents [\"kube-probe/\", \"Googlebot\"]; paths /healthz, /status/*; networks 10.0.0.0/8; wake true\n",
+        "    traffic: web-00002 90%, latest 10% (tag canary)\n",
+    ] {
+        assert!(summary.contains(line), "{line:?} not in\n{summary}");
+    }
 }
 
 #[test]
@@ -366,4 +373,30 @@ fn configs_built_in_code_are_checked_too() {
     super::super::validate_service(&svc).unwrap();
     svc.traffic.clear();
     super::super::validate_service(&svc).unwrap();
+}
+
+#[test]
+fn the_example_idle_ignore_parses_when_uncommented() {
+    let example = include_str!("../../../config/wakeway.toml");
+    let keys = [
+        "[service.scaling.idle_ignore]",
+        "user_agents =",
+        "paths =",
+        "networks =",
+        "wake =",
+    ];
+    let uncommented: String = example
+        .lines()
+        .map(|l| match l.strip_prefix("# ") {
+            Some(t) if keys.iter().any(|k| t.starts_with(k)) => t,
+            _ => l,
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let cfg = parse(&uncommented, None).unwrap();
+    let ig = &cfg.services[0].scaling.idle_ignore;
+    assert!(ig.user_agents.iter().any(|u| u == "kube-probe/"), "{ig:?}");
+    assert_eq!(ig.paths.len(), 2, "{ig:?}");
+    assert_eq!(ig.networks.len(), 1, "{ig:?}");
+    assert!(!ig.wake);
 }

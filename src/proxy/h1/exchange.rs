@@ -14,6 +14,7 @@ use super::conn::{ClientIo, Conn, Outcome};
 use super::request::Framing;
 use super::transfer::{self, ClientBuf, ClientFraming, ReadHead};
 use super::write::{write_client_head, write_upstream_head};
+use crate::config::IdleIgnore;
 use crate::proxy::error::ProxyError;
 use crate::proxy::upstream::{self, ConnectError, UpConn};
 use crate::service::instance::Instance;
@@ -34,12 +35,19 @@ impl<S: ClientIo> Conn<'_, S> {
         let cfg = svc.config.load();
         let deadline = arrived + cfg.queue.timeout;
         let max_body = cfg.max_body_bytes;
+        let ignore = &cfg.scaling.idle_ignore;
+        let quiet = !ignore.is_empty() && self.idle_ignored(ignore);
+        let wake = ignore.wake;
         drop(cfg);
         let framing = self.head.framing.unwrap_or(Framing::None);
         if let (Some(max), Framing::Length(n)) = (max_body, framing)
             && n > max
         {
             return Err(ProxyError::BodyTooLarge(max));
+        }
+        let was_empty = svc.is_cold();
+        if quiet && !wake && was_empty {
+            return Err(ProxyError::IdleIgnored);
         }
         let body_in_buffer = match framing {
             Framing::None => true,
@@ -68,11 +76,13 @@ impl<S: ClientIo> Conn<'_, S> {
         }
         let is_head = self.head.is_head;
 
-        let was_empty = svc.pool.load().is_empty();
         let mut guard = svc
             .acquire_by(deadline)
             .await
             .map_err(ProxyError::Activator)?;
+        if quiet {
+            guard.set_quiet();
+        }
         self.obs.acquired(svc, was_empty);
         let logging = self.ctx.shared.access_log.is_some();
         if logging {
@@ -107,6 +117,9 @@ impl<S: ClientIo> Conn<'_, S> {
                         // Nothing reached the instance: another may take it, POST included.
                         connect_retried = true;
                         guard = reacquire(svc, deadline, err).await?;
+                        if quiet {
+                            guard.set_quiet();
+                        }
                         if logging {
                             self.obs.instance = Some(Arc::from(guard.instance().id.as_str()));
                         }
@@ -140,6 +153,20 @@ impl<S: ClientIo> Conn<'_, S> {
             }
         };
         self.answer(svc, conn, guard, arrived).await
+    }
+
+    /// Whether the request matches the service's `scaling.idle_ignore`: read from the head's
+    /// spans in the connection's buffer, the peer as the socket reports it.
+    fn idle_ignored(&self, ignore: &IdleIgnore) -> bool {
+        let buf = &self.buf;
+        let target = self.head.target.map_or(&b""[..], |t| t.get(buf));
+        ignore.matches(self.peer.ip(), target, || {
+            self.head
+                .headers
+                .iter()
+                .find(|h| h.name.get(buf).eq_ignore_ascii_case(b"user-agent"))
+                .map(|h| h.value.get(buf))
+        })
     }
 
     /// The answer to a request whose body was sent whole: relay it, or open a tunnel.
