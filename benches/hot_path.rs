@@ -41,6 +41,7 @@ fn service(name: &str, hosts: Vec<String>) -> Arc<Service> {
         deploy: Default::default(),
         max_body_bytes: None,
         redirect_https: false,
+        traffic: Vec::new(),
     };
     let metrics = Metrics::new();
     Service::new(cfg, metrics.service(name), Arc::new(EventLog::default()))
@@ -93,7 +94,7 @@ fn guard(c: &mut Criterion) {
         None,
     ));
     inst.set_state(InstanceState::Ready);
-    svc.pool.store(Arc::new(Pool::new(vec![inst])));
+    svc.lane().pool.store(Arc::new(Pool::new(vec![inst])));
     // One runtime entry per sample, not per iteration, so the figure is the acquire itself.
     c.bench_function("service_acquire_guard_drop", |b| {
         b.iter_custom(|iters| {

@@ -206,6 +206,7 @@ fn main() -> ExitCode {
                 deploy: Default::default(),
                 max_body_bytes: None,
                 redirect_https: false,
+                traffic: Vec::new(),
             };
             svc.scaling.max_concurrency = max_concurrency;
             svc.scaling.target_concurrency = max_concurrency as f64;

@@ -670,6 +670,7 @@ fn convert_service(i: usize, s: RawService) -> Result<ServiceConfig, ConfigError
         deploy,
         max_body_bytes: s.max_body_bytes.map(|s| s.0),
         redirect_https: s.redirect_https.unwrap_or(false),
+        traffic: Vec::new(),
     })
 }
 

@@ -270,6 +270,16 @@ pub struct ServiceConfig {
     pub max_body_bytes: Option<u64>,
     /// Plain-HTTP requests get a 308 to the same URL over HTTPS (needs `[proxy.tls]`).
     pub redirect_https: bool,
+    pub traffic: Vec<TrafficTarget>,
+}
+
+/// One share of a service's traffic (`[[service.traffic]]`). Empty list: 100% to the latest revision.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TrafficTarget {
+    /// `None`: the latest revision (`latest = true` in the file).
+    pub revision: Option<String>,
+    pub percent: u32,
+    pub tag: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]

@@ -123,6 +123,7 @@ mod tests {
             deploy: Default::default(),
             max_body_bytes: None,
             redirect_https: false,
+            traffic: Vec::new(),
         }
     }
 

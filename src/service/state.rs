@@ -16,7 +16,7 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{ConfigError, ServiceConfig, Source};
+use crate::config::{ConfigError, ServiceConfig, Source, TrafficTarget};
 use crate::service::deployment::{Deployment, Deployments};
 use crate::service::revision::{Revision, revision_id, source_changes};
 
@@ -90,6 +90,12 @@ pub struct ServiceState {
     pub last_deployment: u32,
     #[serde(default)]
     pub deployments: Vec<Deployment>,
+    /// The traffic as last set (file, API or rollout); `None` before any was recorded.
+    #[serde(default)]
+    pub traffic: Option<Vec<TrafficTarget>>,
+    /// The file's `[[service.traffic]]` when a file was last applied.
+    #[serde(default)]
+    pub applied_traffic: Option<Vec<TrafficTarget>>,
 }
 
 /// What a service starts from: its revisions, oldest first (the last is live), and the next
@@ -99,6 +105,9 @@ pub struct Resumed {
     pub next_revision: u32,
     pub last_deployment: u32,
     pub deployments: Vec<Deployment>,
+    /// The traffic as last set, while the file's own traffic is the one last applied (the same
+    /// model as the source); `None`: the file's.
+    pub traffic: Option<Vec<TrafficTarget>>,
 }
 
 impl ServiceState {
@@ -123,11 +132,16 @@ impl ServiceState {
             ));
             next_revision += 1;
         }
+        let traffic = self
+            .traffic
+            .clone()
+            .filter(|_| self.applied_traffic.as_ref() == Some(&file.traffic));
         Some(Resumed {
             history,
             next_revision,
             last_deployment: self.last_deployment,
             deployments: self.deployments.clone(),
+            traffic,
         })
     }
 }
@@ -205,6 +219,7 @@ impl StateFile {
         history: &[Revision],
         next_revision: u32,
         deployments: &Deployments,
+        traffic: &[TrafficTarget],
     ) {
         let (last_deployment, list) = deployments.snapshot();
         self.change(|doc| {
@@ -213,6 +228,7 @@ impl StateFile {
             s.next_revision = next_revision;
             s.last_deployment = last_deployment;
             s.deployments = list;
+            s.traffic = Some(traffic.to_vec());
         });
     }
 
@@ -223,8 +239,9 @@ impl StateFile {
         self.change(|doc| {
             doc.services.retain(|name, _| names.contains(name.as_str()));
             for sc in services {
-                doc.services.entry(sc.name.clone()).or_default().applied =
-                    Some(SourceState::of(sc));
+                let s = doc.services.entry(sc.name.clone()).or_default();
+                s.applied = Some(SourceState::of(sc));
+                s.applied_traffic = Some(sc.traffic.clone());
             }
         });
     }
@@ -267,6 +284,7 @@ mod tests {
             deploy: Default::default(),
             max_body_bytes: None,
             redirect_https: false,
+            traffic: Vec::new(),
         };
         c.env.insert("MODE".into(), env.into());
         c
@@ -283,7 +301,7 @@ mod tests {
         state.save_applied(&[service("one")]);
         let deployments = Deployments::default();
         let id = deployments.begin("web", "web-00002", "web-00001", "api", vec![], 1);
-        state.save_revisions("web", &[one, two], 3, &deployments);
+        state.save_revisions("web", &[one, two], 3, &deployments, &[]);
 
         let again = StateFile::open(&path).unwrap();
         let s = again.service("web").unwrap();

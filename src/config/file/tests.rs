@@ -122,6 +122,7 @@ fn full_file_parses_to_expected_config() {
                 },
                 max_body_bytes: None,
                 redirect_https: false,
+                traffic: Vec::new(),
             },
             ServiceConfig {
                 name: "legacy".into(),
@@ -137,6 +138,7 @@ fn full_file_parses_to_expected_config() {
                 deploy: DeployConfig::default(),
                 max_body_bytes: None,
                 redirect_https: false,
+                traffic: Vec::new(),
             },
         ],
     };

@@ -12,6 +12,7 @@ fn service(name: &str, host: &str) -> ServiceConfig {
         deploy: DeployConfig::default(),
         max_body_bytes: None,
         redirect_https: false,
+        traffic: Vec::new(),
     }
 }
 
