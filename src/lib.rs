@@ -11,6 +11,7 @@ pub mod health;
 pub mod metrics;
 pub mod proxy;
 pub mod reload;
+pub mod revision_stats;
 pub mod runtime;
 pub mod service;
 pub mod service_stats;
