@@ -116,6 +116,7 @@ pub async fn deploy(client: AdminClient, service: String, args: DeployArgs) -> E
         since,
         no_wait: args.no_wait,
         no_traffic: args.no_traffic,
+        tagged: args.tag.is_some(),
     };
     follow.run(client, service, started).await
 }
@@ -129,6 +130,7 @@ pub async fn rollback(client: AdminClient, service: String, no_wait: bool) -> Ex
                 since,
                 no_wait,
                 no_traffic: false,
+                tagged: false,
             };
             follow.run(client, service, v).await
         }
@@ -142,6 +144,8 @@ struct Follow {
     since: u64,
     no_wait: bool,
     no_traffic: bool,
+    /// The new revision has a tag, so a host name of its own.
+    tagged: bool,
 }
 
 impl Follow {
@@ -181,7 +185,7 @@ impl Follow {
                     }
                 }
             }
-            let host = if self.no_traffic && d["state"] == "succeeded" {
+            let host = if self.no_traffic && self.tagged && d["state"] == "succeeded" {
                 tag_host(&client, &service, &revision).await
             } else {
                 None
