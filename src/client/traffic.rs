@@ -108,7 +108,7 @@ fn parse_percent(s: &str) -> Option<u8> {
 /// starts with a letter, as Knative's tags are.
 pub fn check_tag(tag: &str) -> Result<(), String> {
     let ok = !tag.is_empty()
-        && tag.len() <= 63
+        && tag.len() <= 40
         && tag.starts_with(|c: char| c.is_ascii_lowercase())
         && !tag.ends_with('-')
         && !tag.contains("--")
@@ -120,7 +120,7 @@ pub fn check_tag(tag: &str) -> Result<(), String> {
     } else {
         Err(format!(
             "the tag `{tag}` must be lowercase letters, digits and single hyphens, start with a \
-             letter and be at most 63 characters: it becomes part of a host name"
+             letter and be at most 40 characters: it becomes part of a host name"
         ))
     }
 }
