@@ -110,7 +110,11 @@ impl State {
             })
             .collect();
         if engine.is_none() && !images.is_empty() {
-            *engine = Some(DockerEngine::new(config.docker.clone(), &images));
+            let pins = self
+                .state_file
+                .clone()
+                .map(|f| f as Arc<dyn runtime::docker::PinStore>);
+            *engine = Some(DockerEngine::new(config.docker.clone(), &images, pins));
         }
         engine.clone()
     }
