@@ -343,3 +343,66 @@ panic_window = "1s"
     );
     assert!(inputs.contains("clamped_by=idle"), "the bound: {line}");
 }
+
+/// The release verbs that steer traffic, end to end: `deploy --no-traffic --tag`, `traffic` to
+/// show and set a split, and `promote` following a rollout in steps to its end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn traffic_and_promote_steer_a_revision_in() {
+    let wk = Wakeway::start(&whoami_service("web", "web.localhost", "")).await;
+    assert_eq!(wk.get("web.localhost", "/").await.status, 200);
+
+    let (status, out, err) = cli(
+        wk.admin,
+        &[
+            "deploy",
+            "web",
+            "--env",
+            "V=2",
+            "--no-traffic",
+            "--tag",
+            "next",
+        ],
+    )
+    .await;
+    assert!(status.success(), "{out}{err}");
+    assert!(
+        out.contains("takes no traffic yet") && out.contains("next--web.localhost"),
+        "{out}"
+    );
+    let tagged = wk.get("next--web.localhost", "/").await;
+    assert_eq!(tagged.field("Revision").as_deref(), Some("web-00002"));
+    assert_eq!(
+        wk.get("web.localhost", "/")
+            .await
+            .field("Revision")
+            .as_deref(),
+        Some("web-00001")
+    );
+
+    let (status, out, err) = cli(wk.admin, &["traffic", "web", "web-00001=80", "latest=20"]).await;
+    assert!(status.success(), "{out}{err}");
+    let row = out
+        .lines()
+        .find(|l| l.starts_with("web-00001"))
+        .unwrap_or_else(|| panic!("a row for web-00001: {out}"));
+    assert!(row.contains("80"), "{out}");
+    let (status, out, err) = cli(wk.admin, &["traffic", "web", "web-00001=80", "latest=30"]).await;
+    assert!(!status.success(), "{out}");
+    assert!(err.contains("sum to 110"), "{err}");
+
+    let (status, out, err) = cli(
+        wk.admin,
+        &["promote", "web", "--steps", "50,100", "--interval", "1s"],
+    )
+    .await;
+    assert!(status.success(), "{out}{err}");
+    assert!(out.contains("100%"), "{out}");
+    let (status, out, _) = cli(wk.admin, &["traffic", "web"]).await;
+    assert!(status.success());
+    let rows: Vec<&str> = out.lines().filter(|l| l.starts_with("web-")).collect();
+    assert_eq!(rows.len(), 1, "{out}");
+    assert!(
+        rows[0].starts_with("web-00002") && rows[0].contains("100"),
+        "{out}"
+    );
+}
