@@ -94,7 +94,7 @@ fn guard(c: &mut Criterion) {
         None,
     ));
     inst.set_state(InstanceState::Ready);
-    svc.pool.store(Arc::new(Pool::new(vec![inst])));
+    svc.lane().pool.store(Arc::new(Pool::new(vec![inst])));
     // One runtime entry per sample, not per iteration, so the figure is the acquire itself.
     c.bench_function("service_acquire_guard_drop", |b| {
         b.iter_custom(|iters| {

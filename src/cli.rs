@@ -7,7 +7,9 @@ use std::time::Duration;
 use http::Method;
 use serde_json::{Value, json};
 use wakeway::client::{
-    AdminClient, EVENT_HEADER, format_event, format_pause, format_reload, format_status,
+    AdminClient, DeployProgress, EVENT_HEADER, Outcome, RolloutState, RolloutWatch, check_tag,
+    deploy_outcome, format_event, format_pause, format_reload, format_status, format_traffic,
+    traffic_body,
 };
 
 fn fail(e: impl std::fmt::Display) -> ExitCode {
@@ -59,33 +61,47 @@ pub async fn reload(client: AdminClient) -> ExitCode {
     }
 }
 
-pub async fn deploy(
-    client: AdminClient,
-    service: String,
-    image: Option<String>,
-    command: Option<String>,
-    env: Vec<String>,
-    no_wait: bool,
-) -> ExitCode {
+/// What `wakeway deploy` sends beside the service name.
+pub struct DeployArgs {
+    pub image: Option<String>,
+    pub command: Option<String>,
+    pub env: Vec<String>,
+    /// Start the new revision beside the live one without moving traffic to it.
+    pub no_traffic: bool,
+    /// A tag (its own host name) for the new revision.
+    pub tag: Option<String>,
+    pub no_wait: bool,
+}
+
+pub async fn deploy(client: AdminClient, service: String, args: DeployArgs) -> ExitCode {
     let mut body = serde_json::Map::new();
-    if let Some(i) = image {
+    if let Some(i) = args.image {
         body.insert("image".into(), json!(i));
     }
-    if let Some(c) = command {
+    if let Some(c) = args.command {
         body.insert(
             "command".into(),
             json!(c.split_whitespace().collect::<Vec<_>>()),
         );
     }
-    if !env.is_empty() {
+    if !args.env.is_empty() {
         let mut m = serde_json::Map::new();
-        for kv in env {
+        for kv in args.env {
             let Some((k, v)) = kv.split_once('=') else {
                 return fail(format!("--env `{kv}`: expected KEY=VALUE"));
             };
             m.insert(k.into(), json!(v));
         }
         body.insert("env".into(), Value::Object(m));
+    }
+    if args.no_traffic {
+        body.insert("no_traffic".into(), json!(true));
+    }
+    if let Some(tag) = &args.tag {
+        if let Err(e) = check_tag(tag) {
+            return fail(format!("--tag: {e}"));
+        }
+        body.insert("tag".into(), json!(tag));
     }
     let since = last_seq(&client, &service).await;
     let path = format!("/v1/services/{service}/deployments");
@@ -96,81 +112,199 @@ pub async fn deploy(
         Ok(v) => v,
         Err(e) => return fail(e),
     };
-    follow(client, service, started, since, no_wait).await
+    let follow = Follow {
+        since,
+        no_wait: args.no_wait,
+        no_traffic: args.no_traffic,
+        tagged: args.tag.is_some(),
+    };
+    follow.run(client, service, started).await
 }
 
 pub async fn rollback(client: AdminClient, service: String, no_wait: bool) -> ExitCode {
     let since = last_seq(&client, &service).await;
     let path = format!("/v1/services/{service}/rollback");
     match client.ok(Method::POST, &path, None).await {
-        Ok(v) => follow(client, service, v, since, no_wait).await,
+        Ok(v) => {
+            let follow = Follow {
+                since,
+                no_wait,
+                no_traffic: false,
+                tagged: false,
+            };
+            follow.run(client, service, v).await
+        }
         Err(e) => fail(e),
     }
 }
 
-/// Prints the deployment's events until it switched or failed; the exit code says which.
-async fn follow(
-    client: AdminClient,
-    service: String,
-    started: Value,
+/// How a deployment is followed once it began.
+struct Follow {
+    /// The newest event before it began.
     since: u64,
     no_wait: bool,
-) -> ExitCode {
-    let id = started["id"].as_str().unwrap_or_default().to_string();
-    println!(
-        "deployment {id}: {} -> {}",
-        started["previous_revision"].as_str().unwrap_or("?"),
-        started["revision"].as_str().unwrap_or("?")
-    );
-    if no_wait {
-        return ExitCode::SUCCESS;
-    }
-    let mut seen = since;
-    loop {
-        if let Ok(events) = client
-            .ok(
-                Method::GET,
-                &format!("/v1/events?service={service}&after={seen}"),
-                None,
-            )
-            .await
-        {
-            for e in events.as_array().into_iter().flatten() {
-                seen = seen.max(e["seq"].as_u64().unwrap_or(seen));
-                println!("{}", format_event(e));
+    no_traffic: bool,
+    /// The new revision has a tag, so a host name of its own.
+    tagged: bool,
+}
+
+impl Follow {
+    /// Prints a line per new instance as it starts, turns ready or fails, until the deployment
+    /// switched or failed; the exit code says which.
+    async fn run(self, client: AdminClient, service: String, started: Value) -> ExitCode {
+        let id = started["id"].as_str().unwrap_or_default().to_string();
+        let revision = started["revision"].as_str().unwrap_or("?").to_string();
+        println!(
+            "deployment {id}: {} -> {revision}",
+            started["previous_revision"].as_str().unwrap_or("?"),
+        );
+        if self.no_wait {
+            return ExitCode::SUCCESS;
+        }
+        let mut progress = DeployProgress::new(&id, &revision);
+        let mut seen = self.since;
+        let deployment = format!("/v1/services/{service}/deployments/{id}");
+        loop {
+            let d = match client.ok(Method::GET, &deployment, None).await {
+                Ok(d) => d,
+                Err(e) => return fail(e),
+            };
+            // Read after the state, so the events that led to an end are printed before it.
+            if let Ok(events) = client
+                .ok(
+                    Method::GET,
+                    &format!("/v1/events?service={service}&after={seen}"),
+                    None,
+                )
+                .await
+            {
+                for e in events.as_array().into_iter().flatten() {
+                    seen = seen.max(e["seq"].as_u64().unwrap_or(seen));
+                    if let Some(line) = progress.line(e) {
+                        println!("{line}");
+                    }
+                }
+            }
+            let host = if self.no_traffic && self.tagged && d["state"] == "succeeded" {
+                tag_host(&client, &service, &revision).await
+            } else {
+                None
+            };
+            match deploy_outcome(&d, self.no_traffic, host.as_deref()) {
+                Outcome::InProgress => tokio::time::sleep(Duration::from_millis(250)).await,
+                Outcome::Succeeded(s) => {
+                    println!("{s}");
+                    return ExitCode::SUCCESS;
+                }
+                Outcome::Failed(reason) => return fail(reason),
             }
         }
-        let d = match client
-            .ok(
-                Method::GET,
-                &format!("/v1/services/{service}/deployments/{id}"),
-                None,
-            )
-            .await
-        {
-            Ok(d) => d,
+    }
+}
+
+/// The host name of `revision`'s tag, if it has one.
+async fn tag_host(client: &AdminClient, service: &str, revision: &str) -> Option<String> {
+    let v = client
+        .ok(
+            Method::GET,
+            &format!("/v1/services/{service}/traffic"),
+            None,
+        )
+        .await
+        .ok()?;
+    v["traffic"]
+        .as_array()?
+        .iter()
+        .find(|t| t["revision"] == revision)?["host"]
+        .as_str()
+        .map(str::to_string)
+}
+
+/// `wakeway traffic SERVICE [REVISION=PERCENT ...] [--tag TAG=REVISION ...]`: shows the split,
+/// or sets it and shows the result.
+pub async fn traffic(
+    client: AdminClient,
+    service: String,
+    shares: Vec<String>,
+    tags: Vec<String>,
+) -> ExitCode {
+    let path = format!("/v1/services/{service}/traffic");
+    let answer = if shares.is_empty() && tags.is_empty() {
+        client.ok(Method::GET, &path, None).await
+    } else {
+        match traffic_body(&shares, &tags) {
+            Ok(body) => client.ok(Method::PUT, &path, Some(body)).await,
             Err(e) => return fail(e),
-        };
-        match d["state"].as_str() {
-            Some("succeeded") => {
-                println!(
-                    "deployment {id} succeeded: {} is live",
-                    d["revision"].as_str().unwrap_or("?")
-                );
+        }
+    };
+    match answer {
+        Ok(v) => {
+            print!("{}", format_traffic(&v));
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(e),
+    }
+}
+
+/// `wakeway promote SERVICE [REVISION] [--steps ..] [--interval ..]`: starts a rollout and
+/// prints each step as it is applied; exits non-zero when it halts.
+pub async fn promote(
+    client: AdminClient,
+    service: String,
+    revision: Option<String>,
+    steps: Option<Vec<u8>>,
+    interval: Option<String>,
+) -> ExitCode {
+    let mut body = serde_json::Map::new();
+    if let Some(r) = revision {
+        body.insert("revision".into(), json!(r));
+    }
+    if let Some(s) = steps {
+        body.insert("steps".into(), json!(s));
+    }
+    if let Some(i) = interval {
+        body.insert("interval".into(), json!(i));
+    }
+    let path = format!("/v1/services/{service}/promote");
+    let rollout = match client
+        .ok(Method::POST, &path, Some(Value::Object(body)))
+        .await
+    {
+        Ok(v) => v,
+        Err(e) => return fail(e),
+    };
+    println!("{}", RolloutWatch::intro(&rollout));
+    let mut watch = RolloutWatch::new(&rollout);
+    let (mut rollout, mut traffic) = (rollout, Value::Null);
+    let path = format!("/v1/services/{service}/traffic");
+    loop {
+        let (lines, state) = watch.update(&rollout, &traffic);
+        for line in lines {
+            println!("{line}");
+        }
+        match state {
+            RolloutState::Running => {}
+            RolloutState::Done(s) => {
+                println!("{s}");
                 return ExitCode::SUCCESS;
             }
-            Some("rolled_back") => {
-                println!("deployment {id} succeeded and has since been rolled back");
-                return ExitCode::SUCCESS;
+            RolloutState::Halted(s) => {
+                if traffic.is_object() {
+                    print!("{}", format_traffic(&traffic));
+                }
+                return fail(s);
             }
-            Some("failed") => {
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        traffic = match client.ok(Method::GET, &path, None).await {
+            Ok(v) => v,
+            Err(e) => {
                 return fail(format!(
-                    "deployment {id} failed: {}",
-                    d["reason"].as_str().unwrap_or("no reason given")
+                    "{e} (the rollout goes on; `wakeway traffic {service}` shows it)"
                 ));
             }
-            _ => tokio::time::sleep(Duration::from_millis(250)).await,
-        }
+        };
+        rollout = traffic["rollout"].clone();
     }
 }
 

@@ -11,6 +11,15 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
 
+mod progress;
+mod traffic;
+
+pub use progress::{DeployProgress, Outcome, deploy_outcome};
+pub use traffic::{
+    RolloutState, RolloutWatch, check_tag, format_rollout, format_traffic, parse_steps,
+    traffic_body,
+};
+
 pub struct AdminClient {
     base: String,
     token: Option<String>,
@@ -229,7 +238,7 @@ pub const EVENT_HEADER: &str =
     "TIME          SERVICE       KIND                MESSAGE  [DECISION INPUTS]";
 
 /// One event on one line: time of day, service, kind, message, then the decision's inputs
-/// (`stable_avg=3.2 mode=panic clamped_by=max_instances ...`).
+/// (`[from=1 to=3 trigger=autoscaler mode=panic stable_avg=2.5 ...]`).
 pub fn format_event(e: &Value) -> String {
     let time = e["time"].as_str().unwrap_or("");
     // `2026-11-27T08:55:37.123Z` -> `08:55:37.123`: the day is rarely what one looks for.
@@ -241,19 +250,92 @@ pub fn format_event(e: &Value) -> String {
         e["kind"].as_str().unwrap_or(""),
         e["message"].as_str().unwrap_or("")
     );
-    let inputs: Vec<String> = e
-        .as_object()
-        .into_iter()
-        .flatten()
-        .filter(|(k, _)| !matches!(k.as_str(), "seq" | "time" | "service" | "kind" | "message"))
-        .map(|(k, v)| format!("{k}={}", text(v)))
-        .collect();
+    let inputs = format_inputs(e);
     if !inputs.is_empty() {
         line.push_str("  [");
-        line.push_str(&inputs.join(" "));
+        line.push_str(&inputs);
         line.push(']');
     }
     line
+}
+
+/// Inputs read first, in the order one reads a decision; the others follow alphabetically.
+const FIRST_INPUTS: &[&str] = &[
+    "instance",
+    "revision",
+    "deployment",
+    "from",
+    "to",
+    "trigger",
+    "mode",
+    "stable_avg",
+    "panic_avg",
+    "ready",
+    "starting",
+    "queued",
+    "clamped_by",
+    "probe",
+    "reason",
+];
+
+/// An event's fields past the common ones, as `key=value` pairs: numbers to two decimals,
+/// text with spaces quoted, lists comma-separated, nested objects as `key.inner=value`, and no
+/// field said twice (a scale decision's `desired`/`previous` are its `to`/`from`).
+fn format_inputs(e: &Value) -> String {
+    let Some(fields) = e.as_object() else {
+        return String::new();
+    };
+    let mut inputs: Vec<(&String, &Value)> = fields
+        .iter()
+        .filter(|(k, _)| !matches!(k.as_str(), "seq" | "time" | "service" | "kind" | "message"))
+        .filter(|(k, v)| match k.as_str() {
+            "desired" => fields.get("to") != Some(v),
+            "previous" => fields.get("from") != Some(v),
+            _ => true,
+        })
+        .collect();
+    let rank = |k: &str| {
+        FIRST_INPUTS
+            .iter()
+            .position(|f| *f == k)
+            .unwrap_or(usize::MAX)
+    };
+    inputs.sort_by(|a, b| rank(a.0).cmp(&rank(b.0)).then(a.0.cmp(b.0)));
+    let mut out = Vec::new();
+    for (k, v) in inputs {
+        flatten(k, v, &mut out);
+    }
+    out.join(" ")
+}
+
+fn flatten(key: &str, v: &Value, out: &mut Vec<String>) {
+    match v {
+        Value::Object(m) if !m.is_empty() => {
+            for (k, inner) in m {
+                flatten(&format!("{key}.{k}"), inner, out);
+            }
+        }
+        Value::Array(items) if !items.is_empty() => {
+            let items: Vec<String> = items.iter().map(compact).collect();
+            out.push(format!("{key}={}", items.join(",")));
+        }
+        other => out.push(format!("{key}={}", compact(other))),
+    }
+}
+
+fn compact(v: &Value) -> String {
+    match v {
+        Value::Null => "-".into(),
+        Value::Number(n) if n.is_f64() => {
+            let s = format!("{:.2}", n.as_f64().unwrap_or_default());
+            s.trim_end_matches('0').trim_end_matches('.').to_string()
+        }
+        Value::String(s) if s.is_empty() || s.contains([' ', '"', ',', '=']) => format!("{s:?}"),
+        Value::String(s) => s.clone(),
+        Value::Array(a) if a.is_empty() => "-".into(),
+        Value::Object(m) if m.is_empty() => "-".into(),
+        other => other.to_string(),
+    }
 }
 
 /// What `POST /v1/services/{name}/pause|resume` did, as a sentence.
@@ -355,19 +437,35 @@ mod tests {
 
     #[test]
     fn events_show_their_decision_inputs() {
+        // A `scale` event as the autoscaler emits it: its trigger and the Decision's fields.
         let e = json!({"seq": 7, "time": "2026-11-27T08:55:37.123Z", "service": "web",
-                       "kind": "scale", "message": "desired instances 1 -> 3",
-                       "stable_avg": 2.5, "mode": "panic", "clamped_by": null});
+                       "kind": "scale", "message": "desired instances 1 -> 3 (autoscaler)",
+                       "from": 1, "to": 3, "trigger": "autoscaler", "desired": 3,
+                       "previous": 1, "stable_avg": 0.7333333333, "panic_avg": 2.5,
+                       "mode": "panic", "ready": 1, "clamped_by": null});
+        let line = format_event(&e);
+        assert_eq!(
+            line,
+            "08:55:37.123  web           scale               desired instances 1 -> 3 \
+             (autoscaler)  [from=1 to=3 trigger=autoscaler mode=panic stable_avg=0.73 \
+             panic_avg=2.5 ready=1 clamped_by=-]"
+        );
+        let e = json!({"seq": 8, "time": "2026-11-27T08:55:38.000Z", "service": "web",
+                       "kind": "deploy_switched", "message": "m", "deployment": "web-d0002",
+                       "draining": ["web-00001-a", "web-00001-b"], "changes": [],
+                       "reason": "connection refused on the request path",
+                       "limits": {"max": 4}});
         let line = format_event(&e);
         assert!(
-            line.starts_with("08:55:37.123  web           scale"),
+            line.ends_with(
+                "[deployment=web-d0002 reason=\"connection refused on the request path\" \
+                 changes=- draining=web-00001-a,web-00001-b limits.max=4]"
+            ),
             "{line}"
         );
-        assert!(line.contains("desired instances 1 -> 3"), "{line}");
-        assert!(line.contains("stable_avg=2.5"), "{line}");
-        assert!(line.contains("mode=panic"), "{line}");
-        assert!(line.contains("clamped_by=-"), "{line}");
-        assert!(!line.contains("seq="), "{line}");
+        let bare = json!({"seq": 9, "time": "2026-11-27T08:55:38.000Z", "service": "web",
+                          "kind": "paused", "message": "paused"});
+        assert!(format_event(&bare).ends_with("paused"), "no empty brackets");
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod health;
 pub mod metrics;
 pub mod proxy;
 pub mod reload;
+pub mod revision_stats;
 pub mod runtime;
 pub mod service;
 pub mod service_stats;
@@ -109,7 +110,11 @@ impl State {
             })
             .collect();
         if engine.is_none() && !images.is_empty() {
-            *engine = Some(DockerEngine::new(config.docker.clone(), &images));
+            let pins = self
+                .state_file
+                .clone()
+                .map(|f| f as Arc<dyn runtime::docker::PinStore>);
+            *engine = Some(DockerEngine::new(config.docker.clone(), &images, pins));
         }
         engine.clone()
     }

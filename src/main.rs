@@ -80,6 +80,13 @@ enum Command {
         /// Set an environment variable: `--env KEY=VALUE` (repeatable; replaces the env).
         #[arg(long = "env")]
         env: Vec<String>,
+        /// Start the new revision beside the live one and give it no traffic (see `traffic`
+        /// and `promote`); the follow ends once it is ready.
+        #[arg(long)]
+        no_traffic: bool,
+        /// Give the new revision a tag: its own host name, `TAG--HOST`.
+        #[arg(long, value_name = "TAG")]
+        tag: Option<String>,
         /// Return once the deployment began instead of following it.
         #[arg(long)]
         no_wait: bool,
@@ -93,6 +100,36 @@ enum Command {
         /// Return once the rollback began instead of following it.
         #[arg(long)]
         no_wait: bool,
+    },
+    /// Show how a service's traffic is split among its revisions, or set the split.
+    Traffic {
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// The service.
+        service: String,
+        /// Shares to set, `REVISION=PERCENT` (or `latest=PERCENT` for the newest revision),
+        /// summing to 100; none shows the split.
+        #[arg(value_name = "REVISION=PERCENT")]
+        shares: Vec<String>,
+        /// Tag a revision, `TAG=REVISION` or `TAG=latest` (repeatable): it answers on its own
+        /// host name, `TAG--HOST`; a tagged revision without a share gets 0%.
+        #[arg(long = "tag", value_name = "TAG=REVISION")]
+        tags: Vec<String>,
+    },
+    /// Move traffic to a revision step by step, and follow the rollout until done or halted.
+    Promote {
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// The service.
+        service: String,
+        /// The revision to promote; the newest one when not given.
+        revision: Option<String>,
+        /// The revision's percent of traffic at each step, rising to 100, e.g. 10,50,100.
+        #[arg(long, value_parser = wakeway::client::parse_steps)]
+        steps: Option<Steps>,
+        /// Time between two steps, e.g. 1m.
+        #[arg(long, value_parser = parse_interval)]
+        interval: Option<String>,
     },
     /// Drain every instance of a service and answer 503 until resumed.
     Pause {
@@ -145,6 +182,14 @@ struct AdminArgs {
     /// The admin bearer token, if `admin.token` is set.
     #[arg(long, env = "WAKEWAY_TOKEN", hide_env_values = true)]
     token: Option<String>,
+}
+
+/// `--steps` as parsed: clap takes a `Vec` type for a repeated flag, this one is one list.
+type Steps = Vec<u8>;
+
+/// `--interval`, checked here and sent as written (the API reads the same duration syntax).
+fn parse_interval(s: &str) -> Result<String, String> {
+    config::parse_duration(s).map(|_| s.to_string())
 }
 
 impl AdminArgs {
@@ -238,20 +283,45 @@ fn main() -> ExitCode {
             image,
             command,
             env,
+            no_traffic,
+            tag,
             no_wait,
         } => rt.block_on(cli::deploy(
             admin.client(),
             service,
-            image,
-            command,
-            env,
-            no_wait,
+            cli::DeployArgs {
+                image,
+                command,
+                env,
+                no_traffic,
+                tag,
+                no_wait,
+            },
         )),
         Command::Rollback {
             admin,
             service,
             no_wait,
         } => rt.block_on(cli::rollback(admin.client(), service, no_wait)),
+        Command::Traffic {
+            admin,
+            service,
+            shares,
+            tags,
+        } => rt.block_on(cli::traffic(admin.client(), service, shares, tags)),
+        Command::Promote {
+            admin,
+            service,
+            revision,
+            steps,
+            interval,
+        } => rt.block_on(cli::promote(
+            admin.client(),
+            service,
+            revision,
+            steps,
+            interval,
+        )),
         Command::Pause { admin, service } => {
             rt.block_on(cli::pause(admin.client(), service, "pause"))
         }
@@ -385,5 +455,71 @@ mod tests {
             }
         }
         assert!(missing.is_empty(), "no help text: {missing:?}");
+    }
+
+    /// Shares are positional, tags repeat, steps are one list; bad values fail in clap with the
+    /// flag named.
+    #[test]
+    fn traffic_and_promote_arguments() {
+        let cli = Cli::try_parse_from([
+            "wakeway",
+            "traffic",
+            "web",
+            "web-00002=90",
+            "latest=10",
+            "--tag",
+            "canary=latest",
+            "--tag",
+            "old=web-00001",
+        ])
+        .unwrap();
+        let Command::Traffic {
+            service,
+            shares,
+            tags,
+            ..
+        } = cli.command
+        else {
+            panic!("not traffic");
+        };
+        assert_eq!(service, "web");
+        assert_eq!(shares, ["web-00002=90", "latest=10"]);
+        assert_eq!(tags, ["canary=latest", "old=web-00001"]);
+
+        let cli = Cli::try_parse_from([
+            "wakeway",
+            "promote",
+            "web",
+            "web-00003",
+            "--steps",
+            "10,50,100",
+            "--interval",
+            "1m",
+        ])
+        .unwrap();
+        let Command::Promote {
+            revision,
+            steps,
+            interval,
+            ..
+        } = cli.command
+        else {
+            panic!("not promote");
+        };
+        assert_eq!(revision.as_deref(), Some("web-00003"));
+        assert_eq!(steps, Some(vec![10, 50, 100]));
+        assert_eq!(interval.as_deref(), Some("1m"));
+
+        let err = |args: &[&str]| match Cli::try_parse_from(args) {
+            Ok(_) => panic!("{args:?} parsed"),
+            Err(e) => e.to_string(),
+        };
+        let e = err(&["wakeway", "promote", "web", "--steps", "50,10,100"]);
+        assert!(e.contains("--steps") && e.contains("must rise"), "{e}");
+        let e = err(&["wakeway", "promote", "web", "--interval", "soon"]);
+        assert!(
+            e.contains("--interval") && e.contains("invalid duration"),
+            "{e}"
+        );
     }
 }

@@ -23,6 +23,11 @@ pub const SCALE_EVENTS_TOTAL: &str = "wakeway_scale_events_total";
 pub const UPSTREAM_ERRORS_TOTAL: &str = "wakeway_upstream_errors_total";
 pub const DEPLOYMENTS_TOTAL: &str = "wakeway_deployments_total";
 pub const REVISION_INFO: &str = "wakeway_revision_info";
+pub const REVISION_TRAFFIC_PERCENT: &str = "wakeway_revision_traffic_percent";
+pub const REVISION_READY_INSTANCES: &str = "wakeway_revision_ready_instances";
+pub const REVISION_DESIRED_INSTANCES: &str = "wakeway_revision_desired_instances";
+pub const REVISION_REQUESTS_TOTAL: &str = "wakeway_revision_requests_total";
+pub const REVISION_ERRORS_TOTAL: &str = "wakeway_revision_errors_total";
 pub const ACCESS_LOG_DROPPED_TOTAL: &str = "wakeway_access_log_dropped_total";
 
 pub struct Metrics {
@@ -164,10 +169,13 @@ impl Metrics {
         }
     }
 
-    pub fn render(&self) -> Vec<u8> {
+    /// The text exposition, with `extra` families (built at scrape time) after the registry's.
+    pub fn render(&self, extra: Vec<prometheus::proto::MetricFamily>) -> Vec<u8> {
         let mut out = Vec::with_capacity(8 * 1024);
+        let mut families = self.registry.gather();
+        families.extend(extra.into_iter().filter(|f| !f.get_metric().is_empty()));
         TextEncoder::new()
-            .encode(&self.registry.gather(), &mut out)
+            .encode(&families, &mut out)
             .expect("text encoding never fails on a valid registry");
         out
     }

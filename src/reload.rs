@@ -24,6 +24,14 @@ pub struct ReloadReport {
     pub updated: Vec<String>,
     /// Changes that need a restart to take effect.
     pub needs_restart: Vec<String>,
+    /// Services whose `[[service.traffic]]` changed, and whether it could be applied.
+    pub traffic: Vec<TrafficSet>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct TrafficSet {
+    pub service: String,
+    pub result: Result<(), String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -143,6 +151,7 @@ impl State {
                     let mut settings = sc.clone();
                     settings.source = before.source.clone();
                     settings.env = before.env.clone();
+                    settings.traffic = before.traffic.clone();
                     if settings != *before {
                         // Hosts must be right before the new route table goes live.
                         svc.config.store(Arc::new(settings.clone()));
@@ -154,23 +163,38 @@ impl State {
                     // The deployed revision stands until the file's own source for the service
                     // changes: compared with the file last applied, not with what runs, so a
                     // scaling-only reload does not undo an API deployment.
-                    let file_changed = current
-                        .services
-                        .iter()
-                        .find(|a| a.name == sc.name)
-                        .is_none_or(|applied| !source_changes(applied, sc).is_empty());
+                    let applied = current.services.iter().find(|a| a.name == sc.name);
+                    let file_changed =
+                        applied.is_none_or(|applied| !source_changes(applied, sc).is_empty());
                     if file_changed && !source_changes(&before, sc).is_empty() {
                         let config = Box::new(sc.clone());
                         let deployment = svc
                             .ask(|reply| Command::Deploy {
                                 config,
                                 trigger: "reload",
+                                options: Default::default(),
                                 reply,
                             })
                             .await;
                         report.deployed.push(Deployed {
                             service: sc.name.clone(),
                             deployment,
+                        });
+                    }
+                    // The same model for the traffic: what the API set stands until the file's
+                    // own `[[service.traffic]]` changes.
+                    if applied.is_none_or(|applied| applied.traffic != sc.traffic) {
+                        let traffic = sc.traffic.clone();
+                        let result = svc
+                            .ask(|reply| Command::SetTraffic {
+                                traffic,
+                                trigger: "reload",
+                                reply,
+                            })
+                            .await;
+                        report.traffic.push(TrafficSet {
+                            service: sc.name.clone(),
+                            result,
                         });
                     }
                     services.push(svc.clone());

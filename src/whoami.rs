@@ -270,7 +270,13 @@ async fn whoami(state: &Arc<State>, req: Request<Incoming>) -> Response<RespBody
     // `/stats` is never over-counted.
     let (_guard, concurrent) = state.enter();
 
-    let mut status = StatusCode::OK;
+    // `WHOAMI_STATUS` makes a whole revision answer with one status: a bad release to try
+    // rollouts and their halt on.
+    let mut status = std::env::var("WHOAMI_STATUS")
+        .ok()
+        .and_then(|v| v.parse::<u16>().ok())
+        .and_then(|c| StatusCode::from_u16(c).ok())
+        .unwrap_or(StatusCode::OK);
     let mut sleep = Duration::ZERO;
     for (key, value) in query_pairs(req.uri().query().unwrap_or("")) {
         match key {

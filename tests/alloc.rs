@@ -125,7 +125,7 @@ interval = "1h"
 
     // Wait for the static upstream to be in the pool.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while state.service("bench").unwrap().pool.load().is_empty() {
+    while state.service("bench").unwrap().is_cold() {
         assert!(std::time::Instant::now() < deadline, "upstream never ready");
         std::thread::sleep(Duration::from_millis(10));
     }

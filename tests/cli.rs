@@ -211,3 +211,198 @@ async fn status_events_and_pause_print_tables_and_sentences() {
     let reloaded = run(cli(&["reload"])).await;
     assert_eq!(reloaded.trim(), "reloaded: nothing changed.");
 }
+
+/// Runs `wakeway ARGS --admin ADDR` to completion; returns (status, stdout, stderr).
+async fn cli(
+    admin: std::net::SocketAddr,
+    args: &[&str],
+) -> (std::process::ExitStatus, String, String) {
+    let admin = admin.to_string();
+    let mut all = args.to_vec();
+    all.extend(["--admin", admin.as_str()]);
+    run_to_exit(&all).await
+}
+
+/// The line of `out` about instance `prefix*` that contains `word`.
+fn instance_line<'a>(out: &'a str, prefix: &str, word: &str) -> &'a str {
+    out.lines()
+        .find(|l| l.trim_start().starts_with(prefix) && l.contains(word))
+        .unwrap_or_else(|| panic!("a `{prefix}... {word}` line: {out}"))
+}
+
+/// `wakeway deploy` waits readably: each new instance starting, then ready with how long it
+/// took, then the switch; a new command whose probe never passes shows the probe's answer while
+/// it waits and fails the command.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deploy_shows_each_new_instance_and_the_probes_answer() {
+    let wk = Wakeway::start(&whoami_service(
+        "web",
+        "web.localhost",
+        r#"
+[service.scaling]
+min_instances = 1
+
+[service.health]
+kind = "http"
+path = "/healthz"
+startup_timeout = "3s"
+"#,
+    ))
+    .await;
+    wk.wait_ready("web").await;
+
+    let (status, out, err) = cli(wk.admin, &["deploy", "web", "--env", "MODE=two"]).await;
+    assert!(status.success(), "{out}{err}");
+    let starting = instance_line(&out, "web-00002-", "starting");
+    let ready = instance_line(&out, "web-00002-", "ready after");
+    assert!(
+        out.find(starting) < out.find(ready),
+        "starting comes before ready: {out}"
+    );
+    assert!(
+        !out.contains("web-00001-"),
+        "instances of other revisions print nothing: {out}"
+    );
+    assert!(
+        out.trim_end().ends_with("web-00002 is live"),
+        "the outcome ends it: {out}"
+    );
+
+    // A sidecar in front of a closed port is up and answers every request, the probe's too,
+    // with a 5xx: an app that never turns healthy.
+    let never_healthy = format!(
+        "wakeway sidecar --listen 127.0.0.1:{{port}} --upstream 127.0.0.1:{} \
+         --max-concurrency 1 --queue-timeout 10ms",
+        closed_port()
+    );
+    let (status, out, err) = cli(wk.admin, &["deploy", "web", "--command", &never_healthy]).await;
+    assert!(
+        !status.success(),
+        "a failed deploy exits non-zero: {out}{err}"
+    );
+    instance_line(&out, "web-00003-", "starting");
+    let failing = instance_line(&out, "web-00003-", "failing");
+    assert!(
+        failing.contains("GET /healthz answered 5"),
+        "the probe's answer: {failing}"
+    );
+    assert!(
+        err.contains("failed")
+            && err.contains("startup_timeout")
+            && err.contains("web-00002 stays live"),
+        "the outcome says why and what stays: {err}"
+    );
+    assert_eq!(wk.revision("web").await, "web-00002");
+}
+
+/// `wakeway events` prints an autoscaler decision with its inputs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_show_the_inputs_of_an_autoscaler_decision() {
+    let wk = Wakeway::start(&whoami_service(
+        "idle",
+        "idle.localhost",
+        r#"
+[service.scaling]
+idle_timeout = "1s"
+stable_window = "2s"
+panic_window = "1s"
+"#,
+    ))
+    .await;
+    assert_eq!(wk.get("idle.localhost", "/").await.status, 200);
+    wait_for("the autoscaler's scale to zero", DEADLINE, || async {
+        wk.events("idle")
+            .await
+            .iter()
+            .any(|e| e["kind"] == "scale" && e["trigger"] == "autoscaler")
+            .then_some(())
+    })
+    .await;
+    let (status, out, err) = cli(wk.admin, &["events", "idle"]).await;
+    assert!(status.success(), "{err}");
+    let line = out
+        .lines()
+        .find(|l| l.contains(" scale ") && l.contains("(autoscaler)"))
+        .unwrap_or_else(|| panic!("the autoscaler's scale event: {out}"));
+    let inputs = line
+        .split_once("  [")
+        .map(|(_, i)| i.trim_end_matches(']'))
+        .unwrap_or_else(|| panic!("inputs after the message: {line}"));
+    let keys: Vec<&str> = inputs
+        .split(' ')
+        .filter_map(|kv| kv.split_once('=').map(|(k, _)| k))
+        .collect();
+    assert_eq!(
+        keys[..6],
+        ["from", "to", "trigger", "mode", "stable_avg", "panic_avg"],
+        "the decision's inputs in reading order: {line}"
+    );
+    assert!(
+        inputs.starts_with("from=1 to=0 trigger=autoscaler mode=stable "),
+        "{line}"
+    );
+    assert!(inputs.contains("clamped_by=idle"), "the bound: {line}");
+}
+
+/// The release verbs that steer traffic, end to end: `deploy --no-traffic --tag`, `traffic` to
+/// show and set a split, and `promote` following a rollout in steps to its end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn traffic_and_promote_steer_a_revision_in() {
+    let wk = Wakeway::start(&whoami_service("web", "web.localhost", "")).await;
+    assert_eq!(wk.get("web.localhost", "/").await.status, 200);
+
+    let (status, out, err) = cli(
+        wk.admin,
+        &[
+            "deploy",
+            "web",
+            "--env",
+            "V=2",
+            "--no-traffic",
+            "--tag",
+            "next",
+        ],
+    )
+    .await;
+    assert!(status.success(), "{out}{err}");
+    assert!(
+        out.contains("takes no traffic yet") && out.contains("next--web.localhost"),
+        "{out}"
+    );
+    let tagged = wk.get("next--web.localhost", "/").await;
+    assert_eq!(tagged.field("Revision").as_deref(), Some("web-00002"));
+    assert_eq!(
+        wk.get("web.localhost", "/")
+            .await
+            .field("Revision")
+            .as_deref(),
+        Some("web-00001")
+    );
+
+    let (status, out, err) = cli(wk.admin, &["traffic", "web", "web-00001=80", "latest=20"]).await;
+    assert!(status.success(), "{out}{err}");
+    let row = out
+        .lines()
+        .find(|l| l.starts_with("web-00001"))
+        .unwrap_or_else(|| panic!("a row for web-00001: {out}"));
+    assert!(row.contains("80"), "{out}");
+    let (status, out, err) = cli(wk.admin, &["traffic", "web", "web-00001=80", "latest=30"]).await;
+    assert!(!status.success(), "{out}");
+    assert!(err.contains("sum to 110"), "{err}");
+
+    let (status, out, err) = cli(
+        wk.admin,
+        &["promote", "web", "--steps", "50,100", "--interval", "1s"],
+    )
+    .await;
+    assert!(status.success(), "{out}{err}");
+    assert!(out.contains("100%"), "{out}");
+    let (status, out, _) = cli(wk.admin, &["traffic", "web"]).await;
+    assert!(status.success());
+    let rows: Vec<&str> = out.lines().filter(|l| l.starts_with("web-")).collect();
+    assert_eq!(rows.len(), 1, "{out}");
+    assert!(
+        rows[0].starts_with("web-00002") && rows[0].contains("100"),
+        "{out}"
+    );
+}

@@ -715,3 +715,85 @@ async fn new_image_behind_the_tag_deploys_and_a_restart_adopts_it() {
         "{events:?}"
     );
 }
+
+/// With a state file a revision keeps its image across a restart: its container left running
+/// is adopted although the tag moved while wakeway was stopped, not replaced; a container of
+/// the service that runs another image is not adopted as one of that revision.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_adopts_the_container_of_the_pinned_image_after_the_tag_moved() {
+    let Some(t) = DockerTest::new().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = dir.path().join("pinned.state.json");
+    let tag = t.own_tag(&format!("wakeway-test-{}:moving", t.scope)).await;
+    let old_id = t.docker.inspect_image(&tag).await.unwrap().id.unwrap();
+    // stop_on_exit is off by default: the container outlives wakeway.
+    let config = format!(
+        "state_file = \"{}\"\n{}",
+        path_str(&state),
+        t.config(
+            "",
+            &docker_service("pinned", &tag, "[service.scaling]\nmin_instances = 1")
+        )
+    );
+    let mut first = Wakeway::start_config(&config).await;
+    let instances = wait_ready_count(&first, "pinned", 1).await;
+    let containers = t.container_ids(false).await;
+    first.proc.signal(libc::SIGTERM);
+    first.proc.wait_exit(DEADLINE).await;
+
+    let moved = DOCKERFILE.replace("CMD", "LABEL wakeway.test.moved=yes\nCMD");
+    assert_ne!(moved, DOCKERFILE);
+    t.own_build(&tag, &moved).await;
+    let new_id = t.docker.inspect_image(&tag).await.unwrap().id.unwrap();
+    assert_ne!(new_id, old_id, "the tag moved");
+    // What a deployment under way at the stop leaves: a container of the next revision, of
+    // the same spec, running what the tag names now.
+    let live = containers.iter().next().unwrap();
+    let mut labels = t.inspect(live).await.config.unwrap().labels.unwrap();
+    labels.insert("wakeway.revision".into(), "pinned-00002".into());
+    labels.insert("wakeway.instance".into(), "pinned-00002-a".into());
+    let body = bollard::models::ContainerCreateBody {
+        image: Some(tag.clone()),
+        labels: Some(labels),
+        ..Default::default()
+    };
+    let opts = bollard::query_parameters::CreateContainerOptions {
+        name: Some(format!("{}-green", t.scope)),
+        platform: String::new(),
+    };
+    let green = t
+        .docker
+        .create_container(Some(opts), body)
+        .await
+        .unwrap()
+        .id;
+    t.docker.start_container(&green, None).await.unwrap();
+
+    let second = Wakeway::start_config(&config).await;
+    let adopted = wait_ready_count(&second, "pinned", 1).await;
+    assert_eq!(adopted, instances, "the same instance, adopted");
+    assert_eq!(t.wait_containers(1).await, containers);
+    let running: Vec<Option<String>> = t
+        .containers(Some("pinned"), true)
+        .await
+        .into_iter()
+        .map(|c| c.image_id)
+        .collect();
+    assert_eq!(
+        running,
+        [Some(old_id)],
+        "the revision's own image, and only that"
+    );
+    let events = second.events("pinned").await;
+    assert_eq!(
+        events_of_kind(&events, "instance_adopted").len(),
+        1,
+        "{events:?}"
+    );
+    assert!(
+        events_of_kind(&events, "instance_starting").is_empty(),
+        "{events:?}"
+    );
+}

@@ -387,6 +387,102 @@ async fn rollback_after_the_tag_moved_runs_the_image_id_the_old_revision_ran() {
     assert_eq!(resp.field("Revision").as_deref(), Some("web-00001"));
 }
 
+/// Stops wakeway the way a user does (SIGTERM) and checks it exited cleanly.
+async fn stop(mut w: Wakeway) {
+    w.proc.signal(libc::SIGTERM);
+    let status = w.proc.wait_exit(DEADLINE).await;
+    assert!(status.success(), "wakeway stopped cleanly: {status}");
+}
+
+/// The pins persist in the state file: after a restart, a rollback to a revision whose
+/// containers are gone runs the image id it ran, not what its tag names by then.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollback_after_a_restart_runs_the_image_id_the_old_revision_ran() {
+    let Some(t) = DockerTest::new().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = dir.path().join("web.state.json");
+    let config = format!(
+        "state_file = \"{}\"\n{}",
+        path_str(&state),
+        config(
+            &t,
+            &docker_service("web", &t.image, "[service.scaling]\nmin_instances = 1")
+        )
+    );
+    let w = Wakeway::start_config(&config).await;
+    w.wait_ready_revision("web", "web-00001", 1).await;
+
+    // web-00002 runs the tag while it names the first image.
+    let tag = t.own_tag(&format!("wakeway-test-{}:moving", t.scope)).await;
+    let old_id = image_id(&t, &tag).await;
+    let d = w.deploy("web", json!({ "image": tag })).await;
+    assert_eq!(d["revision"], "web-00002", "{d}");
+    let done = w.wait_deployment("web", d["id"].as_str().unwrap()).await;
+    assert_eq!(done["state"], "succeeded", "{done}");
+    let second = ids(&w.wait_ready_revision("web", "web-00002", 1).await);
+    t.wait_container_instances("web", &second).await;
+    assert_eq!(
+        container_image_ids(&t, "web").await,
+        BTreeSet::from([old_id.clone()])
+    );
+
+    // The tag moves; web-00003 runs what it names now.
+    let moved = DOCKERFILE.replace("CMD", "LABEL wakeway.test.moved=yes\nCMD");
+    assert_ne!(moved, DOCKERFILE);
+    t.own_build(&tag, &moved).await;
+    let new_id = image_id(&t, &tag).await;
+    assert_ne!(new_id, old_id, "the tag moved");
+    let d = w.deploy("web", json!({ "env": { "V": "3" } })).await;
+    assert_eq!(d["revision"], "web-00003", "{d}");
+    let done = w.wait_deployment("web", d["id"].as_str().unwrap()).await;
+    assert_eq!(done["state"], "succeeded", "{done}");
+    let third = ids(&w.wait_ready_revision("web", "web-00003", 1).await);
+    t.wait_container_instances("web", &third).await;
+    assert_eq!(
+        container_image_ids(&t, "web").await,
+        BTreeSet::from([new_id.clone()])
+    );
+
+    // A restart: no container outlives the first wakeway, so nothing of web-00002 is left
+    // to remember its image but the state file.
+    stop(w).await;
+    t.wait_container_instances("web", &BTreeSet::new()).await;
+    let saved: Value = serde_json::from_str(&std::fs::read_to_string(&state).unwrap()).unwrap();
+    assert_eq!(
+        saved["services"]["web"]["pins"]["web-00002"],
+        old_id.as_str(),
+        "{saved:#}"
+    );
+    let w = Wakeway::start_config(&config).await;
+    let live = ids(&w.wait_ready_revision("web", "web-00003", 1).await);
+    t.wait_container_instances("web", &live).await;
+    assert_eq!(
+        container_image_ids(&t, "web").await,
+        BTreeSet::from([new_id.clone()])
+    );
+
+    let (status, rb) = w.admin_post("/v1/services/web/rollback", json!(null)).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{rb}");
+    assert_eq!(rb["revision"], "web-00002", "{rb}");
+    let done = w.wait_deployment("web", rb["id"].as_str().unwrap()).await;
+    assert_eq!(done["state"], "succeeded", "{done}");
+    let back = ids(&w.wait_ready_revision("web", "web-00002", 1).await);
+    t.wait_container_instances("web", &back).await;
+    assert_eq!(
+        container_image_ids(&t, "web").await,
+        BTreeSet::from([old_id]),
+        "after the restart the rollback runs the image id web-00002 ran, not what {tag} names now"
+    );
+    let resp = w.get(WEB, "/").await;
+    assert_eq!(resp.status, StatusCode::OK, "{}", resp.text());
+    assert_eq!(resp.field("Revision").as_deref(), Some("web-00002"));
+
+    stop(w).await;
+    t.wait_container_instances("web", &BTreeSet::new()).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pause_removes_the_containers_and_resume_cold_starts_a_new_one() {
     let Some(t) = DockerTest::new().await else {

@@ -12,8 +12,9 @@ use serde::{Deserialize, Serialize};
 use crate::State;
 use crate::config::{ServiceConfig, Source};
 use crate::service::Service;
-use crate::service::command::Command;
+use crate::service::command::{Command, DeployOptions};
 
+use super::traffic::{self, traffic_view};
 use super::view::view;
 
 /// Largest admin request body (a deployment's JSON).
@@ -42,7 +43,8 @@ pub(super) async fn handle(state: &Arc<State>, req: Request<Incoming>) -> Respon
         (&Method::GET, ["", "healthz"]) => text(StatusCode::OK, "ok\n"),
         (&Method::GET, ["", "metrics"]) => {
             state.sample_gauges();
-            let mut r = Response::new(Full::new(Bytes::from(state.metrics.render())));
+            let revisions = crate::revision_stats::families(&state.services.load());
+            let mut r = Response::new(Full::new(Bytes::from(state.metrics.render(revisions))));
             r.headers_mut().insert(
                 header::CONTENT_TYPE,
                 header::HeaderValue::from_static("text/plain; version=0.0.4"),
@@ -79,7 +81,7 @@ pub(super) async fn handle(state: &Arc<State>, req: Request<Incoming>) -> Respon
             let Some(svc) = state.service(name) else {
                 return no_service(name);
             };
-            let config = match deployment_request(&svc, &body) {
+            let (config, options) = match deployment_request(&svc, &body) {
                 Ok(c) => c,
                 Err(e) => return json_error(StatusCode::BAD_REQUEST, &e),
             };
@@ -87,11 +89,24 @@ pub(super) async fn handle(state: &Arc<State>, req: Request<Incoming>) -> Respon
                 .ask(|reply| Command::Deploy {
                     config: Box::new(config),
                     trigger: "api",
+                    options,
                     reply,
                 })
                 .await;
             accepted(&svc, asked)
         }
+        (&Method::GET, ["", "v1", "services", name, "traffic"]) => match state.service(name) {
+            Some(s) => json(StatusCode::OK, &traffic_view(&s)),
+            None => no_service(name),
+        },
+        (&Method::PUT, ["", "v1", "services", name, "traffic"]) => match state.service(name) {
+            Some(s) => traffic::set_traffic(&s, &body).await,
+            None => no_service(name),
+        },
+        (&Method::POST, ["", "v1", "services", name, "promote"]) => match state.service(name) {
+            Some(s) => traffic::promote(&s, &body).await,
+            None => no_service(name),
+        },
         (&Method::POST, ["", "v1", "services", name, "rollback"]) => {
             let Some(svc) = state.service(name) else {
                 return no_service(name);
@@ -159,27 +174,36 @@ fn known_path(segments: &[&str]) -> bool {
                 "v1",
                 "services",
                 _,
-                "deployments" | "rollback" | "pause" | "resume" | "revisions"
+                "deployments"
+                    | "rollback"
+                    | "pause"
+                    | "resume"
+                    | "revisions"
+                    | "traffic"
+                    | "promote"
             ]
             | ["", "v1", "reload" | "events"]
     )
 }
 
-/// Builds the config of a deployment from the live revision and the JSON body's changes.
-fn deployment_request(svc: &Service, body: &[u8]) -> Result<ServiceConfig, String> {
-    #[derive(Deserialize)]
+/// Builds the config of a deployment from the live revision and the JSON body's changes, and
+/// how it treats the traffic.
+fn deployment_request(
+    svc: &Service,
+    body: &[u8],
+) -> Result<(ServiceConfig, DeployOptions), String> {
+    #[derive(Deserialize, Default)]
     #[serde(deny_unknown_fields)]
     struct Body {
         image: Option<String>,
         command: Option<Vec<String>>,
         env: Option<std::collections::BTreeMap<String, String>>,
+        #[serde(default)]
+        no_traffic: bool,
+        tag: Option<String>,
     }
     let req: Body = if body.iter().all(|b| b.is_ascii_whitespace()) {
-        Body {
-            image: None,
-            command: None,
-            env: None,
-        }
+        Body::default()
     } else {
         serde_json::from_slice(body).map_err(|e| format!("deployment body: {e}"))?
     };
@@ -211,7 +235,11 @@ fn deployment_request(svc: &Service, body: &[u8]) -> Result<ServiceConfig, Strin
         cfg.env = env;
     }
     crate::config::validate_service(&cfg).map_err(|e| e.to_string())?;
-    Ok(cfg)
+    let options = DeployOptions {
+        no_traffic: req.no_traffic,
+        tag: req.tag,
+    };
+    Ok((cfg, options))
 }
 
 fn accepted(svc: &Service, asked: Result<String, String>) -> Response<Full<Bytes>> {

@@ -4,6 +4,7 @@
 mod api;
 mod console;
 pub mod guard;
+mod traffic;
 mod view;
 
 use std::convert::Infallible;
@@ -23,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::State;
 
+pub use traffic::{ShareView, TrafficView, traffic_view};
 pub use view::{InstanceView, ServiceView, view};
 
 /// Open admin connections at most; beyond it new ones wait in the listen backlog, so a flood of

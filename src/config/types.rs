@@ -7,7 +7,6 @@ use std::path::PathBuf;
 
 pub use super::cidr::IpNet;
 pub use super::idle_ignore::{IdleIgnore, PathPattern};
-use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -276,7 +275,7 @@ pub struct ServiceConfig {
 }
 
 /// One share of a service's traffic (`[[service.traffic]]`). Empty list: 100% to the latest revision.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TrafficTarget {
     /// `None`: the latest revision (`latest = true` in the file).
     pub revision: Option<String>,

@@ -79,7 +79,9 @@ impl ProxyError {
 
     pub fn status(&self) -> StatusCode {
         match self {
-            ProxyError::UnknownHost(_) => StatusCode::NOT_FOUND,
+            ProxyError::UnknownHost(_) | ProxyError::Activator(ActivatorError::NoSuchTag(_)) => {
+                StatusCode::NOT_FOUND
+            }
             ProxyError::BadRequest(_) | ProxyError::ClientBody(_) => StatusCode::BAD_REQUEST,
             ProxyError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ProxyError::UriTooLong => StatusCode::URI_TOO_LONG,
@@ -91,6 +93,7 @@ impl ProxyError {
             ProxyError::ExpectationFailed => StatusCode::EXPECTATION_FAILED,
             ProxyError::Activator(ActivatorError::QueueFull)
             | ProxyError::Activator(ActivatorError::Paused)
+            | ProxyError::Activator(ActivatorError::Retired)
             | ProxyError::Activator(ActivatorError::Unavailable(_))
             | ProxyError::IdleIgnored => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Activator(ActivatorError::Timeout(_)) | ProxyError::ResponseTimeout(_) => {
@@ -141,6 +144,12 @@ impl ProxyError {
             }
             ProxyError::Activator(ActivatorError::Paused) => {
                 "paused: this service is paused".into()
+            }
+            ProxyError::Activator(ActivatorError::NoSuchTag(tag)) => {
+                format!("no revision of this service is tagged `{tag}`")
+            }
+            ProxyError::Activator(ActivatorError::Retired) => {
+                "the revision left the traffic; try again".into()
             }
             ProxyError::IdleIgnored => {
                 "no instance is ready: this request matched scaling.idle_ignore, \

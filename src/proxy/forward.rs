@@ -164,8 +164,13 @@ impl HyperForwarder {
         }
         // `request_host` checked it is a valid host.
         let name = host.to_str().unwrap_or_default();
-        let svc = self.shared.routes.load().lookup(name).cloned();
-        let Some(svc) = svc else {
+        let routed = self
+            .shared
+            .routes
+            .load()
+            .lookup(name)
+            .map(|(svc, tag)| (svc.clone(), tag));
+        let Some((svc, tag)) = routed else {
             return error_response(&ProxyError::UnknownHost(name.to_string()));
         };
         if let Some(r) = record {
@@ -175,6 +180,7 @@ impl HyperForwarder {
         let resp = match self
             .forward(
                 &svc,
+                tag.as_deref(),
                 req,
                 Downstream { remote, https },
                 host,
@@ -194,9 +200,11 @@ impl HyperForwarder {
         resp
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn forward(
         &self,
         svc: &Arc<Service>,
+        tag: Option<&str>,
         req: Request<Incoming>,
         Downstream { remote, https }: Downstream,
         host: HeaderValue,
@@ -231,7 +239,7 @@ impl HyperForwarder {
         let response_timeout = settings.response_timeout;
 
         let mut guard = svc
-            .acquire_by(deadline)
+            .acquire_by(tag, deadline)
             .await
             .map_err(ProxyError::Activator)?;
         if quiet {
@@ -293,13 +301,12 @@ impl HyperForwarder {
                     body = b;
                     guard = if svc.runtime == "static" {
                         // Nothing will start: another upstream now, or the error.
-                        let max = svc.config.load().scaling.max_concurrency;
-                        match svc.pool.load().acquire(max) {
-                            Some(i) => svc.guard(i),
+                        match svc.acquire_now(&inst.revision) {
+                            Some(g) => g,
                             None => return Err(err),
                         }
                     } else {
-                        svc.acquire_by(deadline)
+                        svc.acquire_by(tag, deadline)
                             .await
                             .map_err(ProxyError::Activator)?
                     };
@@ -313,6 +320,9 @@ impl HyperForwarder {
 }
 
 fn respond(resp: Response<Incoming>, guard: InFlight) -> Response<ProxyBody> {
+    if resp.status().is_server_error() {
+        guard.instance().note_error();
+    }
     let (mut parts, body) = resp.into_parts();
     for name in HOP_BY_HOP {
         parts.headers.remove(name);

@@ -26,21 +26,32 @@ impl RouteTable {
         t
     }
 
-    /// `host` as the client sent it: any port is ignored, case does not matter.
-    pub fn lookup(&self, host: &str) -> Option<&Arc<Service>> {
+    /// `host` as the client sent it: any port is ignored, case does not matter. A host
+    /// `TAG--NAME` that is not itself a service's reaches the revision tagged `TAG` of the
+    /// service at `NAME`; the tag comes back lower-cased.
+    pub fn lookup(&self, host: &str) -> Option<(&Arc<Service>, Option<Box<str>>)> {
         let name = strip_port(host);
-        let found = if name.bytes().any(|b| b.is_ascii_uppercase()) {
-            self.exact.get(&name.to_ascii_lowercase())
+        let lowered;
+        let name = if name.bytes().any(|b| b.is_ascii_uppercase()) {
+            lowered = name.to_ascii_lowercase();
+            lowered.as_str()
         } else {
-            self.exact.get(name)
+            name
         };
-        found.or(self.catch_all.as_ref())
+        if let Some(svc) = self.exact.get(name) {
+            return Some((svc, None));
+        }
+        if let Some((tag, rest)) = name.split_once("--")
+            && !tag.is_empty()
+            && let Some(svc) = self.exact.get(rest)
+        {
+            return Some((svc, Some(tag.into())));
+        }
+        self.catch_all.as_ref().map(|svc| (svc, None))
     }
-}
 
-impl RouteTable {
     /// As `lookup`, for a host already checked to be ASCII (`headers::valid_host`).
-    pub fn lookup_bytes(&self, host: &[u8]) -> Option<&Arc<Service>> {
+    pub fn lookup_bytes(&self, host: &[u8]) -> Option<(&Arc<Service>, Option<Box<str>>)> {
         self.lookup(std::str::from_utf8(host).unwrap_or_default())
     }
 }
@@ -59,6 +70,37 @@ pub fn strip_port(host: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_tag_prefix_reaches_the_service_with_its_tag() {
+        use crate::config::{ServiceConfig, Source};
+        use crate::events::EventLog;
+        use crate::metrics::Metrics;
+        let cfg = ServiceConfig {
+            name: "web".into(),
+            hosts: vec!["web.localhost".into()],
+            source: Source::Upstreams(vec!["127.0.0.1:1".into()]),
+            env: Default::default(),
+            scaling: Default::default(),
+            health: Default::default(),
+            queue: Default::default(),
+            deploy: Default::default(),
+            max_body_bytes: None,
+            redirect_https: false,
+            traffic: Vec::new(),
+        };
+        let svc = Service::new(
+            cfg,
+            Metrics::new().service("web"),
+            Arc::new(EventLog::default()),
+        );
+        let t = RouteTable::new(&[svc]);
+        let (s, tag) = t.lookup("Canary--Web.localhost:8080").unwrap();
+        assert_eq!((s.name.as_str(), tag.as_deref()), ("web", Some("canary")));
+        assert_eq!(t.lookup("web.localhost").unwrap().1, None);
+        assert!(t.lookup("canary--other.localhost").is_none());
+        assert!(t.lookup("--web.localhost").is_none());
+    }
 
     #[test]
     fn ports_are_ignored() {

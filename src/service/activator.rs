@@ -10,6 +10,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use super::lane::Lane;
 use super::{InFlight, Service};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,6 +24,10 @@ pub enum ActivatorError {
     Unavailable(String),
     /// The service is paused through the admin API.
     Paused,
+    /// The host named a tag no revision of the service has.
+    NoSuchTag(String),
+    /// The lane left the traffic while the request waited; the request picks again.
+    Retired,
 }
 
 /// A wait that ran out: how long, and what held up the instance that was starting, if one was
@@ -66,16 +71,16 @@ pub(crate) struct WaitQueue {
 }
 
 impl WaitQueue {
-    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Arc<Notify>>> {
+    pub(super) fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Arc<Notify>>> {
         self.waiters.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn is_head(&self, me: &Arc<Notify>) -> bool {
+    pub(super) fn is_head(&self, me: &Arc<Notify>) -> bool {
         self.lock().front().is_some_and(|w| Arc::ptr_eq(w, me))
     }
 
     /// Leaves the queue; a head that leaves passes its turn on.
-    fn leave(&self, me: &Arc<Notify>) {
+    pub(super) fn leave(&self, me: &Arc<Notify>) {
         let mut q = self.lock();
         let Some(pos) = q.iter().position(|w| Arc::ptr_eq(w, me)) else {
             return;
@@ -95,18 +100,72 @@ impl Service {
     /// `queue.timeout` when there is none.
     pub async fn acquire(self: &Arc<Self>) -> Result<InFlight, ActivatorError> {
         let timeout = self.config.load().queue.timeout;
-        self.acquire_by(Instant::now() + timeout).await
+        self.acquire_by(None, Instant::now() + timeout).await
     }
 
     /// Takes a slot, waiting in the queue until `deadline` at the latest. A request keeps the
     /// deadline it got on arrival for every attempt (a retry on another instance included).
-    /// While anyone waits, a newcomer queues behind them instead of taking a freed slot first.
+    /// Without a `tag` the request goes to a revision by the traffic's weighted choice; with
+    /// one, to the revision with that tag only.
     pub async fn acquire_by(
         self: &Arc<Self>,
+        tag: Option<&str>,
+        deadline: Instant,
+    ) -> Result<InFlight, ActivatorError> {
+        loop {
+            let lane = {
+                let traffic = self.traffic.load();
+                let lane = match tag {
+                    None => traffic.pick(),
+                    Some(t) => traffic.tagged(t),
+                };
+                match lane {
+                    Some(l) => l.clone(),
+                    None if tag.is_some() => {
+                        return Err(ActivatorError::NoSuchTag(tag.unwrap_or_default().into()));
+                    }
+                    None => {
+                        return Err(ActivatorError::Unavailable(
+                            "the service has no revision that takes traffic".into(),
+                        ));
+                    }
+                }
+            };
+            match lane.acquire_by(self, deadline).await {
+                // The lane left the traffic while the request waited: it goes where traffic goes now.
+                Err(ActivatorError::Retired) => continue,
+                other => return other,
+            }
+        }
+    }
+
+    /// Why nothing will come at any lane, if that is already known.
+    fn closed_or_paused(&self) -> Option<ActivatorError> {
+        if let Some(why) = self.closed.get() {
+            return Some(ActivatorError::Unavailable(why.clone()));
+        }
+        if self.is_paused() {
+            return Some(ActivatorError::Paused);
+        }
+        None
+    }
+
+    /// Resolves when a request needs the controller.
+    pub(crate) async fn woken(&self) {
+        self.wake.notified().await
+    }
+}
+
+impl Lane {
+    /// Takes a slot on this lane, waiting in its queue until `deadline`. While anyone waits, a
+    /// newcomer queues behind them instead of taking a freed slot first.
+    pub async fn acquire_by(
+        self: &Arc<Self>,
+        svc: &Service,
         deadline: Instant,
     ) -> Result<InFlight, ActivatorError> {
         let (max, max_pending, timeout) = {
-            let cfg = self.config.load();
+            let cfg = svc.config.load();
             (
                 cfg.scaling.max_concurrency,
                 cfg.queue.max_pending,
@@ -116,18 +175,18 @@ impl Service {
         if self.queued.load(SeqCst) == 0
             && let Some(inst) = self.pool.load().acquire(max)
         {
-            return Ok(self.guard(inst));
+            return Ok(InFlight::new(self.clone(), inst));
         }
-        self.wait(max, max_pending, deadline, timeout).await
+        self.wait(svc, max, max_pending, deadline, timeout).await
     }
 
     /// Why nothing will come, if that is already known.
-    fn hopeless(&self, failures_seen: Option<u64>) -> Option<ActivatorError> {
-        if let Some(why) = self.closed.get() {
-            return Some(ActivatorError::Unavailable(why.clone()));
+    fn hopeless(&self, svc: &Service, failures_seen: Option<u64>) -> Option<ActivatorError> {
+        if let Some(e) = svc.closed_or_paused() {
+            return Some(e);
         }
-        if self.is_paused() {
-            return Some(ActivatorError::Paused);
+        if self.is_retired() {
+            return Some(ActivatorError::Retired);
         }
         let failed = match failures_seen {
             None => self.failing.load(SeqCst),
@@ -143,25 +202,27 @@ impl Service {
 
     async fn wait(
         self: &Arc<Self>,
+        svc: &Service,
         max: u32,
         max_pending: usize,
         deadline: Instant,
         timeout: Duration,
     ) -> Result<InFlight, ActivatorError> {
-        if let Some(e) = self.hopeless(None) {
+        if let Some(e) = self.hopeless(svc, None) {
             if matches!(e, ActivatorError::Unavailable(_)) {
-                self.metrics.rejected_unavailable.inc();
+                svc.metrics.rejected_unavailable.inc();
             }
             return Err(e);
         }
-        if self.queued.fetch_add(1, SeqCst) >= max_pending {
-            self.queued.fetch_sub(1, SeqCst);
-            self.metrics.rejected_queue_full.inc();
+        if svc.queued_total.fetch_add(1, SeqCst) >= max_pending {
+            svc.queued_total.fetch_sub(1, SeqCst);
+            svc.metrics.rejected_queue_full.inc();
             return Err(ActivatorError::QueueFull);
         }
+        self.queued.fetch_add(1, SeqCst);
         let me = Arc::new(Notify::new());
         self.queue.lock().push_back(me.clone());
-        let _queued = Queued::new(self, me.clone());
+        let _queued = Queued::new(svc, self, me.clone());
         self.touch();
         if self.pool.load().is_empty() {
             let _ = self
@@ -169,7 +230,7 @@ impl Service {
                 .compare_exchange(0, self.now_mark(), SeqCst, SeqCst);
         }
         let failures_seen = self.start_failures.load(SeqCst);
-        self.wake.notify_one();
+        svc.wake.notify_one();
 
         loop {
             // Registered before the checks, so a change or a freed slot in between wakes this.
@@ -182,12 +243,12 @@ impl Service {
             if head {
                 capacity.as_mut().enable();
                 if let Some(inst) = self.pool.load().acquire(max) {
-                    return Ok(self.guard(inst));
+                    return Ok(InFlight::new(self.clone(), inst));
                 }
             }
-            if let Some(e) = self.hopeless(Some(failures_seen)) {
+            if let Some(e) = self.hopeless(svc, Some(failures_seen)) {
                 if matches!(e, ActivatorError::Unavailable(_)) {
-                    self.metrics.rejected_unavailable.inc();
+                    svc.metrics.rejected_unavailable.inc();
                 }
                 return Err(e);
             }
@@ -205,7 +266,7 @@ impl Service {
                 }
             };
             if tokio::time::timeout_at(deadline, woken).await.is_err() {
-                self.metrics.rejected_timeout.inc();
+                svc.metrics.rejected_timeout.inc();
                 let starting = (self.starting.load(SeqCst) > 0)
                     .then(|| self.probe_failure.load().as_ref().clone())
                     .filter(|why| !why.is_empty());
@@ -213,45 +274,28 @@ impl Service {
             }
         }
     }
-
-    /// Called by the controller when capacity or the service's prospects change (an instance
-    /// turned ready, a start failed, a switch, a pause): every waiter looks again.
-    pub(crate) fn wake_waiters(&self) {
-        self.changed.notify_waiters();
-        self.capacity.notify_waiters();
-    }
-
-    /// No slot will come any more (the service was removed, or wakeway is stopping): every
-    /// waiter, and every request that would wait, is answered 503 with `why` at once.
-    pub(crate) fn close(&self, why: &str) {
-        let _ = self.closed.set(why.to_string());
-        self.wake_waiters();
-    }
-
-    /// Resolves when a request needs the controller.
-    pub(crate) async fn woken(&self) {
-        self.wake.notified().await
-    }
 }
 
-/// Keeps the queued count, the gauge and the wait queue exact however the wait ends (slot,
+/// Keeps the queued counts, the gauge and the wait queue exact however the wait ends (slot,
 /// error, client gone).
 struct Queued<'a> {
     svc: &'a Service,
+    lane: &'a Lane,
     me: Arc<Notify>,
 }
 
 impl<'a> Queued<'a> {
-    fn new(svc: &'a Service, me: Arc<Notify>) -> Self {
+    fn new(svc: &'a Service, lane: &'a Lane, me: Arc<Notify>) -> Self {
         svc.metrics.queued.inc();
-        Queued { svc, me }
+        Queued { svc, lane, me }
     }
 }
 
 impl Drop for Queued<'_> {
     fn drop(&mut self) {
-        self.svc.queue.leave(&self.me);
-        self.svc.queued.fetch_sub(1, SeqCst);
+        self.lane.queue.leave(&self.me);
+        self.lane.queued.fetch_sub(1, SeqCst);
+        self.svc.queued_total.fetch_sub(1, SeqCst);
         self.svc.metrics.queued.dec();
     }
 }
@@ -298,7 +342,7 @@ mod tests {
             None,
         ));
         i.set_state(InstanceState::Ready);
-        svc.pool.store(Arc::new(Pool::new(vec![i.clone()])));
+        svc.lane().pool.store(Arc::new(Pool::new(vec![i.clone()])));
         i
     }
 
@@ -409,7 +453,7 @@ mod tests {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
         let w = tokio::spawn({
             let svc = svc.clone();
-            async move { svc.acquire_by(deadline).await.map(drop) }
+            async move { svc.acquire_by(None, deadline).await.map(drop) }
         });
         tokio::time::sleep(Duration::from_secs(2)).await;
         assert!(w.is_finished(), "still waiting past the request's deadline");

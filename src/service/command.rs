@@ -5,7 +5,32 @@ use std::sync::Arc;
 use tokio::sync::oneshot;
 
 use super::instance::Instance;
-use crate::config::ServiceConfig;
+use crate::config::{ServiceConfig, TrafficTarget};
+
+/// How a deployment treats the traffic.
+#[derive(Debug, Clone, Default)]
+pub struct DeployOptions {
+    /// Start and gate the new revision, make it the latest, but move no traffic to it.
+    pub no_traffic: bool,
+    /// Give the new revision this tag (moved from any revision that had it).
+    pub tag: Option<String>,
+}
+
+/// A gradual rollout as asked.
+#[derive(Debug, Clone)]
+pub struct RolloutPlan {
+    /// `None`: the latest revision.
+    pub revision: Option<String>,
+    /// Percentages the revision gets, in order; the last is normally 100.
+    pub steps: Vec<u32>,
+    pub interval: std::time::Duration,
+    /// Halt when more than this share of the revision's answers in a step are 5xx.
+    pub max_error_rate: f64,
+    /// Halt after this many failed probes, failed starts or exits of its instances.
+    pub max_probe_failures: u32,
+}
+
+pub use super::controller::RolloutView;
 
 pub type Reply<T> = oneshot::Sender<Result<T, String>>;
 
@@ -15,7 +40,19 @@ pub enum Command {
     Deploy {
         config: Box<ServiceConfig>,
         trigger: &'static str,
+        options: DeployOptions,
         reply: Reply<String>,
+    },
+    /// Share the traffic among revisions as `traffic` says (validated by the controller).
+    SetTraffic {
+        traffic: Vec<TrafficTarget>,
+        trigger: &'static str,
+        reply: Reply<()>,
+    },
+    /// Move traffic to a revision in steps, halting and going back when it fails.
+    Promote {
+        plan: RolloutPlan,
+        reply: Reply<RolloutView>,
     },
     /// Deploy the revision before the current one, the same way.
     Rollback {

@@ -1,7 +1,10 @@
 //! One running copy of a revision and its exact in-flight count.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, Ordering::SeqCst};
+use std::sync::atomic::{
+    AtomicBool, AtomicU8, AtomicU32, AtomicU64,
+    Ordering::{Relaxed, SeqCst},
+};
 use std::time::Duration;
 use std::time::SystemTime;
 
@@ -55,6 +58,10 @@ pub struct Instance {
     pub started_at: SystemTime,
     state: AtomicU8,
     in_flight: AtomicU32,
+    /// Requests (and tunnels) ended, and 5xx answers: beside `in_flight`, whose line each
+    /// request writes anyway.
+    served: AtomicU64,
+    errors: AtomicU64,
     /// Woken when the in-flight count reaches zero, so a drain does not poll.
     idle: Notify,
     /// Set by the runtime's exit notice (child exit, container `die`).
@@ -77,6 +84,8 @@ impl Instance {
             started_at: SystemTime::now(),
             state: AtomicU8::new(InstanceState::Starting as u8),
             in_flight: AtomicU32::new(0),
+            served: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
             idle: Notify::new(),
             exited: AtomicBool::new(false),
             exit: Notify::new(),
@@ -156,11 +165,25 @@ impl Instance {
 
     /// Gives a slot back; returns the count left.
     pub fn release(&self) -> u32 {
+        self.served.fetch_add(1, Relaxed);
         let left = self.in_flight.fetch_sub(1, SeqCst) - 1;
         if left == 0 && self.state.load(SeqCst) != InstanceState::Ready as u8 {
             self.idle.notify_waiters();
         }
         left
+    }
+
+    /// The instance (or wakeway on its behalf) answered a request with a 5xx.
+    pub fn note_error(&self) {
+        self.errors.fetch_add(1, Relaxed);
+    }
+
+    pub fn served(&self) -> u64 {
+        self.served.load(Relaxed)
+    }
+
+    pub fn errors(&self) -> u64 {
+        self.errors.load(Relaxed)
     }
 
     /// The runtime saw the instance exit: it stops taking requests at once.

@@ -7,20 +7,18 @@ pub mod command;
 pub mod controller;
 pub mod deployment;
 pub mod instance;
+pub mod lane;
 pub mod pool;
 pub mod reconciler;
 pub mod revision;
 pub mod state;
+pub mod traffic;
 
-use std::sync::atomic::{
-    AtomicBool, AtomicU32, AtomicU64, AtomicUsize,
-    Ordering::{Relaxed, SeqCst},
-};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, OnceLock};
 
 use arc_swap::ArcSwap;
 use tokio::sync::{Notify, mpsc, oneshot};
-use tokio::time::Instant;
 
 use crate::config::ServiceConfig;
 use crate::events::EventLog;
@@ -28,55 +26,35 @@ use crate::metrics::ServiceMetrics;
 use command::Command;
 use deployment::Deployments;
 use instance::Instance;
-use pool::Pool;
+use lane::Lane;
 use revision::RevisionView;
-
-/// How stale the last-activity mark may be (see `Service::touch_coarse`).
-const ACTIVITY_RESOLUTION_MS: u64 = 10;
+use traffic::Traffic;
 
 pub struct Service {
     pub name: String,
     pub runtime: &'static str,
     pub config: ArcSwap<ServiceConfig>,
-    /// The routable instances. Only the controller stores a new one.
-    pub pool: ArcSwap<Pool>,
+    /// The revisions that take traffic, each with its pool. Only the controller stores a new one.
+    pub traffic: ArcSwap<Traffic>,
     /// Every instance the controller knows (starting, ready, draining), for the admin API.
     pub instances: ArcSwap<Vec<Arc<Instance>>>,
+    /// Desired instances, summed over the revisions that take traffic.
     pub desired: AtomicU32,
     pub metrics: ServiceMetrics,
     pub events: Arc<EventLog>,
-    queued: AtomicUsize,
-    /// Woken (the head of the queue) on each released slot.
-    capacity: Notify,
-    /// Woken (every waiter) when an instance turns ready, a start fails, or the service is
-    /// paused or closed.
-    changed: Notify,
-    /// The waiting requests, oldest first.
-    queue: activator::WaitQueue,
+    /// Requests waiting at any lane: `queue.max_pending` bounds the service.
+    queued_total: AtomicUsize,
     /// Set when no slot will come any more (removed, or wakeway stopping), with the reason.
     closed: OnceLock<String>,
-    /// Wakes the controller: demand at a service without capacity.
+    /// Wakes the controller: demand at a lane without capacity.
     wake: Notify,
-    epoch: Instant,
-    /// Milliseconds since `epoch` (plus one, so zero means never) of the last request start or end.
-    last_activity: AtomicU64,
-    /// When a request first found the service empty (same encoding), for the cold-start histogram.
-    cold_since: AtomicU64,
-    /// Bumped when a start fails: waiters with nothing ready and nothing starting give up then.
-    start_failures: AtomicU64,
-    starting: AtomicU32,
-    last_failure: ArcSwap<String>,
-    /// The last failed startup probe of a start in progress (empty when none failed): a request
-    /// that waits in vain is told what holds the instance up.
-    probe_failure: ArcSwap<String>,
     /// Set while paused: requests are answered 503 at once instead of starting an instance.
     paused: AtomicBool,
-    /// Set while the controller backs off after a failed start: with nothing ready and nothing
-    /// starting, a request is answered 503 at once rather than waiting out the backoff.
-    failing: AtomicBool,
     pub deployments: Deployments,
-    /// Every revision so far, oldest first; the last is the live one.
+    /// Every revision so far, oldest first; the last is the latest.
     pub revisions: ArcSwap<Vec<RevisionView>>,
+    /// The rollout in progress, or the last one's end.
+    pub rollout: ArcSwap<Option<controller::RolloutView>>,
     control: OnceLock<mpsc::UnboundedSender<Command>>,
 }
 
@@ -91,30 +69,19 @@ impl Service {
             runtime: config.source.runtime_name(),
             desired: AtomicU32::new(0),
             config: ArcSwap::from_pointee(config),
-            pool: ArcSwap::from_pointee(Pool::default()),
+            traffic: ArcSwap::from_pointee(Traffic::single(Lane::new(""))),
             instances: ArcSwap::from_pointee(Vec::new()),
             metrics,
             events,
-            queued: AtomicUsize::new(0),
-            capacity: Notify::new(),
-            changed: Notify::new(),
-            queue: activator::WaitQueue::default(),
+            queued_total: AtomicUsize::new(0),
             closed: OnceLock::new(),
             wake: Notify::new(),
-            epoch: Instant::now(),
-            last_activity: AtomicU64::new(0),
-            cold_since: AtomicU64::new(0),
-            start_failures: AtomicU64::new(0),
-            starting: AtomicU32::new(0),
-            last_failure: ArcSwap::from_pointee(String::new()),
-            probe_failure: ArcSwap::from_pointee(String::new()),
             paused: AtomicBool::new(false),
-            failing: AtomicBool::new(false),
             deployments: Deployments::default(),
             revisions: ArcSwap::from_pointee(Vec::new()),
+            rollout: ArcSwap::from_pointee(None),
             control: OnceLock::new(),
         };
-        svc.touch();
         Arc::new(svc)
     }
 
@@ -129,11 +96,7 @@ impl Service {
         }
     }
 
-    pub(crate) fn set_failing(&self, failing: bool) {
-        self.failing.store(failing, SeqCst);
-    }
-
-    /// The live revision's id.
+    /// The latest revision's id.
     pub fn revision(&self) -> String {
         self.revisions
             .load()
@@ -194,65 +157,81 @@ impl Service {
             .sum()
     }
 
+    /// Requests waiting for a slot, at every lane.
     pub fn queued(&self) -> usize {
-        self.queued.load(SeqCst)
+        self.queued_total.load(SeqCst)
     }
 
-    fn now_mark(&self) -> u64 {
-        self.epoch.elapsed().as_millis() as u64 + 1
+    /// The lane most requests go to (the one with the largest share): what a single-revision
+    /// service has, and where its tests look.
+    pub fn lane(&self) -> Arc<Lane> {
+        let t = self.traffic.load();
+        t.shares
+            .iter()
+            .max_by_key(|s| s.percent)
+            .map(|s| s.lane.clone())
+            .unwrap_or_else(|| Lane::new(""))
     }
 
-    fn touch(&self) {
-        self.last_activity.store(self.now_mark(), SeqCst);
+    /// A slot at `revision`'s lane now, without waiting: a static upstream's retry (nothing will
+    /// start there).
+    pub fn acquire_now(&self, revision: &str) -> Option<InFlight> {
+        let max = self.config.load().scaling.max_concurrency;
+        let traffic = self.traffic.load();
+        let lane = traffic.lane_of(revision)?;
+        let inst = lane.pool.load().acquire(max)?;
+        Some(InFlight::new(lane.clone(), inst))
     }
 
-    /// `touch` for the request path: stores only when the mark moved by a few milliseconds, so
-    /// busy workers do not write the same line per request. Idle timeouts are seconds long.
-    fn touch_coarse(&self) {
-        let now = self.now_mark();
-        if now.saturating_sub(self.last_activity.load(Relaxed)) >= ACTIVITY_RESOLUTION_MS {
-            self.last_activity.store(now, SeqCst);
-        }
-    }
-
-    /// Time since a request last started or ended.
-    pub fn quiet_for(&self) -> std::time::Duration {
-        let last = self.last_activity.load(SeqCst);
-        std::time::Duration::from_millis(self.now_mark().saturating_sub(last))
-    }
-
-    /// The request holds a slot `Pool::acquire` took on `instance`. Nothing else is written:
-    /// activity is marked when the request ends, which is when idleness can begin.
-    pub(crate) fn guard(self: &Arc<Self>, instance: Arc<Instance>) -> InFlight {
-        InFlight {
-            service: self.clone(),
-            instance,
-            quiet: false,
-        }
-    }
-
-    /// No instance is ready to take a request.
+    /// Whether no lane has a ready instance: a request would wait for a cold start.
     pub fn is_cold(&self) -> bool {
-        self.pool.load().is_empty()
+        self.traffic
+            .load()
+            .lanes()
+            .all(|l| l.pool.load().is_empty())
+    }
+
+    /// Every waiter at every lane looks again (a pause, a close).
+    pub(crate) fn wake_waiters(&self) {
+        for lane in self.traffic.load().lanes() {
+            lane.wake_waiters();
+        }
+    }
+
+    /// No slot will come any more (the service was removed, or wakeway is stopping): every
+    /// waiter, and every request that would wait, is answered 503 with `why` at once.
+    pub(crate) fn close(&self, why: &str) {
+        let _ = self.closed.set(why.to_string());
+        self.wake_waiters();
     }
 }
 
 /// One request (or tunnel) at one instance. Dropping it gives the slot back: at the end of the
 /// response body, when the client goes away, or when a tunnel closes.
 pub struct InFlight {
-    service: Arc<Service>,
+    lane: Arc<Lane>,
     instance: Arc<Instance>,
     /// A request matched `scaling.idle_ignore`: its end is not activity.
     quiet: bool,
 }
 
 impl InFlight {
+    /// The request holds a slot `Pool::acquire` took on `instance`. Nothing else is written:
+    /// activity is marked when the request ends, which is when idleness can begin.
+    pub(crate) fn new(lane: Arc<Lane>, instance: Arc<Instance>) -> InFlight {
+        InFlight {
+            lane,
+            instance,
+            quiet: false,
+        }
+    }
+
     pub fn instance(&self) -> &Arc<Instance> {
         &self.instance
     }
 
-    pub fn service(&self) -> &Arc<Service> {
-        &self.service
+    pub fn lane(&self) -> &Arc<Lane> {
+        &self.lane
     }
 
     /// The request does not count as activity: it neither delays scale to zero nor keeps the
@@ -265,14 +244,14 @@ impl InFlight {
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.instance.release();
-        let svc = &self.service;
+        let lane = &self.lane;
         if !self.quiet {
-            svc.touch_coarse();
+            lane.touch_coarse();
         }
         // SeqCst pairs with the waiter's increment of `queued` before its acquire attempt: either
         // this sees the waiter, or the waiter's attempt sees the freed slot.
-        if svc.queued.load(SeqCst) > 0 {
-            svc.capacity.notify_one();
+        if lane.queued.load(SeqCst) > 0 {
+            lane.capacity.notify_one();
         }
     }
 }

@@ -1,5 +1,6 @@
 //! Revisions that outlive wakeway: one JSON file beside the config holds, per service, the
-//! file's source as last applied and every revision (the last is live). It is rewritten whole on
+//! file's source as last applied, every revision (the last is live) and the image id each
+//! docker revision is pinned to (see `runtime/docker/pin.rs`). It is rewritten whole on
 //! each change, to a temporary file then renamed over the old one, so a crash leaves either the
 //! old state or the new, never half of one.
 //!
@@ -16,7 +17,8 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{ConfigError, ServiceConfig, Source};
+use crate::config::{ConfigError, ServiceConfig, Source, TrafficTarget};
+use crate::runtime::docker::PinStore;
 use crate::service::deployment::{Deployment, Deployments};
 use crate::service::revision::{Revision, revision_id, source_changes};
 
@@ -90,6 +92,16 @@ pub struct ServiceState {
     pub last_deployment: u32,
     #[serde(default)]
     pub deployments: Vec<Deployment>,
+    /// The traffic as last set (file, API or rollout); `None` before any was recorded.
+    #[serde(default)]
+    pub traffic: Option<Vec<TrafficTarget>>,
+    /// The file's `[[service.traffic]]` when a file was last applied.
+    #[serde(default)]
+    pub applied_traffic: Option<Vec<TrafficTarget>>,
+    /// The image id each docker revision runs, by revision id; only of revisions in
+    /// `revisions`, and of one whose deployment is under way.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub pins: BTreeMap<String, String>,
 }
 
 /// What a service starts from: its revisions, oldest first (the last is live), and the next
@@ -99,9 +111,23 @@ pub struct Resumed {
     pub next_revision: u32,
     pub last_deployment: u32,
     pub deployments: Vec<Deployment>,
+    /// The traffic as last set, while the file's own traffic is the one last applied (the same
+    /// model as the source); `None`: the file's.
+    pub traffic: Option<Vec<TrafficTarget>>,
 }
 
 impl ServiceState {
+    /// Drops the pins of revisions no longer in the history. At open this includes the pin of
+    /// a deployment a previous wakeway did not finish: its revision id is handed out again.
+    fn keep_pins_of_history(&mut self, service: &str) {
+        let ids: HashSet<String> = self
+            .revisions
+            .iter()
+            .map(|r| revision_id(service, r.number))
+            .collect();
+        self.pins.retain(|revision, _| ids.contains(revision));
+    }
+
     /// The revisions `file` (the service as the file has it now) starts with: the remembered
     /// live one while the file's source is the one last applied, else a new revision of the file.
     pub fn resume(&self, file: &ServiceConfig) -> Option<Resumed> {
@@ -123,11 +149,16 @@ impl ServiceState {
             ));
             next_revision += 1;
         }
+        let traffic = self
+            .traffic
+            .clone()
+            .filter(|_| self.applied_traffic.as_ref() == Some(&file.traffic));
         Some(Resumed {
             history,
             next_revision,
             last_deployment: self.last_deployment,
             deployments: self.deployments.clone(),
+            traffic,
         })
     }
 }
@@ -157,7 +188,7 @@ impl StateFile {
         };
         let doc = match std::fs::read_to_string(path) {
             Ok(text) => {
-                let doc: Document = serde_json::from_str(&text).map_err(|e| {
+                let mut doc: Document = serde_json::from_str(&text).map_err(|e| {
                     error(
                         Some(e.line()),
                         format!(
@@ -174,6 +205,9 @@ impl StateFile {
                             doc.version
                         ),
                     ));
+                }
+                for (name, service) in &mut doc.services {
+                    service.keep_pins_of_history(name);
                 }
                 doc
             }
@@ -205,6 +239,7 @@ impl StateFile {
         history: &[Revision],
         next_revision: u32,
         deployments: &Deployments,
+        traffic: &[TrafficTarget],
     ) {
         let (last_deployment, list) = deployments.snapshot();
         self.change(|doc| {
@@ -213,6 +248,8 @@ impl StateFile {
             s.next_revision = next_revision;
             s.last_deployment = last_deployment;
             s.deployments = list;
+            s.traffic = Some(traffic.to_vec());
+            s.keep_pins_of_history(name);
         });
     }
 
@@ -223,8 +260,9 @@ impl StateFile {
         self.change(|doc| {
             doc.services.retain(|name, _| names.contains(name.as_str()));
             for sc in services {
-                doc.services.entry(sc.name.clone()).or_default().applied =
-                    Some(SourceState::of(sc));
+                let s = doc.services.entry(sc.name.clone()).or_default();
+                s.applied = Some(SourceState::of(sc));
+                s.applied_traffic = Some(sc.traffic.clone());
             }
         });
     }
@@ -232,9 +270,34 @@ impl StateFile {
     fn change(&self, f: impl FnOnce(&mut Document)) {
         let mut doc = self.lock();
         f(&mut doc);
-        if let Err(e) = write_atomically(&self.path, &doc) {
+        self.write(&doc);
+    }
+
+    fn write(&self, doc: &Document) {
+        if let Err(e) = write_atomically(&self.path, doc) {
             tracing::error!(file = %self.path.display(), "cannot write the state file: {e}");
         }
+    }
+}
+
+impl PinStore for StateFile {
+    fn load(&self, service: &str, revision: &str) -> Option<String> {
+        self.lock()
+            .services
+            .get(service)?
+            .pins
+            .get(revision)
+            .cloned()
+    }
+
+    /// Ignored for a service the file does not have (one removed from the config meanwhile).
+    fn save(&self, service: &str, revision: &str, image: &str) {
+        let mut doc = self.lock();
+        let Some(s) = doc.services.get_mut(service) else {
+            return;
+        };
+        s.pins.insert(revision.to_string(), image.to_string());
+        self.write(&doc);
     }
 }
 
@@ -284,7 +347,7 @@ mod tests {
         state.save_applied(&[service("one")]);
         let deployments = Deployments::default();
         let id = deployments.begin("web", "web-00002", "web-00001", "api", vec![], 1);
-        state.save_revisions("web", &[one, two], 3, &deployments);
+        state.save_revisions("web", &[one, two], 3, &deployments, &[]);
 
         let again = StateFile::open(&path).unwrap();
         let s = again.service("web").unwrap();
@@ -316,6 +379,52 @@ mod tests {
         assert!(
             StateFile::open(&path).unwrap().service("web").is_none(),
             "a service gone from the file is forgotten"
+        );
+    }
+
+    #[test]
+    fn image_pins_survive_a_reopen_while_their_revisions_persist() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("wakeway.state.json");
+        let state = StateFile::open(&path).unwrap();
+        let one = Revision::new("web", 1, Arc::new(service("one")), vec![]);
+        let two = Revision::new("web", 2, Arc::new(service("two")), vec!["env.MODE".into()]);
+        let history = [one, two];
+        let deployments = Deployments::default();
+        state.save_applied(&[service("one")]);
+        state.save_revisions("web", &history, 3, &deployments, &[]);
+        state.save("web", "web-00001", "sha256:a");
+        state.save("web", "web-00002", "sha256:b");
+        // web-00003 was being deployed when wakeway stopped.
+        state.save("web", "web-00003", "sha256:c");
+        state.save("gone", "gone-00001", "sha256:d");
+        assert_eq!(state.load("web", "web-00003").as_deref(), Some("sha256:c"));
+
+        let again = StateFile::open(&path).unwrap();
+        assert_eq!(again.load("web", "web-00001").as_deref(), Some("sha256:a"));
+        assert_eq!(again.load("web", "web-00002").as_deref(), Some("sha256:b"));
+        assert_eq!(
+            again.load("web", "web-00003"),
+            None,
+            "the unfinished deployment's revision id is handed out again: its pin is not kept"
+        );
+        assert_eq!(
+            again.load("gone", "gone-00001"),
+            None,
+            "not a service of the file"
+        );
+
+        // A deployment that fails leaves no pin behind.
+        again.save("web", "web-00003", "sha256:c");
+        again.save_revisions("web", &history, 4, &deployments, &[]);
+        assert_eq!(again.load("web", "web-00003"), None);
+        assert_eq!(again.load("web", "web-00002").as_deref(), Some("sha256:b"));
+
+        again.save_applied(&[]);
+        assert_eq!(
+            StateFile::open(&path).unwrap().load("web", "web-00001"),
+            None,
+            "a service gone from the file takes its pins along"
         );
     }
 

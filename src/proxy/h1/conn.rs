@@ -232,7 +232,10 @@ impl<'a, S: ClientIo> Conn<'a, S> {
         self.obs
             .begin(&self.head, &self.buf, arrived, shared.settings.start_trace);
         let host = self.head.host.map_or(&b""[..], |h| h.get(&self.buf));
-        let svc = shared.routes.load().lookup_bytes(host).cloned();
+        let (svc, tag) = match shared.routes.load().lookup_bytes(host) {
+            Some((svc, tag)) => (Some(svc.clone()), tag),
+            None => (None, None),
+        };
         if shared.access_log.is_some() {
             self.obs
                 .start_record(&self.head, &self.buf, svc.as_deref(), self.peer);
@@ -245,7 +248,7 @@ impl<'a, S: ClientIo> Conn<'a, S> {
             Some(svc) if !self.https && svc.config.load().redirect_https => {
                 (308, self.redirect(&svc).await)
             }
-            Some(svc) => match self.forward(&svc, arrived).await {
+            Some(svc) => match self.forward(&svc, tag.as_deref(), arrived).await {
                 Ok((status, outcome)) => {
                     svc.metrics.observe_status(status);
                     (status, outcome)

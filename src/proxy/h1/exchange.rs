@@ -30,6 +30,7 @@ impl<S: ClientIo> Conn<'_, S> {
     pub(super) async fn forward(
         &mut self,
         svc: &Arc<Service>,
+        tag: Option<&str>,
         arrived: Instant,
     ) -> Result<(u16, Outcome), ProxyError> {
         let cfg = svc.config.load();
@@ -77,7 +78,7 @@ impl<S: ClientIo> Conn<'_, S> {
         let is_head = self.head.is_head;
 
         let mut guard = svc
-            .acquire_by(deadline)
+            .acquire_by(tag, deadline)
             .await
             .map_err(ProxyError::Activator)?;
         if quiet {
@@ -116,7 +117,7 @@ impl<S: ClientIo> Conn<'_, S> {
                         }
                         // Nothing reached the instance: another may take it, POST included.
                         connect_retried = true;
-                        guard = reacquire(svc, deadline, err).await?;
+                        guard = reacquire(svc, &inst, tag, deadline, err).await?;
                         if quiet {
                             guard.set_quiet();
                         }
@@ -178,6 +179,9 @@ impl<S: ClientIo> Conn<'_, S> {
         arrived: Instant,
     ) -> Result<(u16, Outcome), ProxyError> {
         let status = self.resp.status;
+        if status >= 500 {
+            guard.instance().note_error();
+        }
         if status == 101 {
             if self.head.upgrade.is_none() {
                 return Err(ProxyError::BadResponse("101 without an upgrade request"));
@@ -372,6 +376,9 @@ impl<S: ClientIo> Conn<'_, S> {
             return Err(e);
         }
         let status = self.resp.status;
+        if status >= 500 {
+            guard.instance().note_error();
+        }
         match answered {
             Ok(client_close) => {
                 if body_done && !self.resp.closes {
@@ -452,18 +459,16 @@ fn connect_failed(svc: &Service, inst: &Arc<Instance>, e: ConnectError) -> Proxy
 
 async fn reacquire(
     svc: &Arc<Service>,
+    failed: &Instance,
+    tag: Option<&str>,
     deadline: Instant,
     err: ProxyError,
 ) -> Result<InFlight, ProxyError> {
     if svc.runtime == "static" {
         // Nothing will start: another upstream now, or the error.
-        let max = svc.config.load().scaling.max_concurrency;
-        return match svc.pool.load().acquire(max) {
-            Some(i) => Ok(svc.guard(i)),
-            None => Err(err),
-        };
+        return svc.acquire_now(&failed.revision).ok_or(err);
     }
-    svc.acquire_by(deadline)
+    svc.acquire_by(tag, deadline)
         .await
         .map_err(ProxyError::Activator)
 }

@@ -1,5 +1,6 @@
 //! Leftovers of a previous wakeway: the containers of a known service at its current spec and
-//! image are adopted, every other one of the scope is removed.
+//! image (the one its revision is pinned to, else the one behind the tag) are adopted, every
+//! other one of the scope is removed.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -13,8 +14,9 @@ use super::container::DockerHandle;
 use super::*;
 use crate::runtime::{Adopted, RuntimeError, Started};
 
-/// What wakeway expects of a service's containers. Not the revision label: revision numbers
-/// start again with each wakeway, while spec and image say what a container runs.
+/// What wakeway expects of a service's containers. Not the revision label: without a state
+/// file revision numbers start again with each wakeway, while spec and image say what a
+/// container runs.
 pub(super) struct Expected {
     pub(super) spec: String,
     pub(super) image: String,
@@ -28,11 +30,14 @@ pub(super) struct Candidate {
     pub(super) instance: String,
     /// The image id it runs.
     pub(super) image: Option<String>,
+    /// It runs what the tag names now (or the tag names nothing this engine has).
+    pub(super) current: bool,
 }
 
 impl DockerEngine {
     /// Lists this scope's containers once. When `adopting`, running ones of a known service
-    /// that match its spec and image are kept as candidates for `adopt`; every other
+    /// that match its spec and run the image behind the tag or the one their revision is
+    /// pinned to are kept as candidates for `adopt`; every other
     /// one that this wakeway does not watch is removed (in the background: a stale container's
     /// stop grace must not delay anything).
     pub(super) async fn sweep(self: &Arc<Self>, adopting: bool) -> Result<(), RuntimeError> {
@@ -102,23 +107,34 @@ impl DockerEngine {
                 Some(exp) if labels.get(LABEL_SPEC) != Some(&exp.spec) => {
                     Err("its image, port, limits or env differ from the config".to_string())
                 }
-                Some(exp) => match images.get(service.as_str()) {
-                    Some(Some(image_id)) if c.image_id.as_ref() != Some(image_id) => {
+                Some(exp) => {
+                    let current = match images.get(service.as_str()) {
+                        Some(Some(image_id)) => c.image_id.as_ref() == Some(image_id),
+                        _ => true,
+                    };
+                    // After the tag moved, a container of a revision that persists with its pin
+                    // still runs what that revision ran.
+                    let pinned = labels
+                        .get(LABEL_REVISION)
+                        .and_then(|revision| self.stored(&service, revision));
+                    if !current && pinned.is_none_or(|p| c.image_id.as_ref() != Some(&p)) {
                         Err(format!("{} now names another image", exp.image))
+                    } else {
+                        match labels.get(LABEL_INSTANCE) {
+                            Some(instance) if adopting => Ok((instance.clone(), current)),
+                            Some(_) => Err("its service started without it".to_string()),
+                            None => Err(format!("it has no {LABEL_INSTANCE} label")),
+                        }
                     }
-                    _ => match labels.get(LABEL_INSTANCE) {
-                        Some(instance) if adopting => Ok(instance.clone()),
-                        Some(_) => Err("its service started without it".to_string()),
-                        None => Err(format!("it has no {LABEL_INSTANCE} label")),
-                    },
-                },
+                }
             };
             match verdict {
-                Ok(instance) => candidates.entry(service).or_default().push(Candidate {
+                Ok((instance, current)) => candidates.entry(service).or_default().push(Candidate {
                     id,
                     name,
                     instance,
                     image: c.image_id.clone(),
+                    current,
                 }),
                 Err(why) => {
                     tracing::info!("docker: removing leftover container {name}: {why}");
@@ -140,8 +156,10 @@ impl DockerEngine {
         container_port: u16,
     ) -> Result<Vec<Adopted>, RuntimeError> {
         self.swept.get_or_try_init(|| self.sweep(true)).await?;
-        // Called once per start of the service: its revision numbers begin again.
+        // Called once per start of the service: without a store its revision numbers begin
+        // again.
         self.forget_pins(service);
+        let pinned = self.pinned(service, revision);
         let mine = self
             .candidates
             .lock()
@@ -151,6 +169,23 @@ impl DockerEngine {
         let docker = self.client().await?.clone();
         let mut adopted = Vec::new();
         for c in mine {
+            let runs_revision = match &pinned {
+                Some(id) => c.image.as_ref() == Some(id),
+                None => c.current,
+            };
+            if !runs_revision {
+                tracing::info!(
+                    "docker: removing leftover container {}: it does not run the image of {revision} ({})",
+                    c.name,
+                    pinned.as_deref().unwrap_or("the one behind the tag")
+                );
+                let grace = self
+                    .known
+                    .get(service)
+                    .map_or(UNKNOWN_STOP_GRACE, |e| e.stop_grace);
+                self.retire(&docker, c.id, c.name, Some(grace)).await;
+                continue;
+            }
             // Watched before inspecting: an exit from here on is reported, not lost.
             let exited = self.watch(&c.id, &c.name);
             let found = match docker.inspect_container(&c.id, None).await {

@@ -56,12 +56,19 @@ pub struct DockerEngine {
     pub(super) direct: OnceCell<bool>,
     /// The image id each revision runs, by service and revision (see `pin.rs`).
     pub(super) pins: Mutex<HashMap<String, HashMap<String, String>>>,
+    /// Where the pins outlive wakeway; `None` without a state file.
+    pub(super) store: Option<Arc<dyn PinStore>>,
 }
 
 impl DockerEngine {
     /// Does not contact the engine: an engine that is down at start only fails docker starts.
-    /// `services` are the docker services of the config wakeway starts with.
-    pub fn new(cfg: DockerConfig, services: &[&ServiceConfig]) -> Arc<DockerEngine> {
+    /// `services` are the docker services of the config wakeway starts with; `store` keeps
+    /// the image pins across restarts.
+    pub fn new(
+        cfg: DockerConfig,
+        services: &[&ServiceConfig],
+        store: Option<Arc<dyn PinStore>>,
+    ) -> Arc<DockerEngine> {
         let endpoint = resolve_endpoint(&cfg);
         let known = services
             .iter()
@@ -95,6 +102,7 @@ impl DockerEngine {
             background: Mutex::new(JoinSet::new()),
             direct: OnceCell::new(),
             pins: Mutex::new(HashMap::new()),
+            store,
         });
         tokio::spawn(engine.clone().follow_events());
         engine

@@ -7,12 +7,13 @@
 //! it no longer wants, and at start finds the containers a previous wakeway left running.
 //! A [`DockerRuntime`] per service turns that into the [`Runtime`] the controller speaks.
 //!
-//! Containers are created from the image id their revision pinned (`pin.rs`), not the tag, and
-//! carry labels (`wakeway.managed`, `wakeway.scope`, `wakeway.service`, `wakeway.revision`,
-//! `wakeway.instance`, `wakeway.spec`, `wakeway.image`), which is how a restarted wakeway
-//! recognises its own: running ones of a known service at its current revision (the same spec
-//! and the same image behind the tag) are adopted, all others in its scope are removed, so a
-//! restart neither duplicates nor orphans containers.
+//! Containers are created from the image id their revision pinned (`pin.rs`; kept in the state
+//! file when there is one), not the tag, and carry labels (`wakeway.managed`, `wakeway.scope`,
+//! `wakeway.service`, `wakeway.revision`, `wakeway.instance`, `wakeway.spec`, `wakeway.image`),
+//! which is how a restarted wakeway recognises its own: running ones of a known service at its
+//! current revision (the same spec, and the image that revision is pinned to or, without a pin,
+//! the same image behind the tag) are adopted, all others in its scope are removed, so a restart
+//! neither duplicates nor orphans containers.
 
 mod adopt;
 mod client;
@@ -38,6 +39,7 @@ pub use naming::{
     LABEL_SPEC, container_name, spec_fingerprint,
 };
 pub(crate) use naming::{SWARM_SERVICE_ID_LABEL, exit_reason, fnv1a};
+pub use pin::PinStore;
 
 #[cfg(test)]
 mod tests {

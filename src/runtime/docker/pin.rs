@@ -2,11 +2,24 @@
 //! created (or adopted). Every later container of that revision — a scale-out, a cold start,
 //! a rollback to it — is created from that id, so moving the tag changes only revisions made
 //! after the move.
+//!
+//! With a [`PinStore`] (the state file, when wakeway runs from a config file) the pins outlive
+//! wakeway: a revision a restarted wakeway starts again, or rolls back to, runs the image it
+//! ran before, whatever the tag names by then.
 
 use bollard::Docker;
 
 use super::*;
 use crate::runtime::RuntimeError;
+
+/// Where pins persist. The engine asks it for a pin it does not hold in memory and hands it
+/// every pin it makes, once.
+pub trait PinStore: Send + Sync {
+    /// The image id `revision` of `service` was pinned to, if it persists.
+    fn load(&self, service: &str, revision: &str) -> Option<String>;
+    /// Persists the pin of `revision` of `service`.
+    fn save(&self, service: &str, revision: &str, image: &str);
+}
 
 impl DockerEngine {
     /// The image id `revision` of `service` runs, pinning what `image` names now when the
@@ -49,28 +62,48 @@ impl DockerEngine {
         Ok(self.pin(service, revision, id))
     }
 
-    /// Records `id` as the image of `revision` unless it has one; returns the one it has.
+    /// Records `id` as the image of `revision` unless it has one (in memory or in the store);
+    /// returns the one it has.
     pub(super) fn pin(&self, service: &str, revision: &str, id: String) -> String {
         let mut pins = self.pins.lock().expect("pins lock");
         let revisions = pins.entry(service.to_string()).or_default();
-        let pinned = revisions.entry(revision.to_string()).or_insert_with(|| {
-            tracing::info!("docker: revision {revision} of {service} runs image {id}");
-            id
-        });
-        pinned.clone()
+        if let Some(pinned) = revisions.get(revision) {
+            return pinned.clone();
+        }
+        let pinned = match self.stored(service, revision) {
+            Some(stored) => stored,
+            None => {
+                tracing::info!("docker: revision {revision} of {service} runs image {id}");
+                if let Some(store) = &self.store {
+                    store.save(service, revision, &id);
+                }
+                id
+            }
+        };
+        revisions.insert(revision.to_string(), pinned.clone());
+        pinned
     }
 
-    fn pinned(&self, service: &str, revision: &str) -> Option<String> {
-        self.pins
-            .lock()
-            .expect("pins lock")
-            .get(service)?
-            .get(revision)
-            .cloned()
+    pub(super) fn pinned(&self, service: &str, revision: &str) -> Option<String> {
+        let mut pins = self.pins.lock().expect("pins lock");
+        if let Some(id) = pins.get(service).and_then(|r| r.get(revision)) {
+            return Some(id.clone());
+        }
+        let id = self.stored(service, revision)?;
+        pins.entry(service.to_string())
+            .or_default()
+            .insert(revision.to_string(), id.clone());
+        Some(id)
     }
 
-    /// A service (re)starts its revision numbering: the images its old revisions ran mean
-    /// nothing for the new ones of the same ids.
+    /// The pin the store has, without remembering it.
+    pub(super) fn stored(&self, service: &str, revision: &str) -> Option<String> {
+        self.store.as_ref()?.load(service, revision)
+    }
+
+    /// A service starts (again): without a store its revision numbering starts again, and the
+    /// images its old revisions ran mean nothing for the new ones of the same ids. The store
+    /// keeps only pins of revisions it keeps, so what it still has holds.
     pub(super) fn forget_pins(&self, service: &str) {
         self.pins.lock().expect("pins lock").remove(service);
     }
@@ -78,16 +111,44 @@ impl DockerEngine {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex};
+
+    use super::PinStore;
     use crate::config::DockerConfig;
     use crate::runtime::docker::DockerEngine;
 
-    #[tokio::test]
-    async fn a_revision_keeps_its_first_image_until_its_service_starts_again() {
+    fn engine(store: Option<Arc<dyn PinStore>>) -> Arc<DockerEngine> {
         let cfg = DockerConfig {
             endpoint: Some("unix:///nonexistent/wakeway-test/docker.sock".into()),
             ..DockerConfig::default()
         };
-        let engine = DockerEngine::new(cfg, &[]);
+        DockerEngine::new(cfg, &[], store)
+    }
+
+    /// A store that counts its writes.
+    #[derive(Default)]
+    struct Saved {
+        pins: Mutex<HashMap<String, String>>,
+        writes: Mutex<usize>,
+    }
+
+    impl PinStore for Saved {
+        fn load(&self, service: &str, revision: &str) -> Option<String> {
+            let pins = self.pins.lock().unwrap();
+            pins.get(&format!("{service}/{revision}")).cloned()
+        }
+
+        fn save(&self, service: &str, revision: &str, image: &str) {
+            let key = format!("{service}/{revision}");
+            self.pins.lock().unwrap().insert(key, image.into());
+            *self.writes.lock().unwrap() += 1;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_revision_keeps_its_first_image_until_its_service_starts_again() {
+        let engine = engine(None);
         assert_eq!(
             engine.pin("web", "web-00001", "sha256:a".into()),
             "sha256:a"
@@ -116,5 +177,31 @@ mod tests {
             Some("sha256:c")
         );
         engine.close().await;
+    }
+
+    #[tokio::test]
+    async fn with_a_store_pins_outlive_the_engine() {
+        let store = Arc::new(Saved::default());
+        let first = engine(Some(store.clone()));
+        first.pin("web", "web-00001", "sha256:a".into());
+        first.pin("web", "web-00001", "sha256:b".into());
+        assert_eq!(*store.writes.lock().unwrap(), 1, "a pin is written once");
+        first.close().await;
+
+        let second = engine(Some(store.clone()));
+        // What adoption does when the service starts.
+        second.forget_pins("web");
+        assert_eq!(
+            second.pinned("web", "web-00001").as_deref(),
+            Some("sha256:a")
+        );
+        assert_eq!(
+            second.pin("web", "web-00001", "sha256:b".into()),
+            "sha256:a",
+            "the tag moved while wakeway was stopped: the revision runs its image"
+        );
+        assert_eq!(second.pinned("web", "web-00002"), None);
+        assert_eq!(*store.writes.lock().unwrap(), 1, "nothing new to write");
+        second.close().await;
     }
 }

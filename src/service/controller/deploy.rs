@@ -7,10 +7,13 @@ use std::sync::Arc;
 use serde_json::json;
 use tokio::time::Instant;
 
+use super::traffic::check_tag;
 use super::{Controller, Green, Source};
-use crate::config::ServiceConfig;
+use crate::config::{ServiceConfig, TrafficTarget};
+use crate::service::command::DeployOptions;
 use crate::service::deployment::DeployState;
 use crate::service::instance::InstanceState;
+use crate::service::lane::Lane;
 use crate::service::revision::{Revision, source_changes};
 
 impl Controller {
@@ -21,7 +24,11 @@ impl Controller {
         config: ServiceConfig,
         trigger: &str,
         reuse: Option<Revision>,
+        options: DeployOptions,
     ) -> Result<String, String> {
+        if let Some(tag) = &options.tag {
+            check_tag(tag)?;
+        }
         if let Some(g) = &self.green {
             return Err(format!(
                 "deployment {} of {} is in progress",
@@ -42,6 +49,7 @@ impl Controller {
         config.queue = live.queue.clone();
         config.deploy = live.deploy.clone();
         config.hosts = live.hosts.clone();
+        config.traffic = live.traffic.clone();
         let source = (self.factory)(&config)?;
         let revision = match reuse {
             Some(r) => r,
@@ -61,13 +69,16 @@ impl Controller {
             }
         };
         let min = live.scaling.min_instances;
-        let ready = self.ready_count();
+        let latest = self.revision.id.clone();
+        let ready = self.ready_count(&latest);
         // Even at zero a new revision proves itself on one instance before it takes traffic
-        // (as Knative does); once switched, the autoscaler takes it back to zero when idle.
+        // (as Knative does); once switched, the autoscaler takes it back to zero when idle. A
+        // revision that takes no traffic yet needs only to prove itself.
         let want = match &source {
             // Every fixed address of the new revision is an instance of it.
             Source::Fixed(addrs) => addrs.len() as u32,
-            Source::Managed(_) if ready == 0 && self.desired() == 0 => min.max(1),
+            Source::Managed(_) if options.no_traffic => min.max(1),
+            Source::Managed(_) if ready == 0 && self.desired(&latest) == 0 => min.max(1),
             Source::Managed(_) => ready
                 .max(min)
                 .max(1)
@@ -93,10 +104,13 @@ impl Controller {
         self.green = Some(Green {
             revision: revision.clone(),
             source: source.clone(),
+            lane: Lane::new(&revision.id),
             deployment: deployment.clone(),
             trigger: trigger.to_string(),
             want,
             deadline: Instant::now() + live.deploy.timeout,
+            no_traffic: options.no_traffic,
+            tag: options.tag,
         });
         match source {
             Source::Managed(runtime) => {
@@ -127,21 +141,18 @@ impl Controller {
         }
     }
 
-    /// The blue/green switch: one store of the pool moves all new requests to the new revision,
-    /// then the old instances drain.
+    /// The blue/green switch: the new revision becomes the latest, and one store of the
+    /// traffic moves every new request the `latest` entries had to it; revisions that leave the
+    /// traffic drain.
     pub(super) fn switch(&mut self) {
         let Some(g) = self.green.take() else {
             return;
         };
         let old = std::mem::replace(&mut self.revision, g.revision.clone());
-        self.source = g.source;
-        if !self.history.iter().any(|r| r.id == g.revision.id) {
-            self.history.push(g.revision.clone());
-        } else {
-            // A rollback: the revision becomes the newest live one again.
-            self.history.retain(|r| r.id != g.revision.id);
-            self.history.push(g.revision.clone());
-        }
+        self.source = g.source.clone();
+        // A rollback makes the revision the newest live one again.
+        self.history.retain(|r| r.id != g.revision.id);
+        self.history.push(g.revision.clone());
         let mut revisions: Vec<_> = self.svc.revisions.load().as_ref().clone();
         revisions.retain(|r| r.id != g.revision.id);
         revisions.push(g.revision.view());
@@ -150,31 +161,35 @@ impl Controller {
         cfg.source = g.revision.config.source.clone();
         cfg.env = g.revision.config.env.clone();
         self.svc.config.store(Arc::new(cfg));
-        self.publish();
         self.svc.deployments.switched(&g.deployment);
         self.svc.metrics.set_revision(Some(&old.id), &g.revision.id);
-        self.svc.wake_waiters();
-        let old_ids: Vec<String> = self
-            .members
-            .iter()
-            .filter(|m| m.instance.revision == old.id && m.handle.is_some())
-            .map(|m| m.instance.id.clone())
-            .collect();
-        for id in &old_ids {
-            self.drain(id, "replaced by a deployment");
+
+        let traffic = traffic_after_deploy(&self.traffic, &old.id, &g);
+        let drained = match self.apply_traffic(&traffic, Some((&g.lane, g.want))) {
+            Ok(drained) => {
+                self.traffic = traffic;
+                drained
+            }
+            // Only a revision missing from the history fails to resolve; the latest alone
+            // always does.
+            Err(_) => {
+                self.traffic = Vec::new();
+                self.apply_traffic(&[], Some((&g.lane, g.want)))
+                    .unwrap_or_default()
+            }
+        };
+        if !self.is_serving_revision(&g.revision.id) {
+            // `--no-traffic` without a tag: it proved itself; its instances go.
+            let ids: Vec<String> = self
+                .members
+                .iter()
+                .filter(|m| m.instance.revision == g.revision.id)
+                .map(|m| m.instance.id.clone())
+                .collect();
+            for id in &ids {
+                self.drain(id, "its revision takes no traffic yet");
+            }
         }
-        let old_starts: Vec<String> = self
-            .starts
-            .iter()
-            .filter(|(_, s)| s.revision == old.id)
-            .map(|(id, _)| id.clone())
-            .collect();
-        for id in &old_starts {
-            self.cancel_start(id, "replaced by a deployment");
-        }
-        // Static upstreams of the old revision simply leave.
-        self.forget_fixed(&old.id);
-        self.publish();
         self.svc
             .deployments
             .finish(&g.deployment, DeployState::Succeeded, None);
@@ -183,26 +198,36 @@ impl Controller {
         }
         self.persist();
         self.svc.metrics.deployments_succeeded.inc();
-        self.svc.events.emit(
-            &self.svc.name,
-            "deploy_switched",
+        let message = if g.no_traffic {
+            format!(
+                "deployment {}: {} is ready and is the latest revision; it takes no traffic yet{}",
+                g.deployment,
+                g.revision.id,
+                g.tag
+                    .as_ref()
+                    .map(|t| format!(" (tag {t})"))
+                    .unwrap_or_default()
+            )
+        } else {
             format!(
                 "deployment {}: traffic switched {} -> {}; draining {} old instance(s)",
                 g.deployment,
                 old.id,
                 g.revision.id,
-                old_ids.len()
-            ),
-            json!({ "deployment": g.deployment, "from": old.id, "to": g.revision.id, "draining": old_ids }),
+                drained.len()
+            )
+        };
+        self.svc.events.emit(
+            &self.svc.name,
+            "deploy_switched",
+            message,
+            json!({ "deployment": g.deployment, "from": old.id, "to": g.revision.id, "draining": drained, "no_traffic": g.no_traffic, "tag": g.tag }),
         );
-        if self.desired() < g.want {
-            self.set_desired(g.want);
-            let window = self.svc.config.load().scaling.stable_window;
-            self.autoscaler.scaled_up(Instant::now(), window);
+        if let Some(s) = self.serving_mut(&g.revision.id) {
+            s.failures = 0;
+            s.backoff_until = None;
+            s.lane.set_failing(false);
         }
-        self.failures = 0;
-        self.backoff_until = None;
-        self.svc.set_failing(false);
         if g.revision.config.source != old.config.source {
             // A new executable or image: its version is read afresh. An automatic deployment
             // keeps the version it was made from, so a change during it is not missed.
@@ -262,7 +287,12 @@ impl Controller {
                 self.svc.name
             ));
         };
-        self.begin_deploy(previous.config.as_ref().clone(), "rollback", Some(previous))
+        self.begin_deploy(
+            previous.config.as_ref().clone(),
+            "rollback",
+            Some(previous),
+            DeployOptions::default(),
+        )
     }
 
     pub(super) async fn runtime_version(&self) -> Option<String> {
@@ -298,7 +328,7 @@ impl Controller {
             ),
             json!({ "from": was, "to": now }),
         );
-        if let Err(e) = self.begin_deploy(config, "auto", None) {
+        if let Err(e) = self.begin_deploy(config, "auto", None, DeployOptions::default()) {
             self.svc.events.emit(
                 &self.svc.name,
                 "deploy_failed",
@@ -307,4 +337,65 @@ impl Controller {
             );
         }
     }
+}
+
+/// The traffic after a deployment of `g` replaced `old` as the latest revision. `latest` entries
+/// follow the new revision. Traffic pinned to named revisions only is reset to all of it to the
+/// latest (as `gcloud run deploy` does), tags kept. With `--no-traffic`, `latest` entries are
+/// pinned to `old` instead, and the new revision gets only its tag.
+fn traffic_after_deploy(traffic: &[TrafficTarget], old: &str, g: &Green) -> Vec<TrafficTarget> {
+    let all_to_latest = || TrafficTarget {
+        revision: None,
+        percent: 100,
+        tag: None,
+    };
+    let mut next: Vec<TrafficTarget> = if g.no_traffic {
+        if traffic.is_empty() {
+            vec![TrafficTarget {
+                revision: Some(old.to_string()),
+                percent: 100,
+                tag: None,
+            }]
+        } else {
+            traffic
+                .iter()
+                .map(|t| TrafficTarget {
+                    revision: Some(t.revision.clone().unwrap_or_else(|| old.to_string())),
+                    ..t.clone()
+                })
+                .collect()
+        }
+    } else if traffic.is_empty() || traffic.iter().any(|t| t.revision.is_none()) {
+        traffic.to_vec()
+    } else {
+        let mut v = vec![all_to_latest()];
+        v.extend(
+            traffic
+                .iter()
+                .filter(|t| t.tag.is_some())
+                .map(|t| TrafficTarget {
+                    percent: 0,
+                    ..t.clone()
+                }),
+        );
+        v
+    };
+    if let Some(tag) = &g.tag {
+        // A tag names one revision: it moves to the new one.
+        for t in &mut next {
+            if t.tag.as_ref() == Some(tag) {
+                t.tag = None;
+            }
+        }
+        next.retain(|t| t.percent > 0 || t.tag.is_some());
+        next.push(TrafficTarget {
+            revision: Some(g.revision.id.clone()),
+            percent: 0,
+            tag: Some(tag.clone()),
+        });
+    }
+    if next.iter().all(|t| t.percent == 0) {
+        next.push(all_to_latest());
+    }
+    next
 }

@@ -64,13 +64,19 @@ impl Controller {
                         json!({ "instance": inst.id }),
                     );
                     self.publish();
-                    self.svc.wake_waiters();
+                    if let Some(lane) = self.lane_of(&inst.revision) {
+                        lane.wake_waiters();
+                    }
                 }
             }
             Err(reason) => {
                 m.passes = 0;
                 m.fails += 1;
                 let fails = m.fails;
+                self.note_rollout_failure(
+                    &inst.revision,
+                    &format!("instance {} failed a probe: {reason}", inst.id),
+                );
                 if inst.state() == InstanceState::Ready && fails >= health.unhealthy_threshold {
                     self.unhealthy(inst, format!("{reason} ({fails} in a row)"));
                 }

@@ -20,6 +20,7 @@ use crate::health::{self, NotReady};
 use crate::runtime::{InstanceHandle, InstanceSpec, Runtime, Started};
 use crate::service::Service;
 use crate::service::instance::{Instance, InstanceState};
+use crate::service::lane::Lane;
 use crate::service::revision::Revision;
 
 /// An instance that exits this soon after it was spawned most likely lost its port to another
@@ -40,6 +41,8 @@ struct StartJob {
     health: HealthConfig,
     prober: Prober,
     svc: Arc<Service>,
+    /// Where a request waiting for this start looks for what holds it up.
+    lane: Arc<Lane>,
     tx: mpsc::UnboundedSender<Msg>,
     cancel: CancellationToken,
 }
@@ -90,12 +93,18 @@ impl StartJob {
             let said = std::sync::atomic::AtomicBool::new(false);
             let probe = || {
                 let attempt = prober(addr, health.clone());
-                let (svc, id, revision, said, health) =
-                    (&self.svc, &self.id, &self.revision, &said, &health);
+                let (svc, lane, id, revision, said, health) = (
+                    &self.svc,
+                    &self.lane,
+                    &self.id,
+                    &self.revision,
+                    &said,
+                    &health,
+                );
                 async move {
                     let result = attempt.await;
                     if let Err(e) = &result {
-                        note_probe_failure(svc, id, revision, health, e, said);
+                        note_probe_failure(svc, lane, id, revision, health, e, said);
                     }
                     result
                 }
@@ -139,13 +148,14 @@ impl StartJob {
 /// app without the probed route is otherwise only seen failing `startup_timeout` later.
 fn note_probe_failure(
     svc: &Service,
+    lane: &Lane,
     id: &str,
     revision: &str,
     health: &HealthConfig,
     error: &str,
     said: &std::sync::atomic::AtomicBool,
 ) {
-    svc.probe_failure.store(Arc::new(error.to_string()));
+    lane.probe_failure.store(Arc::new(error.to_string()));
     if health::is_http_refusal(health, error) && !said.swap(true, SeqCst) {
         svc.events.emit(
             &svc.name,
@@ -189,14 +199,28 @@ impl Controller {
         });
     }
 
-    /// Keeps the activator's view of starts in progress exact.
+    /// Keeps each lane's view of its starts in progress exact, for the activator.
     pub(super) fn sync_starting(&self) {
-        let n = self
-            .starts
-            .values()
-            .filter(|s| !s.cancel.is_cancelled())
-            .count();
-        self.svc.starting.store(n as u32, SeqCst);
+        let lanes = self
+            .serving
+            .iter()
+            .map(|s| (&s.lane, &s.revision.id))
+            .chain(self.green.iter().map(|g| (&g.lane, &g.revision.id)));
+        for (lane, revision) in lanes {
+            lane.starting.store(self.live_starts(revision), SeqCst);
+        }
+    }
+
+    /// The lane `revision`'s instances are published in: its serving one, or its deployment's.
+    pub(super) fn lane_of(&self, revision: &str) -> Option<Arc<Lane>> {
+        self.serving_of(revision)
+            .map(|s| s.lane.clone())
+            .or_else(|| {
+                self.green
+                    .as_ref()
+                    .filter(|g| g.revision.id == revision)
+                    .map(|g| g.lane.clone())
+            })
     }
 
     fn begin_start(&mut self, id: String, revision: &str) -> CancellationToken {
@@ -243,6 +267,9 @@ impl Controller {
             health: cfg.health.clone(),
             prober: self.prober.clone(),
             svc: self.svc.clone(),
+            lane: self
+                .lane_of(&revision.id)
+                .unwrap_or_else(|| Lane::new(&revision.id)),
             tx: self.tx.clone(),
             cancel,
         };
@@ -323,11 +350,15 @@ impl Controller {
     }
 
     pub(super) fn on_ready(&mut self, id: &str) {
-        if self.end_start(id).is_none() {
+        let Some(start) = self.end_start(id) else {
             return;
+        };
+        if let Some(lane) = self.lane_of(&start.revision) {
+            lane.probe_failure.store(Arc::new(String::new()));
         }
-        self.svc.probe_failure.store(Arc::new(String::new()));
-        self.failures = 0;
+        if let Some(s) = self.serving_mut(&start.revision) {
+            s.failures = 0;
+        }
         let Some(inst) = self.member(id).map(|m| m.instance.clone()) else {
             return;
         };
@@ -356,14 +387,14 @@ impl Controller {
             self.check_green();
             return;
         }
-        if !self.is_live(&inst) {
-            // Started for a revision that was replaced meanwhile.
-            self.drain(id, "its revision is no longer live");
+        let Some(lane) = self.serving_of(&inst.revision).map(|s| s.lane.clone()) else {
+            // Started for a revision that left the traffic meanwhile.
+            self.drain(id, "its revision takes no traffic");
             return;
-        }
-        let cold = self.svc.cold_since.swap(0, SeqCst);
+        };
+        let cold = lane.cold_since.swap(0, SeqCst);
         if cold != 0 {
-            let waited = self.svc.now_mark().saturating_sub(cold);
+            let waited = lane.now_mark().saturating_sub(cold);
             self.svc
                 .metrics
                 .cold_start_duration
@@ -371,7 +402,7 @@ impl Controller {
         }
         self.watch_health(&inst);
         self.publish();
-        self.svc.wake_waiters();
+        lane.wake_waiters();
         // A start cancelled as excess that came up anyway is weighed again with the others.
         self.reconcile();
     }
@@ -397,7 +428,9 @@ impl Controller {
             return;
         }
         let revision = self.end_start(id).map(|s| s.revision);
-        self.svc.probe_failure.store(Arc::new(String::new()));
+        if let Some(lane) = revision.as_deref().and_then(|r| self.lane_of(r)) {
+            lane.probe_failure.store(Arc::new(String::new()));
+        }
         let reason = match end {
             StartEnd::Retry => unreachable!("handled above"),
             StartEnd::Cancelled => {
@@ -425,26 +458,33 @@ impl Controller {
             self.fail_deploy(format!("instance {id} failed to start: {reason}"));
             return;
         }
-        if revision.as_ref().is_some_and(|r| *r != self.revision.id) {
+        let Some(s) = revision.as_deref().and_then(|r| self.serving_mut(r)) else {
             // A start for a revision that is no longer wanted (a failed or replaced
-            // deployment): nothing to retry, and no reason to back off the live one.
+            // deployment): nothing to retry, and no reason to back off a serving one.
             self.publish();
             return;
-        }
-        self.failures += 1;
-        let backoff = backoff(self.failures);
-        self.backoff_until = Some(Instant::now() + backoff);
+        };
+        s.failures += 1;
+        let failures = s.failures;
+        let backoff = backoff(failures);
+        s.backoff_until = Some(Instant::now() + backoff);
+        let lane = s.lane.clone();
+        let revision = s.revision.id.clone();
+        self.note_rollout_failure(
+            &revision,
+            &format!("instance {id} failed to start: {reason}"),
+        );
         self.svc.events.emit(
             &self.svc.name,
             "start_failed",
             format!("instance {id} failed to start: {reason}; next try in {backoff:?}"),
-            json!({ "instance": id, "reason": reason, "failures": self.failures, "retry_in_ms": backoff.as_millis() as u64 }),
+            json!({ "instance": id, "revision": revision, "reason": reason, "failures": failures, "retry_in_ms": backoff.as_millis() as u64 }),
         );
-        self.svc.last_failure.store(Arc::new(reason));
-        self.svc.set_failing(true);
-        self.svc.start_failures.fetch_add(1, SeqCst);
+        lane.last_failure.store(Arc::new(reason));
+        lane.set_failing(true);
+        lane.start_failures.fetch_add(1, SeqCst);
         self.publish();
-        self.svc.wake_waiters();
+        lane.wake_waiters();
     }
 
     pub(super) fn on_exited(&mut self, inst: &Arc<Instance>, reason: String) {
@@ -467,12 +507,14 @@ impl Controller {
         if let Some(h) = m.health {
             h.abort();
         }
+        self.keep_counts(inst);
         let id = &inst.id;
+        self.note_rollout_failure(&inst.revision, &format!("instance {id} exited: {reason}"));
         self.svc.events.emit(
             &self.svc.name,
             "instance_exited",
             format!("instance {id} exited: {reason}"),
-            json!({ "instance": id, "reason": reason }),
+            json!({ "instance": id, "revision": inst.revision, "reason": reason }),
         );
         self.publish();
         if self.is_green(inst) {
@@ -495,6 +537,7 @@ impl Controller {
         let id = &inst.id;
         let m = self.members.remove(pos);
         m.instance.set_state(InstanceState::Stopped);
+        self.keep_counts(inst);
         self.svc.events.emit(
             &self.svc.name,
             "instance_stopped",
@@ -502,6 +545,16 @@ impl Controller {
             json!({ "instance": id }),
         );
         self.publish();
+    }
+}
+
+impl Controller {
+    /// An instance leaves: its lane keeps the requests it served, so the revision's counts
+    /// only grow.
+    pub(super) fn keep_counts(&self, inst: &Instance) {
+        if let Some(lane) = self.lane_of(&inst.revision) {
+            lane.keep_counts(inst);
+        }
     }
 }
 

@@ -14,9 +14,11 @@ mod deploy;
 mod health;
 mod lifecycle;
 mod operations;
+mod rollout;
 mod scaling;
 #[cfg(test)]
 mod tests;
+mod traffic;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -35,11 +37,14 @@ use super::Service;
 use super::autoscaler::Autoscaler;
 use super::command::Command;
 use super::instance::{Instance, InstanceState};
+use super::lane::Lane;
 use super::pool::Pool;
 use super::revision::Revision;
 use super::state::{Resumed, StateFile};
-use crate::config::{HealthConfig, ServiceConfig};
+use crate::config::{HealthConfig, ServiceConfig, TrafficTarget};
 use crate::runtime::{BoxFuture, InstanceHandle, Runtime};
+use rollout::Rollout;
+pub use rollout::RolloutView;
 
 const SAMPLE_EVERY: Duration = Duration::from_millis(100);
 const DECIDE_EVERY: Duration = Duration::from_secs(1);
@@ -128,19 +133,47 @@ struct Start {
 struct Green {
     revision: Revision,
     source: Source,
+    /// Where its instances' pool is published; it joins the traffic at the switch.
+    lane: Arc<Lane>,
     deployment: String,
     trigger: String,
     want: u32,
     deadline: Instant,
+    /// `--no-traffic`: the revision proves itself and becomes the latest, but the traffic stays
+    /// where it was (with `tag`, it is reachable on its tag's host).
+    no_traffic: bool,
+    tag: Option<String>,
+}
+
+/// A revision in the traffic (a share, or a tag): scaled on its own load, with its own desired
+/// count, autoscaler and start backoff.
+struct Serving {
+    revision: Revision,
+    source: Source,
+    lane: Arc<Lane>,
+    percent: u32,
+    tags: Vec<String>,
+    /// Reached through a `latest` entry.
+    latest: bool,
+    desired: u32,
+    autoscaler: Autoscaler,
+    /// Consecutive failed starts, and until when the next one waits.
+    failures: u32,
+    backoff_until: Option<Instant>,
 }
 
 pub struct Controller {
     svc: Arc<Service>,
     factory: SourceFactory,
     prober: Prober,
-    /// The live revision and its source.
+    /// The latest revision (the newest deployed; `latest` traffic goes to it) and its source.
     revision: Revision,
     source: Source,
+    /// The revisions that take traffic; the first entry of `traffic` that names one comes first.
+    serving: Vec<Serving>,
+    /// The traffic as asked (file or API): shares of `latest` or of named revisions.
+    traffic: Vec<TrafficTarget>,
+    rollout: Option<Rollout>,
     /// Revisions that were live, oldest first (the last is the live one): rollback goes back here.
     history: Vec<Revision>,
     next_revision: u32,
@@ -150,13 +183,10 @@ pub struct Controller {
     starts: HashMap<String, Start>,
     /// Ids of `starts` in the order they began, so excess cancels the newest.
     start_order: Vec<String>,
-    autoscaler: Autoscaler,
     tx: mpsc::UnboundedSender<Msg>,
     rx: mpsc::UnboundedReceiver<Msg>,
     commands: mpsc::UnboundedReceiver<Command>,
     next_instance: u64,
-    failures: u32,
-    backoff_until: Option<Instant>,
     /// What the runtime said the source was when the live revision was made (`deploy.auto`).
     source_version: Option<String>,
     /// Set once the controller stops: nothing new starts, whatever comes up is stopped.
@@ -175,6 +205,7 @@ impl Controller {
         svc.connect_controller(cmd_tx);
         let revision = Revision::new(&svc.name, 1, svc.config.load_full(), Vec::new());
         svc.revisions.store(Arc::new(vec![revision.view()]));
+        let traffic = svc.config.load().traffic.clone();
         svc.metrics.set_revision(None, &revision.id);
         Controller {
             svc,
@@ -183,18 +214,18 @@ impl Controller {
             history: vec![revision.clone()],
             revision,
             source,
+            serving: Vec::new(),
+            traffic,
+            rollout: None,
             next_revision: 2,
             green: None,
             members: Vec::new(),
             starts: HashMap::new(),
             start_order: Vec::new(),
-            autoscaler: Autoscaler::new(),
             tx,
             rx,
             commands,
             next_instance: 0,
-            failures: 0,
-            backoff_until: None,
             source_version: None,
             stopping: false,
             cancel: CancellationToken::new(),
@@ -231,6 +262,9 @@ impl Controller {
         self.history = resumed.history;
         self.revision = live;
         self.next_revision = resumed.next_revision;
+        if let Some(traffic) = resumed.traffic {
+            self.traffic = traffic;
+        }
         self
     }
 
@@ -248,6 +282,7 @@ impl Controller {
                 &self.history,
                 self.next_revision,
                 &self.svc.deployments,
+                &self.traffic,
             );
         }
     }
@@ -258,14 +293,25 @@ impl Controller {
 
     /// Runs until `shutdown` (or a `Remove` command), then drains and stops every instance.
     pub async fn run(mut self, shutdown: CancellationToken) {
+        self.install_traffic();
         if let Source::Fixed(addrs) = self.source.clone() {
             self.add_fixed(&addrs, &self.revision.id.clone());
-            self.set_desired(addrs.len() as u32);
+            let latest = self.revision.id.clone();
+            self.set_desired(&latest, addrs.len() as u32);
             self.publish();
         } else {
             let adopted = self.adopt().await;
             let min = self.svc.config.load().scaling.min_instances;
-            self.set_desired(min.max(adopted));
+            // Adopted instances run the latest revision; they count toward its desired count.
+            let latest = self.revision.id.clone();
+            for s in &mut self.serving {
+                s.desired = if s.revision.id == latest {
+                    min.max(adopted)
+                } else {
+                    min
+                };
+            }
+            self.sync_desired();
             self.reconcile();
         }
         self.source_version = self.runtime_version().await;
@@ -277,7 +323,7 @@ impl Controller {
         let mut auto = tokio::time::interval(AUTO_DEPLOY_EVERY);
         auto.set_missed_tick_behavior(MissedTickBehavior::Skip);
         let why = loop {
-            let backoff = self.backoff_until;
+            let backoff = self.serving.iter().filter_map(|s| s.backoff_until).min();
             let green_deadline = self.green.as_ref().map(|g| g.deadline);
             tokio::select! {
                 _ = shutdown.cancelled() => break "wakeway is stopping",
@@ -287,17 +333,21 @@ impl Controller {
                     Some(cmd) => self.command(cmd),
                 },
                 _ = self.svc.woken() => self.on_wake(),
-                _ = sample.tick() => {
-                    let load = (self.svc.in_flight() + self.svc.queued()) as f64;
-                    let window = self.svc.config.load().scaling.stable_window;
-                    self.autoscaler.record(Instant::now(), load, window);
+                _ = sample.tick() => self.sample(),
+                _ = decide.tick() => {
+                    self.decide();
+                    self.check_rollout();
                 }
-                _ = decide.tick() => self.decide(),
                 _ = auto.tick(), if self.svc.config.load().deploy.auto => self.auto_deploy().await,
                 Some(_) = self.tasks.join_next(), if !self.tasks.is_empty() => {}
                 _ = sleep_until_opt(backoff) => {
-                    self.backoff_until = None;
-                    self.svc.set_failing(false);
+                    let now = Instant::now();
+                    for s in &mut self.serving {
+                        if s.backoff_until.is_some_and(|t| t <= now) {
+                            s.backoff_until = None;
+                            s.lane.set_failing(false);
+                        }
+                    }
                     self.reconcile();
                 }
                 _ = sleep_until_opt(green_deadline) => {
@@ -331,9 +381,20 @@ impl Controller {
             Command::Deploy {
                 config,
                 trigger,
+                options,
                 reply,
             } => {
-                let _ = reply.send(self.begin_deploy(*config, trigger, None));
+                let _ = reply.send(self.begin_deploy(*config, trigger, None, options));
+            }
+            Command::SetTraffic {
+                traffic,
+                trigger,
+                reply,
+            } => {
+                let _ = reply.send(self.set_traffic(traffic, trigger));
+            }
+            Command::Promote { plan, reply } => {
+                let _ = reply.send(self.begin_rollout(plan));
             }
             Command::Rollback { reply } => {
                 let _ = reply.send(self.rollback());
@@ -356,8 +417,12 @@ impl Controller {
         matches!(self.source, Source::Managed(_))
     }
 
-    fn is_live(&self, inst: &Instance) -> bool {
-        inst.revision == self.revision.id
+    fn serving_of(&self, revision: &str) -> Option<&Serving> {
+        self.serving.iter().find(|s| s.revision.id == revision)
+    }
+
+    fn serving_mut(&mut self, revision: &str) -> Option<&mut Serving> {
+        self.serving.iter_mut().find(|s| s.revision.id == revision)
     }
 
     fn is_green(&self, inst: &Instance) -> bool {
@@ -366,29 +431,66 @@ impl Controller {
             .is_some_and(|g| g.revision.id == inst.revision)
     }
 
-    /// Ready instances of the live revision.
-    fn ready_count(&self) -> u32 {
+    /// Ready instances of `revision`.
+    fn ready_count(&self, revision: &str) -> u32 {
         self.members
             .iter()
-            .filter(|m| m.instance.state() == InstanceState::Ready && self.is_live(&m.instance))
+            .filter(|m| {
+                m.instance.state() == InstanceState::Ready && m.instance.revision == revision
+            })
             .count() as u32
     }
 
-    /// Starts of the live revision still wanted (not cancelled).
-    fn live_starts(&self) -> u32 {
+    /// Starts of `revision` still wanted (not cancelled).
+    fn live_starts(&self, revision: &str) -> u32 {
         self.starts
             .values()
-            .filter(|s| s.revision == self.revision.id && !s.cancel.is_cancelled())
+            .filter(|s| s.revision == revision && !s.cancel.is_cancelled())
             .count() as u32
     }
 
-    fn set_desired(&mut self, n: u32) {
+    /// Requests in flight at `revision`'s instances (draining ones included).
+    fn in_flight_of(&self, revision: &str) -> usize {
+        self.members
+            .iter()
+            .filter(|m| m.instance.revision == revision)
+            .map(|m| m.instance.in_flight() as usize)
+            .sum()
+    }
+
+    fn set_desired(&mut self, revision: &str, n: u32) {
+        if let Some(s) = self.serving_mut(revision) {
+            s.desired = n;
+        }
+        self.sync_desired();
+    }
+
+    /// The service's desired count is the sum over its serving revisions.
+    fn sync_desired(&self) {
+        for s in &self.serving {
+            s.lane.set_desired(s.desired);
+        }
+        let n: u32 = self.serving.iter().map(|s| s.desired).sum();
         self.svc.desired.store(n, SeqCst);
         self.svc.metrics.desired.set(n as i64);
     }
 
-    fn desired(&self) -> u32 {
-        self.svc.desired.load(SeqCst)
+    fn desired(&self, revision: &str) -> u32 {
+        self.serving_of(revision).map_or(0, |s| s.desired)
+    }
+
+    /// One load sample per serving revision: its in-flight plus its queued requests.
+    fn sample(&mut self) {
+        let now = Instant::now();
+        let window = self.svc.config.load().scaling.stable_window;
+        let loads: Vec<f64> = self
+            .serving
+            .iter()
+            .map(|s| (self.in_flight_of(&s.revision.id) + s.lane.queued()) as f64)
+            .collect();
+        for (s, load) in self.serving.iter_mut().zip(loads) {
+            s.autoscaler.record(now, load, window);
+        }
     }
 
     fn member(&self, id: &str) -> Option<&Member> {
@@ -413,22 +515,34 @@ impl Controller {
         }
     }
 
-    /// Stores the pool (ready instances) and the admin snapshot, and updates the state gauges.
+    /// Stores each lane's pool (its revision's ready instances) and the admin snapshot, and
+    /// updates the state gauges.
     fn publish(&self) {
         let all: Vec<Arc<Instance>> = self.members.iter().map(|m| m.instance.clone()).collect();
-        // Only the live revision takes traffic; a deployment's instances wait for the switch.
         let paused = self.svc.is_paused();
-        let ready: Vec<Arc<Instance>> = all
-            .iter()
-            .filter(|i| i.state() == InstanceState::Ready && self.is_live(i) && !paused)
-            .cloned()
-            .collect();
+        let pool_of = |revision: &str| {
+            Pool::new(
+                all.iter()
+                    .filter(|i| {
+                        i.state() == InstanceState::Ready && i.revision == revision && !paused
+                    })
+                    .cloned()
+                    .collect(),
+            )
+        };
+        for s in &self.serving {
+            s.lane.pool.store(Arc::new(pool_of(&s.revision.id)));
+        }
+        // A deployment's instances wait in their own lane, which takes no traffic until the
+        // switch.
+        if let Some(g) = &self.green {
+            g.lane.pool.store(Arc::new(pool_of(&g.revision.id)));
+        }
         let count = |s: InstanceState| all.iter().filter(|i| i.state() == s).count() as i64;
         let m = &self.svc.metrics;
         m.starting.set(count(InstanceState::Starting));
         m.ready.set(count(InstanceState::Ready));
         m.draining.set(count(InstanceState::Draining));
-        self.svc.pool.store(Arc::new(Pool::new(ready)));
         self.svc.instances.store(Arc::new(all));
     }
 }

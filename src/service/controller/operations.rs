@@ -16,7 +16,10 @@ impl Controller {
         }
         self.svc.set_paused(true);
         self.fail_deploy("the service was paused".into());
-        self.set_desired(0);
+        for s in &mut self.serving {
+            s.desired = 0;
+        }
+        self.sync_desired();
         self.stop_all("paused");
         // Static upstreams are not stopped, only taken out of the pool.
         self.publish();
@@ -38,8 +41,11 @@ impl Controller {
             Source::Fixed(addrs) => addrs.len() as u32,
             Source::Managed(_) => self.svc.config.load().scaling.min_instances,
         };
-        self.set_desired(min);
-        self.autoscaler = Autoscaler::new();
+        for s in &mut self.serving {
+            s.desired = min;
+            s.autoscaler = Autoscaler::new();
+        }
+        self.sync_desired();
         self.svc.events.emit(
             &self.svc.name,
             "resumed",
@@ -55,6 +61,8 @@ impl Controller {
         let live = self.svc.config.load_full();
         config.source = live.source.clone();
         config.env = live.env.clone();
+        // The traffic stands as set; a changed `[[service.traffic]]` comes as its own command.
+        config.traffic = live.traffic.clone();
         self.svc.config.store(Arc::new(config.clone()));
         self.svc.events.emit(
             &self.svc.name,
@@ -63,11 +71,18 @@ impl Controller {
             json!({}),
         );
         if self.managed() && !self.svc.is_paused() {
-            let d = self
-                .desired()
-                .clamp(config.scaling.min_instances, config.scaling.max_instances);
-            if d != self.desired() {
-                self.change_desired(d, "config", json!({}));
+            let changes: Vec<(String, u32)> = self
+                .serving
+                .iter()
+                .filter_map(|s| {
+                    let d = s
+                        .desired
+                        .clamp(config.scaling.min_instances, config.scaling.max_instances);
+                    (d != s.desired).then(|| (s.revision.id.clone(), d))
+                })
+                .collect();
+            for (revision, d) in changes {
+                self.change_desired(&revision, d, "config", json!({}));
             }
             self.reconcile();
         }

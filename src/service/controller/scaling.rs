@@ -14,24 +14,39 @@ impl Controller {
         if !self.managed() || self.svc.is_paused() || self.stopping {
             return;
         }
-        let queued = self.svc.queued() as u32;
-        if queued == 0 {
-            return;
+        let waiting: Vec<String> = self
+            .serving
+            .iter()
+            .filter(|s| s.lane.queued() > 0)
+            .map(|s| s.revision.id.clone())
+            .collect();
+        for revision in waiting {
+            self.meet_demand(&revision);
         }
+        self.reconcile();
+    }
+
+    /// Raises `revision`'s desired count to what its queued requests need.
+    fn meet_demand(&mut self, revision: &str) {
+        let Some(s) = self.serving_of(revision) else {
+            return;
+        };
+        let queued = s.lane.queued() as u32;
+        let backing_off = s.backoff_until.is_some();
+        let desired = s.desired;
         let cfg = self.svc.config.load_full();
-        let starting = self.live_starts();
-        let ready = self.ready_count();
-        let desired = self.desired();
+        let starting = self.live_starts(revision);
+        let ready = self.ready_count(revision);
         let want = if ready + starting == 0 {
-            if self.backoff_until.is_some() {
+            if backing_off {
                 return; // the retry after the backoff starts it; waiters were told why
             }
             self.svc.metrics.cold_starts.inc();
             self.svc.events.emit(
                 &self.svc.name,
                 "cold_start",
-                "request arrived with no instance: starting one now",
-                json!({ "queued": queued, "revision": self.revision.id }),
+                format!("request arrived with no instance of {revision}: starting one now"),
+                json!({ "queued": queued, "revision": revision }),
             );
             desired.max(1)
         } else {
@@ -45,101 +60,127 @@ impl Controller {
         let want = want.min(cfg.scaling.max_instances);
         if want > desired {
             self.change_desired(
+                revision,
                 want,
                 "demand",
                 json!({ "queued": queued, "ready": ready, "starting": starting }),
             );
         }
-        self.reconcile();
     }
 
+    /// Each serving revision's autoscaler decides on its own load.
     pub(super) fn decide(&mut self) {
         if !self.managed() || self.svc.is_paused() || self.stopping {
             return;
         }
         let cfg = self.svc.config.load_full();
-        let idle = self.svc.in_flight() == 0
-            && self.svc.queued() == 0
-            && self.svc.quiet_for() >= cfg.scaling.idle_timeout;
-        let current = self.desired();
-        let d = self.autoscaler.decide(
-            Instant::now(),
-            &cfg.scaling,
-            current,
-            self.ready_count(),
-            idle,
-        );
-        if d.desired != current {
-            let inputs = serde_json::to_value(&d).unwrap_or_default();
-            self.change_desired(d.desired, "autoscaler", inputs);
+        let now = Instant::now();
+        let revisions: Vec<String> = self.serving.iter().map(|s| s.revision.id.clone()).collect();
+        for revision in revisions {
+            let in_flight = self.in_flight_of(&revision);
+            let ready = self.ready_count(&revision);
+            let Some(s) = self.serving_mut(&revision) else {
+                continue;
+            };
+            let idle = in_flight == 0
+                && s.lane.queued() == 0
+                && s.lane.quiet_for() >= cfg.scaling.idle_timeout;
+            let current = s.desired;
+            let d = s.autoscaler.decide(now, &cfg.scaling, current, ready, idle);
+            if d.desired != current {
+                let inputs = serde_json::to_value(&d).unwrap_or_default();
+                self.change_desired(&revision, d.desired, "autoscaler", inputs);
+            }
         }
         self.reconcile();
     }
 
-    pub(super) fn change_desired(&mut self, to: u32, why: &str, inputs: serde_json::Value) {
-        let from = self.desired();
+    pub(super) fn change_desired(
+        &mut self,
+        revision: &str,
+        to: u32,
+        why: &str,
+        inputs: serde_json::Value,
+    ) {
+        let window = self.svc.config.load().scaling.stable_window;
+        let Some(s) = self.serving_mut(revision) else {
+            return;
+        };
+        let from = s.desired;
         if to > from {
-            self.svc.metrics.scale_up.inc();
             // However it went up, the autoscaler holds it for a stable window.
-            let window = self.svc.config.load().scaling.stable_window;
-            self.autoscaler.scaled_up(Instant::now(), window);
+            s.autoscaler.scaled_up(Instant::now(), window);
+            self.svc.metrics.scale_up.inc();
         } else {
             self.svc.metrics.scale_down.inc();
         }
-        let mut fields = json!({ "from": from, "to": to, "trigger": why });
+        let mut fields = json!({ "from": from, "to": to, "trigger": why, "revision": revision });
         if let (Some(f), serde_json::Value::Object(extra)) = (fields.as_object_mut(), inputs) {
             f.extend(extra);
         }
+        let split = self.serving.len() > 1;
         self.svc.events.emit(
             &self.svc.name,
             "scale",
-            format!("desired instances {from} -> {to} ({why})"),
+            if split {
+                format!("desired instances of {revision} {from} -> {to} ({why})")
+            } else {
+                format!("desired instances {from} -> {to} ({why})")
+            },
             fields,
         );
-        self.set_desired(to);
+        self.set_desired(revision, to);
     }
 
-    /// Starts, cancels or drains live instances until their count matches the desired one
-    /// (the decision is the pure reconciler's).
+    /// Starts, cancels or drains each serving revision's instances until their count matches
+    /// its desired one (the decision is the pure reconciler's).
     pub(super) fn reconcile(&mut self) {
-        let Source::Managed(runtime) = &self.source else {
-            return;
-        };
         if self.stopping {
             return;
         }
-        let runtime = runtime.clone();
-        let live = &self.revision.id;
-        let mut view: Vec<reconciler::Member<'_>> = self
-            .start_order
-            .iter()
-            .filter(|id| {
-                self.starts
-                    .get(*id)
-                    .is_some_and(|s| s.revision == *live && !s.cancel.is_cancelled())
-            })
-            .map(|id| reconciler::Member::Starting { id })
-            .collect();
-        view.extend(
-            self.members
+        let mut work = Vec::new();
+        for s in &self.serving {
+            let Source::Managed(runtime) = &s.source else {
+                continue;
+            };
+            let live = &s.revision.id;
+            let mut view: Vec<reconciler::Member<'_>> = self
+                .start_order
                 .iter()
-                .filter(|m| m.instance.state() == InstanceState::Ready && self.is_live(&m.instance))
-                .map(|m| reconciler::Member::Ready {
-                    id: &m.instance.id,
-                    in_flight: m.instance.in_flight(),
-                }),
-        );
-        let actions = reconciler::reconcile(&view, self.desired(), self.backoff_until.is_some());
-        let revision = self.revision.clone();
-        for action in actions {
-            match action {
-                Action::Start(n) => {
-                    for _ in 0..n {
-                        self.start(runtime.clone(), &revision);
+                .filter(|id| {
+                    self.starts
+                        .get(*id)
+                        .is_some_and(|st| st.revision == *live && !st.cancel.is_cancelled())
+                })
+                .map(|id| reconciler::Member::Starting { id })
+                .collect();
+            view.extend(
+                self.members
+                    .iter()
+                    .filter(|m| {
+                        m.instance.state() == InstanceState::Ready && m.instance.revision == *live
+                    })
+                    .map(|m| reconciler::Member::Ready {
+                        id: &m.instance.id,
+                        in_flight: m.instance.in_flight(),
+                    }),
+            );
+            let actions = reconciler::reconcile(&view, s.desired, s.backoff_until.is_some());
+            if !actions.is_empty() {
+                work.push((runtime.clone(), s.revision.clone(), actions));
+            }
+        }
+        for (runtime, revision, actions) in work {
+            for action in actions {
+                match action {
+                    Action::Start(n) => {
+                        for _ in 0..n {
+                            self.start(runtime.clone(), &revision);
+                        }
                     }
+                    Action::CancelStart(id) => self.cancel_start(&id, "scale down"),
+                    Action::Drain(id) => self.drain(&id, "scale down"),
                 }
-                Action::CancelStart(id) => self.cancel_start(&id, "scale down"),
-                Action::Drain(id) => self.drain(&id, "scale down"),
             }
         }
     }

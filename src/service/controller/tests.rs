@@ -91,7 +91,8 @@ fn events(svc: &Service, kind: &str) -> Vec<crate::events::Event> {
 }
 
 fn ready_ids(svc: &Service) -> Vec<String> {
-    svc.pool
+    svc.lane()
+        .pool
         .load()
         .instances
         .iter()
@@ -194,7 +195,7 @@ async fn the_request_path_reports_and_the_controller_decides() {
     let rt = FakeRuntime::new();
     let r = run(svc.clone(), rt.clone());
     until("ready", || ready_ids(&svc).len() == 1).await;
-    let busy = svc.pool.load().instances[0].clone();
+    let busy = svc.lane().pool.load().instances[0].clone();
     svc.report_timeout(&busy);
     svc.report_timeout(&busy);
     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -214,7 +215,7 @@ async fn the_request_path_reports_and_the_controller_decides() {
     })
     .await;
 
-    let dead = svc.pool.load().instances[0].clone();
+    let dead = svc.lane().pool.load().instances[0].clone();
     svc.report_refused(&dead);
     until("a refusal takes it out at once", || {
         dead.state() != InstanceState::Ready
@@ -330,6 +331,7 @@ async fn a_starting_instance_that_is_stopped_stays_stopped() {
     svc.command(Command::Deploy {
         config: Box::new(new),
         trigger: "api",
+        options: Default::default(),
         reply: tx,
     })
     .unwrap();
