@@ -13,7 +13,7 @@ fn fail(key: impl Into<String>, message: impl Into<String>) -> Result {
     Err(ConfigError::at_key(key, message))
 }
 
-/// Tags become part of host names (`canary.web.example.com`): one DNS label, kept short.
+/// A tag becomes part of a host name (`canary--web.example.com`): one DNS label, kept short.
 const MAX_TAG_LEN: usize = 40;
 
 pub(super) fn validate(svc: &ServiceConfig, i: usize) -> Result {
