@@ -24,6 +24,7 @@ pub use duration::{format_duration, parse_duration};
 pub use size::{format_size, parse_size};
 pub use types::*;
 pub(crate) use validate::canonical_signal;
+pub use validate_service::{check_tag, check_traffic};
 
 use std::fmt;
 use std::path::{Path, PathBuf};

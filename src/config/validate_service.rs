@@ -36,10 +36,24 @@ fn validate_traffic(svc: &ServiceConfig, i: usize) -> Result {
             ),
         );
     }
+    check_traffic(&svc.name, &svc.traffic).or_else(|(k, why)| fail(at(&k), why))
+}
+
+/// What is wrong with `traffic` for service `service` on its own (which revisions exist is the
+/// controller's to say): the key under `traffic` (`[1].tag`, or empty for the whole list) and
+/// why. Shared by the file and the admin API.
+pub fn check_traffic(
+    service: &str,
+    traffic: &[TrafficTarget],
+) -> std::result::Result<(), (String, String)> {
+    if traffic.is_empty() {
+        return Ok(());
+    }
+    let fail = |k: String, why: String| Err((k, why));
     let mut revisions: BTreeMap<Option<&str>, usize> = BTreeMap::new();
     let mut tags: BTreeMap<&str, usize> = BTreeMap::new();
-    for (j, t) in svc.traffic.iter().enumerate() {
-        let key = |k: &str| at(&format!("[{j}].{k}"));
+    for (j, t) in traffic.iter().enumerate() {
+        let key = |k: &str| format!("[{j}].{k}");
         if t.percent > 100 {
             return fail(
                 key("percent"),
@@ -47,14 +61,14 @@ fn validate_traffic(svc: &ServiceConfig, i: usize) -> Result {
             );
         }
         if let Some(rev) = &t.revision
-            && !is_revision_of(rev, &svc.name)
+            && !is_revision_of(rev, service)
         {
             return fail(
                 key("revision"),
                 format!(
                     "invalid revision {rev:?}: revisions of service `{0}` are named `{0}-NNNNN` \
                      with 5 digits, such as \"{0}-00002\", as the admin API lists them",
-                    svc.name
+                    service
                 ),
             );
         }
@@ -80,11 +94,11 @@ fn validate_traffic(svc: &ServiceConfig, i: usize) -> Result {
             }
         }
     }
-    let sum: u32 = svc.traffic.iter().map(|t| t.percent).sum();
+    let sum: u32 = traffic.iter().map(|t| t.percent).sum();
     if sum != 100 {
-        let terms: Vec<String> = svc.traffic.iter().map(|t| t.percent.to_string()).collect();
+        let terms: Vec<String> = traffic.iter().map(|t| t.percent.to_string()).collect();
         return fail(
-            at(""),
+            String::new(),
             format!(
                 "the traffic percents sum to {sum} ({}); they must sum to exactly 100",
                 terms.join(" + ")
@@ -105,7 +119,8 @@ fn is_revision_of(rev: &str, service: &str) -> bool {
     number.len() == 5 && number.bytes().all(|b| b.is_ascii_digit()) && number != "00000"
 }
 
-fn check_tag(tag: &str) -> std::result::Result<(), String> {
+/// A tag becomes part of a host name (`TAG--HOST`): one lower-case DNS label.
+pub fn check_tag(tag: &str) -> std::result::Result<(), String> {
     let rule = "a tag is one lower-case DNS label: letters, digits and '-', starting with a letter";
     if !tag.starts_with(|c: char| c.is_ascii_lowercase()) {
         return Err(format!("invalid tag {tag:?}: {rule}"));

@@ -7,9 +7,8 @@ use std::sync::Arc;
 use serde_json::json;
 use tokio::time::Instant;
 
-use super::traffic::check_tag;
 use super::{Controller, Green, Source};
-use crate::config::{ServiceConfig, TrafficTarget};
+use crate::config::{ServiceConfig, TrafficTarget, check_tag};
 use crate::service::command::DeployOptions;
 use crate::service::deployment::DeployState;
 use crate::service::instance::InstanceState;

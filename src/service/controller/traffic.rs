@@ -7,7 +7,7 @@ use std::sync::Arc;
 use serde_json::json;
 
 use super::{Controller, Serving, Source};
-use crate::config::TrafficTarget;
+use crate::config::{TrafficTarget, check_traffic};
 use crate::service::autoscaler::Autoscaler;
 use crate::service::instance::InstanceState;
 use crate::service::lane::Lane;
@@ -22,48 +22,15 @@ struct Resolved {
     latest: bool,
 }
 
-/// A tag becomes part of a host name (`tag--host`): a lowercase DNS label without `--`.
-pub(crate) fn check_tag(tag: &str) -> Result<(), String> {
-    let ok = !tag.is_empty()
-        && tag.len() <= 40
-        && tag.starts_with(|c: char| c.is_ascii_lowercase())
-        && tag
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !tag.ends_with('-')
-        && !tag.contains("--");
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "tag `{tag}`: use a lowercase DNS label (letters, digits, single `-`, starting with a \
-             letter, at most 40 characters); it becomes part of a host name, `{tag}--<host>`"
-        ))
-    }
-}
-
-/// What is wrong with `traffic` on its own (without looking at which revisions exist).
-pub(crate) fn check_traffic(traffic: &[TrafficTarget]) -> Result<(), String> {
-    if traffic.is_empty() {
-        return Ok(());
-    }
-    let sum: u32 = traffic.iter().map(|t| t.percent).sum();
-    if sum != 100 {
-        return Err(format!(
-            "traffic percentages sum to {sum}; they must sum to 100"
-        ));
-    }
-    let mut tags: Vec<&str> = Vec::new();
-    for t in traffic {
-        if let Some(tag) = &t.tag {
-            check_tag(tag)?;
-            if tags.contains(&tag.as_str()) {
-                return Err(format!("tag `{tag}` is given twice"));
-            }
-            tags.push(tag);
+/// What is wrong with `traffic` on its own, said without the file's key.
+fn check(service: &str, traffic: &[TrafficTarget]) -> Result<(), String> {
+    check_traffic(service, traffic).map_err(|(key, why)| {
+        if key.is_empty() {
+            why
+        } else {
+            format!("traffic{key}: {why}")
         }
-    }
-    Ok(())
+    })
 }
 
 impl Controller {
@@ -71,7 +38,9 @@ impl Controller {
     /// cannot be (an event says why).
     pub(super) fn install_traffic(&mut self) {
         let traffic = self.traffic.clone();
-        if let Err(e) = check_traffic(&traffic).and_then(|()| self.apply_traffic(&traffic, None)) {
+        if let Err(e) =
+            check(&self.svc.name, &traffic).and_then(|()| self.apply_traffic(&traffic, None))
+        {
             self.svc.events.emit(
                 &self.svc.name,
                 "traffic_invalid",
@@ -93,7 +62,7 @@ impl Controller {
         traffic: Vec<TrafficTarget>,
         trigger: &str,
     ) -> Result<(), String> {
-        check_traffic(&traffic)?;
+        check(&self.svc.name, &traffic)?;
         if self.svc.is_paused() {
             return Err(format!(
                 "service `{}` is paused; resume it first",
