@@ -333,12 +333,20 @@ panic_window = "1s"
         .filter_map(|kv| kv.split_once('=').map(|(k, _)| k))
         .collect();
     assert_eq!(
-        keys[..6],
-        ["from", "to", "trigger", "mode", "stable_avg", "panic_avg"],
+        keys[..7],
+        [
+            "revision",
+            "from",
+            "to",
+            "trigger",
+            "mode",
+            "stable_avg",
+            "panic_avg"
+        ],
         "the decision's inputs in reading order: {line}"
     );
     assert!(
-        inputs.starts_with("from=1 to=0 trigger=autoscaler mode=stable "),
+        inputs.starts_with("revision=idle-00001 from=1 to=0 trigger=autoscaler mode=stable "),
         "{line}"
     );
     assert!(inputs.contains("clamped_by=idle"), "the bound: {line}");
