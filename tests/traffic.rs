@@ -337,3 +337,71 @@ async fn the_traffic_outlives_a_restart() {
     let tagged = spread(&wk, CANARY, 10, 2).await;
     assert_eq!(tagged.get("web-00002"), Some(&10), "{tagged:?}");
 }
+
+/// `[[service.traffic]]` in the file applies at a reload that changes it; a file whose shares do
+/// not sum to 100 is refused naming the file, line and key, and the running split stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_file_traffic_applies_at_a_reload_and_a_bad_one_changes_nothing() {
+    let base = format!("{LISTEN_ANY}\n{}", whoami_service("web", WEB, ""));
+    let wk = Wakeway::start_config(&base).await;
+    deploy_no_traffic(&wk, json!({ "V": "2" }), "canary").await;
+
+    let split = |old: u32, new: u32| {
+        format!(
+            "{base}\n[[service.traffic]]\nrevision = \"web-00001\"\npercent = {old}\n\n\
+             [[service.traffic]]\nlatest = true\npercent = {new}\ntag = \"canary\"\n"
+        )
+    };
+    wk.write_config(&split(50, 50));
+    let (status, report) = wk.admin_post("/v1/reload", json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{report}");
+    assert_eq!(
+        report["traffic"][0]["result"]["Ok"],
+        Value::Null,
+        "{report}"
+    );
+    let shares = |t: &Value| -> Vec<(String, u64, Value)> {
+        t["traffic"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| {
+                (
+                    s["revision"].as_str().unwrap().to_string(),
+                    s["percent"].as_u64().unwrap(),
+                    s["tag"].clone(),
+                )
+            })
+            .collect()
+    };
+    let t = traffic(&wk, "web").await;
+    assert_eq!(
+        shares(&t),
+        vec![
+            ("web-00001".into(), 50, Value::Null),
+            ("web-00002".into(), 50, json!("canary"))
+        ],
+        "{t}"
+    );
+    let counts = spread(&wk, WEB, 200, 4).await;
+    assert!(
+        counts.get("web-00001").copied().unwrap_or(0) > 0
+            && counts.get("web-00002").copied().unwrap_or(0) > 0,
+        "both revisions answer: {counts:?}"
+    );
+
+    let bad = split(50, 60);
+    wk.write_config(&bad);
+    let (status, report) = wk.admin_post("/v1/reload", json!({})).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{report}");
+    let error = report["error"].as_str().unwrap_or_default();
+    let line = line_of(&bad, "[[service.traffic]]");
+    assert!(
+        error.contains(&format!("wakeway.toml:{line}"))
+            && error.contains("service[0].traffic")
+            && error.contains("sum to 110"),
+        "{error}"
+    );
+    let after = traffic(&wk, "web").await;
+    assert_eq!(shares(&after), shares(&t), "nothing changed");
+}

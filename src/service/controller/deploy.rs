@@ -147,6 +147,10 @@ impl Controller {
         let Some(g) = self.green.take() else {
             return;
         };
+        if !g.no_traffic {
+            // Its steps were computed against the traffic this deployment moves.
+            self.end_rollout(&format!("deployment {} moved the traffic", g.deployment));
+        }
         let old = std::mem::replace(&mut self.revision, g.revision.clone());
         self.source = g.source.clone();
         // A rollback makes the revision the newest live one again.

@@ -16,6 +16,7 @@ impl Controller {
         }
         self.svc.set_paused(true);
         self.fail_deploy("the service was paused".into());
+        self.end_rollout("the service was paused");
         for s in &mut self.serving {
             s.desired = 0;
         }

@@ -262,9 +262,21 @@ impl Controller {
 
     /// Traffic set by hand ends a rollout where it stands.
     pub(super) fn end_rollout_by_hand(&mut self) {
+        self.end_rollout("the traffic was set by hand");
+    }
+
+    /// Ends a rollout where it stands (traffic set by hand, a pause, a new latest revision).
+    pub(super) fn end_rollout(&mut self, why: &str) {
         if let Some(r) = self.rollout.as_mut() {
             r.view.state = "halted";
-            r.view.reason = Some("the traffic was set by hand".into());
+            r.view.reason = Some(why.to_string());
+            let revision = r.view.revision.clone();
+            self.svc.events.emit(
+                &self.svc.name,
+                "rollout_halted",
+                format!("rollout of {revision} ended where it stands: {why}"),
+                json!({ "revision": revision, "reason": why, "restored": false }),
+            );
             self.show_rollout();
             self.rollout = None;
         }
