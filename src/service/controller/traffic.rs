@@ -74,6 +74,7 @@ impl Controller {
         }
         let drained = self.apply_traffic(&traffic, None)?;
         self.traffic = traffic;
+        self.reconcile();
         self.persist();
         let shares: Vec<serde_json::Value> = self
             .serving
@@ -165,7 +166,8 @@ impl Controller {
     /// Makes the serving revisions match `traffic`: a revision that joins gets a lane (the
     /// deployment's own at a switch, `green`, with the instances it proved itself on), one that
     /// leaves retires its lane (its waiters pick again) and drains. One store of the traffic
-    /// moves every new request. Returns the instances drained.
+    /// moves every new request. Returns the instances drained; the caller reconciles (at start,
+    /// after adopting what a previous wakeway left).
     pub(super) fn apply_traffic(
         &mut self,
         traffic: &[TrafficTarget],
@@ -278,7 +280,6 @@ impl Controller {
             self.forget_fixed(&revision);
         }
         self.publish();
-        self.reconcile();
         Ok(drained)
     }
 }
