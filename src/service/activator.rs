@@ -113,25 +113,37 @@ impl Service {
         deadline: Instant,
     ) -> Result<InFlight, ActivatorError> {
         loop {
+            let (max, max_pending, timeout) = {
+                let cfg = self.config.load();
+                (
+                    cfg.scaling.max_concurrency,
+                    cfg.queue.max_pending,
+                    cfg.queue.timeout,
+                )
+            };
             let lane = {
                 let traffic = self.traffic.load();
                 let lane = match tag {
                     None => traffic.pick(),
                     Some(t) => traffic.tagged(t),
                 };
-                match lane {
-                    Some(l) => l.clone(),
-                    None if tag.is_some() => {
-                        return Err(ActivatorError::NoSuchTag(tag.unwrap_or_default().into()));
-                    }
-                    None => {
-                        return Err(ActivatorError::Unavailable(
+                let Some(lane) = lane else {
+                    return Err(match tag {
+                        Some(t) => ActivatorError::NoSuchTag(t.into()),
+                        None => ActivatorError::Unavailable(
                             "the service has no revision that takes traffic".into(),
-                        ));
-                    }
+                        ),
+                    });
+                };
+                // The common case: a free slot, and the lane's one clone is the request's.
+                if lane.queued.load(SeqCst) == 0
+                    && let Some(inst) = lane.pool.load().acquire(max)
+                {
+                    return Ok(InFlight::new(lane.clone(), inst));
                 }
+                lane.clone()
             };
-            match lane.acquire_by(self, deadline).await {
+            match lane.wait(self, max, max_pending, deadline, timeout).await {
                 // The lane left the traffic while the request waited: it goes where traffic goes now.
                 Err(ActivatorError::Retired) => continue,
                 other => return other,
@@ -157,29 +169,6 @@ impl Service {
 }
 
 impl Lane {
-    /// Takes a slot on this lane, waiting in its queue until `deadline`. While anyone waits, a
-    /// newcomer queues behind them instead of taking a freed slot first.
-    pub async fn acquire_by(
-        self: &Arc<Self>,
-        svc: &Service,
-        deadline: Instant,
-    ) -> Result<InFlight, ActivatorError> {
-        let (max, max_pending, timeout) = {
-            let cfg = svc.config.load();
-            (
-                cfg.scaling.max_concurrency,
-                cfg.queue.max_pending,
-                cfg.queue.timeout,
-            )
-        };
-        if self.queued.load(SeqCst) == 0
-            && let Some(inst) = self.pool.load().acquire(max)
-        {
-            return Ok(InFlight::new(self.clone(), inst));
-        }
-        self.wait(svc, max, max_pending, deadline, timeout).await
-    }
-
     /// Why nothing will come, if that is already known.
     fn hopeless(&self, svc: &Service, failures_seen: Option<u64>) -> Option<ActivatorError> {
         if let Some(e) = svc.closed_or_paused() {

@@ -183,15 +183,7 @@ impl Controller {
         };
         if !self.is_serving_revision(&g.revision.id) {
             // `--no-traffic` without a tag: it proved itself; its instances go.
-            let ids: Vec<String> = self
-                .members
-                .iter()
-                .filter(|m| m.instance.revision == g.revision.id)
-                .map(|m| m.instance.id.clone())
-                .collect();
-            for id in &ids {
-                self.drain(id, "its revision takes no traffic yet");
-            }
+            self.drain_revision(&g.revision.id, "its revision takes no traffic yet");
         }
         self.svc
             .deployments
@@ -245,27 +237,7 @@ impl Controller {
         let Some(g) = self.green.take() else {
             return;
         };
-        // Starts still under way would otherwise come up (and wait out their startup probe)
-        // for a revision nobody wants any more.
-        let starts: Vec<String> = self
-            .starts
-            .iter()
-            .filter(|(_, s)| s.revision == g.revision.id)
-            .map(|(id, _)| id.clone())
-            .collect();
-        for id in &starts {
-            self.cancel_start(id, "its deployment failed");
-        }
-        let ids: Vec<String> = self
-            .members
-            .iter()
-            .filter(|m| m.instance.revision == g.revision.id)
-            .map(|m| m.instance.id.clone())
-            .collect();
-        for id in &ids {
-            self.drain(id, "its deployment failed");
-        }
-        self.forget_fixed(&g.revision.id);
+        self.drain_revision(&g.revision.id, "its deployment failed");
         self.publish();
         self.svc
             .deployments

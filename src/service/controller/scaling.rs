@@ -257,6 +257,36 @@ impl Controller {
         });
     }
 
+    /// Every instance and start of `revision` goes (static upstreams simply leave); returns the
+    /// instances drained. Starts still under way would otherwise come up, and wait out their
+    /// startup probe, for a revision nobody wants.
+    pub(super) fn drain_revision(&mut self, revision: &str, why: &str) -> Vec<String> {
+        let starts: Vec<String> = self
+            .starts
+            .iter()
+            .filter(|(_, s)| s.revision == revision)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in &starts {
+            self.cancel_start(id, why);
+        }
+        let ids: Vec<String> = self
+            .members
+            .iter()
+            .filter(|m| {
+                m.instance.revision == revision
+                    && m.handle.is_some()
+                    && m.instance.state() != InstanceState::Draining
+            })
+            .map(|m| m.instance.id.clone())
+            .collect();
+        for id in &ids {
+            self.drain(id, why);
+        }
+        self.forget_fixed(revision);
+        ids
+    }
+
     /// Every instance with something to stop (any revision), and every start, goes.
     pub(super) fn stop_all(&mut self, why: &str) {
         let starts: Vec<String> = self.start_order.clone();

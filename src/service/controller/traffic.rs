@@ -9,7 +9,6 @@ use serde_json::json;
 use super::{Controller, Serving, Source};
 use crate::config::{TrafficTarget, check_traffic};
 use crate::service::autoscaler::Autoscaler;
-use crate::service::instance::InstanceState;
 use crate::service::lane::Lane;
 use crate::service::revision::Revision;
 use crate::service::traffic::{Share, Traffic};
@@ -253,31 +252,7 @@ impl Controller {
         let mut drained = Vec::new();
         for s in old {
             s.lane.retire();
-            let revision = s.revision.id;
-            let starts: Vec<String> = self
-                .starts
-                .iter()
-                .filter(|(_, st)| st.revision == revision)
-                .map(|(id, _)| id.clone())
-                .collect();
-            for id in &starts {
-                self.cancel_start(id, "its revision left the traffic");
-            }
-            let ids: Vec<String> = self
-                .members
-                .iter()
-                .filter(|m| {
-                    m.instance.revision == revision
-                        && m.handle.is_some()
-                        && m.instance.state() != InstanceState::Draining
-                })
-                .map(|m| m.instance.id.clone())
-                .collect();
-            for id in &ids {
-                self.drain(id, "its revision left the traffic");
-            }
-            drained.extend(ids);
-            self.forget_fixed(&revision);
+            drained.extend(self.drain_revision(&s.revision.id, "its revision left the traffic"));
         }
         self.publish();
         Ok(drained)
