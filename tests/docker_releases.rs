@@ -65,6 +65,33 @@ async fn container_image_ids(t: &DockerTest, service: &str) -> BTreeSet<String> 
         .collect()
 }
 
+/// Moves `tag` to another image (the test image with one more label); returns its new id.
+async fn move_tag(t: &DockerTest, tag: &str, old_id: &str) -> String {
+    let moved = DOCKERFILE.replace("CMD", "LABEL wakeway.test.moved=yes\nCMD");
+    assert_ne!(moved, DOCKERFILE);
+    t.own_build(tag, &moved).await;
+    let new_id = image_id(t, tag).await;
+    assert_ne!(new_id, old_id, "the tag moved");
+    new_id
+}
+
+/// Deploys `body` to service `web`, which must succeed as `revision` with one ready instance
+/// running in its container; returns the instance ids.
+async fn deploy_one(
+    t: &DockerTest,
+    w: &Wakeway,
+    body: serde_json::Value,
+    revision: &str,
+) -> BTreeSet<String> {
+    let d = w.deploy("web", body).await;
+    assert_eq!(d["revision"], revision, "{d}");
+    let done = w.wait_deployment("web", d["id"].as_str().unwrap()).await;
+    assert_eq!(done["state"], "succeeded", "{done}");
+    let ready = ids(&w.wait_ready_revision("web", revision, 1).await);
+    t.wait_container_instances("web", &ready).await;
+    ready
+}
+
 async fn image_id(t: &DockerTest, reference: &str) -> String {
     t.docker
         .inspect_image(reference)
@@ -347,17 +374,8 @@ async fn rollback_after_the_tag_moved_runs_the_image_id_the_old_revision_ran() {
     );
 
     // The tag moves to another image; web-00002 is deployed from it.
-    let moved = DOCKERFILE.replace("CMD", "LABEL wakeway.test.moved=yes\nCMD");
-    assert_ne!(moved, DOCKERFILE);
-    t.own_build(&tag, &moved).await;
-    let new_id = image_id(&t, &tag).await;
-    assert_ne!(new_id, old_id, "the tag moved");
-    let d = w.deploy("web", json!({ "env": { "V": "2" } })).await;
-    assert_eq!(d["revision"], "web-00002", "{d}");
-    let done = w.wait_deployment("web", d["id"].as_str().unwrap()).await;
-    assert_eq!(done["state"], "succeeded", "{done}");
-    let second = ids(&w.wait_ready_revision("web", "web-00002", 1).await);
-    t.wait_container_instances("web", &second).await;
+    let new_id = move_tag(&t, &tag, &old_id).await;
+    deploy_one(&t, &w, json!({ "env": { "V": "2" } }), "web-00002").await;
     assert_eq!(
         container_image_ids(&t, "web").await,
         BTreeSet::from([new_id.clone()]),
@@ -417,29 +435,15 @@ async fn rollback_after_a_restart_runs_the_image_id_the_old_revision_ran() {
     // web-00002 runs the tag while it names the first image.
     let tag = t.own_tag(&format!("wakeway-test-{}:moving", t.scope)).await;
     let old_id = image_id(&t, &tag).await;
-    let d = w.deploy("web", json!({ "image": tag })).await;
-    assert_eq!(d["revision"], "web-00002", "{d}");
-    let done = w.wait_deployment("web", d["id"].as_str().unwrap()).await;
-    assert_eq!(done["state"], "succeeded", "{done}");
-    let second = ids(&w.wait_ready_revision("web", "web-00002", 1).await);
-    t.wait_container_instances("web", &second).await;
+    deploy_one(&t, &w, json!({ "image": tag }), "web-00002").await;
     assert_eq!(
         container_image_ids(&t, "web").await,
         BTreeSet::from([old_id.clone()])
     );
 
     // The tag moves; web-00003 runs what it names now.
-    let moved = DOCKERFILE.replace("CMD", "LABEL wakeway.test.moved=yes\nCMD");
-    assert_ne!(moved, DOCKERFILE);
-    t.own_build(&tag, &moved).await;
-    let new_id = image_id(&t, &tag).await;
-    assert_ne!(new_id, old_id, "the tag moved");
-    let d = w.deploy("web", json!({ "env": { "V": "3" } })).await;
-    assert_eq!(d["revision"], "web-00003", "{d}");
-    let done = w.wait_deployment("web", d["id"].as_str().unwrap()).await;
-    assert_eq!(done["state"], "succeeded", "{done}");
-    let third = ids(&w.wait_ready_revision("web", "web-00003", 1).await);
-    t.wait_container_instances("web", &third).await;
+    let new_id = move_tag(&t, &tag, &old_id).await;
+    deploy_one(&t, &w, json!({ "env": { "V": "3" } }), "web-00003").await;
     assert_eq!(
         container_image_ids(&t, "web").await,
         BTreeSet::from([new_id.clone()])
