@@ -232,8 +232,7 @@ impl HyperForwarder {
             });
         let wake = ignore.wake;
         drop(cfg);
-        let was_empty = svc.is_cold();
-        if quiet && !wake && was_empty {
+        if quiet && !wake && svc.is_cold() {
             return Err(ProxyError::IdleIgnored);
         }
         let response_timeout = settings.response_timeout;
@@ -245,7 +244,7 @@ impl HyperForwarder {
         if quiet {
             guard.set_quiet();
         }
-        timing.acquired(svc, arrived, was_empty);
+        timing.acquired(svc, arrived, guard.was_cold());
         let mut body = body;
         let mut retried = false;
         loop {

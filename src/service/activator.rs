@@ -213,7 +213,8 @@ impl Lane {
         self.queue.lock().push_back(me.clone());
         let _queued = Queued::new(svc, self, me.clone());
         self.touch();
-        if self.pool.load().is_empty() {
+        let cold = self.pool.load().is_empty();
+        if cold {
             let _ = self
                 .cold_since
                 .compare_exchange(0, self.now_mark(), SeqCst, SeqCst);
@@ -232,7 +233,9 @@ impl Lane {
             if head {
                 capacity.as_mut().enable();
                 if let Some(inst) = self.pool.load().acquire(max) {
-                    return Ok(InFlight::new(self.clone(), inst));
+                    let mut guard = InFlight::new(self.clone(), inst);
+                    guard.cold = cold;
+                    return Ok(guard);
                 }
             }
             if let Some(e) = self.hopeless(svc, Some(failures_seen)) {

@@ -213,6 +213,8 @@ pub struct InFlight {
     instance: Arc<Instance>,
     /// A request matched `scaling.idle_ignore`: its end is not activity.
     quiet: bool,
+    /// The request waited for its lane's first instance (a cold start).
+    cold: bool,
 }
 
 impl InFlight {
@@ -223,7 +225,13 @@ impl InFlight {
             lane,
             instance,
             quiet: false,
+            cold: false,
         }
+    }
+
+    /// Whether the request waited for a cold start of its revision (for `Server-Timing`).
+    pub fn was_cold(&self) -> bool {
+        self.cold
     }
 
     pub fn instance(&self) -> &Arc<Instance> {

@@ -46,8 +46,7 @@ impl<S: ClientIo> Conn<'_, S> {
         {
             return Err(ProxyError::BodyTooLarge(max));
         }
-        let was_empty = svc.is_cold();
-        if quiet && !wake && was_empty {
+        if quiet && !wake && svc.is_cold() {
             return Err(ProxyError::IdleIgnored);
         }
         let body_in_buffer = match framing {
@@ -84,7 +83,7 @@ impl<S: ClientIo> Conn<'_, S> {
         if quiet {
             guard.set_quiet();
         }
-        self.obs.acquired(svc, was_empty);
+        self.obs.acquired(svc, guard.was_cold());
         let logging = self.ctx.shared.access_log.is_some();
         if logging {
             self.obs.instance = Some(Arc::from(guard.instance().id.as_str()));
