@@ -173,7 +173,8 @@ pub struct Controller {
     serving: Vec<Serving>,
     /// The traffic as asked (file or API): shares of `latest` or of named revisions.
     traffic: Vec<TrafficTarget>,
-    rollout: Option<Rollout>,
+    /// Boxed: a controller waits in every service's task, a rollout runs in few of them.
+    rollout: Option<Box<Rollout>>,
     /// Revisions that were live, oldest first (the last is the live one): rollback goes back here.
     history: Vec<Revision>,
     next_revision: u32,
@@ -207,7 +208,7 @@ impl Controller {
         svc.revisions.store(Arc::new(vec![revision.view()]));
         let traffic = svc.config.load().traffic.clone();
         svc.metrics.set_revision(None, &revision.id);
-        Controller {
+        let mut controller = Controller {
             svc,
             factory,
             prober: real_prober(),
@@ -231,7 +232,11 @@ impl Controller {
             cancel: CancellationToken::new(),
             tasks: JoinSet::new(),
             store: None,
-        }
+        };
+        // Installed where the service was made, before its controller runs, so requests that
+        // come first wait at the revision's own lane.
+        controller.install_traffic();
+        controller
     }
 
     /// Starts from revisions a previous wakeway left (see `state`): the last one is live. The
@@ -265,6 +270,7 @@ impl Controller {
         if let Some(traffic) = resumed.traffic {
             self.traffic = traffic;
         }
+        self.install_traffic();
         self
     }
 
@@ -293,7 +299,6 @@ impl Controller {
 
     /// Runs until `shutdown` (or a `Remove` command), then drains and stops every instance.
     pub async fn run(mut self, shutdown: CancellationToken) {
-        self.install_traffic();
         if let Source::Fixed(addrs) = self.source.clone() {
             self.add_fixed(&addrs, &self.revision.id.clone());
             let latest = self.revision.id.clone();

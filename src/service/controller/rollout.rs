@@ -115,13 +115,13 @@ impl Controller {
             errors: 0,
             probe_failures: 0,
         };
-        self.rollout = Some(Rollout {
+        self.rollout = Some(Box::new(Rollout {
             view: view.clone(),
             before,
             next_at: Instant::now() + plan.interval,
             base: self.answers_of(&revision),
             last_failure: None,
-        });
+        }));
         self.svc.events.emit(
             &self.svc.name,
             "rollout_started",
