@@ -139,6 +139,32 @@ fn text(v: &Value) -> String {
 }
 
 /// Two tables: the services with their counts, then every instance.
+/// The latest revision when it takes all the traffic; else each revision's share (and tags), so
+/// a split or a revision deployed with `--no-traffic` is not mistaken for what serves.
+fn revision_cell(s: &Value) -> String {
+    let latest = text(&s["revision"]);
+    let shares = s["traffic"].as_array().cloned().unwrap_or_default();
+    match shares.as_slice() {
+        [] => latest,
+        [one] if one["revision"] == s["revision"] && one["percent"] == 100 => latest,
+        many => many
+            .iter()
+            .map(|sh| {
+                let tags: Vec<String> = sh["tags"]
+                    .as_array()
+                    .map(|t| t.iter().map(text).collect())
+                    .unwrap_or_default();
+                let mut cell = format!("{} {}%", text(&sh["revision"]), text(&sh["percent"]));
+                if !tags.is_empty() {
+                    cell.push_str(&format!(" ({})", tags.join(",")));
+                }
+                cell
+            })
+            .collect::<Vec<_>>()
+            .join(", "),
+    }
+}
+
 pub fn format_status(services: &Value) -> String {
     let list = services.as_array().cloned().unwrap_or_default();
     let count = |s: &Value, state: &str| {
@@ -160,7 +186,7 @@ pub fn format_status(services: &Value) -> String {
             vec![
                 text(&s["name"]),
                 text(&s["runtime"]),
-                text(&s["revision"]),
+                revision_cell(s),
                 state.into(),
                 text(&s["desired"]),
                 count(s, "ready"),
@@ -432,6 +458,32 @@ mod tests {
         assert!(
             lines[5].contains("4242") && lines[5].contains("ready"),
             "{s}"
+        );
+    }
+
+    #[test]
+    fn status_shows_the_split_when_the_latest_does_not_take_it_all() {
+        let svc = |traffic: serde_json::Value| {
+            json!([{
+                "name": "web", "runtime": "process", "revision": "web-00003", "desired": 2,
+                "in_flight": 0, "queued": 0, "paused": false, "hosts": ["web.localhost"],
+                "traffic": traffic, "instances": []
+            }])
+        };
+        let all = format_status(&svc(json!([
+            {"revision": "web-00003", "percent": 100, "tags": []}
+        ])));
+        assert!(
+            all.lines().nth(1).unwrap().contains(" web-00003  idle"),
+            "{all}"
+        );
+        let split = format_status(&svc(json!([
+            {"revision": "web-00002", "percent": 90, "tags": []},
+            {"revision": "web-00003", "percent": 10, "tags": ["canary"]}
+        ])));
+        assert!(
+            split.contains("web-00002 90%, web-00003 10% (canary)"),
+            "{split}"
         );
     }
 

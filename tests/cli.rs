@@ -394,6 +394,12 @@ async fn traffic_and_promote_steer_a_revision_in() {
         .find(|l| l.starts_with("web-00001"))
         .unwrap_or_else(|| panic!("a row for web-00001: {out}"));
     assert!(row.contains("80"), "{out}");
+    let (status, out, err) = cli(wk.admin, &["status", "web"]).await;
+    assert!(status.success(), "{err}");
+    assert!(
+        out.contains("web-00001 80%, web-00002 20%"),
+        "status shows the split, not only the latest revision: {out}"
+    );
     let (status, out, err) = cli(wk.admin, &["traffic", "web", "web-00001=80", "latest=30"]).await;
     assert!(!status.success(), "{out}");
     assert!(err.contains("sum to 110"), "{err}");

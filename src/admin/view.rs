@@ -11,7 +11,10 @@ use crate::service::Service;
 pub struct ServiceView {
     pub name: String,
     pub runtime: &'static str,
+    /// The latest revision.
     pub revision: String,
+    /// The revisions that take traffic, with their shares and tags.
+    pub traffic: Vec<ShareSummary>,
     pub paused: bool,
     pub hosts: Vec<String>,
     pub desired: u32,
@@ -20,6 +23,13 @@ pub struct ServiceView {
     /// Requests answered since start, every status (the console derives requests/s from it).
     pub requests: u64,
     pub instances: Vec<InstanceView>,
+}
+
+#[derive(Serialize)]
+pub struct ShareSummary {
+    pub revision: String,
+    pub percent: u32,
+    pub tags: Vec<String>,
 }
 
 #[derive(Serialize)]
@@ -39,6 +49,17 @@ pub fn view(svc: &Service) -> ServiceView {
         name: svc.name.clone(),
         runtime: svc.runtime,
         revision: svc.revision(),
+        traffic: svc
+            .traffic
+            .load()
+            .shares
+            .iter()
+            .map(|s| ShareSummary {
+                revision: s.lane.revision.clone(),
+                percent: s.percent,
+                tags: s.tags.clone(),
+            })
+            .collect(),
         paused: svc.is_paused(),
         hosts: cfg.hosts.clone(),
         desired: svc.desired.load(Ordering::SeqCst),
