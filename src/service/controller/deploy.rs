@@ -185,6 +185,9 @@ impl Controller {
             // `--no-traffic` without a tag: it proved itself; its instances go.
             self.drain_revision(&g.revision.id, "its revision takes no traffic yet");
         }
+        // Counted before the deployment reads as finished: whoever sees it finished sees it
+        // counted.
+        self.svc.metrics.deployments_succeeded.inc();
         self.svc
             .deployments
             .finish(&g.deployment, DeployState::Succeeded, None);
@@ -192,7 +195,6 @@ impl Controller {
             self.svc.deployments.mark_rolled_back(&old.id);
         }
         self.persist();
-        self.svc.metrics.deployments_succeeded.inc();
         let message = if g.no_traffic {
             format!(
                 "deployment {}: {} is ready and is the latest revision; it takes no traffic yet{}",
@@ -239,11 +241,11 @@ impl Controller {
         };
         self.drain_revision(&g.revision.id, "its deployment failed");
         self.publish();
+        self.svc.metrics.deployments_failed.inc();
         self.svc
             .deployments
             .finish(&g.deployment, DeployState::Failed, Some(reason.clone()));
         self.persist();
-        self.svc.metrics.deployments_failed.inc();
         self.svc.events.emit(
             &self.svc.name,
             "deploy_failed",
