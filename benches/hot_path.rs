@@ -30,19 +30,7 @@ fn pool(n: usize) -> Pool {
 }
 
 fn service(name: &str, hosts: Vec<String>) -> Arc<Service> {
-    let cfg = ServiceConfig {
-        name: name.into(),
-        hosts,
-        source: Source::Upstreams(vec!["127.0.0.1:1".into()]),
-        env: Default::default(),
-        scaling: Default::default(),
-        health: Default::default(),
-        queue: Default::default(),
-        deploy: Default::default(),
-        max_body_bytes: None,
-        redirect_https: false,
-        traffic: Vec::new(),
-    };
+    let cfg = ServiceConfig::new(name, hosts, Source::Upstreams(vec!["127.0.0.1:1".into()]));
     let metrics = Metrics::new();
     Service::new(cfg, metrics.service(name), Arc::new(EventLog::default()))
 }

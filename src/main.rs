@@ -240,19 +240,11 @@ fn main() -> ExitCode {
             max_pending,
             queue_timeout,
         } => {
-            let mut svc = ServiceConfig {
-                name: "sidecar".into(),
-                hosts: vec!["*".into()],
-                source: Source::Upstreams(vec![upstream]),
-                env: Default::default(),
-                scaling: Default::default(),
-                health: Default::default(),
-                queue: Default::default(),
-                deploy: Default::default(),
-                max_body_bytes: None,
-                redirect_https: false,
-                traffic: Vec::new(),
-            };
+            let mut svc = ServiceConfig::new(
+                "sidecar",
+                vec!["*".into()],
+                Source::Upstreams(vec![upstream]),
+            );
             svc.scaling.max_concurrency = max_concurrency;
             svc.scaling.target_concurrency = max_concurrency as f64;
             svc.scaling.min_instances = 1;

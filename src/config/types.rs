@@ -274,6 +274,26 @@ pub struct ServiceConfig {
     pub traffic: Vec<TrafficTarget>,
 }
 
+impl ServiceConfig {
+    /// A service with every setting at its default: what a file with only `name`, `hosts` and a
+    /// source says (the sidecar's, and tests').
+    pub fn new(name: &str, hosts: Vec<String>, source: Source) -> ServiceConfig {
+        ServiceConfig {
+            name: name.into(),
+            hosts,
+            source,
+            env: Default::default(),
+            scaling: Default::default(),
+            health: Default::default(),
+            queue: Default::default(),
+            deploy: Default::default(),
+            max_body_bytes: None,
+            redirect_https: false,
+            traffic: Vec::new(),
+        }
+    }
+}
+
 /// One share of a service's traffic (`[[service.traffic]]`). Empty list: 100% to the latest revision.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TrafficTarget {

@@ -76,19 +76,11 @@ mod tests {
         use crate::config::{ServiceConfig, Source};
         use crate::events::EventLog;
         use crate::metrics::Metrics;
-        let cfg = ServiceConfig {
-            name: "web".into(),
-            hosts: vec!["web.localhost".into()],
-            source: Source::Upstreams(vec!["127.0.0.1:1".into()]),
-            env: Default::default(),
-            scaling: Default::default(),
-            health: Default::default(),
-            queue: Default::default(),
-            deploy: Default::default(),
-            max_body_bytes: None,
-            redirect_https: false,
-            traffic: Vec::new(),
-        };
+        let cfg = ServiceConfig::new(
+            "web",
+            vec!["web.localhost".into()],
+            Source::Upstreams(vec!["127.0.0.1:1".into()]),
+        );
         let svc = Service::new(
             cfg,
             Metrics::new().service("web"),

@@ -303,19 +303,11 @@ mod tests {
     use std::future::Future;
 
     fn service(max_concurrency: u32, max_pending: usize) -> Arc<Service> {
-        let mut cfg = ServiceConfig {
-            name: "svc".into(),
-            hosts: vec!["svc.localhost".into()],
-            source: Source::Upstreams(vec!["127.0.0.1:1".into()]),
-            env: Default::default(),
-            scaling: Default::default(),
-            health: Default::default(),
-            queue: Default::default(),
-            deploy: Default::default(),
-            max_body_bytes: None,
-            redirect_https: false,
-            traffic: Vec::new(),
-        };
+        let mut cfg = ServiceConfig::new(
+            "svc",
+            vec!["svc.localhost".into()],
+            Source::Upstreams(vec!["127.0.0.1:1".into()]),
+        );
         cfg.scaling.max_concurrency = max_concurrency;
         cfg.queue.max_pending = max_pending;
         cfg.queue.timeout = Duration::from_secs(30);

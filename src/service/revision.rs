@@ -112,19 +112,11 @@ mod tests {
     use super::*;
 
     fn svc(cmd: &[&str]) -> ServiceConfig {
-        ServiceConfig {
-            name: "web".into(),
-            hosts: vec!["web.localhost".into()],
-            source: Source::Command(cmd.iter().map(|s| s.to_string()).collect()),
-            env: Default::default(),
-            scaling: Default::default(),
-            health: Default::default(),
-            queue: Default::default(),
-            deploy: Default::default(),
-            max_body_bytes: None,
-            redirect_https: false,
-            traffic: Vec::new(),
-        }
+        ServiceConfig::new(
+            "web",
+            vec!["web.localhost".into()],
+            Source::Command(cmd.iter().map(|s| s.to_string()).collect()),
+        )
     }
 
     #[test]

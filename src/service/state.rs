@@ -319,19 +319,11 @@ mod tests {
     use super::*;
 
     fn service(env: &str) -> ServiceConfig {
-        let mut c = ServiceConfig {
-            name: "web".into(),
-            hosts: vec!["web".into()],
-            source: Source::Command(vec!["app".into()]),
-            env: BTreeMap::new(),
-            scaling: Default::default(),
-            health: Default::default(),
-            queue: Default::default(),
-            deploy: Default::default(),
-            max_body_bytes: None,
-            redirect_https: false,
-            traffic: Vec::new(),
-        };
+        let mut c = ServiceConfig::new(
+            "web",
+            vec!["web".into()],
+            Source::Command(vec!["app".into()]),
+        );
         c.env.insert("MODE".into(), env.into());
         c
     }

@@ -1,19 +1,7 @@
 use super::*;
 
 fn service(name: &str, host: &str) -> ServiceConfig {
-    ServiceConfig {
-        name: name.into(),
-        hosts: vec![host.into()],
-        source: Source::Command(vec!["run".into()]),
-        env: BTreeMap::new(),
-        scaling: ScalingConfig::default(),
-        health: HealthConfig::default(),
-        queue: QueueConfig::default(),
-        deploy: DeployConfig::default(),
-        max_body_bytes: None,
-        redirect_https: false,
-        traffic: Vec::new(),
-    }
+    ServiceConfig::new(name, vec![host.into()], Source::Command(vec!["run".into()]))
 }
 
 fn config(services: Vec<ServiceConfig>) -> Config {

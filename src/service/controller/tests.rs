@@ -16,19 +16,11 @@ use crate::service::InFlight;
 use crate::service::activator::ActivatorError;
 
 fn service(tweak: impl FnOnce(&mut ServiceConfig)) -> Arc<Service> {
-    let mut cfg = ServiceConfig {
-        name: "svc".into(),
-        hosts: vec!["svc.localhost".into()],
-        source: config::Source::Command(vec!["app".into()]),
-        env: Default::default(),
-        scaling: Default::default(),
-        health: Default::default(),
-        queue: Default::default(),
-        deploy: Default::default(),
-        max_body_bytes: None,
-        redirect_https: false,
-        traffic: Vec::new(),
-    };
+    let mut cfg = ServiceConfig::new(
+        "svc",
+        vec!["svc.localhost".into()],
+        config::Source::Command(vec!["app".into()]),
+    );
     cfg.scaling.max_concurrency = 10;
     cfg.scaling.target_concurrency = 5.0;
     cfg.health.interval = Duration::from_secs(3600);
