@@ -378,7 +378,7 @@ fn init_logging(log: &config::LogConfig) {
 async fn run(config: Config) -> ExitCode {
     // Before anything else: a SIGHUP's default action would kill the process.
     let mut hup = signal(SignalKind::hangup()).expect("SIGHUP handler");
-    if let Err(e) = wakeway::fdlimit::raise() {
+    if let Err(e) = cli::fdlimit::raise() {
         tracing::warn!("{e}");
     }
     let app = match wakeway::App::build(config).await {

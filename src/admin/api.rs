@@ -43,7 +43,7 @@ pub(super) async fn handle(state: &Arc<State>, req: Request<Incoming>) -> Respon
         (&Method::GET, ["", "healthz"]) => text(StatusCode::OK, "ok\n"),
         (&Method::GET, ["", "metrics"]) => {
             state.sample_gauges();
-            let revisions = crate::revision_stats::families(&state.services.load());
+            let revisions = crate::admin::revision_stats::families(&state.services.load());
             let mut r = Response::new(Full::new(Bytes::from(state.metrics.render(revisions))));
             r.headers_mut().insert(
                 header::CONTENT_TYPE,

@@ -4,6 +4,7 @@
 mod api;
 mod console;
 pub mod guard;
+pub mod revision_stats;
 mod traffic;
 mod view;
 

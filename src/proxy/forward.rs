@@ -19,9 +19,9 @@ use super::body::{ProxyBody, RequestBody};
 use super::error::ProxyError;
 use super::h1::exchange::EXIT_NOTICE_WAIT;
 use super::headers::{self, Disposition, Underscore};
-use crate::access_log::AccessRecord;
+use crate::proxy::access_log::AccessRecord;
+use crate::proxy::trace::{self, ServerTiming};
 use crate::service::{InFlight, Service};
-use crate::trace::{self, ServerTiming};
 
 pub type UpstreamClient = Client<HttpConnector, RequestBody>;
 

@@ -3,6 +3,7 @@
 //! hyper (`forward`). Both read requests by the same rules (`headers`) and answer failures in one
 //! place (`error`).
 
+pub mod access_log;
 pub mod body;
 pub mod error;
 pub mod forward;
@@ -10,7 +11,7 @@ pub mod h1;
 pub mod headers;
 pub mod rewind;
 pub mod route;
-pub mod tls;
+pub mod trace;
 pub mod upstream;
 pub mod worker;
 
@@ -32,12 +33,12 @@ pub struct Shared {
     pub settings: Settings,
     pub shutdown: CancellationToken,
     /// The TLS listeners' acceptor; its certificate store reloads in place.
-    pub tls: Option<tls::Acceptor>,
+    pub tls: Option<crate::tls::Acceptor>,
     /// Client connections open now, over all workers (one write per connection, not per
     /// request): the allocator is asked to return memory after a burst of them closed.
     pub connections: std::sync::atomic::AtomicUsize,
     /// One line per request, written off the request path (`log.access`).
-    pub access_log: Option<crate::access_log::AccessLog>,
+    pub access_log: Option<crate::proxy::access_log::AccessLog>,
 }
 
 pub struct Settings {

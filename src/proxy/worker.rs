@@ -22,9 +22,9 @@ use super::body::ProxyBody;
 use super::forward::HyperForwarder;
 use super::h1::conn::{Conn, End};
 use super::rewind::Rewind;
-use super::tls::Alpn;
 use super::upstream::Upstreams;
 use super::{Listener, Shared};
+use crate::tls::Alpn;
 
 /// What one worker owns. Lives on the worker's thread only: no locks.
 pub struct Ctx {
@@ -175,7 +175,7 @@ pub fn run(index: usize, listeners: Vec<Listener>, shared: Arc<Shared>) {
             return;
         }
     };
-    crate::stats::set_worker(index);
+    crate::metrics::requests::set_worker(index);
     let local = LocalSet::new();
     local.block_on(&rt, serve(listeners, shared));
 }

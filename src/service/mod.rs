@@ -9,6 +9,7 @@ pub mod deployment;
 pub mod instance;
 pub mod lane;
 pub mod pool;
+pub mod probe;
 pub mod reconciler;
 pub mod revision;
 pub mod state;

@@ -11,10 +11,10 @@ use http::{HeaderValue, Method, Uri, Version};
 use tokio::time::Instant;
 
 use super::request::RequestHead;
-use crate::access_log::{AccessLog, AccessRecord};
 use crate::config::ServerTimingMode;
+use crate::proxy::access_log::{AccessLog, AccessRecord};
+use crate::proxy::trace::{self, ServerTiming, TraceContext, TraceId};
 use crate::service::Service;
-use crate::trace::{self, ServerTiming, TraceContext, TraceId};
 
 pub struct Observed {
     pub arrived: Instant,

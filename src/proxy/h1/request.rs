@@ -6,7 +6,7 @@ use std::mem::MaybeUninit;
 
 use crate::proxy::error::ProxyError;
 use crate::proxy::headers::{self, Disposition, Underscore};
-use crate::trace::{self, TraceContext};
+use crate::proxy::trace::{self, TraceContext};
 
 /// The longest method name taken (the registered ones are at most 17 bytes).
 const MAX_METHOD_BYTES: usize = 32;

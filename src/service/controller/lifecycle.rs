@@ -16,11 +16,11 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Controller, Member, Msg, Prober, Source, Start, StartEnd, backoff};
 use crate::config::HealthConfig;
-use crate::health::{self, NotReady};
 use crate::runtime::{InstanceHandle, InstanceSpec, Runtime, Started};
 use crate::service::Service;
 use crate::service::instance::{Instance, InstanceState};
 use crate::service::lane::Lane;
+use crate::service::probe::{self, NotReady};
 use crate::service::revision::Revision;
 
 /// An instance that exits this soon after it was spawned most likely lost its port to another
@@ -111,7 +111,7 @@ impl StartJob {
             };
             let what = if adopted { "adopted instance " } else { "" };
             let end =
-                match health::wait_ready(probe, &self.health, started.exited, &self.cancel).await {
+                match probe::wait_ready(probe, &self.health, started.exited, &self.cancel).await {
                     Ok(()) => {
                         let _ = self.tx.send(Msg::Ready { id: self.id });
                         return;
@@ -156,7 +156,7 @@ fn note_probe_failure(
     said: &std::sync::atomic::AtomicBool,
 ) {
     lane.probe_failure.store(Arc::new(error.to_string()));
-    if health::is_http_refusal(health, error) && !said.swap(true, SeqCst) {
+    if probe::is_http_refusal(health, error) && !said.swap(true, SeqCst) {
         svc.events.emit(
             &svc.name,
             "probe_failing",

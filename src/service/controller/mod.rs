@@ -67,7 +67,7 @@ pub type Prober =
     Arc<dyn Fn(SocketAddr, HealthConfig) -> BoxFuture<'static, Result<(), String>> + Send + Sync>;
 
 fn real_prober() -> Prober {
-    Arc::new(|addr, cfg| Box::pin(async move { crate::health::probe(addr, &cfg).await }))
+    Arc::new(|addr, cfg| Box::pin(async move { crate::service::probe::probe(addr, &cfg).await }))
 }
 
 /// How a start attempt ended, when it did not end ready.

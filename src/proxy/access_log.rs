@@ -20,7 +20,7 @@ use serde_json::{Map, Value};
 
 use crate::config::{AccessLogFormat, AccessLogTarget, LogConfig};
 use crate::events::{civil_from_days, rfc3339};
-use crate::trace::TraceId;
+use crate::proxy::trace::TraceId;
 
 /// Records that may wait for the writer; beyond it they are dropped and counted.
 pub const CHANNEL_CAPACITY: usize = 8192;
@@ -271,7 +271,7 @@ fn clf_time(t: SystemTime) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::trace::TraceContext;
+    use crate::proxy::trace::TraceContext;
 
     fn record(path: &str) -> AccessRecord {
         AccessRecord {

@@ -11,8 +11,8 @@ use std::sync::{Arc, Mutex};
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::{Bucket, Counter, Gauge, Histogram, Metric, MetricFamily, MetricType};
 
+use crate::metrics::requests::{family, label};
 use crate::metrics::*;
-use crate::stats::{family, label};
 
 #[derive(Default)]
 pub struct Count(AtomicU64);

@@ -6,13 +6,13 @@ use std::sync::Arc;
 
 use prometheus::proto::{Counter, Gauge, Metric, MetricFamily, MetricType};
 
+use crate::metrics::requests::label;
 use crate::metrics::{
     REVISION_DESIRED_INSTANCES, REVISION_ERRORS_TOTAL, REVISION_READY_INSTANCES,
     REVISION_REQUESTS_TOTAL, REVISION_TRAFFIC_PERCENT,
 };
 use crate::service::Service;
 use crate::service::instance::InstanceState;
-use crate::stats::label;
 
 fn series(service: &str, revision: &str) -> Metric {
     Metric::from_label(vec![label("revision", revision), label("service", service)])

@@ -1,6 +1,8 @@
 //! The admin-client verbs of the CLI: thin wrappers over the admin API that print what a person
 //! wants to see and exit non-zero when the operation failed.
 
+pub mod fdlimit;
+
 use std::process::ExitCode;
 use std::time::Duration;
 

@@ -1,13 +1,16 @@
 //! Every Prometheus family wakeway exports, in one place, with per-service handles resolved once
 //! so the request path never looks a label up.
 
+pub mod requests;
+pub mod services;
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use prometheus::{Encoder, IntCounter, IntGaugeVec, Opts, Registry, TextEncoder};
 
-use crate::service_stats::{ServiceStats, ServicesCollector};
-use crate::stats::{RequestStats, RequestsCollector};
+use crate::metrics::requests::{RequestStats, RequestsCollector};
+use crate::metrics::services::{ServiceStats, ServicesCollector};
 
 pub const REQUESTS_TOTAL: &str = "wakeway_requests_total";
 pub const REQUEST_DURATION_SECONDS: &str = "wakeway_request_duration_seconds";
