@@ -1,4 +1,4 @@
-//! Upstream connections, owned by one worker: no lock, no channel, no shared cache line. Idle
+//! HTTP/1.1 upstream connections, owned by one worker: no lock, no channel, no shared cache line. Idle
 //! connections are kept per instance address, reused last-in first-out (the warmest socket), and
 //! closed after `UPSTREAM_IDLE` — below the 5 s keep-alive of Node and most app servers, so wakeway
 //! closes first and rarely writes into a socket the app is closing — or when their instance leaves
