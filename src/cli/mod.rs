@@ -2,6 +2,7 @@
 //! wants to see and exit non-zero when the operation failed.
 
 pub mod fdlimit;
+pub mod replay;
 
 use std::process::ExitCode;
 use std::time::Duration;
