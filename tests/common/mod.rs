@@ -137,7 +137,7 @@ impl Proc {
                 .lock()
                 .unwrap()
                 .iter()
-                .find_map(|l| l.strip_prefix(prefix))
+                .find_map(|l| stdout_line_rest(l, prefix))
             {
                 return rest.trim().to_string();
             }
@@ -157,7 +157,8 @@ impl Proc {
         }
     }
 
-    /// Waits for the `NAME listening on ADDR` line and parses ADDR.
+    /// Waits for the `NAME listening on ADDR` line and parses ADDR (a JSON line's `message` with
+    /// `log.format = "json"`).
     pub async fn listening_addr(&mut self, what: &str) -> SocketAddr {
         let prefix = format!("{what} listening on ");
         let rest = self.wait_stdout_line(&prefix).await;
@@ -1097,4 +1098,16 @@ pub async fn admin_json_with_token(admin: SocketAddr, path: &str, token: &str) -
     let (status, value) = admin_call(admin, Method::GET, path, None, Some(token)).await;
     assert_eq!(status, StatusCode::OK, "admin GET {path}: {value}");
     value
+}
+
+/// What follows `prefix` on a stdout line: the line itself, or the `message` of a JSON line.
+fn stdout_line_rest(line: &str, prefix: &str) -> Option<String> {
+    if let Some(rest) = line.strip_prefix(prefix) {
+        return Some(rest.to_string());
+    }
+    let v: serde_json::Value = serde_json::from_str(line).ok()?;
+    v["message"]
+        .as_str()?
+        .strip_prefix(prefix)
+        .map(str::to_string)
 }
