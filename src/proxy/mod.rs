@@ -5,6 +5,7 @@
 
 pub mod access_log;
 pub mod body;
+pub mod ctx;
 pub mod error;
 pub mod forward;
 pub mod h1;

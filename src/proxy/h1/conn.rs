@@ -14,8 +14,8 @@ use super::observe::Observed;
 use super::request::{Framing, Parsed, RequestHead};
 use super::response::ResponseHead;
 use super::write::{write_error, write_redirect};
+use crate::proxy::ctx::Ctx;
 use crate::proxy::error::{ProxyError, Side};
-use crate::proxy::worker::Ctx;
 use crate::service::Service;
 
 /// The h2 connection preface: such a connection is handed to the h2 server.
