@@ -1,10 +1,11 @@
 //! What one worker owns ([`Ctx`]): its shared state handle, upstream connections, buffer pool,
-//! open-connection count and shutdown relay. Lives on the worker's thread only: no locks.
+//! its open client connections (which of them idle between requests, to close the longest-idle
+//! one when `max_connections` is reached) and the shutdown relay. Lives on the worker's thread
+//! only: no locks.
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
 
 use tokio::sync::Notify;
 
@@ -18,9 +19,13 @@ pub struct Ctx {
     pub upstreams: Upstreams,
     pub buffers: Buffers,
     pub(super) h2: HyperForwarder,
-    /// This worker's open client connections, against its share of `max_connections`.
-    pub(super) open: Cell<usize>,
-    pub(super) closed: Notify,
+    /// This worker's index in `shared.admission`.
+    pub(super) index: usize,
+    /// This worker's open client connections.
+    conns: RefCell<Vec<Rc<ConnSlot>>>,
+    /// Keep-alive connections idle now, and a counter that orders them by when they went idle.
+    idle: Cell<usize>,
+    idle_seq: Cell<u64>,
     /// The shutdown signal, relayed once to this thread: waiting on the shared token from every
     /// idle connection would take its lock, shared by all workers, per request.
     pub(super) stopping: Cell<bool>,
@@ -28,6 +33,21 @@ pub struct Ctx {
 }
 
 impl Ctx {
+    pub(super) fn new(shared: Arc<Shared>, index: usize) -> Ctx {
+        Ctx {
+            h2: HyperForwarder::new(shared.clone()),
+            shared,
+            upstreams: Upstreams::default(),
+            buffers: Buffers::default(),
+            index,
+            conns: RefCell::new(Vec::new()),
+            idle: Cell::new(0),
+            idle_seq: Cell::new(0),
+            stopping: Cell::new(false),
+            stop: Notify::new(),
+        }
+    }
+
     pub fn is_stopping(&self) -> bool {
         self.stopping.get()
     }
@@ -43,24 +63,122 @@ impl Ctx {
             notified.await;
         }
     }
+
+    /// `conn`'s first request arrived. Taken beyond `max_connections`, it now gets the place of
+    /// the longest-idle keep-alive connection, in this worker or another.
+    pub fn first_request(&self, conn: &ConnSlot) {
+        if conn.on_trial.replace(false)
+            && self.shared.admission.proven()
+            && !self.close_longest_idle()
+        {
+            self.shared.admission.ask_to_close_idle(self.index);
+        }
+    }
+
+    /// `conn` waits for its next request (HTTP/1), or has no stream open (h2): it may be closed
+    /// to make room for a new client.
+    pub fn idle_begin(&self, conn: &ConnSlot) {
+        if conn.idle_since.get() == 0 {
+            let seq = self.idle_seq.get() + 1;
+            self.idle_seq.set(seq);
+            conn.idle_since.set(seq);
+            self.set_idle(self.idle.get() + 1);
+        }
+    }
+
+    /// `conn` is in use again.
+    pub fn idle_end(&self, conn: &ConnSlot) {
+        if conn.idle_since.get() != 0 {
+            conn.idle_since.set(0);
+            self.set_idle(self.idle.get() - 1);
+        }
+    }
+
+    fn set_idle(&self, n: usize) {
+        self.idle.set(n);
+        self.shared.admission.set_idle(self.index, n);
+    }
+
+    /// Tells this worker's longest-idle keep-alive connection to close. `false` when none idles.
+    pub(super) fn close_longest_idle(&self) -> bool {
+        if self.idle.get() == 0 {
+            return false;
+        }
+        let victim = self
+            .conns
+            .borrow()
+            .iter()
+            .filter(|c| c.idle_since.get() != 0)
+            .min_by_key(|c| c.idle_since.get())
+            .cloned();
+        match victim {
+            Some(c) => {
+                self.idle_end(&c);
+                c.close.notify_one();
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// One open client connection as the worker sees it.
+#[derive(Default)]
+pub struct ConnSlot {
+    /// 0 while in use; else when it went idle (the worker's idle counter).
+    idle_since: Cell<u64>,
+    /// Its place in the worker's list.
+    index: Cell<usize>,
+    /// Taken beyond `max_connections`: its first request makes room by closing an idle one.
+    on_trial: Cell<bool>,
+    close: Notify,
+}
+
+impl ConnSlot {
+    /// Resolves when the worker needs this idle connection's place for a new client.
+    pub async fn closing(&self) {
+        self.close.notified().await
+    }
 }
 
 /// Counts one open client connection for as long as it lives.
-pub(super) struct Open(pub(super) Rc<Ctx>);
+pub(super) struct Open {
+    pub(super) ctx: Rc<Ctx>,
+    pub(super) slot: Rc<ConnSlot>,
+}
 
 impl Open {
+    /// Counts a connection just accepted; when that is beyond `max_connections`, room is made by
+    /// closing the longest-idle keep-alive connection here, or one in another worker.
     pub(super) fn new(ctx: Rc<Ctx>) -> Open {
-        ctx.open.set(ctx.open.get() + 1);
-        ctx.shared.connections.fetch_add(1, Relaxed);
-        Open(ctx)
+        let slot = Rc::new(ConnSlot::default());
+        slot.on_trial.set(!ctx.shared.admission.admit());
+        {
+            let mut conns = ctx.conns.borrow_mut();
+            slot.index.set(conns.len());
+            conns.push(slot.clone());
+        }
+        Open { ctx, slot }
     }
 }
 
 impl Drop for Open {
     fn drop(&mut self) {
-        self.0.open.set(self.0.open.get() - 1);
-        self.0.shared.connections.fetch_sub(1, Relaxed);
-        self.0.closed.notify_one();
+        self.ctx.idle_end(&self.slot);
+        let on_trial = self.slot.on_trial.get();
+        let mut conns = self.ctx.conns.borrow_mut();
+        let i = self.slot.index.get();
+        conns.swap_remove(i);
+        if let Some(moved) = conns.get(i) {
+            moved.index.set(i);
+        }
+        // A burst's worth of room goes back to the allocator once it is over.
+        if conns.capacity() > 64 && conns.len() < conns.capacity() / 4 {
+            let keep = conns.len() * 2;
+            conns.shrink_to(keep);
+        }
+        drop(conns);
+        self.ctx.shared.admission.release(on_trial);
     }
 }
 

@@ -13,16 +13,13 @@ use std::time::Duration;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Notify;
 use tokio::task::LocalSet;
 use tokio_util::task::TaskTracker;
 
 use super::body::ProxyBody;
-use super::ctx::{Buffers, Ctx, Open};
-use super::forward::HyperForwarder;
+use super::ctx::{ConnSlot, Ctx, Open};
 use super::h1::conn::{Conn, End};
 use super::rewind::Rewind;
-use super::upstream::Upstreams;
 use super::{Listener, Shared};
 use crate::tls::Alpn;
 
@@ -44,20 +41,11 @@ pub fn run(index: usize, listeners: Vec<Listener>, shared: Arc<Shared>) {
     };
     crate::metrics::requests::set_worker(index);
     let local = LocalSet::new();
-    local.block_on(&rt, serve(listeners, shared));
+    local.block_on(&rt, serve(index, listeners, shared));
 }
 
-async fn serve(listeners: Vec<Listener>, shared: Arc<Shared>) {
-    let ctx = Rc::new(Ctx {
-        h2: HyperForwarder::new(shared.clone()),
-        shared: shared.clone(),
-        upstreams: Upstreams::default(),
-        buffers: Buffers::default(),
-        open: Cell::new(0),
-        closed: Notify::new(),
-        stopping: Cell::new(false),
-        stop: Notify::new(),
-    });
+async fn serve(index: usize, listeners: Vec<Listener>, shared: Arc<Shared>) {
+    let ctx = Rc::new(Ctx::new(shared.clone(), index));
     let tracker = TaskTracker::new();
     for l in listeners {
         let tls = l.tls;
@@ -81,6 +69,20 @@ async fn serve(listeners: Vec<Listener>, shared: Arc<Shared>) {
             }
         })
     };
+    // Other workers at the limit ask this one to close idle connections it holds.
+    let closer = {
+        let ctx = ctx.clone();
+        tokio::task::spawn_local(async move {
+            loop {
+                let n = ctx.shared.admission.asked(ctx.index).await;
+                for _ in 0..n {
+                    if !ctx.close_longest_idle() {
+                        break;
+                    }
+                }
+            }
+        })
+    };
     shared.shutdown.cancelled().await;
     ctx.stopping.set(true);
     ctx.stop.notify_waiters();
@@ -93,18 +95,20 @@ async fn serve(listeners: Vec<Listener>, shared: Arc<Shared>) {
         );
     }
     sweeper.abort();
+    closer.abort();
     ctx.upstreams.clear();
 }
 
 async fn accept(listener: TcpListener, tls: bool, ctx: Rc<Ctx>, tracker: TaskTracker) {
-    let max = ctx.shared.settings.max_connections_per_worker;
+    let admission = &ctx.shared.admission;
     loop {
-        // At the limit, new connections wait in the kernel's backlog: the open ones keep their
-        // descriptors and their service.
-        while ctx.open.get() >= max {
+        // At the limit with every connection busy, new connections wait in the kernel's
+        // backlog: the open ones keep their descriptors and their service. An idle keep-alive
+        // connection anywhere is closed for a new client instead.
+        if !admission.has_room() {
             tokio::select! {
                 _ = ctx.stopping() => return,
-                _ = ctx.closed.notified() => {}
+                _ = admission.room() => {}
             }
         }
         let (stream, peer) = tokio::select! {
@@ -124,35 +128,30 @@ async fn accept(listener: TcpListener, tls: bool, ctx: Rc<Ctx>, tracker: TaskTra
         // Two task types: a plain connection's task is not sized for TLS state.
         if tls {
             tokio::task::spawn_local(
-                tracker.track_future(async move { serve_tls(stream, peer, &open.0).await }),
+                tracker.track_future(async move { serve_tls(stream, peer, &open).await }),
             );
         } else {
             tokio::task::spawn_local(
-                tracker.track_future(async move { serve_plain(stream, peer, &open.0).await }),
+                tracker.track_future(async move { serve_plain(stream, peer, &open).await }),
             );
         }
     }
 }
 
-async fn serve_plain(stream: TcpStream, peer: SocketAddr, ctx: &Rc<Ctx>) {
-    let mut conn = Conn::new(stream, ctx, peer, false);
+async fn serve_plain(stream: TcpStream, peer: SocketAddr, open: &Open) {
+    let mut conn = Conn::new(stream, &open.ctx, &open.slot, peer, false);
     let end = conn.serve().await;
     let stream = conn.finish();
     if let End::H2(preface) = end {
         // Boxed: hyper's h2 state would otherwise size every idle HTTP/1 connection's task.
-        Box::pin(serve_h2(
-            Rewind::new(preface, stream),
-            peer,
-            ctx.clone(),
-            false,
-        ))
-        .await;
+        Box::pin(serve_h2(Rewind::new(preface, stream), peer, open, false)).await;
     }
 }
 
 /// A TLS connection: the handshake must finish within `header_read_timeout`; ALPN picks h2 or
 /// HTTP/1.1.
-async fn serve_tls(stream: TcpStream, peer: SocketAddr, ctx: &Rc<Ctx>) {
+async fn serve_tls(stream: TcpStream, peer: SocketAddr, open: &Open) {
+    let ctx = &open.ctx;
     let Some(acceptor) = &ctx.shared.tls else {
         return;
     };
@@ -173,21 +172,22 @@ async fn serve_tls(stream: TcpStream, peer: SocketAddr, ctx: &Rc<Ctx>) {
         if !matches!(tokio::time::timeout(timeout, read).await, Ok(Ok(_))) {
             return;
         }
-        serve_h2(Rewind::new(preface, stream), peer, ctx.clone(), true).await;
+        serve_h2(Rewind::new(preface, stream), peer, open, true).await;
         return;
     }
     // Over TLS, h2 comes through ALPN only: a preface here is not HTTP/1 and is refused.
-    let mut conn = Conn::new(stream, ctx, peer, true);
+    let mut conn = Conn::new(stream, ctx, &open.slot, peer, true);
     let _ = conn.serve().await;
     let mut stream = conn.finish();
     let _ = tokio::io::AsyncWriteExt::shutdown(&mut stream).await;
 }
 
 /// An h2 connection (prior knowledge, or ALPN over TLS), served by hyper.
-pub async fn serve_h2<S>(io: S, peer: SocketAddr, ctx: Rc<Ctx>, https: bool)
+async fn serve_h2<S>(io: S, peer: SocketAddr, open: &Open, https: bool)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + 'static,
 {
+    let ctx = &open.ctx;
     let mut builder = hyper::server::conn::http2::Builder::new(LocalExec);
     builder
         .timer(TokioTimer::new())
@@ -198,13 +198,18 @@ where
         open: Cell::new(0),
         seen: Cell::new(false),
         last: Cell::new(tokio::time::Instant::now()),
+        ctx: ctx.clone(),
+        slot: open.slot.clone(),
     });
     let act = activity.clone();
     let svc = service_fn(move |req| {
         let fwd = fwd.clone();
         let act = act.clone();
         act.open.set(act.open.get() + 1);
-        act.seen.set(true);
+        if !act.seen.replace(true) {
+            act.ctx.first_request(&act.slot);
+        }
+        act.ctx.idle_end(&act.slot);
         async move {
             let open = OpenStream(act);
             let resp = fwd.handle(req, peer, https).await;
@@ -228,6 +233,8 @@ where
                 return;
             }
             _ = ctx.stopping() => break settings.shutdown_timeout + ANSWER_GRACE,
+            // Its place is needed for a new client (`max_connections`): it has no stream open.
+            _ = open.slot.closing() => break IDLE_LINGER,
             _ = tick.tick() => {
                 let limit = if activity.seen.get() {
                     settings.idle_timeout
@@ -250,11 +257,13 @@ where
 const IDLE_LINGER: Duration = Duration::from_secs(1);
 
 /// Whether an h2 connection is in use: streams open (request or response body under way), and
-/// when the last one ended.
+/// when the last one ended. With none open after one was, it idles as a keep-alive connection.
 struct StreamActivity {
     open: Cell<usize>,
     seen: Cell<bool>,
     last: Cell<tokio::time::Instant>,
+    ctx: Rc<Ctx>,
+    slot: Rc<ConnSlot>,
 }
 
 /// One open h2 stream; counted until dropped.
@@ -264,6 +273,9 @@ impl Drop for OpenStream {
     fn drop(&mut self) {
         self.0.open.set(self.0.open.get() - 1);
         self.0.last.set(tokio::time::Instant::now());
+        if self.0.open.get() == 0 {
+            self.0.ctx.idle_begin(&self.0.slot);
+        }
     }
 }
 

@@ -13,6 +13,7 @@
 
 pub mod docker;
 pub mod h2c;
+pub mod keepalive;
 pub mod raw;
 pub mod tls;
 
