@@ -91,7 +91,7 @@ impl Proc {
                 .lock()
                 .unwrap()
                 .iter()
-                .find_map(|l| l.strip_prefix(prefix))
+                .find_map(|l| stdout_line_rest(l, prefix))
             {
                 return rest.trim().to_string();
             }
@@ -111,7 +111,8 @@ impl Proc {
         }
     }
 
-    /// Waits for the `NAME listening on ADDR` line and parses ADDR.
+    /// Waits for the `NAME listening on ADDR` line and parses ADDR (a JSON line's `message` with
+    /// `log.format = "json"`).
     pub async fn listening_addr(&mut self, what: &str) -> SocketAddr {
         let prefix = format!("{what} listening on ");
         let rest = self.wait_stdout_line(&prefix).await;
@@ -249,4 +250,13 @@ pub async fn run_to_exit(args: &[&str]) -> (ExitStatus, String, String) {
     let status = proc.wait_exit(DEADLINE).await;
     proc.wait_output_closed().await;
     (status, proc.stdout(), proc.stderr())
+}
+
+/// What follows `prefix` on a stdout line: the line itself, or the `message` of a JSON line.
+fn stdout_line_rest(line: &str, prefix: &str) -> Option<String> {
+    if let Some(rest) = line.strip_prefix(prefix) {
+        return Some(rest.to_string());
+    }
+    let v: serde_json::Value = serde_json::from_str(line).ok()?;
+    v["message"].as_str()?.strip_prefix(prefix).map(str::to_string)
 }
