@@ -181,7 +181,7 @@ impl State {
     }
 }
 
-fn make_source(
+pub(crate) fn make_source(
     engine: Option<&Arc<DockerEngine>>,
     swarm: Option<&Arc<SwarmEngine>>,
     sc: &ServiceConfig,
@@ -327,10 +327,15 @@ impl App {
                 })?;
             services.push(svc);
         }
+        let routes = config
+            .services
+            .iter()
+            .map(|sc| &sc.hosts[..])
+            .zip(&services);
         state
             .forwarder
             .routes
-            .store(Arc::new(RouteTable::new(&services)));
+            .store(Arc::new(RouteTable::with_hosts(routes)));
         state.services.store(Arc::new(services));
         if let Some(store) = &state.state_file {
             store.save_applied(&config.services);
