@@ -144,6 +144,25 @@ mod tests {
         assert_ne!(base, spec_fingerprint(&host, &img, &env));
     }
 
+    /// The text hashed must not change between releases: a new fingerprint for the same
+    /// config would make a restarted wakeway replace every running container.
+    #[test]
+    fn fingerprint_of_a_known_config_stays_the_same() {
+        let img = ImageSource {
+            image: "web:1".into(),
+            port: 8080,
+            cpus: Some(0.5),
+            memory: Some(64 << 20),
+            stop_signal: Some("term".into()),
+            runtime: ImageRuntime::Docker,
+        };
+        let env = BTreeMap::from([("A".to_string(), "1".to_string())]);
+        assert_eq!(
+            spec_fingerprint(&DockerConfig::default(), &img, &env),
+            "647d3d807f3d5e7e"
+        );
+    }
+
     #[test]
     fn exit_reasons_name_the_signal() {
         assert_eq!(

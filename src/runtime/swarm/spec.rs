@@ -408,6 +408,21 @@ mod tests {
         }
     }
 
+    /// The text hashed must not change between releases: a new fingerprint for the same
+    /// config would make a restarted wakeway replace every running task.
+    #[test]
+    fn fingerprint_of_a_known_config_stays_the_same() {
+        let swarm = SwarmConfig {
+            constraints: vec!["node.role == manager".into()],
+            ..SwarmConfig::default()
+        };
+        let env = BTreeMap::from([("A".to_string(), "1".to_string())]);
+        assert_eq!(
+            spec_fingerprint(&swarm, &image(), &env, Duration::from_secs(10)),
+            "7a0e2ffb86ad22d9"
+        );
+    }
+
     fn task(state: TaskState, desired: TaskState, port: Option<i64>) -> Task {
         Task {
             node_id: Some("node1".into()),
