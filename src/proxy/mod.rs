@@ -34,6 +34,8 @@ pub struct Shared {
     pub shutdown: CancellationToken,
     /// The TLS listeners' acceptor; its certificate store reloads in place.
     pub tls: Option<crate::tls::Acceptor>,
+    /// HTTP-01 answers of the ACME orders in flight (`[proxy.tls.acme]`).
+    pub acme: Option<std::sync::Arc<crate::tls::acme::Http01>>,
     /// Client connections open now, over all workers (one write per connection, not per
     /// request): the allocator is asked to return memory after a burst of them closed.
     pub connections: std::sync::atomic::AtomicUsize,
