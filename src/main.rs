@@ -165,6 +165,11 @@ enum Command {
         #[arg(short, long)]
         follow: bool,
     },
+    /// Print a shell completion script, e.g. `wakeway completions bash > /etc/bash_completion.d/wakeway`.
+    Completions {
+        /// The shell: bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
     /// A tiny diagnostic upstream that answers with who it is and what it received.
     Whoami {
         /// Port to listen on.
@@ -334,6 +339,11 @@ fn main() -> ExitCode {
             service,
             follow,
         } => rt.block_on(cli::events(admin.client(), service, follow)),
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "wakeway", &mut std::io::stdout());
+            ExitCode::SUCCESS
+        }
         Command::Whoami {
             port,
             bind,
@@ -383,6 +393,31 @@ fn init_logging(log: &config::LogConfig) {
     }
 }
 
+/// The `NAME listening on ADDR` line on stdout, where scripts and the access log (when it goes to
+/// stdout) read it: with `log.format = "json"` a JSON object like every other line there, so
+/// `wakeway run | jq` parses the whole stream.
+fn announce(format: config::LogFormat, listener: &str, addr: SocketAddr) {
+    let message = format!("{listener} listening on {addr}");
+    match format {
+        config::LogFormat::Text => println!("{message}"),
+        config::LogFormat::Json => {
+            use tracing_subscriber::fmt::time::FormatTime;
+            let mut timestamp = String::new();
+            let _ = tracing_subscriber::fmt::time::SystemTime.format_time(
+                &mut tracing_subscriber::fmt::format::Writer::new(&mut timestamp),
+            );
+            let line = serde_json::json!({
+                "timestamp": timestamp,
+                "level": "INFO",
+                "message": message,
+                "listener": listener,
+                "addr": addr.to_string(),
+            });
+            println!("{line}");
+        }
+    }
+}
+
 async fn run(config: Config) -> ExitCode {
     // Before anything else: a SIGHUP's default action would kill the process.
     let mut hup = signal(SignalKind::hangup()).expect("SIGHUP handler");
@@ -396,14 +431,15 @@ async fn run(config: Config) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let format = app.state().config.load().log.format;
     for addr in app.proxy_addrs() {
-        println!("proxy listening on {addr}");
+        announce(format, "proxy", addr);
     }
     for addr in app.tls_addrs() {
-        println!("https listening on {addr}");
+        announce(format, "https", addr);
     }
     if let Some(addr) = app.admin_addr() {
-        println!("admin listening on {addr}");
+        announce(format, "admin", addr);
     }
     let state = app.state();
     tokio::spawn(async move {
