@@ -7,6 +7,7 @@ pub mod access_log;
 pub mod body;
 pub mod error;
 pub mod forward;
+pub mod grpc;
 pub mod h1;
 pub mod headers;
 pub mod rewind;
