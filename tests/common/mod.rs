@@ -12,6 +12,7 @@
 #![allow(dead_code)]
 
 pub mod docker;
+pub mod grpc;
 pub mod h2c;
 pub mod raw;
 pub mod tls;
