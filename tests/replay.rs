@@ -187,7 +187,7 @@ async fn queue_overflow_and_timeout_are_refused() {
     let cfg = config(
         dir.path(),
         "tight.toml",
-        "[service.scaling]\nmax_concurrency = 1\nmax_instances = 1\n\
+        "[service.scaling]\nmax_concurrency = 1\ntarget_concurrency = 1\nmax_instances = 1\n\
          [service.queue]\nmax_pending = 5\ntimeout = \"2500ms\"",
     );
     let rows = replay_json(&[path_str(&log), "-c", path_str(&cfg), "--cold-start", "1s"]).await;
@@ -316,6 +316,7 @@ async fn a_recorded_run_is_predicted() {
     assert_eq!(num(r, "cold_starts"), cold_starts as f64, "{r}");
     let predicted = num(r, "instance_seconds");
     let error = (predicted - real_seconds).abs() / real_seconds;
+    eprintln!("instance-seconds: the run had {real_seconds:.1}, replay predicts {predicted:.1}");
     assert!(
         error <= 0.10,
         "predicted {predicted} instance-seconds, the run had {real_seconds} ({r})"
