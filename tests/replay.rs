@@ -198,6 +198,68 @@ async fn queue_overflow_and_timeout_are_refused() {
     assert_eq!(num(r, "wait_max_ms"), 2000.0, "{r}");
 }
 
+/// `--service` replays one service; a service the config lacks is named, not replayed.
+#[tokio::test]
+async fn one_service_at_a_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let log: String = (0..4)
+        .map(|k| {
+            line(
+                k as f64,
+                if k % 2 == 0 { "web" } else { "api" },
+                10.0,
+                0.0,
+                false,
+            ) + "\n"
+        })
+        .collect();
+    let log = write(dir.path(), "access.log", &log);
+    let cfg = config(dir.path(), "web.toml", "");
+    let rows = replay_json(&[
+        path_str(&log),
+        "-c",
+        path_str(&cfg),
+        "--service",
+        "web",
+        "--cold-start",
+        "1s",
+    ])
+    .await;
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(
+        (rows[0]["service"].as_str(), num(&rows[0], "requests")),
+        (Some("web"), 2.0)
+    );
+    let (status, _, err) = run_to_exit(&[
+        "replay",
+        path_str(&log),
+        "-c",
+        path_str(&cfg),
+        "--cold-start",
+        "1s",
+    ])
+    .await;
+    assert!(status.success(), "{err}");
+    assert!(
+        err.contains("no service `api`; its 2 request(s) were not replayed"),
+        "{err}"
+    );
+    let (status, _, err) = run_to_exit(&[
+        "replay",
+        path_str(&log),
+        "-c",
+        path_str(&cfg),
+        "--service",
+        "api",
+    ])
+    .await;
+    assert!(!status.success());
+    assert!(
+        err.contains("--service api: no config given has a service of that name"),
+        "{err}"
+    );
+}
+
 /// A malformed line is counted with its number and the rest is replayed; a log none of whose
 /// lines is usable names the missing field; a config that does not parse is reported exactly as
 /// `wakeway check` reports it.

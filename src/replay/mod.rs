@@ -176,13 +176,13 @@ async fn feed<R: std::io::BufRead>(
             (Some(a), _) => {
                 sleep_to(a).await;
                 let req = next.take().expect("a request is next");
-                let name = reader.services[req.service as usize].clone();
+                let name = reader.services[req.service as usize].as_str();
                 if only.is_none_or(|s| s == name) {
                     record(recorded, &req);
                     let mut queued = false;
                     for w in worlds.iter_mut() {
                         seq += 1;
-                        queued |= w.dispatch(&req, &name, &mut holds, seq);
+                        queued |= w.dispatch(&req, name, &mut holds, seq);
                     }
                     if queued {
                         // A request that waits wakes its controller: let it act before the

@@ -71,6 +71,9 @@ pub struct Reader<R> {
     done: bool,
 }
 
+/// Requests the reorder buffer holds at most (tens of MB).
+const MAX_PENDING: usize = 500_000;
+
 /// Slack on top of the longest duration for the access-log writer's own delay.
 const REORDER_SLACK_US: i64 = 1_000_000;
 
@@ -104,10 +107,13 @@ impl<R: BufRead> Reader<R> {
     /// bad line) is an error.
     pub fn next_request(&mut self) -> std::io::Result<Option<Request>> {
         loop {
+            // A very long request (a tunnel open for hours) would hold everything behind it:
+            // past a bound the earliest goes out anyway, and a line it overtook comes late.
+            let full = self.pending.len() >= MAX_PENDING;
             let ready = self
                 .pending
                 .peek()
-                .is_some_and(|Reverse(r)| self.done || r.arrival <= self.watermark());
+                .is_some_and(|Reverse(r)| self.done || full || r.arrival <= self.watermark());
             if ready {
                 let Reverse(r) = self.pending.pop().expect("peeked");
                 if r.arrival < self.last_out {
