@@ -6,6 +6,7 @@ pub mod engine;
 #[cfg(test)]
 pub mod fake;
 pub mod fixed;
+pub mod output;
 pub mod process;
 pub mod swarm;
 
