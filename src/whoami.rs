@@ -10,7 +10,10 @@
 //! - `/stats`: `{"in_flight":N,"max_in_flight":N,"requests":N}` (excluding `/stats`, `/healthz`).
 //! - `/ws`: a WebSocket echo server (text and binary messages).
 //!
-//! Every response carries `X-Wakeway-Instance`.
+//! Every response carries `X-Wakeway-Instance`. `WHOAMI_REQUEST_LOG=PATH` appends a line per
+//! request (`request_log`).
+
+mod request_log;
 
 use std::convert::Infallible;
 use std::fmt::Write as _;
@@ -196,6 +199,9 @@ async fn handle(
     state: Arc<State>,
     req: Request<Incoming>,
 ) -> Result<Response<RespBody>, Infallible> {
+    if !matches!(req.uri().path(), "/healthz" | "/stats") {
+        request_log::note(&state.instance, &req);
+    }
     let mut resp = match req.uri().path() {
         "/healthz" => health(&state, &req),
         "/stats" => stats(&state),

@@ -15,9 +15,9 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use tokio::time::Instant;
 
 use super::Shared;
+use super::attempt::{self, Attempt, Next, Resend, Seen};
 use super::body::{ProxyBody, RequestBody};
 use super::error::ProxyError;
-use super::h1::exchange::EXIT_NOTICE_WAIT;
 use super::headers::{self, Disposition, Underscore};
 use crate::proxy::access_log::AccessRecord;
 use crate::proxy::trace::{self, ServerTiming};
@@ -31,7 +31,7 @@ pub fn upstream_client(connect_timeout: Duration) -> UpstreamClient {
     connector.set_connect_timeout(Some(connect_timeout));
     connector.enforce_http(true);
     Client::builder(hyper_util::rt::TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(60))
+        .pool_idle_timeout(crate::config::ServiceConfig::DEFAULT_UPSTREAM_IDLE_TIMEOUT)
         .pool_max_idle_per_host(256)
         .pool_timer(hyper_util::rt::TokioTimer::new())
         .set_host(false)
@@ -231,6 +231,7 @@ impl HyperForwarder {
                 headers.get(header::USER_AGENT).map(HeaderValue::as_bytes)
             });
         let wake = ignore.wake;
+        let retry_idempotent = cfg.retry_idempotent;
         drop(cfg);
         if quiet && !wake && svc.is_cold() {
             return Err(ProxyError::IdleIgnored);
@@ -245,10 +246,12 @@ impl HyperForwarder {
             guard.set_quiet();
         }
         timing.acquired(svc, arrived, guard.was_cold());
-        let mut body = body;
-        let mut retried = false;
+        // An empty body can be sent again even after hyper read its end.
+        let empty = http_body::Body::is_end_stream(&body);
+        let mut body = (!empty).then_some(body);
+        let mut attempt = Attempt::new(response_timeout);
         loop {
-            let (rb, mut give_back) = RequestBody::new(body);
+            let (rb, mut give_back) = RequestBody::new(body.take());
             let uri = Uri::builder()
                 .scheme(Scheme::HTTP)
                 .authority(guard.instance().authority.clone())
@@ -262,63 +265,48 @@ impl HyperForwarder {
             *up.headers_mut() = headers.clone();
 
             let sent = tokio::time::timeout(response_timeout, self.client.request(up)).await;
-            match sent {
-                Err(_) => {
-                    svc.metrics.upstream_timeout.inc();
-                    return Err(ProxyError::ResponseTimeout(response_timeout));
-                }
-                Ok(Ok(resp)) => return Ok(respond(resp, guard)),
+            let (seen, detail) = match sent {
+                Ok(Ok(resp)) => return Ok(respond(resp, guard, settings.upstream_read_timeout)),
+                Err(_) => (Seen::FirstByteTimeout, String::new()),
                 Ok(Err(e)) => {
-                    let inst = guard.instance().clone();
-                    drop(guard);
-                    let detail = format!("{}: {}", inst.address, source_chain(&e));
-                    let err = if e.is_connect() {
-                        svc.metrics.upstream_connect.inc();
-                        ProxyError::Connect(detail)
-                    } else {
-                        svc.metrics.upstream_reset.inc();
-                        ProxyError::Upstream(detail)
+                    let seen = match (e.is_connect(), timed_out(&e)) {
+                        (true, true) => Seen::ConnectTimeout,
+                        (true, false) => Seen::Refused,
+                        // hyper's pool sends again by itself a request it never wrote to a
+                        // kept-alive connection the app had closed; this one went out.
+                        (false, _) => Seen::ResetAfterWrite,
                     };
-                    // The controller decides: a refusal proves death, a timeout is one strike.
-                    // After a refusal the retry waits (briefly) for that decision, or it could
-                    // pick the same instance, now the least loaded of all.
-                    if e.is_connect() {
-                        if timed_out(&e) {
-                            svc.report_timeout(&inst);
-                        } else {
-                            svc.report_refused(&inst);
-                            inst.leaves_within(EXIT_NOTICE_WAIT).await;
-                        }
-                    }
-                    // Only when nothing reached the instance is sending again safe (even for a
-                    // POST: its body comes back unread).
-                    let reclaimed = give_back.try_recv();
-                    let (true, false, Ok(b)) = (err.retry_safe(), retried, reclaimed) else {
-                        return Err(err);
-                    };
-                    retried = true;
-                    body = b;
-                    guard = if svc.runtime == "static" {
-                        // Nothing will start: another upstream now, or the error.
-                        match svc.acquire_now(&inst.revision) {
-                            Some(g) => g,
-                            None => return Err(err),
-                        }
-                    } else {
-                        svc.acquire_by(tag, deadline)
-                            .await
-                            .map_err(ProxyError::Activator)?
-                    };
-                    if quiet {
-                        guard.set_quiet();
-                    }
+                    (seen, source_chain(&e))
                 }
+            };
+            // A body comes back unread when nothing was sent (a failed connect).
+            body = give_back.try_recv().ok();
+            let resend = Resend::new(
+                parts.method.as_str().as_bytes(),
+                headers.contains_key(attempt::IDEMPOTENCY_KEY),
+                empty || body.is_some(),
+                retry_idempotent,
+            );
+            let next = attempt
+                .failed(svc, guard, seen, false, resend, &detail)
+                .await;
+            let (failed, err) = match next {
+                Next::Elsewhere { failed, err } if empty || body.is_some() => (failed, err),
+                next => return Err(next.into_error()),
+            };
+            guard = attempt::reacquire(svc, &failed, tag, deadline, err).await?;
+            if quiet {
+                guard.set_quiet();
             }
         }
     }
 }
 
-fn respond(resp: Response<Incoming>, guard: InFlight) -> Response<ProxyBody> {
+fn respond(
+    resp: Response<Incoming>,
+    guard: InFlight,
+    read_timeout: Duration,
+) -> Response<ProxyBody> {
     if resp.status().is_server_error() {
         guard.instance().note_error();
     }
@@ -326,7 +314,7 @@ fn respond(resp: Response<Incoming>, guard: InFlight) -> Response<ProxyBody> {
     for name in HOP_BY_HOP {
         parts.headers.remove(name);
     }
-    Response::from_parts(parts, ProxyBody::upstream(body, Some(guard)))
+    Response::from_parts(parts, ProxyBody::upstream(body, Some(guard), read_timeout))
 }
 
 pub fn error_response(e: &ProxyError) -> Response<ProxyBody> {

@@ -12,6 +12,7 @@
 #![allow(dead_code)]
 
 pub mod docker;
+pub mod failures;
 pub mod h2c;
 pub mod raw;
 pub mod tls;
