@@ -3,6 +3,7 @@
 
 mod api;
 mod console;
+pub mod deploy_diff;
 pub mod guard;
 pub mod revision_stats;
 mod traffic;

@@ -181,7 +181,7 @@ impl State {
     }
 }
 
-fn make_source(
+pub(crate) fn make_source(
     engine: Option<&Arc<DockerEngine>>,
     swarm: Option<&Arc<SwarmEngine>>,
     sc: &ServiceConfig,
@@ -279,7 +279,7 @@ impl App {
             }
             None => None,
         };
-        let mut settings = crate::proxy::Settings::from_config(&config.proxy, workers);
+        let mut settings = crate::proxy::Settings::from_config(&config.proxy);
         settings.https_port = proxy_listeners.tls_addrs.first().map(|a| a.port());
         settings.start_trace = config.log.start_trace;
         settings.server_timing = config.log.server_timing;
@@ -300,7 +300,10 @@ impl App {
                 settings,
                 shutdown: CancellationToken::new(),
                 tls: cert_store.as_ref().map(crate::tls::Acceptor::new),
-                connections: Default::default(),
+                admission: crate::proxy::admission::Admission::new(
+                    config.proxy.max_connections,
+                    workers,
+                ),
                 access_log,
             }),
             cert_store,
@@ -324,10 +327,15 @@ impl App {
                 })?;
             services.push(svc);
         }
+        let routes = config
+            .services
+            .iter()
+            .map(|sc| &sc.hosts[..])
+            .zip(&services);
         state
             .forwarder
             .routes
-            .store(Arc::new(RouteTable::new(&services)));
+            .store(Arc::new(RouteTable::with_hosts(routes)));
         state.services.store(Arc::new(services));
         if let Some(store) = &state.state_file {
             store.save_applied(&config.services);

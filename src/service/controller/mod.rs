@@ -428,7 +428,9 @@ impl Controller {
             Command::Resume { reply } => {
                 let _ = reply.send(self.resume());
             }
-            Command::Update { config } => self.update(*config),
+            Command::Update { config, reply } => {
+                let _ = reply.send(Ok(self.update(*config)));
+            }
             Command::Upstream { instance, seen } => self.on_report(&instance, seen),
             Command::Remove => {}
         }
