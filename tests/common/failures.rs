@@ -3,8 +3,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -78,10 +77,10 @@ pub enum Misbehave {
     Stall,
 }
 
-/// A loopback upstream that misbehaves; counts the requests it read.
+/// A loopback upstream that misbehaves; keeps the request line of each request it read.
 pub struct RawUpstream {
     pub addr: SocketAddr,
-    pub requests: Arc<AtomicUsize>,
+    requests: Arc<Mutex<Vec<String>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -89,7 +88,7 @@ impl RawUpstream {
     pub async fn start(how: Misbehave) -> RawUpstream {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let requests = Arc::new(AtomicUsize::new(0));
+        let requests = Arc::new(Mutex::new(Vec::new()));
         let count = requests.clone();
         let task = tokio::spawn(async move {
             while let Ok((s, _)) = listener.accept().await {
@@ -103,13 +102,22 @@ impl RawUpstream {
         }
     }
 
-    pub fn requests(&self) -> usize {
-        self.requests.load(Ordering::SeqCst)
+    /// The requests read whose request line contains `needle`.
+    pub fn requests(&self, needle: &str) -> usize {
+        let lines = self.requests.lock().unwrap();
+        lines.iter().filter(|l| l.contains(needle)).count()
     }
 
-    /// Stops listening: a connect is refused from now on.
-    pub fn close(&self) {
+    /// Stops listening; returns once a connect is refused.
+    pub async fn close(&self) {
         self.task.abort();
+        let addr = self.addr;
+        wait_for(
+            "the upstream to refuse connections",
+            DEADLINE,
+            || async move { TcpStream::connect(addr).await.is_err().then_some(()) },
+        )
+        .await;
     }
 }
 
@@ -119,7 +127,7 @@ impl Drop for RawUpstream {
     }
 }
 
-async fn serve(mut s: TcpStream, how: Misbehave, count: Arc<AtomicUsize>) {
+async fn serve(mut s: TcpStream, how: Misbehave, seen: Arc<Mutex<Vec<String>>>) {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     // A probe connects and sends nothing: only a whole request head counts.
@@ -129,7 +137,10 @@ async fn serve(mut s: TcpStream, how: Misbehave, count: Arc<AtomicUsize>) {
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
         }
     }
-    count.fetch_add(1, Ordering::SeqCst);
+    let line = buf.split(|b| *b == b'\r').next().unwrap_or_default();
+    seen.lock()
+        .unwrap()
+        .push(String::from_utf8_lossy(line).into_owned());
     match how {
         Misbehave::Hold => {
             // Until wakeway gives up and closes.
