@@ -156,6 +156,15 @@ struct RawService {
     retry_idempotent: Option<bool>,
     #[serde(default)]
     traffic: Vec<super::file_service::RawTraffic>,
+    protocol: Option<RawProtocol>,
+}
+
+#[derive(Deserialize, Clone, Copy)]
+#[serde(rename_all = "lowercase")]
+enum RawProtocol {
+    Http1,
+    H2c,
+    Auto,
 }
 
 #[derive(Deserialize, Default)]
@@ -178,6 +187,7 @@ struct RawScaling {
 enum RawHealthKind {
     Http,
     Tcp,
+    Grpc,
 }
 
 #[derive(Deserialize, Default)]
@@ -190,6 +200,7 @@ struct RawHealth {
     healthy_threshold: Option<u32>,
     unhealthy_threshold: Option<u32>,
     startup_timeout: Option<Dur>,
+    grpc_service: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -643,6 +654,7 @@ fn convert_service(i: usize, s: RawService) -> Result<ServiceConfig, ConfigError
         kind: match h.kind {
             Some(RawHealthKind::Http) => HealthKind::Http,
             Some(RawHealthKind::Tcp) => HealthKind::Tcp,
+            Some(RawHealthKind::Grpc) => HealthKind::Grpc,
             None => hd.kind,
         },
         path: h.path.unwrap_or(hd.path),
@@ -651,6 +663,7 @@ fn convert_service(i: usize, s: RawService) -> Result<ServiceConfig, ConfigError
         healthy_threshold: h.healthy_threshold.unwrap_or(hd.healthy_threshold),
         unhealthy_threshold: h.unhealthy_threshold.unwrap_or(hd.unhealthy_threshold),
         startup_timeout: dur_or(h.startup_timeout, hd.startup_timeout),
+        grpc_service: h.grpc_service.unwrap_or(hd.grpc_service),
     };
     let qd = QueueConfig::default();
     let queue = QueueConfig {
@@ -687,6 +700,11 @@ fn convert_service(i: usize, s: RawService) -> Result<ServiceConfig, ConfigError
             ServiceConfig::DEFAULT_UPSTREAM_IDLE_TIMEOUT,
         ),
         retry_idempotent: s.retry_idempotent.unwrap_or(false),
+        protocol: match s.protocol {
+            Some(RawProtocol::Http1) | None => Protocol::Http1,
+            Some(RawProtocol::H2c) => Protocol::H2c,
+            Some(RawProtocol::Auto) => Protocol::Auto,
+        },
     })
 }
 

@@ -18,6 +18,7 @@ use hyper::body::Incoming;
 use tokio::sync::oneshot;
 use tokio::time::{Instant, Sleep};
 
+use crate::proxy::upstream::h2::StreamSlot;
 use crate::service::InFlight;
 
 /// What ends a response body early: the upstream's own error, or its silence.
@@ -31,6 +32,8 @@ pub enum ProxyBody {
         /// Armed when the upstream first makes the body wait, and re-armed at each frame: a body
         /// that arrives with its head never allocates a timer.
         silence: Option<Pin<Box<Sleep>>>,
+        /// An h2 upstream stream's place on its connection, freed with the guard.
+        stream: Option<StreamSlot>,
     },
     Full(Option<Bytes>),
 }
@@ -42,6 +45,24 @@ impl ProxyBody {
             guard,
             read_timeout,
             silence: None,
+            stream: None,
+        }
+    }
+
+    /// An h2 upstream's response: the stream counts on its instance (and on its connection)
+    /// until the end of its trailers, or its reset.
+    pub fn stream(
+        inner: Incoming,
+        guard: InFlight,
+        stream: StreamSlot,
+        read_timeout: Duration,
+    ) -> ProxyBody {
+        ProxyBody::Upstream {
+            inner,
+            guard: Some(guard),
+            read_timeout,
+            silence: None,
+            stream: Some(stream),
         }
     }
 
@@ -68,12 +89,14 @@ impl Body for ProxyBody {
                 guard,
                 read_timeout,
                 silence,
+                stream,
             } => {
                 let r = Pin::new(&mut *inner).poll_frame(cx);
                 match &r {
                     Poll::Ready(None) | Poll::Ready(Some(Err(_))) => {
                         // End of stream: free the slot now rather than when hyper drops the body.
                         guard.take();
+                        stream.take();
                     }
                     Poll::Ready(Some(Ok(_))) => {
                         if let Some(s) = silence {
@@ -85,6 +108,7 @@ impl Body for ProxyBody {
                             .get_or_insert_with(|| Box::pin(tokio::time::sleep(*read_timeout)));
                         if timer.as_mut().poll(cx).is_ready() {
                             guard.take();
+                            stream.take();
                             return Poll::Ready(Some(Err(format!(
                                 "the instance sent nothing for upstream_read_timeout ({read_timeout:?})"
                             )

@@ -10,6 +10,7 @@ pub mod body;
 pub mod ctx;
 pub mod error;
 pub mod forward;
+pub mod grpc;
 pub mod h1;
 pub mod headers;
 pub mod rewind;
@@ -41,6 +42,8 @@ pub struct Shared {
     /// connection, not per request); the allocator is asked to return memory after a burst of
     /// them closed.
     pub admission: admission::Admission,
+    /// HTTP-01 answers of the ACME orders in flight (`[proxy.tls.acme]`).
+    pub acme: Option<std::sync::Arc<crate::tls::acme::Http01>>,
     /// One line per request, written off the request path (`log.access`).
     pub access_log: Option<crate::proxy::access_log::AccessLog>,
 }

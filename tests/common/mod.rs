@@ -22,6 +22,7 @@ pub mod configs;
 pub mod docker;
 pub mod failures;
 pub mod fixture;
+pub mod grpc;
 pub mod h2c;
 pub mod keepalive;
 pub mod load;

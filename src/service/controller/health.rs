@@ -122,8 +122,12 @@ impl Controller {
             }
             Report::ConnectTimeout => self.on_connect_timeout(inst),
             // A crash or a dropped connection: a started instance's exit notice tells (it follows
-            // a crash by milliseconds); a fresh connect tells for one wakeway does not start.
-            Report::Reset => self.check(inst, Check::Connects),
+            // a crash by milliseconds), a fresh connect tells for any, and the reset is a strike,
+            // so an instance that resets every request (or h2 stream) leaves at the threshold.
+            Report::Reset => {
+                self.check(inst, Check::Connects);
+                self.on_probe(inst, Err("connection reset on the request path".into()));
+            }
             Report::FirstByteTimeout => {
                 let threshold = self.svc.config.load().health.unhealthy_threshold;
                 let Some(m) = self.member_of(inst) else {
