@@ -86,7 +86,7 @@ impl<S: ClientIo> Conn<'_, S> {
         self.obs.acquired(svc, guard.was_cold());
         let logging = self.ctx.shared.access_log.is_some();
         if logging {
-            self.obs.instance = Some(Arc::from(guard.instance().id.as_str()));
+            self.obs.served_by(guard.instance());
         }
         let mut connect_retried = false;
         let mut fresh_only = false;
@@ -121,7 +121,7 @@ impl<S: ClientIo> Conn<'_, S> {
                             guard.set_quiet();
                         }
                         if logging {
-                            self.obs.instance = Some(Arc::from(guard.instance().id.as_str()));
+                            self.obs.served_by(guard.instance());
                         }
                         continue;
                     }
