@@ -65,7 +65,7 @@ impl State {
     /// A config reload: the TLS listeners serve the new certificate list (all or nothing).
     pub fn reload_certificates(&self, config: &Config) {
         if let (Some(store), Some(tls)) = (&self.cert_store, &config.proxy.tls) {
-            match store.update(tls) {
+            match store.update(&tls.certificates) {
                 Ok(outcome) => store.report(&outcome, &self.events),
                 Err(e) => self.events.emit(
                     "wakeway",
@@ -274,9 +274,10 @@ impl App {
         };
 
         let cert_store = match &config.proxy.tls {
-            Some(tls) => {
-                Some(crate::tls::CertStore::load(tls).map_err(|e| BuildError::Tls(e.to_string()))?)
-            }
+            Some(tls) => Some(
+                crate::tls::CertStore::load(&tls.certificates)
+                    .map_err(|e| BuildError::Tls(e.to_string()))?,
+            ),
             None => None,
         };
         let mut settings = crate::proxy::Settings::from_config(&config.proxy, workers);

@@ -16,6 +16,7 @@ mod types;
 mod validate;
 mod validate_front;
 mod validate_service;
+mod values;
 
 #[cfg(test)]
 mod proptests;
@@ -142,9 +143,11 @@ fn check_tls_files(config: &Config) -> Result<(), ConfigError> {
     let Some(tls) = &config.proxy.tls else {
         return Ok(());
     };
-    crate::tls::CertStore::load(tls).map(drop).map_err(|e| {
-        ConfigError::at_key(e.key_path(), format!("{}: {}", e.path.display(), e.reason))
-    })
+    crate::tls::CertStore::load(&tls.certificates)
+        .map(drop)
+        .map_err(|e| {
+            ConfigError::at_key(e.key_path(), format!("{}: {}", e.path.display(), e.reason))
+        })
 }
 
 /// Semantic checks on an already-built Config (also used for configs built in code).

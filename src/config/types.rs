@@ -7,6 +7,8 @@ use std::path::PathBuf;
 
 pub use super::cidr::IpNet;
 pub use super::idle_ignore::{IdleIgnore, PathPattern};
+/// Owned by the certificate store, which reads no config.
+pub use crate::tls::CertificateConfig;
 use std::time::Duration;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -124,20 +126,6 @@ pub struct ProxyConfig {
 pub struct TlsConfig {
     pub listen: Vec<SocketAddr>,
     pub certificates: Vec<CertificateConfig>,
-}
-
-/// One `[[proxy.tls.certificate]]`: a PEM chain and key, served to the names in `hosts`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct CertificateConfig {
-    /// Lower-case server names; `*.example.com` matches exactly one label below `example.com`.
-    pub hosts: Vec<String>,
-    /// PEM certificate chain, leaf first. Relative paths are resolved against the config
-    /// file's directory when the file is parsed.
-    pub cert: PathBuf,
-    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
-    pub key: PathBuf,
-    /// Served to clients whose server name matches no entry (or who send none).
-    pub default: bool,
 }
 
 /// A header name containing `_` is read as `-` by CGI/WSGI-style apps, so it can smuggle a
