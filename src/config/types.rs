@@ -9,6 +9,7 @@ pub use super::cidr::IpNet;
 pub use super::idle_ignore::{IdleIgnore, PathPattern};
 /// Owned by the certificate store, which reads no config.
 pub use crate::tls::CertificateConfig;
+pub use crate::tls::acme::{AcmeChallenge, AcmeConfig, LETS_ENCRYPT_DIRECTORY};
 use std::time::Duration;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -126,6 +127,8 @@ pub struct ProxyConfig {
 pub struct TlsConfig {
     pub listen: Vec<SocketAddr>,
     pub certificates: Vec<CertificateConfig>,
+    /// `[proxy.tls.acme]`: certificates ordered from an ACME CA for the names no file covers.
+    pub acme: Option<AcmeConfig>,
 }
 
 /// A header name containing `_` is read as `-` by CGI/WSGI-style apps, so it can smuggle a

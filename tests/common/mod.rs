@@ -22,6 +22,7 @@ pub mod configs;
 pub mod docker;
 pub mod fixture;
 pub mod h2c;
+pub mod keepalive;
 pub mod load;
 pub mod process;
 pub mod raw;
