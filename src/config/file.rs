@@ -149,6 +149,15 @@ struct RawService {
     redirect_https: Option<bool>,
     #[serde(default)]
     traffic: Vec<super::file_service::RawTraffic>,
+    protocol: Option<RawProtocol>,
+}
+
+#[derive(Deserialize, Clone, Copy)]
+#[serde(rename_all = "lowercase")]
+enum RawProtocol {
+    Http1,
+    H2c,
+    Auto,
 }
 
 #[derive(Deserialize, Default)]
@@ -171,6 +180,7 @@ struct RawScaling {
 enum RawHealthKind {
     Http,
     Tcp,
+    Grpc,
 }
 
 #[derive(Deserialize, Default)]
@@ -183,6 +193,7 @@ struct RawHealth {
     healthy_threshold: Option<u32>,
     unhealthy_threshold: Option<u32>,
     startup_timeout: Option<Dur>,
+    grpc_service: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -480,6 +491,7 @@ fn convert_service(i: usize, s: RawService) -> Result<ServiceConfig, ConfigError
         kind: match h.kind {
             Some(RawHealthKind::Http) => HealthKind::Http,
             Some(RawHealthKind::Tcp) => HealthKind::Tcp,
+            Some(RawHealthKind::Grpc) => HealthKind::Grpc,
             None => hd.kind,
         },
         path: h.path.unwrap_or(hd.path),
@@ -488,6 +500,7 @@ fn convert_service(i: usize, s: RawService) -> Result<ServiceConfig, ConfigError
         healthy_threshold: h.healthy_threshold.unwrap_or(hd.healthy_threshold),
         unhealthy_threshold: h.unhealthy_threshold.unwrap_or(hd.unhealthy_threshold),
         startup_timeout: dur_or(h.startup_timeout, hd.startup_timeout),
+        grpc_service: h.grpc_service.unwrap_or(hd.grpc_service),
     };
     let qd = QueueConfig::default();
     let queue = QueueConfig {
@@ -519,6 +532,11 @@ fn convert_service(i: usize, s: RawService) -> Result<ServiceConfig, ConfigError
         max_body_bytes: s.max_body_bytes.map(|s| s.0),
         redirect_https: s.redirect_https.unwrap_or(false),
         traffic,
+        protocol: match s.protocol {
+            Some(RawProtocol::Http1) | None => Protocol::Http1,
+            Some(RawProtocol::H2c) => Protocol::H2c,
+            Some(RawProtocol::Auto) => Protocol::Auto,
+        },
     })
 }
 

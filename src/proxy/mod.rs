@@ -9,6 +9,7 @@ pub mod body;
 pub mod ctx;
 pub mod error;
 pub mod forward;
+pub mod grpc;
 pub mod h1;
 pub mod headers;
 pub mod rewind;

@@ -21,6 +21,7 @@ pub mod client;
 pub mod configs;
 pub mod docker;
 pub mod fixture;
+pub mod grpc;
 pub mod h2c;
 pub mod keepalive;
 pub mod load;
