@@ -20,6 +20,7 @@
 pub mod client;
 pub mod configs;
 pub mod docker;
+pub mod engine_scenarios;
 pub mod fixture;
 pub mod h2c;
 pub mod load;

@@ -26,16 +26,10 @@ pub fn spec_fingerprint(
 mod tests {
     use super::*;
     use crate::config::ImageRuntime;
+    use crate::runtime::engine::labels::sample_image;
 
     fn image() -> ImageSource {
-        ImageSource {
-            image: "web:1".into(),
-            port: 8080,
-            cpus: Some(0.5),
-            memory: Some(64 << 20),
-            stop_signal: Some("term".into()),
-            runtime: ImageRuntime::Docker,
-        }
+        sample_image(ImageRuntime::Docker)
     }
 
     #[test]

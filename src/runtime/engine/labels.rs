@@ -129,6 +129,19 @@ pub(crate) fn exit_reason(name: &str, code: Option<i64>) -> String {
     }
 }
 
+/// An image source with every setting that shapes an instance, for tests.
+#[cfg(test)]
+pub(crate) fn sample_image(runtime: config::ImageRuntime) -> ImageSource {
+    ImageSource {
+        image: "web:1".into(),
+        port: 8080,
+        cpus: Some(0.5),
+        memory: Some(64 << 20),
+        stop_signal: Some("term".into()),
+        runtime,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
