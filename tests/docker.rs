@@ -236,16 +236,7 @@ async fn new_image_behind_the_tag_deploys_and_a_restart_adopts_it() {
     let adopted = wait_ready_count(&second, "auto", 1).await;
     assert_eq!(adopted, BTreeSet::from([deployed]));
     assert_eq!(t.wait_containers(1).await, after);
-    let events = second.events("auto").await;
-    assert_eq!(
-        events_of_kind(&events, "instance_adopted").len(),
-        1,
-        "{events:?}"
-    );
-    assert!(
-        events_of_kind(&events, "instance_starting").is_empty(),
-        "{events:?}"
-    );
+    scenario::assert_adopted_not_started(&second, "auto", 1).await;
 }
 
 /// With a state file a revision keeps its image across a restart: its container left running
@@ -318,14 +309,5 @@ async fn restart_adopts_the_container_of_the_pinned_image_after_the_tag_moved() 
         [Some(old_id)],
         "the revision's own image, and only that"
     );
-    let events = second.events("pinned").await;
-    assert_eq!(
-        events_of_kind(&events, "instance_adopted").len(),
-        1,
-        "{events:?}"
-    );
-    assert!(
-        events_of_kind(&events, "instance_starting").is_empty(),
-        "{events:?}"
-    );
+    scenario::assert_adopted_not_started(&second, "pinned", 1).await;
 }

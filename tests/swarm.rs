@@ -21,6 +21,15 @@ fn ids(instances: &[Instance]) -> BTreeSet<String> {
     instances.iter().map(|i| i.id.clone()).collect()
 }
 
+/// The images `service`'s swarm services run.
+async fn images_of(t: &SwarmTest, service: &str) -> BTreeSet<String> {
+    t.services(Some(service))
+        .await
+        .into_iter()
+        .filter_map(|s| s.spec?.task_template?.container_spec?.image)
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cold_start_runs_one_labelled_task_reached_on_its_own_port() {
     let Some(t) = SwarmTest::new().await else {
@@ -251,12 +260,7 @@ async fn blue_green_deploy_under_load_loses_nothing_and_rollback_runs_the_old_im
     load.wait_done_since(switched, 8).await;
     let samples = load.stop().await;
     assert_clean_switch(&samples, switched, "web-00001", "web-00002");
-    let images: BTreeSet<String> = t
-        .services(Some("web"))
-        .await
-        .into_iter()
-        .filter_map(|s| s.spec?.task_template?.container_spec?.image)
-        .collect();
+    let images = images_of(&t, "web").await;
     assert_eq!(images, BTreeSet::from([v2.clone()]));
 
     // Rollback: the previous image runs again, in new tasks.
@@ -267,12 +271,7 @@ async fn blue_green_deploy_under_load_loses_nothing_and_rollback_runs_the_old_im
     let back = rb["revision"].as_str().unwrap().to_string();
     let rolled = w.wait_ready_revision("web", &back, 2).await;
     t.wait_service_instances("web", &ids(&rolled)).await;
-    let images: BTreeSet<String> = t
-        .services(Some("web"))
-        .await
-        .into_iter()
-        .filter_map(|s| s.spec?.task_template?.container_spec?.image)
-        .collect();
+    let images = images_of(&t, "web").await;
     assert_eq!(images, BTreeSet::from([v1]));
     let resp = w.get("web.localhost", "/").await;
     assert_eq!(resp.status, StatusCode::OK);

@@ -16,7 +16,7 @@ use super::docker::{
     DOCKERFILE, DockerTest, build_image, events_of_kind, ready_ids, wait_ready_count,
 };
 use super::{
-    DEADLINE, LISTEN_ANY, Proc, Wakeway, get, path_str, run_to_exit, try_get, wait_for,
+    DEADLINE, LISTEN_ANY, Proc, Resp, Wakeway, get, path_str, run_to_exit, try_get, wait_for,
     whoami_service,
 };
 
@@ -74,6 +74,33 @@ pub const GHOST: [(&str, &str); 2] = [
     ("wakeway.service", "ghost"),
     ("wakeway.instance", "ghost-00001-a"),
 ];
+
+/// `service`'s events show `n` instances adopted and none started: none was duplicated.
+pub async fn assert_adopted_not_started(w: &Wakeway, service: &str, n: usize) {
+    let events = w.events(service).await;
+    assert_eq!(
+        events_of_kind(&events, "instance_adopted").len(),
+        n,
+        "{events:?}"
+    );
+    assert!(
+        events_of_kind(&events, "instance_starting").is_empty(),
+        "none duplicated: {events:?}"
+    );
+}
+
+/// A 503 with `Retry-After` whose body says each of `says`.
+fn assert_unavailable(resp: &Resp, says: &[&str]) {
+    assert_eq!(
+        resp.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        resp.text()
+    );
+    assert!(resp.header("retry-after").is_some());
+    let body = resp.text();
+    assert!(says.iter().all(|s| body.contains(s)), "{body}");
+}
 
 /// The first request of a service at zero starts one instance, answered from inside a
 /// container; returns wakeway and the instance of `cold`, whose env, limits, stop signal and
@@ -282,16 +309,7 @@ pub async fn restart_adopts_instances_and_removes_stale_ones<T: EngineTest>(
     })
     .await;
     assert_eq!(now, before, "no instance added, none lost");
-    let events = second.events("keep").await;
-    assert_eq!(
-        events_of_kind(&events, "instance_adopted").len(),
-        2,
-        "{events:?}"
-    );
-    assert!(
-        events_of_kind(&events, "instance_starting").is_empty(),
-        "none duplicated: {events:?}"
-    );
+    assert_adopted_not_started(&second, "keep", 2).await;
     let resp = second.get("keep.localhost", "/").await;
     assert_eq!(resp.status, StatusCode::OK);
     assert!(instances.contains(&resp.instance().unwrap()));
@@ -351,18 +369,7 @@ pub async fn missing_image_is_a_clear_503_and_check_says_so<T: EngineTest>(
 
     let w = Wakeway::start_config(&config).await;
     let resp = w.get("ghost.localhost", "/").await;
-    assert_eq!(
-        resp.status,
-        StatusCode::SERVICE_UNAVAILABLE,
-        "{}",
-        resp.text()
-    );
-    assert!(resp.header("retry-after").is_some());
-    let body = resp.text();
-    assert!(
-        body.contains(&missing) && body.contains(body_says),
-        "{body}"
-    );
+    assert_unavailable(&resp, &[&missing, body_says]);
     (w, missing, stdout)
 }
 
@@ -384,18 +391,7 @@ pub async fn unreachable_engine_is_named_and_other_runtimes_keep_working<T: Engi
     .await;
     assert_eq!(w.get("plain.localhost", "/").await.status, StatusCode::OK);
     let resp = w.get("boxed.localhost", "/").await;
-    assert_eq!(
-        resp.status,
-        StatusCode::SERVICE_UNAVAILABLE,
-        "{}",
-        resp.text()
-    );
-    assert!(resp.header("retry-after").is_some());
-    assert!(
-        resp.text().contains(endpoint) && resp.text().contains("unreachable"),
-        "{}",
-        resp.text()
-    );
+    assert_unavailable(&resp, &[endpoint, "unreachable"]);
     assert_eq!(w.get("plain.localhost", "/").await.status, StatusCode::OK);
     services
 }
@@ -451,14 +447,7 @@ pub async fn engine_outage_keeps_instances_serving_and_exits_are_seen_after_it<T
     assert_eq!(resp.instance(), Some(victim.clone()));
     // Starting one does: a clear 503 naming the endpoint.
     let resp = w.get("lazy.localhost", "/").await;
-    assert_eq!(
-        resp.status,
-        StatusCode::SERVICE_UNAVAILABLE,
-        "{}",
-        resp.text()
-    );
-    assert!(resp.header("retry-after").is_some());
-    assert!(resp.text().contains(&engine.endpoint()), "{}", resp.text());
+    assert_unavailable(&resp, &[&engine.endpoint()]);
 
     // The container dies while wakeway cannot hear the engine.
     t.test()

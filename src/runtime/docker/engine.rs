@@ -16,7 +16,7 @@ use tokio::sync::OnceCell;
 use super::*;
 use crate::config::{DockerConfig, ImageRuntime, ServiceConfig};
 use crate::runtime::engine::adopt::expected;
-use crate::runtime::engine::core::{EngineCore, Naming};
+use crate::runtime::engine::connection::{EngineCore, Naming};
 use crate::runtime::engine::follow::follow;
 
 /// The connection to one engine, shared by every docker service.

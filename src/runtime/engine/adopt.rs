@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::backend::Backend;
-use super::core::{EngineCore, Naming};
+use super::connection::{EngineCore, Naming};
 use super::labels::{LABEL_INSTANCE, LABEL_REVISION, LABEL_SERVICE, LABEL_SPEC};
 use crate::config::{ImageRuntime, ImageSource, ServiceConfig, Source};
 use crate::runtime::RuntimeError;

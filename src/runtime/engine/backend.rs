@@ -11,7 +11,7 @@ use bollard::Docker;
 use bollard::models::EventMessage;
 
 use super::adopt::{Leftover, Stale};
-use super::core::EngineCore;
+use super::connection::EngineCore;
 use crate::runtime::RuntimeError;
 
 pub(crate) trait Backend: Deref<Target = EngineCore> + Send + Sync + 'static {

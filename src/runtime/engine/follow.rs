@@ -13,7 +13,7 @@ use futures_util::StreamExt;
 
 use super::backend::Backend;
 use super::client::{EVENTS_BACKOFF_MAX, EVENTS_BACKOFF_MIN, unix_now_nanos};
-use super::core::EngineCore;
+use super::connection::EngineCore;
 use super::labels::scope_labels;
 use crate::runtime::RuntimeError;
 

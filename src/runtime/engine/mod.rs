@@ -7,7 +7,7 @@
 pub(crate) mod adopt;
 pub(crate) mod backend;
 pub(crate) mod client;
-pub mod core;
+pub mod connection;
 pub(crate) mod follow;
 pub mod labels;
 pub(crate) mod watch;

@@ -17,7 +17,7 @@ use crate::config::{ImageRuntime, ServiceConfig, SwarmConfig};
 use crate::runtime::RuntimeError;
 use crate::runtime::engine::adopt::expected;
 use crate::runtime::engine::client::{endpoint_or_default, status_of};
-use crate::runtime::engine::core::{EngineCore, Naming};
+use crate::runtime::engine::connection::{EngineCore, Naming};
 use crate::runtime::engine::follow::follow;
 use crate::runtime::engine::labels::{LABEL_MANAGED, LABEL_SCOPE};
 
