@@ -20,6 +20,7 @@
 pub mod client;
 pub mod configs;
 pub mod docker;
+pub mod engine_scenarios;
 pub mod failures;
 pub mod fixture;
 pub mod grpc;
