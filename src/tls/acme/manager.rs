@@ -140,7 +140,7 @@ impl Manager {
 
     /// Serves a PEM bundle (key and chain) for `name` from the next handshake on.
     fn serve(&self, name: &str, pem: &[u8]) -> Result<(Held, SystemTime), String> {
-        let key = self.responders.store.certified_key(pem, pem)?;
+        let key = self.responders.store.certified_key(pem, pem, false)?;
         let leaf = key.cert.first().ok_or("no certificate")?;
         let d = describe(leaf)?;
         let sni = rustls_pki_types::ServerName::try_from(name).map_err(|e| e.to_string())?;
@@ -320,8 +320,8 @@ impl Manager {
             .unwrap_or_default();
         let message = match retry_in {
             Some(wait) => format!(
-                "certificate for {name} failed: {failure}; retrying in {}s{keeps}",
-                wait.as_secs()
+                "certificate for {name} failed: {failure}; retrying in {:.0}s{keeps}",
+                wait.as_secs_f64()
             ),
             None => format!("certificate for {name}: {failure}"),
         };
