@@ -23,6 +23,7 @@ pub mod docker;
 pub mod fixture;
 pub mod h2c;
 pub mod load;
+pub mod pebble;
 pub mod process;
 pub mod raw;
 pub mod releases;
