@@ -4,6 +4,7 @@
 mod api;
 pub mod certificates;
 mod console;
+pub mod deploy_diff;
 pub mod guard;
 pub mod revision_stats;
 mod traffic;

@@ -186,7 +186,7 @@ impl State {
     }
 }
 
-fn make_source(
+pub(crate) fn make_source(
     engine: Option<&Arc<DockerEngine>>,
     swarm: Option<&Arc<SwarmEngine>>,
     sc: &ServiceConfig,
@@ -284,7 +284,7 @@ impl App {
             }
             None => None,
         };
-        let mut settings = crate::proxy::Settings::from_config(&config.proxy, workers);
+        let mut settings = crate::proxy::Settings::from_config(&config.proxy);
         settings.https_port = proxy_listeners.tls_addrs.first().map(|a| a.port());
         settings.start_trace = config.log.start_trace;
         settings.server_timing = config.log.server_timing;
@@ -321,8 +321,11 @@ impl App {
                 settings,
                 shutdown,
                 tls: cert_store.as_ref().map(crate::tls::Acceptor::new),
+                admission: crate::proxy::admission::Admission::new(
+                    config.proxy.max_connections,
+                    workers,
+                ),
                 acme: acme.as_ref().map(|a| a.http01.clone()),
-                connections: Default::default(),
                 access_log,
             }),
             cert_store,
@@ -347,10 +350,15 @@ impl App {
                 })?;
             services.push(svc);
         }
+        let routes = config
+            .services
+            .iter()
+            .map(|sc| &sc.hosts[..])
+            .zip(&services);
         state
             .forwarder
             .routes
-            .store(Arc::new(RouteTable::new(&services)));
+            .store(Arc::new(RouteTable::with_hosts(routes)));
         state.services.store(Arc::new(services));
         if let Some(store) = &state.state_file {
             store.save_applied(&config.services);

@@ -153,6 +153,15 @@ struct RawService {
     redirect_https: Option<bool>,
     #[serde(default)]
     traffic: Vec<super::file_service::RawTraffic>,
+    protocol: Option<RawProtocol>,
+}
+
+#[derive(Deserialize, Clone, Copy)]
+#[serde(rename_all = "lowercase")]
+enum RawProtocol {
+    Http1,
+    H2c,
+    Auto,
 }
 
 #[derive(Deserialize, Default)]
@@ -175,6 +184,7 @@ struct RawScaling {
 enum RawHealthKind {
     Http,
     Tcp,
+    Grpc,
 }
 
 #[derive(Deserialize, Default)]
@@ -187,6 +197,7 @@ struct RawHealth {
     healthy_threshold: Option<u32>,
     unhealthy_threshold: Option<u32>,
     startup_timeout: Option<Dur>,
+    grpc_service: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -639,6 +650,7 @@ fn convert_service(i: usize, s: RawService) -> Result<ServiceConfig, ConfigError
         kind: match h.kind {
             Some(RawHealthKind::Http) => HealthKind::Http,
             Some(RawHealthKind::Tcp) => HealthKind::Tcp,
+            Some(RawHealthKind::Grpc) => HealthKind::Grpc,
             None => hd.kind,
         },
         path: h.path.unwrap_or(hd.path),
@@ -647,6 +659,7 @@ fn convert_service(i: usize, s: RawService) -> Result<ServiceConfig, ConfigError
         healthy_threshold: h.healthy_threshold.unwrap_or(hd.healthy_threshold),
         unhealthy_threshold: h.unhealthy_threshold.unwrap_or(hd.unhealthy_threshold),
         startup_timeout: dur_or(h.startup_timeout, hd.startup_timeout),
+        grpc_service: h.grpc_service.unwrap_or(hd.grpc_service),
     };
     let qd = QueueConfig::default();
     let queue = QueueConfig {
@@ -678,6 +691,11 @@ fn convert_service(i: usize, s: RawService) -> Result<ServiceConfig, ConfigError
         max_body_bytes: s.max_body_bytes.map(|s| s.0),
         redirect_https: s.redirect_https.unwrap_or(false),
         traffic,
+        protocol: match s.protocol {
+            Some(RawProtocol::Http1) | None => Protocol::Http1,
+            Some(RawProtocol::H2c) => Protocol::H2c,
+            Some(RawProtocol::Auto) => Protocol::Auto,
+        },
     })
 }
 

@@ -198,6 +198,14 @@ pub fn validate_service(service: &ServiceConfig) -> Result<(), ConfigError> {
 fn health_advice(h: &HealthConfig) -> String {
     match h.kind {
         HealthKind::Tcp => "tcp: ready once the port accepts a connection".to_string(),
+        HealthKind::Grpc => format!(
+            "grpc: grpc.health.v1.Health/Check{} must answer SERVING over h2c",
+            if h.grpc_service.is_empty() {
+                String::new()
+            } else {
+                format!(" for `{}`", h.grpc_service)
+            }
+        ),
         HealthKind::Http => format!(
             "http: GET {} must answer 2xx or 3xx; an app without that route never gets \
              traffic (its start fails after startup_timeout {}): point health.path at a route \
@@ -344,6 +352,9 @@ pub fn summary(config: &Config) -> String {
                 })
                 .collect();
             let _ = writeln!(out, "    traffic: {}", shares.join(", "));
+        }
+        if svc.protocol != Protocol::Http1 {
+            let _ = writeln!(out, "    protocol: {}", svc.protocol.as_str());
         }
         let _ = writeln!(out, "    health:  {}", health_advice(&svc.health));
     }

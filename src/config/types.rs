@@ -311,6 +311,31 @@ pub struct ServiceConfig {
     /// Plain-HTTP requests get a 308 to the same URL over HTTPS (needs `[proxy.tls]`).
     pub redirect_https: bool,
     pub traffic: Vec<TrafficTarget>,
+    /// What wakeway speaks to the service's instances.
+    pub protocol: Protocol,
+}
+
+/// The protocol to instances (`protocol`): the address is the same, only the wire differs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Protocol {
+    /// HTTP/1.1, whatever the client spoke.
+    #[default]
+    Http1,
+    /// HTTP/2 with prior knowledge (cleartext): gRPC servers and h2c apps.
+    H2c,
+    /// h2c for gRPC requests (`content-type: application/grpc*`) that arrived over h2; HTTP/1.1
+    /// for the rest, so one app can serve a gRPC API and a web UI.
+    Auto,
+}
+
+impl Protocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Http1 => "http1",
+            Protocol::H2c => "h2c",
+            Protocol::Auto => "auto",
+        }
+    }
 }
 
 impl ServiceConfig {
@@ -329,6 +354,7 @@ impl ServiceConfig {
             max_body_bytes: None,
             redirect_https: false,
             traffic: Vec::new(),
+            protocol: Protocol::Http1,
         }
     }
 }
@@ -414,6 +440,8 @@ pub struct ScalingConfig {
 pub enum HealthKind {
     Http,
     Tcp,
+    /// `grpc.health.v1.Health/Check` over h2c.
+    Grpc,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -425,6 +453,8 @@ pub struct HealthConfig {
     pub healthy_threshold: u32,
     pub unhealthy_threshold: u32,
     pub startup_timeout: Duration,
+    /// The service name a gRPC probe asks about (`""`: the server as a whole).
+    pub grpc_service: String,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -505,6 +535,7 @@ impl Default for HealthConfig {
             healthy_threshold: 1,
             unhealthy_threshold: 3,
             startup_timeout: Duration::from_secs(60),
+            grpc_service: String::new(),
         }
     }
 }

@@ -2,6 +2,7 @@
 //! an instance is made (a child process, a container) and reports when it exits on its own.
 
 pub mod docker;
+pub mod engine;
 #[cfg(test)]
 pub mod fake;
 pub mod fixed;
