@@ -303,3 +303,75 @@ async fn pebbles_random_failures_are_survived() {
         assert!(e["detail"].is_string(), "{e}");
     }
 }
+
+/// A "CA" that answers every request with 200 and a body that is not an ACME directory.
+async fn malformed_ca(dir: &std::path::Path) -> (std::net::SocketAddr, std::path::PathBuf) {
+    use hyper::service::service_fn;
+    use hyper_util::rt::TokioIo;
+    use rustls::pki_types::pem::PemObject;
+    let ca = TestCa::new();
+    let leaf = ca.leaf(&["127.0.0.1"]);
+    let (cert, key) = leaf.write(dir, "fake-ca");
+    let chain = rustls::pki_types::CertificateDer::pem_file_iter(&cert)
+        .unwrap()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_file(&key).unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(chain, key)
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let answer = service_fn(|_req| async {
+                    let body = http_body_util::Full::new(bytes::Bytes::from_static(
+                        b"{\"newNonce\": 5, \"truncated",
+                    ));
+                    Ok::<_, std::convert::Infallible>(http::Response::new(body))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tls), answer)
+                    .await;
+            });
+        }
+    });
+    (addr, ca.write_ca(dir))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_ca_answer_is_an_event_and_serving_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, ca_file) = malformed_ca(dir.path()).await;
+    let config = format!(
+        "[proxy]\nlisten = \"127.0.0.1:0\"\n[proxy.tls]\nlisten = \"127.0.0.1:0\"\n\
+         [proxy.tls.acme]\ndirectory = \"https://{ca}/dir\"\nca_roots = [{:?}]\n\
+         [admin]\nlisten = \"127.0.0.1:0\"\n\
+         [[service]]\nname = \"web\"\nhosts = [\"m.test\"]\ncommand = [\"wakeway\", \"whoami\"]\n",
+        ca_file.to_str().unwrap()
+    );
+    let site = Site::start(&config).await;
+    let failed = site.wait_event("certificate_failed").await;
+    let detail = failed[0]["detail"].as_str().unwrap_or_default();
+    assert!(detail.contains("JSON"), "{failed:?}");
+    assert_eq!(failed[0]["name"], "m.test");
+    assert!(
+        failed[0]["retry_in_seconds"].as_u64().is_some(),
+        "{failed:?}"
+    );
+    let row = site.certificate("m.test").await;
+    assert_eq!(row["state"], "failing", "{row}");
+    let r = get(site.proxy, "m.test", "/").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+}
