@@ -9,6 +9,7 @@ use std::os::unix::fs::PermissionsExt;
 use common::pebble::{Pebble, Ports, Site, site_config};
 use common::tls::{TestCa, certificate_toml, https_get};
 use common::{DEADLINE, admin_call, get, metric, run_to_exit, wait_for};
+use rustls::pki_types::CertificateDer;
 
 /// The certificate files under the site's state directory, with their modes.
 fn stored_files(dir: &std::path::Path) -> Vec<(String, u32)> {
@@ -34,22 +35,46 @@ fn stored_files(dir: &std::path::Path) -> Vec<(String, u32)> {
     found
 }
 
+/// A pebble validating on the ports of a new wakeway whose service has `hosts_line`.
+struct Setup {
+    ports: Ports,
+    pebble: Pebble,
+    root: CertificateDer<'static>,
+    site: Site,
+}
+
+async fn setup(
+    hosts_line: &str,
+    acme_extra: &str,
+    env: &[(&str, &str)],
+    validity: Option<u64>,
+) -> Option<Setup> {
+    let ports = Ports::reserve();
+    let pebble = Pebble::start(&ports, env, validity).await?;
+    let root = pebble.root().await;
+    let site = Site::start(&site_config(&pebble, &ports, hosts_line, acme_extra, "")).await;
+    Some(Setup {
+        ports,
+        pebble,
+        root,
+        site,
+    })
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_alpn_01_issues_a_certificate_served_by_sni_at_once() {
-    let ports = Ports::reserve();
-    let Some(pebble) = Pebble::start(&ports, &[], None).await else {
-        return;
-    };
-    let root = pebble.root().await;
-    let config = site_config(
-        &pebble,
-        &ports,
+    let Some(Setup {
+        pebble, root, site, ..
+    }) = setup(
         "hosts = [\"app.test\", \"*\", \"10.1.2.3\"]",
         "challenges = [\"tls-alpn-01\"]",
-        "",
-    );
-    let site = Site::start(&config).await;
-
+        &[],
+        None,
+    )
+    .await
+    else {
+        return;
+    };
     let r = site.wait_issued("app.test", &root).await;
     assert_eq!(r.resp.status, 200, "{}", r.resp.text());
     // Only TLS-ALPN-01 was offered to pebble: no HTTP request validated it.
@@ -110,19 +135,18 @@ async fn tls_alpn_01_issues_a_certificate_served_by_sni_at_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_01_only_issues_without_waking_the_service() {
-    let ports = Ports::reserve();
-    let Some(pebble) = Pebble::start(&ports, &[], None).await else {
-        return;
-    };
-    let root = pebble.root().await;
-    let config = site_config(
-        &pebble,
-        &ports,
+    let Some(Setup {
+        pebble, root, site, ..
+    }) = setup(
         "hosts = [\"web.test\"]\nredirect_https = true",
         "challenges = [\"http-01\"]",
-        "",
-    );
-    let site = Site::start(&config).await;
+        &[],
+        None,
+    )
+    .await
+    else {
+        return;
+    };
     site.wait_event("certificate_issued").await;
     assert!(
         pebble.log().contains("validate w/ HTTP"),
@@ -148,13 +172,16 @@ async fn http_01_only_issues_without_waking_the_service() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_host_added_by_reload_gets_one_and_a_restart_reuses_what_is_stored() {
-    let ports = Ports::reserve();
-    let Some(pebble) = Pebble::start(&ports, &[], None).await else {
+    let Some(Setup {
+        ports,
+        pebble,
+        root,
+        site,
+    }) = setup("hosts = [\"a.test\"]", "", &[], None).await
+    else {
         return;
     };
-    let root = pebble.root().await;
     let config = |hosts: &str| site_config(&pebble, &ports, hosts, "", "");
-    let site = Site::start(&config("hosts = [\"a.test\"]")).await;
     site.wait_issued("a.test", &root).await;
     assert_eq!(pebble.orders(), 1);
 
@@ -192,20 +219,13 @@ async fn a_host_added_by_reload_gets_one_and_a_restart_reuses_what_is_stored() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_short_lived_certificate_is_renewed_and_served_without_restart() {
-    let ports = Ports::reserve();
     // 24-second certificates: renewal is due 16 s after issuance.
-    let Some(pebble) = Pebble::start(&ports, &[], Some(24)).await else {
+    let Some(Setup {
+        pebble, root, site, ..
+    }) = setup("hosts = [\"r.test\"]", "", &[], Some(24)).await
+    else {
         return;
     };
-    let root = pebble.root().await;
-    let site = Site::start(&site_config(
-        &pebble,
-        &ports,
-        "hosts = [\"r.test\"]",
-        "",
-        "",
-    ))
-    .await;
     let first = site.wait_issued("r.test", &root).await;
     let renewed = site.wait_event("certificate_renewed").await;
     assert_eq!(renewed[0]["name"], "r.test", "{renewed:?}");
@@ -275,26 +295,23 @@ async fn with_the_ca_down_wakeway_serves_and_issues_once_it_is_back() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pebbles_random_failures_are_survived() {
-    let ports = Ports::reserve();
-    // Half the good nonces are refused, and validations wait a random 0-2 s.
+    // A third of the good nonces are refused (the client retries each request three times, then
+    // the order is retried on backoff), and validations wait a random 0-2 s.
     let env = [
-        ("PEBBLE_WFE_NONCEREJECT", "50"),
+        ("PEBBLE_WFE_NONCEREJECT", "30"),
         ("PEBBLE_VA_NOSLEEP", "0"),
         ("PEBBLE_VA_SLEEPTIME", "2"),
         ("PEBBLE_AUTHZREUSE", "50"),
     ];
-    let Some(pebble) = Pebble::start(&ports, &env, None).await else {
+    let Some(Setup {
+        pebble: _pebble,
+        root,
+        site,
+        ..
+    }) = setup("hosts = [\"n1.test\", \"n2.test\"]", "", &env, None).await
+    else {
         return;
     };
-    let root = pebble.root().await;
-    let site = Site::start(&site_config(
-        &pebble,
-        &ports,
-        "hosts = [\"n1.test\", \"n2.test\"]",
-        "",
-        "",
-    ))
-    .await;
     site.wait_issued("n1.test", &root).await;
     site.wait_issued("n2.test", &root).await;
     // Refused nonces are retried by the client; an order that still failed was retried on
