@@ -6,9 +6,9 @@
 //! let ports = Ports::reserve();                     // wakeway's plain and TLS ports
 //! let pebble = Pebble::start(&ports, &[], None).await.expect("pebble");
 //! let root = pebble.root().await;                   // the root pebble issues under
-//! let site = Site::start(&pebble, &ports, "hosts = [\"a.test\"]", "").await;
+//! let site = Site::start(&site_config(&pebble, &ports, "hosts = [\"a.test\"]", "", "")).await;
 //! site.wait_issued("a.test", &root).await;          // a real TLS client, trusting `root`
-//! assert_eq!(pebble.orders(), 1);                   // `POST /order-plz` in pebble's log
+//! assert_eq!(pebble.orders(), 1);                   // orders in pebble's log
 //! ```
 //! Without pebble installed a test is skipped, except under `CI=true`, where it fails.
 
@@ -49,14 +49,19 @@ pub fn available() -> bool {
     found
 }
 
-/// A free loopback TCP port (and UDP too, for the DNS server).
-fn free_port(udp: bool) -> u16 {
+/// `n` distinct free loopback TCP ports: all held until all are picked, so no two are the same.
+fn free_ports<const N: usize>() -> [u16; N] {
+    let held: Vec<TcpListener> = (0..N)
+        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind a free port"))
+        .collect();
+    std::array::from_fn(|i| held[i].local_addr().expect("its address").port())
+}
+
+/// A free loopback port for both TCP and UDP (the DNS server listens on both).
+fn free_dns_port() -> u16 {
     loop {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("bind a free port")
-            .port();
-        if !udp || UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+        let [port] = free_ports::<1>();
+        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
             return port;
         }
     }
@@ -71,10 +76,8 @@ pub struct Ports {
 
 impl Ports {
     pub fn reserve() -> Ports {
-        Ports {
-            http: free_port(false),
-            tls: free_port(false),
-        }
+        let [http, tls] = free_ports::<2>();
+        Ports { http, tls }
     }
 }
 
@@ -120,16 +123,8 @@ impl Pebble {
         let leaf = ca.leaf(&["127.0.0.1", "localhost"]);
         let (cert, key) = leaf.write(dir.path(), "pebble-wfe");
         let wfe_ca = ca.write_ca(dir.path());
-        let listen: SocketAddr = (
-            "127.0.0.1".parse::<std::net::IpAddr>().unwrap(),
-            free_port(false),
-        )
-            .into();
-        let management: SocketAddr = (
-            "127.0.0.1".parse::<std::net::IpAddr>().unwrap(),
-            free_port(false),
-        )
-            .into();
+        let [listen, management] =
+            free_ports::<2>().map(|port| SocketAddr::from(([127, 0, 0, 1], port)));
         let mut config = serde_json::json!({"pebble": {
             "listenAddress": listen.to_string(),
             "managementListenAddress": management.to_string(),
@@ -149,7 +144,7 @@ impl Pebble {
             directory: format!("https://{listen}/dir"),
             listen,
             management,
-            dns_port: free_port(true),
+            dns_port: free_dns_port(),
             wfe_ca,
             wfe_client: ca.client(&["http/1.1"]),
             env: env
@@ -183,7 +178,10 @@ impl Pebble {
                         "-tlsalpn01",
                         "",
                     ])
-                    .args(["-management", &format!("127.0.0.1:{}", free_port(false))])
+                    .args([
+                        "-management",
+                        &format!("127.0.0.1:{}", free_ports::<1>()[0]),
+                    ])
                     .args(["-defaultIPv4", "127.0.0.1", "-defaultIPv6", ""])
                     .stdin(Stdio::null())
                     .stdout(dns_log.try_clone().unwrap())
@@ -241,9 +239,10 @@ impl Pebble {
         all
     }
 
-    /// New orders pebble received (`POST /order-plz`).
+    /// Orders pebble created (`Added order ... to the db`; a `POST /order-plz` refused for its
+    /// nonce and retried is one order).
     pub fn orders(&self) -> usize {
-        self.log().matches("POST /order-plz").count()
+        self.log().matches("Added order").count()
     }
 
     /// The root pebble issues under (it makes a new one at each start).
