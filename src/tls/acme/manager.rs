@@ -12,11 +12,11 @@ use serde_json::json;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::AcmeConfig;
 use super::order::{Failure, Responders, order};
 use super::schedule::{ari_again, in_window, renew_at, retry_at};
 use super::storage::Storage;
 use super::{CertStatus, describe, unix};
-use crate::config::AcmeConfig;
 use crate::events::EventLog;
 
 /// An order that takes longer than this (a CA that stalls mid-answer) counts as failed.

@@ -11,8 +11,8 @@ use instant_acme::{
     RetryPolicy,
 };
 
+use super::AcmeChallenge;
 use super::challenge::{Http01, alpn_certificate};
-use crate::config::AcmeChallenge;
 use crate::tls::CertStore;
 
 /// Why an order failed: the CA's problem document when it sent one.
