@@ -27,6 +27,7 @@ pub mod grpc;
 pub mod h2c;
 pub mod keepalive;
 pub mod load;
+pub mod pebble;
 pub mod process;
 pub mod raw;
 pub mod releases;
