@@ -132,7 +132,7 @@ async fn idle_timeout_decides_cold_starts_and_instance_seconds() {
             .filter(|e| e["kind"] == kind)
             .count()
     };
-    assert_eq!(kinds(r, "cold_start"), 6, "{r}");
+    assert_eq!(kinds(r, "instance_starting"), 6, "{r}");
     // Each scale to zero says why (idle) and when, on the log's clock.
     let idle: Vec<&Value> = r["events"]
         .as_array()
@@ -150,7 +150,7 @@ async fn idle_timeout_decides_cold_starts_and_instance_seconds() {
     let secs = num(r, "instance_seconds");
     // Up from the first request to 15 minutes after the last one ended.
     assert!((3900.1..=3902.1).contains(&secs), "instance_seconds {secs}");
-    assert_eq!(kinds(r, "cold_start"), 1);
+    assert_eq!(kinds(r, "instance_starting"), 1);
 }
 
 /// 100 requests at once, 30 s each, at target_concurrency = 10: ten instances, no more.

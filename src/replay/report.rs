@@ -42,7 +42,8 @@ pub struct Row {
     pub config: String,
     pub service: String,
     pub requests: u64,
-    /// Starts from zero: a request found no instance ready or starting.
+    /// Starts from zero: no instance was running or starting. Whether the demand path or the
+    /// autoscaler's next tick started it is a race (as in a real run); the count is not.
     pub cold_starts: u64,
     pub waited_for_cold_start: u64,
     /// The wait for a slot the config adds, over the served requests.
@@ -70,7 +71,7 @@ impl Row {
             config: config.to_string(),
             service: sim.svc.name.clone(),
             requests: s.requests,
-            cold_starts: sim.svc.metrics.cold_starts.get(),
+            cold_starts: usage.from_zero,
             waited_for_cold_start: s.waited_for_cold_start,
             wait_p50_ms: s.wait_ms(0.5),
             wait_p99_ms: s.wait_ms(0.99),

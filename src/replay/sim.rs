@@ -23,6 +23,8 @@ struct Table {
     live: HashMap<SocketAddr, Live>,
     next: u32,
     started: u64,
+    /// Starts with no other instance running or starting: cold starts.
+    from_zero: u64,
     peak: u32,
     /// Instance time of the instances already stopped, within the window.
     spent: Duration,
@@ -41,6 +43,7 @@ pub struct SimRuntime {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Usage {
     pub started: u64,
+    pub from_zero: u64,
     pub peak: u32,
     pub instance_seconds: f64,
 }
@@ -52,6 +55,7 @@ impl SimRuntime {
                 live: HashMap::new(),
                 next: 0,
                 started: 0,
+                from_zero: 0,
                 peak: 0,
                 spent: Duration::ZERO,
                 window_start,
@@ -79,6 +83,7 @@ impl SimRuntime {
             .sum();
         Usage {
             started: t.started,
+            from_zero: t.from_zero,
             peak: t.peak,
             instance_seconds: (t.spent + running).as_secs_f64(),
         }
@@ -119,6 +124,9 @@ impl Runtime for SimRuntime {
             // 10.0.0.0/8 holds 16 million instances, each its own address.
             let address = SocketAddr::from((Ipv4Addr::from(0x0a00_0000 + t.next), 80));
             let (exit, exited) = watch::channel(None);
+            if t.live.is_empty() {
+                t.from_zero += 1;
+            }
             t.live.insert(
                 address,
                 Live {
@@ -186,7 +194,7 @@ mod tests {
         started.handle.stop(Duration::ZERO).await;
         assert_eq!(started.exited.borrow().as_deref(), Some("stopped"));
         let u = rt.usage(Instant::now());
-        assert_eq!((u.started, u.peak, rt.alive()), (1, 1, 0));
+        assert_eq!((u.started, u.from_zero, u.peak, rt.alive()), (1, 1, 1, 0));
         assert!((u.instance_seconds - 2.0).abs() < 1e-9, "{u:?}");
     }
 }
