@@ -64,6 +64,8 @@ enum Command {
         admin: AdminArgs,
         /// One service only.
         service: Option<String>,
+        #[command(flatten)]
+        output: OutputArgs,
     },
     /// Deploy a new revision blue/green and follow it until the switch or the failure.
     Deploy {
@@ -74,12 +76,22 @@ enum Command {
         /// New image (docker services).
         #[arg(long)]
         image: Option<String>,
-        /// New command (process services), as one shell-style string split on spaces.
+        /// New command (process services), split into words as a shell would: quotes group
+        /// words, a backslash escapes; no variables, globs or pipes.
         #[arg(long)]
         command: Option<String>,
-        /// Set an environment variable: `--env KEY=VALUE` (repeatable; replaces the env).
-        #[arg(long = "env")]
-        env: Vec<String>,
+        /// Set or change an environment variable, keeping the others: `KEY=VALUE` (repeatable).
+        #[arg(long = "update-env", visible_alias = "env", value_name = "KEY=VALUE")]
+        update_env: Vec<String>,
+        /// Replace the whole environment with these variables: `KEY=VALUE` (repeatable).
+        #[arg(long = "set-env", value_name = "KEY=VALUE", conflicts_with_all = ["update_env", "remove_env"])]
+        set_env: Vec<String>,
+        /// Remove an environment variable (repeatable); naming one that is not set is an error.
+        #[arg(long = "remove-env", value_name = "KEY")]
+        remove_env: Vec<String>,
+        /// Print what would change (source and environment) and deploy nothing.
+        #[arg(long)]
+        dry_run: bool,
         /// Start the new revision beside the live one and give it no traffic (see `traffic`
         /// and `promote`); the follow ends once it is ready.
         #[arg(long)]
@@ -115,6 +127,8 @@ enum Command {
         /// host name, `TAG--HOST`; a tagged revision without a share gets 0%.
         #[arg(long = "tag", value_name = "TAG=REVISION")]
         tags: Vec<String>,
+        #[command(flatten)]
+        output: OutputArgs,
     },
     /// Move traffic to a revision step by step, and follow the rollout until done or halted.
     Promote {
@@ -150,6 +164,11 @@ enum Command {
         #[command(flatten)]
         admin: AdminArgs,
     },
+    /// The certificates the HTTPS listeners hold (files and ACME): issuer, expiry, last error.
+    Certificates {
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
     /// The event log: what the control loops decided and why.
     Events {
         #[command(flatten)]
@@ -159,6 +178,29 @@ enum Command {
         /// Keep printing new events.
         #[arg(short, long)]
         follow: bool,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// What a service's instances wrote on stdout and stderr (the last lines kept of each).
+    Logs {
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// The service.
+        service: String,
+        /// One instance only, e.g. web-00002-a.
+        #[arg(long)]
+        instance: Option<String>,
+        /// One revision only, e.g. web-00002.
+        #[arg(long)]
+        revision: Option<String>,
+        /// How many of the last lines to print first.
+        #[arg(short = 'n', long, default_value_t = 100)]
+        tail: u64,
+        /// Keep printing new lines.
+        #[arg(short, long)]
+        follow: bool,
+        #[command(flatten)]
+        output: OutputArgs,
     },
     /// Print a shell completion script, e.g. `wakeway completions bash > /etc/bash_completion.d/wakeway`.
     Completions {
@@ -177,6 +219,14 @@ enum Command {
         #[arg(long, default_value = "0s", value_parser = config::parse_duration)]
         startup_delay: Duration,
     },
+}
+
+#[derive(clap::Args)]
+struct OutputArgs {
+    /// `text` for people, `json` for scripts (the admin API's own JSON; one object per line
+    /// for `events --follow`).
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = cli::Output::Text)]
+    output: cli::Output,
 }
 
 #[derive(clap::Args)]
@@ -273,13 +323,20 @@ fn main() -> ExitCode {
             c.proxy.listen = vec![listen];
             rt.block_on(run(c))
         }
-        Command::Status { admin, service } => rt.block_on(cli::status(admin.client(), service)),
+        Command::Status {
+            admin,
+            service,
+            output,
+        } => rt.block_on(cli::status(admin.client(), service, output.output)),
         Command::Deploy {
             admin,
             service,
             image,
             command,
-            env,
+            update_env,
+            set_env,
+            remove_env,
+            dry_run,
             no_traffic,
             tag,
             no_wait,
@@ -289,7 +346,10 @@ fn main() -> ExitCode {
             cli::DeployArgs {
                 image,
                 command,
-                env,
+                update_env,
+                set_env,
+                remove_env,
+                dry_run,
                 no_traffic,
                 tag,
                 no_wait,
@@ -305,7 +365,14 @@ fn main() -> ExitCode {
             service,
             shares,
             tags,
-        } => rt.block_on(cli::traffic(admin.client(), service, shares, tags)),
+            output,
+        } => rt.block_on(cli::traffic(
+            admin.client(),
+            service,
+            shares,
+            tags,
+            output.output,
+        )),
         Command::Promote {
             admin,
             service,
@@ -326,11 +393,34 @@ fn main() -> ExitCode {
             rt.block_on(cli::pause(admin.client(), service, "resume"))
         }
         Command::Reload { admin } => rt.block_on(cli::reload(admin.client())),
+        Command::Certificates { admin } => {
+            rt.block_on(cli::certificates::certificates(admin.client()))
+        }
         Command::Events {
             admin,
             service,
             follow,
-        } => rt.block_on(cli::events(admin.client(), service, follow)),
+            output,
+        } => rt.block_on(cli::events(admin.client(), service, follow, output.output)),
+        Command::Logs {
+            admin,
+            service,
+            instance,
+            revision,
+            tail,
+            follow,
+            output,
+        } => rt.block_on(cli::logs(
+            admin.client(),
+            cli::LogsArgs {
+                service,
+                instance,
+                revision,
+                tail,
+                follow,
+                output: output.output,
+            },
+        )),
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(shell, &mut cmd, "wakeway", &mut std::io::stdout());

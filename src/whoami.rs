@@ -9,8 +9,12 @@
 //! - `/echo`: streams the request body back.
 //! - `/stats`: `{"in_flight":N,"max_in_flight":N,"requests":N}` (excluding `/stats`, `/healthz`).
 //! - `/ws`: a WebSocket echo server (text and binary messages).
+//! - gRPC calls (over h2c): see `whoami_grpc`.
 //!
-//! Every response carries `X-Wakeway-Instance`.
+//! Every response carries `X-Wakeway-Instance`. `WHOAMI_REQUEST_LOG=PATH` appends a line per
+//! request (`request_log`).
+
+mod request_log;
 
 use std::convert::Infallible;
 use std::fmt::Write as _;
@@ -196,7 +200,16 @@ async fn handle(
     state: Arc<State>,
     req: Request<Incoming>,
 ) -> Result<Response<RespBody>, Infallible> {
+    if !matches!(req.uri().path(), "/healthz" | "/stats") {
+        request_log::note(&state.instance, &req);
+    }
+    let healthy = || {
+        StatusCode::from_u16(state.health_status.load(Ordering::Acquire))
+            .is_ok_and(|s| s.is_success())
+    };
+    let grpc = crate::proxy::grpc::is_grpc(req.headers());
     let mut resp = match req.uri().path() {
+        _ if grpc => crate::whoami_grpc::handle(&state.instance, healthy(), req).await,
         "/healthz" => health(&state, &req),
         "/stats" => stats(&state),
         "/echo" => echo(&state, req),

@@ -90,6 +90,9 @@ pub struct ProxyConfig {
     pub listen: Vec<SocketAddr>,
     pub connect_timeout: Duration,
     pub response_timeout: Duration,
+    /// The longest pause between two reads of an upstream's response body (nginx's
+    /// `proxy_read_timeout`); then the response ends, cut short.
+    pub upstream_read_timeout: Duration,
     /// Client keep-alive: a client connection with no request for this long is closed.
     pub idle_timeout: Duration,
     /// How long a graceful shutdown waits for requests in flight.
@@ -124,6 +127,45 @@ pub struct ProxyConfig {
 pub struct TlsConfig {
     pub listen: Vec<SocketAddr>,
     pub certificates: Vec<CertificateConfig>,
+    /// `[proxy.tls.acme]`: certificates ordered from an ACME CA for the names no file covers.
+    pub acme: Option<AcmeConfig>,
+}
+
+/// Let's Encrypt's production directory: what `[proxy.tls.acme]` orders from by default.
+pub const LETS_ENCRYPT_DIRECTORY: &str = "https://acme-v02.api.letsencrypt.org/directory";
+
+/// `[proxy.tls.acme]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AcmeConfig {
+    /// The CA's ACME directory URL.
+    pub directory: String,
+    /// The account's contact address.
+    pub email: Option<String>,
+    /// Extra roots trusted for the directory's own HTTPS (a private or test CA), resolved
+    /// against the config file's directory.
+    pub ca_roots: Vec<PathBuf>,
+    /// The challenges offered to the CA, in order of preference.
+    pub challenges: Vec<AcmeChallenge>,
+    /// Where the account key and the certificates are kept (`acme/` beside the state file);
+    /// `None` when the config was built in code: nothing persists.
+    pub storage: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AcmeChallenge {
+    /// RFC 8737, answered on the TLS listener.
+    TlsAlpn01,
+    /// RFC 8555 §8.3, answered on the plain listener.
+    Http01,
+}
+
+impl AcmeChallenge {
+    pub fn name(self) -> &'static str {
+        match self {
+            AcmeChallenge::TlsAlpn01 => "tls-alpn-01",
+            AcmeChallenge::Http01 => "http-01",
+        }
+    }
 }
 
 /// One `[[proxy.tls.certificate]]`: a PEM chain and key, served to the names in `hosts`.
@@ -272,6 +314,43 @@ pub struct ServiceConfig {
     /// Plain-HTTP requests get a 308 to the same URL over HTTPS (needs `[proxy.tls]`).
     pub redirect_https: bool,
     pub traffic: Vec<TrafficTarget>,
+    /// An idle kept-alive connection to an instance is not reused after this long: below the
+    /// app's own keep-alive timeout, so wakeway never writes into a connection the app closes.
+    pub upstream_idle_timeout: Duration,
+    /// PUT and DELETE are sent again to another instance after one failed while handling them
+    /// (as GET, HEAD, OPTIONS and requests with an `Idempotency-Key` are): only for apps whose
+    /// PUT and DELETE really are idempotent.
+    pub retry_idempotent: bool,
+    /// What wakeway speaks to the service's instances.
+    pub protocol: Protocol,
+}
+
+impl ServiceConfig {
+    /// Node's and most app servers' keep-alive is 5 s: close first.
+    pub const DEFAULT_UPSTREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(4);
+}
+
+/// The protocol to instances (`protocol`): the address is the same, only the wire differs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Protocol {
+    /// HTTP/1.1, whatever the client spoke.
+    #[default]
+    Http1,
+    /// HTTP/2 with prior knowledge (cleartext): gRPC servers and h2c apps.
+    H2c,
+    /// h2c for gRPC requests (`content-type: application/grpc*`) that arrived over h2; HTTP/1.1
+    /// for the rest, so one app can serve a gRPC API and a web UI.
+    Auto,
+}
+
+impl Protocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Http1 => "http1",
+            Protocol::H2c => "h2c",
+            Protocol::Auto => "auto",
+        }
+    }
 }
 
 impl ServiceConfig {
@@ -290,6 +369,9 @@ impl ServiceConfig {
             max_body_bytes: None,
             redirect_https: false,
             traffic: Vec::new(),
+            upstream_idle_timeout: ServiceConfig::DEFAULT_UPSTREAM_IDLE_TIMEOUT,
+            retry_idempotent: false,
+            protocol: Protocol::Http1,
         }
     }
 }
@@ -346,14 +428,7 @@ impl ImageSource {
 
 impl Source {
     pub fn runtime_name(&self) -> &'static str {
-        match self {
-            Source::Command(_) => "process",
-            Source::Upstreams(_) => "static",
-            Source::Image(img) => match img.runtime {
-                ImageRuntime::Docker => "docker",
-                ImageRuntime::Swarm => "swarm",
-            },
-        }
+        crate::runtime::RuntimeKind::of(self).as_str()
     }
 }
 
@@ -375,6 +450,8 @@ pub struct ScalingConfig {
 pub enum HealthKind {
     Http,
     Tcp,
+    /// `grpc.health.v1.Health/Check` over h2c.
+    Grpc,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -386,6 +463,8 @@ pub struct HealthConfig {
     pub healthy_threshold: u32,
     pub unhealthy_threshold: u32,
     pub startup_timeout: Duration,
+    /// The service name a gRPC probe asks about (`""`: the server as a whole).
+    pub grpc_service: String,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -415,6 +494,7 @@ impl Default for ProxyConfig {
             listen: vec![SocketAddr::from(([127, 0, 0, 1], 8080))],
             connect_timeout: Duration::from_secs(2),
             response_timeout: Duration::from_secs(120),
+            upstream_read_timeout: Duration::from_secs(60),
             idle_timeout: Duration::from_secs(60),
             shutdown_timeout: Duration::from_secs(30),
             tls: None,
@@ -469,6 +549,7 @@ impl Default for HealthConfig {
             healthy_threshold: 1,
             unhealthy_threshold: 3,
             startup_timeout: Duration::from_secs(60),
+            grpc_service: String::new(),
         }
     }
 }

@@ -64,7 +64,9 @@ async fn serve(index: usize, listeners: Vec<Listener>, shared: Arc<Shared>) {
             let mut tick = tokio::time::interval(Duration::from_secs(1));
             loop {
                 tick.tick().await;
-                ctx.upstreams.sweep(tokio::time::Instant::now());
+                let now = tokio::time::Instant::now();
+                ctx.upstreams.sweep(now);
+                ctx.h2.h2.sweep(now);
                 ctx.buffers.trim();
             }
         })
@@ -97,6 +99,7 @@ async fn serve(index: usize, listeners: Vec<Listener>, shared: Arc<Shared>) {
     sweeper.abort();
     closer.abort();
     ctx.upstreams.clear();
+    ctx.h2.h2.clear();
 }
 
 async fn accept(listener: TcpListener, tls: bool, ctx: Rc<Ctx>, tracker: TaskTracker) {
@@ -287,12 +290,12 @@ struct TrackedBody {
 
 impl http_body::Body for TrackedBody {
     type Data = bytes::Bytes;
-    type Error = hyper::Error;
+    type Error = super::body::BodyError;
 
     fn poll_frame(
         self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, hyper::Error>>> {
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
         std::pin::Pin::new(&mut self.get_mut().body).poll_frame(cx)
     }
 
@@ -306,7 +309,7 @@ impl http_body::Body for TrackedBody {
 }
 
 #[derive(Clone, Copy)]
-struct LocalExec;
+pub(crate) struct LocalExec;
 
 impl<F> hyper::rt::Executor<F> for LocalExec
 where

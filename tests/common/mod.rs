@@ -20,7 +20,9 @@
 pub mod client;
 pub mod configs;
 pub mod docker;
+pub mod failures;
 pub mod fixture;
+pub mod grpc;
 pub mod h2c;
 pub mod keepalive;
 pub mod load;

@@ -258,5 +258,8 @@ fn stdout_line_rest(line: &str, prefix: &str) -> Option<String> {
         return Some(rest.to_string());
     }
     let v: serde_json::Value = serde_json::from_str(line).ok()?;
-    v["message"].as_str()?.strip_prefix(prefix).map(str::to_string)
+    v["message"]
+        .as_str()?
+        .strip_prefix(prefix)
+        .map(str::to_string)
 }

@@ -12,6 +12,7 @@ const FULL: &str = r#"
 listen = ["127.0.0.1:8080", "[::1]:8081"]
 connect_timeout = "3s"
 response_timeout = "90s"
+upstream_read_timeout = "30s"
 idle_timeout = "45s"
 shutdown_timeout = "20s"
 
@@ -23,6 +24,8 @@ name = "api"
 hosts = ["API.Example.com", "*"]
 command = ["./api", "--port", "{port}"]
 env = { GREETING = "hi", MODE = "prod" }
+upstream_idle_timeout = "2s"
+retry_idempotent = true
 
 [service.scaling]
 min_instances = 1
@@ -55,6 +58,7 @@ stop_grace = "5s"
 name = "legacy"
 hosts = ["legacy.local"]
 upstreams = ["127.0.0.1:3000", "backend.internal:3001"]
+protocol = "h2c"
 "#;
 
 #[test]
@@ -71,6 +75,7 @@ fn full_file_parses_to_expected_config() {
             ],
             connect_timeout: secs(3),
             response_timeout: secs(90),
+            upstream_read_timeout: secs(30),
             idle_timeout: secs(45),
             shutdown_timeout: secs(20),
             ..ProxyConfig::default()
@@ -110,6 +115,7 @@ fn full_file_parses_to_expected_config() {
                     healthy_threshold: 2,
                     unhealthy_threshold: 4,
                     startup_timeout: secs(90),
+                    grpc_service: String::new(),
                 },
                 queue: QueueConfig {
                     max_pending: 50,
@@ -125,6 +131,9 @@ fn full_file_parses_to_expected_config() {
                 max_body_bytes: None,
                 redirect_https: false,
                 traffic: Vec::new(),
+                upstream_idle_timeout: secs(2),
+                retry_idempotent: true,
+                protocol: Protocol::Http1,
             },
             ServiceConfig {
                 name: "legacy".into(),
@@ -141,6 +150,9 @@ fn full_file_parses_to_expected_config() {
                 max_body_bytes: None,
                 redirect_https: false,
                 traffic: Vec::new(),
+                upstream_idle_timeout: ServiceConfig::DEFAULT_UPSTREAM_IDLE_TIMEOUT,
+                retry_idempotent: false,
+                protocol: Protocol::H2c,
             },
         ],
     };
@@ -247,7 +259,7 @@ fn type_and_value_errors_name_key() {
     );
 
     let e = err(
-        "[[service]]\nname = \"a\"\nhosts = [\"a\"]\ncommand = [\"a\"]\n[service.health]\nkind = \"grpc\"\n",
+        "[[service]]\nname = \"a\"\nhosts = [\"a\"]\ncommand = [\"a\"]\n[service.health]\nkind = \"udp\"\n",
     );
     assert_eq!(e.key.as_deref(), Some("service[0].health.kind"), "{e}");
     assert!(e.message.contains("`http`"), "{e}");
@@ -553,4 +565,21 @@ fn log_section_parses_and_bad_values_name_their_key() {
     assert_eq!(e.key.as_deref(), Some("log.level"));
     let e = err("[log]\nacess = \"stdout\"\n");
     assert_eq!(e.key.as_deref(), Some("log.acess"));
+}
+
+#[test]
+fn an_unknown_protocol_names_its_key_and_the_choices() {
+    let e = err(
+        "[[service]]\nname = \"a\"\nhosts = [\"a\"]\ncommand = [\"a\"]\nprotocol = \"http2\"\n",
+    );
+    assert_eq!(
+        (e.line, e.key.as_deref()),
+        (Some(5), Some("service[0].protocol")),
+        "{e}"
+    );
+    let shown = e.to_string();
+    assert!(
+        shown.contains("http1") && shown.contains("h2c") && shown.contains("auto"),
+        "{shown}"
+    );
 }

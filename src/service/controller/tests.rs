@@ -14,6 +14,7 @@ use crate::metrics::Metrics;
 use crate::runtime::fake::{FakeRuntime, Plan};
 use crate::service::InFlight;
 use crate::service::activator::ActivatorError;
+use crate::service::command::Report;
 
 fn service(tweak: impl FnOnce(&mut ServiceConfig)) -> Arc<Service> {
     let mut cfg = ServiceConfig::new(
@@ -152,16 +153,20 @@ async fn excess_cancels_a_start_not_the_warm_instance() {
     rt.plan(Plan::ReadyAfter(Duration::from_secs(10)));
     let mut cfg = svc.config.load().as_ref().clone();
     cfg.scaling.min_instances = 2;
-    svc.command(Command::Update {
+    svc.ask(|reply| Command::Update {
         config: Box::new(cfg.clone()),
+        reply,
     })
+    .await
     .unwrap();
     until("a second instance starts", || rt.alive().len() == 2).await;
     cfg.scaling.min_instances = 1;
     cfg.scaling.max_instances = 1;
-    svc.command(Command::Update {
+    svc.ask(|reply| Command::Update {
         config: Box::new(cfg),
+        reply,
     })
+    .await
     .unwrap();
     until("the start is stopped", || rt.alive().len() == 1).await;
     assert_eq!(rt.alive(), vec![warm.clone()], "the warm one stays");
@@ -188,8 +193,8 @@ async fn the_request_path_reports_and_the_controller_decides() {
     let r = run(svc.clone(), rt.clone());
     until("ready", || ready_ids(&svc).len() == 1).await;
     let busy = svc.lane().pool.load().instances[0].clone();
-    svc.report_timeout(&busy);
-    svc.report_timeout(&busy);
+    svc.report(&busy, Report::ConnectTimeout);
+    svc.report(&busy, Report::ConnectTimeout);
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert_eq!(
         busy.state(),
@@ -197,7 +202,7 @@ async fn the_request_path_reports_and_the_controller_decides() {
         "two timeouts of three: still serving"
     );
     assert_eq!(ready_ids(&svc), vec![busy.id.clone()]);
-    svc.report_timeout(&busy);
+    svc.report(&busy, Report::ConnectTimeout);
     until("the third strike takes it out", || {
         busy.state() != InstanceState::Ready
     })
@@ -208,7 +213,7 @@ async fn the_request_path_reports_and_the_controller_decides() {
     .await;
 
     let dead = svc.lane().pool.load().instances[0].clone();
-    svc.report_refused(&dead);
+    svc.report(&dead, Report::Refused);
     until("a refusal takes it out at once", || {
         dead.state() != InstanceState::Ready
     })
@@ -303,9 +308,11 @@ async fn a_starting_instance_that_is_stopped_stays_stopped() {
     rt.plan(Plan::ReadyAfter(Duration::from_secs(1)));
     let mut cfg = svc.config.load().as_ref().clone();
     cfg.scaling.min_instances = 2;
-    svc.command(Command::Update {
+    svc.ask(|reply| Command::Update {
         config: Box::new(cfg.clone()),
+        reply,
     })
+    .await
     .unwrap();
     until("the slow one is spawned", || rt.alive().len() == 2).await;
     let slow = svc
