@@ -105,6 +105,14 @@ fn host_of(authority: &str) -> String {
 /// A state-changing call must come from the admin's own origin (or from no browser at all) and
 /// carry JSON.
 pub fn check_write(headers: &HeaderMap) -> Result<(), Refusal> {
+    // Sent twice, each could be read differently by whatever reads one of them: refused.
+    for name in ["Origin", "Sec-Fetch-Site"] {
+        if headers.get_all(name).iter().nth(1).is_some() {
+            return Err(Refusal::CrossSite(format!(
+                "more than one `{name}` header: state-changing admin calls need one at most"
+            )));
+        }
+    }
     if let Some(site) = headers.get("sec-fetch-site") {
         let site = site.to_str().unwrap_or("");
         if !matches!(site, "same-origin" | "none") {
@@ -179,6 +187,13 @@ mod tests {
         for (k, v) in pairs {
             h.insert(*k, v.parse().unwrap());
         }
+        h
+    }
+
+    /// `h` with `name: value` sent twice.
+    fn twice(name: &'static str, value: &str, mut h: HeaderMap) -> HeaderMap {
+        h.append(name, value.parse().unwrap());
+        h.append(name, value.parse().unwrap());
         h
     }
 
@@ -273,6 +288,12 @@ mod tests {
             ]),
             headers(&[json, ("sec-fetch-site", "cross-site")]),
             headers(&[json, ("sec-fetch-site", "same-site")]),
+            twice(
+                "origin",
+                "http://127.0.0.1:9180",
+                headers(&[json, ("host", "127.0.0.1:9180")]),
+            ),
+            twice("sec-fetch-site", "same-origin", headers(&[json])),
         ] {
             let r = check_write(&bad);
             assert!(matches!(r, Err(Refusal::CrossSite(_))), "{bad:?}: {r:?}");

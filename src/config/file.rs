@@ -213,6 +213,7 @@ struct RawDeploy {
     stop_grace: Option<Dur>,
     timeout: Option<Dur>,
     auto: Option<bool>,
+    keep_revisions: Option<usize>,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -518,6 +519,7 @@ fn convert_service(i: usize, s: RawService) -> Result<ServiceConfig, ConfigError
         stop_grace: dur_or(s.stop_grace.or(s.deploy.stop_grace), dd.stop_grace),
         timeout: dur_or(s.deploy.timeout, dd.timeout),
         auto: s.deploy.auto.unwrap_or(dd.auto),
+        keep_revisions: s.deploy.keep_revisions.unwrap_or(dd.keep_revisions),
     };
     let traffic = super::file_service::convert_traffic(i, &s.name, s.traffic)?;
     Ok(ServiceConfig {

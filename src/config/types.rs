@@ -435,6 +435,9 @@ pub struct DeployConfig {
     /// Deploy by itself when the source changes underneath: a new image behind the tag
     /// (docker) or a changed executable (process).
     pub auto: bool,
+    /// Revisions remembered (for rollback, in the state file): the newest this many, plus any
+    /// that hold traffic or a tag.
+    pub keep_revisions: usize,
 }
 
 impl Default for ProxyConfig {
@@ -519,6 +522,7 @@ impl Default for DeployConfig {
             stop_grace: Duration::from_secs(10),
             timeout: Duration::from_secs(300),
             auto: false,
+            keep_revisions: 20,
         }
     }
 }

@@ -56,13 +56,19 @@ pub(crate) fn validate(config: &Config) -> Result {
             }
         }
         validate_source(&svc.source, i)?;
-        for k in svc.env.keys() {
+        for (k, v) in &svc.env {
             if k.is_empty() || k.contains('=') || k.contains('\0') {
                 return fail(
                     at("env"),
                     format!(
                         "invalid environment variable name {k:?}: must be non-empty without '=' or NUL"
                     ),
+                );
+            }
+            if v.contains('\0') {
+                return fail(
+                    at(&format!("env.{k}")),
+                    "an environment variable's value cannot contain NUL (\\0)",
                 );
             }
         }
@@ -72,6 +78,12 @@ pub(crate) fn validate(config: &Config) -> Result {
         positive(svc.queue.timeout, &at("queue.timeout"))?;
         positive(svc.upstream_idle_timeout, &at("upstream_idle_timeout"))?;
         positive(svc.deploy.timeout, &at("deploy.timeout"))?;
+        if svc.deploy.keep_revisions == 0 {
+            return fail(
+                at("deploy.keep_revisions"),
+                "keep_revisions must be at least 1 (the live revision)",
+            );
+        }
     }
     Ok(())
 }
@@ -221,6 +233,13 @@ fn validate_source(source: &Source, i: usize) -> Result {
     match source {
         Source::Command(argv) => {
             let key = format!("service[{i}].command");
+            // A NUL cannot pass to exec: refused here rather than failing at every start.
+            if let Some(j) = argv.iter().position(|a| a.contains('\0')) {
+                return fail(
+                    format!("{key}[{j}]"),
+                    "a command argument cannot contain NUL (\\0)",
+                );
+            }
             match argv.first() {
                 None => fail(key, "command is empty: give the program and its arguments"),
                 Some(prog) if prog.trim().is_empty() => {

@@ -22,6 +22,8 @@ pub struct Admission {
     max: usize,
     /// Client connections open now, over all workers.
     open: AtomicUsize,
+    /// The most open at once since [`take_peak`](Self::take_peak) last looked.
+    peak: AtomicUsize,
     /// Connections taken beyond `max` whose first request has not arrived yet.
     on_trial: AtomicUsize,
     /// Workers waiting for room (every open connection busy).
@@ -47,6 +49,7 @@ impl Admission {
         Admission {
             max: max_connections.max(1),
             open: AtomicUsize::new(0),
+            peak: AtomicUsize::new(0),
             on_trial: AtomicUsize::new(0),
             paused: AtomicUsize::new(0),
             room: Notify::new(),
@@ -63,10 +66,21 @@ impl Admission {
         self.open.load(Relaxed)
     }
 
+    /// The most connections open at once since the last call; starts over from those open now.
+    /// Sampling `open` instead would miss a burst shorter than the sampling period.
+    pub fn take_peak(&self) -> usize {
+        self.peak.swap(self.open(), Relaxed)
+    }
+
     /// Counts a new connection; `false` when it is beyond `max_connections`: it is on trial
     /// until [`proven`](Self::proven) (or released).
     pub fn admit(&self) -> bool {
-        if self.open.fetch_add(1, SeqCst) < self.max {
+        let before = self.open.fetch_add(1, SeqCst);
+        // A plain load first: the shared line is written only while the count climbs.
+        if before + 1 > self.peak.load(Relaxed) {
+            self.peak.fetch_max(before + 1, Relaxed);
+        }
+        if before < self.max {
             return true;
         }
         self.on_trial.fetch_add(1, SeqCst);
@@ -190,6 +204,8 @@ mod tests {
             !a.proven(),
             "a connection closed meanwhile: nothing to close"
         );
+        assert_eq!(a.take_peak(), 4, "the most open at once");
+        assert_eq!(a.take_peak(), 3, "then those open now");
     }
 
     #[tokio::test]

@@ -78,7 +78,8 @@ impl Ctx {
     /// `conn` waits for its next request (HTTP/1), or has no stream open (h2): it may be closed
     /// to make room for a new client.
     pub fn idle_begin(&self, conn: &ConnSlot) {
-        if conn.idle_since.get() == 0 {
+        // An h2 stream's body can outlive its connection by a moment: that is not idling.
+        if conn.idle_since.get() == 0 && !conn.gone.get() {
             let seq = self.idle_seq.get() + 1;
             self.idle_seq.set(seq);
             conn.idle_since.set(seq);
@@ -131,6 +132,8 @@ pub struct ConnSlot {
     index: Cell<usize>,
     /// Taken beyond `max_connections`: its first request makes room by closing an idle one.
     on_trial: Cell<bool>,
+    /// The connection is closed and out of the worker's list.
+    gone: Cell<bool>,
     close: Notify,
 }
 
@@ -165,6 +168,7 @@ impl Open {
 impl Drop for Open {
     fn drop(&mut self) {
         self.ctx.idle_end(&self.slot);
+        self.slot.gone.set(true);
         let on_trial = self.slot.on_trial.get();
         let mut conns = self.ctx.conns.borrow_mut();
         let i = self.slot.index.get();

@@ -82,6 +82,15 @@ pub fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
         .filter(|t| !t.is_empty())
 }
 
+/// The protocols of an `Upgrade` list that may pass: all but `h2c`, which would switch the
+/// upstream connection to h2 behind wakeway's back (an h2c upgrade smuggles requests past it).
+pub fn upgrade_protocols(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    tokens(value).filter(|t| {
+        let name = t.split(|b| *b == b'/').next().unwrap_or(t);
+        !name.eq_ignore_ascii_case(b"h2c")
+    })
+}
+
 /// Digits only: no sign, no spaces inside, no list (`1, 1`), no overflow.
 pub fn content_length(v: &[u8]) -> Option<u64> {
     if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
@@ -146,6 +155,19 @@ mod tests {
         ] {
             assert!(!valid_host(bad.as_bytes()), "{bad}");
         }
+    }
+
+    #[test]
+    fn h2c_is_struck_from_any_upgrade_list() {
+        let kept = |v: &str| -> Vec<String> {
+            upgrade_protocols(v.as_bytes())
+                .map(|t| String::from_utf8_lossy(t).into_owned())
+                .collect()
+        };
+        assert_eq!(kept("websocket, h2c"), ["websocket"]);
+        assert_eq!(kept("H2C/1, websocket"), ["websocket"]);
+        assert!(kept("h2c").is_empty());
+        assert_eq!(kept("websocket"), ["websocket"]);
     }
 
     #[test]

@@ -159,7 +159,9 @@ pub async fn return_memory(shared: Arc<Shared>) {
             _ = tick.tick() => {}
         }
         let now = shared.admission.open();
-        peak = peak.max(now);
+        // The high-water mark since the last tick, not a sample: a burst of a few seconds
+        // between two ticks is seen too.
+        peak = peak.max(shared.admission.take_peak());
         if peak >= now + 1000 && now < peak / 2 {
             pending = 3;
             peak = now;

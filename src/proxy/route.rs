@@ -36,11 +36,13 @@ impl RouteTable {
         t
     }
 
-    /// `host` as the client sent it: any port is ignored, case does not matter. A host
+    /// `host` as the client sent it: any port and one trailing dot (the fully qualified form,
+    /// as nginx takes it) are ignored, case does not matter. A host
     /// `TAG--NAME` that is not itself a service's reaches the revision tagged `TAG` of the
     /// service at `NAME`; the tag comes back lower-cased.
     pub fn lookup(&self, host: &str) -> Option<(&Arc<Service>, Option<Box<str>>)> {
         let name = strip_port(host);
+        let name = name.strip_suffix('.').unwrap_or(name);
         let lowered;
         let name = if name.bytes().any(|b| b.is_ascii_uppercase()) {
             lowered = name.to_ascii_lowercase();
@@ -102,6 +104,9 @@ mod tests {
         assert_eq!(t.lookup("web.localhost").unwrap().1, None);
         assert!(t.lookup("canary--other.localhost").is_none());
         assert!(t.lookup("--web.localhost").is_none());
+        assert_eq!(t.lookup("web.localhost.").unwrap().0.name, "web");
+        assert_eq!(t.lookup("Web.Localhost.:8080").unwrap().0.name, "web");
+        assert!(t.lookup("web.localhost..").is_none(), "one dot only");
     }
 
     #[test]

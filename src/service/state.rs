@@ -104,6 +104,24 @@ pub struct ServiceState {
     pub pins: BTreeMap<String, String>,
 }
 
+/// Forgets the oldest revisions beyond the newest `keep`, except the live one (the last) and any
+/// the traffic names (a share or a tag, even at 0%).
+pub fn prune_history(history: &mut Vec<Revision>, keep: usize, traffic: &[TrafficTarget]) {
+    let held = |r: &Revision| {
+        traffic
+            .iter()
+            .any(|t| t.revision.as_deref() == Some(r.id.as_str()))
+    };
+    // The newest `keep` (the live one among them) stay whatever the traffic says.
+    let first_kept = history.len().saturating_sub(keep.max(1));
+    let mut i = 0;
+    history.retain(|r| {
+        let kept = i >= first_kept || held(r);
+        i += 1;
+        kept
+    });
+}
+
 /// What a service starts from: its revisions, oldest first (the last is live), and the next
 /// revision number.
 pub struct Resumed {
@@ -136,6 +154,12 @@ impl ServiceState {
             .iter()
             .map(|r| r.revision(&file.name, file))
             .collect();
+        // A file written before `deploy.keep_revisions` (or with a larger one) shrinks now.
+        prune_history(
+            &mut history,
+            file.deploy.keep_revisions,
+            self.traffic.as_deref().unwrap_or_default(),
+        );
         let live = history.last()?;
         let mut next_revision = self.next_revision.max(live.number + 1);
         let from_file = SourceState::of(file);
@@ -326,6 +350,31 @@ mod tests {
         );
         c.env.insert("MODE".into(), env.into());
         c
+    }
+
+    #[test]
+    fn pruning_keeps_the_newest_the_live_and_those_the_traffic_names() {
+        let mut history: Vec<Revision> = (1..=6)
+            .map(|n| Revision::new("web", n, Arc::new(service("x")), vec![]))
+            .collect();
+        let traffic = [
+            TrafficTarget {
+                revision: Some("web-00001".into()),
+                percent: 0,
+                tag: Some("old".into()),
+            },
+            TrafficTarget {
+                revision: None,
+                percent: 100,
+                tag: None,
+            },
+        ];
+        prune_history(&mut history, 2, &traffic);
+        let ids: Vec<&str> = history.iter().map(|r| r.id.as_str()).collect();
+        assert_eq!(ids, ["web-00001", "web-00005", "web-00006"]);
+        prune_history(&mut history, 1, &[]);
+        let ids: Vec<&str> = history.iter().map(|r| r.id.as_str()).collect();
+        assert_eq!(ids, ["web-00006"], "the live one always stays");
     }
 
     #[test]

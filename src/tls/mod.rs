@@ -418,13 +418,20 @@ pub enum Alpn {
 /// behind it is shared and follows certificate reloads).
 #[derive(Clone)]
 pub struct Acceptor {
-    inner: tokio_rustls::TlsAcceptor,
+    config: Arc<ServerConfig>,
+    /// For a client that offers ALPN but none of the protocols above: rustls would refuse it
+    /// (`no_application_protocol`); like nginx, wakeway continues without ALPN (HTTP/1.1).
+    without_alpn: Arc<ServerConfig>,
 }
 
 impl Acceptor {
     pub fn new(store: &CertStore) -> Acceptor {
+        let config = server_config(store);
+        let mut without_alpn = config.as_ref().clone();
+        without_alpn.alpn_protocols.clear();
         Acceptor {
-            inner: tokio_rustls::TlsAcceptor::from(server_config(store)),
+            config,
+            without_alpn: Arc::new(without_alpn),
         }
     }
 
@@ -439,7 +446,20 @@ impl Acceptor {
     where
         IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
     {
-        let stream = tokio::time::timeout(timeout, self.inner.accept(io))
+        let handshake = async {
+            let acceptor = rustls::server::Acceptor::default();
+            let start = tokio_rustls::LazyConfigAcceptor::new(acceptor, io).await?;
+            let known = start.client_hello().alpn().is_none_or(|mut offered| {
+                offered.any(|p| self.config.alpn_protocols.iter().any(|ours| ours == p))
+            });
+            let config = if known {
+                &self.config
+            } else {
+                &self.without_alpn
+            };
+            start.into_stream(config.clone()).await
+        };
+        let stream = tokio::time::timeout(timeout, handshake)
             .await
             .map_err(|_| {
                 std::io::Error::new(

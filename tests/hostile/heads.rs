@@ -18,6 +18,19 @@ pub fn cases() -> Vec<Case> {
         case("Host folded", "GET / HTTP/1.1\r\nHost:\r\n h\r\n\r\n", Status(400)),
         case("Host_ is not Host", "GET / HTTP/1.1\r\nHost: h\r\nHost_: other\r\n\r\n", Status(200))
             .check(|s| header_is(s, "host", Some("h"))),
+        // --- Upgrade: h2c never reaches the upstream, alone or inside a list.
+        case(
+            "h2c inside an Upgrade list",
+            "GET / HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: websocket, h2c\r\n\r\n",
+            Status(200),
+        )
+        .check(|s| header_is(s, "upgrade", Some("websocket"))),
+        case(
+            "h2c alone",
+            "GET / HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n",
+            Status(200),
+        )
+        .check(|s| no_header(s, "upgrade")),
         // --- Absolute-form: routed by its authority, which must agree with Host.
         case("absolute-form, same Host", "GET http://h/ HTTP/1.1\r\nHost: h\r\n\r\n", Status(200)),
         case(

@@ -126,6 +126,7 @@ fn full_file_parses_to_expected_config() {
                     stop_grace: secs(5),
                     timeout: secs(300),
                     auto: false,
+                    keep_revisions: 20,
                 },
                 max_body_bytes: None,
                 redirect_https: false,

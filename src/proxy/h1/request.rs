@@ -367,7 +367,7 @@ impl RequestHead {
         };
         if connection_upgrade
             && let Some(u) = upgrade
-            && !u.get(buf).eq_ignore_ascii_case(b"h2c")
+            && headers::upgrade_protocols(u.get(buf)).next().is_some()
         {
             self.upgrade = Some(u);
         }

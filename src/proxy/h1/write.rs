@@ -50,7 +50,12 @@ pub fn write_upstream_head(
     }
     if let Some(u) = head.upgrade {
         out.extend_from_slice(b"Connection: upgrade\r\nUpgrade: ");
-        out.extend_from_slice(u.get(buf));
+        for (i, p) in crate::proxy::headers::upgrade_protocols(u.get(buf)).enumerate() {
+            if i > 0 {
+                out.extend_from_slice(b", ");
+            }
+            out.extend_from_slice(p);
+        }
         out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(b"X-Forwarded-For: ");

@@ -138,6 +138,16 @@ impl Controller {
     /// The blue/green switch: the new revision becomes the latest, and one store of the
     /// traffic moves every new request the `latest` entries had to it; revisions that leave the
     /// traffic drain.
+    /// Keeps `deploy.keep_revisions` of the history, plus the revisions the traffic names:
+    /// memory, the revisions view and the state file stay bounded however many deploys come.
+    fn forget_old_revisions(&mut self) {
+        let keep = self.svc.config.load().deploy.keep_revisions;
+        crate::service::state::prune_history(&mut self.history, keep, &self.traffic);
+        let mut views = self.svc.revisions.load().as_ref().clone();
+        views.retain(|v| self.history.iter().any(|r| r.id == v.id));
+        self.svc.revisions.store(Arc::new(views));
+    }
+
     pub(super) fn switch(&mut self) {
         let Some(g) = self.green.take() else {
             return;
@@ -187,6 +197,7 @@ impl Controller {
         if g.trigger == "rollback" {
             self.svc.deployments.mark_rolled_back(&old.id);
         }
+        self.forget_old_revisions();
         self.persist();
         let message = if g.no_traffic {
             format!(
