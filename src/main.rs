@@ -213,6 +213,7 @@ fn main() -> ExitCode {
                     "{}",
                     rt.block_on(wakeway::runtime::docker::check_images(&c))
                 );
+                print!("{}", wakeway::runtime::cgroup::check(&c));
                 println!("{}: ok", config.display());
                 ExitCode::SUCCESS
             }

@@ -1,6 +1,7 @@
 //! What starts and stops instances. The controller speaks only this trait; each runtime hides how
 //! an instance is made (a child process, a container) and reports when it exits on its own.
 
+pub mod cgroup;
 pub mod docker;
 #[cfg(test)]
 pub mod fake;
