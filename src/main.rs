@@ -265,6 +265,7 @@ fn main() -> ExitCode {
                 swarm: Default::default(),
                 log: Default::default(),
                 services: vec![svc],
+                scaling: Default::default(),
             };
             c.proxy.listen = vec![listen];
             rt.block_on(run(c))

@@ -26,6 +26,7 @@ struct RawConfig {
     docker: Option<RawDocker>,
     swarm: Option<RawSwarm>,
     log: Option<RawLog>,
+    scaling: Option<super::file_service::RawGlobalScaling>,
     state_file: Option<String>,
     #[serde(default)]
     service: Vec<RawService>,
@@ -153,6 +154,7 @@ struct RawService {
     redirect_https: Option<bool>,
     #[serde(default)]
     traffic: Vec<super::file_service::RawTraffic>,
+    socket_activation: Option<bool>,
 }
 
 #[derive(Deserialize, Default)]
@@ -168,6 +170,8 @@ struct RawScaling {
     panic_window: Option<Dur>,
     panic_threshold: Option<f64>,
     idle_ignore: Option<super::file_service::RawIdleIgnore>,
+    idle_action: Option<super::file_service::RawIdleAction>,
+    frozen_timeout: Option<Dur>,
 }
 
 #[derive(Deserialize, Clone, Copy)]
@@ -461,6 +465,7 @@ fn convert(raw: RawConfig) -> Result<Config, ConfigError> {
         swarm,
         log,
         services,
+        scaling: super::file_service::convert_global_scaling(raw.scaling),
     })
 }
 
@@ -632,6 +637,8 @@ fn convert_service(i: usize, s: RawService) -> Result<ServiceConfig, ConfigError
         idle_ignore: sc
             .idle_ignore
             .map_or(sd.idle_ignore, super::file_service::convert_idle_ignore),
+        idle_action: sc.idle_action.map_or(sd.idle_action, Into::into),
+        frozen_timeout: dur_or(sc.frozen_timeout, sd.frozen_timeout),
     };
     let h = s.health;
     let hd = HealthConfig::default();
@@ -678,6 +685,7 @@ fn convert_service(i: usize, s: RawService) -> Result<ServiceConfig, ConfigError
         max_body_bytes: s.max_body_bytes.map(|s| s.0),
         redirect_https: s.redirect_https.unwrap_or(false),
         traffic,
+        socket_activation: s.socket_activation.unwrap_or(false),
     })
 }
 

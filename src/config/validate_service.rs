@@ -18,7 +18,41 @@ const MAX_TAG_LEN: usize = 40;
 
 pub(super) fn validate(svc: &ServiceConfig, i: usize) -> Result {
     validate_traffic(svc, i)?;
+    validate_wake(svc, i)?;
     validate_idle_ignore(svc, i)
+}
+
+/// `idle_action = "freeze"` and `socket_activation` need instances wakeway runs itself.
+fn validate_wake(svc: &ServiceConfig, i: usize) -> Result {
+    let at = |k: &str| format!("service[{i}].{k}");
+    let swarm = matches!(&svc.source, Source::Image(img) if img.runtime == ImageRuntime::Swarm);
+    let stat = matches!(svc.source, Source::Upstreams(_));
+    if svc.scaling.idle_action == IdleAction::Freeze && stat {
+        return fail(
+            at("scaling.idle_action"),
+            format!(
+                "service `{}` is static (`upstreams`): wakeway does not run its instances, so it                  cannot freeze them; idle_action = \"freeze\" needs a `command` or an `image`",
+                svc.name
+            ),
+        );
+    }
+    if svc.scaling.frozen_timeout.is_zero() {
+        return fail(
+            at("scaling.frozen_timeout"),
+            "frozen_timeout must be greater than 0",
+        );
+    }
+    if svc.socket_activation && (stat || swarm) {
+        return fail(
+            at("socket_activation"),
+            format!(
+                "service `{}`: socket_activation works with the process runtime (`command`) and                  the docker runtime (`image`), not with {}",
+                svc.name,
+                if stat { "static upstreams" } else { "swarm" }
+            ),
+        );
+    }
+    Ok(())
 }
 
 fn validate_traffic(svc: &ServiceConfig, i: usize) -> Result {

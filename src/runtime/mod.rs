@@ -40,8 +40,24 @@ pub struct Started {
 
 pub trait InstanceHandle: Send + Sync {
     /// Asks the instance to stop (SIGTERM or the runtime's equivalent), forces it after `grace`,
-    /// and returns once it is gone.
+    /// and returns once it is gone. A frozen instance is thawed first, so that it can act on it.
     fn stop(&self, grace: Duration) -> BoxFuture<'_, ()>;
+
+    /// Stops every process of the instance where it is (cgroup freezer, `docker pause`): it
+    /// keeps its memory and sockets and uses no CPU. Returns once it is frozen.
+    fn freeze(&self) -> BoxFuture<'_, Result<(), RuntimeError>> {
+        Box::pin(async { Err(RuntimeError::unsupported("freezing")) })
+    }
+
+    /// Lets a frozen instance run again.
+    fn thaw(&self) -> BoxFuture<'_, Result<(), RuntimeError>> {
+        Box::pin(async { Err(RuntimeError::unsupported("thawing")) })
+    }
+
+    /// Bytes of memory the instance holds, when the runtime can tell.
+    fn memory(&self) -> BoxFuture<'_, Option<u64>> {
+        Box::pin(async { None })
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -58,6 +74,15 @@ impl std::fmt::Display for RuntimeError {
 }
 
 impl std::error::Error for RuntimeError {}
+
+impl RuntimeError {
+    pub fn unsupported(what: &str) -> RuntimeError {
+        RuntimeError {
+            message: format!("{what} is not supported by this runtime"),
+            retryable: false,
+        }
+    }
+}
 
 /// An instance a previous wakeway started and left running, found again at start. Like a
 /// [`Started`] one it is probed before it is published.

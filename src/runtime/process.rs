@@ -356,7 +356,57 @@ struct ProcessHandle {
     group_gone: watch::Receiver<bool>,
 }
 
+impl ProcessHandle {
+    fn cgroup(&self, what: &str) -> Result<InstanceCgroup, RuntimeError> {
+        self.cgroup.clone().ok_or_else(|| RuntimeError {
+            message: format!(
+                "{what} needs a cgroup, and this instance has none ({})",
+                cgroup::get().mode().as_str()
+            ),
+            retryable: false,
+        })
+    }
+}
+
+/// How long the kernel may take to stop every process of a cgroup.
+const FREEZE_WITHIN: Duration = Duration::from_secs(5);
+
+fn blocking_error(what: &str, e: impl std::fmt::Display) -> RuntimeError {
+    RuntimeError {
+        message: format!("{what}: {e}"),
+        retryable: false,
+    }
+}
+
 impl InstanceHandle for ProcessHandle {
+    fn freeze(&self) -> BoxFuture<'_, Result<(), RuntimeError>> {
+        Box::pin(async move {
+            let cg = self.cgroup("freezing")?;
+            tokio::task::spawn_blocking(move || cg.freeze(FREEZE_WITHIN))
+                .await
+                .map_err(|e| blocking_error("freeze", e))?
+                .map_err(|e| blocking_error("freeze", e))
+        })
+    }
+
+    fn thaw(&self) -> BoxFuture<'_, Result<(), RuntimeError>> {
+        Box::pin(async move {
+            let cg = self.cgroup("thawing")?;
+            // One write to a cgroup file: not worth a trip to the blocking pool on the wake path.
+            cg.thaw().map_err(|e| blocking_error("thaw", e))
+        })
+    }
+
+    fn memory(&self) -> BoxFuture<'_, Option<u64>> {
+        Box::pin(async move {
+            let cg = self.cgroup.clone()?;
+            tokio::task::spawn_blocking(move || cg.memory())
+                .await
+                .ok()
+                .flatten()
+        })
+    }
+
     /// Returns once the whole group is gone, not only its leader.
     fn stop(&self, grace: Duration) -> BoxFuture<'_, ()> {
         Box::pin(async move {

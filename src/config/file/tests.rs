@@ -82,6 +82,7 @@ fn full_file_parses_to_expected_config() {
         docker: DockerConfig::default(),
         swarm: SwarmConfig::default(),
         log: LogConfig::default(),
+        scaling: GlobalScaling::default(),
         services: vec![
             ServiceConfig {
                 name: "api".into(),
@@ -101,6 +102,7 @@ fn full_file_parses_to_expected_config() {
                     panic_window: secs(3),
                     panic_threshold: 1.5,
                     idle_ignore: IdleIgnore::default(),
+                    ..ScalingConfig::default()
                 },
                 health: HealthConfig {
                     kind: HealthKind::Tcp,
@@ -124,6 +126,7 @@ fn full_file_parses_to_expected_config() {
                 max_body_bytes: None,
                 redirect_https: false,
                 traffic: Vec::new(),
+                socket_activation: false,
             },
             ServiceConfig {
                 name: "legacy".into(),
@@ -140,6 +143,7 @@ fn full_file_parses_to_expected_config() {
                 max_body_bytes: None,
                 redirect_https: false,
                 traffic: Vec::new(),
+                socket_activation: false,
             },
         ],
     };

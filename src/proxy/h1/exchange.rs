@@ -95,7 +95,7 @@ impl<S: ClientIo> Conn<'_, S> {
             let pooled = if fresh_only {
                 None
             } else {
-                self.ctx.upstreams.take(addr)
+                self.ctx.upstreams.take(guard.instance())
             };
             let mut conn = match pooled {
                 Some(c) => c,

@@ -110,6 +110,9 @@ impl Hasher for AddrHasher {
 struct Idle {
     conns: Vec<(UpConn, Instant)>,
     instance: Weak<Instance>,
+    /// The instance's generation when these were pooled: a frozen and thawed instance's old
+    /// connections are dropped, not reused.
+    generation: u32,
 }
 
 /// One worker's upstream connections.
@@ -119,10 +122,14 @@ pub struct Upstreams {
 }
 
 impl Upstreams {
-    /// An idle connection to `addr`, if one is still open.
-    pub fn take(&self, addr: SocketAddr) -> Option<UpConn> {
+    /// An idle connection to `instance`, if one is still open.
+    pub fn take(&self, instance: &Instance) -> Option<UpConn> {
         let mut idle = self.idle.borrow_mut();
-        let list = idle.get_mut(&addr)?;
+        let list = idle.get_mut(&instance.address)?;
+        if list.generation != instance.generation() {
+            list.conns.clear();
+            return None;
+        }
         while let Some((mut c, _)) = list.conns.pop() {
             // No syscall unless the reactor already saw the socket readable: an idle upstream
             // connection that is readable was closed (or sent junk) by the app.
@@ -144,10 +151,16 @@ impl Upstreams {
             return;
         }
         let mut idle = self.idle.borrow_mut();
+        let generation = instance.generation();
         let list = idle.entry(instance.address).or_insert_with(|| Idle {
             conns: Vec::new(),
             instance: Arc::downgrade(instance),
+            generation,
         });
+        if list.generation != generation {
+            list.conns.clear();
+            list.generation = generation;
+        }
         if list.conns.len() < MAX_IDLE_PER_INSTANCE {
             list.conns.push((conn, Instant::now()));
         }

@@ -11,6 +11,7 @@
 //! shutdown).
 
 mod deploy;
+mod freeze;
 mod health;
 mod lifecycle;
 mod operations;
@@ -110,6 +111,16 @@ enum Msg {
     Stopped {
         instance: Arc<Instance>,
     },
+    /// An instance left the pool and froze, holding this much memory (when known).
+    Frozen {
+        instance: Arc<Instance>,
+        memory: Option<u64>,
+    },
+    /// A frozen instance thawed and passed its readiness check (`Ready` follows).
+    Thawed {
+        id: String,
+        took: Duration,
+    },
 }
 
 struct Member {
@@ -120,6 +131,9 @@ struct Member {
     fails: u32,
     /// Consecutive passed probes (counts only while unhealthy).
     passes: u32,
+    /// The runtime's exit notice, kept for a thaw's readiness check.
+    exited: Option<watch::Receiver<Option<String>>>,
+    frozen: Option<freeze::FrozenAt>,
 }
 
 /// A start attempt in progress: from the request to the runtime until ready or gone.
@@ -378,6 +392,8 @@ impl Controller {
             Msg::Exited { instance, reason } => self.on_exited(&instance, reason),
             Msg::Probe { instance, result } => self.on_probe(&instance, result),
             Msg::Stopped { instance } => self.on_stopped(&instance),
+            Msg::Frozen { instance, memory } => self.on_frozen(&instance, memory),
+            Msg::Thawed { id, took } => self.on_thawed(&id, took),
         }
     }
 
@@ -548,6 +564,7 @@ impl Controller {
         m.starting.set(count(InstanceState::Starting));
         m.ready.set(count(InstanceState::Ready));
         m.draining.set(count(InstanceState::Draining));
+        m.frozen.set(count(InstanceState::Frozen));
         self.svc.instances.store(Arc::new(all));
     }
 }
