@@ -378,6 +378,26 @@ pub fn format_pause(verb: &str, service: &Value) -> String {
     }
 }
 
+/// A deployment's diff (`changes` of a dry run), one line per field: `  env.KEY: a -> b`, with
+/// `(unset)` for a side that has no value.
+pub fn format_changes(changes: &Value) -> String {
+    let list = changes.as_array().map(Vec::as_slice).unwrap_or_default();
+    if list.is_empty() {
+        return "no change to the source: the new revision runs what the live one runs\n".into();
+    }
+    let side = |v: &Value| v.as_str().map_or("(unset)".to_string(), str::to_string);
+    let mut out = String::from("changes:\n");
+    for c in list {
+        out.push_str(&format!(
+            "  {}: {} -> {}\n",
+            text(&c["field"]),
+            side(&c["from"]),
+            side(&c["to"])
+        ));
+    }
+    out
+}
+
 /// What `POST /v1/reload` changed, one sentence per kind of change.
 pub fn format_reload(report: &Value) -> String {
     let names = |key: &str| -> Vec<String> {

@@ -12,5 +12,6 @@ pub mod runtime;
 pub mod service;
 pub mod tls;
 pub mod whoami;
+pub mod whoami_grpc;
 
 pub use app::{App, BuildError, State};

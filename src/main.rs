@@ -64,6 +64,8 @@ enum Command {
         admin: AdminArgs,
         /// One service only.
         service: Option<String>,
+        #[command(flatten)]
+        output: OutputArgs,
     },
     /// Deploy a new revision blue/green and follow it until the switch or the failure.
     Deploy {
@@ -74,12 +76,22 @@ enum Command {
         /// New image (docker services).
         #[arg(long)]
         image: Option<String>,
-        /// New command (process services), as one shell-style string split on spaces.
+        /// New command (process services), split into words as a shell would: quotes group
+        /// words, a backslash escapes; no variables, globs or pipes.
         #[arg(long)]
         command: Option<String>,
-        /// Set an environment variable: `--env KEY=VALUE` (repeatable; replaces the env).
-        #[arg(long = "env")]
-        env: Vec<String>,
+        /// Set or change an environment variable, keeping the others: `KEY=VALUE` (repeatable).
+        #[arg(long = "update-env", visible_alias = "env", value_name = "KEY=VALUE")]
+        update_env: Vec<String>,
+        /// Replace the whole environment with these variables: `KEY=VALUE` (repeatable).
+        #[arg(long = "set-env", value_name = "KEY=VALUE", conflicts_with_all = ["update_env", "remove_env"])]
+        set_env: Vec<String>,
+        /// Remove an environment variable (repeatable); naming one that is not set is an error.
+        #[arg(long = "remove-env", value_name = "KEY")]
+        remove_env: Vec<String>,
+        /// Print what would change (source and environment) and deploy nothing.
+        #[arg(long)]
+        dry_run: bool,
         /// Start the new revision beside the live one and give it no traffic (see `traffic`
         /// and `promote`); the follow ends once it is ready.
         #[arg(long)]
@@ -115,6 +127,8 @@ enum Command {
         /// host name, `TAG--HOST`; a tagged revision without a share gets 0%.
         #[arg(long = "tag", value_name = "TAG=REVISION")]
         tags: Vec<String>,
+        #[command(flatten)]
+        output: OutputArgs,
     },
     /// Move traffic to a revision step by step, and follow the rollout until done or halted.
     Promote {
@@ -150,6 +164,11 @@ enum Command {
         #[command(flatten)]
         admin: AdminArgs,
     },
+    /// The certificates the HTTPS listeners hold (files and ACME): issuer, expiry, last error.
+    Certificates {
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
     /// The event log: what the control loops decided and why.
     Events {
         #[command(flatten)]
@@ -159,6 +178,13 @@ enum Command {
         /// Keep printing new events.
         #[arg(short, long)]
         follow: bool,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// Print a shell completion script, e.g. `wakeway completions bash > /etc/bash_completion.d/wakeway`.
+    Completions {
+        /// The shell: bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
     },
     /// A tiny diagnostic upstream that answers with who it is and what it received.
     Whoami {
@@ -172,6 +198,14 @@ enum Command {
         #[arg(long, default_value = "0s", value_parser = config::parse_duration)]
         startup_delay: Duration,
     },
+}
+
+#[derive(clap::Args)]
+struct OutputArgs {
+    /// `text` for people, `json` for scripts (the admin API's own JSON; one object per line
+    /// for `events --follow`).
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = cli::Output::Text)]
+    output: cli::Output,
 }
 
 #[derive(clap::Args)]
@@ -270,13 +304,20 @@ fn main() -> ExitCode {
             c.proxy.listen = vec![listen];
             rt.block_on(run(c))
         }
-        Command::Status { admin, service } => rt.block_on(cli::status(admin.client(), service)),
+        Command::Status {
+            admin,
+            service,
+            output,
+        } => rt.block_on(cli::status(admin.client(), service, output.output)),
         Command::Deploy {
             admin,
             service,
             image,
             command,
-            env,
+            update_env,
+            set_env,
+            remove_env,
+            dry_run,
             no_traffic,
             tag,
             no_wait,
@@ -286,7 +327,10 @@ fn main() -> ExitCode {
             cli::DeployArgs {
                 image,
                 command,
-                env,
+                update_env,
+                set_env,
+                remove_env,
+                dry_run,
                 no_traffic,
                 tag,
                 no_wait,
@@ -302,7 +346,14 @@ fn main() -> ExitCode {
             service,
             shares,
             tags,
-        } => rt.block_on(cli::traffic(admin.client(), service, shares, tags)),
+            output,
+        } => rt.block_on(cli::traffic(
+            admin.client(),
+            service,
+            shares,
+            tags,
+            output.output,
+        )),
         Command::Promote {
             admin,
             service,
@@ -323,11 +374,20 @@ fn main() -> ExitCode {
             rt.block_on(cli::pause(admin.client(), service, "resume"))
         }
         Command::Reload { admin } => rt.block_on(cli::reload(admin.client())),
+        Command::Certificates { admin } => {
+            rt.block_on(cli::certificates::certificates(admin.client()))
+        }
         Command::Events {
             admin,
             service,
             follow,
-        } => rt.block_on(cli::events(admin.client(), service, follow)),
+            output,
+        } => rt.block_on(cli::events(admin.client(), service, follow, output.output)),
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "wakeway", &mut std::io::stdout());
+            ExitCode::SUCCESS
+        }
         Command::Whoami {
             port,
             bind,
@@ -377,6 +437,31 @@ fn init_logging(log: &config::LogConfig) {
     }
 }
 
+/// The `NAME listening on ADDR` line on stdout, where scripts and the access log (when it goes to
+/// stdout) read it: with `log.format = "json"` a JSON object like every other line there, so
+/// `wakeway run | jq` parses the whole stream.
+fn announce(format: config::LogFormat, listener: &str, addr: SocketAddr) {
+    let message = format!("{listener} listening on {addr}");
+    match format {
+        config::LogFormat::Text => println!("{message}"),
+        config::LogFormat::Json => {
+            use tracing_subscriber::fmt::time::FormatTime;
+            let mut timestamp = String::new();
+            let _ = tracing_subscriber::fmt::time::SystemTime.format_time(
+                &mut tracing_subscriber::fmt::format::Writer::new(&mut timestamp),
+            );
+            let line = serde_json::json!({
+                "timestamp": timestamp,
+                "level": "INFO",
+                "message": message,
+                "listener": listener,
+                "addr": addr.to_string(),
+            });
+            println!("{line}");
+        }
+    }
+}
+
 async fn run(config: Config) -> ExitCode {
     // Before anything else: a SIGHUP's default action would kill the process.
     let mut hup = signal(SignalKind::hangup()).expect("SIGHUP handler");
@@ -390,14 +475,15 @@ async fn run(config: Config) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let format = app.state().config.load().log.format;
     for addr in app.proxy_addrs() {
-        println!("proxy listening on {addr}");
+        announce(format, "proxy", addr);
     }
     for addr in app.tls_addrs() {
-        println!("https listening on {addr}");
+        announce(format, "https", addr);
     }
     if let Some(addr) = app.admin_addr() {
-        println!("admin listening on {addr}");
+        announce(format, "admin", addr);
     }
     let state = app.state();
     tokio::spawn(async move {

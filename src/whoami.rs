@@ -9,6 +9,7 @@
 //! - `/echo`: streams the request body back.
 //! - `/stats`: `{"in_flight":N,"max_in_flight":N,"requests":N}` (excluding `/stats`, `/healthz`).
 //! - `/ws`: a WebSocket echo server (text and binary messages).
+//! - gRPC calls (over h2c): see `whoami_grpc`.
 //!
 //! Every response carries `X-Wakeway-Instance`.
 
@@ -196,7 +197,13 @@ async fn handle(
     state: Arc<State>,
     req: Request<Incoming>,
 ) -> Result<Response<RespBody>, Infallible> {
+    let healthy = || {
+        StatusCode::from_u16(state.health_status.load(Ordering::Acquire))
+            .is_ok_and(|s| s.is_success())
+    };
+    let grpc = crate::proxy::grpc::is_grpc(req.headers());
     let mut resp = match req.uri().path() {
+        _ if grpc => crate::whoami_grpc::handle(&state.instance, healthy(), req).await,
         "/healthz" => health(&state, &req),
         "/stats" => stats(&state),
         "/echo" => echo(&state, req),

@@ -157,25 +157,21 @@ async fn log_level_applies_and_rust_log_overrides_it_and_text_has_no_colour() {
     }
 }
 
+/// Runs `wakeway ARGS --admin ADDR`, which must succeed; returns its stdout.
+async fn cli_ok(admin: std::net::SocketAddr, args: &[&str]) -> String {
+    let (status, stdout, stderr) = cli(admin, args).await;
+    assert!(status.success(), "{args:?}: {stderr}");
+    stdout
+}
+
+/// `wakeway status` prints a table: a row per service, a row per instance with its state and pid.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn status_events_and_pause_print_tables_and_sentences() {
+async fn status_prints_services_and_instances_as_a_table() {
     let wk = Wakeway::start(&whoami_service("hello", "hello.localhost", "")).await;
     assert_eq!(wk.get("hello.localhost", "/").await.status, 200);
     let instance = wk.wait_ready("hello").await[0].id.clone();
-    let admin = wk.admin.to_string();
-    let cli = |args: &[&str]| {
-        let mut all = args.to_vec();
-        all.extend(["--admin", admin.as_str()]);
-        all.iter().map(|s| s.to_string()).collect::<Vec<_>>()
-    };
-    let run = |args: Vec<String>| async move {
-        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-        let (status, stdout, stderr) = run_to_exit(&refs).await;
-        assert!(status.success(), "{args:?}: {stderr}");
-        stdout
-    };
 
-    let status = run(cli(&["status"])).await;
+    let status = cli_ok(wk.admin, &["status"]).await;
     let lines: Vec<&str> = status.lines().collect();
     assert!(lines[0].starts_with("SERVICE"), "{status}");
     assert!(lines[1].starts_with("hello"), "{status}");
@@ -189,8 +185,15 @@ async fn status_events_and_pause_print_tables_and_sentences() {
         .expect("a process has a pid")
         .to_string();
     assert!(row.contains("ready") && row.contains(&pid), "{row}");
+}
 
-    let events = run(cli(&["events", "hello"])).await;
+/// `wakeway events` prints a table whose scale rows carry the decision's inputs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_print_a_table_of_decisions() {
+    let wk = Wakeway::start(&whoami_service("hello", "hello.localhost", "")).await;
+    assert_eq!(wk.get("hello.localhost", "/").await.status, 200);
+
+    let events = cli_ok(wk.admin, &["events", "hello"]).await;
     assert!(events.starts_with("TIME"), "{events}");
     let scale = events
         .lines()
@@ -200,15 +203,22 @@ async fn status_events_and_pause_print_tables_and_sentences() {
         scale.contains("trigger=demand") && scale.contains("to=1"),
         "the decision's inputs: {scale}"
     );
+}
 
-    let paused = run(cli(&["pause", "hello"])).await;
+/// `wakeway pause`, `resume` and `reload` answer in sentences, not JSON.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pause_resume_and_reload_answer_in_sentences() {
+    let wk = Wakeway::start(&whoami_service("hello", "hello.localhost", "")).await;
+    assert_eq!(wk.get("hello.localhost", "/").await.status, 200);
+
+    let paused = cli_ok(wk.admin, &["pause", "hello"]).await;
     assert!(
         paused.starts_with("hello is paused:") && !paused.contains('{'),
         "{paused}"
     );
-    let resumed = run(cli(&["resume", "hello"])).await;
+    let resumed = cli_ok(wk.admin, &["resume", "hello"]).await;
     assert!(resumed.starts_with("hello is resumed"), "{resumed}");
-    let reloaded = run(cli(&["reload"])).await;
+    let reloaded = cli_ok(wk.admin, &["reload"]).await;
     assert_eq!(reloaded.trim(), "reloaded: nothing changed.");
 }
 

@@ -14,6 +14,7 @@ use crate::config::{ServiceConfig, Source};
 use crate::service::Service;
 use crate::service::command::{Command, DeployOptions};
 
+use super::certificates;
 use super::traffic::{self, traffic_view};
 use super::view::view;
 
@@ -43,6 +44,7 @@ pub(super) async fn handle(state: &Arc<State>, req: Request<Incoming>) -> Respon
         (&Method::GET, ["", "healthz"]) => text(StatusCode::OK, "ok\n"),
         (&Method::GET, ["", "metrics"]) => {
             state.sample_gauges();
+            crate::admin::certificates::sample(state);
             let revisions = crate::admin::revision_stats::families(&state.services.load());
             let mut r = Response::new(Full::new(Bytes::from(state.metrics.render(revisions))));
             r.headers_mut().insert(
@@ -81,10 +83,14 @@ pub(super) async fn handle(state: &Arc<State>, req: Request<Incoming>) -> Respon
             let Some(svc) = state.service(name) else {
                 return no_service(name);
             };
-            let (config, options) = match deployment_request(&svc, &body) {
+            let (config, options, dry_run) = match deployment_request(&svc, &body) {
                 Ok(c) => c,
                 Err(e) => return json_error(StatusCode::BAD_REQUEST, &e),
             };
+            if dry_run {
+                let changes = super::deploy_diff::changes(&svc.config.load(), &config);
+                return json(StatusCode::OK, &serde_json::json!({ "changes": changes }));
+            }
             let asked = svc
                 .ask(|reply| Command::Deploy {
                     config: Box::new(config),
@@ -127,6 +133,9 @@ pub(super) async fn handle(state: &Arc<State>, req: Request<Incoming>) -> Respon
                 Ok(()) => json(StatusCode::OK, &view(&svc)),
                 Err(e) => json_error(StatusCode::CONFLICT, &e),
             }
+        }
+        (&Method::GET, ["", "v1", "certificates"]) => {
+            json(StatusCode::OK, &certificates::list(state))
         }
         (&Method::POST, ["", "v1", "reload"]) => match state.reload().await {
             Ok(report) => json(StatusCode::OK, &report),
@@ -182,7 +191,7 @@ fn known_path(segments: &[&str]) -> bool {
                     | "traffic"
                     | "promote"
             ]
-            | ["", "v1", "reload" | "events"]
+            | ["", "v1", "reload" | "events" | "certificates"]
     )
 }
 
@@ -191,16 +200,26 @@ fn known_path(segments: &[&str]) -> bool {
 fn deployment_request(
     svc: &Service,
     body: &[u8],
-) -> Result<(ServiceConfig, DeployOptions), String> {
+) -> Result<(ServiceConfig, DeployOptions, bool), String> {
     #[derive(Deserialize, Default)]
     #[serde(deny_unknown_fields)]
     struct Body {
         image: Option<String>,
         command: Option<Vec<String>>,
+        /// The whole environment, replacing the live one.
         env: Option<std::collections::BTreeMap<String, String>>,
+        /// Variables set or changed; the others stay.
+        #[serde(default)]
+        update_env: std::collections::BTreeMap<String, String>,
+        /// Variables removed; naming one that is not set is an error (a typo would go unseen).
+        #[serde(default)]
+        remove_env: Vec<String>,
         #[serde(default)]
         no_traffic: bool,
         tag: Option<String>,
+        /// Only say what would change.
+        #[serde(default)]
+        dry_run: bool,
     }
     let req: Body = if body.iter().all(|b| b.is_ascii_whitespace()) {
         Body::default()
@@ -231,15 +250,26 @@ fn deployment_request(
         }
         (None, None, _) => {}
     }
+    if req.env.is_some() && !(req.update_env.is_empty() && req.remove_env.is_empty()) {
+        return Err(
+            "give `env` (the whole environment) or `update_env`/`remove_env`, not both".into(),
+        );
+    }
     if let Some(env) = req.env {
         cfg.env = env;
     }
+    for key in &req.remove_env {
+        if cfg.env.remove(key).is_none() {
+            return Err(format!("remove_env: `{key}` is not set"));
+        }
+    }
+    cfg.env.extend(req.update_env);
     crate::config::validate_service(&cfg).map_err(|e| e.to_string())?;
     let options = DeployOptions {
         no_traffic: req.no_traffic,
         tag: req.tag,
     };
-    Ok((cfg, options))
+    Ok((cfg, options, req.dry_run))
 }
 
 fn accepted(svc: &Service, asked: Result<String, String>) -> Response<Full<Bytes>> {

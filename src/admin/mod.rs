@@ -2,7 +2,9 @@
 //! the token and the cross-site checks of [`guard`].
 
 mod api;
+pub mod certificates;
 mod console;
+pub mod deploy_diff;
 pub mod guard;
 pub mod revision_stats;
 mod traffic;

@@ -42,6 +42,8 @@ pub struct State {
     reload_lock: tokio::sync::Mutex<()>,
     /// The TLS listeners' certificates; reloaded in place.
     pub cert_store: Option<crate::tls::CertStore>,
+    /// Certificates ordered from an ACME CA (`[proxy.tls.acme]`).
+    pub acme: Option<crate::tls::acme::Acme>,
     /// Revisions that outlive a restart; `None` without a config file.
     pub state_file: Option<Arc<crate::service::state::StateFile>>,
 }
@@ -74,6 +76,9 @@ impl State {
                     serde_json::json!({}),
                 ),
             }
+        }
+        if let Some(acme) = &self.acme {
+            acme.set_names(crate::tls::acme::plan_config(config).names);
         }
     }
 
@@ -181,7 +186,7 @@ impl State {
     }
 }
 
-fn make_source(
+pub(crate) fn make_source(
     engine: Option<&Arc<DockerEngine>>,
     swarm: Option<&Arc<SwarmEngine>>,
     sc: &ServiceConfig,
@@ -280,7 +285,7 @@ impl App {
             }
             None => None,
         };
-        let mut settings = crate::proxy::Settings::from_config(&config.proxy, workers);
+        let mut settings = crate::proxy::Settings::from_config(&config.proxy);
         settings.https_port = proxy_listeners.tls_addrs.first().map(|a| a.port());
         settings.start_trace = config.log.start_trace;
         settings.server_timing = config.log.server_timing;
@@ -291,22 +296,43 @@ impl App {
             None => None,
         };
         let metrics = Arc::new(Metrics::new());
+        let events = Arc::new(EventLog::default());
         let access_log =
             crate::proxy::access_log::AccessLog::start(&config.log, metrics.access_log_dropped())
                 .map_err(BuildError::AccessLog)?;
+        let shutdown = CancellationToken::new();
+        let acme = match (
+            &cert_store,
+            config.proxy.tls.as_ref().and_then(|t| t.acme.as_ref()),
+        ) {
+            (Some(store), Some(acme)) => Some(crate::tls::acme::Acme::start(
+                acme,
+                store.clone(),
+                events.clone(),
+                metrics.certificate_expiry(),
+                crate::tls::acme::plan_config(&config).names,
+                shutdown.clone(),
+            )),
+            _ => None,
+        };
         let state = Arc::new(State {
             services: ArcSwap::from_pointee(Vec::new()),
             forwarder: Arc::new(crate::proxy::Shared {
                 routes: ArcSwap::from_pointee(RouteTable::default()),
                 settings,
-                shutdown: CancellationToken::new(),
+                shutdown,
                 tls: cert_store.as_ref().map(crate::tls::Acceptor::new),
-                connections: Default::default(),
+                admission: crate::proxy::admission::Admission::new(
+                    config.proxy.max_connections,
+                    workers,
+                ),
+                acme: acme.as_ref().map(|a| a.http01.clone()),
                 access_log,
             }),
             cert_store,
+            acme,
             metrics,
-            events: Arc::new(EventLog::default()),
+            events,
             config: ArcSwap::from_pointee(config.clone()),
             docker: Mutex::new(None),
             swarm: Mutex::new(None),
@@ -325,10 +351,15 @@ impl App {
                 })?;
             services.push(svc);
         }
+        let routes = config
+            .services
+            .iter()
+            .map(|sc| &sc.hosts[..])
+            .zip(&services);
         state
             .forwarder
             .routes
-            .store(Arc::new(RouteTable::new(&services)));
+            .store(Arc::new(RouteTable::with_hosts(routes)));
         state.services.store(Arc::new(services));
         if let Some(store) = &state.state_file {
             store.save_applied(&config.services);

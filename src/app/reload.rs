@@ -9,8 +9,9 @@ use serde::Serialize;
 use serde_json::json;
 
 use crate::State;
-use crate::config::{self, Config};
+use crate::config::{self, Config, ServiceConfig};
 use crate::proxy::route::RouteTable;
+use crate::service::Service;
 use crate::service::command::Command;
 use crate::service::revision::source_changes;
 
@@ -148,56 +149,8 @@ impl State {
                     services.push(svc);
                 }
                 Some(svc) => {
-                    let before = svc.config.load_full();
-                    let mut settings = sc.clone();
-                    settings.source = before.source.clone();
-                    settings.env = before.env.clone();
-                    settings.traffic = before.traffic.clone();
-                    if settings != *before {
-                        // Hosts must be right before the new route table goes live.
-                        svc.config.store(Arc::new(settings.clone()));
-                        let _ = svc.command(Command::Update {
-                            config: Box::new(settings),
-                        });
-                        report.updated.push(sc.name.clone());
-                    }
-                    // The deployed revision stands until the file's own source for the service
-                    // changes: compared with the file last applied, not with what runs, so a
-                    // scaling-only reload does not undo an API deployment.
                     let applied = current.services.iter().find(|a| a.name == sc.name);
-                    let file_changed =
-                        applied.is_none_or(|applied| !source_changes(applied, sc).is_empty());
-                    if file_changed && !source_changes(&before, sc).is_empty() {
-                        let config = Box::new(sc.clone());
-                        let deployment = svc
-                            .ask(|reply| Command::Deploy {
-                                config,
-                                trigger: "reload",
-                                options: Default::default(),
-                                reply,
-                            })
-                            .await;
-                        report.deployed.push(Deployed {
-                            service: sc.name.clone(),
-                            deployment,
-                        });
-                    }
-                    // The same model for the traffic: what the API set stands until the file's
-                    // own `[[service.traffic]]` changes.
-                    if applied.is_none_or(|applied| applied.traffic != sc.traffic) {
-                        let traffic = sc.traffic.clone();
-                        let result = svc
-                            .ask(|reply| Command::SetTraffic {
-                                traffic,
-                                trigger: "reload",
-                                reply,
-                            })
-                            .await;
-                        report.traffic.push(TrafficSet {
-                            service: sc.name.clone(),
-                            result,
-                        });
-                    }
+                    reload_service(svc, applied, sc, &mut report).await;
                     services.push(svc.clone());
                 }
             }
@@ -208,9 +161,12 @@ impl State {
                 report.removed.push(svc.name.clone());
             }
         }
+        // The file's hosts, not the services' live configs: those are their controllers' to
+        // write, and may not have caught up yet.
+        let routes = new.services.iter().map(|sc| &sc.hosts[..]).zip(&services);
         self.forwarder
             .routes
-            .store(Arc::new(RouteTable::new(&services)));
+            .store(Arc::new(RouteTable::with_hosts(routes)));
         self.services.store(Arc::new(services));
         // Certificates change in place: the TLS listeners serve the new list at once.
         self.reload_certificates(&new);
@@ -233,3 +189,69 @@ impl State {
         Ok(report)
     }
 }
+
+/// A service that stays. Its controller is the only writer of its live config: reload sends it
+/// the file's settings (it keeps the running source, env and traffic), a deployment when the
+/// file's own source changed, and the file's traffic when that changed.
+async fn reload_service(
+    svc: &Arc<Service>,
+    applied: Option<&ServiceConfig>,
+    sc: &ServiceConfig,
+    report: &mut ReloadReport,
+) {
+    let before = svc.config.load_full();
+    after_read(svc).await;
+    let update = svc
+        .ask(|reply| Command::Update {
+            config: Box::new(sc.clone()),
+            reply,
+        })
+        .await;
+    if update == Ok(true) {
+        report.updated.push(sc.name.clone());
+    }
+    // The deployed revision stands until the file's own source for the service changes:
+    // compared with the file last applied, not with what runs, so a scaling-only reload does
+    // not undo an API deployment.
+    let file_changed = applied.is_none_or(|applied| !source_changes(applied, sc).is_empty());
+    if file_changed && !source_changes(&before, sc).is_empty() {
+        let config = Box::new(sc.clone());
+        let deployment = svc
+            .ask(|reply| Command::Deploy {
+                config,
+                trigger: "reload",
+                options: Default::default(),
+                reply,
+            })
+            .await;
+        report.deployed.push(Deployed {
+            service: sc.name.clone(),
+            deployment,
+        });
+    }
+    // The same model for the traffic: what the API set stands until the file's own
+    // `[[service.traffic]]` changes.
+    if applied.is_none_or(|applied| applied.traffic != sc.traffic) {
+        let traffic = sc.traffic.clone();
+        let result = svc
+            .ask(|reply| Command::SetTraffic {
+                traffic,
+                trigger: "reload",
+                reply,
+            })
+            .await;
+        report.traffic.push(TrafficSet {
+            service: sc.name.clone(),
+            result,
+        });
+    }
+}
+
+#[cfg(not(test))]
+async fn after_read(_: &Service) {}
+
+#[cfg(test)]
+use tests::after_read;
+
+#[cfg(test)]
+mod tests;

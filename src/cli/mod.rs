@@ -1,7 +1,9 @@
 //! The admin-client verbs of the CLI: thin wrappers over the admin API that print what a person
 //! wants to see and exit non-zero when the operation failed.
 
+pub mod certificates;
 pub mod fdlimit;
+mod words;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -10,21 +12,37 @@ use http::Method;
 use serde_json::{Value, json};
 use wakeway::client::{
     AdminClient, DeployProgress, EVENT_HEADER, Outcome, RolloutState, RolloutWatch, check_tag,
-    deploy_outcome, format_event, format_pause, format_reload, format_status, format_traffic,
-    traffic_body,
+    deploy_outcome, format_changes, format_event, format_pause, format_reload, format_status,
+    format_traffic, traffic_body,
 };
+
+/// How a read verb prints what it read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    Text,
+    Json,
+}
+
+/// The API's own JSON, pretty, for `-o json`.
+fn print_json(v: &Value) {
+    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+}
 
 fn fail(e: impl std::fmt::Display) -> ExitCode {
     eprintln!("error: {e}");
     ExitCode::FAILURE
 }
 
-pub async fn status(client: AdminClient, service: Option<String>) -> ExitCode {
+pub async fn status(client: AdminClient, service: Option<String>, output: Output) -> ExitCode {
     let path = match &service {
         Some(s) => format!("/v1/services/{s}"),
         None => "/v1/services".into(),
     };
     match client.ok(Method::GET, &path, None).await {
+        Ok(v) if output == Output::Json => {
+            print_json(&v);
+            ExitCode::SUCCESS
+        }
         Ok(v) => {
             let list = if v.is_array() { v } else { json!([v]) };
             print!("{}", format_status(&list));
@@ -67,7 +85,13 @@ pub async fn reload(client: AdminClient) -> ExitCode {
 pub struct DeployArgs {
     pub image: Option<String>,
     pub command: Option<String>,
-    pub env: Vec<String>,
+    /// `KEY=VALUE`s merged into the live environment.
+    pub update_env: Vec<String>,
+    /// `KEY=VALUE`s that replace the whole environment.
+    pub set_env: Vec<String>,
+    pub remove_env: Vec<String>,
+    /// Print the diff only.
+    pub dry_run: bool,
     /// Start the new revision beside the live one without moving traffic to it.
     pub no_traffic: bool,
     /// A tag (its own host name) for the new revision.
@@ -81,20 +105,29 @@ pub async fn deploy(client: AdminClient, service: String, args: DeployArgs) -> E
         body.insert("image".into(), json!(i));
     }
     if let Some(c) = args.command {
-        body.insert(
-            "command".into(),
-            json!(c.split_whitespace().collect::<Vec<_>>()),
-        );
+        match words::split(&c) {
+            Ok(w) => body.insert("command".into(), json!(w)),
+            Err(e) => return fail(format!("--command: {e}")),
+        };
     }
-    if !args.env.is_empty() {
+    for (flag, key, pairs) in [
+        ("--update-env", "update_env", &args.update_env),
+        ("--set-env", "env", &args.set_env),
+    ] {
+        if pairs.is_empty() {
+            continue;
+        }
         let mut m = serde_json::Map::new();
-        for kv in args.env {
+        for kv in pairs {
             let Some((k, v)) = kv.split_once('=') else {
-                return fail(format!("--env `{kv}`: expected KEY=VALUE"));
+                return fail(format!("{flag} `{kv}`: expected KEY=VALUE"));
             };
             m.insert(k.into(), json!(v));
         }
-        body.insert("env".into(), Value::Object(m));
+        body.insert(key.into(), Value::Object(m));
+    }
+    if !args.remove_env.is_empty() {
+        body.insert("remove_env".into(), json!(args.remove_env));
     }
     if args.no_traffic {
         body.insert("no_traffic".into(), json!(true));
@@ -105,8 +138,21 @@ pub async fn deploy(client: AdminClient, service: String, args: DeployArgs) -> E
         }
         body.insert("tag".into(), json!(tag));
     }
-    let since = last_seq(&client, &service).await;
     let path = format!("/v1/services/{service}/deployments");
+    // The diff first, from the same body: what this deployment changes, before it is applied.
+    let mut dry = body.clone();
+    dry.insert("dry_run".into(), json!(true));
+    match client
+        .ok(Method::POST, &path, Some(Value::Object(dry)))
+        .await
+    {
+        Ok(v) => print!("{}", format_changes(&v["changes"])),
+        Err(e) => return fail(e),
+    }
+    if args.dry_run {
+        return ExitCode::SUCCESS;
+    }
+    let since = last_seq(&client, &service).await;
     let started = match client
         .ok(Method::POST, &path, Some(Value::Object(body)))
         .await
@@ -125,9 +171,15 @@ pub async fn deploy(client: AdminClient, service: String, args: DeployArgs) -> E
 
 pub async fn rollback(client: AdminClient, service: String, no_wait: bool) -> ExitCode {
     let since = last_seq(&client, &service).await;
+    // What a rollback moves away from is what had the traffic, not the latest revision (after
+    // a halted canary the latest has none).
+    let holders = traffic_holders(&client, &service).await;
     let path = format!("/v1/services/{service}/rollback");
     match client.ok(Method::POST, &path, None).await {
-        Ok(v) => {
+        Ok(mut v) => {
+            if let Some(h) = holders {
+                v["previous_revision"] = json!(h);
+            }
             let follow = Follow {
                 since,
                 no_wait,
@@ -137,6 +189,34 @@ pub async fn rollback(client: AdminClient, service: String, no_wait: bool) -> Ex
             follow.run(client, service, v).await
         }
         Err(e) => fail(e),
+    }
+}
+
+/// The revisions that take traffic, with their shares when there are several:
+/// `web-00002` or `web-00002 90%, web-00003 10%`.
+async fn traffic_holders(client: &AdminClient, service: &str) -> Option<String> {
+    let v = client
+        .ok(Method::GET, &format!("/v1/services/{service}"), None)
+        .await
+        .ok()?;
+    let shares: Vec<(String, u64)> = v["traffic"]
+        .as_array()?
+        .iter()
+        .filter(|t| t["percent"].as_u64().unwrap_or(0) > 0)
+        .map(|t| {
+            let revision = t["revision"].as_str().unwrap_or("?").to_string();
+            (revision, t["percent"].as_u64().unwrap_or(0))
+        })
+        .collect();
+    match shares.as_slice() {
+        [] => None,
+        [(one, _)] => Some(one.clone()),
+        many => Some(
+            many.iter()
+                .map(|(r, p)| format!("{r} {p}%"))
+                .collect::<Vec<_>>()
+                .join(", "),
+        ),
     }
 }
 
@@ -156,10 +236,13 @@ impl Follow {
     async fn run(self, client: AdminClient, service: String, started: Value) -> ExitCode {
         let id = started["id"].as_str().unwrap_or_default().to_string();
         let revision = started["revision"].as_str().unwrap_or("?").to_string();
-        println!(
-            "deployment {id}: {} -> {revision}",
-            started["previous_revision"].as_str().unwrap_or("?"),
-        );
+        match started["previous_revision"].as_str().unwrap_or("?") {
+            // A rollback after a halted canary: the traffic never left the old revision.
+            from if from == revision => println!(
+                "deployment {id}: {revision} keeps the traffic and is the latest revision again"
+            ),
+            from => println!("deployment {id}: {from} -> {revision}"),
+        }
         if self.no_wait {
             return ExitCode::SUCCESS;
         }
@@ -229,6 +312,7 @@ pub async fn traffic(
     service: String,
     shares: Vec<String>,
     tags: Vec<String>,
+    output: Output,
 ) -> ExitCode {
     let path = format!("/v1/services/{service}/traffic");
     let answer = if shares.is_empty() && tags.is_empty() {
@@ -240,6 +324,10 @@ pub async fn traffic(
         }
     };
     match answer {
+        Ok(v) if output == Output::Json => {
+            print_json(&v);
+            ExitCode::SUCCESS
+        }
         Ok(v) => {
             print!("{}", format_traffic(&v));
             ExitCode::SUCCESS
@@ -324,9 +412,26 @@ async fn last_seq(client: &AdminClient, service: &str) -> u64 {
         .unwrap_or(0)
 }
 
-pub async fn events(client: AdminClient, service: Option<String>, follow: bool) -> ExitCode {
+pub async fn events(
+    client: AdminClient,
+    service: Option<String>,
+    follow: bool,
+    output: Output,
+) -> ExitCode {
+    if let Some(s) = &service {
+        // An unknown name is an error, not an empty list.
+        if let Err(e) = client
+            .ok(Method::GET, &format!("/v1/services/{s}"), None)
+            .await
+        {
+            return fail(e);
+        }
+    }
     let mut seen = 0u64;
-    println!("{EVENT_HEADER}");
+    if output == Output::Text {
+        println!("{EVENT_HEADER}");
+    }
+    let mut all = Vec::new();
     loop {
         let mut path = format!("/v1/events?after={seen}");
         if let Some(s) = &service {
@@ -336,12 +441,20 @@ pub async fn events(client: AdminClient, service: Option<String>, follow: bool) 
             Ok(v) => {
                 for e in v.as_array().into_iter().flatten() {
                     seen = seen.max(e["seq"].as_u64().unwrap_or(seen));
-                    println!("{}", format_event(e));
+                    match (output, follow) {
+                        (Output::Text, _) => println!("{}", format_event(e)),
+                        // Following, one JSON object per line, as they come (`jq -c` reads it).
+                        (Output::Json, true) => println!("{e}"),
+                        (Output::Json, false) => all.push(e.clone()),
+                    }
                 }
             }
             Err(e) => return fail(e),
         }
         if !follow {
+            if output == Output::Json {
+                print_json(&Value::Array(all));
+            }
             return ExitCode::SUCCESS;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;

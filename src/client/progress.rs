@@ -35,6 +35,13 @@ impl DeployProgress {
             if e["deployment"] != self.deployment.as_str() {
                 return None;
             }
+            if e["no_traffic"] == true {
+                return Some(format!(
+                    "{} is ready beside {}, which keeps the traffic",
+                    text(&e["to"]),
+                    text(&e["from"])
+                ));
+            }
             let draining = e["draining"].as_array().map_or(0, Vec::len);
             return Some(format!(
                 "traffic switched {} -> {}; draining {draining} old instance{}",

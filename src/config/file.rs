@@ -155,6 +155,15 @@ struct RawService {
     #[serde(default)]
     traffic: Vec<super::file_service::RawTraffic>,
     socket_activation: Option<bool>,
+    protocol: Option<RawProtocol>,
+}
+
+#[derive(Deserialize, Clone, Copy)]
+#[serde(rename_all = "lowercase")]
+enum RawProtocol {
+    Http1,
+    H2c,
+    Auto,
 }
 
 #[derive(Deserialize, Default)]
@@ -179,6 +188,7 @@ struct RawScaling {
 enum RawHealthKind {
     Http,
     Tcp,
+    Grpc,
 }
 
 #[derive(Deserialize, Default)]
@@ -191,6 +201,7 @@ struct RawHealth {
     healthy_threshold: Option<u32>,
     unhealthy_threshold: Option<u32>,
     startup_timeout: Option<Dur>,
+    grpc_service: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -646,6 +657,7 @@ fn convert_service(i: usize, s: RawService) -> Result<ServiceConfig, ConfigError
         kind: match h.kind {
             Some(RawHealthKind::Http) => HealthKind::Http,
             Some(RawHealthKind::Tcp) => HealthKind::Tcp,
+            Some(RawHealthKind::Grpc) => HealthKind::Grpc,
             None => hd.kind,
         },
         path: h.path.unwrap_or(hd.path),
@@ -654,6 +666,7 @@ fn convert_service(i: usize, s: RawService) -> Result<ServiceConfig, ConfigError
         healthy_threshold: h.healthy_threshold.unwrap_or(hd.healthy_threshold),
         unhealthy_threshold: h.unhealthy_threshold.unwrap_or(hd.unhealthy_threshold),
         startup_timeout: dur_or(h.startup_timeout, hd.startup_timeout),
+        grpc_service: h.grpc_service.unwrap_or(hd.grpc_service),
     };
     let qd = QueueConfig::default();
     let queue = QueueConfig {
@@ -686,6 +699,11 @@ fn convert_service(i: usize, s: RawService) -> Result<ServiceConfig, ConfigError
         redirect_https: s.redirect_https.unwrap_or(false),
         traffic,
         socket_activation: s.socket_activation.unwrap_or(false),
+        protocol: match s.protocol {
+            Some(RawProtocol::Http1) | None => Protocol::Http1,
+            Some(RawProtocol::H2c) => Protocol::H2c,
+            Some(RawProtocol::Auto) => Protocol::Auto,
+        },
     })
 }
 

@@ -152,6 +152,45 @@ pub struct ProxyConfig {
 pub struct TlsConfig {
     pub listen: Vec<SocketAddr>,
     pub certificates: Vec<CertificateConfig>,
+    /// `[proxy.tls.acme]`: certificates ordered from an ACME CA for the names no file covers.
+    pub acme: Option<AcmeConfig>,
+}
+
+/// Let's Encrypt's production directory: what `[proxy.tls.acme]` orders from by default.
+pub const LETS_ENCRYPT_DIRECTORY: &str = "https://acme-v02.api.letsencrypt.org/directory";
+
+/// `[proxy.tls.acme]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AcmeConfig {
+    /// The CA's ACME directory URL.
+    pub directory: String,
+    /// The account's contact address.
+    pub email: Option<String>,
+    /// Extra roots trusted for the directory's own HTTPS (a private or test CA), resolved
+    /// against the config file's directory.
+    pub ca_roots: Vec<PathBuf>,
+    /// The challenges offered to the CA, in order of preference.
+    pub challenges: Vec<AcmeChallenge>,
+    /// Where the account key and the certificates are kept (`acme/` beside the state file);
+    /// `None` when the config was built in code: nothing persists.
+    pub storage: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AcmeChallenge {
+    /// RFC 8737, answered on the TLS listener.
+    TlsAlpn01,
+    /// RFC 8555 §8.3, answered on the plain listener.
+    Http01,
+}
+
+impl AcmeChallenge {
+    pub fn name(self) -> &'static str {
+        match self {
+            AcmeChallenge::TlsAlpn01 => "tls-alpn-01",
+            AcmeChallenge::Http01 => "http-01",
+        }
+    }
 }
 
 /// One `[[proxy.tls.certificate]]`: a PEM chain and key, served to the names in `hosts`.
@@ -302,6 +341,31 @@ pub struct ServiceConfig {
     pub traffic: Vec<TrafficTarget>,
     /// Wakeway binds each instance's listening socket and passes it as fd 3 (`LISTEN_FDS=1`).
     pub socket_activation: bool,
+    /// What wakeway speaks to the service's instances.
+    pub protocol: Protocol,
+}
+
+/// The protocol to instances (`protocol`): the address is the same, only the wire differs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Protocol {
+    /// HTTP/1.1, whatever the client spoke.
+    #[default]
+    Http1,
+    /// HTTP/2 with prior knowledge (cleartext): gRPC servers and h2c apps.
+    H2c,
+    /// h2c for gRPC requests (`content-type: application/grpc*`) that arrived over h2; HTTP/1.1
+    /// for the rest, so one app can serve a gRPC API and a web UI.
+    Auto,
+}
+
+impl Protocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Http1 => "http1",
+            Protocol::H2c => "h2c",
+            Protocol::Auto => "auto",
+        }
+    }
 }
 
 impl ServiceConfig {
@@ -321,6 +385,7 @@ impl ServiceConfig {
             redirect_https: false,
             traffic: Vec::new(),
             socket_activation: false,
+            protocol: Protocol::Http1,
         }
     }
 }
@@ -409,6 +474,8 @@ pub struct ScalingConfig {
 pub enum HealthKind {
     Http,
     Tcp,
+    /// `grpc.health.v1.Health/Check` over h2c.
+    Grpc,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -420,6 +487,8 @@ pub struct HealthConfig {
     pub healthy_threshold: u32,
     pub unhealthy_threshold: u32,
     pub startup_timeout: Duration,
+    /// The service name a gRPC probe asks about (`""`: the server as a whole).
+    pub grpc_service: String,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -502,6 +571,7 @@ impl Default for HealthConfig {
             healthy_threshold: 1,
             unhealthy_threshold: 3,
             startup_timeout: Duration::from_secs(60),
+            grpc_service: String::new(),
         }
     }
 }

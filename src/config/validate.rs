@@ -517,6 +517,12 @@ fn validate_health(h: &HealthConfig, i: usize) -> Result {
             "unhealthy_threshold must be at least 1",
         );
     }
+    if !h.grpc_service.is_empty() && h.kind != HealthKind::Grpc {
+        return fail(
+            at("grpc_service"),
+            "grpc_service is read only by health.kind = \"grpc\"",
+        );
+    }
     positive(h.interval, &at("interval"))?;
     positive(h.timeout, &at("timeout"))?;
     positive(h.startup_timeout, &at("startup_timeout"))?;

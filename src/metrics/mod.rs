@@ -35,6 +35,8 @@ pub const ACCESS_LOG_DROPPED_TOTAL: &str = "wakeway_access_log_dropped_total";
 /// Frozen instances are `wakeway_instances{state="frozen"}`; what they hold is this one.
 pub const FROZEN_MEMORY_BYTES: &str = "wakeway_frozen_memory_bytes";
 pub const THAWS_TOTAL: &str = "wakeway_thaws_total";
+pub const CERTIFICATE_EXPIRY_TIMESTAMP_SECONDS: &str =
+    "wakeway_certificate_expiry_timestamp_seconds";
 
 pub struct Metrics {
     registry: Registry,
@@ -44,6 +46,7 @@ pub struct Metrics {
     services: Arc<ServicesCollector>,
     revision_info: IntGaugeVec,
     access_log_dropped: IntCounter,
+    certificate_expiry: IntGaugeVec,
 }
 
 /// The handles of one service. Cloned into the service at creation; the control-plane figures
@@ -143,8 +146,19 @@ impl Metrics {
                 r.register(Box::new(c.clone())).expect("unique metric");
                 c
             },
+            certificate_expiry: gauge(
+                &r,
+                CERTIFICATE_EXPIRY_TIMESTAMP_SECONDS,
+                "When each served certificate expires (not-after, seconds since the epoch).",
+                &["name"],
+            ),
             registry: r,
         }
+    }
+
+    /// One series per certificate name; the ACME manager and the file store set them.
+    pub fn certificate_expiry(&self) -> IntGaugeVec {
+        self.certificate_expiry.clone()
     }
 
     /// The counter the access log's senders bump when its channel is full.

@@ -14,19 +14,36 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use tokio::sync::oneshot;
 
+use crate::proxy::upstream::h2::StreamSlot;
 use crate::service::InFlight;
 
 pub enum ProxyBody {
     Upstream {
         inner: Incoming,
         guard: Option<InFlight>,
+        /// An h2 upstream stream's place on its connection, freed with the guard.
+        stream: Option<StreamSlot>,
     },
     Full(Option<Bytes>),
 }
 
 impl ProxyBody {
     pub fn upstream(inner: Incoming, guard: Option<InFlight>) -> ProxyBody {
-        ProxyBody::Upstream { inner, guard }
+        ProxyBody::Upstream {
+            inner,
+            guard,
+            stream: None,
+        }
+    }
+
+    /// An h2 upstream's response: the stream counts on its instance (and on its connection)
+    /// until the end of its trailers, or its reset.
+    pub fn stream(inner: Incoming, guard: InFlight, stream: StreamSlot) -> ProxyBody {
+        ProxyBody::Upstream {
+            inner,
+            guard: Some(guard),
+            stream: Some(stream),
+        }
     }
 
     pub fn full(b: impl Into<Bytes>) -> ProxyBody {
@@ -47,11 +64,16 @@ impl Body for ProxyBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         match self.get_mut() {
-            ProxyBody::Upstream { inner, guard } => {
+            ProxyBody::Upstream {
+                inner,
+                guard,
+                stream,
+            } => {
                 let r = Pin::new(&mut *inner).poll_frame(cx);
                 if let Poll::Ready(None) | Poll::Ready(Some(Err(_))) = &r {
                     // End of stream: free the slot now rather than when hyper drops the body.
                     guard.take();
+                    stream.take();
                 }
                 r
             }

@@ -105,6 +105,38 @@ impl ProxyError {
         }
     }
 
+    /// The same failure told to a gRPC client (`grpc::error_response`): the codes gRPC maps
+    /// HTTP statuses to, except where wakeway knows better (a full queue is exhaustion, the
+    /// client's own deadline is a deadline).
+    pub fn grpc_status(&self) -> crate::proxy::grpc::Code {
+        use crate::proxy::grpc::Code;
+        match self {
+            ProxyError::UnknownHost(_) | ProxyError::Activator(ActivatorError::NoSuchTag(_)) => {
+                Code::Unimplemented
+            }
+            ProxyError::Activator(ActivatorError::QueueFull) | ProxyError::BodyTooLarge(_) => {
+                Code::ResourceExhausted
+            }
+            ProxyError::Activator(ActivatorError::Timeout(_)) | ProxyError::ResponseTimeout(_) => {
+                Code::DeadlineExceeded
+            }
+            ProxyError::Activator(_)
+            | ProxyError::IdleIgnored
+            | ProxyError::Connect(_)
+            | ProxyError::Upstream(_)
+            | ProxyError::BadResponse(_) => Code::Unavailable,
+            ProxyError::BadRequest(_)
+            | ProxyError::MethodNotAllowed(_)
+            | ProxyError::UriTooLong
+            | ProxyError::HeadersTooLarge(_)
+            | ProxyError::NotImplemented(_)
+            | ProxyError::VersionNotSupported
+            | ProxyError::HeaderTimeout
+            | ProxyError::ExpectationFailed
+            | ProxyError::ClientBody(_) => Code::Internal,
+        }
+    }
+
     /// Seconds a client should wait before trying again, for the 503s.
     pub fn retry_after(&self) -> Option<HeaderValue> {
         match self {

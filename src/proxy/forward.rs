@@ -3,11 +3,12 @@
 //! this worker's own pooled client, stream the response.
 
 use std::net::SocketAddr;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::uri::{PathAndQuery, Scheme};
+use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Method, Request, Response, Uri, Version};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
@@ -17,8 +18,11 @@ use tokio::time::Instant;
 use super::Shared;
 use super::body::{ProxyBody, RequestBody};
 use super::error::ProxyError;
+use super::grpc;
 use super::h1::exchange::EXIT_NOTICE_WAIT;
 use super::headers::{self, Disposition, Underscore};
+use super::upstream::h2::{self, H2Error, H2Upstreams, StreamSlot};
+use crate::config::Protocol;
 use crate::proxy::access_log::AccessRecord;
 use crate::proxy::trace::{self, ServerTiming};
 use crate::service::{InFlight, Service};
@@ -63,11 +67,21 @@ impl Timing {
     }
 }
 
-/// One per worker: the client's pool is the worker's alone.
+/// One per worker: the client's pool and the h2c connections are the worker's alone.
 #[derive(Clone)]
 pub struct HyperForwarder {
     shared: Arc<Shared>,
     client: UpstreamClient,
+    pub h2: Rc<H2Upstreams>,
+}
+
+/// What one attempt at an instance came to when it failed.
+struct Failure {
+    /// Nothing reached the instance.
+    connect: bool,
+    /// ... because the connect timed out (a busy instance), not because it was refused.
+    timed_out: bool,
+    detail: String,
 }
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -80,7 +94,11 @@ static PROXY: HeaderName = HeaderName::from_static("proxy");
 impl HyperForwarder {
     pub fn new(shared: Arc<Shared>) -> HyperForwarder {
         let client = upstream_client(shared.settings.connect_timeout);
-        HyperForwarder { shared, client }
+        HyperForwarder {
+            shared,
+            client,
+            h2: Rc::default(),
+        }
     }
 
     /// The single exit point of a request: every outcome is counted and timed here.
@@ -92,6 +110,7 @@ impl HyperForwarder {
     ) -> Response<ProxyBody> {
         let started = Instant::now();
         let settings = &self.shared.settings;
+        let grpc = grpc::is_grpc(req.headers());
         let request_id = trace::ensure_request_id(req.headers_mut());
         let trace_id = trace::propagate(req.headers_mut(), settings.start_trace).id();
         let mut record = self.shared.access_log.as_ref().map(|_| AccessRecord {
@@ -117,7 +136,7 @@ impl HyperForwarder {
         });
         let mut timing = Timing::default();
         let mut resp = self
-            .route(req, remote, https, started, &mut timing, &mut record)
+            .route(req, remote, https, started, &mut timing, &mut record, grpc)
             .await;
         resp.headers_mut()
             .insert(trace::X_REQUEST_ID, request_id.clone());
@@ -141,6 +160,7 @@ impl HyperForwarder {
         resp
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn route(
         &self,
         req: Request<Incoming>,
@@ -149,10 +169,11 @@ impl HyperForwarder {
         started: Instant,
         timing: &mut Timing,
         record: &mut Option<AccessRecord>,
+        grpc: bool,
     ) -> Response<ProxyBody> {
         let host = match request_host(&req) {
             Ok(h) => h,
-            Err(e) => return error_response(&e),
+            Err(e) => return error_response(&e, grpc),
         };
         if req.method() == Method::TRACE || req.method() == Method::CONNECT {
             let m = if req.method() == Method::TRACE {
@@ -160,7 +181,15 @@ impl HyperForwarder {
             } else {
                 "CONNECT"
             };
-            return error_response(&ProxyError::MethodNotAllowed(m));
+            return error_response(&ProxyError::MethodNotAllowed(m), grpc);
+        }
+        if !https
+            && let Some(acme) = &self.shared.acme
+            && let Some((status, body)) = acme.answer(req.uri().path().as_bytes())
+        {
+            let mut resp = Response::new(ProxyBody::full(body));
+            *resp.status_mut() = http::StatusCode::from_u16(status).unwrap_or_default();
+            return resp;
         }
         // `request_host` checked it is a valid host.
         let name = host.to_str().unwrap_or_default();
@@ -171,7 +200,7 @@ impl HyperForwarder {
             .lookup(name)
             .map(|(svc, tag)| (svc.clone(), tag));
         let Some((svc, tag)) = routed else {
-            return error_response(&ProxyError::UnknownHost(name.to_string()));
+            return error_response(&ProxyError::UnknownHost(name.to_string()), grpc);
         };
         if let Some(r) = record {
             r.service = Some(Arc::from(svc.name.as_str()));
@@ -186,13 +215,14 @@ impl HyperForwarder {
                 host,
                 started,
                 timing,
+                grpc,
             )
             .await
         {
             Ok(r) => r,
             Err(e) => {
                 tracing::debug!(service = %svc.name, error = %e, side = ?e.side(), "request failed");
-                error_response(&e)
+                error_response(&e, grpc)
             }
         };
         svc.metrics.observe_status(resp.status().as_u16());
@@ -210,21 +240,43 @@ impl HyperForwarder {
         host: HeaderValue,
         arrived: Instant,
         timing: &mut Timing,
+        grpc: bool,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let (parts, body) = req.into_parts();
         let settings = &self.shared.settings;
         let trusted = settings.is_trusted(remote.ip());
         let mut headers = parts.headers;
+        let trailers = wants_trailers(&headers);
+        let client_deadline = grpc.then(|| grpc::timeout(&headers)).flatten();
         rewrite_request_headers(&mut headers, settings.limits.underscore, trusted)?;
         add_forwarded(&mut headers, remote, &host, trusted, https)?;
-        headers.insert(header::HOST, host);
         let path = parts
             .uri
             .path_and_query()
             .cloned()
             .unwrap_or_else(|| PathAndQuery::from_static("/"));
         let cfg = svc.config.load();
-        let deadline = arrived + cfg.queue.timeout;
+        let h2 = match cfg.protocol {
+            Protocol::Http1 => false,
+            Protocol::H2c => true,
+            Protocol::Auto => grpc,
+        };
+        // Over h2 the host travels as :authority, the instance's address is the connection's.
+        let authority = if h2 {
+            let a = Authority::try_from(host.as_bytes())
+                .map_err(|_| ProxyError::BadRequest("invalid :authority".into()))?;
+            headers.remove(header::HOST);
+            if trailers {
+                headers.insert(header::TE, HeaderValue::from_static("trailers"));
+            }
+            Some(a)
+        } else {
+            headers.insert(header::HOST, host);
+            None
+        };
+        // A gRPC client's own deadline bounds its wait in the queue too.
+        let wait = client_deadline.map_or(cfg.queue.timeout, |t| t.min(cfg.queue.timeout));
+        let deadline = arrived + wait;
         let ignore = &cfg.scaling.idle_ignore;
         let quiet = !ignore.is_empty()
             && ignore.matches(remote.ip(), parts.uri.path().as_bytes(), || {
@@ -251,28 +303,36 @@ impl HyperForwarder {
             let (rb, mut give_back) = RequestBody::new(body);
             let uri = Uri::builder()
                 .scheme(Scheme::HTTP)
-                .authority(guard.instance().authority.clone())
+                .authority(
+                    authority
+                        .clone()
+                        .unwrap_or_else(|| guard.instance().authority.clone()),
+                )
                 .path_and_query(path.clone())
                 .build()
                 .map_err(|e| ProxyError::BadRequest(e.to_string()))?;
             let mut up = Request::new(rb);
             *up.method_mut() = parts.method.clone();
             *up.uri_mut() = uri;
-            *up.version_mut() = Version::HTTP_11;
+            *up.version_mut() = if h2 {
+                Version::HTTP_2
+            } else {
+                Version::HTTP_11
+            };
             *up.headers_mut() = headers.clone();
 
-            let sent = tokio::time::timeout(response_timeout, self.client.request(up)).await;
+            let sent = tokio::time::timeout(response_timeout, self.send(h2, &guard, up)).await;
             match sent {
                 Err(_) => {
                     svc.metrics.upstream_timeout.inc();
                     return Err(ProxyError::ResponseTimeout(response_timeout));
                 }
-                Ok(Ok(resp)) => return Ok(respond(resp, guard)),
-                Ok(Err(e)) => {
+                Ok(Ok((resp, stream))) => return Ok(respond(resp, guard, stream)),
+                Ok(Err(f)) => {
                     let inst = guard.instance().clone();
                     drop(guard);
-                    let detail = format!("{}: {}", inst.address, source_chain(&e));
-                    let err = if e.is_connect() {
+                    let detail = format!("{}: {}", inst.address, f.detail);
+                    let err = if f.connect {
                         svc.metrics.upstream_connect.inc();
                         ProxyError::Connect(detail)
                     } else {
@@ -281,14 +341,14 @@ impl HyperForwarder {
                     };
                     // The controller decides: a refusal proves death, a timeout is one strike.
                     // After a refusal the retry waits (briefly) for that decision, or it could
-                    // pick the same instance, now the least loaded of all.
-                    if e.is_connect() {
-                        if timed_out(&e) {
-                            svc.report_timeout(&inst);
-                        } else {
-                            svc.report_refused(&inst);
-                            inst.leaves_within(EXIT_NOTICE_WAIT).await;
-                        }
+                    // pick the same instance, now the least loaded of all. A broken h2 stream
+                    // (reset, malformed frame) is one strike too: an instance that resets every
+                    // stream leaves after `unhealthy_threshold` of them.
+                    if f.connect && !f.timed_out {
+                        svc.report_refused(&inst);
+                        inst.leaves_within(EXIT_NOTICE_WAIT).await;
+                    } else if f.connect || h2 {
+                        svc.report_timeout(&inst);
                     }
                     // Only when nothing reached the instance is sending again safe (even for a
                     // POST: its body comes back unread).
@@ -318,7 +378,41 @@ impl HyperForwarder {
     }
 }
 
-fn respond(resp: Response<Incoming>, guard: InFlight) -> Response<ProxyBody> {
+impl HyperForwarder {
+    /// One attempt at the instance `guard` holds, over HTTP/1.1 or h2c.
+    async fn send(
+        &self,
+        h2: bool,
+        guard: &InFlight,
+        up: Request<RequestBody>,
+    ) -> Result<(Response<Incoming>, Option<StreamSlot>), Failure> {
+        if h2 {
+            let timeout = self.shared.settings.connect_timeout;
+            return match self.h2.send(guard.instance(), up, timeout).await {
+                Ok((resp, slot)) => Ok((resp, Some(slot))),
+                Err(e) => Err(Failure {
+                    connect: matches!(e, H2Error::Connect(_)),
+                    timed_out: matches!(e, H2Error::Connect(h2::Failed::Timeout)),
+                    detail: e.to_string(),
+                }),
+            };
+        }
+        match self.client.request(up).await {
+            Ok(resp) => Ok((resp, None)),
+            Err(e) => Err(Failure {
+                connect: e.is_connect(),
+                timed_out: timed_out(&e),
+                detail: source_chain(&e),
+            }),
+        }
+    }
+}
+
+fn respond(
+    resp: Response<Incoming>,
+    guard: InFlight,
+    stream: Option<StreamSlot>,
+) -> Response<ProxyBody> {
     if resp.status().is_server_error() {
         guard.instance().note_error();
     }
@@ -326,10 +420,28 @@ fn respond(resp: Response<Incoming>, guard: InFlight) -> Response<ProxyBody> {
     for name in HOP_BY_HOP {
         parts.headers.remove(name);
     }
-    Response::from_parts(parts, ProxyBody::upstream(body, Some(guard)))
+    let body = match stream {
+        Some(s) => ProxyBody::stream(body, guard, s),
+        None => ProxyBody::upstream(body, Some(guard)),
+    };
+    Response::from_parts(parts, body)
 }
 
-pub fn error_response(e: &ProxyError) -> Response<ProxyBody> {
+/// Whether the client said it reads trailers (`TE: trailers`): gRPC needs them, and an h2
+/// instance gets the header again, as the one `TE` value h2 allows.
+fn wants_trailers(headers: &HeaderMap) -> bool {
+    headers.get_all(header::TE).iter().any(|v| {
+        v.as_bytes()
+            .split(|b| *b == b',')
+            .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"trailers"))
+    })
+}
+
+/// The one place a failure becomes the client's answer: in gRPC terms for a gRPC call.
+pub fn error_response(e: &ProxyError, grpc: bool) -> Response<ProxyBody> {
+    if grpc {
+        return grpc::error_response(e);
+    }
     let mut resp = Response::new(ProxyBody::full(format!("{}\n", e.message())));
     *resp.status_mut() = e.status();
     let h = resp.headers_mut();

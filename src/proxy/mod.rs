@@ -4,9 +4,12 @@
 //! place (`error`).
 
 pub mod access_log;
+pub mod admission;
 pub mod body;
+pub mod ctx;
 pub mod error;
 pub mod forward;
+pub mod grpc;
 pub mod h1;
 pub mod headers;
 pub mod rewind;
@@ -34,9 +37,12 @@ pub struct Shared {
     pub shutdown: CancellationToken,
     /// The TLS listeners' acceptor; its certificate store reloads in place.
     pub tls: Option<crate::tls::Acceptor>,
-    /// Client connections open now, over all workers (one write per connection, not per
-    /// request): the allocator is asked to return memory after a burst of them closed.
-    pub connections: std::sync::atomic::AtomicUsize,
+    /// Client connections open now over all workers, against `max_connections` (one write per
+    /// connection, not per request); the allocator is asked to return memory after a burst of
+    /// them closed.
+    pub admission: admission::Admission,
+    /// HTTP-01 answers of the ACME orders in flight (`[proxy.tls.acme]`).
+    pub acme: Option<std::sync::Arc<crate::tls::acme::Http01>>,
     /// One line per request, written off the request path (`log.access`).
     pub access_log: Option<crate::proxy::access_log::AccessLog>,
 }
@@ -52,8 +58,6 @@ pub struct Settings {
     pub shutdown_timeout: Duration,
     /// Peers whose `X-Forwarded-For` and `Forwarded` are kept and appended to.
     pub trusted_proxies: Vec<IpNet>,
-    /// Client connections one worker keeps open at once (its share of `max_connections`).
-    pub max_connections_per_worker: usize,
     /// Where `redirect_https` sends plain-HTTP clients: the first TLS listener's port.
     pub https_port: Option<u16>,
     /// Start a W3C trace for requests that arrive without one (`log.start_trace`).
@@ -63,7 +67,7 @@ pub struct Settings {
 }
 
 impl Settings {
-    pub fn from_config(p: &ProxyConfig, workers: usize) -> Settings {
+    pub fn from_config(p: &ProxyConfig) -> Settings {
         Settings {
             limits: Limits {
                 max_uri_bytes: p.max_uri_bytes,
@@ -78,7 +82,6 @@ impl Settings {
             response_timeout: p.response_timeout,
             shutdown_timeout: p.shutdown_timeout,
             trusted_proxies: p.trusted_proxies.clone(),
-            max_connections_per_worker: p.max_connections.div_ceil(workers.max(1)),
             https_port: None,
             start_trace: true,
             server_timing: crate::config::ServerTimingMode::ColdStart,
@@ -141,7 +144,6 @@ impl Listeners {
 /// system: glibc keeps freed memory in its arenas otherwise, and a proxy's resident memory would
 /// stay at its peak for good.
 pub async fn return_memory(shared: Arc<Shared>) {
-    use std::sync::atomic::Ordering::Relaxed;
     let mut tick = tokio::time::interval(Duration::from_secs(5));
     let mut peak = 0;
     // Trims still to do: the workers free their idle buffers over the next seconds, after the
@@ -152,7 +154,7 @@ pub async fn return_memory(shared: Arc<Shared>) {
             _ = shared.shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let now = shared.connections.load(Relaxed);
+        let now = shared.admission.open();
         peak = peak.max(now);
         if peak >= now + 1000 && now < peak / 2 {
             pending = 3;

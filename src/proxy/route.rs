@@ -12,10 +12,20 @@ pub struct RouteTable {
 }
 
 impl RouteTable {
+    /// The services at the hosts their live configs name.
     pub fn new(services: &[Arc<Service>]) -> RouteTable {
+        let configs: Vec<_> = services.iter().map(|s| s.config.load_full()).collect();
+        RouteTable::with_hosts(configs.iter().map(|c| &c.hosts[..]).zip(services))
+    }
+
+    /// Each service at the hosts given with it (a config file's, before the services' controllers
+    /// have applied it).
+    pub fn with_hosts<'a>(
+        routes: impl IntoIterator<Item = (&'a [String], &'a Arc<Service>)>,
+    ) -> RouteTable {
         let mut t = RouteTable::default();
-        for svc in services {
-            for host in &svc.config.load().hosts {
+        for (hosts, svc) in routes {
+            for host in hosts {
                 if host == "*" {
                     t.catch_all = Some(svc.clone());
                 } else {

@@ -3,161 +3,25 @@
 //! connections and buffers. A request never changes threads; the control plane meets the workers
 //! only in `ArcSwap`ed routes and pools, instance in-flight counts and queue wakeups.
 
-use std::cell::{Cell, RefCell};
+use std::cell::Cell;
 use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Notify;
 use tokio::task::LocalSet;
 use tokio_util::task::TaskTracker;
 
 use super::body::ProxyBody;
-use super::forward::HyperForwarder;
+use super::ctx::{ConnSlot, Ctx, Open};
 use super::h1::conn::{Conn, End};
 use super::rewind::Rewind;
-use super::upstream::Upstreams;
 use super::{Listener, Shared};
 use crate::tls::Alpn;
-
-/// What one worker owns. Lives on the worker's thread only: no locks.
-pub struct Ctx {
-    pub shared: Arc<Shared>,
-    pub upstreams: Upstreams,
-    pub buffers: Buffers,
-    h2: HyperForwarder,
-    /// This worker's open client connections, against its share of `max_connections`.
-    open: Cell<usize>,
-    closed: Notify,
-    /// The shutdown signal, relayed once to this thread: waiting on the shared token from every
-    /// idle connection would take its lock, shared by all workers, per request.
-    stopping: Cell<bool>,
-    stop: Notify,
-}
-
-impl Ctx {
-    pub fn is_stopping(&self) -> bool {
-        self.stopping.get()
-    }
-
-    /// Resolves once wakeway is shutting down.
-    pub async fn stopping(&self) {
-        loop {
-            // Registered before the check; nothing runs between them on this thread.
-            let notified = self.stop.notified();
-            if self.stopping.get() {
-                return;
-            }
-            notified.await;
-        }
-    }
-}
-
-/// Counts one open client connection for as long as it lives.
-struct Open(Rc<Ctx>);
-
-impl Open {
-    fn new(ctx: Rc<Ctx>) -> Open {
-        ctx.open.set(ctx.open.get() + 1);
-        ctx.shared.connections.fetch_add(1, Relaxed);
-        Open(ctx)
-    }
-}
-
-impl Drop for Open {
-    fn drop(&mut self) {
-        self.0.open.set(self.0.open.get() - 1);
-        self.0.shared.connections.fetch_sub(1, Relaxed);
-        self.0.closed.notify_one();
-    }
-}
-
-/// Read and write buffers of connections between requests, so an idle keep-alive connection
-/// holds none and a busy one allocates none.
-#[derive(Default)]
-pub struct Buffers {
-    reads: RefCell<Free>,
-    writes: RefCell<Free>,
-}
-
-/// Buffers kept per kind and worker: enough for the requests one core has in flight at once;
-/// the rest go back to the allocator (and `trim` returns what went unused for a second).
-const KEPT_BUFFERS: usize = 256;
-const KEPT_SIZE: usize = 64 * 1024;
-
-/// A stack of free buffers, used last-in first-out, with the fewest it held since the last trim:
-/// that many at its bottom went unused all along.
-#[derive(Default)]
-struct Free {
-    list: Vec<Vec<u8>>,
-    low: usize,
-}
-
-impl Free {
-    fn take(&mut self) -> Option<Vec<u8>> {
-        let b = self.list.pop();
-        self.low = self.low.min(self.list.len());
-        b
-    }
-
-    fn put(&mut self, b: Vec<u8>) {
-        if self.list.len() < KEPT_BUFFERS {
-            self.list.push(b);
-        }
-    }
-
-    fn trim(&mut self) {
-        self.list.drain(..self.low);
-        if self.list.capacity() > 2 * self.list.len() + 16 {
-            self.list.shrink_to_fit();
-        }
-        self.low = self.list.len();
-    }
-}
-
-impl Buffers {
-    /// A read buffer: zero-filled, at least `min` long.
-    pub fn read_buf(&self, min: usize) -> Vec<u8> {
-        self.reads
-            .borrow_mut()
-            .take()
-            .unwrap_or_else(|| vec![0; min])
-    }
-
-    /// A write buffer: empty, with room.
-    pub fn write_buf(&self, min: usize) -> Vec<u8> {
-        self.writes
-            .borrow_mut()
-            .take()
-            .unwrap_or_else(|| Vec::with_capacity(min))
-    }
-
-    pub fn put_read(&self, b: Vec<u8>) {
-        if !b.is_empty() && b.len() <= KEPT_SIZE {
-            self.reads.borrow_mut().put(b);
-        }
-    }
-
-    pub fn put_write(&self, mut b: Vec<u8>) {
-        if b.capacity() > 0 && b.capacity() <= KEPT_SIZE {
-            b.clear();
-            self.writes.borrow_mut().put(b);
-        }
-    }
-
-    /// Called once a second: frees the buffers no request took since the last call, so a burst
-    /// does not pin its memory while a steady load keeps what it uses.
-    pub fn trim(&self) {
-        self.reads.borrow_mut().trim();
-        self.writes.borrow_mut().trim();
-    }
-}
 
 /// Beyond `shutdown_timeout`, how long connections get to write the answers the shutdown gave
 /// their requests (a queued request's 503) before the worker closes them.
@@ -177,20 +41,11 @@ pub fn run(index: usize, listeners: Vec<Listener>, shared: Arc<Shared>) {
     };
     crate::metrics::requests::set_worker(index);
     let local = LocalSet::new();
-    local.block_on(&rt, serve(listeners, shared));
+    local.block_on(&rt, serve(index, listeners, shared));
 }
 
-async fn serve(listeners: Vec<Listener>, shared: Arc<Shared>) {
-    let ctx = Rc::new(Ctx {
-        h2: HyperForwarder::new(shared.clone()),
-        shared: shared.clone(),
-        upstreams: Upstreams::default(),
-        buffers: Buffers::default(),
-        open: Cell::new(0),
-        closed: Notify::new(),
-        stopping: Cell::new(false),
-        stop: Notify::new(),
-    });
+async fn serve(index: usize, listeners: Vec<Listener>, shared: Arc<Shared>) {
+    let ctx = Rc::new(Ctx::new(shared.clone(), index));
     let tracker = TaskTracker::new();
     for l in listeners {
         let tls = l.tls;
@@ -209,8 +64,24 @@ async fn serve(listeners: Vec<Listener>, shared: Arc<Shared>) {
             let mut tick = tokio::time::interval(Duration::from_secs(1));
             loop {
                 tick.tick().await;
-                ctx.upstreams.sweep(tokio::time::Instant::now());
+                let now = tokio::time::Instant::now();
+                ctx.upstreams.sweep(now);
+                ctx.h2.h2.sweep(now);
                 ctx.buffers.trim();
+            }
+        })
+    };
+    // Other workers at the limit ask this one to close idle connections it holds.
+    let closer = {
+        let ctx = ctx.clone();
+        tokio::task::spawn_local(async move {
+            loop {
+                let n = ctx.shared.admission.asked(ctx.index).await;
+                for _ in 0..n {
+                    if !ctx.close_longest_idle() {
+                        break;
+                    }
+                }
             }
         })
     };
@@ -226,18 +97,21 @@ async fn serve(listeners: Vec<Listener>, shared: Arc<Shared>) {
         );
     }
     sweeper.abort();
+    closer.abort();
     ctx.upstreams.clear();
+    ctx.h2.h2.clear();
 }
 
 async fn accept(listener: TcpListener, tls: bool, ctx: Rc<Ctx>, tracker: TaskTracker) {
-    let max = ctx.shared.settings.max_connections_per_worker;
+    let admission = &ctx.shared.admission;
     loop {
-        // At the limit, new connections wait in the kernel's backlog: the open ones keep their
-        // descriptors and their service.
-        while ctx.open.get() >= max {
+        // At the limit with every connection busy, new connections wait in the kernel's
+        // backlog: the open ones keep their descriptors and their service. An idle keep-alive
+        // connection anywhere is closed for a new client instead.
+        if !admission.has_room() {
             tokio::select! {
                 _ = ctx.stopping() => return,
-                _ = ctx.closed.notified() => {}
+                _ = admission.room() => {}
             }
         }
         let (stream, peer) = tokio::select! {
@@ -257,35 +131,30 @@ async fn accept(listener: TcpListener, tls: bool, ctx: Rc<Ctx>, tracker: TaskTra
         // Two task types: a plain connection's task is not sized for TLS state.
         if tls {
             tokio::task::spawn_local(
-                tracker.track_future(async move { serve_tls(stream, peer, &open.0).await }),
+                tracker.track_future(async move { serve_tls(stream, peer, &open).await }),
             );
         } else {
             tokio::task::spawn_local(
-                tracker.track_future(async move { serve_plain(stream, peer, &open.0).await }),
+                tracker.track_future(async move { serve_plain(stream, peer, &open).await }),
             );
         }
     }
 }
 
-async fn serve_plain(stream: TcpStream, peer: SocketAddr, ctx: &Rc<Ctx>) {
-    let mut conn = Conn::new(stream, ctx, peer, false);
+async fn serve_plain(stream: TcpStream, peer: SocketAddr, open: &Open) {
+    let mut conn = Conn::new(stream, &open.ctx, &open.slot, peer, false);
     let end = conn.serve().await;
     let stream = conn.finish();
     if let End::H2(preface) = end {
         // Boxed: hyper's h2 state would otherwise size every idle HTTP/1 connection's task.
-        Box::pin(serve_h2(
-            Rewind::new(preface, stream),
-            peer,
-            ctx.clone(),
-            false,
-        ))
-        .await;
+        Box::pin(serve_h2(Rewind::new(preface, stream), peer, open, false)).await;
     }
 }
 
 /// A TLS connection: the handshake must finish within `header_read_timeout`; ALPN picks h2 or
 /// HTTP/1.1.
-async fn serve_tls(stream: TcpStream, peer: SocketAddr, ctx: &Rc<Ctx>) {
+async fn serve_tls(stream: TcpStream, peer: SocketAddr, open: &Open) {
+    let ctx = &open.ctx;
     let Some(acceptor) = &ctx.shared.tls else {
         return;
     };
@@ -306,21 +175,22 @@ async fn serve_tls(stream: TcpStream, peer: SocketAddr, ctx: &Rc<Ctx>) {
         if !matches!(tokio::time::timeout(timeout, read).await, Ok(Ok(_))) {
             return;
         }
-        serve_h2(Rewind::new(preface, stream), peer, ctx.clone(), true).await;
+        serve_h2(Rewind::new(preface, stream), peer, open, true).await;
         return;
     }
     // Over TLS, h2 comes through ALPN only: a preface here is not HTTP/1 and is refused.
-    let mut conn = Conn::new(stream, ctx, peer, true);
+    let mut conn = Conn::new(stream, ctx, &open.slot, peer, true);
     let _ = conn.serve().await;
     let mut stream = conn.finish();
     let _ = tokio::io::AsyncWriteExt::shutdown(&mut stream).await;
 }
 
 /// An h2 connection (prior knowledge, or ALPN over TLS), served by hyper.
-pub async fn serve_h2<S>(io: S, peer: SocketAddr, ctx: Rc<Ctx>, https: bool)
+async fn serve_h2<S>(io: S, peer: SocketAddr, open: &Open, https: bool)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + 'static,
 {
+    let ctx = &open.ctx;
     let mut builder = hyper::server::conn::http2::Builder::new(LocalExec);
     builder
         .timer(TokioTimer::new())
@@ -331,13 +201,18 @@ where
         open: Cell::new(0),
         seen: Cell::new(false),
         last: Cell::new(tokio::time::Instant::now()),
+        ctx: ctx.clone(),
+        slot: open.slot.clone(),
     });
     let act = activity.clone();
     let svc = service_fn(move |req| {
         let fwd = fwd.clone();
         let act = act.clone();
         act.open.set(act.open.get() + 1);
-        act.seen.set(true);
+        if !act.seen.replace(true) {
+            act.ctx.first_request(&act.slot);
+        }
+        act.ctx.idle_end(&act.slot);
         async move {
             let open = OpenStream(act);
             let resp = fwd.handle(req, peer, https).await;
@@ -361,6 +236,8 @@ where
                 return;
             }
             _ = ctx.stopping() => break settings.shutdown_timeout + ANSWER_GRACE,
+            // Its place is needed for a new client (`max_connections`): it has no stream open.
+            _ = open.slot.closing() => break IDLE_LINGER,
             _ = tick.tick() => {
                 let limit = if activity.seen.get() {
                     settings.idle_timeout
@@ -383,11 +260,13 @@ where
 const IDLE_LINGER: Duration = Duration::from_secs(1);
 
 /// Whether an h2 connection is in use: streams open (request or response body under way), and
-/// when the last one ended.
+/// when the last one ended. With none open after one was, it idles as a keep-alive connection.
 struct StreamActivity {
     open: Cell<usize>,
     seen: Cell<bool>,
     last: Cell<tokio::time::Instant>,
+    ctx: Rc<Ctx>,
+    slot: Rc<ConnSlot>,
 }
 
 /// One open h2 stream; counted until dropped.
@@ -397,6 +276,9 @@ impl Drop for OpenStream {
     fn drop(&mut self) {
         self.0.open.set(self.0.open.get() - 1);
         self.0.last.set(tokio::time::Instant::now());
+        if self.0.open.get() == 0 {
+            self.0.ctx.idle_begin(&self.0.slot);
+        }
     }
 }
 
@@ -427,7 +309,7 @@ impl http_body::Body for TrackedBody {
 }
 
 #[derive(Clone, Copy)]
-struct LocalExec;
+pub(crate) struct LocalExec;
 
 impl<F> hyper::rt::Executor<F> for LocalExec
 where
@@ -467,28 +349,4 @@ pub fn bind(addr: SocketAddr, count: usize) -> io::Result<Vec<std::net::TcpListe
         out.push(l);
     }
     Ok(out)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn trim_frees_only_buffers_that_went_unused() {
-        let b = Buffers::default();
-        for _ in 0..10 {
-            b.put_read(vec![0; 16]);
-        }
-        b.trim();
-        // A steady load takes and gives back three at a time: those three stay.
-        let taken: Vec<_> = (0..3).map(|_| b.read_buf(16)).collect();
-        for t in taken {
-            b.put_read(t);
-        }
-        b.trim();
-        assert_eq!(b.reads.borrow().list.len(), 3);
-        // A second without requests: they go too.
-        b.trim();
-        assert_eq!(b.reads.borrow().list.len(), 0);
-    }
 }

@@ -3,6 +3,7 @@
 
 pub mod cgroup;
 pub mod docker;
+pub mod engine;
 #[cfg(test)]
 pub mod fake;
 pub mod fixed;

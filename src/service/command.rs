@@ -65,9 +65,11 @@ pub enum Command {
     Resume {
         reply: Reply<()>,
     },
-    /// Settings that are not part of a revision (scaling, health, queue, deploy, hosts).
+    /// Settings that are not part of a revision (scaling, health, queue, deploy, hosts); the
+    /// running source, env and traffic stay. Replies whether anything changed.
     Update {
         config: Box<ServiceConfig>,
+        reply: Reply<bool>,
     },
     /// The service left the config: drain and stop everything, then end the controller.
     Remove,

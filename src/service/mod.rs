@@ -11,6 +11,7 @@ pub mod instance;
 pub mod lane;
 pub mod pool;
 pub mod probe;
+pub mod probe_grpc;
 pub mod reconciler;
 pub mod revision;
 pub mod state;

@@ -22,6 +22,9 @@ pub async fn probe(addr: SocketAddr, cfg: &HealthConfig) -> Result<(), String> {
 }
 
 async fn probe_once(addr: SocketAddr, cfg: &HealthConfig) -> Result<(), String> {
+    if cfg.kind == HealthKind::Grpc {
+        return super::probe_grpc::check(addr, cfg).await;
+    }
     let stream = TcpStream::connect(addr)
         .await
         .map_err(|e| format!("connect {addr}: {e}"))?;

@@ -55,6 +55,7 @@ stop_grace = "5s"
 name = "legacy"
 hosts = ["legacy.local"]
 upstreams = ["127.0.0.1:3000", "backend.internal:3001"]
+protocol = "h2c"
 "#;
 
 #[test]
@@ -112,6 +113,7 @@ fn full_file_parses_to_expected_config() {
                     healthy_threshold: 2,
                     unhealthy_threshold: 4,
                     startup_timeout: secs(90),
+                    grpc_service: String::new(),
                 },
                 queue: QueueConfig {
                     max_pending: 50,
@@ -127,6 +129,7 @@ fn full_file_parses_to_expected_config() {
                 redirect_https: false,
                 traffic: Vec::new(),
                 socket_activation: false,
+                protocol: Protocol::Http1,
             },
             ServiceConfig {
                 name: "legacy".into(),
@@ -144,6 +147,7 @@ fn full_file_parses_to_expected_config() {
                 redirect_https: false,
                 traffic: Vec::new(),
                 socket_activation: false,
+                protocol: Protocol::H2c,
             },
         ],
     };
@@ -250,7 +254,7 @@ fn type_and_value_errors_name_key() {
     );
 
     let e = err(
-        "[[service]]\nname = \"a\"\nhosts = [\"a\"]\ncommand = [\"a\"]\n[service.health]\nkind = \"grpc\"\n",
+        "[[service]]\nname = \"a\"\nhosts = [\"a\"]\ncommand = [\"a\"]\n[service.health]\nkind = \"udp\"\n",
     );
     assert_eq!(e.key.as_deref(), Some("service[0].health.kind"), "{e}");
     assert!(e.message.contains("`http`"), "{e}");
@@ -556,4 +560,21 @@ fn log_section_parses_and_bad_values_name_their_key() {
     assert_eq!(e.key.as_deref(), Some("log.level"));
     let e = err("[log]\nacess = \"stdout\"\n");
     assert_eq!(e.key.as_deref(), Some("log.acess"));
+}
+
+#[test]
+fn an_unknown_protocol_names_its_key_and_the_choices() {
+    let e = err(
+        "[[service]]\nname = \"a\"\nhosts = [\"a\"]\ncommand = [\"a\"]\nprotocol = \"http2\"\n",
+    );
+    assert_eq!(
+        (e.line, e.key.as_deref()),
+        (Some(5), Some("service[0].protocol")),
+        "{e}"
+    );
+    let shown = e.to_string();
+    assert!(
+        shown.contains("http1") && shown.contains("h2c") && shown.contains("auto"),
+        "{shown}"
+    );
 }

@@ -177,6 +177,10 @@ fn each_rule_names_its_key() {
             Box::new(|c| c.services[0].health.path = "healthz".into()),
         ),
         (
+            "service[0].health.grpc_service",
+            Box::new(|c| c.services[0].health.grpc_service = "api.Users".into()),
+        ),
+        (
             "service[0].health.healthy_threshold",
             Box::new(|c| c.services[0].health.healthy_threshold = 0),
         ),

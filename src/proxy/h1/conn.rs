@@ -14,8 +14,8 @@ use super::observe::Observed;
 use super::request::{Framing, Parsed, RequestHead};
 use super::response::ResponseHead;
 use super::write::{write_error, write_redirect};
+use crate::proxy::ctx::{ConnSlot, Ctx};
 use crate::proxy::error::{ProxyError, Side};
-use crate::proxy::worker::Ctx;
 use crate::service::Service;
 
 /// The h2 connection preface: such a connection is handed to the h2 server.
@@ -55,6 +55,9 @@ pub enum End {
 pub struct Conn<'a, S> {
     pub(super) io: S,
     pub(super) ctx: &'a Ctx,
+    /// The worker's handle on this connection: idle between requests, it may be closed to make
+    /// room for a new client.
+    slot: &'a ConnSlot,
     pub(super) peer: SocketAddr,
     pub(super) peer_ip: PeerIp,
     pub(super) trusted: bool,
@@ -98,10 +101,17 @@ pub(super) enum Outcome {
 }
 
 impl<'a, S: ClientIo> Conn<'a, S> {
-    pub fn new(io: S, ctx: &'a Ctx, peer: SocketAddr, https: bool) -> Conn<'a, S> {
+    pub fn new(
+        io: S,
+        ctx: &'a Ctx,
+        slot: &'a ConnSlot,
+        peer: SocketAddr,
+        https: bool,
+    ) -> Conn<'a, S> {
         Conn {
             io,
             ctx,
+            slot,
             peer,
             peer_ip: PeerIp::new(peer),
             trusted: ctx.shared.settings.is_trusted(peer.ip()),
@@ -136,9 +146,13 @@ impl<'a, S: ClientIo> Conn<'a, S> {
                 let wait = if first {
                     self.ctx.shared.settings.header_read_timeout
                 } else {
+                    self.ctx.idle_begin(self.slot);
                     self.ctx.shared.settings.idle_timeout
                 };
                 tokio::select! {
+                    biased;
+                    // Its place is needed for a new client (`max_connections`).
+                    _ = self.slot.closing() => return End::Closed,
                     _ = self.ctx.stopping() => return End::Closed,
                     r = tokio::time::timeout(wait, self.io.readable()) => match r {
                         Ok(Ok(())) => {}
@@ -150,6 +164,7 @@ impl<'a, S: ClientIo> Conn<'a, S> {
                         Err(_) => return End::Closed,
                     },
                 }
+                self.ctx.idle_end(self.slot);
             }
             if self.buf.is_empty() {
                 self.buf = self.ctx.buffers.read_buf(MIN_BUF);
@@ -163,6 +178,9 @@ impl<'a, S: ClientIo> Conn<'a, S> {
                     self.fail(&e).await;
                     return End::Closed;
                 }
+            }
+            if first {
+                self.ctx.first_request(self.slot);
             }
             first = false;
             match self.exchange().await {
@@ -231,6 +249,15 @@ impl<'a, S: ClientIo> Conn<'a, S> {
         let shared = &self.ctx.shared;
         self.obs
             .begin(&self.head, &self.buf, arrived, shared.settings.start_trace);
+        if !self.https
+            && let Some(acme) = &shared.acme
+            && let target = self.head.target.map_or(&b""[..], |t| t.get(&self.buf))
+            && acme.answer_h1(target, &mut self.out)
+        {
+            // An ACME validation, answered before routing: it never wakes a service.
+            let _ = self.io.write_all(&self.out).await;
+            return Outcome::Close;
+        }
         let host = self.head.host.map_or(&b""[..], |h| h.get(&self.buf));
         let (svc, tag) = match shared.routes.load().lookup_bytes(host) {
             Some((svc, tag)) => (Some(svc.clone()), tag),

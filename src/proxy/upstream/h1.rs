@@ -94,7 +94,7 @@ impl RecvBuf {
 }
 
 #[derive(Default)]
-struct AddrHasher(u64);
+pub(super) struct AddrHasher(u64);
 
 impl Hasher for AddrHasher {
     fn finish(&self) -> u64 {

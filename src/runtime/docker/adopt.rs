@@ -9,7 +9,6 @@ use std::time::Duration;
 use bollard::models::ContainerSummaryStateEnum;
 use bollard::query_parameters::ListContainersOptions;
 
-use super::client::UNKNOWN_STOP_GRACE;
 use super::container::DockerHandle;
 use super::*;
 use crate::runtime::{Adopted, RuntimeError, Started};
@@ -43,13 +42,7 @@ impl DockerEngine {
     pub(super) async fn sweep(self: &Arc<Self>, adopting: bool) -> Result<(), RuntimeError> {
         let docker = self.client().await?.clone();
         let mut filters = HashMap::new();
-        filters.insert(
-            "label".to_string(),
-            vec![
-                format!("{LABEL_MANAGED}=true"),
-                format!("{LABEL_SCOPE}={}", self.cfg.scope),
-            ],
-        );
+        filters.insert("label".to_string(), scope_filter(&self.cfg.scope));
         let opts = ListContainersOptions {
             all: true,
             filters: Some(filters),

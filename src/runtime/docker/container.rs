@@ -11,9 +11,9 @@ use bollard::models::{ContainerCreateBody, HostConfig, PortBinding};
 use bollard::query_parameters::CreateContainerOptions;
 use tokio::sync::watch;
 
-use super::client::UNKNOWN_STOP_GRACE;
 use super::*;
 use crate::config::{self, ImageRuntime, ImageSource, ServiceConfig, Source};
+use crate::runtime::engine::labels::{InstanceLabels, env_list, in_scope};
 use crate::runtime::{
     Adopted, BoxFuture, InstanceHandle, InstanceSpec, Runtime, RuntimeError, Started,
 };
@@ -69,25 +69,21 @@ impl DockerRuntime {
         } else {
             self.image.port
         };
-        let env: Vec<String> = crate::runtime::instance_env(
+        let env = env_list(crate::runtime::instance_env(
             &spec.env,
             &spec.service,
             &spec.revision,
             &spec.instance,
             port,
-        )
-        .into_iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect();
-        let labels = HashMap::from([
-            (LABEL_MANAGED.to_string(), "true".to_string()),
-            (LABEL_SCOPE.to_string(), engine.cfg.scope.clone()),
-            (LABEL_SERVICE.to_string(), spec.service.clone()),
-            (LABEL_REVISION.to_string(), spec.revision.clone()),
-            (LABEL_INSTANCE.to_string(), spec.instance.clone()),
-            (LABEL_SPEC.to_string(), self.spec.clone()),
-            (LABEL_IMAGE.to_string(), self.image.image.clone()),
-        ]);
+        ));
+        let labels = InstanceLabels {
+            scope: &engine.cfg.scope,
+            service: &spec.service,
+            revision: &spec.revision,
+            instance: &spec.instance,
+            spec: &self.spec,
+        }
+        .to_map(Some(&self.image.image));
         let container_port = format!("{}/tcp", self.image.port);
         let body = ContainerCreateBody {
             image: Some(image_id),
@@ -121,7 +117,7 @@ impl DockerRuntime {
             }),
             ..Default::default()
         };
-        let name = container_name(&engine.cfg.scope, &spec.service, &spec.instance);
+        let name = instance_name(&engine.cfg.scope, &spec.service, &spec.instance);
         let opts = CreateContainerOptions {
             name: Some(name.clone()),
             platform: String::new(),
@@ -199,8 +195,7 @@ impl DockerRuntime {
             .as_ref()
             .and_then(|c| c.labels.clone())
             .unwrap_or_default();
-        let ours = labels.get(LABEL_MANAGED).map(String::as_str) == Some("true")
-            && labels.get(LABEL_SCOPE) == Some(&self.engine.cfg.scope);
+        let ours = in_scope(&labels, &self.engine.cfg.scope);
         let id = info.id.unwrap_or_default();
         let watched = self
             .engine

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bollard::Docker;
 use bollard::errors::Error as DockerError;
@@ -23,6 +23,7 @@ use super::adopt::{Candidate, Expected};
 use super::*;
 use crate::config::{DockerConfig, ImageRuntime, ServiceConfig, Source};
 use crate::runtime::RuntimeError;
+use crate::runtime::engine::client::unix_now_nanos;
 
 pub(super) struct Watched {
     pub(super) name: String,
@@ -274,13 +275,7 @@ impl DockerEngine {
             };
             let mut filters = HashMap::new();
             filters.insert("type".to_string(), vec!["container".to_string()]);
-            filters.insert(
-                "label".to_string(),
-                vec![
-                    format!("{LABEL_MANAGED}=true"),
-                    format!("{LABEL_SCOPE}={}", self.cfg.scope),
-                ],
-            );
+            filters.insert("label".to_string(), scope_filter(&self.cfg.scope));
             filters.insert(
                 "event".to_string(),
                 vec!["die".into(), "oom".into(), "destroy".into()],
@@ -488,11 +483,4 @@ impl DockerEngine {
             }
         });
     }
-}
-
-pub(crate) fn unix_now_nanos() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0)
 }

@@ -16,30 +16,37 @@
 //! neither duplicates nor orphans containers.
 
 mod adopt;
-mod client;
 mod container;
 mod engine;
 mod images;
-mod naming;
 mod pin;
 mod reach;
+mod spec;
 
-pub(crate) use client::{
-    API_TIMEOUT, EVENTS_BACKOFF_MAX, EVENTS_BACKOFF_MIN, QUICK_TIMEOUT, connect_and_negotiate,
-    endpoint_or_default, status_of,
+use crate::config::DockerConfig;
+use crate::runtime::engine::client::{
+    self, API_TIMEOUT, EVENTS_BACKOFF_MAX, EVENTS_BACKOFF_MIN, QUICK_TIMEOUT,
+    connect_and_negotiate, endpoint_or_default, status_of,
 };
-pub use client::{DEFAULT_ENDPOINT, resolve_endpoint};
-pub(crate) use client::{api_error as engine_api_error, unreachable as engine_unreachable};
+use crate::runtime::engine::labels::{
+    LABEL_INSTANCE, LABEL_REVISION, LABEL_SERVICE, LABEL_SPEC, SWARM_SERVICE_ID_LABEL, exit_reason,
+    instance_name, scope_filter,
+};
+
+pub use crate::runtime::engine::DEFAULT_ENDPOINT;
 pub use container::DockerRuntime;
 pub use engine::DockerEngine;
-pub(crate) use engine::unix_now_nanos;
 pub use images::check_images;
-pub use naming::{
-    LABEL_IMAGE, LABEL_INSTANCE, LABEL_MANAGED, LABEL_REVISION, LABEL_SCOPE, LABEL_SERVICE,
-    LABEL_SPEC, container_name, spec_fingerprint,
-};
-pub(crate) use naming::{SWARM_SERVICE_ID_LABEL, exit_reason, fnv1a};
 pub use pin::PinStore;
+pub use spec::spec_fingerprint;
+
+/// Grace for containers of unknown services, as `docker stop` gives by default.
+const UNKNOWN_STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The engine address in effect: `docker.endpoint`, else `$DOCKER_HOST`, else the local socket.
+pub fn resolve_endpoint(cfg: &DockerConfig) -> String {
+    endpoint_or_default(cfg.endpoint.as_deref())
+}
 
 #[cfg(test)]
 mod tests {

@@ -7,9 +7,10 @@ use std::sync::Arc;
 use bollard::query_parameters::ListServicesOptions;
 
 use super::engine::SwarmEngine;
-use super::spec::{self, LABEL_IMAGE, TaskView};
-use crate::runtime::docker::{
-    LABEL_INSTANCE, LABEL_MANAGED, LABEL_SCOPE, LABEL_SERVICE, LABEL_SPEC, QUICK_TIMEOUT,
+use super::spec::{self, TaskView};
+use crate::runtime::engine::client::QUICK_TIMEOUT;
+use crate::runtime::engine::labels::{
+    LABEL_IMAGE, LABEL_INSTANCE, LABEL_SERVICE, LABEL_SPEC, scope_filter,
 };
 use crate::runtime::{Adopted, RuntimeError, Started};
 
@@ -34,10 +35,7 @@ impl SwarmEngine {
         let opts = ListServicesOptions {
             filters: Some(HashMap::from([(
                 "label".to_string(),
-                vec![
-                    format!("{LABEL_MANAGED}=true"),
-                    format!("{LABEL_SCOPE}={}", self.cfg.scope),
-                ],
+                scope_filter(&self.cfg.scope),
             )])),
             status: None,
         };

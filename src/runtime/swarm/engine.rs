@@ -21,10 +21,10 @@ use super::adopt::{Candidate, Expected};
 use super::spec::{self, RunningTask};
 use crate::config::{ImageRuntime, ServiceConfig, Source, SwarmConfig};
 use crate::runtime::RuntimeError;
-use crate::runtime::docker::{
-    LABEL_MANAGED, LABEL_SCOPE, QUICK_TIMEOUT, connect_and_negotiate, endpoint_or_default,
-    status_of,
+use crate::runtime::engine::client::{
+    self, QUICK_TIMEOUT, connect_and_negotiate, endpoint_or_default, status_of,
 };
+use crate::runtime::engine::labels::{LABEL_MANAGED, LABEL_SCOPE};
 
 /// How long a removed service's task may take to stop beyond its grace before wakeway stops
 /// waiting for it.
@@ -117,11 +117,11 @@ impl SwarmEngine {
     }
 
     pub(super) fn unreachable(&self, e: impl std::fmt::Display) -> RuntimeError {
-        crate::runtime::docker::engine_unreachable("swarm manager", &self.endpoint, "swarm", e)
+        client::unreachable("swarm manager", &self.endpoint, "swarm", e)
     }
 
     pub(super) fn api_error(&self, what: &str, e: DockerError) -> RuntimeError {
-        crate::runtime::docker::engine_api_error("swarm", what, e, |e| self.unreachable(e))
+        client::api_error("swarm", what, e, |e| self.unreachable(e))
     }
 
     /// The client, once the engine has answered and said it is a swarm manager.

@@ -14,10 +14,10 @@ use futures_util::StreamExt;
 use super::engine::SwarmEngine;
 use super::spec::{self, TaskView};
 use crate::runtime::RuntimeError;
-use crate::runtime::docker::{
-    EVENTS_BACKOFF_MAX, EVENTS_BACKOFF_MIN, LABEL_MANAGED, LABEL_SCOPE, QUICK_TIMEOUT,
-    SWARM_SERVICE_ID_LABEL, exit_reason, unix_now_nanos,
+use crate::runtime::engine::client::{
+    EVENTS_BACKOFF_MAX, EVENTS_BACKOFF_MIN, QUICK_TIMEOUT, unix_now_nanos,
 };
+use crate::runtime::engine::labels::{SWARM_SERVICE_ID_LABEL, exit_reason, scope_filter};
 
 /// How often tasks are listed to notice exits the local event stream cannot show (tasks on
 /// other nodes, a node that died).
@@ -46,13 +46,7 @@ impl SwarmEngine {
             };
             let filters = HashMap::from([
                 ("type".to_string(), vec!["container".to_string()]),
-                (
-                    "label".to_string(),
-                    vec![
-                        format!("{LABEL_MANAGED}=true"),
-                        format!("{LABEL_SCOPE}={}", self.cfg.scope),
-                    ],
-                ),
+                ("label".to_string(), scope_filter(&self.cfg.scope)),
                 ("event".to_string(), vec!["die".into(), "oom".into()]),
             ]);
             let opts = EventsOptions {
@@ -160,10 +154,7 @@ impl SwarmEngine {
         let opts = ListTasksOptions {
             filters: Some(HashMap::from([(
                 "label".to_string(),
-                vec![
-                    format!("{LABEL_MANAGED}=true"),
-                    format!("{LABEL_SCOPE}={}", self.cfg.scope),
-                ],
+                scope_filter(&self.cfg.scope),
             )])),
         };
         let tasks = tokio::time::timeout(QUICK_TIMEOUT, docker.list_tasks(Some(opts)))

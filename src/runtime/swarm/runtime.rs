@@ -11,7 +11,8 @@ use tokio::sync::watch;
 use super::engine::SwarmEngine;
 use super::spec::{self, Blueprint, RunningTask, TaskView};
 use crate::config::{ImageRuntime, ImageSource, ServiceConfig, Source};
-use crate::runtime::docker::{LABEL_MANAGED, LABEL_SCOPE, QUICK_TIMEOUT, status_of};
+use crate::runtime::engine::client::{QUICK_TIMEOUT, status_of};
+use crate::runtime::engine::labels::{InstanceLabels, env_list, in_scope};
 use crate::runtime::{
     Adopted, BoxFuture, InstanceHandle, InstanceSpec, Runtime, RuntimeError, Started,
 };
@@ -58,26 +59,23 @@ impl SwarmRuntime {
             .await
             .ok()
             .and_then(|i| i.id);
-        let env = crate::runtime::instance_env(
+        let env = env_list(crate::runtime::instance_env(
             &inst.env,
             &inst.service,
             &inst.revision,
             &inst.instance,
             self.image.port,
-        )
-        .into_iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect();
+        ));
         let cfg = &engine.cfg;
         let name = spec::service_name(&cfg.scope, &inst.service, &inst.instance);
-        let labels = spec::labels(
-            &cfg.scope,
-            &inst.service,
-            &inst.revision,
-            &inst.instance,
-            &self.spec,
-            image_id.as_deref(),
-        );
+        let labels = InstanceLabels {
+            scope: &cfg.scope,
+            service: &inst.service,
+            revision: &inst.revision,
+            instance: &inst.instance,
+            spec: &self.spec,
+        }
+        .to_map(image_id.as_deref());
         let body = spec::service_spec(&Blueprint {
             name: &name,
             image: &self.image,
@@ -180,8 +178,7 @@ impl SwarmRuntime {
             .as_ref()
             .and_then(|s| s.labels.clone())
             .unwrap_or_default();
-        let ours = labels.get(LABEL_MANAGED).map(String::as_str) == Some("true")
-            && labels.get(LABEL_SCOPE) == Some(&self.engine.cfg.scope);
+        let ours = in_scope(&labels, &self.engine.cfg.scope);
         let Some(id) = svc.id else { return false };
         if !ours || self.engine.is_watched(&id) {
             return false;

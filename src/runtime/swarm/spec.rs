@@ -13,13 +13,7 @@ use bollard::models::{
 };
 
 use crate::config::{self, ImageSource, SwarmConfig};
-use crate::runtime::docker::{
-    LABEL_INSTANCE, LABEL_MANAGED, LABEL_REVISION, LABEL_SCOPE, LABEL_SERVICE, LABEL_SPEC, fnv1a,
-};
-
-/// The id of the image the service was created from, as this manager's engine resolved the
-/// reference: a service whose image id differs from the tag's current one is stale.
-pub const LABEL_IMAGE: &str = "wakeway.image";
+use crate::runtime::engine::labels::{env_text, fnv1a, instance_name, source_text};
 
 /// Swarm service names are DNS labels: at most 63 characters.
 const MAX_NAME: usize = 63;
@@ -27,7 +21,7 @@ const MAX_NAME: usize = 63;
 /// `wakeway-<scope>-<service>-<instance>` (no scope when it is the default), shortened with a
 /// hash of the full name when it would not fit a DNS label.
 pub fn service_name(scope: &str, service: &str, instance: &str) -> String {
-    let full = crate::runtime::docker::container_name(scope, service, instance);
+    let full = instance_name(scope, service, instance);
     if full.len() <= MAX_NAME {
         return full;
     }
@@ -46,14 +40,8 @@ pub fn spec_fingerprint(
     stop_grace: Duration,
 ) -> String {
     let mut text = format!(
-        "swarm\nimage={}\nport={}\ncpus={:?}\nmemory={:?}\nstop_signal={:?}\nstop_grace={}\nnetwork={}\npublish={:?}\n",
-        img.image,
-        img.port,
-        img.cpus,
-        img.memory,
-        img.stop_signal
-            .as_deref()
-            .and_then(config::canonical_signal),
+        "swarm\n{}stop_grace={}\nnetwork={}\npublish={:?}\n",
+        source_text(img),
         stop_grace.as_millis(),
         swarm.network,
         swarm.publish,
@@ -61,9 +49,7 @@ pub fn spec_fingerprint(
     for c in &swarm.constraints {
         text.push_str(&format!("constraint {c}\n"));
     }
-    for (k, v) in env {
-        text.push_str(&format!("env {k}={v}\n"));
-    }
+    text.push_str(&env_text(env));
     fnv1a(&text)
 }
 
@@ -76,29 +62,6 @@ pub struct Blueprint<'a> {
     pub network: &'a str,
     pub constraints: &'a [String],
     pub stop_grace: Duration,
-}
-
-/// The labels of an instance's service and of its task's container.
-pub fn labels(
-    scope: &str,
-    service: &str,
-    revision: &str,
-    instance: &str,
-    spec: &str,
-    image_id: Option<&str>,
-) -> HashMap<String, String> {
-    let mut labels = HashMap::from([
-        (LABEL_MANAGED.to_string(), "true".to_string()),
-        (LABEL_SCOPE.to_string(), scope.to_string()),
-        (LABEL_SERVICE.to_string(), service.to_string()),
-        (LABEL_REVISION.to_string(), revision.to_string()),
-        (LABEL_INSTANCE.to_string(), instance.to_string()),
-        (LABEL_SPEC.to_string(), spec.to_string()),
-    ]);
-    if let Some(id) = image_id {
-        labels.insert(LABEL_IMAGE.to_string(), id.to_string());
-    }
-    labels
 }
 
 /// One replica that the swarm never restarts (wakeway replaces a task that ends, so it knows
@@ -299,6 +262,7 @@ pub fn exit_code_text(code: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::runtime::engine::labels::InstanceLabels;
     use bollard::models::{ContainerStatus, ObjectVersion, PortStatus, TaskStatus};
 
     fn image() -> ImageSource {
@@ -334,14 +298,14 @@ mod tests {
             name: "wakeway-web-web-00001-a",
             image: &img,
             env: vec!["PORT=8080".into()],
-            labels: labels(
-                "default",
-                "web",
-                "web-00001",
-                "web-00001-a",
-                "f",
-                Some("sha256:1"),
-            ),
+            labels: InstanceLabels {
+                scope: "default",
+                service: "web",
+                revision: "web-00001",
+                instance: "web-00001-a",
+                spec: "f",
+            }
+            .to_map(Some("sha256:1")),
             network: "wakeway",
             constraints: &constraints,
             stop_grace: Duration::from_secs(3),
@@ -406,6 +370,21 @@ mod tests {
         ] {
             assert_ne!(base, changed);
         }
+    }
+
+    /// The text hashed must not change between releases: a new fingerprint for the same
+    /// config would make a restarted wakeway replace every running task.
+    #[test]
+    fn fingerprint_of_a_known_config_stays_the_same() {
+        let swarm = SwarmConfig {
+            constraints: vec!["node.role == manager".into()],
+            ..SwarmConfig::default()
+        };
+        let env = BTreeMap::from([("A".to_string(), "1".to_string())]);
+        assert_eq!(
+            spec_fingerprint(&swarm, &image(), &env, Duration::from_secs(10)),
+            "7a0e2ffb86ad22d9"
+        );
     }
 
     fn task(state: TaskState, desired: TaskState, port: Option<i64>) -> Task {

@@ -14,6 +14,7 @@ use crate::service::deployment::DeployState;
 use crate::service::instance::InstanceState;
 use crate::service::lane::Lane;
 use crate::service::revision::{Revision, source_changes};
+use crate::service::state::SourceState;
 
 impl Controller {
     /// Starts a blue/green deployment of `config`'s source as a new revision (or, for a
@@ -40,15 +41,9 @@ impl Controller {
                 self.svc.name
             ));
         }
-        let mut config = config;
         // Settings outside the source stay the live ones; only the source and env deploy.
         let live = self.svc.config.load_full();
-        config.scaling = live.scaling.clone();
-        config.health = live.health.clone();
-        config.queue = live.queue.clone();
-        config.deploy = live.deploy.clone();
-        config.hosts = live.hosts.clone();
-        config.traffic = live.traffic.clone();
+        let config = SourceState::of(&config).apply_to(&live);
         let source = (self.factory)(&config)?;
         let revision = match reuse {
             Some(r) => r,
@@ -160,10 +155,8 @@ impl Controller {
         revisions.retain(|r| r.id != g.revision.id);
         revisions.push(g.revision.view());
         self.svc.revisions.store(Arc::new(revisions));
-        let mut cfg = self.svc.config.load().as_ref().clone();
-        cfg.source = g.revision.config.source.clone();
-        cfg.env = g.revision.config.env.clone();
-        self.svc.config.store(Arc::new(cfg));
+        let live = SourceState::of(&g.revision.config).apply_to(&self.svc.config.load());
+        self.svc.config.store(Arc::new(live));
         self.svc.deployments.switched(&g.deployment);
         self.svc.metrics.set_revision(Some(&old.id), &g.revision.id);
 

@@ -427,7 +427,9 @@ impl Controller {
             Command::Resume { reply } => {
                 let _ = reply.send(self.resume());
             }
-            Command::Update { config } => self.update(*config),
+            Command::Update { config, reply } => {
+                let _ = reply.send(Ok(self.update(*config)));
+            }
             Command::Refused(instance) => self.on_refused(&instance),
             Command::ConnectTimeout(instance) => self.on_connect_timeout(&instance),
             Command::Remove => {}

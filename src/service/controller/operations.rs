@@ -8,6 +8,7 @@ use super::{Controller, Source};
 use crate::config::ServiceConfig;
 use crate::service::autoscaler::Autoscaler;
 use crate::service::instance::InstanceState;
+use crate::service::state::SourceState;
 
 impl Controller {
     pub(super) fn pause(&mut self) {
@@ -57,13 +58,15 @@ impl Controller {
         Ok(())
     }
 
-    /// Applies settings that are not part of a revision, live.
-    pub(super) fn update(&mut self, mut config: ServiceConfig) {
+    /// Applies settings that are not part of a revision, live; returns whether any changed.
+    pub(super) fn update(&mut self, settings: ServiceConfig) -> bool {
         let live = self.svc.config.load_full();
-        config.source = live.source.clone();
-        config.env = live.env.clone();
+        let mut config = SourceState::of(&live).apply_to(&settings);
         // The traffic stands as set; a changed `[[service.traffic]]` comes as its own command.
         config.traffic = live.traffic.clone();
+        if config == *live {
+            return false;
+        }
         self.svc.config.store(Arc::new(config.clone()));
         self.svc.events.emit(
             &self.svc.name,
@@ -87,6 +90,7 @@ impl Controller {
             }
             self.reconcile();
         }
+        true
     }
 
     /// The end: requests still queued are answered at once (503, `why`), every start is

@@ -152,16 +152,20 @@ async fn excess_cancels_a_start_not_the_warm_instance() {
     rt.plan(Plan::ReadyAfter(Duration::from_secs(10)));
     let mut cfg = svc.config.load().as_ref().clone();
     cfg.scaling.min_instances = 2;
-    svc.command(Command::Update {
+    svc.ask(|reply| Command::Update {
         config: Box::new(cfg.clone()),
+        reply,
     })
+    .await
     .unwrap();
     until("a second instance starts", || rt.alive().len() == 2).await;
     cfg.scaling.min_instances = 1;
     cfg.scaling.max_instances = 1;
-    svc.command(Command::Update {
+    svc.ask(|reply| Command::Update {
         config: Box::new(cfg),
+        reply,
     })
+    .await
     .unwrap();
     until("the start is stopped", || rt.alive().len() == 1).await;
     assert_eq!(rt.alive(), vec![warm.clone()], "the warm one stays");
@@ -303,9 +307,11 @@ async fn a_starting_instance_that_is_stopped_stays_stopped() {
     rt.plan(Plan::ReadyAfter(Duration::from_secs(1)));
     let mut cfg = svc.config.load().as_ref().clone();
     cfg.scaling.min_instances = 2;
-    svc.command(Command::Update {
+    svc.ask(|reply| Command::Update {
         config: Box::new(cfg.clone()),
+        reply,
     })
+    .await
     .unwrap();
     until("the slow one is spawned", || rt.alive().len() == 2).await;
     let slow = svc

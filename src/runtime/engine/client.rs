@@ -1,29 +1,21 @@
-//! Reaching the engine: which endpoint, a client that agreed the API version, and what an
-//! engine's answer says.
+//! Reaching an engine (the local docker engine or a swarm manager): which endpoint, a client
+//! that agreed the API version, and what an engine's answer says.
 
 use std::time::Duration;
 
 use bollard::Docker;
 use bollard::errors::Error as DockerError;
 
-use crate::config::DockerConfig;
 use crate::runtime::RuntimeError;
 
-/// Where the engine listens when neither `docker.endpoint` nor `$DOCKER_HOST` says.
+/// Where the engine listens when neither the config's `endpoint` nor `$DOCKER_HOST` says.
 pub const DEFAULT_ENDPOINT: &str = "unix:///var/run/docker.sock";
 /// bollard's per-request limit (to response headers); a stop gets its grace on top.
 pub(crate) const API_TIMEOUT: Duration = Duration::from_secs(120);
 pub(crate) const EVENTS_BACKOFF_MIN: Duration = Duration::from_millis(100);
 pub(crate) const EVENTS_BACKOFF_MAX: Duration = Duration::from_secs(5);
-/// Grace for containers of unknown services, as `docker stop` gives by default.
-pub(super) const UNKNOWN_STOP_GRACE: Duration = Duration::from_secs(10);
 /// How long `wakeway check` and adoption wait for an engine that accepts but does not answer.
 pub(crate) const QUICK_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// The engine address in effect: `docker.endpoint`, else `$DOCKER_HOST`, else the local socket.
-pub fn resolve_endpoint(cfg: &DockerConfig) -> String {
-    endpoint_or_default(cfg.endpoint.as_deref())
-}
 
 /// `configured`, else `$DOCKER_HOST`, else the local socket.
 pub(crate) fn endpoint_or_default(configured: Option<&str>) -> String {
@@ -38,7 +30,7 @@ pub(crate) fn endpoint_or_default(configured: Option<&str>) -> String {
 }
 
 /// A client for `endpoint`. Nothing is sent yet, but a missing socket is noticed here.
-pub(super) fn connect(endpoint: &str) -> Result<Docker, DockerError> {
+pub(crate) fn connect(endpoint: &str) -> Result<Docker, DockerError> {
     if endpoint.starts_with("unix://") {
         Docker::connect_with_unix(
             endpoint,
@@ -111,20 +103,27 @@ pub(crate) fn api_error(
     }
 }
 
+/// Now, as the engine's event API counts time.
+pub(crate) fn unix_now_nanos() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn endpoint_prefers_config_then_docker_host() {
-        let cfg = DockerConfig {
-            endpoint: Some("tcp://127.0.0.1:2375".into()),
-            ..DockerConfig::default()
-        };
-        assert_eq!(resolve_endpoint(&cfg), "tcp://127.0.0.1:2375");
+        assert_eq!(
+            endpoint_or_default(Some("tcp://127.0.0.1:2375")),
+            "tcp://127.0.0.1:2375"
+        );
         // $DOCKER_HOST is read per call; this test does not set it, so the fallback shows
         // unless the environment running the tests has one.
-        let unset = resolve_endpoint(&DockerConfig::default());
+        let unset = endpoint_or_default(None);
         let expected = std::env::var("DOCKER_HOST")
             .ok()
             .filter(|h| !h.trim().is_empty())

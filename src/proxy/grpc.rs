@@ -1,0 +1,170 @@
+//! gRPC on the request path: telling a gRPC call from other h2 requests, the client's
+//! `grpc-timeout`, and the answer a gRPC client can read when wakeway itself fails the call — a
+//! trailers-only response (HTTP 200, `grpc-status`, `grpc-message`), never an HTML or text 5xx.
+
+use std::time::Duration;
+
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Response, StatusCode};
+
+use super::body::ProxyBody;
+use super::error::ProxyError;
+
+/// The status codes wakeway sends (grpc/doc/statuscodes.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Code {
+    Ok = 0,
+    DeadlineExceeded = 4,
+    ResourceExhausted = 8,
+    Unimplemented = 12,
+    Internal = 13,
+    Unavailable = 14,
+}
+
+impl Code {
+    pub fn header_value(self) -> HeaderValue {
+        static VALUES: [&str; 15] = [
+            "0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12", "13", "14",
+        ];
+        HeaderValue::from_static(VALUES[self as usize])
+    }
+}
+
+pub static GRPC_STATUS: header::HeaderName = header::HeaderName::from_static("grpc-status");
+pub static GRPC_MESSAGE: header::HeaderName = header::HeaderName::from_static("grpc-message");
+static GRPC_TIMEOUT: header::HeaderName = header::HeaderName::from_static("grpc-timeout");
+
+/// A gRPC call: `content-type: application/grpc` or one of its `+proto`, `+json`... forms.
+pub fn is_grpc(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| is_grpc_content_type(v.as_bytes()))
+}
+
+fn is_grpc_content_type(v: &[u8]) -> bool {
+    const GRPC: &[u8] = b"application/grpc";
+    v.len() >= GRPC.len()
+        && v[..GRPC.len()].eq_ignore_ascii_case(GRPC)
+        && matches!(v.get(GRPC.len()), None | Some(b'+') | Some(b';'))
+}
+
+/// The client's deadline for the call (`grpc-timeout: 1S`, `250m`, ...), if it sent a valid one:
+/// up to eight digits and a unit (H, M, S, m, u, n). An invalid value is ignored, as gRPC servers
+/// ignore it.
+pub fn timeout(headers: &HeaderMap) -> Option<Duration> {
+    let v = headers.get(&GRPC_TIMEOUT)?.as_bytes();
+    let (digits, unit) = v.split_at(v.len().checked_sub(1)?);
+    if digits.is_empty() || digits.len() > 8 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let n: u64 = std::str::from_utf8(digits).ok()?.parse().ok()?;
+    Some(match unit {
+        b"H" => Duration::from_secs(n * 3600),
+        b"M" => Duration::from_secs(n * 60),
+        b"S" => Duration::from_secs(n),
+        b"m" => Duration::from_millis(n),
+        b"u" => Duration::from_micros(n),
+        b"n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+/// A trailers-only answer: the status and message in the one HEADERS frame that ends the stream.
+pub fn error_response(e: &ProxyError) -> Response<ProxyBody> {
+    let mut resp = Response::new(ProxyBody::empty());
+    *resp.status_mut() = StatusCode::OK;
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/grpc"),
+    );
+    h.insert(GRPC_STATUS.clone(), e.grpc_status().header_value());
+    if let Ok(m) = HeaderValue::from_str(&percent_encode(&e.message())) {
+        h.insert(GRPC_MESSAGE.clone(), m);
+    }
+    resp
+}
+
+/// `grpc-message` is percent-encoded UTF-8: bytes outside printable ASCII, and `%`, are escaped.
+fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if (0x20..0x7f).contains(&b) && b != b'%' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::service::activator::ActivatorError;
+
+    #[test]
+    fn grpc_content_types_and_not_lookalikes() {
+        for (ct, want) in [
+            ("application/grpc", true),
+            ("application/grpc+proto", true),
+            ("Application/GRPC+json", true),
+            ("application/grpc;charset=utf-8", true),
+            ("application/grpc-web", false),
+            ("application/grpcx", false),
+            ("application/json", false),
+        ] {
+            assert_eq!(is_grpc_content_type(ct.as_bytes()), want, "{ct}");
+        }
+    }
+
+    #[test]
+    fn grpc_timeout_units_and_bad_values() {
+        let t = |v: &str| {
+            let mut h = HeaderMap::new();
+            h.insert("grpc-timeout", HeaderValue::from_str(v).unwrap());
+            timeout(&h)
+        };
+        assert_eq!(t("1S"), Some(Duration::from_secs(1)));
+        assert_eq!(t("250m"), Some(Duration::from_millis(250)));
+        assert_eq!(t("2M"), Some(Duration::from_secs(120)));
+        assert_eq!(t("1H"), Some(Duration::from_secs(3600)));
+        assert_eq!(t("99999999n"), Some(Duration::from_nanos(99_999_999)));
+        assert_eq!(t("5u"), Some(Duration::from_micros(5)));
+        for bad in ["", "S", "123456789S", "1s", "-1S", "1.5S", "10"] {
+            assert_eq!(t(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn wakeway_errors_answer_in_grpc_terms() {
+        let cases = [
+            (ProxyError::Activator(ActivatorError::QueueFull), "8"),
+            (
+                ProxyError::Activator(ActivatorError::Timeout(Duration::from_secs(1).into())),
+                "4",
+            ),
+            (
+                ProxyError::Activator(ActivatorError::Unavailable("wakeway is stopping".into())),
+                "14",
+            ),
+            (ProxyError::Upstream("reset".into()), "14"),
+            (ProxyError::UnknownHost("x".into()), "12"),
+        ];
+        for (e, code) in cases {
+            let r = error_response(&e);
+            assert_eq!(r.status(), StatusCode::OK);
+            assert_eq!(r.headers()["content-type"], "application/grpc");
+            assert_eq!(r.headers()["grpc-status"], code, "{e}");
+            assert!(http_body::Body::is_end_stream(r.body()), "trailers-only");
+        }
+        let r = error_response(&ProxyError::Activator(ActivatorError::Unavailable(
+            "100% ünicode".into(),
+        )));
+        assert_eq!(
+            r.headers()["grpc-message"],
+            "service unavailable: no instance could start: 100%25 %C3%BCnicode"
+        );
+    }
+}

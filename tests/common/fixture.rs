@@ -1,0 +1,147 @@
+//! `wakeway run -c FILE` as a test fixture: its addresses, its admin views and its instances.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use http::StatusCode;
+use serde_json::Value;
+
+use super::{DEADLINE, LISTEN_ANY, Proc, Resp, admin_json, get, wait_for};
+
+/// `wakeway run -c FILE` with its proxy and admin addresses.
+pub struct Wakeway {
+    pub proc: Proc,
+    pub proxy: SocketAddr,
+    pub admin: SocketAddr,
+    pub config_path: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Wakeway {
+    /// Starts wakeway with `services` (TOML `[[service]]` tables) on OS-picked ports.
+    pub async fn start(services: &str) -> Wakeway {
+        Self::start_config(&format!("{LISTEN_ANY}\n{services}")).await
+    }
+
+    /// Starts wakeway with a complete config file (its listeners should use port 0).
+    pub async fn start_config(config: &str) -> Wakeway {
+        Self::start_with(config, None).await
+    }
+
+    /// As `start_config`, with the process's open-file limit set to `nofile`.
+    pub async fn start_with_nofile(config: &str, nofile: u64) -> Wakeway {
+        Self::start_with(config, Some(nofile)).await
+    }
+
+    async fn start_with(config: &str, nofile: Option<u64>) -> Wakeway {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config_path = dir.path().join("wakeway.toml");
+        std::fs::write(&config_path, config).expect("write config");
+        let args = ["run", "-c", config_path.to_str().unwrap()];
+        let mut proc = match nofile {
+            Some(n) => Proc::spawn_with_nofile("wakeway run", &args, n),
+            None => Proc::spawn("wakeway run", &args),
+        };
+        let proxy = proc.listening_addr("proxy").await;
+        let admin = proc.listening_addr("admin").await;
+        Wakeway {
+            proc,
+            proxy,
+            admin,
+            config_path,
+            _dir: dir,
+        }
+    }
+
+    /// `GET path` with `Host: host` through the proxy.
+    pub async fn get(&self, host: &str, path: &str) -> Resp {
+        get(self.proxy, host, path).await
+    }
+
+    /// `GET path` on the admin listener, parsed as JSON (must answer 200).
+    pub async fn admin_json(&self, path: &str) -> Value {
+        admin_json(self.admin, path).await
+    }
+
+    /// `GET /v1/services/{name}`.
+    pub async fn service(&self, name: &str) -> Value {
+        self.admin_json(&format!("/v1/services/{name}")).await
+    }
+
+    /// The instances of service `name`.
+    pub async fn instances(&self, name: &str) -> Vec<Instance> {
+        instances_of(&self.service(name).await)
+    }
+
+    /// `GET /v1/events?service=NAME`.
+    pub async fn events(&self, name: &str) -> Vec<Value> {
+        match self.admin_json(&format!("/v1/events?service={name}")).await {
+            Value::Array(events) => events,
+            other => panic!("/v1/events is not an array: {other}"),
+        }
+    }
+
+    /// The Prometheus text of `/metrics`.
+    pub async fn metrics(&self) -> String {
+        let resp = get(self.admin, "localhost", "/metrics").await;
+        assert_eq!(resp.status, StatusCode::OK, "/metrics: {}", resp.text());
+        resp.text()
+    }
+
+    /// Waits until service `name` has a ready instance; returns the ready instances.
+    pub async fn wait_ready(&self, name: &str) -> Vec<Instance> {
+        wait_for(
+            &format!("a ready instance of {name}"),
+            DEADLINE,
+            || async move {
+                let ready: Vec<Instance> = self
+                    .instances(name)
+                    .await
+                    .into_iter()
+                    .filter(|i| i.state == "ready")
+                    .collect();
+                (!ready.is_empty()).then_some(ready)
+            },
+        )
+        .await
+    }
+
+    /// Waits until the service's `in_flight` (and `queued`) reach the given values.
+    pub async fn wait_load(&self, name: &str, in_flight: u64, queued: u64) {
+        wait_for(
+            &format!("{name}: in_flight {in_flight}, queued {queued}"),
+            DEADLINE,
+            || async move {
+                let s = self.service(name).await;
+                (s["in_flight"].as_u64() == Some(in_flight) && s["queued"].as_u64() == Some(queued))
+                    .then_some(())
+            },
+        )
+        .await
+    }
+}
+
+/// One entry of a service's `instances` array.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Instance {
+    pub id: String,
+    pub state: String,
+    pub pid: Option<u32>,
+    pub in_flight: u64,
+    pub address: String,
+}
+
+pub fn instances_of(service: &Value) -> Vec<Instance> {
+    let Some(list) = service["instances"].as_array() else {
+        panic!("service has no instances array: {service}");
+    };
+    list.iter()
+        .map(|i| Instance {
+            id: i["id"].as_str().unwrap_or_default().to_string(),
+            state: i["state"].as_str().unwrap_or_default().to_string(),
+            pid: i["pid"].as_u64().map(|p| p as u32),
+            in_flight: i["in_flight"].as_u64().unwrap_or(0),
+            address: i["address"].as_str().unwrap_or_default().to_string(),
+        })
+        .collect()
+}

@@ -1,0 +1,131 @@
+//! A tonic gRPC client on one h2c connection to wakeway, for whoami's gRPC methods
+//! (`wakeway::whoami_grpc`): every call of a test shares the connection, as a real client's
+//! channel does, and the `:authority` names the service while the socket goes to the proxy.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use hyper::body::Incoming;
+use hyper::client::conn::http2::{self, SendRequest};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::net::TcpStream;
+use tonic::client::Grpc;
+use tonic_prost::ProstCodec;
+use wakeway::whoami_grpc::{BIDI, CLIENT_STREAM, Call, Reply, SERVER_STREAM, UNARY};
+
+/// One h2c connection, as a tower service for tonic.
+#[derive(Clone)]
+pub struct H2Conn(SendRequest<tonic::body::Body>);
+
+impl tower_service::Service<http::Request<tonic::body::Body>> for H2Conn {
+    type Response = http::Response<Incoming>;
+    type Error = hyper::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, hyper::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), hyper::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
+        Box::pin(self.0.send_request(req))
+    }
+}
+
+/// A whoami gRPC client for `host`, through the proxy at `addr`.
+#[derive(Clone)]
+pub struct Client(Grpc<H2Conn>);
+
+pub fn call(message: &str, sleep_ms: u64) -> Call {
+    Call {
+        message: message.into(),
+        count: 0,
+        sleep_ms,
+    }
+}
+
+impl Client {
+    pub async fn connect(addr: SocketAddr, host: &str) -> Client {
+        let tcp = TcpStream::connect(addr).await.expect("connect to wakeway");
+        let _ = tcp.set_nodelay(true);
+        let (send, conn) = http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .handshake(TokioIo::new(tcp))
+            .await
+            .expect("h2c handshake with wakeway");
+        tokio::spawn(conn);
+        let origin = format!("http://{host}").parse().unwrap();
+        Client(Grpc::with_origin(H2Conn(send), origin))
+    }
+
+    async fn ready(&mut self) -> Result<(), tonic::Status> {
+        self.0
+            .ready()
+            .await
+            .map_err(|e| tonic::Status::unavailable(format!("connection: {e}")))
+    }
+
+    pub async fn unary(&mut self, c: Call) -> Result<Reply, tonic::Status> {
+        self.unary_req(tonic::Request::new(c)).await
+    }
+
+    /// A unary call with the client's deadline (`grpc-timeout`).
+    pub async fn unary_within(&mut self, c: Call, t: Duration) -> Result<Reply, tonic::Status> {
+        let mut req = tonic::Request::new(c);
+        req.set_timeout(t);
+        self.unary_req(req).await
+    }
+
+    async fn unary_req(&mut self, req: tonic::Request<Call>) -> Result<Reply, tonic::Status> {
+        self.ready().await?;
+        let path = http::uri::PathAndQuery::from_static(UNARY);
+        let r = self.0.unary(req, path, ProstCodec::default()).await?;
+        Ok(r.into_inner())
+    }
+
+    /// The replies of a server-streaming call, as they come.
+    pub async fn server_stream(
+        &mut self,
+        c: Call,
+    ) -> Result<tonic::Streaming<Reply>, tonic::Status> {
+        self.ready().await?;
+        let path = http::uri::PathAndQuery::from_static(SERVER_STREAM);
+        let r = self
+            .0
+            .server_streaming(tonic::Request::new(c), path, ProstCodec::default())
+            .await?;
+        Ok(r.into_inner())
+    }
+
+    pub async fn client_stream(&mut self, calls: Vec<Call>) -> Result<Reply, tonic::Status> {
+        self.ready().await?;
+        let path = http::uri::PathAndQuery::from_static(CLIENT_STREAM);
+        let req = tonic::Request::new(futures_util::stream::iter(calls));
+        let r = self
+            .0
+            .client_streaming(req, path, ProstCodec::default())
+            .await?;
+        Ok(r.into_inner())
+    }
+
+    /// A bidi call fed from `calls`; its replies as they come.
+    pub async fn bidi(
+        &mut self,
+        calls: impl futures_util::Stream<Item = Call> + Send + 'static,
+    ) -> Result<tonic::Streaming<Reply>, tonic::Status> {
+        self.ready().await?;
+        let path = http::uri::PathAndQuery::from_static(BIDI);
+        let r = self
+            .0
+            .streaming(
+                tonic::Request::new(calls.boxed()),
+                path,
+                ProstCodec::default(),
+            )
+            .await?;
+        Ok(r.into_inner())
+    }
+}

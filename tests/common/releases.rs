@@ -1,0 +1,208 @@
+//! What a release test does and checks: deployments through the admin API, paused answers,
+//! clean blue/green switches, requests held in flight.
+
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use http::{Method, Request, StatusCode};
+use http_body_util::BodyExt;
+use serde_json::Value;
+use tokio::time::Instant;
+
+use super::client::exchange;
+use super::{
+    DEADLINE, Instance, REQUEST_TIMEOUT, Resp, Sample, Wakeway, admin_call, failed_samples,
+    wait_for,
+};
+
+/// The revision an instance id belongs to (`web-00002-a` → `web-00002`).
+pub fn revision_of_instance(id: &str) -> &str {
+    id.rsplit_once('-').map(|(r, _)| r).unwrap_or(id)
+}
+
+impl Wakeway {
+    /// `POST path` on the admin listener with a JSON body (no token).
+    pub async fn admin_post(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        admin_call(self.admin, Method::POST, path, Some(&body), None).await
+    }
+
+    /// `POST /v1/services/{name}/deployments` with `body`; must answer 202. Returns the deployment.
+    pub async fn deploy(&self, name: &str, body: Value) -> Value {
+        let (status, d) = self
+            .admin_post(&format!("/v1/services/{name}/deployments"), body.clone())
+            .await;
+        assert_eq!(status, StatusCode::ACCEPTED, "deploy {name} {body}: {d}");
+        assert!(d["id"].is_string(), "the deployment has an id: {d}");
+        d
+    }
+
+    /// `GET /v1/services/{name}/deployments`.
+    pub async fn deployments(&self, name: &str) -> Vec<Value> {
+        match self
+            .admin_json(&format!("/v1/services/{name}/deployments"))
+            .await
+        {
+            Value::Array(list) => list,
+            other => panic!("deployments of {name} is not an array: {other}"),
+        }
+    }
+
+    /// Waits until deployment `id` of `name` is no longer `in_progress`; returns it.
+    pub async fn wait_deployment(&self, name: &str, id: &str) -> Value {
+        wait_for(
+            &format!("deployment {id} of {name} to finish"),
+            DEADLINE,
+            || async move {
+                let d = self
+                    .admin_json(&format!("/v1/services/{name}/deployments/{id}"))
+                    .await;
+                (d["state"] != "in_progress").then_some(d)
+            },
+        )
+        .await
+    }
+
+    /// The live revision id of service `name`.
+    pub async fn revision(&self, name: &str) -> String {
+        let s = self.service(name).await;
+        s["revision"]
+            .as_str()
+            .unwrap_or_else(|| panic!("service {name} has no revision: {s}"))
+            .to_string()
+    }
+
+    /// Waits until the instances of `name` satisfy `check`; returns them.
+    pub async fn wait_instances(
+        &self,
+        name: &str,
+        what: &str,
+        check: impl Fn(&[Instance]) -> bool,
+    ) -> Vec<Instance> {
+        let check = &check;
+        wait_for(&format!("{name}: {what}"), DEADLINE, || async move {
+            let list = self.instances(name).await;
+            check(&list).then_some(list)
+        })
+        .await
+    }
+
+    /// Waits until `name` has exactly `n` instances, all ready and of `revision`.
+    pub async fn wait_ready_revision(&self, name: &str, revision: &str, n: usize) -> Vec<Instance> {
+        self.wait_instances(
+            name,
+            &format!("exactly {n} ready instance(s), all of {revision}"),
+            |list| {
+                list.len() == n
+                    && list
+                        .iter()
+                        .all(|i| i.state == "ready" && revision_of_instance(&i.id) == revision)
+            },
+        )
+        .await
+    }
+
+    /// Waits until `GET /v1/events?service=NAME` has an event of `kind`; returns the events of it.
+    pub async fn wait_event(&self, name: &str, kind: &str) -> Vec<Value> {
+        wait_for(
+            &format!("a {kind} event of {name}"),
+            DEADLINE,
+            || async move {
+                let found: Vec<Value> = self
+                    .events(name)
+                    .await
+                    .into_iter()
+                    .filter(|e| e["kind"] == kind)
+                    .collect();
+                (!found.is_empty()).then_some(found)
+            },
+        )
+        .await
+    }
+
+    /// Replaces the config file this wakeway was started with (for a reload).
+    pub fn write_config(&self, text: &str) {
+        std::fs::write(&self.config_path, text).expect("write config");
+    }
+}
+
+/// A paused service's answer: 503, with Retry-After, saying it is paused.
+pub fn assert_paused(resp: &Resp) {
+    assert_eq!(
+        resp.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        resp.text()
+    );
+    assert!(resp.header("retry-after").is_some(), "{:?}", resp.headers);
+    assert!(resp.text().contains("paused"), "{}", resp.text());
+}
+
+/// What a user of a blue/green deploy checks in the load's samples: no request failed, the
+/// old revision served before the switch, and every request sent after it reached the new one.
+pub fn assert_clean_switch(samples: &[Sample], switched: Instant, old: &str, new: &str) {
+    assert!(
+        failed_samples(samples).is_empty(),
+        "failed requests during the deployment: {:?}",
+        failed_samples(samples)
+    );
+    let after: Vec<&Sample> = samples.iter().filter(|s| s.sent >= switched).collect();
+    assert!(!after.is_empty(), "no request was sent after the switch");
+    for s in &after {
+        assert_eq!(
+            s.revision.as_deref(),
+            Some(new),
+            "a request sent after the switch reached {:?}",
+            s.instance
+        );
+    }
+    assert!(
+        samples.iter().any(|s| s.revision.as_deref() == Some(old)),
+        "the old revision served before the switch"
+    );
+}
+
+/// A `POST path` whose request body stays open until [`HeldRequest::finish`]: the request is in
+/// flight (on whichever instance took it) for exactly as long as the test wants. Against
+/// whoami's `/echo` the answer is the body sent.
+pub struct HeldRequest {
+    tx: tokio::sync::mpsc::UnboundedSender<Bytes>,
+    task: tokio::task::JoinHandle<Result<Resp, String>>,
+}
+
+impl HeldRequest {
+    pub fn start(
+        addr: SocketAddr,
+        host: &str,
+        path: &str,
+        first_chunk: &'static str,
+    ) -> HeldRequest {
+        use http_body::Frame;
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Bytes>();
+        let _ = tx.send(Bytes::from_static(first_chunk.as_bytes()));
+        let frames = futures_util::stream::unfold(rx, |mut rx| async move {
+            let chunk = rx.recv().await?;
+            Some((Ok::<_, std::convert::Infallible>(Frame::data(chunk)), rx))
+        });
+        let body = http_body_util::StreamBody::new(frames).boxed_unsync();
+        let req = Request::builder()
+            .method(Method::POST)
+            .uri(path)
+            .header(http::header::HOST, host)
+            .body(body)
+            .expect("request");
+        let task = tokio::spawn(exchange(addr, req));
+        HeldRequest { tx, task }
+    }
+
+    /// Sends `last_chunk`, ends the request body and waits (bounded) for the whole answer.
+    pub async fn finish(self, last_chunk: &'static str) -> Result<Resp, String> {
+        let _ = self.tx.send(Bytes::from_static(last_chunk.as_bytes()));
+        drop(self.tx);
+        match tokio::time::timeout(REQUEST_TIMEOUT, self.task).await {
+            Ok(joined) => joined.map_err(|e| format!("held request task: {e}"))?,
+            Err(_) => Err(format!(
+                "held request: no answer within {REQUEST_TIMEOUT:?}"
+            )),
+        }
+    }
+}
