@@ -73,28 +73,60 @@ pub fn get() -> &'static Cgroups {
     })
 }
 
-/// For `wakeway check`: how the process services' instances are contained. Empty when the
-/// config has none.
+/// For `wakeway check`: how the process services' instances are contained, and how each
+/// service with `idle_action = "freeze"` freezes (or why it cannot: its idle instances are then
+/// stopped). Empty when the config has neither.
 pub fn check(config: &crate::config::Config) -> String {
+    use crate::config::{IdleAction, ImageRuntime, Source};
+    use std::fmt::Write as _;
     let names: Vec<&str> = config
         .services
         .iter()
-        .filter(|s| matches!(s.source, crate::config::Source::Command(_)))
+        .filter(|s| matches!(s.source, Source::Command(_)))
         .map(|s| s.name.as_str())
         .collect();
-    if names.is_empty() {
-        return String::new();
+    let mut out = String::new();
+    let mode = (!names.is_empty()).then(detect_mode);
+    if let Some((mode, detail)) = &mode {
+        let _ = writeln!(
+            out,
+            "process instances ({}): {} ({detail})",
+            names.join(", "),
+            mode.as_str()
+        );
     }
-    format!("process instances ({}): {}\n", names.join(", "), describe())
+    for s in &config.services {
+        if s.scaling.idle_action != IdleAction::Freeze {
+            continue;
+        }
+        let how = match (&s.source, &mode) {
+            (Source::Command(_), Some((Mode::ProcessGroup, _))) => {
+                "cannot freeze without a writable cgroup; idle instances are stopped instead"
+                    .to_string()
+            }
+            (Source::Command(_), Some((m, _))) => {
+                format!("idle instances are frozen with the {} freezer", m.as_str())
+            }
+            (Source::Image(img), _) if img.runtime == ImageRuntime::Swarm => {
+                "idle_action = \"freeze\" is not supported for swarm services yet; idle \
+                 instances are stopped instead"
+                    .to_string()
+            }
+            (Source::Image(_), _) => "idle instances are paused (docker pause)".to_string(),
+            _ => continue,
+        };
+        let _ = writeln!(out, "service {}: {how}", s.name);
+    }
+    out
 }
 
-/// What `get` would pick, without sweeping anything.
-pub fn describe() -> String {
+/// What `get` would pick, and where or why not, without sweeping anything.
+fn detect_mode() -> (Mode, String) {
     let c = detect();
     for dir in &c.owner_dirs {
         let _ = fs::remove_dir(dir);
     }
-    format!("{} ({})", c.mode.as_str(), c.detail)
+    (c.mode, c.detail)
 }
 
 impl Cgroups {
@@ -236,6 +268,20 @@ impl InstanceCgroup {
 
     pub fn is_frozen(&self) -> bool {
         is_frozen(self.path(), self.v2)
+    }
+
+    /// Whether a process of the instance was sent SIGKILL while frozen. The v1 freezer holds
+    /// even SIGKILL until the thaw: such an instance is dead, only not yet seen to be.
+    pub fn killed_while_frozen(&self) -> bool {
+        const SIGKILL_BIT: u64 = 1 << 8;
+        self.pids().iter().any(|pid| {
+            fs::read_to_string(format!("/proc/{pid}/status")).is_ok_and(|s| {
+                s.lines()
+                    .filter_map(|l| l.strip_prefix("ShdPnd:").or(l.strip_prefix("SigPnd:")))
+                    .filter_map(|v| u64::from_str_radix(v.trim(), 16).ok())
+                    .any(|mask| mask & SIGKILL_BIT != 0)
+            })
+        })
     }
 
     /// Kills every process in the instance, frozen or not, however it was started.

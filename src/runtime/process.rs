@@ -392,8 +392,18 @@ impl InstanceHandle for ProcessHandle {
     fn thaw(&self) -> BoxFuture<'_, Result<(), RuntimeError>> {
         Box::pin(async move {
             let cg = self.cgroup("thawing")?;
-            // One write to a cgroup file: not worth a trip to the blocking pool on the wake path.
-            cg.thaw().map_err(|e| blocking_error("thaw", e))
+            // A few reads and one write of cgroup and proc files: not worth a trip to the
+            // blocking pool on the wake path.
+            let killed = cg.killed_while_frozen();
+            cg.thaw().map_err(|e| blocking_error("thaw", e))?;
+            if killed {
+                // Thawed all the same, so that the SIGKILL lands and the exit is reported.
+                return Err(RuntimeError {
+                    message: "it was killed (SIGKILL) while frozen".into(),
+                    retryable: false,
+                });
+            }
+            Ok(())
         })
     }
 

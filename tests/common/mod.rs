@@ -26,6 +26,7 @@ pub mod h2c;
 pub mod keepalive;
 pub mod load;
 pub mod process;
+pub mod python_apps;
 pub mod raw;
 pub mod releases;
 pub mod scrape;

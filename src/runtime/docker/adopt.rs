@@ -92,7 +92,13 @@ impl DockerEngine {
                 .map(|n| n.trim_start_matches('/').to_string())
                 .unwrap_or_else(|| id.clone());
             let service = labels.get(LABEL_SERVICE).cloned().unwrap_or_default();
-            let running = c.state == Some(ContainerSummaryStateEnum::RUNNING);
+            // A container frozen by `idle_action = "freeze"` (paused) is adopted thawed: it
+            // is probed like any adopted one, and frozen again by the next wakeway's rules.
+            let paused = c.state == Some(ContainerSummaryStateEnum::PAUSED);
+            if paused && let Err(e) = docker.unpause_container(&id).await {
+                tracing::warn!("docker: cannot unpause leftover container {name}: {e}");
+            }
+            let running = paused || c.state == Some(ContainerSummaryStateEnum::RUNNING);
             let expected = self.known.get(&service);
             let verdict = match expected {
                 None => Err(format!("service `{service}` is not in the config")),

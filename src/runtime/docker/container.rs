@@ -262,9 +262,65 @@ pub(super) struct DockerHandle {
     pub(super) exited: watch::Receiver<Option<String>>,
 }
 
+impl DockerHandle {
+    fn client(&self, what: &str) -> Result<Docker, RuntimeError> {
+        self.engine.connected().ok_or_else(|| RuntimeError {
+            message: format!(
+                "cannot {what} container {}: the engine is not connected",
+                self.name
+            ),
+            retryable: true,
+        })
+    }
+}
+
 impl InstanceHandle for DockerHandle {
+    fn freeze(&self) -> BoxFuture<'_, Result<(), RuntimeError>> {
+        Box::pin(async move {
+            let docker = self.client("pause")?;
+            docker
+                .pause_container(&self.id)
+                .await
+                .map_err(|e| RuntimeError {
+                    message: format!("docker pause {}: {e}", self.name),
+                    retryable: false,
+                })
+        })
+    }
+
+    fn thaw(&self) -> BoxFuture<'_, Result<(), RuntimeError>> {
+        Box::pin(async move {
+            let docker = self.client("unpause")?;
+            docker
+                .unpause_container(&self.id)
+                .await
+                .map_err(|e| RuntimeError {
+                    message: format!("docker unpause {}: {e}", self.name),
+                    retryable: false,
+                })
+        })
+    }
+
+    fn memory(&self) -> BoxFuture<'_, Option<u64>> {
+        Box::pin(async move {
+            use futures_util::StreamExt;
+            let docker = self.engine.connected()?;
+            let opts = bollard::query_parameters::StatsOptions {
+                stream: false,
+                one_shot: true,
+            };
+            let stats = docker.stats(&self.id, Some(opts)).next().await?.ok()?;
+            stats.memory_stats?.usage
+        })
+    }
+
     fn stop(&self, grace: Duration) -> BoxFuture<'_, ()> {
         Box::pin(async move {
+            // A paused container cannot act on its stop signal; one that is not paused
+            // answers 409 here, which changes nothing.
+            if let Some(docker) = self.engine.connected() {
+                let _ = docker.unpause_container(&self.id).await;
+            }
             let engine = &self.engine;
             if engine.exiting.load(SeqCst) && !engine.cfg.stop_on_exit {
                 tracing::info!(
