@@ -26,7 +26,7 @@ idle_action = "freeze"
 idle_timeout = "1s"
 {scaling}
 "#,
-        gunicorn_command(venv, dir, "127.0.0.1:{port}")
+        gunicorn_command(venv, dir, Some("127.0.0.1:{port}"))
     )
 }
 

@@ -31,7 +31,8 @@ fn validate_wake(svc: &ServiceConfig, i: usize) -> Result {
         return fail(
             at("scaling.idle_action"),
             format!(
-                "service `{}` is static (`upstreams`): wakeway does not run its instances, so it                  cannot freeze them; idle_action = \"freeze\" needs a `command` or an `image`",
+                "service `{}` is static (`upstreams`): wakeway does not run its instances, so it \
+                 cannot freeze them; idle_action = \"freeze\" needs a `command` or an `image`",
                 svc.name
             ),
         );
@@ -42,13 +43,21 @@ fn validate_wake(svc: &ServiceConfig, i: usize) -> Result {
             "frozen_timeout must be greater than 0",
         );
     }
-    if svc.socket_activation && (stat || swarm) {
+    if svc.socket_activation && !matches!(svc.source, Source::Command(_)) {
+        let what = match (stat, swarm) {
+            (true, _) => "static upstreams",
+            (_, true) => "swarm",
+            _ => {
+                "docker (the engine publishes the container's port itself, so a socket wakeway \
+                 binds cannot be the one the app listens on)"
+            }
+        };
         return fail(
             at("socket_activation"),
             format!(
-                "service `{}`: socket_activation works with the process runtime (`command`) and                  the docker runtime (`image`), not with {}",
-                svc.name,
-                if stat { "static upstreams" } else { "swarm" }
+                "service `{}`: socket_activation works with the process runtime (`command`), \
+                 not with {what}",
+                svc.name
             ),
         );
     }

@@ -8,6 +8,7 @@ pub mod engine;
 pub mod fake;
 pub mod fixed;
 pub mod process;
+pub mod socket_activation;
 pub mod swarm;
 
 use std::collections::BTreeMap;
@@ -96,6 +97,12 @@ pub struct Adopted {
 pub trait Runtime: Send + Sync + 'static {
     fn name(&self) -> &'static str;
     fn start(&self, spec: InstanceSpec) -> BoxFuture<'_, Result<Started, RuntimeError>>;
+
+    /// Whether a started instance is ready at once: its listening socket was bound by wakeway
+    /// and handed over (socket activation), so requests wait in its backlog, not for a probe.
+    fn ready_on_start(&self) -> bool {
+        false
+    }
 
     /// What the source is right now, as a token that changes when it changes underneath (the
     /// image id behind a tag, the executable's modification time). `deploy.auto` deploys when

@@ -27,10 +27,12 @@ use tokio::process::Command;
 use tokio::sync::watch;
 
 use super::cgroup::{self, InstanceCgroup};
+use super::socket_activation::{self, Inherited};
 use super::{BoxFuture, InstanceHandle, InstanceSpec, Runtime, RuntimeError, Started};
 
 pub struct ProcessRuntime {
     command: Vec<String>,
+    socket_activation: bool,
 }
 
 impl ProcessRuntime {
@@ -40,7 +42,16 @@ impl ProcessRuntime {
         cgroup::get();
         // Started now rather than with the first instance, whose cold start would wait for it.
         guard();
-        ProcessRuntime { command }
+        ProcessRuntime {
+            command,
+            socket_activation: false,
+        }
+    }
+
+    /// Binds each instance's socket and passes it as fd 3 (see `socket_activation`).
+    pub fn with_socket_activation(mut self, on: bool) -> ProcessRuntime {
+        self.socket_activation = on;
+        self
     }
 }
 
@@ -228,18 +239,30 @@ impl Runtime for ProcessRuntime {
         })
     }
 
+    fn ready_on_start(&self) -> bool {
+        self.socket_activation
+    }
+
     fn start(&self, spec: InstanceSpec) -> BoxFuture<'_, Result<Started, RuntimeError>> {
         Box::pin(async move {
-            let port = free_port().map_err(|e| RuntimeError {
+            let no_port = |e: std::io::Error| RuntimeError {
                 message: format!("no free port: {e}"),
                 retryable: true,
-            })?;
+            };
+            let socket = match self.socket_activation {
+                true => Some(Inherited::bind().map_err(no_port)?),
+                false => None,
+            };
+            let port = match &socket {
+                Some(s) => s.port().map_err(no_port)?,
+                None => free_port().map_err(no_port)?,
+            };
             let argv: Vec<String> = self
                 .command
                 .iter()
                 .map(|a| a.replace("{port}", &port.to_string()))
                 .collect();
-            let env = super::instance_env(
+            let mut env = super::instance_env(
                 &spec.env,
                 &spec.service,
                 &spec.revision,
@@ -264,8 +287,18 @@ impl Runtime for ProcessRuntime {
                     tell_guard(format_args!("cg {}\n", dir.display()));
                 }
             }
-            let mut cmd = Command::new(program(&argv[0]));
-            cmd.args(&argv[1..])
+            let (prog, args) = match &socket {
+                Some(_) => {
+                    // The wrapper runs the program: it is resolved here, as without one.
+                    let mut argv = argv.clone();
+                    argv[0] = program(&argv[0]).to_string_lossy().into_owned();
+                    socket_activation::wrap(&argv, &mut env)
+                }
+                None => (argv[0].clone(), argv[1..].to_vec()),
+            };
+            let listen_fd = socket.as_ref().map(Inherited::fd);
+            let mut cmd = Command::new(program(&prog));
+            cmd.args(&args)
                 .envs(&env)
                 .stdin(Stdio::null())
                 .stdout(Stdio::piped())
@@ -273,13 +306,17 @@ impl Runtime for ProcessRuntime {
                 .process_group(0)
                 .kill_on_drop(false);
             // SAFETY: the closure runs in the forked child before exec and only makes syscalls
-            // that are async-signal-safe (prctl, and write(2) of a static buffer into files the
-            // parent opened); it allocates nothing and takes no lock. Joining here, before the
+            // that are async-signal-safe (prctl, dup2/fcntl of the inherited socket, and write(2)
+            // of a static buffer into files the parent opened); it allocates nothing and takes
+            // no lock. Joining here, before the
             // app runs, leaves no moment in which a child it forks is outside the cgroup.
             unsafe {
                 cmd.pre_exec(move || {
                     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
                         .map_err(std::io::Error::from)?;
+                    if let Some(fd) = listen_fd {
+                        socket_activation::install(fd)?;
+                    }
                     match &joiner {
                         Some(j) => j.join(),
                         None => Ok(()),
@@ -288,6 +325,9 @@ impl Runtime for ProcessRuntime {
             }
             let spawned = cmd.spawn();
             drop(cmd);
+            // The child holds the socket now; wakeway's copy would keep accepting into a
+            // backlog nobody reads once the child is gone.
+            drop(socket);
             let mut child = match spawned {
                 Ok(child) => child,
                 Err(e) => {

@@ -42,10 +42,12 @@ pub fn write_flask_app(dir: &Path, slow_import: f64) {
 }
 
 /// The `command = [...]` of a gunicorn service serving `dir`'s app on `bind`
-/// (`127.0.0.1:{port}`, or `fd://3` for socket activation).
-pub fn gunicorn_command(venv: &Path, dir: &Path, bind: &str) -> String {
+/// (`127.0.0.1:{port}`), or with `None` on the socket `LISTEN_FDS` passes (gunicorn's systemd
+/// support; `--bind fd://3` beside it would make gunicorn take fd 3 twice and fail).
+pub fn gunicorn_command(venv: &Path, dir: &Path, bind: Option<&str>) -> String {
+    let bind = bind.map_or(String::new(), |b| format!(r#""-b", "{b}", "#));
     format!(
-        r#"["{}", "-w", "1", "-b", "{bind}", "--chdir", "{}", "app:app"]"#,
+        r#"["{}", "-w", "1", {bind}"--chdir", "{}", "app:app"]"#,
         venv.join("bin/gunicorn").display(),
         dir.display()
     )

@@ -186,6 +186,11 @@ impl StartJob {
                     result
                 }
             };
+            if !adopted && self.runtime.ready_on_start() {
+                // Its socket exists and accepts: requests wait in its backlog while it boots.
+                let _ = self.tx.send(Msg::Ready { id: self.id });
+                return;
+            }
             let what = if adopted { "adopted instance " } else { "" };
             let end =
                 match probe::wait_ready(probe, &self.health, started.exited, &self.cancel).await {
@@ -613,6 +618,7 @@ impl Controller {
         }
         self.keep_counts(inst);
         let id = &inst.id;
+        self.back_off_early_exit(inst, &reason);
         self.note_rollout_failure(&inst.revision, &format!("instance {id} exited: {reason}"));
         self.svc.events.emit(
             &self.svc.name,
@@ -654,6 +660,32 @@ impl Controller {
 }
 
 impl Controller {
+    /// An instance that dies within moments of its start is a failed start, even when it was
+    /// ready at once (socket activation publishes it before the app has run a line): the next
+    /// start waits out a backoff instead of looping.
+    fn back_off_early_exit(&mut self, inst: &Instance, reason: &str) {
+        let early = inst
+            .started_at
+            .elapsed()
+            .is_ok_and(|d| d < PORT_RACE_WINDOW);
+        let Some(s) = self.serving_mut(&inst.revision).filter(|_| early) else {
+            return;
+        };
+        s.failures += 1;
+        let (failures, wait) = (s.failures, backoff(s.failures));
+        s.backoff_until = Some(Instant::now() + wait);
+        s.lane.last_failure.store(Arc::new(reason.to_string()));
+        self.svc.events.emit(
+            &self.svc.name,
+            "start_failed",
+            format!(
+                "instance {} exited {reason} right after it started; next try in {wait:?}",
+                inst.id
+            ),
+            json!({ "instance": inst.id, "reason": reason, "failures": failures, "retry_in_ms": wait.as_millis() as u64 }),
+        );
+    }
+
     /// An instance leaves: its lane keeps the requests it served, so the revision's counts
     /// only grow.
     pub(super) fn keep_counts(&self, inst: &Instance) {
