@@ -11,7 +11,10 @@
 //! - `/ws`: a WebSocket echo server (text and binary messages).
 //! - gRPC calls (over h2c): see `whoami_grpc`.
 //!
-//! Every response carries `X-Wakeway-Instance`.
+//! Every response carries `X-Wakeway-Instance`. `WHOAMI_REQUEST_LOG=PATH` appends a line per
+//! request (`request_log`).
+
+mod request_log;
 
 use std::convert::Infallible;
 use std::fmt::Write as _;
@@ -40,6 +43,12 @@ use tokio_tungstenite::tungstenite::protocol::Role;
 
 /// The response header naming the instance that answered.
 pub const INSTANCE_HEADER: &str = "x-wakeway-instance";
+
+mod stream;
+#[cfg(test)]
+mod tests;
+
+use stream::{echo, websocket};
 
 /// How long in-flight connections get to finish after SIGTERM/SIGINT.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
@@ -204,6 +213,9 @@ async fn handle(
     state: Arc<State>,
     req: Request<Incoming>,
 ) -> Result<Response<RespBody>, Infallible> {
+    if !matches!(req.uri().path(), "/healthz" | "/stats") {
+        request_log::note(&state.instance, &req);
+    }
     let healthy = || {
         StatusCode::from_u16(state.health_status.load(Ordering::Acquire))
             .is_ok_and(|s| s.is_success())
@@ -399,275 +411,4 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
         return None;
     }
     Duration::try_from_secs_f64(secs).ok()
-}
-
-/// `/echo`: the request body streams back as the response body.
-fn echo(state: &Arc<State>, req: Request<Incoming>) -> Response<RespBody> {
-    let (guard, _) = state.enter();
-    let content_type = req.headers().get(header::CONTENT_TYPE).cloned();
-    let body = EchoBody {
-        inner: req.into_body(),
-        guard,
-    };
-    let mut resp = Response::new(body.boxed_unsync());
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        content_type.unwrap_or(HeaderValue::from_static("application/octet-stream")),
-    );
-    resp
-}
-
-/// The request body, counted in flight until it ends (or is dropped).
-struct EchoBody {
-    inner: Incoming,
-    guard: InFlight,
-}
-
-impl Body for EchoBody {
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let this = &mut *self;
-        loop {
-            match Pin::new(&mut this.inner).poll_frame(cx) {
-                Poll::Pending => return Poll::Pending,
-                // Only echo data: request trailers are not response trailers.
-                Poll::Ready(Some(Ok(frame))) if !frame.is_data() => continue,
-                Poll::Ready(Some(Ok(frame))) => return Poll::Ready(Some(Ok(frame))),
-                Poll::Ready(other) => {
-                    this.guard.release();
-                    return Poll::Ready(other);
-                }
-            }
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-/// `/ws`: a WebSocket echo server.
-fn websocket(state: &Arc<State>, mut req: Request<Incoming>) -> Response<RespBody> {
-    let headers = req.headers();
-    let is_upgrade = req.method() == Method::GET
-        && header_has_token(headers.get(header::CONNECTION), "upgrade")
-        && header_has_token(headers.get(header::UPGRADE), "websocket");
-    let key = headers.get(header::SEC_WEBSOCKET_KEY).cloned();
-    let (true, Some(key)) = (is_upgrade, key) else {
-        return text(
-            StatusCode::BAD_REQUEST,
-            "/ws expects a WebSocket upgrade request\n",
-        );
-    };
-    let accept = derive_accept_key(key.as_bytes());
-
-    // The tunnel counts as one request in flight for as long as it is open.
-    let (guard, _) = state.enter();
-    let on_upgrade = hyper::upgrade::on(&mut req);
-    tokio::spawn(async move {
-        let _guard = guard;
-        let upgraded = match on_upgrade.await {
-            Ok(u) => u,
-            Err(err) => {
-                eprintln!("whoami: websocket upgrade failed: {err}");
-                return;
-            }
-        };
-        let mut ws =
-            WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
-        while let Some(msg) = ws.next().await {
-            let msg = match msg {
-                Ok(m) => m,
-                Err(_) => break,
-            };
-            match msg {
-                Message::Text(_) | Message::Binary(_) => {
-                    if ws.send(msg).await.is_err() {
-                        break;
-                    }
-                }
-                Message::Close(_) => break,
-                // Pings are answered by tungstenite itself; make sure the pong goes out.
-                Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {
-                    if ws.flush().await.is_err() {
-                        break;
-                    }
-                }
-            }
-        }
-        // Completes the closing handshake if the peer started it; errors mean it is gone.
-        let _ = ws.close(None).await;
-    });
-
-    let mut resp = Response::new(full(Bytes::new()));
-    *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-    let h = resp.headers_mut();
-    h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
-    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-    if let Ok(v) = HeaderValue::from_str(&accept) {
-        h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
-    }
-    resp
-}
-
-fn header_has_token(value: Option<&HeaderValue>, token: &str) -> bool {
-    value
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_durations() {
-        assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
-        assert_eq!(parse_duration("2s"), Some(Duration::from_secs(2)));
-        assert_eq!(parse_duration("1.5s"), Some(Duration::from_millis(1500)));
-        assert_eq!(parse_duration("1m"), Some(Duration::from_secs(60)));
-        assert_eq!(parse_duration("1h"), Some(Duration::from_secs(3600)));
-        assert_eq!(parse_duration("0s"), Some(Duration::ZERO));
-        assert_eq!(parse_duration("300"), Some(Duration::from_millis(300)));
-        assert_eq!(parse_duration(" 10ms "), Some(Duration::from_millis(10)));
-    }
-
-    #[test]
-    fn rejects_bad_durations() {
-        for bad in ["", "ms", "s", "1x", "-1s", "1.2.3s", "abc", "1 s", "5sec"] {
-            assert_eq!(parse_duration(bad), None, "{bad:?}");
-        }
-    }
-
-    #[test]
-    fn splits_query() {
-        let pairs: Vec<_> = query_pairs("sleep=1s&status=503&&flag").collect();
-        assert_eq!(
-            pairs,
-            vec![("sleep", "1s"), ("status", "503"), ("flag", "")]
-        );
-    }
-
-    #[test]
-    fn canonicalises_header_names() {
-        assert_eq!(canonical_name("x-forwarded-for"), "X-Forwarded-For");
-        assert_eq!(canonical_name("host"), "Host");
-    }
-
-    #[test]
-    fn token_lists() {
-        let v = HeaderValue::from_static("keep-alive, Upgrade");
-        assert!(header_has_token(Some(&v), "upgrade"));
-        assert!(!header_has_token(Some(&v), "close"));
-        assert!(!header_has_token(None, "upgrade"));
-    }
-
-    #[tokio::test]
-    async fn serves_and_counts() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(serve(listener, async {
-            let _ = rx.await;
-        }));
-
-        let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .unwrap();
-        tokio::spawn(conn);
-        let req = Request::get("/hello?status=418&sleep=1ms")
-            .header("host", "example.test")
-            .header("x-probe", "yes")
-            .body(Full::new(Bytes::new()))
-            .unwrap();
-        let resp = send.send_request(req).await.unwrap();
-        assert_eq!(resp.status(), StatusCode::IM_A_TEAPOT);
-        assert_eq!(resp.headers()[INSTANCE_HEADER], "whoami");
-        let body = resp.into_body().collect().await.unwrap().to_bytes();
-        let body = String::from_utf8(body.to_vec()).unwrap();
-        assert!(body.contains("Concurrent: 1\n"), "{body}");
-        assert!(
-            body.contains("GET /hello?status=418&sleep=1ms HTTP/1.1\n"),
-            "{body}"
-        );
-        assert!(body.contains("Host: example.test\n"), "{body}");
-        assert!(body.contains("X-Probe: yes\n"), "{body}");
-
-        let req = Request::post("/echo")
-            .header("host", "example.test")
-            .body(Full::new(Bytes::from_static(b"ping pong")))
-            .unwrap();
-        let resp = send.send_request(req).await.unwrap();
-        let body = resp.into_body().collect().await.unwrap().to_bytes();
-        assert_eq!(&body[..], b"ping pong");
-
-        let req = Request::get("/stats")
-            .header("host", "example.test")
-            .body(Full::new(Bytes::new()))
-            .unwrap();
-        let resp = send.send_request(req).await.unwrap();
-        let body = resp.into_body().collect().await.unwrap().to_bytes();
-        let stats: serde_json::Value = serde_json::from_slice(&body).unwrap();
-        assert_eq!(stats["requests"], 2);
-        assert_eq!(stats["in_flight"], 0);
-        assert_eq!(stats["max_in_flight"], 1);
-
-        let health = |method: Method, uri: &str| {
-            Request::builder()
-                .method(method)
-                .uri(uri)
-                .header("host", "example.test")
-                .body(Full::new(Bytes::new()))
-                .unwrap()
-        };
-        let resp = send
-            .send_request(health(Method::GET, "/healthz"))
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), StatusCode::OK);
-        let resp = send
-            .send_request(health(Method::POST, "/healthz?status=503"))
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), StatusCode::OK);
-        let resp = send
-            .send_request(health(Method::GET, "/healthz"))
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
-
-        drop(send);
-        tx.send(()).unwrap();
-        server.await.unwrap().unwrap();
-    }
-
-    #[tokio::test]
-    async fn websocket_echoes() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(serve(listener, std::future::pending()));
-        let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let (mut ws, resp) = tokio_tungstenite::client_async(format!("ws://{addr}/ws"), stream)
-            .await
-            .unwrap();
-        assert_eq!(resp.headers()[INSTANCE_HEADER], "whoami");
-        ws.send(Message::text("hello")).await.unwrap();
-        assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("hello"));
-        ws.send(Message::binary(vec![1u8, 2, 3])).await.unwrap();
-        assert_eq!(
-            ws.next().await.unwrap().unwrap(),
-            Message::binary(vec![1u8, 2, 3])
-        );
-        ws.close(None).await.unwrap();
-    }
 }

@@ -81,6 +81,11 @@ impl State {
         if new.proxy.response_timeout != current.proxy.response_timeout {
             report.needs_restart.push("proxy.response_timeout".into());
         }
+        if new.proxy.upstream_read_timeout != current.proxy.upstream_read_timeout {
+            report
+                .needs_restart
+                .push("proxy.upstream_read_timeout".into());
+        }
         if new.proxy.idle_timeout != current.proxy.idle_timeout {
             report.needs_restart.push("proxy.idle_timeout".into());
         }
@@ -107,6 +112,10 @@ impl State {
             report
                 .needs_restart
                 .push("proxy (limits, workers, shutdown_timeout or tls.listen)".into());
+        }
+        let acme = |c: &Config| c.proxy.tls.as_ref().and_then(|t| t.acme.clone());
+        if acme(&new) != acme(current) {
+            report.needs_restart.push("proxy.tls.acme".into());
         }
         if new.swarm != current.swarm {
             report.needs_restart.push("swarm".into());

@@ -6,8 +6,8 @@
 use serde::Deserialize;
 
 use super::ConfigError;
-use super::front::Cidr;
 use super::types::{GlobalScaling, IdleAction, IdleIgnore, PathPattern, TrafficTarget};
+use super::values::Cidr;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -104,7 +104,7 @@ impl From<RawIdleAction> for IdleAction {
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawGlobalScaling {
-    max_frozen_memory: Option<super::file::Size>,
+    max_frozen_memory: Option<super::values::Size>,
 }
 
 pub(super) fn convert_global_scaling(raw: Option<RawGlobalScaling>) -> GlobalScaling {

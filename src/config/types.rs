@@ -7,6 +7,9 @@ use std::path::PathBuf;
 
 pub use super::cidr::IpNet;
 pub use super::idle_ignore::{IdleIgnore, PathPattern};
+/// Owned by the certificate store, which reads no config.
+pub use crate::tls::CertificateConfig;
+pub use crate::tls::acme::{AcmeChallenge, AcmeConfig, LETS_ENCRYPT_DIRECTORY};
 use std::time::Duration;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -118,6 +121,9 @@ pub struct ProxyConfig {
     pub listen: Vec<SocketAddr>,
     pub connect_timeout: Duration,
     pub response_timeout: Duration,
+    /// The longest pause between two reads of an upstream's response body (nginx's
+    /// `proxy_read_timeout`); then the response ends, cut short.
+    pub upstream_read_timeout: Duration,
     /// Client keep-alive: a client connection with no request for this long is closed.
     pub idle_timeout: Duration,
     /// How long a graceful shutdown waits for requests in flight.
@@ -154,57 +160,6 @@ pub struct TlsConfig {
     pub certificates: Vec<CertificateConfig>,
     /// `[proxy.tls.acme]`: certificates ordered from an ACME CA for the names no file covers.
     pub acme: Option<AcmeConfig>,
-}
-
-/// Let's Encrypt's production directory: what `[proxy.tls.acme]` orders from by default.
-pub const LETS_ENCRYPT_DIRECTORY: &str = "https://acme-v02.api.letsencrypt.org/directory";
-
-/// `[proxy.tls.acme]`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct AcmeConfig {
-    /// The CA's ACME directory URL.
-    pub directory: String,
-    /// The account's contact address.
-    pub email: Option<String>,
-    /// Extra roots trusted for the directory's own HTTPS (a private or test CA), resolved
-    /// against the config file's directory.
-    pub ca_roots: Vec<PathBuf>,
-    /// The challenges offered to the CA, in order of preference.
-    pub challenges: Vec<AcmeChallenge>,
-    /// Where the account key and the certificates are kept (`acme/` beside the state file);
-    /// `None` when the config was built in code: nothing persists.
-    pub storage: Option<PathBuf>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AcmeChallenge {
-    /// RFC 8737, answered on the TLS listener.
-    TlsAlpn01,
-    /// RFC 8555 §8.3, answered on the plain listener.
-    Http01,
-}
-
-impl AcmeChallenge {
-    pub fn name(self) -> &'static str {
-        match self {
-            AcmeChallenge::TlsAlpn01 => "tls-alpn-01",
-            AcmeChallenge::Http01 => "http-01",
-        }
-    }
-}
-
-/// One `[[proxy.tls.certificate]]`: a PEM chain and key, served to the names in `hosts`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct CertificateConfig {
-    /// Lower-case server names; `*.example.com` matches exactly one label below `example.com`.
-    pub hosts: Vec<String>,
-    /// PEM certificate chain, leaf first. Relative paths are resolved against the config
-    /// file's directory when the file is parsed.
-    pub cert: PathBuf,
-    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
-    pub key: PathBuf,
-    /// Served to clients whose server name matches no entry (or who send none).
-    pub default: bool,
 }
 
 /// A header name containing `_` is read as `-` by CGI/WSGI-style apps, so it can smuggle a
@@ -341,8 +296,20 @@ pub struct ServiceConfig {
     pub traffic: Vec<TrafficTarget>,
     /// Wakeway binds each instance's listening socket and passes it as fd 3 (`LISTEN_FDS=1`).
     pub socket_activation: bool,
+    /// An idle kept-alive connection to an instance is not reused after this long: below the
+    /// app's own keep-alive timeout, so wakeway never writes into a connection the app closes.
+    pub upstream_idle_timeout: Duration,
+    /// PUT and DELETE are sent again to another instance after one failed while handling them
+    /// (as GET, HEAD, OPTIONS and requests with an `Idempotency-Key` are): only for apps whose
+    /// PUT and DELETE really are idempotent.
+    pub retry_idempotent: bool,
     /// What wakeway speaks to the service's instances.
     pub protocol: Protocol,
+}
+
+impl ServiceConfig {
+    /// Node's and most app servers' keep-alive is 5 s: close first.
+    pub const DEFAULT_UPSTREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(4);
 }
 
 /// The protocol to instances (`protocol`): the address is the same, only the wire differs.
@@ -385,6 +352,8 @@ impl ServiceConfig {
             redirect_https: false,
             traffic: Vec::new(),
             socket_activation: false,
+            upstream_idle_timeout: ServiceConfig::DEFAULT_UPSTREAM_IDLE_TIMEOUT,
+            retry_idempotent: false,
             protocol: Protocol::Http1,
         }
     }
@@ -442,14 +411,7 @@ impl ImageSource {
 
 impl Source {
     pub fn runtime_name(&self) -> &'static str {
-        match self {
-            Source::Command(_) => "process",
-            Source::Upstreams(_) => "static",
-            Source::Image(img) => match img.runtime {
-                ImageRuntime::Docker => "docker",
-                ImageRuntime::Swarm => "swarm",
-            },
-        }
+        crate::runtime::RuntimeKind::of(self).as_str()
     }
 }
 
@@ -515,6 +477,7 @@ impl Default for ProxyConfig {
             listen: vec![SocketAddr::from(([127, 0, 0, 1], 8080))],
             connect_timeout: Duration::from_secs(2),
             response_timeout: Duration::from_secs(120),
+            upstream_read_timeout: Duration::from_secs(60),
             idle_timeout: Duration::from_secs(60),
             shutdown_timeout: Duration::from_secs(30),
             tls: None,

@@ -705,6 +705,8 @@ impl Member {
             passes: 0,
             exited: None,
             frozen: None,
+            stalls: 0,
+            checking: false,
         }
     }
 }
