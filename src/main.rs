@@ -298,6 +298,7 @@ fn main() -> ExitCode {
                     "{}",
                     rt.block_on(wakeway::runtime::docker::check_images(&c))
                 );
+                print!("{}", wakeway::runtime::cgroup::check(&c));
                 println!("{}: ok", config.display());
                 ExitCode::SUCCESS
             }
@@ -349,6 +350,7 @@ fn main() -> ExitCode {
                 swarm: Default::default(),
                 log: Default::default(),
                 services: vec![svc],
+                scaling: Default::default(),
             };
             c.proxy.listen = vec![listen];
             rt.block_on(run(c))

@@ -81,7 +81,14 @@ pub async fn run(opts: WhoamiOptions) -> io::Result<()> {
     if !opts.startup_delay.is_zero() {
         tokio::time::sleep(opts.startup_delay).await;
     }
-    let listener = TcpListener::bind(SocketAddr::new(opts.bind, opts.port)).await?;
+    let listener = match crate::runtime::socket_activation::inherited_listener() {
+        // Socket activation (`LISTEN_FDS`): the socket is bound already.
+        Some(l) => {
+            l.set_nonblocking(true)?;
+            TcpListener::from_std(l)?
+        }
+        None => TcpListener::bind(SocketAddr::new(opts.bind, opts.port)).await?,
+    };
     let addr = listener.local_addr()?;
     {
         let mut out = io::stdout().lock();

@@ -65,9 +65,9 @@ pub(crate) fn make_source(
             let rt = SwarmRuntime::new(swarm.clone(), sc).ok_or("not a swarm image source")?;
             Ok(Source::Managed(Arc::new(rt)))
         }
-        ConfigSource::Command(cmd) => {
-            Ok(Source::Managed(Arc::new(ProcessRuntime::new(cmd.clone()))))
-        }
+        ConfigSource::Command(cmd) => Ok(Source::Managed(Arc::new(
+            ProcessRuntime::new(cmd.clone()).with_socket_activation(sc.socket_activation),
+        ))),
         ConfigSource::Image(_) => {
             let engine = engine.ok_or("no docker engine is configured")?;
             let rt = DockerRuntime::new(engine.clone(), sc).ok_or("not an image source")?;

@@ -65,6 +65,7 @@ pub struct App {
 impl App {
     pub async fn build(config: Config) -> Result<App, BuildError> {
         crate::config::validate(&config).map_err(BuildError::Config)?;
+        crate::service::frozen::ledger().set_limit(config.scaling.max_frozen_memory);
         let workers = crate::proxy::worker_count(&config.proxy);
         let tls_listen = config.proxy.tls.as_ref().map_or(&[][..], |t| &t.listen[..]);
         let proxy_listeners =

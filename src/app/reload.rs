@@ -71,6 +71,7 @@ impl State {
         new: Config,
     ) -> Result<ReloadReport, String> {
         let mut report = ReloadReport::default();
+        crate::service::frozen::ledger().set_limit(new.scaling.max_frozen_memory);
         if new.proxy.listen != current.proxy.listen {
             report.needs_restart.push("proxy.listen".into());
         }

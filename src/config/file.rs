@@ -22,6 +22,7 @@ struct RawConfig {
     docker: Option<RawDocker>,
     swarm: Option<RawSwarm>,
     log: Option<RawLog>,
+    scaling: Option<super::file_service::RawGlobalScaling>,
     state_file: Option<String>,
     #[serde(default)]
     service: Vec<RawService>,
@@ -152,6 +153,7 @@ struct RawService {
     retry_idempotent: Option<bool>,
     #[serde(default)]
     traffic: Vec<super::file_service::RawTraffic>,
+    socket_activation: Option<bool>,
     protocol: Option<RawProtocol>,
 }
 
@@ -176,6 +178,8 @@ struct RawScaling {
     panic_window: Option<Dur>,
     panic_threshold: Option<f64>,
     idle_ignore: Option<super::file_service::RawIdleIgnore>,
+    idle_action: Option<super::file_service::RawIdleAction>,
+    frozen_timeout: Option<Dur>,
 }
 
 #[derive(Deserialize, Clone, Copy)]
@@ -318,6 +322,7 @@ fn convert(raw: RawConfig) -> Result<Config, ConfigError> {
         swarm,
         log,
         services,
+        scaling: super::file_service::convert_global_scaling(raw.scaling),
     })
 }
 
@@ -489,6 +494,8 @@ fn convert_service(i: usize, s: RawService) -> Result<ServiceConfig, ConfigError
         idle_ignore: sc
             .idle_ignore
             .map_or(sd.idle_ignore, super::file_service::convert_idle_ignore),
+        idle_action: sc.idle_action.map_or(sd.idle_action, Into::into),
+        frozen_timeout: dur_or(sc.frozen_timeout, sd.frozen_timeout),
     };
     let h = s.health;
     let hd = HealthConfig::default();
@@ -538,6 +545,7 @@ fn convert_service(i: usize, s: RawService) -> Result<ServiceConfig, ConfigError
         max_body_bytes: s.max_body_bytes.map(|s| s.0),
         redirect_https: s.redirect_https.unwrap_or(false),
         traffic,
+        socket_activation: s.socket_activation.unwrap_or(false),
         upstream_idle_timeout: dur_or(
             s.upstream_idle_timeout,
             ServiceConfig::DEFAULT_UPSTREAM_IDLE_TIMEOUT,

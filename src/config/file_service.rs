@@ -1,11 +1,12 @@
 //! The TOML shape of two per-service tables: `[[service.traffic]]` (how traffic splits between
-//! revisions) and `[service.scaling.idle_ignore]` (requests that do not count as activity).
+//! revisions) and `[service.scaling.idle_ignore]` (requests that do not count as activity), of
+//! `idle_action`, and of the global `[scaling]`.
 //! What the values mean is checked in `validate_service.rs`.
 
 use serde::Deserialize;
 
 use super::ConfigError;
-use super::types::{IdleIgnore, PathPattern, TrafficTarget};
+use super::types::{GlobalScaling, IdleAction, IdleIgnore, PathPattern, TrafficTarget};
 use super::values::Cidr;
 
 #[derive(Deserialize)]
@@ -81,5 +82,35 @@ pub(super) fn convert_idle_ignore(raw: RawIdleIgnore) -> IdleIgnore {
         paths: raw.paths,
         networks: raw.networks.into_iter().map(|c| c.0).collect(),
         wake: raw.wake.unwrap_or(false),
+    }
+}
+
+#[derive(Deserialize, Clone, Copy)]
+#[serde(rename_all = "lowercase")]
+pub(super) enum RawIdleAction {
+    Stop,
+    Freeze,
+}
+
+impl From<RawIdleAction> for IdleAction {
+    fn from(raw: RawIdleAction) -> IdleAction {
+        match raw {
+            RawIdleAction::Stop => IdleAction::Stop,
+            RawIdleAction::Freeze => IdleAction::Freeze,
+        }
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawGlobalScaling {
+    max_frozen_memory: Option<super::values::Size>,
+}
+
+pub(super) fn convert_global_scaling(raw: Option<RawGlobalScaling>) -> GlobalScaling {
+    let d = GlobalScaling::default();
+    let raw = raw.unwrap_or_default();
+    GlobalScaling {
+        max_frozen_memory: raw.max_frozen_memory.map_or(d.max_frozen_memory, |s| s.0),
     }
 }

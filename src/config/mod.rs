@@ -193,6 +193,7 @@ pub fn validate_service(service: &ServiceConfig) -> Result<(), ConfigError> {
         swarm: SwarmConfig::default(),
         log: LogConfig::default(),
         services: vec![service.clone()],
+        scaling: Default::default(),
     };
     validate(&config)
 }

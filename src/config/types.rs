@@ -27,6 +27,34 @@ pub struct Config {
     pub swarm: SwarmConfig,
     pub log: LogConfig,
     pub services: Vec<ServiceConfig>,
+    /// `[scaling]`: what the services share.
+    pub scaling: GlobalScaling,
+}
+
+/// `[scaling]`: limits over every service at once.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GlobalScaling {
+    /// When frozen instances together hold more memory, the longest-frozen are stopped first.
+    pub max_frozen_memory: u64,
+}
+
+impl Default for GlobalScaling {
+    fn default() -> Self {
+        GlobalScaling {
+            max_frozen_memory: 2 << 30,
+        }
+    }
+}
+
+/// What an instance idle for `idle_timeout` (or scaled down) becomes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum IdleAction {
+    /// Stopped: the next request pays a cold start.
+    #[default]
+    Stop,
+    /// Frozen (cgroup freezer, `docker pause`): it keeps its memory, uses no CPU, and the next
+    /// request thaws it in milliseconds.
+    Freeze,
 }
 
 /// `[log]`: wakeway's own log, the access log, request ids and traces, `Server-Timing`.
@@ -266,6 +294,8 @@ pub struct ServiceConfig {
     /// Plain-HTTP requests get a 308 to the same URL over HTTPS (needs `[proxy.tls]`).
     pub redirect_https: bool,
     pub traffic: Vec<TrafficTarget>,
+    /// Wakeway binds each instance's listening socket and passes it as fd 3 (`LISTEN_FDS=1`).
+    pub socket_activation: bool,
     /// An idle kept-alive connection to an instance is not reused after this long: below the
     /// app's own keep-alive timeout, so wakeway never writes into a connection the app closes.
     pub upstream_idle_timeout: Duration,
@@ -321,6 +351,7 @@ impl ServiceConfig {
             max_body_bytes: None,
             redirect_https: false,
             traffic: Vec::new(),
+            socket_activation: false,
             upstream_idle_timeout: ServiceConfig::DEFAULT_UPSTREAM_IDLE_TIMEOUT,
             retry_idempotent: false,
             protocol: Protocol::Http1,
@@ -396,6 +427,9 @@ pub struct ScalingConfig {
     pub panic_threshold: f64,
     /// Requests that are served but do not keep the service from scaling to zero.
     pub idle_ignore: IdleIgnore,
+    pub idle_action: IdleAction,
+    /// A frozen instance is stopped after this long.
+    pub frozen_timeout: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -486,6 +520,8 @@ impl Default for ScalingConfig {
             panic_window: Duration::from_secs(6),
             panic_threshold: 2.0,
             idle_ignore: IdleIgnore::default(),
+            idle_action: IdleAction::Stop,
+            frozen_timeout: Duration::from_secs(3600),
         }
     }
 }

@@ -18,7 +18,50 @@ const MAX_TAG_LEN: usize = 40;
 
 pub(super) fn validate(svc: &ServiceConfig, i: usize) -> Result {
     validate_traffic(svc, i)?;
+    validate_wake(svc, i)?;
     validate_idle_ignore(svc, i)
+}
+
+/// `idle_action = "freeze"` and `socket_activation` need instances wakeway runs itself.
+fn validate_wake(svc: &ServiceConfig, i: usize) -> Result {
+    let at = |k: &str| format!("service[{i}].{k}");
+    let swarm = matches!(&svc.source, Source::Image(img) if img.runtime == ImageRuntime::Swarm);
+    let stat = matches!(svc.source, Source::Upstreams(_));
+    if svc.scaling.idle_action == IdleAction::Freeze && stat {
+        return fail(
+            at("scaling.idle_action"),
+            format!(
+                "service `{}` is static (`upstreams`): wakeway does not run its instances, so it \
+                 cannot freeze them; idle_action = \"freeze\" needs a `command` or an `image`",
+                svc.name
+            ),
+        );
+    }
+    if svc.scaling.frozen_timeout.is_zero() {
+        return fail(
+            at("scaling.frozen_timeout"),
+            "frozen_timeout must be greater than 0",
+        );
+    }
+    if svc.socket_activation && !matches!(svc.source, Source::Command(_)) {
+        let what = match (stat, swarm) {
+            (true, _) => "static upstreams",
+            (_, true) => "swarm",
+            _ => {
+                "docker (the engine publishes the container's port itself, so a socket wakeway \
+                 binds cannot be the one the app listens on)"
+            }
+        };
+        return fail(
+            at("socket_activation"),
+            format!(
+                "service `{}`: socket_activation works with the process runtime (`command`), \
+                 not with {what}",
+                svc.name
+            ),
+        );
+    }
+    Ok(())
 }
 
 fn validate_traffic(svc: &ServiceConfig, i: usize) -> Result {

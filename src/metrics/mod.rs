@@ -33,6 +33,9 @@ pub const REVISION_DESIRED_INSTANCES: &str = "wakeway_revision_desired_instances
 pub const REVISION_REQUESTS_TOTAL: &str = "wakeway_revision_requests_total";
 pub const REVISION_ERRORS_TOTAL: &str = "wakeway_revision_errors_total";
 pub const ACCESS_LOG_DROPPED_TOTAL: &str = "wakeway_access_log_dropped_total";
+/// Frozen instances are `wakeway_instances{state="frozen"}`; what they hold is this one.
+pub const FROZEN_MEMORY_BYTES: &str = "wakeway_frozen_memory_bytes";
+pub const THAWS_TOTAL: &str = "wakeway_thaws_total";
 pub const CERTIFICATE_EXPIRY_TIMESTAMP_SECONDS: &str =
     "wakeway_certificate_expiry_timestamp_seconds";
 

@@ -98,6 +98,10 @@ pub struct ServiceStats {
     pub starting: Level,
     pub ready: Level,
     pub draining: Level,
+    pub frozen: Level,
+    /// Bytes held by the service's frozen instances.
+    pub frozen_memory: Level,
+    pub thaws: Count,
     pub desired: Level,
     pub cold_starts: Count,
     pub cold_start_duration: Hist<12>,
@@ -122,6 +126,9 @@ impl Default for ServiceStats {
             starting: Level::default(),
             ready: Level::default(),
             draining: Level::default(),
+            frozen: Level::default(),
+            frozen_memory: Level::default(),
+            thaws: Count::default(),
             desired: Level::default(),
             cold_starts: Count::default(),
             cold_start_duration: Hist::new(&COLD_START_BUCKETS),
@@ -147,7 +154,7 @@ pub struct ServicesCollector {
 }
 
 /// The families, in the order `descs` holds them: name, help, type, extra label.
-const FAMILIES: [(&str, &str, MetricType, Option<&str>); 11] = [
+const FAMILIES: [(&str, &str, MetricType, Option<&str>); 13] = [
     (
         IN_FLIGHT_REQUESTS,
         "Requests (and open tunnels) currently at an instance.",
@@ -214,6 +221,18 @@ const FAMILIES: [(&str, &str, MetricType, Option<&str>); 11] = [
         MetricType::COUNTER,
         Some("outcome"),
     ),
+    (
+        FROZEN_MEMORY_BYTES,
+        "Memory held by frozen instances (counted once per instance).",
+        MetricType::GAUGE,
+        None,
+    ),
+    (
+        THAWS_TOTAL,
+        "Frozen instances thawed and ready again.",
+        MetricType::COUNTER,
+        None,
+    ),
 ];
 
 impl ServicesCollector {
@@ -277,6 +296,7 @@ impl Collector for ServicesCollector {
                 ("starting", &s.starting),
                 ("ready", &s.ready),
                 ("draining", &s.draining),
+                ("frozen", &s.frozen),
             ] {
                 metrics[2].push(gauge(n, Some(("state", state)), v.get()));
             }
@@ -307,6 +327,8 @@ impl Collector for ServicesCollector {
             ] {
                 metrics[10].push(counter(n, Some(("outcome", outcome)), c.get()));
             }
+            metrics[11].push(gauge(n, None, s.frozen_memory.get()));
+            metrics[12].push(counter(n, None, s.thaws.get()));
         }
         FAMILIES
             .iter()

@@ -28,6 +28,7 @@ pub struct FakeInstance {
     pub address: SocketAddr,
     ready_at: Option<Instant>,
     alive: bool,
+    frozen: bool,
     exit: watch::Sender<Option<String>>,
 }
 
@@ -36,6 +37,10 @@ struct Table {
     plans: VecDeque<Plan>,
     instances: Vec<FakeInstance>,
     next_port: u16,
+    /// What each instance reports holding, in bytes.
+    memory: u64,
+    /// The next thaw fails.
+    fail_thaw: bool,
 }
 
 #[derive(Default, Clone)]
@@ -67,6 +72,26 @@ impl FakeRuntime {
             .collect()
     }
 
+    /// Ids of the instances frozen now.
+    pub fn frozen(&self) -> Vec<String> {
+        self.table()
+            .instances
+            .iter()
+            .filter(|i| i.alive && i.frozen)
+            .map(|i| i.id.clone())
+            .collect()
+    }
+
+    /// Each instance reports holding `bytes` of memory.
+    pub fn set_memory(&self, bytes: u64) {
+        self.table().memory = bytes;
+    }
+
+    /// The next thaw fails, as a container removed behind wakeway's back would.
+    pub fn fail_next_thaw(&self) {
+        self.table().fail_thaw = true;
+    }
+
     /// How many instances were ever started.
     pub fn started(&self) -> usize {
         self.table().instances.len()
@@ -85,6 +110,7 @@ impl FakeRuntime {
     pub fn probe(&self, addr: SocketAddr) -> Result<(), String> {
         let t = self.table();
         match t.instances.iter().find(|i| i.address == addr) {
+            Some(i) if i.alive && i.frozen => Err(format!("connect {addr}: timed out (frozen)")),
             Some(i) if i.alive && i.ready_at.is_some_and(|r| Instant::now() >= r) => Ok(()),
             Some(i) if i.alive => Err(format!("connect {addr}: connection refused (starting)")),
             _ => Err(format!("connect {addr}: connection refused")),
@@ -97,7 +123,35 @@ struct FakeHandle {
     address: SocketAddr,
 }
 
+impl FakeHandle {
+    fn set_frozen(&self, frozen: bool) -> Result<(), RuntimeError> {
+        let mut t = self.table.lock().unwrap_or_else(|p| p.into_inner());
+        if !frozen && std::mem::take(&mut t.fail_thaw) {
+            return Err(RuntimeError {
+                message: "thaw failed (planned)".into(),
+                retryable: false,
+            });
+        }
+        for i in t.instances.iter_mut().filter(|i| i.address == self.address) {
+            i.frozen = frozen;
+        }
+        Ok(())
+    }
+}
+
 impl InstanceHandle for FakeHandle {
+    fn freeze(&self) -> BoxFuture<'_, Result<(), RuntimeError>> {
+        Box::pin(async move { self.set_frozen(true) })
+    }
+
+    fn thaw(&self) -> BoxFuture<'_, Result<(), RuntimeError>> {
+        Box::pin(async move { self.set_frozen(false) })
+    }
+
+    fn memory(&self) -> BoxFuture<'_, Option<u64>> {
+        Box::pin(async move { Some(self.table.lock().unwrap_or_else(|p| p.into_inner()).memory) })
+    }
+
     fn stop(&self, _grace: Duration) -> BoxFuture<'_, ()> {
         Box::pin(async move {
             let mut t = self.table.lock().unwrap_or_else(|p| p.into_inner());
@@ -143,6 +197,7 @@ impl Runtime for FakeRuntime {
                 address,
                 ready_at,
                 alive: true,
+                frozen: false,
                 exit,
             });
             Ok(Started {

@@ -1,6 +1,7 @@
 //! What starts and stops instances. The controller speaks only this trait; each runtime hides how
 //! an instance is made (a child process, a container) and reports when it exits on its own.
 
+pub mod cgroup;
 pub mod docker;
 pub mod engine;
 #[cfg(test)]
@@ -8,6 +9,7 @@ pub mod fake;
 pub mod fixed;
 pub mod output;
 pub mod process;
+pub mod socket_activation;
 pub mod swarm;
 
 use std::collections::BTreeMap;
@@ -87,8 +89,24 @@ pub struct Started {
 
 pub trait InstanceHandle: Send + Sync {
     /// Asks the instance to stop (SIGTERM or the runtime's equivalent), forces it after `grace`,
-    /// and returns once it is gone.
+    /// and returns once it is gone. A frozen instance is thawed first, so that it can act on it.
     fn stop(&self, grace: Duration) -> BoxFuture<'_, ()>;
+
+    /// Stops every process of the instance where it is (cgroup freezer, `docker pause`): it
+    /// keeps its memory and sockets and uses no CPU. Returns once it is frozen.
+    fn freeze(&self) -> BoxFuture<'_, Result<(), RuntimeError>> {
+        Box::pin(async { Err(RuntimeError::unsupported("freezing")) })
+    }
+
+    /// Lets a frozen instance run again.
+    fn thaw(&self) -> BoxFuture<'_, Result<(), RuntimeError>> {
+        Box::pin(async { Err(RuntimeError::unsupported("thawing")) })
+    }
+
+    /// Bytes of memory the instance holds, when the runtime can tell.
+    fn memory(&self) -> BoxFuture<'_, Option<u64>> {
+        Box::pin(async { None })
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -106,6 +124,15 @@ impl std::fmt::Display for RuntimeError {
 
 impl std::error::Error for RuntimeError {}
 
+impl RuntimeError {
+    pub fn unsupported(what: &str) -> RuntimeError {
+        RuntimeError {
+            message: format!("{what} is not supported by this runtime"),
+            retryable: false,
+        }
+    }
+}
+
 /// An instance a previous wakeway started and left running, found again at start. Like a
 /// [`Started`] one it is probed before it is published.
 pub struct Adopted {
@@ -117,6 +144,12 @@ pub struct Adopted {
 pub trait Runtime: Send + Sync + 'static {
     fn name(&self) -> &'static str;
     fn start(&self, spec: InstanceSpec) -> BoxFuture<'_, Result<Started, RuntimeError>>;
+
+    /// Whether a started instance is ready at once: its listening socket was bound by wakeway
+    /// and handed over (socket activation), so requests wait in its backlog, not for a probe.
+    fn ready_on_start(&self) -> bool {
+        false
+    }
 
     /// What the source is right now, as a token that changes when it changes underneath (the
     /// image id behind a tag, the executable's modification time). `deploy.auto` deploys when

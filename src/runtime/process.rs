@@ -4,9 +4,14 @@
 //! `sh -c "worker & exec app"` or `npm start` leaves nothing behind. Wakeway is a child
 //! subreaper, so those orphans become its children and are reaped, not left as zombies of init.
 //!
+//! Where a cgroup is writable (see `cgroup`), each instance also gets its own, joined by the
+//! child before it runs the app: its whole tree, a worker that called `setsid` included, is
+//! killed with it, and the cgroup is what `idle_action = "freeze"` freezes.
+//!
 //! On a SIGKILL of wakeway nothing of it runs any more: the parent-death signal takes each
 //! leader along, and a small guard process (a shell, outside every instance group) that knows
-//! the live groups kills what is left of them when its pipe from wakeway closes.
+//! the live groups and cgroups kills what is left of them when its pipe from wakeway closes.
+//! Should the guard be gone too, the next wakeway sweeps the cgroups left behind at start.
 
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::path::PathBuf;
@@ -16,24 +21,38 @@ use std::time::Duration;
 
 use nix::errno::Errno;
 use nix::sys::signal::{Signal, killpg};
-use nix::sys::wait::waitpid;
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 use tokio::process::Command;
 use tokio::sync::watch;
 
+use super::cgroup::{self, InstanceCgroup};
 use super::output;
+use super::socket_activation::{self, Inherited};
 use super::{BoxFuture, InstanceHandle, InstanceSpec, Runtime, RuntimeError, Started};
 
 pub struct ProcessRuntime {
     command: Vec<String>,
+    socket_activation: bool,
 }
 
 impl ProcessRuntime {
     pub fn new(command: Vec<String>) -> ProcessRuntime {
         become_subreaper();
+        // Detected (and what a dead wakeway left swept) once, before the first instance.
+        cgroup::get();
         // Started now rather than with the first instance, whose cold start would wait for it.
         guard();
-        ProcessRuntime { command }
+        ProcessRuntime {
+            command,
+            socket_activation: false,
+        }
+    }
+
+    /// Binds each instance's socket and passes it as fd 3 (see `socket_activation`).
+    pub fn with_socket_activation(mut self, on: bool) -> ProcessRuntime {
+        self.socket_activation = on;
+        self
     }
 }
 
@@ -48,18 +67,35 @@ fn become_subreaper() {
     });
 }
 
-/// The guard: reads `add PGID` / `del PGID` lines, and at end of input (wakeway is gone, however
-/// it went) kills every group still listed. It ignores the signals a terminal or a process
-/// manager sends to wakeway's own group, so that it outlives wakeway.
+/// The guard: reads `add PGID` / `del PGID` and `cg DIR` / `uncg DIR` lines, and at end of input
+/// (wakeway is gone, however it went) kills every group and cgroup still listed, thawing a
+/// frozen v1 cgroup so that its SIGKILLs land, and removes the cgroups. It ignores the signals a
+/// terminal or a process manager sends to wakeway's own group, so that it outlives wakeway.
 const GUARD_SCRIPT: &str = r#"trap '' INT TERM HUP
 groups=" "
-while read -r op pgid; do
+cgs=" "
+while read -r op arg; do
   case "$op" in
-    add) groups="$groups$pgid " ;;
-    del) case "$groups" in *" $pgid "*) groups="${groups%% $pgid *} ${groups#* $pgid }" ;; esac ;;
+    add) groups="$groups$arg " ;;
+    del) case "$groups" in *" $arg "*) groups="${groups%% $arg *} ${groups#* $arg }" ;; esac ;;
+    cg) cgs="$cgs$arg " ;;
+    uncg) case "$cgs" in *" $arg "*) cgs="${cgs%% $arg *} ${cgs#* $arg }" ;; esac ;;
   esac
 done
 for g in $groups; do kill -9 "-$g" 2>/dev/null; done
+for d in $cgs; do
+  if [ -e "$d/cgroup.kill" ]; then echo 1 > "$d/cgroup.kill"
+  elif [ -e "$d/freezer.state" ]; then
+    echo FROZEN > "$d/freezer.state"
+    for p in $(cat "$d/cgroup.procs"); do kill -9 "$p"; done
+    echo THAWED > "$d/freezer.state"
+  else for p in $(cat "$d/cgroup.procs"); do kill -9 "$p"; done
+  fi 2>/dev/null
+done
+for d in $cgs; do
+  for i in 1 2 3 4 5 6 7 8 9 10; do rmdir "$d" 2>/dev/null && break; sleep 0.1; done
+  rmdir "${d%/*}" "${d%/*/*}" 2>/dev/null
+done
 "#;
 
 /// The guard's input, once it runs (without `sh`, wakeway warns once and does without it).
@@ -101,14 +137,24 @@ fn tell_guard(line: std::fmt::Arguments<'_>) {
     }
 }
 
-/// Kills what is left of an instance's group once its leader is gone, and reaps the members
-/// that were re-parented to wakeway. Blocking: runs on the blocking pool.
-fn end_group(pgid: u32) {
+/// Kills what is left of an instance's group and cgroup once its leader is gone, reaps the
+/// members that were re-parented to wakeway, and removes the cgroup. Blocking: runs on the
+/// blocking pool.
+fn end_group(pgid: u32, cgroup: Option<&InstanceCgroup>) {
     let group = Pid::from_raw(pgid as i32);
-    let _ = killpg(group, Signal::SIGKILL);
+    let mut members: Vec<i32> = Vec::new();
     // SIGKILL cannot be caught; a member still alive is only a moment away from dying (or from
     // being re-parented here when its own parent died), so this ends quickly.
-    for _ in 0..200 {
+    for _ in 0..400 {
+        if let Some(cg) = cgroup {
+            for pid in cg.pids() {
+                if !members.contains(&pid) {
+                    members.push(pid);
+                }
+            }
+            cg.kill();
+        }
+        let _ = killpg(group, Signal::SIGKILL);
         loop {
             match waitpid(Pid::from_raw(-(pgid as i32)), None) {
                 Ok(_) => continue,
@@ -116,8 +162,26 @@ fn end_group(pgid: u32) {
                 Err(_) => break, // ECHILD: none of the group is a child of wakeway right now
             }
         }
-        if killpg(group, None) == Err(Errno::ESRCH) {
+        // A `setsid` member left the group: reaped by pid once it was re-parented here.
+        members.retain(|&pid| {
+            !matches!(
+                waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG)),
+                Ok(WaitStatus::Exited(..) | WaitStatus::Signaled(..)) | Err(_)
+            )
+        });
+        let cgroup_empty = cgroup.is_none_or(|cg| cg.pids().is_empty());
+        if cgroup_empty && killpg(group, None) == Err(Errno::ESRCH) {
             tell_guard(format_args!("del {pgid}\n"));
+            if let Some(cg) = cgroup {
+                match cg.remove() {
+                    Ok(()) => {
+                        for dir in cg.dirs() {
+                            tell_guard(format_args!("uncg {}\n", dir.display()));
+                        }
+                    }
+                    Err(e) => tracing::warn!("cannot remove cgroup {}: {e}", cg.path().display()),
+                }
+            }
             return;
         }
         std::thread::sleep(Duration::from_millis(5));
@@ -176,43 +240,111 @@ impl Runtime for ProcessRuntime {
         })
     }
 
+    fn ready_on_start(&self) -> bool {
+        self.socket_activation
+    }
+
     fn start(&self, spec: InstanceSpec) -> BoxFuture<'_, Result<Started, RuntimeError>> {
         Box::pin(async move {
-            let port = free_port().map_err(|e| RuntimeError {
+            let no_port = |e: std::io::Error| RuntimeError {
                 message: format!("no free port: {e}"),
                 retryable: true,
-            })?;
+            };
+            let socket = match self.socket_activation {
+                true => Some(Inherited::bind().map_err(no_port)?),
+                false => None,
+            };
+            let port = match &socket {
+                Some(s) => s.port().map_err(no_port)?,
+                None => free_port().map_err(no_port)?,
+            };
             let argv: Vec<String> = self
                 .command
                 .iter()
                 .map(|a| a.replace("{port}", &port.to_string()))
                 .collect();
-            let env = super::instance_env(
+            let mut env = super::instance_env(
                 &spec.env,
                 &spec.service,
                 &spec.revision,
                 &spec.instance,
                 port,
             );
-            let mut cmd = Command::new(program(&argv[0]));
-            cmd.args(&argv[1..])
+            let cgroup = cgroup::get()
+                .create(&spec.service, &spec.instance)
+                .map_err(|e| RuntimeError {
+                    message: e.to_string(),
+                    retryable: false,
+                })?;
+            let joiner = match &cgroup {
+                Some(cg) => Some(cg.joiner().map_err(|e| RuntimeError {
+                    message: format!("cannot join cgroup {}: {e}", cg.path().display()),
+                    retryable: false,
+                })?),
+                None => None,
+            };
+            if let Some(cg) = &cgroup {
+                for dir in cg.dirs() {
+                    tell_guard(format_args!("cg {}\n", dir.display()));
+                }
+            }
+            let (prog, args) = match &socket {
+                Some(_) => {
+                    // The wrapper runs the program: it is resolved here, as without one.
+                    let mut argv = argv.clone();
+                    argv[0] = program(&argv[0]).to_string_lossy().into_owned();
+                    socket_activation::wrap(&argv, &mut env)
+                }
+                None => (argv[0].clone(), argv[1..].to_vec()),
+            };
+            let listen_fd = socket.as_ref().map(Inherited::fd);
+            let mut cmd = Command::new(program(&prog));
+            cmd.args(&args)
                 .envs(&env)
                 .stdin(Stdio::null())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())
                 .process_group(0)
                 .kill_on_drop(false);
-            // SAFETY: the closure runs in the forked child before exec and only calls prctl, an
-            // async-signal-safe syscall; it touches no memory shared with the parent.
+            // SAFETY: the closure runs in the forked child before exec and only makes syscalls
+            // that are async-signal-safe (prctl, dup2/fcntl of the inherited socket, and write(2)
+            // of a static buffer into files the parent opened); it allocates nothing and takes
+            // no lock. Joining here, before the
+            // app runs, leaves no moment in which a child it forks is outside the cgroup.
             unsafe {
-                cmd.pre_exec(|| {
-                    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)
+                cmd.pre_exec(move || {
+                    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
+                        .map_err(std::io::Error::from)?;
+                    if let Some(fd) = listen_fd {
+                        socket_activation::install(fd)?;
+                    }
+                    match &joiner {
+                        Some(j) => j.join(),
+                        None => Ok(()),
+                    }
                 });
             }
-            let mut child = cmd.spawn().map_err(|e| RuntimeError {
-                message: format!("cannot run `{}`: {e}", argv[0]),
-                retryable: false,
-            })?;
+            let spawned = cmd.spawn();
+            drop(cmd);
+            // The child holds the socket now; wakeway's copy would keep accepting into a
+            // backlog nobody reads once the child is gone.
+            drop(socket);
+            let mut child = match spawned {
+                Ok(child) => child,
+                Err(e) => {
+                    if let Some(cg) = &cgroup
+                        && cg.remove().is_ok()
+                    {
+                        for dir in cg.dirs() {
+                            tell_guard(format_args!("uncg {}\n", dir.display()));
+                        }
+                    }
+                    return Err(RuntimeError {
+                        message: format!("cannot run `{}`: {e}", argv[0]),
+                        retryable: false,
+                    });
+                }
+            };
             let pid = child.id().expect("a just-spawned child has a pid");
             tell_guard(format_args!("add {pid}\n"));
             let src = Arc::new(output::Source {
@@ -228,6 +360,7 @@ impl Runtime for ProcessRuntime {
             }
             let (tx, rx) = watch::channel(None);
             let (group_tx, group_gone) = watch::channel(false);
+            let cg = cgroup.clone();
             tokio::spawn(async move {
                 let reason = match child.wait().await {
                     Ok(status) => format!("process {pid} {status}"),
@@ -235,7 +368,7 @@ impl Runtime for ProcessRuntime {
                 };
                 // The exit notice goes first: it makes the instance unroutable at once.
                 let _ = tx.send(Some(reason));
-                let _ = tokio::task::spawn_blocking(move || end_group(pid)).await;
+                let _ = tokio::task::spawn_blocking(move || end_group(pid, cg.as_ref())).await;
                 let _ = group_tx.send(true);
             });
             Ok(Started {
@@ -244,6 +377,7 @@ impl Runtime for ProcessRuntime {
                 exited: rx.clone(),
                 handle: Box::new(ProcessHandle {
                     pid,
+                    cgroup,
                     exited: rx,
                     group_gone,
                 }),
@@ -254,18 +388,85 @@ impl Runtime for ProcessRuntime {
 
 struct ProcessHandle {
     pid: u32,
+    cgroup: Option<InstanceCgroup>,
     exited: watch::Receiver<Option<String>>,
     /// Set once the leader exited and the rest of its group is killed and reaped.
     group_gone: watch::Receiver<bool>,
 }
 
+impl ProcessHandle {
+    fn cgroup(&self, what: &str) -> Result<InstanceCgroup, RuntimeError> {
+        self.cgroup.clone().ok_or_else(|| RuntimeError {
+            message: format!(
+                "{what} needs a cgroup, and this instance has none ({})",
+                cgroup::get().mode().as_str()
+            ),
+            retryable: false,
+        })
+    }
+}
+
+/// How long the kernel may take to stop every process of a cgroup.
+const FREEZE_WITHIN: Duration = Duration::from_secs(5);
+
+fn blocking_error(what: &str, e: impl std::fmt::Display) -> RuntimeError {
+    RuntimeError {
+        message: format!("{what}: {e}"),
+        retryable: false,
+    }
+}
+
 impl InstanceHandle for ProcessHandle {
+    fn freeze(&self) -> BoxFuture<'_, Result<(), RuntimeError>> {
+        Box::pin(async move {
+            let cg = self.cgroup("freezing")?;
+            tokio::task::spawn_blocking(move || cg.freeze(FREEZE_WITHIN))
+                .await
+                .map_err(|e| blocking_error("freeze", e))?
+                .map_err(|e| blocking_error("freeze", e))
+        })
+    }
+
+    fn thaw(&self) -> BoxFuture<'_, Result<(), RuntimeError>> {
+        Box::pin(async move {
+            let cg = self.cgroup("thawing")?;
+            // A few reads and one write of cgroup and proc files: not worth a trip to the
+            // blocking pool on the wake path.
+            let killed = cg.killed_while_frozen();
+            cg.thaw().map_err(|e| blocking_error("thaw", e))?;
+            if killed {
+                // Thawed all the same, so that the SIGKILL lands and the exit is reported.
+                return Err(RuntimeError {
+                    message: "it was killed (SIGKILL) while frozen".into(),
+                    retryable: false,
+                });
+            }
+            Ok(())
+        })
+    }
+
+    fn memory(&self) -> BoxFuture<'_, Option<u64>> {
+        Box::pin(async move {
+            let cg = self.cgroup.clone()?;
+            tokio::task::spawn_blocking(move || cg.memory())
+                .await
+                .ok()
+                .flatten()
+        })
+    }
+
     /// Returns once the whole group is gone, not only its leader.
     fn stop(&self, grace: Duration) -> BoxFuture<'_, ()> {
         Box::pin(async move {
             let mut exited = self.exited.clone();
             let mut group_gone = self.group_gone.clone();
             if exited.borrow().is_none() {
+                // A frozen instance could not act on its SIGTERM.
+                if let Some(cg) = &self.cgroup
+                    && cg.is_frozen()
+                {
+                    let _ = cg.thaw();
+                }
                 let group = Pid::from_raw(self.pid as i32);
                 let _ = killpg(group, Signal::SIGTERM);
                 let gone = tokio::time::timeout(grace, exited.wait_for(|e| e.is_some()))

@@ -24,6 +24,9 @@ pub enum InstanceState {
     Unhealthy = 3,
     /// Gone.
     Stopped = 4,
+    /// Out of the pool with its processes frozen (`idle_action = "freeze"`): it keeps its
+    /// memory, uses no CPU, takes no probe, and is thawed by the next demand.
+    Frozen = 5,
 }
 
 impl InstanceState {
@@ -34,6 +37,7 @@ impl InstanceState {
             InstanceState::Draining => "draining",
             InstanceState::Unhealthy => "unhealthy",
             InstanceState::Stopped => "stopped",
+            InstanceState::Frozen => "frozen",
         }
     }
 
@@ -43,6 +47,7 @@ impl InstanceState {
             1 => InstanceState::Ready,
             2 => InstanceState::Draining,
             3 => InstanceState::Unhealthy,
+            5 => InstanceState::Frozen,
             _ => InstanceState::Stopped,
         }
     }
@@ -69,6 +74,9 @@ pub struct Instance {
     exit: Notify,
     /// Woken when the instance stops being routable (the controller's decision or an exit).
     left: Notify,
+    /// Bumped each time the instance is frozen: a pooled upstream connection made before is
+    /// not reused after the thaw (the app's keep-alive timers ran out while it was frozen).
+    generation: AtomicU32,
 }
 
 impl Instance {
@@ -90,6 +98,7 @@ impl Instance {
             exited: AtomicBool::new(false),
             exit: Notify::new(),
             left: Notify::new(),
+            generation: AtomicU32::new(0),
         }
     }
 
@@ -129,6 +138,15 @@ impl Instance {
             return true;
         }
         tokio::time::timeout(within, left).await.is_ok()
+    }
+
+    pub fn generation(&self) -> u32 {
+        self.generation.load(Relaxed)
+    }
+
+    /// Called before the instance is frozen; it is out of the pool by then.
+    pub fn new_generation(&self) {
+        self.generation.fetch_add(1, SeqCst);
     }
 
     pub fn is_routable(&self) -> bool {

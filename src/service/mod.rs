@@ -6,6 +6,7 @@ pub mod autoscaler;
 pub mod command;
 pub mod controller;
 pub mod deployment;
+pub mod frozen;
 pub mod instance;
 pub mod lane;
 pub mod pool;

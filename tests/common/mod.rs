@@ -29,6 +29,7 @@ pub mod keepalive;
 pub mod load;
 pub mod pebble;
 pub mod process;
+pub mod python_apps;
 pub mod raw;
 pub mod releases;
 pub mod scrape;

@@ -87,6 +87,7 @@ fn full_file_parses_to_expected_config() {
         docker: DockerConfig::default(),
         swarm: SwarmConfig::default(),
         log: LogConfig::default(),
+        scaling: GlobalScaling::default(),
         services: vec![
             ServiceConfig {
                 name: "api".into(),
@@ -106,6 +107,7 @@ fn full_file_parses_to_expected_config() {
                     panic_window: secs(3),
                     panic_threshold: 1.5,
                     idle_ignore: IdleIgnore::default(),
+                    ..ScalingConfig::default()
                 },
                 health: HealthConfig {
                     kind: HealthKind::Tcp,
@@ -131,6 +133,7 @@ fn full_file_parses_to_expected_config() {
                 max_body_bytes: None,
                 redirect_https: false,
                 traffic: Vec::new(),
+                socket_activation: false,
                 upstream_idle_timeout: secs(2),
                 retry_idempotent: true,
                 protocol: Protocol::Http1,
@@ -150,6 +153,7 @@ fn full_file_parses_to_expected_config() {
                 max_body_bytes: None,
                 redirect_https: false,
                 traffic: Vec::new(),
+                socket_activation: false,
                 upstream_idle_timeout: ServiceConfig::DEFAULT_UPSTREAM_IDLE_TIMEOUT,
                 retry_idempotent: false,
                 protocol: Protocol::H2c,

@@ -14,6 +14,7 @@ fn config(services: Vec<ServiceConfig>) -> Config {
         swarm: SwarmConfig::default(),
         log: LogConfig::default(),
         services,
+        scaling: Default::default(),
     }
 }
 

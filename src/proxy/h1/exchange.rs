@@ -104,7 +104,7 @@ impl<S: ClientIo> Conn<'_, S> {
             let pooled = if fresh_only {
                 None
             } else {
-                self.ctx.upstreams.take(addr)
+                self.ctx.upstreams.take(guard.instance())
             };
             let mut reused = pooled.is_some();
             let (seen, detail) = 'send: {

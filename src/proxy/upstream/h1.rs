@@ -109,6 +109,9 @@ struct Idle {
     /// Each with the moment it may no longer be reused.
     conns: Vec<(UpConn, Instant)>,
     instance: Weak<Instance>,
+    /// The instance's generation when these were pooled: a frozen and thawed instance's old
+    /// connections are dropped, not reused.
+    generation: u32,
 }
 
 /// One worker's upstream connections.
@@ -118,10 +121,15 @@ pub struct Upstreams {
 }
 
 impl Upstreams {
-    /// An idle connection to `addr`, if one is still open and was not idle too long.
-    pub fn take(&self, addr: SocketAddr) -> Option<UpConn> {
+    /// An idle connection to `instance`, if one is still open, was not idle too long, and was
+    /// pooled since its last freeze.
+    pub fn take(&self, instance: &Instance) -> Option<UpConn> {
         let mut idle = self.idle.borrow_mut();
-        let list = idle.get_mut(&addr)?;
+        let list = idle.get_mut(&instance.address)?;
+        if list.generation != instance.generation() {
+            list.conns.clear();
+            return None;
+        }
         let mut now = None;
         while let Some((mut c, until)) = list.conns.pop() {
             // The sweep runs once a second: a shorter `upstream_idle_timeout` is kept here.
@@ -149,10 +157,16 @@ impl Upstreams {
             return;
         }
         let mut idle = self.idle.borrow_mut();
+        let generation = instance.generation();
         let list = idle.entry(instance.address).or_insert_with(|| Idle {
             conns: Vec::new(),
             instance: Arc::downgrade(instance),
+            generation,
         });
+        if list.generation != generation {
+            list.conns.clear();
+            list.generation = generation;
+        }
         if list.conns.len() < MAX_IDLE_PER_INSTANCE {
             list.conns.push((conn, Instant::now() + idle_for));
         }

@@ -243,11 +243,65 @@ pub(super) struct DockerHandle {
     pub(super) exited: watch::Receiver<Option<String>>,
 }
 
+impl DockerHandle {
+    fn client(&self, what: &str) -> Result<Docker, RuntimeError> {
+        self.engine.connected().ok_or_else(|| RuntimeError {
+            message: format!(
+                "cannot {what} container {}: the engine is not connected",
+                self.name
+            ),
+            retryable: true,
+        })
+    }
+}
+
 impl InstanceHandle for DockerHandle {
+    fn freeze(&self) -> BoxFuture<'_, Result<(), RuntimeError>> {
+        Box::pin(async move {
+            let docker = self.client("pause")?;
+            docker
+                .pause_container(&self.id)
+                .await
+                .map_err(|e| RuntimeError {
+                    message: format!("docker pause {}: {e}", self.name),
+                    retryable: false,
+                })
+        })
+    }
+
+    fn thaw(&self) -> BoxFuture<'_, Result<(), RuntimeError>> {
+        Box::pin(async move {
+            let docker = self.client("unpause")?;
+            docker
+                .unpause_container(&self.id)
+                .await
+                .map_err(|e| RuntimeError {
+                    message: format!("docker unpause {}: {e}", self.name),
+                    retryable: false,
+                })
+        })
+    }
+
+    fn memory(&self) -> BoxFuture<'_, Option<u64>> {
+        Box::pin(async move {
+            use futures_util::StreamExt;
+            let docker = self.engine.connected()?;
+            let opts = bollard::query_parameters::StatsOptions {
+                stream: false,
+                one_shot: true,
+            };
+            let stats = docker.stats(&self.id, Some(opts)).next().await?.ok()?;
+            stats.memory_stats?.usage
+        })
+    }
+
     fn stop(&self, grace: Duration) -> BoxFuture<'_, ()> {
         let engine = &self.engine;
         let remove = async move {
             if let Some(docker) = engine.connected() {
+                // A paused (frozen) container cannot act on its stop signal; one that is not
+                // paused answers 409, which changes nothing.
+                let _ = docker.unpause_container(&self.id).await;
                 let gone = self.exited.borrow().is_some();
                 let grace = (!gone).then_some(grace);
                 DockerEngine::remove(&docker, &self.id, &self.name, grace).await;

@@ -30,6 +30,17 @@ const PORT_RACE_RETRIES: u32 = 3;
 /// A start that failed or was cancelled had no request to finish: a short grace is enough.
 const START_STOP_GRACE: Duration = Duration::from_secs(1);
 
+/// A frozen instance to wake: the start that thaws it.
+pub(super) struct Thaw {
+    pub(super) instance: Arc<Instance>,
+    pub(super) handle: Arc<dyn InstanceHandle>,
+    pub(super) exited: watch::Receiver<Option<String>>,
+}
+
+/// A thawed app answers at once or not at all: its readiness check does not wait as long as a
+/// start's.
+const THAW_READY_WITHIN: Duration = Duration::from_secs(5);
+
 /// Everything a start task needs, moved into it.
 struct StartJob {
     id: String,
@@ -38,6 +49,8 @@ struct StartJob {
     spec: InstanceSpec,
     /// An instance a previous wakeway left running: probed, not started.
     adopted: Option<Started>,
+    /// A frozen instance: thawed and checked, and only if that fails, a new one started.
+    thaw: Option<Thaw>,
     health: HealthConfig,
     prober: Prober,
     svc: Arc<Service>,
@@ -48,7 +61,71 @@ struct StartJob {
 }
 
 impl StartJob {
+    /// Thaws the instance and checks it is ready; `false` when it is gone and a new one should
+    /// start in its place.
+    async fn wake(&self, thaw: Thaw) -> bool {
+        let began = Instant::now();
+        let addr = thaw.instance.address;
+        let mut health = self.health.clone();
+        health.startup_timeout = health.startup_timeout.min(THAW_READY_WITHIN);
+        let probe = || (self.prober)(addr, health.clone());
+        let result = match thaw.handle.thaw().await {
+            Ok(()) => probe::wait_ready(probe, &health, thaw.exited.clone(), &self.cancel)
+                .await
+                .map_err(|e| match e {
+                    NotReady::Exited(r) => format!("exited: {r}"),
+                    NotReady::Timeout(last) => format!(
+                        "not ready within {health_t:?}: {last}",
+                        health_t = health.startup_timeout
+                    ),
+                    NotReady::Cancelled => String::new(),
+                }),
+            Err(e) => Err(e.message),
+        };
+        let id = self.id.clone();
+        match result {
+            Ok(()) => {
+                let _ = self.tx.send(Msg::Thawed {
+                    id: id.clone(),
+                    took: began.elapsed(),
+                });
+                let _ = self.tx.send(Msg::Ready { id });
+                true
+            }
+            Err(_) if self.cancel.is_cancelled() => {
+                thaw.handle.stop(START_STOP_GRACE).await;
+                let _ = self.tx.send(Msg::StartEnded {
+                    id,
+                    instance: Some(thaw.instance),
+                    end: StartEnd::Cancelled,
+                });
+                true
+            }
+            Err(why) => {
+                self.svc.events.emit(
+                    &self.svc.name,
+                    "thaw_failed",
+                    format!("cannot thaw instance {id}: {why}; starting a new one"),
+                    json!({ "instance": id, "reason": why }),
+                );
+                thaw.handle.stop(START_STOP_GRACE).await;
+                // Removes the old instance; the start goes on with a new one.
+                let _ = self.tx.send(Msg::StartEnded {
+                    id,
+                    instance: Some(thaw.instance),
+                    end: StartEnd::Retry,
+                });
+                false
+            }
+        }
+    }
+
     async fn run(mut self) {
+        if let Some(thaw) = self.thaw.take()
+            && self.wake(thaw).await
+        {
+            return;
+        }
         let tx = self.tx.clone();
         let id = self.id.clone();
         let ended = |instance, end| {
@@ -109,6 +186,11 @@ impl StartJob {
                     result
                 }
             };
+            if !adopted && self.runtime.ready_on_start() {
+                // Its socket exists and accepts: requests wait in its backlog while it boots.
+                let _ = self.tx.send(Msg::Ready { id: self.id });
+                return;
+            }
             let what = if adopted { "adopted instance " } else { "" };
             let end =
                 match probe::wait_ready(probe, &self.health, started.exited, &self.cancel).await {
@@ -244,12 +326,34 @@ impl Controller {
         start
     }
 
+    /// A thaw is a start whose instance exists: it counts as starting until it is ready.
+    pub(super) fn spawn_thaw(
+        &mut self,
+        id: String,
+        runtime: Arc<dyn Runtime>,
+        revision: &Revision,
+        thaw: Thaw,
+    ) {
+        self.spawn_start_job(id, runtime, revision, None, Some(thaw));
+    }
+
     fn spawn_start(
         &mut self,
         id: String,
         runtime: Arc<dyn Runtime>,
         revision: &Revision,
         adopted: Option<Started>,
+    ) {
+        self.spawn_start_job(id, runtime, revision, adopted, None);
+    }
+
+    fn spawn_start_job(
+        &mut self,
+        id: String,
+        runtime: Arc<dyn Runtime>,
+        revision: &Revision,
+        adopted: Option<Started>,
+        thaw: Option<Thaw>,
     ) {
         let cancel = self.begin_start(id.clone(), &revision.id);
         let cfg = self.svc.config.load_full();
@@ -264,6 +368,7 @@ impl Controller {
             revision: revision.id.clone(),
             runtime,
             adopted,
+            thaw,
             health: cfg.health.clone(),
             prober: self.prober.clone(),
             svc: self.svc.clone(),
@@ -332,6 +437,7 @@ impl Controller {
     ) {
         let tx = self.tx.clone();
         let inst = instance.clone();
+        let exited_keep = exited.clone();
         tokio::spawn(async move {
             let reason = match exited.wait_for(|e| e.is_some()).await {
                 Ok(r) => r.clone().unwrap_or_default(),
@@ -345,7 +451,9 @@ impl Controller {
                 reason,
             });
         });
-        self.members.push(Member::new(instance, Some(handle)));
+        let mut member = Member::new(instance, Some(handle));
+        member.exited = Some(exited_keep);
+        self.members.push(member);
         self.publish();
     }
 
@@ -502,6 +610,7 @@ impl Controller {
         if matches!(state, InstanceState::Draining | InstanceState::Stopped) {
             return; // its drain task reports Stopped
         }
+        self.unfreeze_member(inst);
         let m = self.members.remove(pos);
         m.instance.set_state(InstanceState::Stopped);
         if let Some(h) = m.health {
@@ -509,6 +618,7 @@ impl Controller {
         }
         self.keep_counts(inst);
         let id = &inst.id;
+        self.back_off_early_exit(inst, &reason);
         self.note_rollout_failure(&inst.revision, &format!("instance {id} exited: {reason}"));
         self.svc.events.emit(
             &self.svc.name,
@@ -535,6 +645,7 @@ impl Controller {
             return;
         };
         let id = &inst.id;
+        self.unfreeze_member(inst);
         let m = self.members.remove(pos);
         m.instance.set_state(InstanceState::Stopped);
         self.keep_counts(inst);
@@ -549,6 +660,32 @@ impl Controller {
 }
 
 impl Controller {
+    /// An instance that dies within moments of its start is a failed start, even when it was
+    /// ready at once (socket activation publishes it before the app has run a line): the next
+    /// start waits out a backoff instead of looping.
+    fn back_off_early_exit(&mut self, inst: &Instance, reason: &str) {
+        let early = inst
+            .started_at
+            .elapsed()
+            .is_ok_and(|d| d < PORT_RACE_WINDOW);
+        let Some(s) = self.serving_mut(&inst.revision).filter(|_| early) else {
+            return;
+        };
+        s.failures += 1;
+        let (failures, wait) = (s.failures, backoff(s.failures));
+        s.backoff_until = Some(Instant::now() + wait);
+        s.lane.last_failure.store(Arc::new(reason.to_string()));
+        self.svc.events.emit(
+            &self.svc.name,
+            "start_failed",
+            format!(
+                "instance {} exited {reason} right after it started; next try in {wait:?}",
+                inst.id
+            ),
+            json!({ "instance": inst.id, "reason": reason, "failures": failures, "retry_in_ms": wait.as_millis() as u64 }),
+        );
+    }
+
     /// An instance leaves: its lane keeps the requests it served, so the revision's counts
     /// only grow.
     pub(super) fn keep_counts(&self, inst: &Instance) {
@@ -566,6 +703,8 @@ impl Member {
             health: None,
             fails: 0,
             passes: 0,
+            exited: None,
+            frozen: None,
             stalls: 0,
             checking: false,
         }

@@ -11,6 +11,7 @@
 //! shutdown).
 
 mod deploy;
+mod freeze;
 mod health;
 mod lifecycle;
 mod operations;
@@ -117,6 +118,16 @@ enum Msg {
     Stopped {
         instance: Arc<Instance>,
     },
+    /// An instance left the pool and froze, holding this much memory (when known).
+    Frozen {
+        instance: Arc<Instance>,
+        memory: Option<u64>,
+    },
+    /// A frozen instance thawed and passed its readiness check (`Ready` follows).
+    Thawed {
+        id: String,
+        took: Duration,
+    },
 }
 
 struct Member {
@@ -127,6 +138,9 @@ struct Member {
     fails: u32,
     /// Consecutive passed probes (counts only while unhealthy).
     passes: u32,
+    /// The runtime's exit notice, kept for a thaw's readiness check.
+    exited: Option<watch::Receiver<Option<String>>>,
+    frozen: Option<freeze::FrozenAt>,
     /// Requests that got no first response byte in time, not yet cleared by an answer: a TCP
     /// probe's pass does not clear them (a frozen app's kernel still completes handshakes).
     stalls: u32,
@@ -402,6 +416,8 @@ impl Controller {
                 result,
             } => self.on_checked(&instance, check, result),
             Msg::Stopped { instance } => self.on_stopped(&instance),
+            Msg::Frozen { instance, memory } => self.on_frozen(&instance, memory),
+            Msg::Thawed { id, took } => self.on_thawed(&id, took),
         }
     }
 
@@ -573,6 +589,7 @@ impl Controller {
         m.starting.set(count(InstanceState::Starting));
         m.ready.set(count(InstanceState::Ready));
         m.draining.set(count(InstanceState::Draining));
+        m.frozen.set(count(InstanceState::Frozen));
         self.svc.instances.store(Arc::new(all));
     }
 }

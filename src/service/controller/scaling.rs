@@ -37,17 +37,23 @@ impl Controller {
         let cfg = self.svc.config.load_full();
         let starting = self.live_starts(revision);
         let ready = self.ready_count(revision);
+        let frozen = self.members.iter().any(|m| {
+            m.instance.revision == revision && m.instance.state() == InstanceState::Frozen
+        });
         let want = if ready + starting == 0 {
             if backing_off {
                 return; // the retry after the backoff starts it; waiters were told why
             }
-            self.svc.metrics.cold_starts.inc();
-            self.svc.events.emit(
-                &self.svc.name,
-                "cold_start",
-                format!("request arrived with no instance of {revision}: starting one now"),
-                json!({ "queued": queued, "revision": revision }),
-            );
+            // With a frozen instance it is not a cold start: the reconcile thaws it, and says so.
+            if !frozen {
+                self.svc.metrics.cold_starts.inc();
+                self.svc.events.emit(
+                    &self.svc.name,
+                    "cold_start",
+                    format!("request arrived with no instance of {revision}: starting one now"),
+                    json!({ "queued": queued, "revision": revision }),
+                );
+            }
             desired.max(1)
         } else {
             // Queued demand beyond what the starting instances will absorb starts more now.
@@ -92,6 +98,7 @@ impl Controller {
                 self.change_desired(&revision, d.desired, "autoscaler", inputs);
             }
         }
+        self.expire_frozen();
         self.reconcile();
     }
 
@@ -170,15 +177,20 @@ impl Controller {
                 work.push((runtime.clone(), s.revision.clone(), actions));
             }
         }
+        let freezes = self.freezes();
         for (runtime, revision, actions) in work {
             for action in actions {
                 match action {
                     Action::Start(n) => {
                         for _ in 0..n {
-                            self.start(runtime.clone(), &revision);
+                            // A frozen instance wakes in milliseconds: thawed before any start.
+                            if !self.thaw_one(&runtime, &revision) {
+                                self.start(runtime.clone(), &revision);
+                            }
                         }
                     }
                     Action::CancelStart(id) => self.cancel_start(&id, "scale down"),
+                    Action::Drain(id) if freezes => self.freeze(&id, "scale down"),
                     Action::Drain(id) => self.drain(&id, "scale down"),
                 }
             }
@@ -226,6 +238,7 @@ impl Controller {
         }
         let inst = m.instance.clone();
         let handle = m.handle.clone();
+        self.unfreeze_member(&inst);
         inst.set_state(InstanceState::Draining);
         self.publish();
         let cfg = self.svc.config.load_full();

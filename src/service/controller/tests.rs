@@ -401,3 +401,5 @@ fn backoff_doubles_and_caps() {
     assert_eq!(backoff(2), Duration::from_secs(2));
     assert_eq!(backoff(10), Duration::from_secs(30));
 }
+
+mod freeze;
