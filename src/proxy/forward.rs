@@ -16,14 +16,14 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use tokio::time::Instant;
 
 use super::Shared;
+use super::attempt::{self, Attempt, Next, Resend, Seen};
 use super::body::{ProxyBody, RequestBody};
 use super::error::ProxyError;
 use super::grpc;
-use super::h1::exchange::EXIT_NOTICE_WAIT;
 use super::headers::{self, Disposition, Underscore};
 use super::upstream::h2::{self, H2Error, H2Upstreams, StreamSlot};
 use crate::config::Protocol;
-use crate::proxy::access_log::AccessRecord;
+use crate::proxy::access_log::{AccessRecord, Reason};
 use crate::proxy::trace::{self, ServerTiming};
 use crate::service::{InFlight, Service};
 
@@ -35,7 +35,7 @@ pub fn upstream_client(connect_timeout: Duration) -> UpstreamClient {
     connector.set_connect_timeout(Some(connect_timeout));
     connector.enforce_http(true);
     Client::builder(hyper_util::rt::TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(60))
+        .pool_idle_timeout(crate::config::ServiceConfig::DEFAULT_UPSTREAM_IDLE_TIMEOUT)
         .pool_max_idle_per_host(256)
         .pool_timer(hyper_util::rt::TokioTimer::new())
         .set_host(false)
@@ -119,10 +119,14 @@ impl HyperForwarder {
             revision: None,
             instance: None,
             method: req.method().clone(),
-            uri: req.uri().clone(),
+            target: req
+                .uri()
+                .path_and_query()
+                .map_or("/", |pq| pq.as_str())
+                .as_bytes()
+                .into(),
             version: req.version(),
             status: 0,
-            bytes_in: 0,
             bytes_out: 0,
             duration: Duration::ZERO,
             queue_wait: Duration::ZERO,
@@ -133,6 +137,8 @@ impl HyperForwarder {
             referer: req.headers().get(header::REFERER).cloned(),
             request_id: request_id.clone(),
             trace_id,
+            reason: None,
+            bytes_in: http_body::Body::size_hint(req.body()).exact().unwrap_or(0),
         });
         let mut timing = Timing::default();
         let mut resp = self
@@ -155,6 +161,11 @@ impl HyperForwarder {
             r.queue_wait = timing.waited;
             r.cold_start = timing.cold;
             r.bytes_out = http_body::Body::size_hint(resp.body()).exact().unwrap_or(0);
+            if let Some(inst) = resp.body().instance() {
+                r.instance = Some(Arc::from(inst.id.as_str()));
+                r.revision = Some(Arc::from(inst.revision.as_str()));
+            }
+            r.reason = resp.extensions_mut().remove::<Reason>().map(|r| r.0);
             log.record(r);
         }
         resp
@@ -204,7 +215,6 @@ impl HyperForwarder {
         };
         if let Some(r) = record {
             r.service = Some(Arc::from(svc.name.as_str()));
-            r.revision = Some(Arc::from(svc.revision().as_str()));
         }
         let resp = match self
             .forward(
@@ -283,6 +293,7 @@ impl HyperForwarder {
                 headers.get(header::USER_AGENT).map(HeaderValue::as_bytes)
             });
         let wake = ignore.wake;
+        let retry_idempotent = cfg.retry_idempotent;
         drop(cfg);
         if quiet && !wake && svc.is_cold() {
             return Err(ProxyError::IdleIgnored);
@@ -297,10 +308,12 @@ impl HyperForwarder {
             guard.set_quiet();
         }
         timing.acquired(svc, arrived, guard.was_cold());
-        let mut body = body;
-        let mut retried = false;
+        // An empty body can be sent again even after hyper read its end.
+        let empty = http_body::Body::is_end_stream(&body);
+        let mut body = (!empty).then_some(body);
+        let mut attempt = Attempt::new(response_timeout);
         loop {
-            let (rb, mut give_back) = RequestBody::new(body);
+            let (rb, mut give_back) = RequestBody::new(body.take());
             let uri = Uri::builder()
                 .scheme(Scheme::HTTP)
                 .authority(
@@ -322,57 +335,41 @@ impl HyperForwarder {
             *up.headers_mut() = headers.clone();
 
             let sent = tokio::time::timeout(response_timeout, self.send(h2, &guard, up)).await;
-            match sent {
-                Err(_) => {
-                    svc.metrics.upstream_timeout.inc();
-                    return Err(ProxyError::ResponseTimeout(response_timeout));
+            let (seen, detail) = match sent {
+                Ok(Ok((resp, stream))) => {
+                    return Ok(respond(resp, guard, stream, settings.upstream_read_timeout));
                 }
-                Ok(Ok((resp, stream))) => return Ok(respond(resp, guard, stream)),
+                Err(_) => (Seen::FirstByteTimeout, String::new()),
                 Ok(Err(f)) => {
-                    let inst = guard.instance().clone();
-                    drop(guard);
-                    let detail = format!("{}: {}", inst.address, f.detail);
-                    let err = if f.connect {
-                        svc.metrics.upstream_connect.inc();
-                        ProxyError::Connect(detail)
-                    } else {
-                        svc.metrics.upstream_reset.inc();
-                        ProxyError::Upstream(detail)
+                    let seen = match (f.connect, f.timed_out) {
+                        (true, true) => Seen::ConnectTimeout,
+                        (true, false) => Seen::Refused,
+                        // hyper's pool sends again by itself a request it never wrote to a
+                        // kept-alive connection the app had closed; this one went out (or its
+                        // h2 stream was reset, or a frame was malformed).
+                        (false, _) => Seen::ResetAfterWrite,
                     };
-                    // The controller decides: a refusal proves death, a timeout is one strike.
-                    // After a refusal the retry waits (briefly) for that decision, or it could
-                    // pick the same instance, now the least loaded of all. A broken h2 stream
-                    // (reset, malformed frame) is one strike too: an instance that resets every
-                    // stream leaves after `unhealthy_threshold` of them.
-                    if f.connect && !f.timed_out {
-                        svc.report_refused(&inst);
-                        inst.leaves_within(EXIT_NOTICE_WAIT).await;
-                    } else if f.connect || h2 {
-                        svc.report_timeout(&inst);
-                    }
-                    // Only when nothing reached the instance is sending again safe (even for a
-                    // POST: its body comes back unread).
-                    let reclaimed = give_back.try_recv();
-                    let (true, false, Ok(b)) = (err.retry_safe(), retried, reclaimed) else {
-                        return Err(err);
-                    };
-                    retried = true;
-                    body = b;
-                    guard = if svc.runtime == "static" {
-                        // Nothing will start: another upstream now, or the error.
-                        match svc.acquire_now(&inst.revision) {
-                            Some(g) => g,
-                            None => return Err(err),
-                        }
-                    } else {
-                        svc.acquire_by(tag, deadline)
-                            .await
-                            .map_err(ProxyError::Activator)?
-                    };
-                    if quiet {
-                        guard.set_quiet();
-                    }
+                    (seen, f.detail)
                 }
+            };
+            // A body comes back unread when nothing was sent (a failed connect).
+            body = give_back.try_recv().ok();
+            let resend = Resend::new(
+                parts.method.as_str().as_bytes(),
+                headers.contains_key(attempt::IDEMPOTENCY_KEY),
+                empty || body.is_some(),
+                retry_idempotent,
+            );
+            let next = attempt
+                .failed(svc, guard, seen, false, resend, &detail)
+                .await;
+            let (failed, err) = match next {
+                Next::Elsewhere { failed, err } if empty || body.is_some() => (failed, err),
+                next => return Err(next.into_error()),
+            };
+            guard = attempt::reacquire(svc, &failed, tag, deadline, err).await?;
+            if quiet {
+                guard.set_quiet();
             }
         }
     }
@@ -412,6 +409,7 @@ fn respond(
     resp: Response<Incoming>,
     guard: InFlight,
     stream: Option<StreamSlot>,
+    read_timeout: Duration,
 ) -> Response<ProxyBody> {
     if resp.status().is_server_error() {
         guard.instance().note_error();
@@ -421,8 +419,8 @@ fn respond(
         parts.headers.remove(name);
     }
     let body = match stream {
-        Some(s) => ProxyBody::stream(body, guard, s),
-        None => ProxyBody::upstream(body, Some(guard)),
+        Some(s) => ProxyBody::stream(body, guard, s, read_timeout),
+        None => ProxyBody::upstream(body, Some(guard), read_timeout),
     };
     Response::from_parts(parts, body)
 }
@@ -444,6 +442,7 @@ pub fn error_response(e: &ProxyError, grpc: bool) -> Response<ProxyBody> {
     }
     let mut resp = Response::new(ProxyBody::full(format!("{}\n", e.message())));
     *resp.status_mut() = e.status();
+    resp.extensions_mut().insert(Reason(e.message()));
     let h = resp.headers_mut();
     h.insert(
         header::CONTENT_TYPE,
