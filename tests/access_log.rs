@@ -227,8 +227,5 @@ async fn combined_lines_escape_the_target_and_headers_as_nginx_does() {
     assert!(forwarded.contains(r#""-" "ua\xFF\x22" "#), "{forwarded}");
     let refused = line("GET /x");
     assert!(refused.contains(r#""GET /x HTTP/1.1" 400 "#), "{refused}");
-    assert!(
-        refused.contains("more than one Host header\""),
-        "{refused}"
-    );
+    assert!(refused.contains("more than one Host header\""), "{refused}");
 }

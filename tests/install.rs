@@ -181,7 +181,9 @@ command = ["sh", "-c", "echo booted; exec {WAKEWAY} whoami"]
     assert_eq!(app_line["revision"], "hello-00001", "{app_line}");
     assert_eq!(app_line["stream"], "stdout", "{app_line}");
     assert!(
-        app_line["instance"].as_str().is_some_and(|i| i.starts_with("hello-00001-")),
+        app_line["instance"]
+            .as_str()
+            .is_some_and(|i| i.starts_with("hello-00001-")),
         "{app_line}"
     );
 }
