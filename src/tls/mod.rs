@@ -321,8 +321,15 @@ impl CertStore {
         set(&self.inner.challenges, name, key);
     }
 
-    /// A certificate chain (PEM, leaf first) and its private key, ready to serve.
-    pub fn certified_key(&self, chain_pem: &[u8], key_pem: &[u8]) -> Result<CertifiedKey, String> {
+    /// A certificate chain (PEM, leaf first) and its private key, ready to serve. A
+    /// TLS-ALPN-01 certificate (`challenge`) skips the check that the key matches: its critical
+    /// `acmeIdentifier` extension is unknown to the certificate parser, and wakeway made both.
+    pub fn certified_key(
+        &self,
+        chain_pem: &[u8],
+        key_pem: &[u8],
+        challenge: bool,
+    ) -> Result<CertifiedKey, String> {
         let chain = CertificateDer::pem_slice_iter(chain_pem)
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| format!("certificate chain: {}", pem_reason(&e)))?;
@@ -338,6 +345,9 @@ impl CertStore {
             .load_private_key(key)
             .map_err(|e| format!("private key: {e}"))?;
         let pair = CertifiedKey::new(chain, signing);
+        if challenge {
+            return Ok(pair);
+        }
         match pair.keys_match() {
             Ok(()) | Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::Unknown)) => {
                 Ok(pair)
