@@ -176,21 +176,7 @@ fn also_over_tls(case: &Case) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_corpus_over_tls() {
     let upstream = RawUpstream::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let ca = TestCa::new();
-    let leaf = ca.leaf(&[TLS_NAME]);
-    let tls_config = format!(
-        "\n[proxy.tls]\nlisten = \"127.0.0.1:0\"\n{}",
-        certificate_toml(&[TLS_NAME], &leaf.write(dir.path(), "h"), true)
-    );
-    let mut wakeway = Wakeway::start_config(&config(&upstream, &tls_config)).await;
-    let https = wakeway.proc.listening_addr("https").await;
-    wakeway.wait_ready("raw").await;
-    let via = Via::Tls {
-        addr: https,
-        h2: ca.client(&["h2"]),
-        http1: ca.client(&["http/1.1"]),
-    };
+    let (_dir, _wakeway, via, https) = over_tls(&upstream).await;
 
     let cases: Vec<Case> = cases()
         .into_iter()
@@ -317,21 +303,7 @@ async fn tls_cases(via: &Via, https: SocketAddr) -> Vec<(&'static str, Result<()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn h2_over_tls_without_a_preface_is_closed_by_the_header_read_timeout() {
     let upstream = RawUpstream::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let ca = TestCa::new();
-    let leaf = ca.leaf(&[TLS_NAME]);
-    let tls_config = format!(
-        "\n[proxy.tls]\nlisten = \"127.0.0.1:0\"\n{}",
-        certificate_toml(&[TLS_NAME], &leaf.write(dir.path(), "h"), true)
-    );
-    let mut wakeway = Wakeway::start_config(&config(&upstream, &tls_config)).await;
-    let https = wakeway.proc.listening_addr("https").await;
-    wakeway.wait_ready("raw").await;
-    let via = Via::Tls {
-        addr: https,
-        h2: ca.client(&["h2"]),
-        http1: ca.client(&["http/1.1"]),
-    };
+    let (_dir, _wakeway, via, _) = over_tls(&upstream).await;
     for (name, sent) in [
         ("handshake (h2) then silence", &b""[..]),
         ("handshake (h2) then half a preface", &h2::H2_PREFACE[..10]),

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use crate::State;
 use crate::config::{ServiceConfig, Source};
@@ -15,6 +15,7 @@ use crate::service::Service;
 use crate::service::command::{Command, DeployOptions};
 
 use super::certificates;
+use super::reply::{json, json_error};
 use super::traffic::{self, traffic_view};
 use super::view::view;
 
@@ -326,19 +327,4 @@ fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
     *r.status_mut() = status;
     r
-}
-
-pub(super) fn json<T: Serialize>(status: StatusCode, value: &T) -> Response<Full<Bytes>> {
-    let body = serde_json::to_vec_pretty(value).expect("views serialize");
-    let mut r = Response::new(Full::new(Bytes::from(body)));
-    *r.status_mut() = status;
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        header::HeaderValue::from_static("application/json"),
-    );
-    r
-}
-
-pub(super) fn json_error(status: StatusCode, message: &str) -> Response<Full<Bytes>> {
-    json(status, &serde_json::json!({ "error": message }))
 }

@@ -6,6 +6,7 @@ pub mod certificates;
 mod console;
 pub mod deploy_diff;
 pub mod guard;
+mod reply;
 pub mod revision_stats;
 mod traffic;
 mod view;
@@ -112,7 +113,7 @@ async fn handle(
         Ok(())
     })();
     if let Err(refusal) = checked {
-        let mut r = api::json_error(refusal.status(), &refusal.message());
+        let mut r = reply::json_error(refusal.status(), &refusal.message());
         if refusal == guard::Refusal::Token {
             r.headers_mut()
                 .insert(header::WWW_AUTHENTICATE, "Bearer".parse().expect("valid"));

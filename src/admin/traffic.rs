@@ -11,7 +11,7 @@ use crate::service::Service;
 use crate::service::command::{Command, RolloutPlan, RolloutView};
 use crate::service::instance::InstanceState;
 
-use super::api::{json, json_error};
+use super::reply::{json, json_error};
 
 const DEFAULT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
 const DEFAULT_MAX_ERROR_RATE: f64 = 0.05;

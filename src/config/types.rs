@@ -411,7 +411,46 @@ impl ImageSource {
 
 impl Source {
     pub fn runtime_name(&self) -> &'static str {
-        crate::runtime::RuntimeKind::of(self).as_str()
+        RuntimeKind::of(self).as_str()
+    }
+}
+
+/// Which runtime a service's source picks: `command` → process, `image` → docker or swarm,
+/// `upstreams` → static. Decisions are taken on this, never on its name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RuntimeKind {
+    Process,
+    Docker,
+    Swarm,
+    Static,
+}
+
+impl RuntimeKind {
+    pub fn of(source: &Source) -> RuntimeKind {
+        match source {
+            Source::Command(_) => RuntimeKind::Process,
+            Source::Upstreams(_) => RuntimeKind::Static,
+            Source::Image(img) => match img.runtime {
+                ImageRuntime::Docker => RuntimeKind::Docker,
+                ImageRuntime::Swarm => RuntimeKind::Swarm,
+            },
+        }
+    }
+
+    /// The name users read (config docs, admin API, `wakeway check`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RuntimeKind::Process => "process",
+            RuntimeKind::Docker => "docker",
+            RuntimeKind::Swarm => "swarm",
+            RuntimeKind::Static => "static",
+        }
+    }
+
+    /// Whether wakeway starts instances: a static upstream is only ever there or not, and has
+    /// no exit notice.
+    pub fn starts_instances(self) -> bool {
+        self != RuntimeKind::Static
     }
 }
 

@@ -1,10 +1,37 @@
 //! Building Prometheus families at scrape time: the one set of helpers every collector uses for
 //! descriptions, label pairs, counters, gauges and histograms.
 
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
 use prometheus::core::Desc;
 use prometheus::proto::{
     Bucket, Counter, Gauge, Histogram, LabelPair, Metric, MetricFamily, MetricType,
 };
+
+/// Each service's figures by name: added when the service is made, removed when it goes, read
+/// whole when scraped. The request path holds its own `Arc` and never takes this lock.
+pub struct PerService<T>(Mutex<BTreeMap<String, Arc<T>>>);
+
+impl<T> Default for PerService<T> {
+    fn default() -> Self {
+        PerService(Mutex::new(BTreeMap::new()))
+    }
+}
+
+impl<T: Default> PerService<T> {
+    pub fn add(&self, service: &str) -> Arc<T> {
+        self.lock().entry(service.to_string()).or_default().clone()
+    }
+
+    pub fn remove(&self, service: &str) {
+        self.lock().remove(service);
+    }
+
+    pub fn lock(&self) -> MutexGuard<'_, BTreeMap<String, Arc<T>>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
 
 /// The description of a family with these label names.
 pub fn desc(name: &str, help: &str, labels: &[&str]) -> Desc {

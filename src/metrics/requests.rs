@@ -2,15 +2,14 @@
 //! counts stay in its worker's own cache lines, so none bounces between cores per request.
 
 use std::cell::Cell;
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::{MetricFamily, MetricType};
 
-use crate::metrics::proto::{counter, desc, family_of, histogram};
+use crate::metrics::proto::{PerService, counter, desc, family_of, histogram};
 
 thread_local! {
     static WORKER: Cell<usize> = const { Cell::new(usize::MAX) };
@@ -128,7 +127,7 @@ impl RequestStats {
 /// `wakeway_request_duration_seconds`.
 pub struct RequestsCollector {
     descs: Vec<Desc>,
-    services: Mutex<BTreeMap<String, Arc<RequestStats>>>,
+    services: PerService<RequestStats>,
 }
 
 impl RequestsCollector {
@@ -146,20 +145,16 @@ impl RequestsCollector {
                     &["service"],
                 ),
             ],
-            services: Mutex::new(BTreeMap::new()),
+            services: PerService::default(),
         }
     }
 
     pub fn add(&self, service: &str) -> Arc<RequestStats> {
-        let mut s = self.services.lock().unwrap_or_else(|p| p.into_inner());
-        s.entry(service.to_string()).or_default().clone()
+        self.services.add(service)
     }
 
     pub fn remove(&self, service: &str) {
-        self.services
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(service);
+        self.services.remove(service)
     }
 }
 
@@ -175,7 +170,7 @@ impl Collector for RequestsCollector {
     }
 
     fn collect(&self) -> Vec<MetricFamily> {
-        let services = self.services.lock().unwrap_or_else(|p| p.into_inner());
+        let services = self.services.lock();
         let mut requests = Vec::new();
         let mut durations = Vec::new();
         for (name, stats) in services.iter() {
@@ -237,7 +232,7 @@ mod tests {
         assert_eq!(stats.count(499), 4000, "418 folds into 4xx");
         assert_eq!(stats.total(), 8000);
         let c = RequestsCollector::new();
-        c.services.lock().unwrap().insert("s".into(), stats);
+        c.services.lock().insert("s".into(), stats);
         let fams = c.collect();
         let h = fams[1].get_metric()[0].get_histogram();
         assert_eq!(h.get_sample_count(), 4000);

@@ -4,14 +4,13 @@
 //! `prometheus` child series costs a few hundred bytes (its own copy of the family's description);
 //! these cost eight, so 1,000 services at zero stay small.
 
-use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
 
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::{Metric, MetricFamily, MetricType};
 
-use crate::metrics::proto::{self, desc, family_of};
+use crate::metrics::proto::{self, PerService, desc, family_of};
 use crate::metrics::*;
 
 #[derive(Default)]
@@ -150,7 +149,7 @@ impl Default for ServiceStats {
 /// Exports every service's `ServiceStats`.
 pub struct ServicesCollector {
     descs: Vec<Desc>,
-    services: Mutex<BTreeMap<String, Arc<ServiceStats>>>,
+    services: PerService<ServiceStats>,
 }
 
 /// The families, in the order `descs` holds them: name, help, type, extra label.
@@ -246,20 +245,16 @@ impl ServicesCollector {
             .collect();
         ServicesCollector {
             descs,
-            services: Mutex::new(BTreeMap::new()),
+            services: PerService::default(),
         }
     }
 
     pub fn add(&self, service: &str) -> Arc<ServiceStats> {
-        let mut s = self.services.lock().unwrap_or_else(|p| p.into_inner());
-        s.entry(service.to_string()).or_default().clone()
+        self.services.add(service)
     }
 
     pub fn remove(&self, service: &str) {
-        self.services
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(service);
+        self.services.remove(service)
     }
 }
 
@@ -287,7 +282,7 @@ impl Collector for ServicesCollector {
     }
 
     fn collect(&self) -> Vec<MetricFamily> {
-        let services = self.services.lock().unwrap_or_else(|p| p.into_inner());
+        let services = self.services.lock();
         let mut metrics: Vec<Vec<Metric>> = (0..FAMILIES.len()).map(|_| Vec::new()).collect();
         for (n, s) in services.iter() {
             metrics[0].push(gauge(n, None, s.in_flight.get()));

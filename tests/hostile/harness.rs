@@ -298,3 +298,26 @@ pub(crate) fn fail_if_any(failures: &[String], total: usize) {
         );
     }
 }
+
+/// wakeway in front of `upstream` with an HTTPS listener for [`TLS_NAME`], and the way to reach
+/// it (ALPN `h2` or `http/1.1`), and its HTTPS address. The directory holds the certificate files: keep it alive.
+pub(crate) async fn over_tls(
+    upstream: &RawUpstream,
+) -> (tempfile::TempDir, Wakeway, Via, SocketAddr) {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new();
+    let leaf = ca.leaf(&[TLS_NAME]);
+    let tls_config = format!(
+        "\n[proxy.tls]\nlisten = \"127.0.0.1:0\"\n{}",
+        certificate_toml(&[TLS_NAME], &leaf.write(dir.path(), "h"), true)
+    );
+    let mut wakeway = Wakeway::start_config(&config(upstream, &tls_config)).await;
+    let https = wakeway.proc.listening_addr("https").await;
+    wakeway.wait_ready("raw").await;
+    let via = Via::Tls {
+        addr: https,
+        h2: ca.client(&["h2"]),
+        http1: ca.client(&["http/1.1"]),
+    };
+    (dir, wakeway, via, https)
+}
