@@ -32,6 +32,7 @@ pub const REVISION_DESIRED_INSTANCES: &str = "wakeway_revision_desired_instances
 pub const REVISION_REQUESTS_TOTAL: &str = "wakeway_revision_requests_total";
 pub const REVISION_ERRORS_TOTAL: &str = "wakeway_revision_errors_total";
 pub const ACCESS_LOG_DROPPED_TOTAL: &str = "wakeway_access_log_dropped_total";
+pub const GRPC_CALLS_TOTAL: &str = "wakeway_grpc_calls_total";
 
 pub struct Metrics {
     registry: Registry,

@@ -127,6 +127,8 @@ pub struct ServiceStats {
     pub upstream_reset: Count,
     pub deployments_succeeded: Count,
     pub deployments_failed: Count,
+    /// gRPC calls ended, by `grpc-status` (0-16: a bounded label).
+    pub grpc_calls: [Count; 17],
 }
 
 impl Default for ServiceStats {
@@ -151,6 +153,7 @@ impl Default for ServiceStats {
             upstream_reset: Count::default(),
             deployments_succeeded: Count::default(),
             deployments_failed: Count::default(),
+            grpc_calls: Default::default(),
         }
     }
 }
@@ -162,7 +165,7 @@ pub struct ServicesCollector {
 }
 
 /// The families, in the order `descs` holds them: name, help, type, extra label.
-const FAMILIES: [(&str, &str, MetricType, Option<&str>); 11] = [
+const FAMILIES: [(&str, &str, MetricType, Option<&str>); 12] = [
     (
         IN_FLIGHT_REQUESTS,
         "Requests (and open tunnels) currently at an instance.",
@@ -228,6 +231,12 @@ const FAMILIES: [(&str, &str, MetricType, Option<&str>); 11] = [
         "Blue/green deployments finished, by outcome.",
         MetricType::COUNTER,
         Some("outcome"),
+    ),
+    (
+        GRPC_CALLS_TOTAL,
+        "gRPC calls ended, by grpc-status (the instance's, or wakeway's own answer).",
+        MetricType::COUNTER,
+        Some("grpc_status"),
     ),
 ];
 
@@ -344,6 +353,12 @@ impl Collector for ServicesCollector {
                 ("failed", &s.deployments_failed),
             ] {
                 metrics[10].push(counter(n, Some(("outcome", outcome)), c.get()));
+            }
+            // Only the codes seen: a service that never served gRPC adds no series.
+            for (code, c) in crate::proxy::grpc::CODE_TEXT.iter().zip(&s.grpc_calls) {
+                if c.get() > 0 {
+                    metrics[11].push(counter(n, Some(("grpc_status", code)), c.get()));
+                }
             }
         }
         FAMILIES

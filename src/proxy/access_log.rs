@@ -57,6 +57,9 @@ pub struct AccessRecord {
     pub referer: Option<HeaderValue>,
     pub request_id: HeaderValue,
     pub trace_id: Option<TraceId>,
+    /// A gRPC call's `grpc-status` (its method is the path); the line is written when the call
+    /// ends, so streaming calls carry their final status.
+    pub grpc_status: Option<u8>,
 }
 
 /// The sending side, cloned into every worker. `None`-like when the log is off: see
@@ -202,6 +205,14 @@ pub fn json_line(out: &mut Vec<u8>, r: &AccessRecord, query: bool) {
         "trace_id".into(),
         r.trace_id.map_or(Value::Null, |t| t.to_string().into()),
     );
+    m.insert(
+        "grpc_method".into(),
+        r.grpc_status.map_or(Value::Null, |_| r.uri.path().into()),
+    );
+    m.insert(
+        "grpc_status".into(),
+        r.grpc_status.map_or(Value::Null, Into::into),
+    );
     serde_json::to_writer(out, &m).expect("a map of JSON values serializes");
 }
 
@@ -247,6 +258,9 @@ pub fn combined_line(out: &mut Vec<u8>, r: &AccessRecord, query: bool) {
     );
     if let Some(t) = r.trace_id {
         let _ = write!(line, " trace_id={t}");
+    }
+    if let Some(g) = r.grpc_status {
+        let _ = write!(line, " grpc_status={g}");
     }
     out.extend_from_slice(line.as_bytes());
 }
@@ -297,6 +311,7 @@ mod tests {
                 "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
             )
             .map(|t| t.trace_id),
+            grpc_status: None,
         }
     }
 

@@ -25,6 +25,8 @@ pub enum ProxyBody {
         stream: Option<StreamSlot>,
     },
     Full(Option<Bytes>),
+    /// A gRPC call, watched for its final `grpc-status`.
+    Grpc(Box<crate::proxy::grpc::CallBody>),
 }
 
 impl ProxyBody {
@@ -78,6 +80,7 @@ impl Body for ProxyBody {
                 r
             }
             ProxyBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            ProxyBody::Grpc(c) => Pin::new(&mut **c).poll_frame(cx),
         }
     }
 
@@ -85,6 +88,7 @@ impl Body for ProxyBody {
         match self {
             ProxyBody::Upstream { inner, .. } => inner.is_end_stream(),
             ProxyBody::Full(b) => b.is_none(),
+            ProxyBody::Grpc(c) => c.is_end_stream(),
         }
     }
 
@@ -93,6 +97,7 @@ impl Body for ProxyBody {
             ProxyBody::Upstream { inner, .. } => inner.size_hint(),
             ProxyBody::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
             ProxyBody::Full(None) => SizeHint::with_exact(0),
+            ProxyBody::Grpc(c) => c.size_hint(),
         }
     }
 }

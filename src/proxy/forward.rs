@@ -48,11 +48,13 @@ struct Downstream {
     https: bool,
 }
 
-/// How long an h2 request waited for its slot, and whether that was a cold start.
+/// How long an h2 request waited for its slot, and whether that was a cold start; for a gRPC
+/// call, its service too (its status is counted there when the call ends).
 #[derive(Default)]
 struct Timing {
     waited: Duration,
     cold: bool,
+    service: Option<Arc<Service>>,
 }
 
 impl Timing {
@@ -133,6 +135,7 @@ impl HyperForwarder {
             referer: req.headers().get(header::REFERER).cloned(),
             request_id: request_id.clone(),
             trace_id,
+            grpc_status: None,
         });
         let mut timing = Timing::default();
         let mut resp = self
@@ -149,12 +152,20 @@ impl HyperForwarder {
             resp.headers_mut()
                 .insert(trace::SERVER_TIMING, value.header_value());
         }
-        if let (Some(log), Some(mut r)) = (&self.shared.access_log, record) {
+        let record = record.map(|mut r| {
             r.status = resp.status().as_u16();
             r.duration = started.elapsed();
             r.queue_wait = timing.waited;
             r.cold_start = timing.cold;
             r.bytes_out = http_body::Body::size_hint(resp.body()).exact().unwrap_or(0);
+            r
+        });
+        if grpc {
+            // Counted and logged when the call ends, with its final grpc-status.
+            let log = self.shared.access_log.clone().zip(record);
+            return grpc::watch(resp, timing.service.take(), log, started);
+        }
+        if let (Some(log), Some(r)) = (&self.shared.access_log, record) {
             log.record(r);
         }
         resp
@@ -197,6 +208,9 @@ impl HyperForwarder {
         if let Some(r) = record {
             r.service = Some(Arc::from(svc.name.as_str()));
             r.revision = Some(Arc::from(svc.revision().as_str()));
+        }
+        if grpc {
+            timing.service = Some(svc.clone());
         }
         let resp = match self
             .forward(

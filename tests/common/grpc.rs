@@ -129,3 +129,68 @@ impl Client {
         Ok(r.into_inner())
     }
 }
+
+/// How a fake h2c instance misbehaves once a request's HEADERS arrive.
+#[derive(Clone, Copy, Debug)]
+pub enum Misbehaviour {
+    /// A DATA frame on stream 0: a connection error (PROTOCOL_ERROR) by RFC 9113 §6.1.
+    MalformedFrame,
+    /// A response header block that is not valid HPACK (COMPRESSION_ERROR).
+    GarbageHeaders,
+    /// RST_STREAM (INTERNAL_ERROR) for every stream.
+    ResetEveryStream,
+}
+
+/// An h2c "instance" that speaks just enough HTTP/2 to take streams, then misbehaves as told.
+/// Returns its address; it serves until the test ends.
+pub async fn bad_h2_instance(how: Misbehaviour) -> SocketAddr {
+    use super::h2c::{HEADERS, RST_STREAM, SETTINGS, frame, settings};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = l.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut preface = [0u8; 24];
+                if s.read_exact(&mut preface).await.is_err() {
+                    return;
+                }
+                if s.write_all(&settings(&[])).await.is_err() {
+                    return;
+                }
+                loop {
+                    let mut head = [0u8; 9];
+                    if s.read_exact(&mut head).await.is_err() {
+                        return;
+                    }
+                    let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+                    let (kind, flags) = (head[3], head[4]);
+                    let stream =
+                        u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & !(1 << 31);
+                    let mut payload = vec![0u8; len];
+                    if s.read_exact(&mut payload).await.is_err() {
+                        return;
+                    }
+                    let reply = match (kind, how) {
+                        (SETTINGS, _) if flags & 1 == 0 => frame(SETTINGS, 1, 0, &[]),
+                        (HEADERS, Misbehaviour::MalformedFrame) => frame(0, 0, 0, b"junk"),
+                        (HEADERS, Misbehaviour::GarbageHeaders) => {
+                            frame(HEADERS, 0x4, stream, &[0xff, 0xff, 0xff, 0xff, 0xff])
+                        }
+                        (HEADERS, Misbehaviour::ResetEveryStream) => {
+                            frame(RST_STREAM, 0, stream, &2u32.to_be_bytes())
+                        }
+                        _ => continue,
+                    };
+                    if s.write_all(&reply).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}

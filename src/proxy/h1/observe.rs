@@ -197,6 +197,7 @@ impl Observed {
             request_id: HeaderValue::from_bytes(self.request_id())
                 .unwrap_or_else(|_| HeaderValue::from_static("-")),
             trace_id: self.trace_id,
+            grpc_status: None,
         }));
     }
 
