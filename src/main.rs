@@ -164,6 +164,11 @@ enum Command {
         #[command(flatten)]
         admin: AdminArgs,
     },
+    /// The certificates the HTTPS listeners hold (files and ACME): issuer, expiry, last error.
+    Certificates {
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
     /// The event log: what the control loops decided and why.
     Events {
         #[command(flatten)]
@@ -367,6 +372,9 @@ fn main() -> ExitCode {
             rt.block_on(cli::pause(admin.client(), service, "resume"))
         }
         Command::Reload { admin } => rt.block_on(cli::reload(admin.client())),
+        Command::Certificates { admin } => {
+            rt.block_on(cli::certificates::certificates(admin.client()))
+        }
         Command::Events {
             admin,
             service,

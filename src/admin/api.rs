@@ -14,6 +14,7 @@ use crate::config::{ServiceConfig, Source};
 use crate::service::Service;
 use crate::service::command::{Command, DeployOptions};
 
+use super::certificates;
 use super::traffic::{self, traffic_view};
 use super::view::view;
 
@@ -43,6 +44,7 @@ pub(super) async fn handle(state: &Arc<State>, req: Request<Incoming>) -> Respon
         (&Method::GET, ["", "healthz"]) => text(StatusCode::OK, "ok\n"),
         (&Method::GET, ["", "metrics"]) => {
             state.sample_gauges();
+            crate::admin::certificates::sample(state);
             let revisions = crate::admin::revision_stats::families(&state.services.load());
             let mut r = Response::new(Full::new(Bytes::from(state.metrics.render(revisions))));
             r.headers_mut().insert(
@@ -132,6 +134,9 @@ pub(super) async fn handle(state: &Arc<State>, req: Request<Incoming>) -> Respon
                 Err(e) => json_error(StatusCode::CONFLICT, &e),
             }
         }
+        (&Method::GET, ["", "v1", "certificates"]) => {
+            json(StatusCode::OK, &certificates::list(state))
+        }
         (&Method::POST, ["", "v1", "reload"]) => match state.reload().await {
             Ok(report) => json(StatusCode::OK, &report),
             Err(e) => json_error(StatusCode::BAD_REQUEST, &e),
@@ -186,7 +191,7 @@ fn known_path(segments: &[&str]) -> bool {
                     | "traffic"
                     | "promote"
             ]
-            | ["", "v1", "reload" | "events"]
+            | ["", "v1", "reload" | "events" | "certificates"]
     )
 }
 

@@ -2,6 +2,7 @@
 //! the token and the cross-site checks of [`guard`].
 
 mod api;
+pub mod certificates;
 mod console;
 pub mod deploy_diff;
 pub mod guard;

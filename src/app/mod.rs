@@ -42,6 +42,8 @@ pub struct State {
     reload_lock: tokio::sync::Mutex<()>,
     /// The TLS listeners' certificates; reloaded in place.
     pub cert_store: Option<crate::tls::CertStore>,
+    /// Certificates ordered from an ACME CA (`[proxy.tls.acme]`).
+    pub acme: Option<crate::tls::acme::Acme>,
     /// Revisions that outlive a restart; `None` without a config file.
     pub state_file: Option<Arc<crate::service::state::StateFile>>,
 }
@@ -74,6 +76,9 @@ impl State {
                     serde_json::json!({}),
                 ),
             }
+        }
+        if let Some(acme) = &self.acme {
+            acme.set_names(crate::tls::acme::plan_config(config).names);
         }
     }
 
@@ -290,25 +295,43 @@ impl App {
             None => None,
         };
         let metrics = Arc::new(Metrics::new());
+        let events = Arc::new(EventLog::default());
         let access_log =
             crate::proxy::access_log::AccessLog::start(&config.log, metrics.access_log_dropped())
                 .map_err(BuildError::AccessLog)?;
+        let shutdown = CancellationToken::new();
+        let acme = match (
+            &cert_store,
+            config.proxy.tls.as_ref().and_then(|t| t.acme.as_ref()),
+        ) {
+            (Some(store), Some(acme)) => Some(crate::tls::acme::Acme::start(
+                acme,
+                store.clone(),
+                events.clone(),
+                metrics.certificate_expiry(),
+                crate::tls::acme::plan_config(&config).names,
+                shutdown.clone(),
+            )),
+            _ => None,
+        };
         let state = Arc::new(State {
             services: ArcSwap::from_pointee(Vec::new()),
             forwarder: Arc::new(crate::proxy::Shared {
                 routes: ArcSwap::from_pointee(RouteTable::default()),
                 settings,
-                shutdown: CancellationToken::new(),
+                shutdown,
                 tls: cert_store.as_ref().map(crate::tls::Acceptor::new),
                 admission: crate::proxy::admission::Admission::new(
                     config.proxy.max_connections,
                     workers,
                 ),
+                acme: acme.as_ref().map(|a| a.http01.clone()),
                 access_log,
             }),
             cert_store,
+            acme,
             metrics,
-            events: Arc::new(EventLog::default()),
+            events,
             config: ArcSwap::from_pointee(config.clone()),
             docker: Mutex::new(None),
             swarm: Mutex::new(None),

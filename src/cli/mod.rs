@@ -1,6 +1,7 @@
 //! The admin-client verbs of the CLI: thin wrappers over the admin API that print what a person
 //! wants to see and exit non-zero when the operation failed.
 
+pub mod certificates;
 pub mod fdlimit;
 mod words;
 

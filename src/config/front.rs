@@ -10,7 +10,10 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer, Visitor};
 
 use super::file::ListenList;
-use super::types::{CertificateConfig, IpNet, TlsConfig, UnderscoreHeaders};
+use super::types::{
+    AcmeChallenge, AcmeConfig, CertificateConfig, IpNet, LETS_ENCRYPT_DIRECTORY, TlsConfig,
+    UnderscoreHeaders,
+};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -18,6 +21,25 @@ pub(super) struct RawTls {
     listen: Option<ListenList>,
     #[serde(default)]
     certificate: Vec<RawCertificate>,
+    acme: Option<RawAcme>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAcme {
+    directory: Option<String>,
+    email: Option<String>,
+    #[serde(default)]
+    ca_roots: Vec<PathBuf>,
+    challenges: Option<Vec<RawChallenge>>,
+}
+
+#[derive(Deserialize, Clone, Copy)]
+enum RawChallenge {
+    #[serde(rename = "tls-alpn-01")]
+    TlsAlpn01,
+    #[serde(rename = "http-01")]
+    Http01,
 }
 
 #[derive(Deserialize)]
@@ -58,6 +80,24 @@ pub(super) fn convert_tls(raw: RawTls) -> TlsConfig {
                 default: c.default.unwrap_or(false),
             })
             .collect(),
+        acme: raw.acme.map(|a| AcmeConfig {
+            directory: a
+                .directory
+                .unwrap_or_else(|| LETS_ENCRYPT_DIRECTORY.to_string()),
+            email: a.email,
+            ca_roots: a.ca_roots,
+            challenges: match a.challenges {
+                Some(list) => list
+                    .into_iter()
+                    .map(|c| match c {
+                        RawChallenge::TlsAlpn01 => AcmeChallenge::TlsAlpn01,
+                        RawChallenge::Http01 => AcmeChallenge::Http01,
+                    })
+                    .collect(),
+                None => vec![AcmeChallenge::TlsAlpn01, AcmeChallenge::Http01],
+            },
+            storage: None,
+        }),
     }
 }
 

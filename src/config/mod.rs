@@ -14,6 +14,7 @@ mod idle_ignore;
 mod size;
 mod types;
 mod validate;
+mod validate_acme;
 mod validate_front;
 mod validate_service;
 
@@ -99,6 +100,12 @@ pub fn parse(text: &str, path: Option<&Path>) -> Result<Config, ConfigError> {
         resolve_tls_paths(&mut config, dir);
     }
     config.state_file = path.map(|p| state_file_of(p, config.state_file.take()));
+    if let (Some(acme), Some(state)) = (
+        config.proxy.tls.as_mut().and_then(|t| t.acme.as_mut()),
+        &config.state_file,
+    ) {
+        acme.storage = Some(state.parent().unwrap_or(Path::new("")).join("acme"));
+    }
     validate::validate(&config).map_err(located)?;
     check_tls_files(&config).map_err(located)?;
     Ok(config)
@@ -134,6 +141,11 @@ fn resolve_tls_paths(config: &mut Config, dir: &Path) {
             }
         }
     }
+    for path in tls.acme.iter_mut().flat_map(|a| a.ca_roots.iter_mut()) {
+        if path.is_relative() {
+            *path = dir.join(&*path);
+        }
+    }
 }
 
 /// Reads every certificate and key now, so `wakeway check` and a reload refuse a file the TLS
@@ -144,7 +156,16 @@ fn check_tls_files(config: &Config) -> Result<(), ConfigError> {
     };
     crate::tls::CertStore::load(tls).map(drop).map_err(|e| {
         ConfigError::at_key(e.key_path(), format!("{}: {}", e.path.display(), e.reason))
-    })
+    })?;
+    for (i, path) in tls.acme.iter().flat_map(|a| a.ca_roots.iter()).enumerate() {
+        crate::tls::acme::read_roots(path).map_err(|why| {
+            ConfigError::at_key(
+                format!("proxy.tls.acme.ca_roots[{i}]"),
+                format!("{}: {why}", path.display()),
+            )
+        })?;
+    }
+    Ok(())
 }
 
 /// Semantic checks on an already-built Config (also used for configs built in code).
@@ -195,6 +216,31 @@ fn health_advice(h: &HealthConfig) -> String {
     }
 }
 
+/// The ACME lines of `wakeway check`: the CA, where certificates are kept, each name ordered
+/// and each host skipped with why.
+fn acme_summary(out: &mut String, config: &Config, acme: &AcmeConfig) {
+    use std::fmt::Write as _;
+    let challenges: Vec<&str> = acme.challenges.iter().map(|c| c.name()).collect();
+    let _ = writeln!(
+        out,
+        "    acme: {} ({}), kept in {}",
+        acme.directory,
+        challenges.join(", "),
+        acme.storage
+            .as_ref()
+            .map_or("memory only (no state file)".into(), |p| p
+                .display()
+                .to_string())
+    );
+    let plan = crate::tls::acme::plan_config(config);
+    for name in &plan.names {
+        let _ = writeln!(out, "      {name}: ordered from the CA");
+    }
+    for (name, why) in &plan.skipped {
+        let _ = writeln!(out, "      {name}: skipped: {why}");
+    }
+}
+
 /// One-screen human summary for `wakeway check`: listeners, then per service: name, runtime
 /// (process/static/docker), hosts, source, scaling min/max/target/max_concurrency,
 /// idle_timeout; then the route table (host -> service).
@@ -223,6 +269,9 @@ pub fn summary(config: &Config) -> String {
                 });
             }
             let _ = writeln!(out, "    {names}: {}", cert.cert.display());
+        }
+        if let Some(acme) = &tls.acme {
+            acme_summary(&mut out, config, acme);
         }
     }
     match config.admin.listen {

@@ -115,11 +115,14 @@ fn validate_tls(config: &Config, tls: &TlsConfig) -> Result {
             );
         }
     }
-    if tls.certificates.is_empty() {
+    if tls.certificates.is_empty() && tls.acme.is_none() {
         return fail(
             "proxy.tls",
-            "no certificate: add a [[proxy.tls.certificate]] with `hosts`, `cert` and `key`",
+            "no certificate: add a [[proxy.tls.certificate]] with `hosts`, `cert` and `key`, or [proxy.tls.acme] to order them",
         );
+    }
+    if let Some(acme) = &tls.acme {
+        super::validate_acme::validate_acme(acme)?;
     }
     let mut owners: BTreeMap<&str, usize> = BTreeMap::new();
     let mut default: Option<usize> = None;
@@ -218,6 +221,7 @@ mod tests {
     fn config() -> Config {
         let mut c = super::super::parse("", None).unwrap();
         c.proxy.tls = Some(TlsConfig {
+            acme: None,
             listen: vec!["127.0.0.1:8443".parse().unwrap()],
             certificates: vec![cert(&["a.example", "*.b.example"], true)],
         });

@@ -33,6 +33,8 @@ pub const REVISION_REQUESTS_TOTAL: &str = "wakeway_revision_requests_total";
 pub const REVISION_ERRORS_TOTAL: &str = "wakeway_revision_errors_total";
 pub const ACCESS_LOG_DROPPED_TOTAL: &str = "wakeway_access_log_dropped_total";
 pub const GRPC_CALLS_TOTAL: &str = "wakeway_grpc_calls_total";
+pub const CERTIFICATE_EXPIRY_TIMESTAMP_SECONDS: &str =
+    "wakeway_certificate_expiry_timestamp_seconds";
 
 pub struct Metrics {
     registry: Registry,
@@ -42,6 +44,7 @@ pub struct Metrics {
     services: Arc<ServicesCollector>,
     revision_info: IntGaugeVec,
     access_log_dropped: IntCounter,
+    certificate_expiry: IntGaugeVec,
 }
 
 /// The handles of one service. Cloned into the service at creation; the control-plane figures
@@ -141,8 +144,19 @@ impl Metrics {
                 r.register(Box::new(c.clone())).expect("unique metric");
                 c
             },
+            certificate_expiry: gauge(
+                &r,
+                CERTIFICATE_EXPIRY_TIMESTAMP_SECONDS,
+                "When each served certificate expires (not-after, seconds since the epoch).",
+                &["name"],
+            ),
             registry: r,
         }
+    }
+
+    /// One series per certificate name; the ACME manager and the file store set them.
+    pub fn certificate_expiry(&self) -> IntGaugeVec {
+        self.certificate_expiry.clone()
     }
 
     /// The counter the access log's senders bump when its channel is full.

@@ -194,6 +194,14 @@ impl HyperForwarder {
             };
             return error_response(&ProxyError::MethodNotAllowed(m), grpc);
         }
+        if !https
+            && let Some(acme) = &self.shared.acme
+            && let Some((status, body)) = acme.answer(req.uri().path().as_bytes())
+        {
+            let mut resp = Response::new(ProxyBody::full(body));
+            *resp.status_mut() = http::StatusCode::from_u16(status).unwrap_or_default();
+            return resp;
+        }
         // `request_host` checked it is a valid host.
         let name = host.to_str().unwrap_or_default();
         let routed = self

@@ -41,6 +41,8 @@ pub struct Shared {
     /// connection, not per request); the allocator is asked to return memory after a burst of
     /// them closed.
     pub admission: admission::Admission,
+    /// HTTP-01 answers of the ACME orders in flight (`[proxy.tls.acme]`).
+    pub acme: Option<std::sync::Arc<crate::tls::acme::Http01>>,
     /// One line per request, written off the request path (`log.access`).
     pub access_log: Option<crate::proxy::access_log::AccessLog>,
 }

@@ -3,9 +3,15 @@
 //!
 //! The handshake path reads one `ArcSwap` (no lock); the control plane (reload, the file watcher)
 //! builds a new lookup table and stores it. A certificate whose new files are broken keeps serving
-//! the old pair: a bad renewal must not take a site down.
+//! the old pair: a bad renewal must not take a site down. Names no file covers can get their
+//! certificate from an ACME CA (`acme/`); picking one per handshake is `resolve.rs`.
 
-use std::collections::HashMap;
+pub mod acme;
+mod resolve;
+
+pub use resolve::ACME_TLS_ALPN;
+use resolve::Table;
+
 use std::fmt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -14,7 +20,6 @@ use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
 use rustls::crypto::CryptoProvider;
-use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls::{ServerConfig, version};
 use rustls_pki_types::pem::{self, PemObject};
@@ -40,18 +45,13 @@ struct Inner {
     table: ArcSwap<Table>,
     /// What the table was built from; control plane only (reload, watch).
     entries: Mutex<Vec<Entry>>,
+    /// Certificates issued by the ACME CA, by name (written by the ACME manager only).
+    issued: ArcSwap<resolve::NameMap>,
+    /// TLS-ALPN-01 challenge certificates of the orders in flight, by name.
+    challenges: ArcSwap<resolve::NameMap>,
 }
 
-/// Server name -> certificate, built from the entries.
-#[derive(Default)]
-struct Table {
-    exact: HashMap<String, Arc<CertifiedKey>>,
-    /// `*.example.com` is stored under `example.com`.
-    wildcard: HashMap<String, Arc<CertifiedKey>>,
-    default: Option<Arc<CertifiedKey>>,
-}
-
-struct Entry {
+pub(crate) struct Entry {
     config: CertificateConfig,
     key: Arc<CertifiedKey>,
     /// The files as last read (or last tried): a change is a new stamp.
@@ -159,6 +159,8 @@ impl CertStore {
                 table: ArcSwap::from_pointee(Table::build(&entries)),
                 entries: Mutex::new(entries),
                 provider,
+                issued: Default::default(),
+                challenges: Default::default(),
             }),
         })
     }
@@ -287,9 +289,63 @@ impl CertStore {
         }
     }
 
+    /// The configured certificates: which names, which file, and the leaf now served.
+    pub fn files(&self) -> Vec<(CertificateConfig, CertificateDer<'static>)> {
+        self.entries()
+            .iter()
+            .filter_map(|e| Some((e.config.clone(), e.key.cert.first()?.clone())))
+            .collect()
+    }
+
+    /// Serves `key` to `name` from the next handshake on (`None`: stop serving it).
+    pub fn set_issued(&self, name: &str, key: Option<Arc<CertifiedKey>>) {
+        set(&self.inner.issued, name, key);
+    }
+
+    /// Answers TLS-ALPN-01 validations of `name` with `key` (`None`: the order is over).
+    pub fn set_challenge(&self, name: &str, key: Option<Arc<CertifiedKey>>) {
+        set(&self.inner.challenges, name, key);
+    }
+
+    /// A certificate chain (PEM, leaf first) and its private key, ready to serve.
+    pub fn certified_key(&self, chain_pem: &[u8], key_pem: &[u8]) -> Result<CertifiedKey, String> {
+        let chain = CertificateDer::pem_slice_iter(chain_pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("certificate chain: {}", pem_reason(&e)))?;
+        if chain.is_empty() {
+            return Err("certificate chain: no `BEGIN CERTIFICATE` block".into());
+        }
+        let key = PrivateKeyDer::from_pem_slice(key_pem)
+            .map_err(|e| format!("private key: {}", pem_reason(&e)))?;
+        let signing = self
+            .inner
+            .provider
+            .key_provider
+            .load_private_key(key)
+            .map_err(|e| format!("private key: {e}"))?;
+        let pair = CertifiedKey::new(chain, signing);
+        match pair.keys_match() {
+            Ok(()) | Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::Unknown)) => {
+                Ok(pair)
+            }
+            Err(e) => Err(format!("the key does not belong to the certificate: {e}")),
+        }
+    }
+
     fn entries(&self) -> std::sync::MutexGuard<'_, Vec<Entry>> {
         self.inner.entries.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
+
+fn set(map: &ArcSwap<resolve::NameMap>, name: &str, key: Option<Arc<CertifiedKey>>) {
+    map.rcu(|old| {
+        let mut new = resolve::NameMap::clone(old);
+        match &key {
+            Some(k) => new.insert(name.to_string(), k.clone()),
+            None => new.remove(name),
+        };
+        new
+    });
 }
 
 fn hosts_label(config: &CertificateConfig) -> String {
@@ -307,64 +363,17 @@ fn same_pair(a: &CertifiedKey, b: &CertifiedKey) -> bool {
     a.cert == b.cert
 }
 
-impl fmt::Debug for CertStore {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let table = self.inner.table.load();
-        let mut exact: Vec<&String> = table.exact.keys().collect();
-        exact.sort();
-        let mut wildcard: Vec<&String> = table.wildcard.keys().collect();
-        wildcard.sort();
-        f.debug_struct("CertStore")
-            .field("exact", &exact)
-            .field("wildcard", &wildcard)
-            .field("default", &table.default.is_some())
-            .finish()
-    }
-}
-
-impl ResolvesServerCert for CertStore {
-    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        let table = self.inner.table.load();
-        // rustls hands the name over lower-cased; a trailing dot is the same name.
-        let found = hello.server_name().and_then(|name| {
-            let name = name.strip_suffix('.').unwrap_or(name);
-            table.exact.get(name).or_else(|| {
-                // A wildcard covers exactly one label (RFC 6125 §6.4.3).
-                let (_, parent) = name.split_once('.')?;
-                table.wildcard.get(parent)
-            })
-        });
-        found.or(table.default.as_ref()).cloned()
-    }
-}
-
-impl Table {
-    fn build(entries: &[Entry]) -> Table {
-        let mut table = Table::default();
-        for entry in entries {
-            for host in &entry.config.hosts {
-                match host.strip_prefix("*.") {
-                    Some(parent) => table.wildcard.insert(parent.to_string(), entry.key.clone()),
-                    None => table.exact.insert(host.clone(), entry.key.clone()),
-                };
-            }
-            if entry.config.default {
-                table.default = Some(entry.key.clone());
-            }
-        }
-        table
-    }
-}
-
 /// The rustls configuration of the TLS listeners: certificates from `store`, ALPN `h2` then
-/// `http/1.1`, TLS 1.3 and 1.2 only, stateless session tickets.
+/// `http/1.1` (and `acme-tls/1` for validations), TLS 1.3 and 1.2 only, stateless session tickets.
 pub fn server_config(store: &CertStore) -> Arc<ServerConfig> {
     let mut config = ServerConfig::builder_with_provider(store.inner.provider.clone())
         .with_protocol_versions(&[&version::TLS13, &version::TLS12])
         .expect("the ring provider supports TLS 1.2 and 1.3")
         .with_no_client_auth()
         .with_cert_resolver(Arc::new(store.clone()));
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    // Last: rustls picks the server's first protocol the client offers, and only an ACME
+    // validation offers `acme-tls/1` (and nothing else).
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec(), ACME_TLS_ALPN.to_vec()];
     // Resumption without per-worker session caches: each worker runs its own runtime, and a
     // ticket any worker can decrypt keeps resumption working across them.
     if let Ok(ticketer) = rustls::crypto::ring::Ticketer::new() {
@@ -416,6 +425,12 @@ impl Acceptor {
             })??;
         let alpn = match stream.get_ref().1.alpn_protocol() {
             Some(b"h2") => Alpn::H2,
+            // The validation ends with the handshake: no request follows (RFC 8737 §3).
+            Some(ACME_TLS_ALPN) => {
+                return Err(std::io::Error::other(
+                    "TLS-ALPN-01 validation: handshake done",
+                ));
+            }
             _ => Alpn::Http1,
         };
         Ok((stream, alpn))

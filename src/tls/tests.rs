@@ -83,6 +83,7 @@ fn entry(hosts: &[&str], (cert, key): (PathBuf, PathBuf), default: bool) -> Cert
 
 fn tls(certificates: Vec<CertificateConfig>) -> TlsConfig {
     TlsConfig {
+        acme: None,
         listen: vec!["127.0.0.1:0".parse().unwrap()],
         certificates,
     }

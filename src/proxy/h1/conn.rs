@@ -249,6 +249,15 @@ impl<'a, S: ClientIo> Conn<'a, S> {
         let shared = &self.ctx.shared;
         self.obs
             .begin(&self.head, &self.buf, arrived, shared.settings.start_trace);
+        if !self.https
+            && let Some(acme) = &shared.acme
+            && let target = self.head.target.map_or(&b""[..], |t| t.get(&self.buf))
+            && acme.answer_h1(target, &mut self.out)
+        {
+            // An ACME validation, answered before routing: it never wakes a service.
+            let _ = self.io.write_all(&self.out).await;
+            return Outcome::Close;
+        }
         let host = self.head.host.map_or(&b""[..], |h| h.get(&self.buf));
         let (svc, tag) = match shared.routes.load().lookup_bytes(host) {
             Some((svc, tag)) => (Some(svc.clone()), tag),

@@ -1,0 +1,361 @@
+//! The one writer of every ACME name's state: it loads what storage holds, orders what is
+//! missing or due, one order at a time (never a burst at the CA), retries failures on backoff,
+//! keeps an old certificate when its renewal fails, and publishes the state for the API.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use arc_swap::ArcSwap;
+use instant_acme::Account;
+use serde_json::json;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::order::{Failure, Responders, order};
+use super::schedule::{renew_at, retry_at};
+use super::storage::Storage;
+use super::{CertStatus, describe, unix};
+use crate::config::AcmeConfig;
+use crate::events::EventLog;
+
+/// An order that takes longer than this (a CA that stalls mid-answer) counts as failed.
+const ORDER_DEADLINE: Duration = Duration::from_secs(300);
+
+struct Name {
+    held: Option<Held>,
+    failures: u32,
+    due: SystemTime,
+    last_error: Option<String>,
+}
+
+struct Held {
+    issuer: String,
+    not_after: SystemTime,
+}
+
+pub(super) struct Manager {
+    config: AcmeConfig,
+    storage: Arc<dyn Storage>,
+    responders: Responders,
+    events: Arc<EventLog>,
+    expiry: prometheus::IntGaugeVec,
+    status: Arc<ArcSwap<Vec<CertStatus>>>,
+    names: BTreeMap<String, Name>,
+    account: Option<Account>,
+}
+
+fn cert_key(name: &str) -> String {
+    format!("certs/{name}.pem")
+}
+
+impl Manager {
+    pub(super) fn new(
+        config: AcmeConfig,
+        storage: Arc<dyn Storage>,
+        responders: Responders,
+        events: Arc<EventLog>,
+        expiry: prometheus::IntGaugeVec,
+        status: Arc<ArcSwap<Vec<CertStatus>>>,
+    ) -> Manager {
+        Manager {
+            config,
+            storage,
+            responders,
+            events,
+            expiry,
+            status,
+            names: BTreeMap::new(),
+            account: None,
+        }
+    }
+
+    /// Adopts a new list of names: new ones are served from storage at once if it has them,
+    /// else due now; names that left stop being served.
+    pub(super) fn set_names(&mut self, names: Vec<String>) {
+        let gone: Vec<String> = self
+            .names
+            .keys()
+            .filter(|n| !names.contains(n))
+            .cloned()
+            .collect();
+        for name in gone {
+            self.names.remove(&name);
+            self.responders.store.set_issued(&name, None);
+            let _ = self.expiry.remove_label_values(&[&name]);
+        }
+        for name in names {
+            if self.names.contains_key(&name) {
+                continue;
+            }
+            let held = self.load(&name);
+            let due = match &held {
+                Some(h) => h.1,
+                None => SystemTime::now(),
+            };
+            self.names.insert(
+                name,
+                Name {
+                    held: held.map(|h| h.0),
+                    failures: 0,
+                    due,
+                    last_error: None,
+                },
+            );
+        }
+        self.publish();
+    }
+
+    /// The stored certificate of `name`, served now; with its renewal time.
+    fn load(&self, name: &str) -> Option<(Held, SystemTime)> {
+        let pem = match self.storage.load(&cert_key(name)) {
+            Ok(Some(pem)) => pem,
+            Ok(None) => return None,
+            Err(e) => {
+                self.fail_event(
+                    name,
+                    &Failure {
+                        problem: None,
+                        detail: format!("reading the stored certificate: {e}"),
+                    },
+                    None,
+                );
+                return None;
+            }
+        };
+        match self.serve(name, &pem) {
+            Ok(found) => Some(found),
+            Err(detail) => {
+                let failure = Failure {
+                    problem: None,
+                    detail: format!(
+                        "the stored certificate is unusable ({detail}); ordering a new one"
+                    ),
+                };
+                self.fail_event(name, &failure, None);
+                None
+            }
+        }
+    }
+
+    /// Serves a PEM bundle (key and chain) for `name` from the next handshake on.
+    fn serve(&self, name: &str, pem: &[u8]) -> Result<(Held, SystemTime), String> {
+        let key = self.responders.store.certified_key(pem, pem)?;
+        let leaf = key.cert.first().ok_or("no certificate")?;
+        let d = describe(leaf)?;
+        let sni = rustls_pki_types::ServerName::try_from(name).map_err(|e| e.to_string())?;
+        webpki::EndEntityCert::try_from(leaf)
+            .map_err(|e| format!("{e:?}"))?
+            .verify_is_valid_for_subject_name(&sni)
+            .map_err(|_| format!("the certificate is not valid for {name}"))?;
+        if d.not_after <= SystemTime::now() {
+            return Err("the certificate has expired".into());
+        }
+        self.responders.store.set_issued(name, Some(Arc::new(key)));
+        self.expiry
+            .with_label_values(&[name])
+            .set(unix(d.not_after) as i64);
+        let renew = renew_at(d.not_before, d.not_after);
+        Ok((
+            Held {
+                issuer: d.issuer,
+                not_after: d.not_after,
+            },
+            renew,
+        ))
+    }
+
+    pub(super) async fn run(
+        mut self,
+        mut commands: mpsc::UnboundedReceiver<Vec<String>>,
+        cancel: CancellationToken,
+    ) {
+        loop {
+            let next = self.names.values().map(|n| n.due).min();
+            let wait = next
+                .map(|due| due.duration_since(SystemTime::now()).unwrap_or_default())
+                .unwrap_or(Duration::from_secs(3600));
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                cmd = commands.recv() => match cmd {
+                    Some(names) => {
+                        self.set_names(names);
+                        continue;
+                    }
+                    None => return,
+                },
+                _ = tokio::time::sleep(wait) => {}
+            }
+            let now = SystemTime::now();
+            let due: Option<String> = self
+                .names
+                .iter()
+                .filter(|(_, n)| n.due <= now)
+                .min_by_key(|(_, n)| n.due)
+                .map(|(name, _)| name.clone());
+            if let Some(name) = due {
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = self.attempt(&name) => {}
+                }
+                self.publish();
+            }
+        }
+    }
+
+    async fn attempt(&mut self, name: &str) {
+        let renewal = self.names.get(name).is_some_and(|n| n.held.is_some());
+        self.events.emit(
+            "wakeway",
+            "certificate_ordered",
+            format!(
+                "ordering a certificate for {name} from {}{}",
+                self.config.directory,
+                if renewal { " (renewal)" } else { "" }
+            ),
+            json!({ "name": name, "directory": self.config.directory, "renewal": renewal }),
+        );
+        let outcome = match tokio::time::timeout(ORDER_DEADLINE, self.order(name)).await {
+            Ok(outcome) => outcome,
+            Err(_) => Err(Failure {
+                problem: None,
+                detail: format!("the CA did not finish the order within {ORDER_DEADLINE:?}"),
+            }),
+        };
+        match outcome {
+            Ok((held, renew)) => {
+                let message = format!(
+                    "{} certificate for {name} from {}, valid until {} (unix), renewal due at {} (unix)",
+                    if renewal { "renewed the" } else { "issued a" },
+                    held.issuer,
+                    unix(held.not_after),
+                    unix(renew)
+                );
+                self.events.emit(
+                    "wakeway",
+                    if renewal {
+                        "certificate_renewed"
+                    } else {
+                        "certificate_issued"
+                    },
+                    message,
+                    json!({
+                        "name": name,
+                        "issuer": held.issuer,
+                        "not_after": unix(held.not_after),
+                        "renew_at": unix(renew),
+                    }),
+                );
+                if let Some(n) = self.names.get_mut(name) {
+                    n.held = Some(held);
+                    n.failures = 0;
+                    n.due = renew;
+                    n.last_error = None;
+                }
+            }
+            Err(failure) => {
+                let Some(n) = self.names.get_mut(name) else {
+                    return;
+                };
+                n.failures += 1;
+                let expires = n.held.as_ref().map(|h| h.not_after);
+                n.due = retry_at(SystemTime::now(), n.failures, expires);
+                n.last_error = Some(failure.to_string());
+                let due = n.due;
+                if matches!(failure.problem.as_deref(), Some(p) if p.ends_with(":accountDoesNotExist") || p.ends_with(":unauthorized"))
+                {
+                    // Ask the CA again for the account next time (it may have been removed).
+                    self.account = None;
+                }
+                self.fail_event(name, &failure, Some(due));
+            }
+        }
+    }
+
+    async fn order(&mut self, name: &str) -> Result<(Held, SystemTime), Failure> {
+        let account = match &self.account {
+            Some(a) => a.clone(),
+            None => {
+                let a = super::account::open(&self.config, self.storage.as_ref()).await?;
+                self.account = Some(a.clone());
+                a
+            }
+        };
+        let issued = order(&account, name, &self.config.challenges, &self.responders).await?;
+        let mut bundle = issued.key_pem.into_bytes();
+        bundle.extend_from_slice(issued.chain_pem.as_bytes());
+        // Checked before it is kept: a malformed answer from the CA must not replace a good
+        // stored certificate.
+        let served = self.serve(name, &bundle).map_err(|detail| Failure {
+            problem: None,
+            detail: format!("the CA's certificate is unusable: {detail}"),
+        })?;
+        if let Err(e) = self.storage.store(&cert_key(name), &bundle) {
+            // Served all the same; the next start orders again.
+            self.events.emit(
+                "wakeway",
+                "certificate_failed",
+                format!(
+                    "cannot store the certificate of {name} in {}: {e}",
+                    self.storage.describe()
+                ),
+                json!({ "name": name, "detail": e.to_string() }),
+            );
+        }
+        Ok(served)
+    }
+
+    fn fail_event(&self, name: &str, failure: &Failure, retry: Option<SystemTime>) {
+        let retry_in = retry.map(|r| r.duration_since(SystemTime::now()).unwrap_or_default());
+        let keeps = self
+            .names
+            .get(name)
+            .and_then(|n| n.held.as_ref())
+            .map(|h| {
+                format!(
+                    "; the current certificate keeps serving until {} (unix)",
+                    unix(h.not_after)
+                )
+            })
+            .unwrap_or_default();
+        let message = match retry_in {
+            Some(wait) => format!(
+                "certificate for {name} failed: {failure}; retrying in {}s{keeps}",
+                wait.as_secs()
+            ),
+            None => format!("certificate for {name}: {failure}"),
+        };
+        self.events.emit(
+            "wakeway",
+            "certificate_failed",
+            message,
+            json!({
+                "name": name,
+                "problem": failure.problem,
+                "detail": failure.detail,
+                "retry_in_seconds": retry_in.map(|w| w.as_secs()),
+            }),
+        );
+    }
+
+    fn publish(&self) {
+        let list = self
+            .names
+            .iter()
+            .map(|(name, n)| CertStatus {
+                name: name.clone(),
+                source: "acme",
+                issuer: n.held.as_ref().map(|h| h.issuer.clone()),
+                not_after: n.held.as_ref().map(|h| unix(h.not_after)),
+                state: match (&n.held, &n.last_error) {
+                    (_, Some(_)) => "failing",
+                    (Some(_), None) => "issued",
+                    (None, None) => "pending",
+                },
+                last_error: n.last_error.clone(),
+                next_attempt: Some(unix(n.due)),
+            })
+            .collect();
+        self.status.store(Arc::new(list));
+    }
+}
