@@ -357,3 +357,32 @@ async fn a_misbehaving_h2_instance_fails_its_calls_as_unavailable_and_counts_aga
     let mut c = Client::connect(wk.proxy, "good.localhost").await;
     assert_eq!(c.unary(call("fine", 0)).await.unwrap().message, "fine");
 }
+
+#[tokio::test]
+async fn an_instance_that_sends_goaway_fails_no_call() {
+    let (addr, conns) = common::grpc::recycling_instance(5).await;
+    let wk = Wakeway::start(&format!(
+        "[[service]]\nname = \"api\"\nhosts = [\"api.localhost\"]\n\
+         upstreams = [\"{addr}\"]\nprotocol = \"h2c\"\n"
+    ))
+    .await;
+    let c = Client::connect(wk.proxy, "api.localhost").await;
+    let callers: Vec<_> = (0..8)
+        .map(|i| {
+            let mut c = c.clone();
+            tokio::spawn(async move {
+                for j in 0..6 {
+                    let r = c.unary(call(&format!("{i}-{j}"), 30)).await;
+                    assert_eq!(r.expect("no call fails").message, format!("{i}-{j}"));
+                }
+            })
+        })
+        .collect();
+    for h in callers {
+        h.await.unwrap();
+    }
+    // 48 calls, 5 per connection: the instance closed connections under load and wakeway
+    // opened new ones.
+    let n = conns.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(n >= 5, "connections accepted: {n}");
+}

@@ -81,8 +81,9 @@ pub struct HyperForwarder {
 struct Failure {
     /// Nothing reached the instance.
     connect: bool,
-    /// ... because the connect timed out (a busy instance), not because it was refused.
-    timed_out: bool,
+    /// ... because the instance refused the connection: proof that it is gone. A connect that
+    /// timed out (a busy instance) or a failed h2c handshake is only one strike.
+    refused: bool,
     detail: String,
 }
 
@@ -358,7 +359,7 @@ impl HyperForwarder {
                     // pick the same instance, now the least loaded of all. A broken h2 stream
                     // (reset, malformed frame) is one strike too: an instance that resets every
                     // stream leaves after `unhealthy_threshold` of them.
-                    if f.connect && !f.timed_out {
+                    if f.refused {
                         svc.report_refused(&inst);
                         inst.leaves_within(EXIT_NOTICE_WAIT).await;
                     } else if f.connect || h2 {
@@ -406,7 +407,7 @@ impl HyperForwarder {
                 Ok((resp, slot)) => Ok((resp, Some(slot))),
                 Err(e) => Err(Failure {
                     connect: matches!(e, H2Error::Connect(_)),
-                    timed_out: matches!(e, H2Error::Connect(h2::Failed::Timeout)),
+                    refused: matches!(e, H2Error::Connect(h2::Failed::Refused(_))),
                     detail: e.to_string(),
                 }),
             };
@@ -415,7 +416,7 @@ impl HyperForwarder {
             Ok(resp) => Ok((resp, None)),
             Err(e) => Err(Failure {
                 connect: e.is_connect(),
-                timed_out: timed_out(&e),
+                refused: e.is_connect() && !timed_out(&e),
                 detail: source_chain(&e),
             }),
         }

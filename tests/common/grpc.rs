@@ -194,3 +194,53 @@ pub async fn bad_h2_instance(how: Misbehaviour) -> SocketAddr {
     });
     addr
 }
+
+/// A gRPC instance (whoami's methods) that ends each connection with a graceful GOAWAY after
+/// `streams` calls on it, as a server does when it recycles connections. Returns its address
+/// and the count of connections it accepted.
+pub async fn recycling_instance(
+    streams: usize,
+) -> (SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let conns = Arc::new(AtomicUsize::new(0));
+    let accepted = conns.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((s, _)) = l.accept().await else {
+                return;
+            };
+            accepted.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let seen = Arc::new(AtomicUsize::new(0));
+                let enough = Arc::new(tokio::sync::Notify::new());
+                let svc = {
+                    let (seen, enough) = (seen.clone(), enough.clone());
+                    hyper::service::service_fn(move |req| {
+                        if seen.fetch_add(1, Ordering::SeqCst) + 1 == streams {
+                            enough.notify_one();
+                        }
+                        async move {
+                            Ok::<_, std::convert::Infallible>(
+                                wakeway::whoami_grpc::handle("recycling", true, req).await,
+                            )
+                        }
+                    })
+                };
+                let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(s), svc);
+                tokio::pin!(conn);
+                tokio::select! {
+                    _ = conn.as_mut() => return,
+                    _ = enough.notified() => {}
+                }
+                // GOAWAY: the streams it took finish; new ones go to a new connection.
+                conn.as_mut().graceful_shutdown();
+                let _ = conn.await;
+            });
+        }
+    });
+    (addr, conns)
+}
