@@ -181,6 +181,27 @@ enum Command {
         #[command(flatten)]
         output: OutputArgs,
     },
+    /// What a service's instances wrote on stdout and stderr (the last lines kept of each).
+    Logs {
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// The service.
+        service: String,
+        /// One instance only, e.g. web-00002-a.
+        #[arg(long)]
+        instance: Option<String>,
+        /// One revision only, e.g. web-00002.
+        #[arg(long)]
+        revision: Option<String>,
+        /// How many of the last lines to print first.
+        #[arg(short = 'n', long, default_value_t = 100)]
+        tail: u64,
+        /// Keep printing new lines.
+        #[arg(short, long)]
+        follow: bool,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
     /// Print a shell completion script, e.g. `wakeway completions bash > /etc/bash_completion.d/wakeway`.
     Completions {
         /// The shell: bash, zsh, fish, elvish or powershell.
@@ -381,6 +402,25 @@ fn main() -> ExitCode {
             follow,
             output,
         } => rt.block_on(cli::events(admin.client(), service, follow, output.output)),
+        Command::Logs {
+            admin,
+            service,
+            instance,
+            revision,
+            tail,
+            follow,
+            output,
+        } => rt.block_on(cli::logs(
+            admin.client(),
+            cli::LogsArgs {
+                service,
+                instance,
+                revision,
+                tail,
+                follow,
+                output: output.output,
+            },
+        )),
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(shell, &mut cmd, "wakeway", &mut std::io::stdout());

@@ -11,7 +11,10 @@
 //! - `/ws`: a WebSocket echo server (text and binary messages).
 //! - gRPC calls (over h2c): see `whoami_grpc`.
 //!
-//! Every response carries `X-Wakeway-Instance`.
+//! Every response carries `X-Wakeway-Instance`. `WHOAMI_REQUEST_LOG=PATH` appends a line per
+//! request (`request_log`).
+
+mod request_log;
 
 use std::convert::Infallible;
 use std::fmt::Write as _;
@@ -197,6 +200,9 @@ async fn handle(
     state: Arc<State>,
     req: Request<Incoming>,
 ) -> Result<Response<RespBody>, Infallible> {
+    if !matches!(req.uri().path(), "/healthz" | "/stats") {
+        request_log::note(&state.instance, &req);
+    }
     let healthy = || {
         StatusCode::from_u16(state.health_status.load(Ordering::Acquire))
             .is_ok_and(|s| s.is_success())

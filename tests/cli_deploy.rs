@@ -176,3 +176,62 @@ async fn rollback_names_the_revision_that_had_the_traffic() {
         "{out}"
     );
 }
+
+/// `wakeway logs` shows what an instance printed; a deploy whose app fails prints the app's own
+/// last lines, not only an exit status.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_show_an_instances_output_and_a_failed_deploy_prints_the_apps_last_lines() {
+    let wk = Wakeway::start(&format!(
+        r#"
+[[service]]
+name = "web"
+hosts = ["web.localhost"]
+command = ["sh", "-c", "echo hello from $WAKEWAY_INSTANCE; echo warming up >&2; exec {WAKEWAY} whoami"]
+[service.scaling]
+min_instances = 1
+"#
+    ))
+    .await;
+    let ready = wk.wait_ready("web").await;
+    let id = ready[0].id.clone();
+    let out = wait_for(
+        "the instance's output in `wakeway logs`",
+        DEADLINE,
+        || async {
+            let out = cli_ok(wk.admin, &["logs", "web"]).await;
+            out.contains("warming up").then_some(out)
+        },
+    )
+    .await;
+    let hello = out.lines().find(|l| l.contains("hello from")).expect(&out);
+    assert!(hello.contains(&id) && hello.contains("stdout|"), "{hello}");
+    let warm = out.lines().find(|l| l.contains("warming up")).unwrap();
+    assert!(warm.contains("stderr|"), "{warm}");
+    let json = cli_ok(wk.admin, &["logs", "web", "--instance", &id, "-o", "json"]).await;
+    let lines: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert!(
+        lines
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|l| l["instance"] == id.as_str())
+    );
+
+    let (status, out, err) = cli(
+        wk.admin,
+        &[
+            "deploy",
+            "web",
+            "--command",
+            "sh -c 'echo cannot find config.yaml >&2; exit 3'",
+        ],
+    )
+    .await;
+    assert!(!status.success(), "{out}{err}");
+    assert!(
+        err.contains("the last lines web-00002 printed") && err.contains("cannot find config.yaml"),
+        "{err}"
+    );
+    let (status, _, err) = cli(wk.admin, &["logs", "nosuch"]).await;
+    assert!(!status.success() && err.contains("nosuch"), "{err}");
+}

@@ -129,8 +129,16 @@ async fn completions_are_generated_for_each_shell() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_json_logs_every_stdout_line_is_json() {
     let config = format!(
-        "{LISTEN_ANY}\n[log]\nformat = \"json\"\naccess = \"stdout\"\n{}",
-        whoami_service("hello", "hello.localhost", "")
+        r#"{LISTEN_ANY}
+[log]
+format = "json"
+access = "stdout"
+
+[[service]]
+name = "hello"
+hosts = ["hello.localhost"]
+command = ["sh", "-c", "echo booted; exec {WAKEWAY} whoami"]
+"#
     );
     let mut w = Wakeway::start_config(&config).await;
     for _ in 0..3 {
@@ -161,4 +169,21 @@ async fn with_json_logs_every_stdout_line_is_json() {
     }
     assert_eq!(listening, 2, "proxy and admin announced: {stdout}");
     assert_eq!(access, 3, "one access line per request: {stdout}");
+
+    // wakeway's own log (stderr): the app's output carries whose it is as fields.
+    let stderr = w.proc.stderr();
+    let app_line = stderr
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["message"].as_str().is_some_and(|m| m.ends_with("booted")))
+        .unwrap_or_else(|| panic!("the app's line in the log: {stderr}"));
+    assert_eq!(app_line["service"], "hello", "{app_line}");
+    assert_eq!(app_line["revision"], "hello-00001", "{app_line}");
+    assert_eq!(app_line["stream"], "stdout", "{app_line}");
+    assert!(
+        app_line["instance"]
+            .as_str()
+            .is_some_and(|i| i.starts_with("hello-00001-")),
+        "{app_line}"
+    );
 }

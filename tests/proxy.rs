@@ -187,7 +187,14 @@ max_instances = 2
     .await;
     let ready = wk.wait_ready("fragile").await;
     let proxy = wk.proxy;
-    let slow = tokio::spawn(async move { try_get(proxy, "fragile.localhost", "/?sleep=5s").await });
+    // A POST: a GET would be sent again to the replacement (docs/failure-policy.md).
+    let slow = tokio::spawn(async move {
+        send(
+            proxy,
+            request(Method::POST, "fragile.localhost", "/?sleep=5s", "x"),
+        )
+        .await
+    });
     wk.wait_load("fragile", 1, 0).await;
 
     let victim = wk

@@ -158,6 +158,10 @@ pub(super) async fn handle(state: &Arc<State>, req: Request<Incoming>) -> Respon
                 &state.events.list(service.as_deref(), after),
             )
         }
+        (&Method::GET, ["", "v1", "services", name, "logs"]) => match state.service(name) {
+            Some(_) => service_logs(name, &query),
+            None => no_service(name),
+        },
         (_, ["", "healthz"] | ["", "metrics"] | ["", "v1", ..]) if known_path(&segments) => {
             json_error(
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -190,6 +194,7 @@ fn known_path(segments: &[&str]) -> bool {
                     | "revisions"
                     | "traffic"
                     | "promote"
+                    | "logs"
             ]
             | ["", "v1", "reload" | "events" | "certificates"]
     )
@@ -280,6 +285,30 @@ fn accepted(svc: &Service, asked: Result<String, String>) -> Response<Full<Bytes
         },
         Err(e) => json_error(StatusCode::CONFLICT, &e),
     }
+}
+
+/// `GET /v1/services/{name}/logs?instance=&revision=&after=SEQ&tail=N`: what the service's
+/// instances wrote, oldest first (`tail` defaults to 100 lines).
+fn service_logs(name: &str, query: &str) -> Response<Full<Bytes>> {
+    let number = |key: &str, default: u64| match query_param(query, key) {
+        None => Ok(default),
+        Some(v) => v
+            .parse::<u64>()
+            .map_err(|_| format!("`{key}` must be a whole number, not `{v}`")),
+    };
+    let (after, tail) = match (number("after", 0), number("tail", 100)) {
+        (Ok(a), Ok(t)) => (a, t),
+        (Err(e), _) | (_, Err(e)) => return json_error(StatusCode::BAD_REQUEST, &e),
+    };
+    let instance = query_param(query, "instance");
+    let revision = query_param(query, "revision");
+    let q = crate::runtime::output::Query {
+        instance: instance.as_deref(),
+        revision: revision.as_deref(),
+        after,
+        tail: Some(tail as usize),
+    };
+    json(StatusCode::OK, &crate::runtime::output::lines(name, &q))
 }
 
 fn no_service(name: &str) -> Response<Full<Bytes>> {

@@ -47,7 +47,7 @@ pub fn view(svc: &Service) -> ServiceView {
     let cfg = svc.config.load();
     ServiceView {
         name: svc.name.clone(),
-        runtime: svc.runtime,
+        runtime: svc.runtime.as_str(),
         revision: svc.revision(),
         traffic: svc
             .traffic

@@ -182,6 +182,7 @@ impl State {
                 let _ = h.await;
             }
             state.metrics.remove_service(&name);
+            crate::runtime::output::forget(&name);
         });
     }
 }

@@ -80,6 +80,11 @@ impl State {
         if new.proxy.response_timeout != current.proxy.response_timeout {
             report.needs_restart.push("proxy.response_timeout".into());
         }
+        if new.proxy.upstream_read_timeout != current.proxy.upstream_read_timeout {
+            report
+                .needs_restart
+                .push("proxy.upstream_read_timeout".into());
+        }
         if new.proxy.idle_timeout != current.proxy.idle_timeout {
             report.needs_restart.push("proxy.idle_timeout".into());
         }

@@ -3,7 +3,10 @@
 
 pub mod certificates;
 pub mod fdlimit;
+mod logs;
 mod words;
+
+pub use logs::{LogsArgs, logs};
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -24,11 +27,11 @@ pub enum Output {
 }
 
 /// The API's own JSON, pretty, for `-o json`.
-fn print_json(v: &Value) {
+pub(crate) fn print_json(v: &Value) {
     println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
 }
 
-fn fail(e: impl std::fmt::Display) -> ExitCode {
+pub(crate) fn fail(e: impl std::fmt::Display) -> ExitCode {
     eprintln!("error: {e}");
     ExitCode::FAILURE
 }
@@ -281,7 +284,10 @@ impl Follow {
                     println!("{s}");
                     return ExitCode::SUCCESS;
                 }
-                Outcome::Failed(reason) => return fail(reason),
+                Outcome::Failed(reason) => {
+                    logs::print_last_output(&client, &service, &revision).await;
+                    return fail(reason);
+                }
             }
         }
     }

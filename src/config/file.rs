@@ -71,6 +71,7 @@ struct RawProxy {
     listen: Option<ListenList>,
     connect_timeout: Option<Dur>,
     response_timeout: Option<Dur>,
+    upstream_read_timeout: Option<Dur>,
     idle_timeout: Option<Dur>,
     shutdown_timeout: Option<Dur>,
     tls: Option<super::front::RawTls>,
@@ -151,6 +152,8 @@ struct RawService {
     deploy: RawDeploy,
     max_body_bytes: Option<Size>,
     redirect_https: Option<bool>,
+    upstream_idle_timeout: Option<Dur>,
+    retry_idempotent: Option<bool>,
     #[serde(default)]
     traffic: Vec<super::file_service::RawTraffic>,
     protocol: Option<RawProtocol>,
@@ -421,6 +424,7 @@ fn convert(raw: RawConfig) -> Result<Config, ConfigError> {
         listen: p.listen.map_or(pd.listen, |l| l.0),
         connect_timeout: dur_or(p.connect_timeout, pd.connect_timeout),
         response_timeout: dur_or(p.response_timeout, pd.response_timeout),
+        upstream_read_timeout: dur_or(p.upstream_read_timeout, pd.upstream_read_timeout),
         idle_timeout: dur_or(p.idle_timeout, pd.idle_timeout),
         shutdown_timeout: dur_or(p.shutdown_timeout, pd.shutdown_timeout),
         tls: p.tls.map(super::front::convert_tls),
@@ -691,6 +695,11 @@ fn convert_service(i: usize, s: RawService) -> Result<ServiceConfig, ConfigError
         max_body_bytes: s.max_body_bytes.map(|s| s.0),
         redirect_https: s.redirect_https.unwrap_or(false),
         traffic,
+        upstream_idle_timeout: dur_or(
+            s.upstream_idle_timeout,
+            ServiceConfig::DEFAULT_UPSTREAM_IDLE_TIMEOUT,
+        ),
+        retry_idempotent: s.retry_idempotent.unwrap_or(false),
         protocol: match s.protocol {
             Some(RawProtocol::Http1) | None => Protocol::Http1,
             Some(RawProtocol::H2c) => Protocol::H2c,

@@ -90,6 +90,9 @@ pub struct ProxyConfig {
     pub listen: Vec<SocketAddr>,
     pub connect_timeout: Duration,
     pub response_timeout: Duration,
+    /// The longest pause between two reads of an upstream's response body (nginx's
+    /// `proxy_read_timeout`); then the response ends, cut short.
+    pub upstream_read_timeout: Duration,
     /// Client keep-alive: a client connection with no request for this long is closed.
     pub idle_timeout: Duration,
     /// How long a graceful shutdown waits for requests in flight.
@@ -311,8 +314,20 @@ pub struct ServiceConfig {
     /// Plain-HTTP requests get a 308 to the same URL over HTTPS (needs `[proxy.tls]`).
     pub redirect_https: bool,
     pub traffic: Vec<TrafficTarget>,
+    /// An idle kept-alive connection to an instance is not reused after this long: below the
+    /// app's own keep-alive timeout, so wakeway never writes into a connection the app closes.
+    pub upstream_idle_timeout: Duration,
+    /// PUT and DELETE are sent again to another instance after one failed while handling them
+    /// (as GET, HEAD, OPTIONS and requests with an `Idempotency-Key` are): only for apps whose
+    /// PUT and DELETE really are idempotent.
+    pub retry_idempotent: bool,
     /// What wakeway speaks to the service's instances.
     pub protocol: Protocol,
+}
+
+impl ServiceConfig {
+    /// Node's and most app servers' keep-alive is 5 s: close first.
+    pub const DEFAULT_UPSTREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(4);
 }
 
 /// The protocol to instances (`protocol`): the address is the same, only the wire differs.
@@ -354,6 +369,8 @@ impl ServiceConfig {
             max_body_bytes: None,
             redirect_https: false,
             traffic: Vec::new(),
+            upstream_idle_timeout: ServiceConfig::DEFAULT_UPSTREAM_IDLE_TIMEOUT,
+            retry_idempotent: false,
             protocol: Protocol::Http1,
         }
     }
@@ -411,14 +428,7 @@ impl ImageSource {
 
 impl Source {
     pub fn runtime_name(&self) -> &'static str {
-        match self {
-            Source::Command(_) => "process",
-            Source::Upstreams(_) => "static",
-            Source::Image(img) => match img.runtime {
-                ImageRuntime::Docker => "docker",
-                ImageRuntime::Swarm => "swarm",
-            },
-        }
+        crate::runtime::RuntimeKind::of(self).as_str()
     }
 }
 
@@ -481,6 +491,7 @@ impl Default for ProxyConfig {
             listen: vec![SocketAddr::from(([127, 0, 0, 1], 8080))],
             connect_timeout: Duration::from_secs(2),
             response_timeout: Duration::from_secs(120),
+            upstream_read_timeout: Duration::from_secs(60),
             idle_timeout: Duration::from_secs(60),
             shutdown_timeout: Duration::from_secs(30),
             tls: None,

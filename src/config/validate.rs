@@ -70,6 +70,7 @@ pub(crate) fn validate(config: &Config) -> Result {
         super::validate_service::validate(svc, i)?;
         validate_health(&svc.health, i)?;
         positive(svc.queue.timeout, &at("queue.timeout"))?;
+        positive(svc.upstream_idle_timeout, &at("upstream_idle_timeout"))?;
         positive(svc.deploy.timeout, &at("deploy.timeout"))?;
     }
     Ok(())
@@ -105,6 +106,7 @@ fn validate_proxy(config: &Config) -> Result {
     let p = &config.proxy;
     positive(p.connect_timeout, "proxy.connect_timeout")?;
     positive(p.response_timeout, "proxy.response_timeout")?;
+    positive(p.upstream_read_timeout, "proxy.upstream_read_timeout")?;
     positive(p.idle_timeout, "proxy.idle_timeout")?;
     if p.workers == Some(0) || p.workers.is_some_and(|w| w > 1024) {
         return fail(

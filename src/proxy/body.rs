@@ -2,25 +2,36 @@
 //!
 //! `ProxyBody` carries an upstream response to the client and holds the request's in-flight
 //! guard until the body ends or is dropped (client gone), so a slow or streaming response counts
-//! for as long as it runs. `RequestBody` carries the client's body upstream and, if the client
+//! for as long as it runs; an upstream silent for `upstream_read_timeout` between two frames
+//! ends it with an error (for h2, an RST_STREAM). `RequestBody` carries the client's body upstream and, if the client
 //! library drops it unread (the connect failed, nothing was sent), hands it back so the request
 //! can be retried on another instance, POST included.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use tokio::sync::oneshot;
+use tokio::time::{Instant, Sleep};
 
 use crate::proxy::upstream::h2::StreamSlot;
 use crate::service::InFlight;
+
+/// What ends a response body early: the upstream's own error, or its silence.
+pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
 
 pub enum ProxyBody {
     Upstream {
         inner: Incoming,
         guard: Option<InFlight>,
+        read_timeout: Duration,
+        /// Armed when the upstream first makes the body wait, and re-armed at each frame: a body
+        /// that arrives with its head never allocates a timer.
+        silence: Option<Pin<Box<Sleep>>>,
         /// An h2 upstream stream's place on its connection, freed with the guard.
         stream: Option<StreamSlot>,
     },
@@ -30,20 +41,29 @@ pub enum ProxyBody {
 }
 
 impl ProxyBody {
-    pub fn upstream(inner: Incoming, guard: Option<InFlight>) -> ProxyBody {
+    pub fn upstream(inner: Incoming, guard: Option<InFlight>, read_timeout: Duration) -> ProxyBody {
         ProxyBody::Upstream {
             inner,
             guard,
+            read_timeout,
+            silence: None,
             stream: None,
         }
     }
 
     /// An h2 upstream's response: the stream counts on its instance (and on its connection)
     /// until the end of its trailers, or its reset.
-    pub fn stream(inner: Incoming, guard: InFlight, stream: StreamSlot) -> ProxyBody {
+    pub fn stream(
+        inner: Incoming,
+        guard: InFlight,
+        stream: StreamSlot,
+        read_timeout: Duration,
+    ) -> ProxyBody {
         ProxyBody::Upstream {
             inner,
             guard: Some(guard),
+            read_timeout,
+            silence: None,
             stream: Some(stream),
         }
     }
@@ -59,25 +79,46 @@ impl ProxyBody {
 
 impl Body for ProxyBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         match self.get_mut() {
             ProxyBody::Upstream {
                 inner,
                 guard,
+                read_timeout,
+                silence,
                 stream,
             } => {
                 let r = Pin::new(&mut *inner).poll_frame(cx);
-                if let Poll::Ready(None) | Poll::Ready(Some(Err(_))) = &r {
-                    // End of stream: free the slot now rather than when hyper drops the body.
-                    guard.take();
-                    stream.take();
+                match &r {
+                    Poll::Ready(None) | Poll::Ready(Some(Err(_))) => {
+                        // End of stream: free the slot now rather than when hyper drops the body.
+                        guard.take();
+                        stream.take();
+                    }
+                    Poll::Ready(Some(Ok(_))) => {
+                        if let Some(s) = silence {
+                            s.as_mut().reset(Instant::now() + *read_timeout);
+                        }
+                    }
+                    Poll::Pending => {
+                        let timer = silence
+                            .get_or_insert_with(|| Box::pin(tokio::time::sleep(*read_timeout)));
+                        if timer.as_mut().poll(cx).is_ready() {
+                            guard.take();
+                            stream.take();
+                            return Poll::Ready(Some(Err(format!(
+                                "the instance sent nothing for upstream_read_timeout ({read_timeout:?})"
+                            )
+                            .into())));
+                        }
+                    }
                 }
-                r
+                r.map(|f| f.map(|f| f.map_err(BodyError::from)))
             }
             ProxyBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             ProxyBody::Grpc(c) => Pin::new(&mut **c).poll_frame(cx),
@@ -110,11 +151,12 @@ pub struct RequestBody {
 
 impl RequestBody {
     /// Wraps a body; the receiver gets it back if it is dropped without being read.
-    pub fn new(inner: Incoming) -> (RequestBody, oneshot::Receiver<Incoming>) {
+    /// `None`: an empty body (one that had ended may be sent again).
+    pub fn new(inner: Option<Incoming>) -> (RequestBody, oneshot::Receiver<Incoming>) {
         let (tx, rx) = oneshot::channel();
         (
             RequestBody {
-                inner: Some(inner),
+                inner,
                 polled: false,
                 give_back: Some(tx),
             },

@@ -1,5 +1,5 @@
-//! Everything that can go wrong with one proxied request, where it came from, whether a retry is
-//! safe, and the one place it becomes a status code.
+//! Everything that can go wrong with one proxied request, where it came from, and the one place
+//! it becomes a status code (whether it is sent again is `attempt.rs`'s decision).
 
 use std::time::Duration;
 
@@ -43,8 +43,12 @@ pub enum ProxyError {
     IdleIgnored,
     /// Nothing was sent: the instance refused or reset the connection.
     Connect(String),
-    /// The request went out and the instance failed before a response.
+    /// The request went out and the instance failed before a response; sending it again was
+    /// safe but did not help (`attempt.rs`).
     Upstream(String),
+    /// The request went out and the instance failed while handling it; it may have taken effect,
+    /// so it was not sent again (`attempt.rs`).
+    NotResent(String),
     /// No response headers within `response_timeout`.
     ResponseTimeout(Duration),
 }
@@ -67,14 +71,10 @@ impl ProxyError {
             ProxyError::Activator(_) | ProxyError::IdleIgnored => Side::Runtime,
             ProxyError::Connect(_)
             | ProxyError::Upstream(_)
+            | ProxyError::NotResent(_)
             | ProxyError::ResponseTimeout(_)
             | ProxyError::BadResponse(_) => Side::Upstream,
         }
-    }
-
-    /// Safe to send again elsewhere: nothing reached the instance.
-    pub fn retry_safe(&self) -> bool {
-        matches!(self, ProxyError::Connect(_))
     }
 
     pub fn status(&self) -> StatusCode {
@@ -99,9 +99,10 @@ impl ProxyError {
             ProxyError::Activator(ActivatorError::Timeout(_)) | ProxyError::ResponseTimeout(_) => {
                 StatusCode::GATEWAY_TIMEOUT
             }
-            ProxyError::Connect(_) | ProxyError::Upstream(_) | ProxyError::BadResponse(_) => {
-                StatusCode::BAD_GATEWAY
-            }
+            ProxyError::Connect(_)
+            | ProxyError::Upstream(_)
+            | ProxyError::NotResent(_)
+            | ProxyError::BadResponse(_) => StatusCode::BAD_GATEWAY,
         }
     }
 
@@ -124,7 +125,12 @@ impl ProxyError {
             | ProxyError::IdleIgnored
             | ProxyError::Connect(_)
             | ProxyError::Upstream(_)
-            | ProxyError::BadResponse(_) => Code::Unavailable,
+            | ProxyError::BadResponse(_)
+            // The instance broke (a reset, a malformed frame): UNAVAILABLE, which a gRPC client
+            // retries only under a retry policy its owner configured for that method (its own
+            // transparent retries cover only calls that never left it); the message says the
+            // call was not sent again.
+            | ProxyError::NotResent(_) => Code::Unavailable,
             ProxyError::BadRequest(_)
             | ProxyError::MethodNotAllowed(_)
             | ProxyError::UriTooLong
@@ -191,6 +197,9 @@ impl ProxyError {
             // The detail (with the instance's address) goes to the log, not to the client.
             ProxyError::Connect(_) => "instance unreachable".into(),
             ProxyError::Upstream(_) => "instance failed before it answered".into(),
+            ProxyError::NotResent(_) => "the instance failed while handling the request; \
+                it was not sent again, as it may already have taken effect"
+                .into(),
             ProxyError::ResponseTimeout(t) => {
                 format!("instance sent no response within response_timeout ({t:?})")
             }
@@ -202,7 +211,7 @@ impl ProxyError {
 impl std::fmt::Display for ProxyError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            ProxyError::Connect(d) | ProxyError::Upstream(d) => {
+            ProxyError::Connect(d) | ProxyError::Upstream(d) | ProxyError::NotResent(d) => {
                 write!(f, "{}: {d}", self.message())
             }
             ProxyError::BadResponse(d) => write!(f, "{}: {d}", self.message()),
@@ -233,6 +242,7 @@ mod tests {
             (ProxyError::IdleIgnored, 503, true),
             (ProxyError::Connect("refused".into()), 502, false),
             (ProxyError::Upstream("reset".into()), 502, false),
+            (ProxyError::NotResent("reset".into()), 502, false),
             (
                 ProxyError::ResponseTimeout(Duration::from_secs(1)),
                 504,
@@ -243,7 +253,5 @@ mod tests {
             assert_eq!(e.status().as_u16(), code, "{e}");
             assert_eq!(e.retry_after().is_some(), retry_after, "{e}");
         }
-        assert!(ProxyError::Connect("x".into()).retry_safe());
-        assert!(!ProxyError::Upstream("x".into()).retry_safe());
     }
 }

@@ -16,10 +16,10 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use tokio::time::Instant;
 
 use super::Shared;
+use super::attempt::{self, Attempt, Next, Resend, Seen};
 use super::body::{ProxyBody, RequestBody};
 use super::error::ProxyError;
 use super::grpc;
-use super::h1::exchange::EXIT_NOTICE_WAIT;
 use super::headers::{self, Disposition, Underscore};
 use super::upstream::h2::{self, H2Error, H2Upstreams, StreamSlot};
 use crate::config::Protocol;
@@ -35,7 +35,7 @@ pub fn upstream_client(connect_timeout: Duration) -> UpstreamClient {
     connector.set_connect_timeout(Some(connect_timeout));
     connector.enforce_http(true);
     Client::builder(hyper_util::rt::TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(60))
+        .pool_idle_timeout(crate::config::ServiceConfig::DEFAULT_UPSTREAM_IDLE_TIMEOUT)
         .pool_max_idle_per_host(256)
         .pool_timer(hyper_util::rt::TokioTimer::new())
         .set_host(false)
@@ -298,6 +298,7 @@ impl HyperForwarder {
                 headers.get(header::USER_AGENT).map(HeaderValue::as_bytes)
             });
         let wake = ignore.wake;
+        let retry_idempotent = cfg.retry_idempotent;
         drop(cfg);
         if quiet && !wake && svc.is_cold() {
             return Err(ProxyError::IdleIgnored);
@@ -312,10 +313,12 @@ impl HyperForwarder {
             guard.set_quiet();
         }
         timing.acquired(svc, arrived, guard.was_cold());
-        let mut body = body;
-        let mut retried = false;
+        // An empty body can be sent again even after hyper read its end.
+        let empty = http_body::Body::is_end_stream(&body);
+        let mut body = (!empty).then_some(body);
+        let mut attempt = Attempt::new(response_timeout);
         loop {
-            let (rb, mut give_back) = RequestBody::new(body);
+            let (rb, mut give_back) = RequestBody::new(body.take());
             let uri = Uri::builder()
                 .scheme(Scheme::HTTP)
                 .authority(
@@ -337,57 +340,49 @@ impl HyperForwarder {
             *up.headers_mut() = headers.clone();
 
             let sent = tokio::time::timeout(response_timeout, self.send(h2, &guard, up)).await;
-            match sent {
-                Err(_) => {
-                    svc.metrics.upstream_timeout.inc();
-                    return Err(ProxyError::ResponseTimeout(response_timeout));
+            let (seen, detail) = match sent {
+                Ok(Ok((resp, stream))) => {
+                    // A streaming call may be quiet for long (a watch, a bidi call waiting on its
+                    // client): the connection's pings, not a silence limit, find a dead instance.
+                    let silence = if grpc {
+                        grpc::STREAM_SILENCE
+                    } else {
+                        settings.upstream_read_timeout
+                    };
+                    return Ok(respond(resp, guard, stream, silence));
                 }
-                Ok(Ok((resp, stream))) => return Ok(respond(resp, guard, stream)),
+                Err(_) => (Seen::FirstByteTimeout, String::new()),
                 Ok(Err(f)) => {
-                    let inst = guard.instance().clone();
-                    drop(guard);
-                    let detail = format!("{}: {}", inst.address, f.detail);
-                    let err = if f.connect {
-                        svc.metrics.upstream_connect.inc();
-                        ProxyError::Connect(detail)
-                    } else {
-                        svc.metrics.upstream_reset.inc();
-                        ProxyError::Upstream(detail)
+                    let seen = match (f.connect, f.refused) {
+                        (true, true) => Seen::Refused,
+                        // A connect that timed out, or an h2c handshake that failed: one strike.
+                        (true, false) => Seen::ConnectTimeout,
+                        // hyper's pool sends again by itself a request it never wrote to a
+                        // kept-alive connection the app had closed; this one went out (or its
+                        // h2 stream was reset, or a frame was malformed).
+                        (false, _) => Seen::ResetAfterWrite,
                     };
-                    // The controller decides: a refusal proves death, a timeout is one strike.
-                    // After a refusal the retry waits (briefly) for that decision, or it could
-                    // pick the same instance, now the least loaded of all. A broken h2 stream
-                    // (reset, malformed frame) is one strike too: an instance that resets every
-                    // stream leaves after `unhealthy_threshold` of them.
-                    if f.refused {
-                        svc.report_refused(&inst);
-                        inst.leaves_within(EXIT_NOTICE_WAIT).await;
-                    } else if f.connect || h2 {
-                        svc.report_timeout(&inst);
-                    }
-                    // Only when nothing reached the instance is sending again safe (even for a
-                    // POST: its body comes back unread).
-                    let reclaimed = give_back.try_recv();
-                    let (true, false, Ok(b)) = (err.retry_safe(), retried, reclaimed) else {
-                        return Err(err);
-                    };
-                    retried = true;
-                    body = b;
-                    guard = if svc.runtime == "static" {
-                        // Nothing will start: another upstream now, or the error.
-                        match svc.acquire_now(&inst.revision) {
-                            Some(g) => g,
-                            None => return Err(err),
-                        }
-                    } else {
-                        svc.acquire_by(tag, deadline)
-                            .await
-                            .map_err(ProxyError::Activator)?
-                    };
-                    if quiet {
-                        guard.set_quiet();
-                    }
+                    (seen, f.detail)
                 }
+            };
+            // A body comes back unread when nothing was sent (a failed connect).
+            body = give_back.try_recv().ok();
+            let resend = Resend::new(
+                parts.method.as_str().as_bytes(),
+                headers.contains_key(attempt::IDEMPOTENCY_KEY),
+                empty || body.is_some(),
+                retry_idempotent,
+            );
+            let next = attempt
+                .failed(svc, guard, seen, false, resend, &detail)
+                .await;
+            let (failed, err) = match next {
+                Next::Elsewhere { failed, err } if empty || body.is_some() => (failed, err),
+                next => return Err(next.into_error()),
+            };
+            guard = attempt::reacquire(svc, &failed, tag, deadline, err).await?;
+            if quiet {
+                guard.set_quiet();
             }
         }
     }
@@ -427,6 +422,7 @@ fn respond(
     resp: Response<Incoming>,
     guard: InFlight,
     stream: Option<StreamSlot>,
+    read_timeout: Duration,
 ) -> Response<ProxyBody> {
     if resp.status().is_server_error() {
         guard.instance().note_error();
@@ -436,8 +432,8 @@ fn respond(
         parts.headers.remove(name);
     }
     let body = match stream {
-        Some(s) => ProxyBody::stream(body, guard, s),
-        None => ProxyBody::upstream(body, Some(guard)),
+        Some(s) => ProxyBody::stream(body, guard, s, read_timeout),
+        None => ProxyBody::upstream(body, Some(guard), read_timeout),
     };
     Response::from_parts(parts, body)
 }

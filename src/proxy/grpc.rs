@@ -15,7 +15,7 @@ use http_body::{Body, Frame, SizeHint};
 use tokio::time::Instant;
 
 use super::access_log::{AccessLog, AccessRecord};
-use super::body::ProxyBody;
+use super::body::{BodyError, ProxyBody};
 use super::error::ProxyError;
 use crate::service::Service;
 
@@ -45,6 +45,10 @@ impl Code {
         HeaderValue::from_static(CODE_TEXT[self as usize])
     }
 }
+
+/// How long a gRPC call's response may go without a frame (`upstream_read_timeout` for the
+/// rest): a year, as good as none, and still a valid timer deadline.
+pub const STREAM_SILENCE: Duration = Duration::from_secs(365 * 24 * 3600);
 
 pub static GRPC_STATUS: header::HeaderName = header::HeaderName::from_static("grpc-status");
 pub static GRPC_MESSAGE: header::HeaderName = header::HeaderName::from_static("grpc-message");
@@ -175,12 +179,12 @@ impl CallBody {
 
 impl Body for CallBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = self.get_mut();
         if this.done {
             this.finish(false);

@@ -5,6 +5,7 @@
 
 pub mod access_log;
 pub mod admission;
+pub mod attempt;
 pub mod body;
 pub mod ctx;
 pub mod error;
@@ -55,6 +56,8 @@ pub struct Settings {
     pub idle_timeout: Duration,
     pub connect_timeout: Duration,
     pub response_timeout: Duration,
+    /// The longest pause between two reads of an upstream's response body.
+    pub upstream_read_timeout: Duration,
     pub shutdown_timeout: Duration,
     /// Peers whose `X-Forwarded-For` and `Forwarded` are kept and appended to.
     pub trusted_proxies: Vec<IpNet>,
@@ -80,6 +83,7 @@ impl Settings {
             idle_timeout: p.idle_timeout,
             connect_timeout: p.connect_timeout,
             response_timeout: p.response_timeout,
+            upstream_read_timeout: p.upstream_read_timeout,
             shutdown_timeout: p.shutdown_timeout,
             trusted_proxies: p.trusted_proxies.clone(),
             https_port: None,

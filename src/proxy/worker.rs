@@ -290,12 +290,12 @@ struct TrackedBody {
 
 impl http_body::Body for TrackedBody {
     type Data = bytes::Bytes;
-    type Error = hyper::Error;
+    type Error = super::body::BodyError;
 
     fn poll_frame(
         self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, hyper::Error>>> {
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
         std::pin::Pin::new(&mut self.get_mut().body).poll_frame(cx)
     }
 

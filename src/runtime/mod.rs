@@ -6,6 +6,7 @@ pub mod engine;
 #[cfg(test)]
 pub mod fake;
 pub mod fixed;
+pub mod output;
 pub mod process;
 pub mod swarm;
 
@@ -18,6 +19,52 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Which runtime a service's source picks: `command` → process, `image` → docker or swarm,
+/// `upstreams` → static. Decisions are taken on this, never on its name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RuntimeKind {
+    Process,
+    Docker,
+    Swarm,
+    Static,
+}
+
+impl RuntimeKind {
+    pub fn of(source: &crate::config::Source) -> RuntimeKind {
+        use crate::config::{ImageRuntime, Source};
+        match source {
+            Source::Command(_) => RuntimeKind::Process,
+            Source::Upstreams(_) => RuntimeKind::Static,
+            Source::Image(img) => match img.runtime {
+                ImageRuntime::Docker => RuntimeKind::Docker,
+                ImageRuntime::Swarm => RuntimeKind::Swarm,
+            },
+        }
+    }
+
+    /// The name users read (config docs, admin API, `wakeway check`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RuntimeKind::Process => "process",
+            RuntimeKind::Docker => "docker",
+            RuntimeKind::Swarm => "swarm",
+            RuntimeKind::Static => "static",
+        }
+    }
+
+    /// Whether wakeway starts instances: a static upstream is only ever there or not, and has
+    /// no exit notice.
+    pub fn starts_instances(self) -> bool {
+        self != RuntimeKind::Static
+    }
+}
+
+impl std::fmt::Display for RuntimeKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// Everything a runtime needs to start one instance.
 #[derive(Debug, Clone)]

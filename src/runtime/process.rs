@@ -11,16 +11,17 @@
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::Duration;
 
 use nix::errno::Errno;
 use nix::sys::signal::{Signal, killpg};
 use nix::sys::wait::waitpid;
 use nix::unistd::Pid;
-use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::Command;
 use tokio::sync::watch;
 
+use super::output;
 use super::{BoxFuture, InstanceHandle, InstanceSpec, Runtime, RuntimeError, Started};
 
 pub struct ProcessRuntime {
@@ -214,12 +215,16 @@ impl Runtime for ProcessRuntime {
             })?;
             let pid = child.id().expect("a just-spawned child has a pid");
             tell_guard(format_args!("add {pid}\n"));
-            let prefix = format!("{}/{}", spec.service, spec.instance);
+            let src = Arc::new(output::Source {
+                service: spec.service.clone(),
+                revision: spec.revision.clone(),
+                instance: spec.instance.clone(),
+            });
             if let Some(out) = child.stdout.take() {
-                tokio::spawn(forward_lines(out, prefix.clone()));
+                tokio::spawn(output::forward(out, src.clone(), output::Stream::Stdout));
             }
             if let Some(err) = child.stderr.take() {
-                tokio::spawn(forward_lines(err, prefix));
+                tokio::spawn(output::forward(err, src, output::Stream::Stderr));
             }
             let (tx, rx) = watch::channel(None);
             let (group_tx, group_gone) = watch::channel(false);
@@ -244,13 +249,6 @@ impl Runtime for ProcessRuntime {
                 }),
             })
         })
-    }
-}
-
-async fn forward_lines(stream: impl AsyncRead + Unpin, prefix: String) {
-    let mut lines = BufReader::new(stream).lines();
-    while let Ok(Some(line)) = lines.next_line().await {
-        tracing::info!(target: "wakeway::instance", "[{prefix}] {line}");
     }
 }
 

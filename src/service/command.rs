@@ -73,8 +73,23 @@ pub enum Command {
     },
     /// The service left the config: drain and stop everything, then end the controller.
     Remove,
-    /// The request path's connect was refused: the instance is gone.
-    Refused(Arc<Instance>),
-    /// The request path's connect timed out: one strike toward the unhealthy threshold.
-    ConnectTimeout(Arc<Instance>),
+    /// What the request path saw go wrong at an instance; the controller decides what it means.
+    Upstream {
+        instance: Arc<Instance>,
+        seen: Report,
+    },
+}
+
+/// An upstream failure as the request path reports it, whatever the protocol (h1, h2, gRPC).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Report {
+    /// The connect was refused: nothing listens there any more.
+    Refused,
+    /// The connect timed out: perhaps only a full accept backlog under a burst.
+    ConnectTimeout,
+    /// The connection was reset or closed before any answer: a crash, or a connection the app
+    /// dropped.
+    Reset,
+    /// No first response byte within `response_timeout`: a wedged or frozen app, or a slow one.
+    FirstByteTimeout,
 }

@@ -34,7 +34,7 @@ use traffic::Traffic;
 
 pub struct Service {
     pub name: String,
-    pub runtime: &'static str,
+    pub runtime: crate::runtime::RuntimeKind,
     pub config: ArcSwap<ServiceConfig>,
     /// The revisions that take traffic, each with its pool. Only the controller stores a new one.
     pub traffic: ArcSwap<Traffic>,
@@ -68,7 +68,7 @@ impl Service {
     ) -> Arc<Service> {
         let svc = Service {
             name: config.name.clone(),
-            runtime: config.source.runtime_name(),
+            runtime: crate::runtime::RuntimeKind::of(&config.source),
             desired: AtomicU32::new(0),
             config: ArcSwap::from_pointee(config),
             traffic: ArcSwap::from_pointee(Traffic::single(Lane::new(""))),
@@ -121,20 +121,15 @@ impl Service {
             .map_err(|_| format!("service `{}` is shutting down", self.name))
     }
 
-    /// The request path could not connect to `instance` because it refused: proof that it is
-    /// gone. Non-blocking; the controller takes it out of the pool and replaces it.
-    pub fn report_refused(&self, instance: &Arc<Instance>) {
+    /// The request path saw `instance` fail (`attempt.rs` says what each protocol reports).
+    /// Non-blocking: the controller keeps the counts and decides (a refusal proves death, a
+    /// timeout is one strike toward `health.unhealthy_threshold`, a reset is checked).
+    pub fn report(&self, instance: &Arc<Instance>, seen: command::Report) {
         if let Some(tx) = self.control.get() {
-            let _ = tx.send(Command::Refused(instance.clone()));
-        }
-    }
-
-    /// A connect to `instance` timed out on the request path. It may only be busy (a full accept
-    /// backlog under a burst), so it counts toward `health.unhealthy_threshold` like a failed
-    /// probe; the controller decides. Non-blocking.
-    pub fn report_timeout(&self, instance: &Arc<Instance>) {
-        if let Some(tx) = self.control.get() {
-            let _ = tx.send(Command::ConnectTimeout(instance.clone()));
+            let _ = tx.send(Command::Upstream {
+                instance: instance.clone(),
+                seen,
+            });
         }
     }
 

@@ -7,6 +7,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::Empty;
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -51,6 +52,48 @@ async fn probe_once(addr: SocketAddr, cfg: &HealthConfig) -> Result<(), String> 
         Ok(())
     } else {
         Err(format!("{}{status}", answered_prefix(&cfg.path)))
+    }
+}
+
+/// A fresh connect within `within`: what tells, after a reset on the request path, an instance
+/// that dropped one connection from one that is gone.
+pub async fn connects(addr: SocketAddr, within: Duration) -> Result<(), String> {
+    match tokio::time::timeout(within, TcpStream::connect(addr)).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(format!("connect {addr}: {e}")),
+        Err(_) => Err(format!("connect {addr}: no answer within {within:?}")),
+    }
+}
+
+/// Whether the app behind `addr` answers anything to a tiny request within `health.timeout`:
+/// any byte back, or a close, is an answer (a 404, a non-HTTP app that hangs up). Nothing at all
+/// is not: the kernel completed the handshake for an app that never reads (stopped, frozen,
+/// wedged), which a TCP probe cannot tell from a healthy one. Run only after requests got no
+/// first byte in time, so an app that never answers a probe of its own is never asked this.
+pub async fn answers(addr: SocketAddr, cfg: &HealthConfig) -> Result<(), String> {
+    let asked = async {
+        let mut stream = TcpStream::connect(addr)
+            .await
+            .map_err(|e| format!("connect {addr}: {e}"))?;
+        let req = format!(
+            "GET {} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: wakeway-health\r\nConnection: close\r\n\r\n",
+            cfg.path
+        );
+        stream
+            .write_all(req.as_bytes())
+            .await
+            .map_err(|e| format!("write {addr}: {e}"))?;
+        let mut one = [0u8; 1];
+        // A reset after the app read the request is an answer too: it is not frozen.
+        let _ = stream.read(&mut one).await;
+        Ok(())
+    };
+    match tokio::time::timeout(cfg.timeout, asked).await {
+        Ok(r) => r,
+        Err(_) => Err(format!(
+            "accepted a connection but answered nothing within {:?}",
+            cfg.timeout
+        )),
     }
 }
 
@@ -151,6 +194,31 @@ mod tests {
         assert!(probe(addr, &cfg(HealthKind::Tcp)).await.is_ok());
         drop(l);
         assert!(probe(addr, &cfg(HealthKind::Tcp)).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn an_app_that_never_reads_does_not_answer_but_one_that_hangs_up_does() {
+        let c = HealthConfig {
+            timeout: Duration::from_millis(200),
+            ..cfg(HealthKind::Tcp)
+        };
+        // A listener nobody accepts from: the kernel completes the handshake, as for a
+        // stopped app.
+        let frozen = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = frozen.local_addr().unwrap();
+        assert!(probe(addr, &c).await.is_ok(), "a TCP probe cannot tell");
+        let err = answers(addr, &c).await.unwrap_err();
+        assert!(err.contains("answered nothing"), "{err}");
+
+        let rude = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = rude.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((s, _)) = rude.accept().await {
+                drop(s);
+            }
+        });
+        assert_eq!(answers(addr, &c).await, Ok(()));
+        drop(frozen);
     }
 
     #[tokio::test]

@@ -20,6 +20,7 @@
 pub mod client;
 pub mod configs;
 pub mod docker;
+pub mod failures;
 pub mod fixture;
 pub mod grpc;
 pub mod h2c;

@@ -12,6 +12,7 @@ const FULL: &str = r#"
 listen = ["127.0.0.1:8080", "[::1]:8081"]
 connect_timeout = "3s"
 response_timeout = "90s"
+upstream_read_timeout = "30s"
 idle_timeout = "45s"
 shutdown_timeout = "20s"
 
@@ -23,6 +24,8 @@ name = "api"
 hosts = ["API.Example.com", "*"]
 command = ["./api", "--port", "{port}"]
 env = { GREETING = "hi", MODE = "prod" }
+upstream_idle_timeout = "2s"
+retry_idempotent = true
 
 [service.scaling]
 min_instances = 1
@@ -72,6 +75,7 @@ fn full_file_parses_to_expected_config() {
             ],
             connect_timeout: secs(3),
             response_timeout: secs(90),
+            upstream_read_timeout: secs(30),
             idle_timeout: secs(45),
             shutdown_timeout: secs(20),
             ..ProxyConfig::default()
@@ -126,6 +130,8 @@ fn full_file_parses_to_expected_config() {
                 max_body_bytes: None,
                 redirect_https: false,
                 traffic: Vec::new(),
+                upstream_idle_timeout: secs(2),
+                retry_idempotent: true,
                 protocol: Protocol::Http1,
             },
             ServiceConfig {
@@ -143,6 +149,8 @@ fn full_file_parses_to_expected_config() {
                 max_body_bytes: None,
                 redirect_https: false,
                 traffic: Vec::new(),
+                upstream_idle_timeout: ServiceConfig::DEFAULT_UPSTREAM_IDLE_TIMEOUT,
+                retry_idempotent: false,
                 protocol: Protocol::H2c,
             },
         ],

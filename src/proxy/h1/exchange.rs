@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::conn::{ClientIo, Conn, Outcome};
@@ -15,15 +16,21 @@ use super::request::Framing;
 use super::transfer::{self, ClientBuf, ClientFraming, ReadHead};
 use super::write::{write_client_head, write_upstream_head};
 use crate::config::IdleIgnore;
+use crate::proxy::attempt::{self, Attempt, Next, Resend, Seen};
 use crate::proxy::error::ProxyError;
 use crate::proxy::upstream::{self, ConnectError, UpConn};
-use crate::service::instance::Instance;
 use crate::service::{InFlight, Service};
 
-/// How long a reset mid-request waits for the instance's exit notice (see `upstream_failed`).
-pub const EXIT_NOTICE_WAIT: Duration = Duration::from_millis(250);
 /// What nginx logs for a client that left before its answer.
 pub const CLIENT_CLOSED: u16 = 499;
+
+/// A request whose body streams through (it was not in the buffer whole).
+struct Streamed {
+    framing: Framing,
+    max_body: Option<u64>,
+    idle_for: Duration,
+    retry_idempotent: bool,
+}
 
 impl<S: ClientIo> Conn<'_, S> {
     /// Sends the request to an instance and streams the answer back. Returns the status sent.
@@ -36,6 +43,8 @@ impl<S: ClientIo> Conn<'_, S> {
         let cfg = svc.config.load();
         let deadline = arrived + cfg.queue.timeout;
         let max_body = cfg.max_body_bytes;
+        let retry_idempotent = cfg.retry_idempotent;
+        let idle_for = cfg.upstream_idle_timeout;
         let ignore = &cfg.scaling.idle_ignore;
         let quiet = !ignore.is_empty() && self.idle_ignored(ignore);
         let wake = ignore.wake;
@@ -88,71 +97,82 @@ impl<S: ClientIo> Conn<'_, S> {
         if logging {
             self.obs.instance = Some(Arc::from(guard.instance().id.as_str()));
         }
-        let mut connect_retried = false;
+        let mut attempt = Attempt::new(self.ctx.shared.settings.response_timeout);
         let mut fresh_only = false;
-        let conn = loop {
+        let conn = 'sends: loop {
             let addr = guard.instance().address;
             let pooled = if fresh_only {
                 None
             } else {
                 self.ctx.upstreams.take(addr)
             };
-            let mut conn = match pooled {
-                Some(c) => c,
-                None => match self.connect(addr).await {
-                    Ok(c) => c,
-                    Err(e) => {
-                        let refused = matches!(e, ConnectError::Failed(_));
-                        let err = connect_failed(svc, guard.instance(), e);
-                        let inst = guard.instance().clone();
-                        drop(guard);
-                        if connect_retried {
-                            return Err(err);
+            let mut reused = pooled.is_some();
+            let (seen, detail) = 'send: {
+                let mut conn = match pooled {
+                    Some(c) => c,
+                    None => match self.connect(addr).await {
+                        Ok(c) => c,
+                        Err(ConnectError::Timeout) => {
+                            break 'send (Seen::ConnectTimeout, "connect timed out".to_string());
                         }
-                        if refused {
-                            // The retry waits (briefly) for the controller to take the instance
-                            // out, or it could pick it again: it is now the least loaded.
-                            inst.leaves_within(EXIT_NOTICE_WAIT).await;
-                        }
-                        // Nothing reached the instance: another may take it, POST included.
-                        connect_retried = true;
-                        guard = reacquire(svc, &inst, tag, deadline, err).await?;
-                        if quiet {
-                            guard.set_quiet();
-                        }
-                        if logging {
-                            self.obs.instance = Some(Arc::from(guard.instance().id.as_str()));
-                        }
-                        continue;
+                        Err(ConnectError::Failed(e)) => break 'send (Seen::Refused, e.to_string()),
+                    },
+                };
+                if let Err(failed) = write_request(&mut conn.io, &self.out).await {
+                    break 'send failed;
+                }
+                if !body_in_buffer {
+                    // From here the body streams through, so it cannot be sent again.
+                    // Boxed: a streamed body is the rare case, and its state would otherwise
+                    // size every connection's task.
+                    let body = Streamed {
+                        framing,
+                        max_body,
+                        idle_for,
+                        retry_idempotent,
+                    };
+                    let streamed = self.duplex(svc, conn, guard, body, arrived);
+                    return Box::pin(streamed).await;
+                }
+                match self.await_head(&mut conn, is_head).await {
+                    Ok(()) => break 'sends conn,
+                    Err(ReadHead::Timeout) => (Seen::FirstByteTimeout, String::new()),
+                    Err(ReadHead::Closed) => (
+                        Seen::ResetAfterWrite,
+                        "connection closed before a response".to_string(),
+                    ),
+                    Err(ReadHead::Io) => {
+                        // Part of an answer came: not a kept-alive connection the app closed.
+                        reused = false;
+                        let why = "connection closed inside the response head";
+                        (Seen::ResetAfterWrite, why.to_string())
                     }
-                },
+                    Err(e) => return self.head_unusable(svc, guard, e),
+                }
             };
-            let reused = conn.reused;
-            if let Err(e) = conn.io.write_all(&self.out).await {
-                if reused {
+            let resend = self.resend(true, retry_idempotent);
+            match attempt
+                .failed(svc, guard, seen, reused, resend, &detail)
+                .await
+            {
+                Next::Reconnect(g) => {
+                    guard = g;
                     fresh_only = true;
-                    continue;
                 }
-                svc.metrics.upstream_reset.inc();
-                return Err(ProxyError::Upstream(format!("{addr}: {e}")));
-            }
-            if !body_in_buffer {
-                // From here nothing can be sent again: the body streams through.
-                // Boxed: a streamed body is the rare case, and its state would otherwise size
-                // every connection's task.
-                return Box::pin(self.duplex(svc, conn, guard, framing, max_body, arrived)).await;
-            }
-            match self.await_head(&mut conn, is_head).await {
-                Ok(()) => break conn,
-                Err(ReadHead::Closed) if reused => {
-                    // The app closed a kept-alive connection as the request went out.
-                    fresh_only = true;
-                    continue;
+                Next::Elsewhere { failed, err } => {
+                    guard = attempt::reacquire(svc, &failed, tag, deadline, err).await?;
+                    fresh_only = false;
+                    if quiet {
+                        guard.set_quiet();
+                    }
+                    if logging {
+                        self.obs.instance = Some(Arc::from(guard.instance().id.as_str()));
+                    }
                 }
-                Err(e) => return self.head_failed(svc, guard, e).await,
+                Next::Fail(err) => return Err(err),
             }
         };
-        self.answer(svc, conn, guard, arrived).await
+        self.answer(svc, conn, guard, arrived, idle_for).await
     }
 
     /// Whether the request matches the service's `scaling.idle_ignore`: read from the head's
@@ -176,6 +196,7 @@ impl<S: ClientIo> Conn<'_, S> {
         mut conn: UpConn,
         guard: InFlight,
         arrived: Instant,
+        idle_for: Duration,
     ) -> Result<(u16, Outcome), ProxyError> {
         let status = self.resp.status;
         if status >= 500 {
@@ -204,12 +225,14 @@ impl<S: ClientIo> Conn<'_, S> {
             &mut self.out,
             &self.resp,
             &cf,
-            self.ctx.shared.settings.response_timeout,
+            self.ctx.shared.settings.upstream_read_timeout,
             &mut self.obs.bytes_out,
         )
         .await;
         if relayed.is_ok() && !self.resp.closes {
-            self.ctx.upstreams.give_back(conn, guard.instance());
+            self.ctx
+                .upstreams
+                .give_back(conn, guard.instance(), idle_for);
         }
         drop(guard);
         let outcome = match (relayed, cf.close) {
@@ -248,34 +271,34 @@ impl<S: ClientIo> Conn<'_, S> {
         }
     }
 
-    /// No usable head came back.
-    async fn head_failed(
+    /// The instance's answer cannot be relayed (malformed), or the client left meanwhile.
+    fn head_unusable(
         &mut self,
-        svc: &Arc<Service>,
+        svc: &Service,
         guard: InFlight,
         e: ReadHead,
     ) -> Result<(u16, Outcome), ProxyError> {
-        let inst = guard.instance().clone();
         drop(guard);
-        Err(match e {
-            ReadHead::ClientGone => return Ok((CLIENT_CLOSED, Outcome::Close)),
-            ReadHead::Timeout => {
-                svc.metrics.upstream_timeout.inc();
-                ProxyError::ResponseTimeout(self.ctx.shared.settings.response_timeout)
-            }
+        match e {
             ReadHead::Bad(why) => {
                 svc.metrics.upstream_reset.inc();
-                ProxyError::BadResponse(why)
+                Err(ProxyError::BadResponse(why))
             }
-            ReadHead::Closed | ReadHead::Io => {
-                svc.metrics.upstream_reset.inc();
-                upstream_failed(svc, &inst).await;
-                ProxyError::Upstream(format!(
-                    "{}: connection closed before a response",
-                    inst.address
-                ))
-            }
-        })
+            _ => Ok((CLIENT_CLOSED, Outcome::Close)),
+        }
+    }
+
+    /// Whether this request may be sent again once it reached an instance (`attempt.rs`): read
+    /// only after a failure, so a request that succeeds never scans its headers for it.
+    fn resend(&self, body_kept: bool, retry_idempotent: bool) -> Resend {
+        let buf = &self.buf;
+        let method = self.head.method.map_or(&b""[..], |m| m.get(buf));
+        let key = self.head.headers.iter().any(|h| {
+            h.name
+                .get(buf)
+                .eq_ignore_ascii_case(attempt::IDEMPOTENCY_KEY.as_bytes())
+        });
+        Resend::new(method, key, body_kept, retry_idempotent)
     }
 
     /// A body that streams: it goes up while the answer may already come down (an echo, or an
@@ -286,10 +309,12 @@ impl<S: ClientIo> Conn<'_, S> {
         svc: &Arc<Service>,
         mut conn: UpConn,
         guard: InFlight,
-        framing: Framing,
-        max_body: Option<u64>,
+        body: Streamed,
         arrived: Instant,
     ) -> Result<(u16, Outcome), ProxyError> {
+        let Streamed {
+            framing, max_body, ..
+        } = body;
         let settings = &self.ctx.shared.settings;
         if self.head.expect_continue {
             let _ = self.io.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await;
@@ -341,7 +366,7 @@ impl<S: ClientIo> Conn<'_, S> {
                     out,
                     resp,
                     &cf,
-                    settings.response_timeout,
+                    settings.upstream_read_timeout,
                     &mut obs.bytes_out,
                 )
                 .await
@@ -381,7 +406,9 @@ impl<S: ClientIo> Conn<'_, S> {
         match answered {
             Ok(client_close) => {
                 if body_done && !self.resp.closes {
-                    self.ctx.upstreams.give_back(conn, guard.instance());
+                    self.ctx
+                        .upstreams
+                        .give_back(conn, guard.instance(), body.idle_for);
                 }
                 drop(guard);
                 let keep = body_done && !client_close;
@@ -396,7 +423,21 @@ impl<S: ClientIo> Conn<'_, S> {
             }
             // The relay broke off after the head: nothing more can be said to the client.
             Err(Ok(())) => Ok((status, Outcome::Close)),
-            Err(Err(e)) => self.head_failed(svc, guard, e).await,
+            Err(Err(e)) => {
+                let (seen, detail) = match e {
+                    ReadHead::Timeout => (Seen::FirstByteTimeout, ""),
+                    ReadHead::Closed | ReadHead::Io => {
+                        (Seen::ResetAfterWrite, "connection closed before a response")
+                    }
+                    e => return self.head_unusable(svc, guard, e),
+                };
+                // The body streamed through: whatever the method, it cannot be sent again.
+                let resend = self.resend(false, body.retry_idempotent);
+                let next = Attempt::new(settings.response_timeout)
+                    .failed(svc, guard, seen, false, resend, &detail)
+                    .await;
+                Err(next.into_error())
+            }
         }
     }
 
@@ -441,59 +482,15 @@ impl<S: ClientIo> Conn<'_, S> {
     }
 }
 
-fn connect_failed(svc: &Service, inst: &Arc<Instance>, e: ConnectError) -> ProxyError {
-    match e {
-        ConnectError::Timeout => {
-            svc.metrics.upstream_timeout.inc();
-            svc.report_timeout(inst);
-            ProxyError::Connect(format!("{}: connect timed out", inst.address))
-        }
-        ConnectError::Failed(e) => {
-            svc.metrics.upstream_connect.inc();
-            svc.report_refused(inst);
-            ProxyError::Connect(format!("{}: {e}", inst.address))
-        }
-    }
-}
-
-async fn reacquire(
-    svc: &Arc<Service>,
-    failed: &Instance,
-    tag: Option<&str>,
-    deadline: Instant,
-    err: ProxyError,
-) -> Result<InFlight, ProxyError> {
-    if svc.runtime == "static" {
-        // Nothing will start: another upstream now, or the error.
-        return svc.acquire_now(&failed.revision).ok_or(err);
-    }
-    svc.acquire_by(tag, deadline)
-        .await
-        .map_err(ProxyError::Activator)
-}
-
-/// After a reset mid-request the instance may have crashed under this request: its exit notice
-/// follows within milliseconds, so wait for it briefly before answering, lest the client's next
-/// request reach the dead instance. A static upstream has no exit notice: a fresh connect tells.
-async fn upstream_failed(svc: &Arc<Service>, inst: &Arc<Instance>) {
-    let gone = if svc.runtime != "static" {
-        inst.exits_within(EXIT_NOTICE_WAIT).await
-    } else {
-        !reachable(inst.address).await
+/// Writes the request; on failure, whether any of it went out: a first write that fails sent
+/// nothing, so the request can go anywhere.
+async fn write_request(io: &mut TcpStream, out: &[u8]) -> Result<(), (Seen, String)> {
+    let n = match io.write(out).await {
+        Ok(0) => return Err((Seen::ClosedBeforeWrite, "connection closed".into())),
+        Ok(n) => n,
+        Err(e) => return Err((Seen::ClosedBeforeWrite, e.to_string())),
     };
-    if gone {
-        svc.report_refused(inst);
-    }
-}
-
-/// A fresh connect, on the error path only: does the instance still accept connections?
-async fn reachable(addr: SocketAddr) -> bool {
-    matches!(
-        tokio::time::timeout(
-            Duration::from_millis(250),
-            tokio::net::TcpStream::connect(addr)
-        )
-        .await,
-        Ok(Ok(_))
-    )
+    io.write_all(&out[n..])
+        .await
+        .map_err(|e| (Seen::ResetAfterWrite, e.to_string()))
 }

@@ -1,8 +1,8 @@
 //! HTTP/1.1 upstream connections, owned by one worker: no lock, no channel, no shared cache line. Idle
 //! connections are kept per instance address, reused last-in first-out (the warmest socket), and
-//! closed after `UPSTREAM_IDLE` — below the 5 s keep-alive of Node and most app servers, so wakeway
-//! closes first and rarely writes into a socket the app is closing — or when their instance leaves
-//! the pool.
+//! closed after their service's `upstream_idle_timeout` — below the app's own keep-alive, so
+//! wakeway closes first and rarely writes into a socket the app is closing — or when their
+//! instance leaves the pool.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -18,8 +18,6 @@ use tokio::time::Instant;
 
 use crate::service::instance::{Instance, InstanceState};
 
-/// How long an unused upstream connection is kept.
-pub const UPSTREAM_IDLE: Duration = Duration::from_secs(4);
 /// Idle connections kept per instance and worker.
 const MAX_IDLE_PER_INSTANCE: usize = 256;
 const BUF: usize = 8 * 1024;
@@ -108,6 +106,7 @@ impl Hasher for AddrHasher {
 }
 
 struct Idle {
+    /// Each with the moment it may no longer be reused.
     conns: Vec<(UpConn, Instant)>,
     instance: Weak<Instance>,
 }
@@ -119,11 +118,16 @@ pub struct Upstreams {
 }
 
 impl Upstreams {
-    /// An idle connection to `addr`, if one is still open.
+    /// An idle connection to `addr`, if one is still open and was not idle too long.
     pub fn take(&self, addr: SocketAddr) -> Option<UpConn> {
         let mut idle = self.idle.borrow_mut();
         let list = idle.get_mut(&addr)?;
-        while let Some((mut c, _)) = list.conns.pop() {
+        let mut now = None;
+        while let Some((mut c, until)) = list.conns.pop() {
+            // The sweep runs once a second: a shorter `upstream_idle_timeout` is kept here.
+            if until <= *now.get_or_insert_with(Instant::now) {
+                continue;
+            }
             // No syscall unless the reactor already saw the socket readable: an idle upstream
             // connection that is readable was closed (or sent junk) by the app.
             let mut probe = [0u8; 1];
@@ -138,8 +142,9 @@ impl Upstreams {
         None
     }
 
-    /// Keeps a connection whose exchange ended cleanly, unless its instance is leaving.
-    pub fn give_back(&self, conn: UpConn, instance: &Arc<Instance>) {
+    /// Keeps a connection whose exchange ended cleanly for at most `idle_for`, unless its
+    /// instance is leaving.
+    pub fn give_back(&self, conn: UpConn, instance: &Arc<Instance>, idle_for: Duration) {
         if instance.state() != InstanceState::Ready || !conn.rb.is_empty() {
             return;
         }
@@ -149,7 +154,7 @@ impl Upstreams {
             instance: Arc::downgrade(instance),
         });
         if list.conns.len() < MAX_IDLE_PER_INSTANCE {
-            list.conns.push((conn, Instant::now()));
+            list.conns.push((conn, Instant::now() + idle_for));
         }
     }
 
@@ -164,8 +169,7 @@ impl Upstreams {
             if !routable {
                 return false;
             }
-            list.conns
-                .retain(|(_, since)| now.duration_since(*since) < UPSTREAM_IDLE);
+            list.conns.retain(|(_, until)| *until > now);
             !list.conns.is_empty()
         });
     }

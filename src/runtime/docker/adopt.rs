@@ -201,7 +201,12 @@ impl DockerEngine {
             if let Some(image) = c.image {
                 self.pin(service, revision, image);
             }
-            self.follow_logs(&c.id, format!("{service}/{}", c.instance), false);
+            let src = crate::runtime::output::Source {
+                service: service.to_string(),
+                revision: revision.to_string(),
+                instance: c.instance.clone(),
+            };
+            self.follow_logs(&c.id, src, false);
             adopted.push(Adopted {
                 instance: c.instance,
                 started: Started {

@@ -153,8 +153,15 @@ impl DockerRuntime {
             start_ms = t_start.elapsed().as_millis() as u64,
             "docker: container {name} created and started"
         );
-        self.engine
-            .follow_logs(&id, format!("{}/{}", spec.service, spec.instance), true);
+        self.engine.follow_logs(
+            &id,
+            crate::runtime::output::Source {
+                service: spec.service.clone(),
+                revision: spec.revision.clone(),
+                instance: spec.instance.clone(),
+            },
+            true,
+        );
         let found = match docker.inspect_container(&id, None).await {
             Ok(info) => {
                 engine

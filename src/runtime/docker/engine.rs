@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bollard::Docker;
+use bollard::container::LogOutput;
 use bollard::errors::Error as DockerError;
 use bollard::models::EventMessage;
 use bollard::query_parameters::{
@@ -24,6 +25,7 @@ use super::*;
 use crate::config::{DockerConfig, ImageRuntime, ServiceConfig, Source};
 use crate::runtime::RuntimeError;
 use crate::runtime::engine::client::unix_now_nanos;
+use crate::runtime::output;
 
 pub(super) struct Watched {
     pub(super) name: String,
@@ -450,7 +452,7 @@ impl DockerEngine {
     }
 
     /// Mirrors a container's output into wakeway's log, like the process runtime does.
-    pub(super) fn follow_logs(&self, id: &str, prefix: String, from_start: bool) {
+    pub(super) fn follow_logs(&self, id: &str, src: output::Source, from_start: bool) {
         let Some(docker) = self.connected() else {
             return;
         };
@@ -465,21 +467,31 @@ impl DockerEngine {
                 ..Default::default()
             };
             let mut logs = docker.logs(&id, Some(opts));
-            let mut pending = String::new();
+            // Each stream's partial last line, until its newline arrives.
+            let mut pending = [String::new(), String::new()];
             loop {
                 let chunk = tokio::select! {
                     _ = stop.cancelled() => break,
                     chunk = logs.next() => chunk,
                 };
                 let Some(Ok(chunk)) = chunk else { break };
-                pending.push_str(&String::from_utf8_lossy(&chunk.into_bytes()));
-                while let Some(end) = pending.find('\n') {
-                    let line: String = pending.drain(..=end).collect();
-                    tracing::info!(target: "wakeway::instance", "[{prefix}] {}", line.trim_end());
+                let (stream, i) = match chunk {
+                    LogOutput::StdErr { .. } => (output::Stream::Stderr, 1),
+                    _ => (output::Stream::Stdout, 0),
+                };
+                pending[i].push_str(&String::from_utf8_lossy(&chunk.into_bytes()));
+                while let Some(end) = pending[i].find('\n') {
+                    let line: String = pending[i].drain(..=end).collect();
+                    output::record(&src, stream, &line);
                 }
             }
-            if !pending.is_empty() {
-                tracing::info!(target: "wakeway::instance", "[{prefix}] {}", pending.trim_end());
+            for (i, stream) in [output::Stream::Stdout, output::Stream::Stderr]
+                .into_iter()
+                .enumerate()
+            {
+                if !pending[i].is_empty() {
+                    output::record(&src, stream, &pending[i]);
+                }
             }
         });
     }

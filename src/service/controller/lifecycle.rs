@@ -566,6 +566,8 @@ impl Member {
             health: None,
             fails: 0,
             passes: 0,
+            stalls: 0,
+            checking: false,
         }
     }
 }

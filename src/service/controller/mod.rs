@@ -43,6 +43,7 @@ use super::revision::Revision;
 use super::state::{Resumed, StateFile};
 use crate::config::{HealthConfig, ServiceConfig, TrafficTarget};
 use crate::runtime::{BoxFuture, InstanceHandle, Runtime};
+use health::Check;
 use rollout::Rollout;
 pub use rollout::RolloutView;
 
@@ -106,6 +107,12 @@ enum Msg {
         instance: Arc<Instance>,
         result: Result<(), String>,
     },
+    /// A check the controller ran after a report from the request path (`health.rs`).
+    Checked {
+        instance: Arc<Instance>,
+        check: Check,
+        result: Result<(), String>,
+    },
     /// A drained instance is gone.
     Stopped {
         instance: Arc<Instance>,
@@ -120,6 +127,11 @@ struct Member {
     fails: u32,
     /// Consecutive passed probes (counts only while unhealthy).
     passes: u32,
+    /// Requests that got no first response byte in time, not yet cleared by an answer: a TCP
+    /// probe's pass does not clear them (a frozen app's kernel still completes handshakes).
+    stalls: u32,
+    /// A check after a report is running: reports meanwhile do not start another.
+    checking: bool,
 }
 
 /// A start attempt in progress: from the request to the runtime until ready or gone.
@@ -377,6 +389,11 @@ impl Controller {
             Msg::StartEnded { id, instance, end } => self.on_start_ended(&id, instance, end),
             Msg::Exited { instance, reason } => self.on_exited(&instance, reason),
             Msg::Probe { instance, result } => self.on_probe(&instance, result),
+            Msg::Checked {
+                instance,
+                check,
+                result,
+            } => self.on_checked(&instance, check, result),
             Msg::Stopped { instance } => self.on_stopped(&instance),
         }
     }
@@ -414,8 +431,7 @@ impl Controller {
             Command::Update { config, reply } => {
                 let _ = reply.send(Ok(self.update(*config)));
             }
-            Command::Refused(instance) => self.on_refused(&instance),
-            Command::ConnectTimeout(instance) => self.on_connect_timeout(&instance),
+            Command::Upstream { instance, seen } => self.on_report(&instance, seen),
             Command::Remove => {}
         }
     }

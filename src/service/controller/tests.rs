@@ -14,6 +14,7 @@ use crate::metrics::Metrics;
 use crate::runtime::fake::{FakeRuntime, Plan};
 use crate::service::InFlight;
 use crate::service::activator::ActivatorError;
+use crate::service::command::Report;
 
 fn service(tweak: impl FnOnce(&mut ServiceConfig)) -> Arc<Service> {
     let mut cfg = ServiceConfig::new(
@@ -192,8 +193,8 @@ async fn the_request_path_reports_and_the_controller_decides() {
     let r = run(svc.clone(), rt.clone());
     until("ready", || ready_ids(&svc).len() == 1).await;
     let busy = svc.lane().pool.load().instances[0].clone();
-    svc.report_timeout(&busy);
-    svc.report_timeout(&busy);
+    svc.report(&busy, Report::ConnectTimeout);
+    svc.report(&busy, Report::ConnectTimeout);
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert_eq!(
         busy.state(),
@@ -201,7 +202,7 @@ async fn the_request_path_reports_and_the_controller_decides() {
         "two timeouts of three: still serving"
     );
     assert_eq!(ready_ids(&svc), vec![busy.id.clone()]);
-    svc.report_timeout(&busy);
+    svc.report(&busy, Report::ConnectTimeout);
     until("the third strike takes it out", || {
         busy.state() != InstanceState::Ready
     })
@@ -212,7 +213,7 @@ async fn the_request_path_reports_and_the_controller_decides() {
     .await;
 
     let dead = svc.lane().pool.load().instances[0].clone();
-    svc.report_refused(&dead);
+    svc.report(&dead, Report::Refused);
     until("a refusal takes it out at once", || {
         dead.state() != InstanceState::Ready
     })

@@ -1,0 +1,84 @@
+//! `wakeway logs`: what a service's instances wrote, as `fly logs` or `kubectl logs` print it,
+//! and the last lines of a revision that failed to deploy.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use http::Method;
+use serde_json::Value;
+use wakeway::client::AdminClient;
+
+use super::{Output, fail, print_json};
+
+pub struct LogsArgs {
+    pub service: String,
+    pub instance: Option<String>,
+    pub revision: Option<String>,
+    pub tail: u64,
+    pub follow: bool,
+    pub output: Output,
+}
+
+pub async fn logs(client: AdminClient, args: LogsArgs) -> ExitCode {
+    let mut filter = String::new();
+    if let Some(i) = &args.instance {
+        filter.push_str(&format!("&instance={i}"));
+    }
+    if let Some(r) = &args.revision {
+        filter.push_str(&format!("&revision={r}"));
+    }
+    let mut after = 0u64;
+    let mut tail = args.tail;
+    loop {
+        let path = format!(
+            "/v1/services/{}/logs?after={after}&tail={tail}{filter}",
+            args.service
+        );
+        let lines = match client.ok(Method::GET, &path, None).await {
+            Ok(v) => v,
+            Err(e) => return fail(e),
+        };
+        let list = lines.as_array().map(Vec::as_slice).unwrap_or_default();
+        match (args.output, args.follow) {
+            (Output::Json, false) => print_json(&lines),
+            // Following, one JSON object per line, as they come.
+            (Output::Json, true) => list.iter().for_each(|l| println!("{l}")),
+            (Output::Text, _) => list.iter().for_each(|l| println!("{}", format_line(l))),
+        }
+        after = list.last().and_then(|l| l["seq"].as_u64()).unwrap_or(after);
+        if !args.follow {
+            return ExitCode::SUCCESS;
+        }
+        // Everything new since the last read, however much.
+        tail = u64::MAX >> 1;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// `2026-12-02T09:00:00.123Z web-00002-a stderr| the line`.
+fn format_line(l: &Value) -> String {
+    format!(
+        "{} {} {}| {}",
+        l["time"].as_str().unwrap_or("?"),
+        l["instance"].as_str().unwrap_or("?"),
+        l["stream"].as_str().unwrap_or("?"),
+        l["line"].as_str().unwrap_or("")
+    )
+}
+
+/// The last lines `revision`'s instances wrote, on stderr, before a failed deploy's reason.
+pub async fn print_last_output(client: &AdminClient, service: &str, revision: &str) {
+    let path = format!("/v1/services/{service}/logs?revision={revision}&tail=20");
+    let Ok(lines) = client.ok(Method::GET, &path, None).await else {
+        return;
+    };
+    let list = lines.as_array().map(Vec::as_slice).unwrap_or_default();
+    if list.is_empty() {
+        eprintln!("{revision} printed nothing before it failed");
+        return;
+    }
+    eprintln!("the last lines {revision} printed:");
+    for l in list {
+        eprintln!("  {}", format_line(l));
+    }
+}
