@@ -44,17 +44,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-NPROC=$(nproc)
-if [ "$CORES" -ge "$NPROC" ]; then
-  PROXY_CPUS="0-$((NPROC - 1))"; LOAD_CPUS="0-$((NPROC - 1))"
-  echo "note: $NPROC cores: the proxy shares its cores with h2load and the upstream" >&2
-else
-  PROXY_CPUS="$((NPROC - CORES))-$((NPROC - 1))"; LOAD_CPUS="0-$((NPROC - CORES - 1))"
-fi
-LOAD_N=$(( NPROC > CORES ? NPROC - CORES : NPROC ))
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 200); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; exit 1; }
+source benches/lib.sh
 
 UP=$(free_port); NG=$(free_port); WW=$(free_port)
 
@@ -102,28 +92,6 @@ wait_port "$UP"; wait_port "$NG"; wait_port "$WW"
 
 # One unary call's body: a gRPC frame holding Call { message: "hi" }.
 printf '\x00\x00\x00\x00\x04\x0a\x02hi' > "$work/call.bin"
-
-cores_busy() {
-  python3 - "$PROXY_CPUS" <<'PY'
-import sys
-lo, hi = map(int, sys.argv[1].split("-"))
-busy = 0
-for line in open("/proc/stat"):
-    f = line.split()
-    if f[0].startswith("cpu") and f[0] != "cpu" and lo <= int(f[0][3:]) <= hi:
-        v = list(map(int, f[1:]))
-        busy += sum(v) - v[3] - v[4]
-print(busy)
-PY
-}
-proc_cpu() {
-  local total=0 p
-  for p in "$1" $(pgrep -P "$1" || true); do
-    total=$((total + $(awk '{print $14 + $15}' "/proc/$p/stat")))
-  done
-  echo "$total"
-}
-HZ=$(getconf CLK_TCK)
 
 load() {  # port seconds
   taskset -c "$LOAD_CPUS" h2load -D "$2" -c "$CONNECTIONS" -m "$STREAMS" -t "$LOAD_N" \
