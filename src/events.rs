@@ -25,7 +25,12 @@ pub struct Event {
 
 pub struct EventLog {
     ring: Mutex<Ring>,
+    /// What time an event happened at: the wall clock, or `wakeway replay`'s virtual one.
+    clock: Clock,
+    capacity: usize,
 }
+
+type Clock = Box<dyn Fn() -> SystemTime + Send + Sync>;
 
 struct Ring {
     next_seq: u64,
@@ -39,11 +44,26 @@ impl Default for EventLog {
                 next_seq: 1,
                 events: VecDeque::with_capacity(CAPACITY),
             }),
+            clock: Box::new(SystemTime::now),
+            capacity: CAPACITY,
         }
     }
 }
 
 impl EventLog {
+    /// A log whose events are stamped by `clock` and that keeps up to `capacity` of them:
+    /// `wakeway replay` runs the controllers on virtual time and keeps every decision.
+    pub fn with_clock(
+        clock: impl Fn() -> SystemTime + Send + Sync + 'static,
+        capacity: usize,
+    ) -> EventLog {
+        EventLog {
+            clock: Box::new(clock),
+            capacity,
+            ..EventLog::default()
+        }
+    }
+
     /// Records an event and mirrors it to the log.
     pub fn emit(
         &self,
@@ -66,12 +86,12 @@ impl EventLog {
         let mut ring = self.ring.lock().unwrap_or_else(|p| p.into_inner());
         let seq = ring.next_seq;
         ring.next_seq += 1;
-        if ring.events.len() == CAPACITY {
+        if ring.events.len() >= self.capacity {
             ring.events.pop_front();
         }
         ring.events.push_back(Event {
             seq,
-            time: rfc3339(SystemTime::now()),
+            time: rfc3339((self.clock)()),
             service: service.to_string(),
             kind,
             message,

@@ -8,6 +8,7 @@ pub mod config;
 pub mod events;
 pub mod metrics;
 pub mod proxy;
+pub mod replay;
 pub mod runtime;
 pub mod service;
 pub mod tls;

@@ -207,6 +207,30 @@ enum Command {
         /// The shell: bash, zsh, fish, elvish or powershell.
         shell: clap_complete::Shell,
     },
+    /// Replay an access log through configs on virtual time, with the same autoscaler, queue
+    /// and idle timer as `run`: cold starts, waits, refusals and instance-seconds side by side.
+    Replay {
+        /// The access log: wakeway's JSON lines (or its `combined` lines), read as it streams.
+        log: PathBuf,
+        /// A config to replay the log through; repeat it to compare (`-c proposed.toml -c
+        /// current.toml`).
+        #[arg(short, long, required = true)]
+        config: Vec<PathBuf>,
+        /// Replay one service only.
+        #[arg(long)]
+        service: Option<String>,
+        /// `text`: a table, configs side by side; `json`: an array, one object per config and
+        /// service.
+        #[arg(long, value_enum, default_value = "text")]
+        format: cli::replay::Format,
+        /// Also print every decision each config took, as `wakeway events` shows them.
+        #[arg(long)]
+        events: bool,
+        /// How long an instance takes to become ready, e.g. 1.2s; by default measured from the
+        /// log's cold starts.
+        #[arg(long, value_parser = config::parse_duration)]
+        cold_start: Option<Duration>,
+    },
     /// A tiny diagnostic upstream that answers with who it is and what it received.
     Whoami {
         /// Port to listen on.
@@ -256,8 +280,14 @@ impl AdminArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // `run` logs as its config says, so it sets logging up once the file has loaded.
-    if !matches!(cli.command, Command::Run { .. }) {
-        init_logging(&config::LogConfig::default());
+    match cli.command {
+        Command::Run { .. } => {}
+        // Replay's controllers emit every decision: the log would repeat them all.
+        Command::Replay { .. } => init_logging(&config::LogConfig {
+            level: "warn".into(),
+            ..Default::default()
+        }),
+        _ => init_logging(&config::LogConfig::default()),
     }
     let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
     match cli.command {
@@ -426,6 +456,21 @@ fn main() -> ExitCode {
             clap_complete::generate(shell, &mut cmd, "wakeway", &mut std::io::stdout());
             ExitCode::SUCCESS
         }
+        Command::Replay {
+            log,
+            config,
+            service,
+            format,
+            events,
+            cold_start,
+        } => cli::replay::replay(cli::replay::Args {
+            log,
+            configs: config,
+            service,
+            format,
+            events,
+            cold_start,
+        }),
         Command::Whoami {
             port,
             bind,

@@ -4,9 +4,9 @@
 
 use std::sync::Arc;
 
-use prometheus::proto::{Counter, Gauge, Metric, MetricFamily, MetricType};
+use prometheus::proto::{Metric, MetricFamily, MetricType};
 
-use crate::metrics::requests::label;
+use crate::metrics::proto::{self, family};
 use crate::metrics::{
     REVISION_DESIRED_INSTANCES, REVISION_ERRORS_TOTAL, REVISION_READY_INSTANCES,
     REVISION_REQUESTS_TOTAL, REVISION_TRAFFIC_PERCENT,
@@ -14,33 +14,12 @@ use crate::metrics::{
 use crate::service::Service;
 use crate::service::instance::InstanceState;
 
-fn series(service: &str, revision: &str) -> Metric {
-    Metric::from_label(vec![label("revision", revision), label("service", service)])
-}
-
 fn gauge(service: &str, revision: &str, v: f64) -> Metric {
-    let mut m = series(service, revision);
-    let mut g = Gauge::default();
-    g.set_value(v);
-    m.set_gauge(g);
-    m
+    proto::gauge(&[("revision", revision), ("service", service)], v)
 }
 
 fn counter(service: &str, revision: &str, v: u64) -> Metric {
-    let mut m = series(service, revision);
-    let mut c = Counter::default();
-    c.set_value(v as f64);
-    m.set_counter(c);
-    m
-}
-
-fn family(name: &str, help: &str, t: MetricType, metrics: Vec<Metric>) -> MetricFamily {
-    let mut f = MetricFamily::default();
-    f.set_name(name.into());
-    f.set_help(help.into());
-    f.set_field_type(t);
-    f.set_metric(metrics);
-    f
+    proto::counter(&[("revision", revision), ("service", service)], v)
 }
 
 /// The per-revision families of every revision that takes traffic (or has a tag).

@@ -1,10 +1,14 @@
 //! The app's assembly: `App::build` binds every listener and returns the real addresses;
-//! `App::run` serves until the shutdown future resolves, then drains. `State` is what the admin
-//! API, the reloader and the listeners share.
+//! `App::run` serves until the shutdown future resolves, then drains. `State` (state.rs) is what
+//! the admin API, the reloader and the listeners share; factory.rs makes the runtimes.
 
+mod factory;
 pub mod reload;
+mod state;
 
-use std::collections::HashMap;
+use state::Controllers;
+pub use state::State;
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -14,203 +18,10 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, ServiceConfig, Source as ConfigSource};
+use crate::config::Config;
 use crate::events::EventLog;
 use crate::metrics::Metrics;
 use crate::proxy::route::RouteTable;
-use crate::runtime::docker::{DockerEngine, DockerRuntime};
-use crate::runtime::process::ProcessRuntime;
-use crate::runtime::swarm::{SwarmEngine, SwarmRuntime};
-use crate::service::Service;
-use crate::service::controller::{Controller, Source, SourceFactory};
-
-/// What the admin API, the reloader and the listeners share.
-pub struct State {
-    pub services: ArcSwap<Vec<Arc<Service>>>,
-    /// What the data-plane workers share: routes, settings, the shutdown signal.
-    pub forwarder: Arc<crate::proxy::Shared>,
-    pub metrics: Arc<Metrics>,
-    pub events: Arc<EventLog>,
-    /// The config in force: the last one that loaded and applied.
-    pub config: ArcSwap<Config>,
-    /// Shared by the docker services; made when the first one appears.
-    docker: Mutex<Option<Arc<DockerEngine>>>,
-    /// Shared by the swarm services; made when the first one appears.
-    swarm: Mutex<Option<Arc<SwarmEngine>>>,
-    /// Controllers not started yet (before `App::run`), and the running ones by service.
-    controllers: Mutex<Controllers>,
-    reload_lock: tokio::sync::Mutex<()>,
-    /// The TLS listeners' certificates; reloaded in place.
-    pub cert_store: Option<crate::tls::CertStore>,
-    /// Certificates ordered from an ACME CA (`[proxy.tls.acme]`).
-    pub acme: Option<crate::tls::acme::Acme>,
-    /// Revisions that outlive a restart; `None` without a config file.
-    pub state_file: Option<Arc<crate::service::state::StateFile>>,
-}
-
-#[derive(Default)]
-struct Controllers {
-    pending: Vec<Controller>,
-    running: HashMap<String, JoinHandle<()>>,
-    stop: Option<CancellationToken>,
-}
-
-impl State {
-    pub fn service(&self, name: &str) -> Option<Arc<Service>> {
-        self.services
-            .load()
-            .iter()
-            .find(|s| s.name == name)
-            .cloned()
-    }
-
-    /// A config reload: the TLS listeners serve the new certificate list (all or nothing).
-    pub fn reload_certificates(&self, config: &Config) {
-        if let (Some(store), Some(tls)) = (&self.cert_store, &config.proxy.tls) {
-            match store.update(tls) {
-                Ok(outcome) => store.report(&outcome, &self.events),
-                Err(e) => self.events.emit(
-                    "wakeway",
-                    "certificate_rejected",
-                    format!("reload kept the old certificates: {e}"),
-                    serde_json::json!({}),
-                ),
-            }
-        }
-        if let Some(acme) = &self.acme {
-            acme.set_names(crate::tls::acme::plan_config(config).names);
-        }
-    }
-
-    /// Sets the gauges the request path does not maintain itself (in flight: the sum of the
-    /// instances' exact counts), just before a scrape.
-    pub fn sample_gauges(&self) {
-        for svc in self.services.load().iter() {
-            svc.metrics.in_flight.set(svc.in_flight() as i64);
-        }
-    }
-
-    fn docker_engine(&self, config: &Config) -> Option<Arc<DockerEngine>> {
-        let mut engine = self.docker.lock().unwrap_or_else(|p| p.into_inner());
-        let images: Vec<_> = config
-            .services
-            .iter()
-            .filter(|sc| {
-                matches!(&sc.source, ConfigSource::Image(i) if i.runtime == crate::config::ImageRuntime::Docker)
-            })
-            .collect();
-        if engine.is_none() && !images.is_empty() {
-            let pins = self
-                .state_file
-                .clone()
-                .map(|f| f as Arc<dyn crate::runtime::docker::PinStore>);
-            *engine = Some(DockerEngine::new(config.docker.clone(), &images, pins));
-        }
-        engine.clone()
-    }
-
-    fn swarm_engine(&self, config: &Config) -> Option<Arc<SwarmEngine>> {
-        let mut engine = self.swarm.lock().unwrap_or_else(|p| p.into_inner());
-        let images: Vec<_> = config
-            .services
-            .iter()
-            .filter(|sc| {
-                matches!(&sc.source, ConfigSource::Image(i) if i.runtime == crate::config::ImageRuntime::Swarm)
-            })
-            .collect();
-        if engine.is_none() && !images.is_empty() {
-            *engine = Some(SwarmEngine::new(config.swarm.clone(), &images));
-        }
-        engine.clone()
-    }
-
-    /// The factory that makes a revision's instance source.
-    fn factory(&self, config: &Config) -> SourceFactory {
-        let engine = self.docker_engine(config);
-        let swarm = self.swarm_engine(config);
-        Arc::new(move |sc: &ServiceConfig| make_source(engine.as_ref(), swarm.as_ref(), sc))
-    }
-
-    /// Makes a service and its controller; the controller runs at once if the app runs.
-    fn add_service(
-        &self,
-        sc: &ServiceConfig,
-        factory: &SourceFactory,
-    ) -> Result<Arc<Service>, String> {
-        let resumed = self
-            .state_file
-            .as_ref()
-            .and_then(|f| f.service(&sc.name))
-            .and_then(|saved| saved.resume(sc));
-        let live = match resumed.as_ref().and_then(|r| r.history.last()) {
-            Some(r) => r.config.as_ref().clone(),
-            None => sc.clone(),
-        };
-        let source = factory(&live)?;
-        let svc = Service::new(live, self.metrics.service(&sc.name), self.events.clone());
-        let mut controller = Controller::new(svc.clone(), source, factory.clone());
-        if let Some(resumed) = resumed {
-            controller = controller.resumed_from(resumed);
-        }
-        if let Some(store) = &self.state_file {
-            controller = controller.persist_to(store.clone());
-        }
-        let mut c = self.controllers.lock().unwrap_or_else(|p| p.into_inner());
-        match c.stop.clone() {
-            Some(stop) => {
-                let handle = tokio::spawn(controller.run(stop));
-                c.running.insert(sc.name.clone(), handle);
-            }
-            None => c.pending.push(controller),
-        }
-        Ok(svc)
-    }
-
-    /// Drains and stops a service that left the config, then forgets its metrics.
-    fn remove_service(self: &Arc<Self>, svc: &Arc<Service>) {
-        let _ = svc.command(crate::service::command::Command::Remove);
-        let handle = self
-            .controllers
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .running
-            .remove(&svc.name);
-        let state = self.clone();
-        let name = svc.name.clone();
-        tokio::spawn(async move {
-            if let Some(h) = handle {
-                let _ = h.await;
-            }
-            state.metrics.remove_service(&name);
-            crate::runtime::output::forget(&name);
-        });
-    }
-}
-
-pub(crate) fn make_source(
-    engine: Option<&Arc<DockerEngine>>,
-    swarm: Option<&Arc<SwarmEngine>>,
-    sc: &ServiceConfig,
-) -> Result<Source, String> {
-    match &sc.source {
-        ConfigSource::Image(img) if img.runtime == crate::config::ImageRuntime::Swarm => {
-            let swarm = swarm.ok_or("no swarm manager is configured")?;
-            let rt = SwarmRuntime::new(swarm.clone(), sc).ok_or("not a swarm image source")?;
-            Ok(Source::Managed(Arc::new(rt)))
-        }
-        ConfigSource::Command(cmd) => {
-            Ok(Source::Managed(Arc::new(ProcessRuntime::new(cmd.clone()))))
-        }
-        ConfigSource::Image(_) => {
-            let engine = engine.ok_or("no docker engine is configured")?;
-            let rt = DockerRuntime::new(engine.clone(), sc).ok_or("not an image source")?;
-            Ok(Source::Managed(Arc::new(rt)))
-        }
-        ConfigSource::Upstreams(u) => crate::runtime::fixed::resolve(u)
-            .map(Source::Fixed)
-            .map_err(|m| format!("service `{}`: {m}", sc.name)),
-    }
-}
 
 #[derive(Debug)]
 pub enum BuildError {
@@ -280,9 +91,10 @@ impl App {
         };
 
         let cert_store = match &config.proxy.tls {
-            Some(tls) => {
-                Some(crate::tls::CertStore::load(tls).map_err(|e| BuildError::Tls(e.to_string()))?)
-            }
+            Some(tls) => Some(
+                crate::tls::CertStore::load(&tls.certificates)
+                    .map_err(|e| BuildError::Tls(e.to_string()))?,
+            ),
             None => None,
         };
         let mut settings = crate::proxy::Settings::from_config(&config.proxy);
@@ -310,7 +122,7 @@ impl App {
                 store.clone(),
                 events.clone(),
                 metrics.certificate_expiry(),
-                crate::tls::acme::plan_config(&config).names,
+                crate::config::acme_plan(&config).names,
                 shutdown.clone(),
             )),
             _ => None,

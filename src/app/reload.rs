@@ -112,6 +112,10 @@ impl State {
                 .needs_restart
                 .push("proxy (limits, workers, shutdown_timeout or tls.listen)".into());
         }
+        let acme = |c: &Config| c.proxy.tls.as_ref().and_then(|t| t.acme.clone());
+        if acme(&new) != acme(current) {
+            report.needs_restart.push("proxy.tls.acme".into());
+        }
         if new.swarm != current.swarm {
             report.needs_restart.push("swarm".into());
         }

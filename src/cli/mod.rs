@@ -4,6 +4,7 @@
 pub mod certificates;
 pub mod fdlimit;
 mod logs;
+pub mod replay;
 mod words;
 
 pub use logs::{LogsArgs, logs};

@@ -2,18 +2,14 @@
 //! into the canonical [`Config`], plus the span <-> key-path mapping used for error messages.
 
 use std::collections::BTreeMap;
-use std::fmt;
-use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use serde::Deserialize;
-use serde::de::{self, Deserializer, SeqAccess, Visitor};
 
 use super::ConfigError;
 use super::diagnostics::toml_error;
-use super::duration::{UNITS_HELP, parse_duration};
-use super::size::parse_size;
 use super::types::*;
+use super::values::{AdminListen, Cidr, Dur, HostIp, ListenList, Size};
 
 // ---------------------------------------------------------------------------------------------
 // Raw structs: exactly the file's shape.
@@ -80,7 +76,7 @@ struct RawProxy {
     max_header_bytes: Option<Size>,
     max_headers: Option<usize>,
     header_read_timeout: Option<Dur>,
-    trusted_proxies: Option<Vec<super::front::Cidr>>,
+    trusted_proxies: Option<Vec<Cidr>>,
     underscore_headers: Option<super::front::RawUnderscoreHeaders>,
     max_connections: Option<usize>,
     workers: Option<usize>,
@@ -217,161 +213,6 @@ struct RawDeploy {
     stop_grace: Option<Dur>,
     timeout: Option<Dur>,
     auto: Option<bool>,
-}
-
-// ---------------------------------------------------------------------------------------------
-// Value types whose parse errors carry the value's span (so they name key and line).
-
-/// A duration string (`"30s"`).
-pub(super) struct Dur(pub(super) Duration);
-
-impl<'de> Deserialize<'de> for Dur {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl Visitor<'_> for V {
-            type Value = Dur;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                write!(f, "a duration string; {UNITS_HELP}")
-            }
-            fn visit_str<E: de::Error>(self, s: &str) -> Result<Dur, E> {
-                parse_duration(s).map(Dur).map_err(E::custom)
-            }
-            fn visit_i64<E: de::Error>(self, n: i64) -> Result<Dur, E> {
-                Err(bare_number(n))
-            }
-            fn visit_u64<E: de::Error>(self, n: u64) -> Result<Dur, E> {
-                Err(bare_number(n))
-            }
-            fn visit_f64<E: de::Error>(self, n: f64) -> Result<Dur, E> {
-                Err(bare_number(n))
-            }
-        }
-        d.deserialize_any(V)
-    }
-}
-
-/// A byte size string (`"256MiB"`).
-pub(super) struct Size(pub(super) u64);
-
-impl<'de> Deserialize<'de> for Size {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl Visitor<'_> for V {
-            type Value = Size;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                write!(f, "a size string; {}", super::size::SIZE_UNITS_HELP)
-            }
-            fn visit_str<E: de::Error>(self, s: &str) -> Result<Size, E> {
-                parse_size(s).map(Size).map_err(E::custom)
-            }
-            fn visit_i64<E: de::Error>(self, n: i64) -> Result<Size, E> {
-                Err(bare_size(n))
-            }
-            fn visit_u64<E: de::Error>(self, n: u64) -> Result<Size, E> {
-                Err(bare_size(n))
-            }
-            fn visit_f64<E: de::Error>(self, n: f64) -> Result<Size, E> {
-                Err(bare_size(n))
-            }
-        }
-        d.deserialize_any(V)
-    }
-}
-
-fn bare_size<E: de::Error>(n: impl fmt::Display) -> E {
-    E::custom(format!(
-        "invalid size {n}: a bare number has no unit, write a string such as \"{n}MiB\"; {}",
-        super::size::SIZE_UNITS_HELP
-    ))
-}
-
-/// An IP address without a port (`"127.0.0.1"`).
-struct HostIp(IpAddr);
-
-impl<'de> Deserialize<'de> for HostIp {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl Visitor<'_> for V {
-            type Value = HostIp;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("an IP address string such as \"127.0.0.1\"")
-            }
-            fn visit_str<E: de::Error>(self, s: &str) -> Result<HostIp, E> {
-                s.trim().parse().map(HostIp).map_err(|_| {
-                    E::custom(format!(
-                        "invalid address {s:?}: expected an IP address without a port, such as \"127.0.0.1\""
-                    ))
-                })
-            }
-        }
-        d.deserialize_str(V)
-    }
-}
-
-fn bare_number<E: de::Error>(n: impl fmt::Display) -> E {
-    E::custom(format!(
-        "invalid duration {n}: a bare number has no unit, write a string such as \"{n}s\"; {UNITS_HELP}"
-    ))
-}
-
-fn parse_addr(s: &str) -> Result<SocketAddr, String> {
-    s.trim().parse().map_err(|_| {
-        format!(
-            "invalid address {s:?}: expected an IP address and port such as \"127.0.0.1:8080\" or \"[::1]:8080\""
-        )
-    })
-}
-
-/// `listen = "addr"` or `listen = ["addr", ...]`.
-pub(super) struct ListenList(pub(super) Vec<SocketAddr>);
-
-impl<'de> Deserialize<'de> for ListenList {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = ListenList;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("an address string such as \"127.0.0.1:8080\" or a list of them")
-            }
-            fn visit_str<E: de::Error>(self, s: &str) -> Result<ListenList, E> {
-                parse_addr(s)
-                    .map(|a| ListenList(vec![a]))
-                    .map_err(E::custom)
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<ListenList, A::Error> {
-                let mut out = Vec::new();
-                while let Some(s) = seq.next_element::<String>()? {
-                    out.push(parse_addr(&s).map_err(de::Error::custom)?);
-                }
-                Ok(ListenList(out))
-            }
-        }
-        d.deserialize_any(V)
-    }
-}
-
-/// `listen = "addr"` or `listen = "off"`.
-struct AdminListen(Option<SocketAddr>);
-
-impl<'de> Deserialize<'de> for AdminListen {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl Visitor<'_> for V {
-            type Value = AdminListen;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("an address string such as \"127.0.0.1:9180\", or \"off\"")
-            }
-            fn visit_str<E: de::Error>(self, s: &str) -> Result<AdminListen, E> {
-                if s.trim().eq_ignore_ascii_case("off") {
-                    return Ok(AdminListen(None));
-                }
-                parse_addr(s).map(|a| AdminListen(Some(a))).map_err(|m| {
-                    E::custom(format!("{m}, or \"off\" to disable the admin listener"))
-                })
-            }
-        }
-        d.deserialize_str(V)
-    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -5,8 +5,8 @@
 use serde::Deserialize;
 
 use super::ConfigError;
-use super::front::Cidr;
 use super::types::{IdleIgnore, PathPattern, TrafficTarget};
+use super::values::Cidr;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -2,18 +2,16 @@
 //! entries, `trusted_proxies` and `underscore_headers`. The limits themselves are plain sizes,
 //! counts and durations read in `file.rs`.
 
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use serde::Deserialize;
-use serde::de::{self, Deserializer, Visitor};
 
-use super::file::ListenList;
 use super::types::{
-    AcmeChallenge, AcmeConfig, CertificateConfig, IpNet, LETS_ENCRYPT_DIRECTORY, TlsConfig,
+    AcmeChallenge, AcmeConfig, CertificateConfig, LETS_ENCRYPT_DIRECTORY, TlsConfig,
     UnderscoreHeaders,
 };
+use super::values::ListenList;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -98,25 +96,6 @@ pub(super) fn convert_tls(raw: RawTls) -> TlsConfig {
             },
             storage: None,
         }),
-    }
-}
-
-/// One `trusted_proxies` entry; a parse error carries the element's span, so it names its line.
-pub(super) struct Cidr(pub(super) IpNet);
-
-impl<'de> Deserialize<'de> for Cidr {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl Visitor<'_> for V {
-            type Value = Cidr;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("an address block string such as \"10.0.0.0/8\"")
-            }
-            fn visit_str<E: de::Error>(self, s: &str) -> Result<Cidr, E> {
-                s.parse().map(Cidr).map_err(E::custom)
-            }
-        }
-        d.deserialize_str(V)
     }
 }
 

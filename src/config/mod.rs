@@ -17,6 +17,7 @@ mod validate;
 mod validate_acme;
 mod validate_front;
 mod validate_service;
+mod values;
 
 #[cfg(test)]
 mod proptests;
@@ -154,9 +155,11 @@ fn check_tls_files(config: &Config) -> Result<(), ConfigError> {
     let Some(tls) = &config.proxy.tls else {
         return Ok(());
     };
-    crate::tls::CertStore::load(tls).map(drop).map_err(|e| {
-        ConfigError::at_key(e.key_path(), format!("{}: {}", e.path.display(), e.reason))
-    })?;
+    crate::tls::CertStore::load(&tls.certificates)
+        .map(drop)
+        .map_err(|e| {
+            ConfigError::at_key(e.key_path(), format!("{}: {}", e.path.display(), e.reason))
+        })?;
     for (i, path) in tls.acme.iter().flat_map(|a| a.ca_roots.iter()).enumerate() {
         crate::tls::acme::read_roots(path).map_err(|why| {
             ConfigError::at_key(
@@ -232,13 +235,29 @@ fn acme_summary(out: &mut String, config: &Config, acme: &AcmeConfig) {
                 .display()
                 .to_string())
     );
-    let plan = crate::tls::acme::plan_config(config);
+    let plan = acme_plan(config);
     for name in &plan.names {
         let _ = writeln!(out, "      {name}: ordered from the CA");
     }
     for (name, why) in &plan.skipped {
         let _ = writeln!(out, "      {name}: skipped: {why}");
     }
+}
+
+/// The names a config has the ACME CA order: the services' hosts against its certificate files.
+pub fn acme_plan(config: &Config) -> crate::tls::acme::Plan {
+    let files = config
+        .proxy
+        .tls
+        .as_ref()
+        .map_or(&[][..], |t| &t.certificates[..]);
+    crate::tls::acme::plan(
+        config
+            .services
+            .iter()
+            .flat_map(|s| s.hosts.iter().map(String::as_str)),
+        |host| crate::tls::acme::covered_by(files, host),
+    )
 }
 
 /// One-screen human summary for `wakeway check`: listeners, then per service: name, runtime

@@ -7,6 +7,9 @@ use std::path::PathBuf;
 
 pub use super::cidr::IpNet;
 pub use super::idle_ignore::{IdleIgnore, PathPattern};
+/// Owned by the certificate store, which reads no config.
+pub use crate::tls::CertificateConfig;
+pub use crate::tls::acme::{AcmeChallenge, AcmeConfig, LETS_ENCRYPT_DIRECTORY};
 use std::time::Duration;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -129,57 +132,6 @@ pub struct TlsConfig {
     pub certificates: Vec<CertificateConfig>,
     /// `[proxy.tls.acme]`: certificates ordered from an ACME CA for the names no file covers.
     pub acme: Option<AcmeConfig>,
-}
-
-/// Let's Encrypt's production directory: what `[proxy.tls.acme]` orders from by default.
-pub const LETS_ENCRYPT_DIRECTORY: &str = "https://acme-v02.api.letsencrypt.org/directory";
-
-/// `[proxy.tls.acme]`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct AcmeConfig {
-    /// The CA's ACME directory URL.
-    pub directory: String,
-    /// The account's contact address.
-    pub email: Option<String>,
-    /// Extra roots trusted for the directory's own HTTPS (a private or test CA), resolved
-    /// against the config file's directory.
-    pub ca_roots: Vec<PathBuf>,
-    /// The challenges offered to the CA, in order of preference.
-    pub challenges: Vec<AcmeChallenge>,
-    /// Where the account key and the certificates are kept (`acme/` beside the state file);
-    /// `None` when the config was built in code: nothing persists.
-    pub storage: Option<PathBuf>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AcmeChallenge {
-    /// RFC 8737, answered on the TLS listener.
-    TlsAlpn01,
-    /// RFC 8555 §8.3, answered on the plain listener.
-    Http01,
-}
-
-impl AcmeChallenge {
-    pub fn name(self) -> &'static str {
-        match self {
-            AcmeChallenge::TlsAlpn01 => "tls-alpn-01",
-            AcmeChallenge::Http01 => "http-01",
-        }
-    }
-}
-
-/// One `[[proxy.tls.certificate]]`: a PEM chain and key, served to the names in `hosts`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct CertificateConfig {
-    /// Lower-case server names; `*.example.com` matches exactly one label below `example.com`.
-    pub hosts: Vec<String>,
-    /// PEM certificate chain, leaf first. Relative paths are resolved against the config
-    /// file's directory when the file is parsed.
-    pub cert: PathBuf,
-    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
-    pub key: PathBuf,
-    /// Served to clients whose server name matches no entry (or who send none).
-    pub default: bool,
 }
 
 /// A header name containing `_` is read as `-` by CGI/WSGI-style apps, so it can smuggle a

@@ -1,6 +1,7 @@
 //! Every Prometheus family wakeway exports, in one place, with per-service handles resolved once
 //! so the request path never looks a label up.
 
+pub mod proto;
 pub mod requests;
 pub mod services;
 

@@ -8,7 +8,9 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use prometheus::core::{Collector, Desc};
-use prometheus::proto::{Bucket, Counter, Histogram, LabelPair, Metric, MetricFamily, MetricType};
+use prometheus::proto::{MetricFamily, MetricType};
+
+use crate::metrics::proto::{counter, desc, family_of, histogram};
 
 thread_local! {
     static WORKER: Cell<usize> = const { Cell::new(usize::MAX) };
@@ -131,23 +133,14 @@ pub struct RequestsCollector {
 
 impl RequestsCollector {
     pub fn new() -> RequestsCollector {
-        let d = |name: &str, help: &str, labels: &[&str]| {
-            Desc::new(
-                name.into(),
-                help.into(),
-                labels.iter().map(|l| l.to_string()).collect(),
-                Default::default(),
-            )
-            .expect("valid metric description")
-        };
         RequestsCollector {
             descs: vec![
-                d(
+                desc(
                     crate::metrics::REQUESTS_TOTAL,
                     "Requests answered, by status code.",
                     &["service", "code"],
                 ),
-                d(
+                desc(
                     crate::metrics::REQUEST_DURATION_SECONDS,
                     "Time from request arrival to response headers.",
                     &["service"],
@@ -176,22 +169,6 @@ impl Default for RequestsCollector {
     }
 }
 
-pub(crate) fn label(name: &str, value: &str) -> LabelPair {
-    let mut l = LabelPair::default();
-    l.set_name(name.into());
-    l.set_value(value.into());
-    l
-}
-
-pub(crate) fn family(desc: &Desc, t: MetricType, metrics: Vec<Metric>) -> MetricFamily {
-    let mut f = MetricFamily::default();
-    f.set_name(desc.fq_name.clone());
-    f.set_help(desc.help.clone());
-    f.set_field_type(t);
-    f.set_metric(metrics);
-    f
-}
-
 impl Collector for RequestsCollector {
     fn desc(&self) -> Vec<&Desc> {
         self.descs.iter().collect()
@@ -208,11 +185,7 @@ impl Collector for RequestsCollector {
                 .map(|c| c.to_string())
                 .chain(CLASSES.iter().map(|c| c.to_string()));
             for (code, n) in names.zip(codes) {
-                let mut m = Metric::from_label(vec![label("service", name), label("code", &code)]);
-                let mut c = Counter::default();
-                c.set_value(n as f64);
-                m.set_counter(c);
-                requests.push(m);
+                requests.push(counter(&[("service", name), ("code", &code)], n));
             }
             let mut counts = [0u64; BUCKET_MICROS.len() + 1];
             let mut sum = 0u64;
@@ -222,29 +195,17 @@ impl Collector for RequestsCollector {
                 }
                 sum += s.sum_micros.load(Relaxed);
             }
-            let mut cumulative = 0;
-            let buckets = LATENCY_BUCKETS
-                .iter()
-                .zip(counts)
-                .map(|(bound, n)| {
-                    cumulative += n;
-                    let mut b = Bucket::default();
-                    b.set_upper_bound(*bound);
-                    b.set_cumulative_count(cumulative);
-                    b
-                })
-                .collect();
-            let mut h = Histogram::default();
-            h.set_bucket(buckets);
-            h.set_sample_count(counts.iter().sum());
-            h.set_sample_sum(sum as f64 / 1e6);
-            let mut m = Metric::from_label(vec![label("service", name)]);
-            m.set_histogram(h);
-            durations.push(m);
+            let labels = [("service", name.as_str())];
+            durations.push(histogram(
+                &labels,
+                &LATENCY_BUCKETS,
+                counts,
+                sum as f64 / 1e6,
+            ));
         }
         vec![
-            family(&self.descs[0], MetricType::COUNTER, requests),
-            family(&self.descs[1], MetricType::HISTOGRAM, durations),
+            family_of(&self.descs[0], MetricType::COUNTER, requests),
+            family_of(&self.descs[1], MetricType::HISTOGRAM, durations),
         ]
     }
 }

@@ -9,9 +9,9 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
 use prometheus::core::{Collector, Desc};
-use prometheus::proto::{Bucket, Counter, Gauge, Histogram, Metric, MetricFamily, MetricType};
+use prometheus::proto::{Metric, MetricFamily, MetricType};
 
-use crate::metrics::requests::{family, label};
+use crate::metrics::proto::{self, desc, family_of};
 use crate::metrics::*;
 
 #[derive(Default)]
@@ -84,25 +84,10 @@ impl<const N: usize> Hist<N> {
             .fetch_add((seconds.max(0.0) * 1e6) as u64, Relaxed);
     }
 
-    fn proto(&self) -> Histogram {
-        let mut cumulative = 0;
-        let buckets = self
-            .bounds
-            .iter()
-            .zip(&self.buckets)
-            .map(|(bound, n)| {
-                cumulative += n.load(Relaxed);
-                let mut b = Bucket::default();
-                b.set_upper_bound(*bound);
-                b.set_cumulative_count(cumulative);
-                b
-            })
-            .collect();
-        let mut h = Histogram::default();
-        h.set_bucket(buckets);
-        h.set_sample_count(cumulative + self.over.load(Relaxed));
-        h.set_sample_sum(self.sum_micros.load(Relaxed) as f64 / 1e6);
-        h
+    fn metric(&self, labels: &[(&str, &str)]) -> Metric {
+        let counts = self.buckets.iter().chain([&self.over]);
+        let sum = self.sum_micros.load(Relaxed) as f64 / 1e6;
+        proto::histogram(labels, self.bounds, counts.map(|n| n.load(Relaxed)), sum)
     }
 }
 
@@ -245,15 +230,8 @@ impl ServicesCollector {
         let descs = FAMILIES
             .iter()
             .map(|(name, help, _, label)| {
-                let mut labels = vec!["service".to_string()];
-                labels.extend(label.map(String::from));
-                Desc::new(
-                    name.to_string(),
-                    help.to_string(),
-                    labels,
-                    Default::default(),
-                )
-                .expect("valid metric description")
+                let labels: Vec<&str> = ["service"].into_iter().chain(*label).collect();
+                desc(name, help, &labels)
             })
             .collect();
         ServicesCollector {
@@ -281,28 +259,16 @@ impl Default for ServicesCollector {
     }
 }
 
-fn series(service: &str, extra: Option<(&str, &str)>) -> Metric {
-    let mut labels = vec![label("service", service)];
-    if let Some((k, v)) = extra {
-        labels.push(label(k, v));
-    }
-    Metric::from_label(labels)
+fn labels<'a>(service: &'a str, extra: Option<(&'a str, &'a str)>) -> Vec<(&'a str, &'a str)> {
+    [("service", service)].into_iter().chain(extra).collect()
 }
 
 fn gauge(service: &str, extra: Option<(&str, &str)>, v: i64) -> Metric {
-    let mut m = series(service, extra);
-    let mut g = Gauge::default();
-    g.set_value(v as f64);
-    m.set_gauge(g);
-    m
+    proto::gauge(&labels(service, extra), v as f64)
 }
 
 fn counter(service: &str, extra: Option<(&str, &str)>, v: u64) -> Metric {
-    let mut m = series(service, extra);
-    let mut c = Counter::default();
-    c.set_value(v as f64);
-    m.set_counter(c);
-    m
+    proto::counter(&labels(service, extra), v)
 }
 
 impl Collector for ServicesCollector {
@@ -325,12 +291,8 @@ impl Collector for ServicesCollector {
             }
             metrics[3].push(gauge(n, None, s.desired.get()));
             metrics[4].push(counter(n, None, s.cold_starts.get()));
-            let mut m = series(n, None);
-            m.set_histogram(s.cold_start_duration.proto());
-            metrics[5].push(m);
-            let mut m = series(n, None);
-            m.set_histogram(s.queue_wait.proto());
-            metrics[6].push(m);
+            metrics[5].push(s.cold_start_duration.metric(&labels(n, None)));
+            metrics[6].push(s.queue_wait.metric(&labels(n, None)));
             for (reason, c) in [
                 ("queue_full", &s.rejected_queue_full),
                 ("timeout", &s.rejected_timeout),
@@ -365,7 +327,7 @@ impl Collector for ServicesCollector {
             .iter()
             .zip(&self.descs)
             .zip(metrics)
-            .map(|(((_, _, t, _), desc), metrics)| family(desc, *t, metrics))
+            .map(|(((_, _, t, _), desc), metrics)| family_of(desc, *t, metrics))
             .collect()
     }
 }

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use http::{HeaderValue, Method, Uri, Version};
+use http::{HeaderValue, Method, Version};
 use prometheus::IntCounter;
 use serde_json::{Map, Value};
 
@@ -36,8 +36,9 @@ pub struct AccessRecord {
     pub revision: Option<Arc<str>>,
     pub instance: Option<Arc<str>>,
     pub method: Method,
-    /// The request target; the query is written only with `log.access_query = true`.
-    pub uri: Uri,
+    /// The request target as forwarded (bytes as the client sent them, escaped when written);
+    /// the query is written only with `log.access_query = true`.
+    pub target: Box<[u8]>,
     pub version: Version,
     pub status: u16,
     /// Request body bytes read from the client.
@@ -60,7 +61,14 @@ pub struct AccessRecord {
     /// A gRPC call's `grpc-status` (its method is the path); the line is written when the call
     /// ends, so streaming calls carry their final status.
     pub grpc_status: Option<u8>,
+    /// Why wakeway answered itself (a refused or failed request); `None` for an answer that
+    /// came from the instance.
+    pub reason: Option<String>,
 }
+
+/// Why wakeway answered a request itself: carried on the response it made, for its line.
+#[derive(Debug, Clone)]
+pub struct Reason(pub String);
 
 /// The sending side, cloned into every worker. `None`-like when the log is off: see
 /// [`AccessLog::start`].
@@ -152,15 +160,39 @@ impl Writer {
     }
 }
 
-fn target(uri: &Uri, query: bool) -> &str {
-    match (query, uri.path_and_query()) {
-        (true, Some(pq)) => pq.as_str(),
-        _ => uri.path(),
+fn target(t: &[u8], query: bool) -> &[u8] {
+    match t.iter().position(|b| *b == b'?') {
+        Some(q) if !query => &t[..q],
+        _ => t,
     }
 }
 
-fn header_text(v: &Option<HeaderValue>) -> Option<&str> {
-    v.as_ref().and_then(|v| v.to_str().ok())
+/// Bytes as JSON text: UTF-8 as it is (the serializer escapes what JSON requires), any byte
+/// that is not UTF-8 as `\xHH`.
+fn json_text(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len());
+    for chunk in bytes.utf8_chunks() {
+        out.push_str(chunk.valid());
+        for b in chunk.invalid() {
+            let _ = std::fmt::Write::write_fmt(&mut out, format_args!("\\x{b:02X}"));
+        }
+    }
+    out
+}
+
+/// nginx's escaping for its text log: `"`, `\`, control bytes and bytes past ASCII as `\xHH`.
+fn clf_escape(out: &mut String, bytes: &[u8]) {
+    for &b in bytes {
+        if b == b'"' || b == b'\\' || !(0x20..0x7f).contains(&b) {
+            let _ = std::fmt::Write::write_fmt(out, format_args!("\\x{b:02X}"));
+        } else {
+            out.push(b as char);
+        }
+    }
+}
+
+fn header_bytes(v: &Option<HeaderValue>) -> Option<&[u8]> {
+    v.as_ref().map(HeaderValue::as_bytes)
 }
 
 fn millis(d: Duration) -> f64 {
@@ -176,7 +208,7 @@ pub fn json_line(out: &mut Vec<u8>, r: &AccessRecord, query: bool) {
     m.insert("revision".into(), s(&r.revision));
     m.insert("instance".into(), s(&r.instance));
     m.insert("method".into(), r.method.as_str().into());
-    m.insert("path".into(), target(&r.uri, query).into());
+    m.insert("path".into(), json_text(target(&r.target, query)).into());
     m.insert("protocol".into(), format!("{:?}", r.version).into());
     m.insert("status".into(), r.status.into());
     m.insert("bytes_in".into(), r.bytes_in.into());
@@ -191,11 +223,11 @@ pub fn json_line(out: &mut Vec<u8>, r: &AccessRecord, query: bool) {
     m.insert("client".into(), r.client.to_string().into());
     m.insert(
         "user_agent".into(),
-        header_text(&r.user_agent).map_or(Value::Null, Into::into),
+        header_bytes(&r.user_agent).map_or(Value::Null, |v| json_text(v).into()),
     );
     m.insert(
         "referer".into(),
-        header_text(&r.referer).map_or(Value::Null, Into::into),
+        header_bytes(&r.referer).map_or(Value::Null, |v| json_text(v).into()),
     );
     m.insert(
         "request_id".into(),
@@ -207,11 +239,17 @@ pub fn json_line(out: &mut Vec<u8>, r: &AccessRecord, query: bool) {
     );
     m.insert(
         "grpc_method".into(),
-        r.grpc_status.map_or(Value::Null, |_| r.uri.path().into()),
+        r.grpc_status.map_or(Value::Null, |_| {
+            String::from_utf8_lossy(target(&r.target, false)).into()
+        }),
     );
     m.insert(
         "grpc_status".into(),
         r.grpc_status.map_or(Value::Null, Into::into),
+    );
+    m.insert(
+        "reason".into(),
+        r.reason.as_deref().map_or(Value::Null, Into::into),
     );
     serde_json::to_writer(out, &m).expect("a map of JSON values serializes");
 }
@@ -221,8 +259,14 @@ pub fn json_line(out: &mut Vec<u8>, r: &AccessRecord, query: bool) {
 pub fn combined_line(out: &mut Vec<u8>, r: &AccessRecord, query: bool) {
     use std::fmt::Write as _;
     let mut line = String::with_capacity(256);
-    let quoted = |v: Option<&str>| match v {
-        Some(s) => format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\"")),
+    let quoted = |v: Option<&[u8]>| match v {
+        Some(s) => {
+            let mut q = String::with_capacity(s.len() + 2);
+            q.push('"');
+            clf_escape(&mut q, s);
+            q.push('"');
+            q
+        }
         None => "\"-\"".into(),
     };
     let dash = |v: &Option<Arc<str>>| v.as_deref().unwrap_or("-").to_string();
@@ -231,16 +275,19 @@ pub fn combined_line(out: &mut Vec<u8>, r: &AccessRecord, query: bool) {
         "{} - - [{}] {} {} {} {} {}",
         r.client.ip(),
         clf_time(r.time),
-        quoted(Some(&format!(
-            "{} {} {:?}",
-            r.method,
-            target(&r.uri, query),
-            r.version
-        ))),
+        quoted(Some(
+            &[
+                r.method.as_str().as_bytes(),
+                b" ",
+                target(&r.target, query),
+                format!(" {:?}", r.version).as_bytes(),
+            ]
+            .concat()
+        )),
         r.status,
         r.bytes_out,
-        quoted(header_text(&r.referer)),
-        quoted(header_text(&r.user_agent)),
+        quoted(header_bytes(&r.referer)),
+        quoted(header_bytes(&r.user_agent)),
     );
     let _ = write!(
         line,
@@ -261,6 +308,13 @@ pub fn combined_line(out: &mut Vec<u8>, r: &AccessRecord, query: bool) {
     }
     if let Some(g) = r.grpc_status {
         let _ = write!(line, " grpc_status={g}");
+    }
+    match &r.reason {
+        Some(why) => {
+            line.push_str(" reason=");
+            line.push_str(&quoted(Some(why.as_bytes())));
+        }
+        None => line.push_str(" reason=-"),
     }
     out.extend_from_slice(line.as_bytes());
 }
@@ -294,7 +348,7 @@ mod tests {
             revision: Some("web-00002".into()),
             instance: Some("web-00002-a".into()),
             method: Method::POST,
-            uri: path.parse().unwrap(),
+            target: path.as_bytes().into(),
             version: Version::HTTP_11,
             status: 201,
             bytes_in: 12,
@@ -312,6 +366,7 @@ mod tests {
             )
             .map(|t| t.trace_id),
             grpc_status: None,
+            reason: None,
         }
     }
 
@@ -359,7 +414,7 @@ mod tests {
         let line = String::from_utf8(out).unwrap();
         assert!(
             line.starts_with(
-                "10.0.0.7 - - [27/Nov/2025:08:42:00 +0000] \"POST /orders HTTP/1.1\" 201 345 \"-\" \"curl/8.5 \\\"quoted\\\"\" "
+                "10.0.0.7 - - [27/Nov/2025:08:42:00 +0000] \"POST /orders HTTP/1.1\" 201 345 \"-\" \"curl/8.5 \\x22quoted\\x22\" "
             ),
             "{line}"
         );

@@ -75,6 +75,14 @@ impl ProxyBody {
     pub fn empty() -> ProxyBody {
         ProxyBody::Full(None)
     }
+
+    /// The instance streaming this body, if an instance answered (for the access log).
+    pub fn instance(&self) -> Option<&std::sync::Arc<crate::service::instance::Instance>> {
+        match self {
+            ProxyBody::Upstream { guard, .. } => guard.as_ref().map(InFlight::instance),
+            ProxyBody::Full(_) | ProxyBody::Grpc(_) => None,
+        }
+    }
 }
 
 impl Body for ProxyBody {

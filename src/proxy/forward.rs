@@ -23,7 +23,7 @@ use super::grpc;
 use super::headers::{self, Disposition, Underscore};
 use super::upstream::h2::{self, H2Error, H2Upstreams, StreamSlot};
 use crate::config::Protocol;
-use crate::proxy::access_log::AccessRecord;
+use crate::proxy::access_log::{AccessRecord, Reason};
 use crate::proxy::trace::{self, ServerTiming};
 use crate::service::{InFlight, Service};
 
@@ -122,10 +122,14 @@ impl HyperForwarder {
             revision: None,
             instance: None,
             method: req.method().clone(),
-            uri: req.uri().clone(),
+            target: req
+                .uri()
+                .path_and_query()
+                .map_or("/", |pq| pq.as_str())
+                .as_bytes()
+                .into(),
             version: req.version(),
             status: 0,
-            bytes_in: 0,
             bytes_out: 0,
             duration: Duration::ZERO,
             queue_wait: Duration::ZERO,
@@ -137,6 +141,8 @@ impl HyperForwarder {
             request_id: request_id.clone(),
             trace_id,
             grpc_status: None,
+            reason: None,
+            bytes_in: http_body::Body::size_hint(req.body()).exact().unwrap_or(0),
         });
         let mut timing = Timing::default();
         let mut resp = self
@@ -159,6 +165,11 @@ impl HyperForwarder {
             r.queue_wait = timing.waited;
             r.cold_start = timing.cold;
             r.bytes_out = http_body::Body::size_hint(resp.body()).exact().unwrap_or(0);
+            if let Some(inst) = resp.body().instance() {
+                r.instance = Some(Arc::from(inst.id.as_str()));
+                r.revision = Some(Arc::from(inst.revision.as_str()));
+            }
+            r.reason = resp.extensions_mut().remove::<Reason>().map(|r| r.0);
             r
         });
         if grpc {
@@ -216,7 +227,6 @@ impl HyperForwarder {
         };
         if let Some(r) = record {
             r.service = Some(Arc::from(svc.name.as_str()));
-            r.revision = Some(Arc::from(svc.revision().as_str()));
         }
         if grpc {
             timing.service = Some(svc.clone());
@@ -455,6 +465,7 @@ pub fn error_response(e: &ProxyError, grpc: bool) -> Response<ProxyBody> {
     }
     let mut resp = Response::new(ProxyBody::full(format!("{}\n", e.message())));
     *resp.status_mut() = e.status();
+    resp.extensions_mut().insert(Reason(e.message()));
     let h = resp.headers_mut();
     h.insert(
         header::CONTENT_TYPE,

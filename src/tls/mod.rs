@@ -27,8 +27,21 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{CertificateConfig, TlsConfig};
 use crate::events::EventLog;
+
+/// One `[[proxy.tls.certificate]]`: a PEM chain and key, served to the names in `hosts`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CertificateConfig {
+    /// Lower-case server names; `*.example.com` matches exactly one label below `example.com`.
+    pub hosts: Vec<String>,
+    /// PEM certificate chain, leaf first. Relative paths are resolved against the config
+    /// file's directory when the file is parsed.
+    pub cert: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+    /// Served to clients whose server name matches no entry (or who send none).
+    pub default: bool,
+}
 
 /// How often [`CertStore::watch`] looks at the certificate files by default.
 pub const WATCH_INTERVAL: Duration = Duration::from_secs(2);
@@ -150,10 +163,11 @@ pub struct Reloaded {
 }
 
 impl CertStore {
-    /// Reads every certificate of `tls`; any bad file fails the whole load.
-    pub fn load(tls: &TlsConfig) -> Result<CertStore, CertError> {
+    /// Reads every certificate (`[[proxy.tls.certificate]]`, in order); any bad file fails the
+    /// whole load.
+    pub fn load(certificates: &[CertificateConfig]) -> Result<CertStore, CertError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let entries = read_all(&provider, tls)?;
+        let entries = read_all(&provider, certificates)?;
         Ok(CertStore {
             inner: Arc::new(Inner {
                 table: ArcSwap::from_pointee(Table::build(&entries)),
@@ -166,8 +180,8 @@ impl CertStore {
     }
 
     /// Replaces the whole certificate list (a config reload); on any bad file nothing changes.
-    pub fn apply(&self, tls: &TlsConfig) -> Result<(), CertError> {
-        let fresh = read_all(&self.inner.provider, tls)?;
+    pub fn apply(&self, certificates: &[CertificateConfig]) -> Result<(), CertError> {
+        let fresh = read_all(&self.inner.provider, certificates)?;
         let mut entries = self.entries();
         *entries = fresh;
         self.inner.table.store(Arc::new(Table::build(&entries)));
@@ -176,18 +190,18 @@ impl CertStore {
 
     /// Applies a reloaded config: a changed certificate list replaces the old one (all or
     /// nothing); the same list re-reads every file, keeping the old pair of a broken entry.
-    pub fn update(&self, tls: &TlsConfig) -> Result<Reloaded, CertError> {
+    pub fn update(&self, certificates: &[CertificateConfig]) -> Result<Reloaded, CertError> {
         let same = self
             .entries()
             .iter()
             .map(|e| &e.config)
-            .eq(tls.certificates.iter());
+            .eq(certificates.iter());
         if same {
             return Ok(self.reload());
         }
-        self.apply(tls)?;
+        self.apply(certificates)?;
         Ok(Reloaded {
-            replaced: (0..tls.certificates.len()).collect(),
+            replaced: (0..certificates.len()).collect(),
             failed: Vec::new(),
         })
     }
@@ -307,8 +321,15 @@ impl CertStore {
         set(&self.inner.challenges, name, key);
     }
 
-    /// A certificate chain (PEM, leaf first) and its private key, ready to serve.
-    pub fn certified_key(&self, chain_pem: &[u8], key_pem: &[u8]) -> Result<CertifiedKey, String> {
+    /// A certificate chain (PEM, leaf first) and its private key, ready to serve. A
+    /// TLS-ALPN-01 certificate (`challenge`) skips the check that the key matches: its critical
+    /// `acmeIdentifier` extension is unknown to the certificate parser, and wakeway made both.
+    pub fn certified_key(
+        &self,
+        chain_pem: &[u8],
+        key_pem: &[u8],
+        challenge: bool,
+    ) -> Result<CertifiedKey, String> {
         let chain = CertificateDer::pem_slice_iter(chain_pem)
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| format!("certificate chain: {}", pem_reason(&e)))?;
@@ -324,6 +345,9 @@ impl CertStore {
             .load_private_key(key)
             .map_err(|e| format!("private key: {e}"))?;
         let pair = CertifiedKey::new(chain, signing);
+        if challenge {
+            return Ok(pair);
+        }
         match pair.keys_match() {
             Ok(()) | Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::Unknown)) => {
                 Ok(pair)
@@ -437,8 +461,11 @@ impl Acceptor {
     }
 }
 
-fn read_all(provider: &CryptoProvider, tls: &TlsConfig) -> Result<Vec<Entry>, CertError> {
-    tls.certificates
+fn read_all(
+    provider: &CryptoProvider,
+    certificates: &[CertificateConfig],
+) -> Result<Vec<Entry>, CertError> {
+    certificates
         .iter()
         .enumerate()
         .map(|(index, config)| {

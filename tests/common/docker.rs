@@ -22,6 +22,7 @@ use bollard::query_parameters::{
 use futures_util::StreamExt;
 use tokio::time::Instant;
 
+use super::engine_scenarios::{EngineTest, GHOST};
 use super::{DEADLINE, LISTEN_ANY, WAKEWAY, Wakeway, wait_for};
 
 // ---------------------------------------------------------------------------------------------
@@ -146,19 +147,10 @@ impl DockerTest {
             Err(e) => {
                 let host = std::env::var("DOCKER_HOST")
                     .unwrap_or_else(|_| "unix:///var/run/docker.sock (DOCKER_HOST unset)".into());
-                if std::env::var("CI").as_deref() == Ok("true") {
-                    panic!("CI=true and no docker engine answers at {host}: {e}");
-                }
-                // Straight to the stream, past the test harness's capture: a skip must be seen.
-                static WARNED: std::sync::Once = std::sync::Once::new();
-                WARNED.call_once(|| {
-                    use std::io::Write as _;
-                    let _ = writeln!(
-                        std::io::stderr(),
-                        "\n!!!!!!!! SKIPPING the docker tests: no docker engine answers at {host}: {e} !!!!!!!!\n"
-                    );
-                });
-                return None;
+                return skip(
+                    "docker",
+                    &format!("no docker engine answers at {host}: {e}"),
+                );
             }
         };
         let image = image_tag();
@@ -190,8 +182,8 @@ impl DockerTest {
         )
     }
 
-    /// This scope's containers (`all`: stopped ones too), optionally of one service.
-    pub async fn containers(&self, service: Option<&str>, all: bool) -> Vec<ContainerSummary> {
+    /// The list filter of what wakeway made in this scope, optionally for one service.
+    pub fn scope_filter(&self, service: Option<&str>) -> HashMap<String, Vec<String>> {
         let mut labels = vec![
             "wakeway.managed=true".to_string(),
             format!("wakeway.scope={}", self.scope),
@@ -199,9 +191,42 @@ impl DockerTest {
         if let Some(s) = service {
             labels.push(format!("wakeway.service={s}"));
         }
+        HashMap::from([("label".to_string(), labels)])
+    }
+
+    /// Waits until `now()` (the `what` of `service` in this scope) is exactly `instances`.
+    pub async fn wait_exactly<F, Fut>(
+        &self,
+        what: &str,
+        service: &str,
+        instances: &BTreeSet<String>,
+        mut now: F,
+    ) -> BTreeSet<String>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = BTreeSet<String>>,
+    {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let now = now().await;
+            if now == *instances {
+                return now;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "timed out after {DEADLINE:?} waiting for the {what} of {service} in scope {} to be exactly {instances:?}; they are {now:?}",
+                    self.scope
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// This scope's containers (`all`: stopped ones too), optionally of one service.
+    pub async fn containers(&self, service: Option<&str>, all: bool) -> Vec<ContainerSummary> {
         let opts = ListContainersOptions {
             all,
-            filters: Some(HashMap::from([("label".to_string(), labels)])),
+            filters: Some(self.scope_filter(service)),
             ..Default::default()
         };
         self.docker
@@ -234,20 +259,10 @@ impl DockerTest {
         service: &str,
         instances: &BTreeSet<String>,
     ) -> BTreeSet<String> {
-        let deadline = Instant::now() + DEADLINE;
-        loop {
-            let now = self.container_instances(service).await;
-            if now == *instances {
-                return now;
-            }
-            if Instant::now() > deadline {
-                panic!(
-                    "timed out after {DEADLINE:?} waiting for the containers of {service} in scope {} to be exactly {instances:?}; they are {now:?}",
-                    self.scope
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        self.wait_exactly("containers", service, instances, || {
+            self.container_instances(service)
+        })
+        .await
     }
 
     pub async fn inspect(&self, id: &str) -> ContainerInspectResponse {
@@ -295,14 +310,21 @@ impl DockerTest {
         name.to_string()
     }
 
-    /// Runs a container of this scope by hand, as a previous wakeway might have left it.
-    pub async fn leftover(&self, name: &str, labels: &[(&str, &str)], running: bool) -> String {
+    /// `labels` plus the ones that put something in this scope, as wakeway labels what it
+    /// makes.
+    pub fn scope_labels(&self, labels: &[(&str, &str)]) -> HashMap<String, String> {
         let mut all: HashMap<String, String> = labels
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         all.insert("wakeway.managed".into(), "true".into());
         all.insert("wakeway.scope".into(), self.scope.clone());
+        all
+    }
+
+    /// Runs a container of this scope by hand, as a previous wakeway might have left it.
+    pub async fn leftover(&self, name: &str, labels: &[(&str, &str)], running: bool) -> String {
+        let all = self.scope_labels(labels);
         let body = ContainerCreateBody {
             image: Some(self.image.clone()),
             labels: Some(all),
@@ -333,54 +355,84 @@ impl Drop for DockerTest {
         let scope = self.scope.clone();
         let image = self.image.clone();
         let own_tags = std::mem::take(&mut *self.own_tags.lock().unwrap());
-        // Drop cannot await, and the test's runtime may be gone: a thread with its own.
-        let cleanup = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("cleanup runtime");
-            rt.block_on(async move {
-                let Ok(docker) = connect().await else { return };
-                let opts = ListContainersOptions {
-                    all: true,
-                    filters: Some(HashMap::from([(
-                        "label".to_string(),
-                        vec![format!("wakeway.scope={scope}")],
-                    )])),
+        clean_up(move |docker| async move {
+            let opts = ListContainersOptions {
+                all: true,
+                filters: Some(HashMap::from([(
+                    "label".to_string(),
+                    vec![format!("wakeway.scope={scope}")],
+                )])),
+                ..Default::default()
+            };
+            for c in docker.list_containers(Some(opts)).await.unwrap_or_default() {
+                let Some(id) = c.id else { continue };
+                let force = RemoveContainerOptions {
+                    force: true,
+                    v: true,
+                    link: false,
+                };
+                let _ = docker.remove_container(&id, Some(force)).await;
+            }
+            for tag in own_tags {
+                let opts = RemoveImageOptions {
+                    force: true,
                     ..Default::default()
                 };
-                for c in docker.list_containers(Some(opts)).await.unwrap_or_default() {
-                    let Some(id) = c.id else { continue };
-                    let force = RemoveContainerOptions {
-                        force: true,
-                        v: true,
-                        link: false,
-                    };
-                    let _ = docker.remove_container(&id, Some(force)).await;
+                let _ = docker.remove_image(&tag, Some(opts), None).await;
+            }
+            let mut shared = IMAGE.lock().await;
+            shared.users -= 1;
+            if shared.users == 0 && shared.built {
+                shared.built = false;
+                let opts = RemoveImageOptions {
+                    force: true,
+                    ..Default::default()
+                };
+                if let Err(e) = docker.remove_image(&image, Some(opts), None).await {
+                    eprintln!("cannot remove test image {image}: {e}");
                 }
-                for tag in own_tags {
-                    let opts = RemoveImageOptions {
-                        force: true,
-                        ..Default::default()
-                    };
-                    let _ = docker.remove_image(&tag, Some(opts), None).await;
-                }
-                let mut shared = IMAGE.lock().await;
-                shared.users -= 1;
-                if shared.users == 0 && shared.built {
-                    shared.built = false;
-                    let opts = RemoveImageOptions {
-                        force: true,
-                        ..Default::default()
-                    };
-                    if let Err(e) = docker.remove_image(&image, Some(opts), None).await {
-                        eprintln!("cannot remove test image {image}: {e}");
-                    }
-                }
-            });
+            }
         });
-        let _ = cleanup.join();
     }
+}
+
+/// The `runtime`'s tests cannot run, for `why`: under `CI=true` that fails the test; otherwise
+/// it skips, after a loud message (once per runtime) straight to the stream, past the test
+/// harness's capture: a skip must be seen.
+pub fn skip<T>(runtime: &'static str, why: &str) -> Option<T> {
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("CI=true and {why}");
+    }
+    static WARNED: std::sync::Mutex<BTreeSet<&str>> = std::sync::Mutex::new(BTreeSet::new());
+    if WARNED.lock().unwrap().insert(runtime) {
+        use std::io::Write as _;
+        let _ = writeln!(
+            std::io::stderr(),
+            "\n!!!!!!!! SKIPPING the {runtime} tests: {why} !!!!!!!!\n"
+        );
+    }
+    None
+}
+
+/// Runs `cleanup` with a client of the engine on a thread with its own runtime, and waits for
+/// it: `Drop` cannot await, and the test's runtime may be gone.
+pub fn clean_up<F, Fut>(cleanup: F)
+where
+    F: FnOnce(Docker) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()>,
+{
+    let thread = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("cleanup runtime");
+        rt.block_on(async move {
+            if let Ok(docker) = connect().await {
+                cleanup(docker).await;
+            }
+        });
+    });
+    let _ = thread.join();
 }
 
 /// A docker `[[service]]` on host `NAME.localhost`, with `extra` TOML appended.
@@ -423,6 +475,73 @@ pub async fn wait_ready_count(w: &Wakeway, service: &str, n: usize) -> BTreeSet<
         },
     )
     .await
+}
+
+// ---------------------------------------------------------------------------------------------
+// The docker side of the scenarios swarm shares
+
+impl EngineTest for DockerTest {
+    const RUNTIME: &'static str = "docker";
+    const INSTANCES: &'static str = "containers";
+    const IMAGE_MISSING: (&'static str, &'static str) = (
+        "NOT found locally; build or pull it",
+        "not found locally; build or pull it",
+    );
+
+    fn service(name: &str, image: &str, extra: &str) -> String {
+        docker_service(name, image, extra)
+    }
+
+    fn test(&self) -> &DockerTest {
+        self
+    }
+
+    fn engine_config(&self, keys: &str, services: &str) -> String {
+        self.config(keys, services)
+    }
+
+    async fn instance_ids(&self, all: bool) -> BTreeSet<String> {
+        self.container_ids(all).await
+    }
+
+    async fn wait_engine_instances(&self, service: &str, instances: &BTreeSet<String>) {
+        self.wait_container_instances(service, instances).await;
+    }
+
+    async fn wait_nothing_left(&self) {
+        self.wait_containers(0).await;
+    }
+
+    async fn container_of(&self, service: &str, instance: &str) -> String {
+        format!("wakeway-{}-{service}-{instance}", self.scope)
+    }
+
+    async fn envs(&self, service: &str) -> Vec<Vec<String>> {
+        let mut envs = Vec::new();
+        for c in self.containers(Some(service), true).await {
+            let info = self.inspect(c.id.as_deref().unwrap()).await;
+            envs.push(info.config.unwrap().env.unwrap());
+        }
+        envs
+    }
+
+    /// A running container of a service no longer in the config, and a stopped one of `keep`.
+    async fn leftovers(&self) -> Vec<String> {
+        let ghost = format!("{}-ghost", self.scope);
+        let ghost = self.leftover(&ghost, &GHOST, true).await;
+        let stopped = self
+            .leftover(
+                &format!("{}-stopped", self.scope),
+                &[
+                    ("wakeway.service", "keep"),
+                    ("wakeway.revision", "keep-00001"),
+                    ("wakeway.instance", "keep-00001-z"),
+                ],
+                false,
+            )
+            .await;
+        vec![ghost, stopped]
+    }
 }
 
 /// Swarm mode on the same engine: a scope and an overlay network per test.

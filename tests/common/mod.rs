@@ -20,12 +20,14 @@
 pub mod client;
 pub mod configs;
 pub mod docker;
+pub mod engine_scenarios;
 pub mod failures;
 pub mod fixture;
 pub mod grpc;
 pub mod h2c;
 pub mod keepalive;
 pub mod load;
+pub mod pebble;
 pub mod process;
 pub mod raw;
 pub mod releases;

@@ -15,7 +15,8 @@ use bollard::models::{LocalNodeState, Service, ServiceSpec, TaskSpec, TaskSpecCo
 use bollard::query_parameters::{ListContainersOptions, ListServicesOptions};
 use tokio::time::Instant;
 
-use crate::common::docker::{DockerTest, connect};
+use crate::common::docker::{DockerTest, clean_up, docker_service, skip};
+use crate::common::engine_scenarios::{EngineTest, GHOST};
 use crate::common::{DEADLINE, LISTEN_ANY, wait_for};
 
 /// How long cleanup waits for the tasks of removed services to stop.
@@ -55,18 +56,7 @@ impl SwarmTest {
     pub async fn new() -> Option<SwarmTest> {
         let docker_test = DockerTest::new().await?;
         if let Err(e) = swarm_state(&docker_test.docker).await {
-            if std::env::var("CI").as_deref() == Ok("true") {
-                panic!("CI=true and {e}");
-            }
-            static WARNED: std::sync::Once = std::sync::Once::new();
-            WARNED.call_once(|| {
-                use std::io::Write as _;
-                let _ = writeln!(
-                    std::io::stderr(),
-                    "\n!!!!!!!! SKIPPING the swarm tests: {e} !!!!!!!!\n"
-                );
-            });
-            return None;
+            return skip("swarm", &e);
         }
         let network = format!("{}-net", docker_test.scope);
         Some(SwarmTest {
@@ -86,15 +76,8 @@ impl SwarmTest {
 
     /// This scope's swarm services, optionally of one wakeway service.
     pub async fn services(&self, service: Option<&str>) -> Vec<Service> {
-        let mut labels = vec![
-            "wakeway.managed=true".to_string(),
-            format!("wakeway.scope={}", self.scope),
-        ];
-        if let Some(s) = service {
-            labels.push(format!("wakeway.service={s}"));
-        }
         let opts = ListServicesOptions {
-            filters: Some(HashMap::from([("label".to_string(), labels)])),
+            filters: Some(self.scope_filter(service)),
             status: None,
         };
         self.docker
@@ -103,35 +86,22 @@ impl SwarmTest {
             .expect("list services")
     }
 
-    /// The `wakeway.instance` labels of `service`'s swarm services.
-    pub async fn service_instances(&self, service: &str) -> BTreeSet<String> {
-        self.services(Some(service))
-            .await
-            .into_iter()
-            .filter_map(|s| s.spec?.labels?.remove("wakeway.instance"))
-            .collect()
-    }
-
-    /// Waits until `service`'s swarm services are exactly those of `instances`.
+    /// Waits until `service`'s swarm services are exactly those of `instances` (by their
+    /// `wakeway.instance` labels).
     pub async fn wait_service_instances(
         &self,
         service: &str,
         instances: &BTreeSet<String>,
     ) -> BTreeSet<String> {
-        let deadline = Instant::now() + DEADLINE;
-        loop {
-            let now = self.service_instances(service).await;
-            if now == *instances {
-                return now;
-            }
-            if Instant::now() > deadline {
-                panic!(
-                    "timed out after {DEADLINE:?} waiting for the swarm services of {service} in scope {} to be exactly {instances:?}; they are {now:?}",
-                    self.scope
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let labels = || async {
+            let services = self.services(Some(service)).await;
+            let labels = services.into_iter().filter_map(|s| s.spec?.labels);
+            labels
+                .filter_map(|mut l| l.remove("wakeway.instance"))
+                .collect()
+        };
+        self.wait_exactly("swarm services", service, instances, labels)
+            .await
     }
 
     /// The ids of this scope's swarm services.
@@ -203,12 +173,7 @@ impl SwarmTest {
 
     /// Creates a swarm service of this scope by hand, as a previous wakeway might have left it.
     pub async fn leftover_service(&self, name: &str, labels: &[(&str, &str)]) -> String {
-        let mut all: HashMap<String, String> = labels
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        all.insert("wakeway.managed".into(), "true".into());
-        all.insert("wakeway.scope".into(), self.scope.clone());
+        let all = self.scope_labels(labels);
         let spec = ServiceSpec {
             name: Some(name.to_string()),
             labels: Some(all.clone()),
@@ -235,72 +200,106 @@ impl Drop for SwarmTest {
     fn drop(&mut self) {
         let scope = self.scope.clone();
         let network = self.network.clone();
-        // Drop cannot await, and the test's runtime may be gone: a thread with its own.
-        let cleanup = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("cleanup runtime");
-            rt.block_on(async move {
-                let Ok(docker) = connect().await else { return };
-                let label = HashMap::from([(
-                    "label".to_string(),
-                    vec![format!("wakeway.scope={scope}")],
-                )]);
-                let opts = ListServicesOptions {
+        clean_up(move |docker| async move {
+            let label =
+                HashMap::from([("label".to_string(), vec![format!("wakeway.scope={scope}")])]);
+            let opts = ListServicesOptions {
+                filters: Some(label.clone()),
+                status: None,
+            };
+            for s in docker.list_services(Some(opts)).await.unwrap_or_default() {
+                if let Some(id) = s.id {
+                    let _ = docker.delete_service(&id).await;
+                }
+            }
+            // The network can go once no task is attached to it any more.
+            let deadline = Instant::now() + CLEANUP_DEADLINE;
+            loop {
+                let opts = bollard::query_parameters::ListTasksOptions {
                     filters: Some(label.clone()),
-                    status: None,
                 };
-                for s in docker.list_services(Some(opts)).await.unwrap_or_default() {
-                    if let Some(id) = s.id {
-                        let _ = docker.delete_service(&id).await;
-                    }
+                let tasks = docker.list_tasks(Some(opts)).await.unwrap_or_default();
+                let removed = tasks.is_empty() && docker.remove_network(&network).await.is_ok();
+                let missing = docker.inspect_network(&network, None).await.is_err();
+                if (tasks.is_empty() && missing) || removed {
+                    return;
                 }
-                // The network can go once no task is attached to it any more.
-                let deadline = Instant::now() + CLEANUP_DEADLINE;
-                loop {
-                    let opts = bollard::query_parameters::ListTasksOptions {
-                        filters: Some(label.clone()),
-                    };
-                    let tasks = docker.list_tasks(Some(opts)).await.unwrap_or_default();
-                    let removed = tasks.is_empty() && docker.remove_network(&network).await.is_ok();
-                    let missing = docker.inspect_network(&network, None).await.is_err();
-                    if (tasks.is_empty() && missing) || removed {
-                        return;
-                    }
-                    if Instant::now() > deadline {
-                        eprintln!(
-                            "swarm test cleanup: scope {scope} still has {} task(s) or network {network} after {CLEANUP_DEADLINE:?}",
-                            tasks.len()
-                        );
-                        return;
-                    }
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+                if Instant::now() > deadline {
+                    eprintln!(
+                        "swarm test cleanup: scope {scope} still has {} task(s) or network {network} after {CLEANUP_DEADLINE:?}",
+                        tasks.len()
+                    );
+                    return;
                 }
-            });
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
         });
-        let _ = cleanup.join();
+    }
+}
+
+impl EngineTest for SwarmTest {
+    const RUNTIME: &'static str = "swarm";
+    const INSTANCES: &'static str = "tasks";
+    const IMAGE_MISSING: (&'static str, &'static str) = ("NOT on this node", "rejected");
+
+    fn test(&self) -> &DockerTest {
+        self
+    }
+
+    async fn instance_ids(&self, _all: bool) -> BTreeSet<String> {
+        self.service_ids().await
+    }
+
+    fn service(name: &str, image: &str, extra: &str) -> String {
+        swarm_service(name, image, extra)
+    }
+
+    async fn wait_nothing_left(&self) {
+        SwarmTest::wait_nothing_left(self).await;
+    }
+
+    fn engine_config(&self, keys: &str, services: &str) -> String {
+        self.swarm_config(keys, services)
+    }
+
+    async fn wait_engine_instances(&self, service: &str, instances: &BTreeSet<String>) {
+        self.wait_service_instances(service, instances).await;
+    }
+
+    async fn container_of(&self, _service: &str, instance: &str) -> String {
+        self.task_container(instance).await
+    }
+
+    async fn envs(&self, service: &str) -> Vec<Vec<String>> {
+        self.services(Some(service))
+            .await
+            .into_iter()
+            .map(|s| {
+                let task = s.spec.unwrap().task_template.unwrap();
+                task.container_spec.unwrap().env.unwrap()
+            })
+            .collect()
+    }
+
+    /// A swarm service of a service no longer in the config.
+    async fn leftovers(&self) -> Vec<String> {
+        let name = format!("{}-ghost", self.scope);
+        vec![self.leftover_service(&name, &GHOST).await]
     }
 }
 
 /// A swarm `[[service]]` on host `NAME.localhost`, with `extra` TOML appended.
 pub fn swarm_service(name: &str, image: &str, extra: &str) -> String {
-    format!(
-        r#"
-[[service]]
-name = "{name}"
-hosts = ["{name}.localhost"]
-image = "{image}"
-runtime = "swarm"
-port = 8080
+    let extra = format!(
+        r#"runtime = "swarm"
 {extra}
 
 # A swarm task is reached on its node's published port, which may accept before the app
 # listens: these services keep an HTTP probe so their first request finds the app.
 [service.health]
-kind = "http"
-"#
-    )
+kind = "http""#
+    );
+    docker_service(name, image, &extra)
 }
 
 /// A stand-in for the engine's socket that can go away and come back: it forwards each

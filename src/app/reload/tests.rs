@@ -49,7 +49,7 @@ async fn a_deploy_switching_during_a_reload_stays_deployed() {
         Arc::new(EventLog::default()),
     );
     let factory: SourceFactory =
-        Arc::new(|sc: &ServiceConfig| super::super::make_source(None, None, sc));
+        Arc::new(|sc: &ServiceConfig| crate::app::factory::make_source(None, None, sc));
     let controller = Controller::new(svc.clone(), factory(&file).unwrap(), factory.clone());
     let stop = CancellationToken::new();
     let task = tokio::spawn(controller.run(stop.clone()));

@@ -170,11 +170,16 @@ impl<'a, S: ClientIo> Conn<'a, S> {
                 self.buf = self.ctx.buffers.read_buf(MIN_BUF);
                 self.out = self.ctx.buffers.write_buf(MIN_BUF);
             }
+            let began = Instant::now();
             match self.read_head(first).await {
                 Ok(Some(End::H2(b))) => return End::H2(b),
                 Ok(Some(End::Closed)) => return End::Closed,
                 Ok(None) => {}
                 Err(e) => {
+                    if let Some(log) = &self.ctx.shared.access_log {
+                        let got = &self.buf[..self.end];
+                        self.obs.refused(log, got, &e, self.peer, began);
+                    }
                     self.fail(&e).await;
                     return End::Closed;
                 }
@@ -313,6 +318,9 @@ impl<'a, S: ClientIo> Conn<'a, S> {
     async fn answer_error(&mut self, e: &ProxyError, svc: Option<&Arc<Service>>) -> Outcome {
         if let Some(svc) = svc {
             svc.metrics.observe_status(e.status().as_u16());
+        }
+        if self.ctx.shared.access_log.is_some() {
+            self.obs.answered_with(e);
         }
         // After a client-side error the rest of the connection cannot be trusted to be framed.
         let close =

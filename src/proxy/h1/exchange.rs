@@ -95,7 +95,7 @@ impl<S: ClientIo> Conn<'_, S> {
         self.obs.acquired(svc, guard.was_cold());
         let logging = self.ctx.shared.access_log.is_some();
         if logging {
-            self.obs.instance = Some(Arc::from(guard.instance().id.as_str()));
+            self.obs.served_by(guard.instance());
         }
         let mut attempt = Attempt::new(self.ctx.shared.settings.response_timeout);
         let mut fresh_only = false;
@@ -166,7 +166,7 @@ impl<S: ClientIo> Conn<'_, S> {
                         guard.set_quiet();
                     }
                     if logging {
-                        self.obs.instance = Some(Arc::from(guard.instance().id.as_str()));
+                        self.obs.served_by(guard.instance());
                     }
                 }
                 Next::Fail(err) => return Err(err),

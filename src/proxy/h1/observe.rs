@@ -7,14 +7,16 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use http::{HeaderValue, Method, Uri, Version};
+use http::{HeaderValue, Method, Version};
 use tokio::time::Instant;
 
 use super::request::RequestHead;
 use crate::config::ServerTimingMode;
 use crate::proxy::access_log::{AccessLog, AccessRecord};
+use crate::proxy::error::ProxyError;
 use crate::proxy::trace::{self, ServerTiming, TraceContext, TraceId};
 use crate::service::Service;
+use crate::service::instance::Instance;
 
 pub struct Observed {
     pub arrived: Instant,
@@ -32,8 +34,11 @@ pub struct Observed {
     pub bytes_in: u64,
     pub bytes_out: u64,
     pub upstream_connect: Option<Duration>,
-    /// The instance that answered (only with the access log on).
+    /// The instance that answered and its revision (only with the access log on).
     pub instance: Option<Arc<str>>,
+    pub revision: Option<Arc<str>>,
+    /// Why wakeway answered itself (only with the access log on).
+    pub reason: Option<String>,
     /// The access-log line in the making (only with the log on; boxed, so an idle connection
     /// does not carry its size).
     pub record: Option<Box<AccessRecord>>,
@@ -54,6 +59,8 @@ impl Default for Observed {
             bytes_out: 0,
             upstream_connect: None,
             instance: None,
+            revision: None,
+            reason: None,
             record: None,
         }
     }
@@ -74,6 +81,8 @@ impl Observed {
         self.bytes_out = 0;
         self.upstream_connect = None;
         self.instance = None;
+        self.revision = None;
+        self.reason = None;
         self.record = None;
         match head.request_id {
             Some(s) => {
@@ -174,11 +183,12 @@ impl Observed {
         self.record = Some(Box::new(AccessRecord {
             time: SystemTime::now() - self.arrived.elapsed(),
             service: svc.map(|s| Arc::from(s.name.as_str())),
-            revision: svc.map(|s| Arc::from(s.revision().as_str())),
+            // The revision that serves it, once an instance is taken.
+            revision: None,
             instance: None,
             method: Method::from_bytes(head.method(buf)).unwrap_or(Method::GET),
-            uri: Uri::try_from(if target.is_empty() { &b"/"[..] } else { target })
-                .unwrap_or_else(|_| Uri::from_static("/")),
+            // `http://host` is forwarded as `/`.
+            target: if target.is_empty() { &b"/"[..] } else { target }.into(),
             version: if head.http10 {
                 Version::HTTP_10
             } else {
@@ -198,7 +208,62 @@ impl Observed {
                 .unwrap_or_else(|_| HeaderValue::from_static("-")),
             trace_id: self.trace_id,
             grpc_status: None,
+            reason: None,
         }));
+    }
+
+    /// The instance that serves the request (with the access log on).
+    pub fn served_by(&mut self, inst: &Instance) {
+        self.instance = Some(Arc::from(inst.id.as_str()));
+        self.revision = Some(Arc::from(inst.revision.as_str()));
+    }
+
+    /// Wakeway answers the request itself with `e` (with the access log on).
+    pub fn answered_with(&mut self, e: &ProxyError) {
+        self.reason = Some(e.message());
+    }
+
+    /// A request refused before its head could be read whole (malformed, too large, too slow):
+    /// its line says what its request line did, as far as it arrived.
+    pub fn refused(
+        &self,
+        log: &AccessLog,
+        got: &[u8],
+        e: &ProxyError,
+        client: SocketAddr,
+        arrived: Instant,
+    ) {
+        let line = &got[..got.iter().position(|b| *b == b'\n').unwrap_or(got.len())];
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let mut words = line.splitn(3, |b| *b == b' ');
+        let method = words.next().unwrap_or_default();
+        let target = words.next().unwrap_or_default();
+        log.record(AccessRecord {
+            time: SystemTime::now() - arrived.elapsed(),
+            service: None,
+            revision: None,
+            instance: None,
+            method: Method::from_bytes(method).unwrap_or(Method::GET),
+            target: target.into(),
+            version: match words.next() {
+                Some(b"HTTP/1.0") => Version::HTTP_10,
+                _ => Version::HTTP_11,
+            },
+            status: e.status().as_u16(),
+            bytes_in: 0,
+            bytes_out: 0,
+            duration: arrived.elapsed(),
+            queue_wait: Duration::ZERO,
+            cold_start: false,
+            upstream_connect: None,
+            client,
+            user_agent: None,
+            referer: None,
+            request_id: HeaderValue::from_static("-"),
+            trace_id: None,
+            reason: Some(e.message()),
+            grpc_status: None,
+        });
     }
 
     /// The request's one exit: its access-log line goes to the writer.
@@ -208,6 +273,8 @@ impl Observed {
         };
         r.status = status;
         r.instance = self.instance.take();
+        r.revision = self.revision.take();
+        r.reason = self.reason.take();
         r.bytes_in = self.bytes_in;
         r.bytes_out = self.bytes_out;
         r.duration = self.arrived.elapsed();

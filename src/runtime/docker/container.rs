@@ -3,7 +3,6 @@
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering::SeqCst;
 use std::time::Duration;
 
 use bollard::Docker;
@@ -12,8 +11,9 @@ use bollard::query_parameters::CreateContainerOptions;
 use tokio::sync::watch;
 
 use super::*;
-use crate::config::{self, ImageRuntime, ImageSource, ServiceConfig, Source};
-use crate::runtime::engine::labels::{InstanceLabels, env_list, in_scope};
+use crate::config::{self, ImageRuntime, ImageSource, ServiceConfig};
+use crate::runtime::engine::adopt::{ensure_swept, image_source};
+use crate::runtime::engine::labels::{InstanceLabels, env_list};
 use crate::runtime::{
     Adopted, BoxFuture, InstanceHandle, InstanceSpec, Runtime, RuntimeError, Started,
 };
@@ -28,12 +28,7 @@ pub struct DockerRuntime {
 
 impl DockerRuntime {
     pub fn new(engine: Arc<DockerEngine>, svc: &ServiceConfig) -> Option<DockerRuntime> {
-        let Source::Image(img) = &svc.source else {
-            return None;
-        };
-        if img.runtime != ImageRuntime::Docker {
-            return None;
-        }
+        let img = image_source(svc, ImageRuntime::Docker)?;
         Some(DockerRuntime {
             spec: spec_fingerprint(&engine.cfg, img, &svc.env),
             engine,
@@ -54,7 +49,7 @@ impl DockerRuntime {
         let docker = engine.client().await?.clone();
         // Leftovers are dealt with before the first container of this wakeway exists; when
         // adoption could not run (engine down at start), nothing is adopted any more.
-        engine.swept.get_or_try_init(|| engine.sweep(false)).await?;
+        ensure_swept(engine, false).await?;
 
         let image_id = engine
             .image_for(&docker, &spec.service, &spec.revision, &self.image.image)
@@ -138,7 +133,7 @@ impl DockerRuntime {
             tracing::warn!("docker: container {name}: {w}");
         }
 
-        let exited = engine.watch(&id, &name);
+        let exited = engine.core.watched.watch(&id, &name);
         let t_start = std::time::Instant::now();
         if let Err(e) = docker.start_container(&id, None).await {
             engine.discard(&docker, &id, &name, None).await;
@@ -190,30 +185,17 @@ impl DockerRuntime {
         })
     }
 
-    /// A container of this scope holds the name but nobody watches it (a previous wakeway
-    /// stopped before removing it): remove it so the name can be used. Never touches a
-    /// container of another scope or one this wakeway runs.
+    /// A leftover container of this scope holds the name: it is removed so the name can be
+    /// used.
     pub(super) async fn clear_stale_name(&self, docker: &Docker, name: &str) -> bool {
         let Ok(info) = docker.inspect_container(name, None).await else {
             return false;
         };
-        let labels = info
-            .config
-            .as_ref()
-            .and_then(|c| c.labels.clone())
-            .unwrap_or_default();
-        let ours = in_scope(&labels, &self.engine.cfg.scope);
         let id = info.id.unwrap_or_default();
-        let watched = self
-            .engine
-            .watched
-            .lock()
-            .expect("watched lock")
-            .contains_key(&id);
-        if !ours || watched {
+        let labels = info.config.and_then(|c| c.labels).unwrap_or_default();
+        if !self.engine.holds_name_stale(name, &id, &labels) {
             return false;
         }
-        tracing::info!("docker: removing leftover container {name} to reuse its name");
         self.engine
             .retire(docker, id, name.to_string(), Some(UNKNOWN_STOP_GRACE))
             .await;
@@ -235,15 +217,7 @@ impl Runtime for DockerRuntime {
 
     /// The id of the image behind the tag: a new build or pull of the tag changes it.
     fn source_version(&self) -> BoxFuture<'_, Option<String>> {
-        Box::pin(async move {
-            let docker = self.engine.client().await.ok()?;
-            let image = docker.inspect_image(&self.image.image);
-            tokio::time::timeout(QUICK_TIMEOUT, image)
-                .await
-                .ok()?
-                .ok()?
-                .id
-        })
+        Box::pin(self.engine.image_id(&self.image.image))
     }
 
     fn start(&self, spec: InstanceSpec) -> BoxFuture<'_, Result<Started, RuntimeError>> {
@@ -271,28 +245,15 @@ pub(super) struct DockerHandle {
 
 impl InstanceHandle for DockerHandle {
     fn stop(&self, grace: Duration) -> BoxFuture<'_, ()> {
-        Box::pin(async move {
-            let engine = &self.engine;
-            if engine.exiting.load(SeqCst) && !engine.cfg.stop_on_exit {
-                tracing::info!(
-                    "docker: leaving container {} running for the next start to adopt (docker.stop_on_exit = false)",
-                    self.name
-                );
-                engine
-                    .watched
-                    .lock()
-                    .expect("watched lock")
-                    .remove(&self.id);
-                return;
-            }
-            engine.mark_stopping(&self.id);
+        let engine = &self.engine;
+        let remove = async move {
             if let Some(docker) = engine.connected() {
                 let gone = self.exited.borrow().is_some();
                 let grace = (!gone).then_some(grace);
                 DockerEngine::remove(&docker, &self.id, &self.name, grace).await;
             }
-            let name = self.name.clone();
-            engine.report_exit(&self.id, |_| format!("container {name} stopped"), true);
-        })
+        };
+        let gone = format!("container {} stopped", self.name);
+        Box::pin(engine.stop_instance(engine.cfg.stop_on_exit, &self.id, &self.name, remove, gone))
     }
 }

@@ -16,6 +16,7 @@
 //! neither duplicates nor orphans containers.
 
 mod adopt;
+mod backend;
 mod container;
 mod engine;
 mod images;
@@ -24,13 +25,12 @@ mod reach;
 mod spec;
 
 use crate::config::DockerConfig;
+use crate::runtime::engine::adopt::UNKNOWN_STOP_GRACE;
 use crate::runtime::engine::client::{
-    self, API_TIMEOUT, EVENTS_BACKOFF_MAX, EVENTS_BACKOFF_MIN, QUICK_TIMEOUT,
-    connect_and_negotiate, endpoint_or_default, status_of,
+    API_TIMEOUT, connect_and_negotiate, endpoint_or_default, status_of,
 };
 use crate::runtime::engine::labels::{
-    LABEL_INSTANCE, LABEL_REVISION, LABEL_SERVICE, LABEL_SPEC, SWARM_SERVICE_ID_LABEL, exit_reason,
-    instance_name, scope_filter,
+    SWARM_SERVICE_ID_LABEL, exit_reason, instance_name, scope_filter,
 };
 
 pub use crate::runtime::engine::DEFAULT_ENDPOINT;
@@ -39,9 +39,6 @@ pub use engine::DockerEngine;
 pub use images::check_images;
 pub use pin::PinStore;
 pub use spec::spec_fingerprint;
-
-/// Grace for containers of unknown services, as `docker stop` gives by default.
-const UNKNOWN_STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The engine address in effect: `docker.endpoint`, else `$DOCKER_HOST`, else the local socket.
 pub fn resolve_endpoint(cfg: &DockerConfig) -> String {

@@ -96,7 +96,7 @@ impl DockerEngine {
         *self
             .direct
             .get_or_init(|| async {
-                let direct = is_local(&self.endpoint) && reaches(sample).await;
+                let direct = is_local(&self.core.endpoint) && reaches(sample).await;
                 if direct {
                     tracing::info!(
                         "docker: reaching containers on their own addresses on network {} (probes reach the app itself, past the engine's userland proxy)",
@@ -106,7 +106,7 @@ impl DockerEngine {
                     tracing::warn!(
                         "docker: container addresses on network {} are not reachable from wakeway (engine {}); using published ports, where a tcp probe passes before the app listens: prefer an http probe",
                         self.cfg.network,
-                        self.endpoint
+                        self.core.endpoint
                     );
                 }
                 direct

@@ -26,18 +26,16 @@ pub fn spec_fingerprint(
 mod tests {
     use super::*;
     use crate::config::ImageRuntime;
+    use crate::runtime::engine::labels::sample_image;
+
+    fn image() -> ImageSource {
+        sample_image(ImageRuntime::Docker)
+    }
 
     #[test]
     fn fingerprint_changes_with_what_shapes_a_container() {
         let docker = DockerConfig::default();
-        let img = ImageSource {
-            image: "web:1".into(),
-            port: 8080,
-            cpus: Some(0.5),
-            memory: Some(64 << 20),
-            stop_signal: Some("term".into()),
-            runtime: ImageRuntime::Docker,
-        };
+        let img = image();
         let env = BTreeMap::from([("A".to_string(), "1".to_string())]);
         let base = spec_fingerprint(&docker, &img, &env);
         assert_eq!(base, spec_fingerprint(&docker, &img, &env), "stable");
@@ -81,14 +79,7 @@ mod tests {
     /// config would make a restarted wakeway replace every running container.
     #[test]
     fn fingerprint_of_a_known_config_stays_the_same() {
-        let img = ImageSource {
-            image: "web:1".into(),
-            port: 8080,
-            cpus: Some(0.5),
-            memory: Some(64 << 20),
-            stop_signal: Some("term".into()),
-            runtime: ImageRuntime::Docker,
-        };
+        let img = image();
         let env = BTreeMap::from([("A".to_string(), "1".to_string())]);
         assert_eq!(
             spec_fingerprint(&DockerConfig::default(), &img, &env),

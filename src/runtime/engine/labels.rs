@@ -32,12 +32,17 @@ pub fn instance_name(scope: &str, service: &str, instance: &str) -> String {
     }
 }
 
-/// The label filter that selects what wakeway made in `scope`.
-pub(crate) fn scope_filter(scope: &str) -> Vec<String> {
+/// The labels that select what wakeway made in `scope`, as a filter takes them.
+pub(crate) fn scope_labels(scope: &str) -> Vec<String> {
     vec![
         format!("{LABEL_MANAGED}=true"),
         format!("{LABEL_SCOPE}={scope}"),
     ]
+}
+
+/// The list filter that selects what wakeway made in `scope`.
+pub(crate) fn scope_filter(scope: &str) -> HashMap<String, Vec<String>> {
+    HashMap::from([("label".to_string(), scope_labels(scope))])
 }
 
 /// Whether `labels` mark something wakeway made in `scope`.
@@ -121,6 +126,19 @@ pub(crate) fn exit_reason(name: &str, code: Option<i64>) -> String {
         }
         Some(c) => format!("container {name} exited with code {c}"),
         None => format!("container {name} exited"),
+    }
+}
+
+/// An image source with every setting that shapes an instance, for tests.
+#[cfg(test)]
+pub(crate) fn sample_image(runtime: config::ImageRuntime) -> ImageSource {
+    ImageSource {
+        image: "web:1".into(),
+        port: 8080,
+        cpus: Some(0.5),
+        memory: Some(64 << 20),
+        stop_signal: Some("term".into()),
+        runtime,
     }
 }
 

@@ -4,7 +4,12 @@
 //! here, once; `docker/` and `swarm/` keep only what differs (containers against swarm
 //! services and their tasks).
 
+pub(crate) mod adopt;
+pub(crate) mod backend;
 pub(crate) mod client;
+pub mod connection;
+pub(crate) mod follow;
 pub mod labels;
+pub(crate) mod watch;
 
 pub use client::DEFAULT_ENDPOINT;

@@ -1,145 +1,79 @@
 //! The connection to one swarm manager, shared by every swarm service: the client, the overlay
 //! network, where a task is reached, the instances it watches and how their services are
-//! removed. Exit notices are in `events.rs`, leftovers of a previous wakeway in `adopt.rs`.
+//! removed. Exit notices are in `backend.rs`, leftovers of a previous wakeway in `adopt.rs`.
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bollard::Docker;
-use bollard::errors::Error as DockerError;
 use bollard::models::{LocalNodeState, NetworkCreateRequest, Task};
 use bollard::query_parameters::ListTasksOptions;
-use tokio::sync::{OnceCell, watch};
-use tokio::task::JoinSet;
-use tokio_util::sync::CancellationToken;
+use tokio::sync::OnceCell;
 
-use super::adopt::{Candidate, Expected};
 use super::spec::{self, RunningTask};
-use crate::config::{ImageRuntime, ServiceConfig, Source, SwarmConfig};
+use crate::config::{ImageRuntime, ServiceConfig, SwarmConfig};
 use crate::runtime::RuntimeError;
-use crate::runtime::engine::client::{
-    self, QUICK_TIMEOUT, connect_and_negotiate, endpoint_or_default, status_of,
-};
+use crate::runtime::engine::adopt::expected;
+use crate::runtime::engine::client::{endpoint_or_default, status_of};
+use crate::runtime::engine::connection::{EngineCore, Naming};
+use crate::runtime::engine::follow::follow;
 use crate::runtime::engine::labels::{LABEL_MANAGED, LABEL_SCOPE};
 
 /// How long a removed service's task may take to stop beyond its grace before wakeway stops
 /// waiting for it.
 const REMOVE_SLACK: Duration = Duration::from_secs(30);
 
-pub(super) struct Watched {
-    pub(super) name: String,
-    pub(super) exited: watch::Sender<Option<String>>,
-    /// Its task ran: from now on a task that is not running is an exit.
-    pub(super) running: bool,
-    /// wakeway is removing it: the stop path reports, not the exit handlers.
-    pub(super) stopping: bool,
-}
-
 /// One per wakeway, made when the first swarm service appears.
 pub struct SwarmEngine {
     pub(super) cfg: SwarmConfig,
-    pub(super) endpoint: String,
-    /// Set once the engine has answered; until then every use tries again, so a manager that
-    /// comes up after wakeway is found.
-    pub(super) client: OnceCell<Docker>,
+    pub(super) core: EngineCore,
     /// The manager's own node: its tasks are reached on loopback.
     pub(super) local_node: OnceCell<String>,
     /// Set once `[swarm] network` is known to exist.
     pub(super) network: OnceCell<()>,
-    /// This wakeway's instances, by swarm service id.
-    pub(super) watched: Mutex<HashMap<String, Watched>>,
-    /// Per service, what its swarm services must look like to be adopted.
-    pub(super) known: HashMap<String, Expected>,
-    /// The one look at leftovers: adoption candidates are set aside, the rest removed.
-    pub(super) swept: OnceCell<()>,
-    pub(super) candidates: Mutex<HashMap<String, Vec<Candidate>>>,
-    /// wakeway is exiting: with `stop_on_exit = false` services are left running.
-    pub(super) exiting: AtomicBool,
-    pub(super) stop_events: CancellationToken,
-    /// Removals nobody waits for; `close` waits for them.
-    pub(super) background: Mutex<JoinSet<()>>,
+}
+
+/// What every engine connection keeps and does (its client, watched instances, leftovers,
+/// `begin_exit` and `close`) is the core's.
+impl std::ops::Deref for SwarmEngine {
+    type Target = EngineCore;
+
+    fn deref(&self) -> &EngineCore {
+        &self.core
+    }
 }
 
 impl SwarmEngine {
     /// Does not contact the manager. `services` are the config's services at start.
     pub fn new(cfg: SwarmConfig, services: &[&ServiceConfig]) -> Arc<SwarmEngine> {
+        let known = expected(services, ImageRuntime::Swarm, |img, svc| {
+            spec::spec_fingerprint(&cfg, img, &svc.env, svc.deploy.stop_grace)
+        });
+        let naming = Naming {
+            who: "swarm manager",
+            runtime: "swarm",
+            instance: "service",
+        };
         let endpoint = endpoint_or_default(cfg.endpoint.as_deref());
-        let known = services
-            .iter()
-            .filter_map(|svc| match &svc.source {
-                Source::Image(img) if img.runtime == ImageRuntime::Swarm => Some((
-                    svc.name.clone(),
-                    Expected {
-                        spec: spec::spec_fingerprint(&cfg, img, &svc.env, svc.deploy.stop_grace),
-                        image: img.image.clone(),
-                    },
-                )),
-                _ => None,
-            })
-            .collect();
+        let core = EngineCore::new(naming, cfg.scope.clone(), endpoint, known);
         let engine = Arc::new(SwarmEngine {
             cfg,
-            endpoint,
-            client: OnceCell::new(),
+            core,
             local_node: OnceCell::new(),
             network: OnceCell::new(),
-            watched: Mutex::new(HashMap::new()),
-            known,
-            swept: OnceCell::new(),
-            candidates: Mutex::new(HashMap::new()),
-            exiting: AtomicBool::new(false),
-            stop_events: CancellationToken::new(),
-            background: Mutex::new(JoinSet::new()),
         });
-        tokio::spawn(engine.clone().follow());
+        tokio::spawn(follow(engine.clone()));
         engine
     }
 
-    pub fn endpoint(&self) -> &str {
-        &self.endpoint
-    }
-
-    /// wakeway is exiting: a stop from now on leaves the service running unless
-    /// `stop_on_exit` is set, so the next start adopts it.
-    pub fn begin_exit(&self) {
-        self.exiting.store(true, SeqCst);
-    }
-
-    /// Stops following the swarm and waits for removals in progress.
-    pub async fn close(&self) {
-        self.stop_events.cancel();
-        let mut set = std::mem::take(&mut *self.background.lock().expect("background lock"));
-        while set.join_next().await.is_some() {}
-    }
-
-    pub(super) fn unreachable(&self, e: impl std::fmt::Display) -> RuntimeError {
-        client::unreachable("swarm manager", &self.endpoint, "swarm", e)
-    }
-
-    pub(super) fn api_error(&self, what: &str, e: DockerError) -> RuntimeError {
-        client::api_error("swarm", what, e, |e| self.unreachable(e))
-    }
-
     /// The client, once the engine has answered and said it is a swarm manager.
-    pub(super) async fn client(&self) -> Result<&Docker, RuntimeError> {
-        let docker = self
-            .client
-            .get_or_try_init(|| async {
-                connect_and_negotiate(&self.endpoint)
-                    .await
-                    .map_err(|e| self.unreachable(e))
-            })
-            .await?;
+    pub(super) async fn manager(&self) -> Result<&Docker, RuntimeError> {
+        let docker = self.core.client().await?;
         self.local_node
             .get_or_try_init(|| async {
-                let info = tokio::time::timeout(QUICK_TIMEOUT, docker.info())
-                    .await
-                    .map_err(|_| self.unreachable(format!("no answer within {QUICK_TIMEOUT:?}")))?
-                    .map_err(|e| self.api_error("info", e))?;
+                let info = self.core.quick("info", docker.info()).await?;
                 let swarm = info.swarm.unwrap_or_default();
                 let active = swarm.local_node_state == Some(LocalNodeState::ACTIVE);
                 match swarm.node_id.filter(|id| !id.is_empty()) {
@@ -147,7 +81,7 @@ impl SwarmEngine {
                     _ => Err(RuntimeError {
                         message: format!(
                             "the docker engine at {} is not a swarm manager (swarm state {}); run `docker swarm init` there, or point [swarm] endpoint at a manager",
-                            self.endpoint,
+                            self.core.endpoint,
                             swarm
                                 .local_node_state
                                 .map_or("unknown".to_string(), |s| s.to_string())
@@ -158,14 +92,6 @@ impl SwarmEngine {
             })
             .await?;
         Ok(docker)
-    }
-
-    pub(super) fn connected(&self) -> Option<Docker> {
-        self.client.get().cloned()
-    }
-
-    pub(super) fn spawn_background(&self, task: impl Future<Output = ()> + Send + 'static) {
-        self.background.lock().expect("background lock").spawn(task);
     }
 
     /// The attachable overlay every task joins, created (labelled as wakeway's) when missing.
@@ -301,52 +227,6 @@ impl SwarmEngine {
             .collect())
     }
 
-    // -----------------------------------------------------------------------------------------
-    // Watching instances
-
-    pub(super) fn watch(&self, id: &str, name: &str) -> watch::Receiver<Option<String>> {
-        let (tx, rx) = watch::channel(None);
-        self.watched.lock().expect("watched lock").insert(
-            id.to_string(),
-            Watched {
-                name: name.to_string(),
-                exited: tx,
-                running: false,
-                stopping: false,
-            },
-        );
-        rx
-    }
-
-    pub(super) fn is_watched(&self, id: &str) -> bool {
-        self.watched.lock().expect("watched lock").contains_key(id)
-    }
-
-    /// Leftovers are dealt with before this wakeway's first task exists; when adoption could
-    /// not run (manager down at start), nothing is adopted any more.
-    pub(super) async fn ensure_swept(self: &Arc<Self>) -> Result<(), RuntimeError> {
-        self.swept
-            .get_or_try_init(|| self.sweep(false))
-            .await
-            .map(|_| ())
-    }
-
-    pub(super) fn mark_running(&self, id: &str) {
-        if let Some(w) = self.watched.lock().expect("watched lock").get_mut(id) {
-            w.running = true;
-        }
-    }
-
-    pub(super) fn mark_stopping(&self, id: &str) {
-        if let Some(w) = self.watched.lock().expect("watched lock").get_mut(id) {
-            w.stopping = true;
-        }
-    }
-
-    pub(super) fn forget(&self, id: &str) {
-        self.watched.lock().expect("watched lock").remove(id);
-    }
-
     /// Reports the exit (first reason wins); `forget` stops tracking the service. A service
     /// whose task ended on its own is removed here: with a restart policy of none, nothing else
     /// would.
@@ -356,29 +236,18 @@ impl SwarmEngine {
         reason: impl FnOnce(&str) -> String,
         forget: bool,
     ) {
-        let mut watched = self.watched.lock().expect("watched lock");
-        let Some(w) = watched.get(id) else {
+        let Some(reported) = self
+            .core
+            .watched
+            .report(id, reason, |r| forget || (r.first && !r.stopping))
+        else {
             return;
         };
-        let reason = reason(&w.name);
-        let first = w.exited.send_if_modified(|r| {
-            if r.is_none() {
-                *r = Some(reason);
-                true
-            } else {
-                false
-            }
-        });
-        let remove = first && !w.stopping;
-        let name = w.name.clone();
-        if forget || remove {
-            watched.remove(id);
-        }
-        drop(watched);
-        if remove && let Some(docker) = self.connected() {
+        let (remove, name) = (reported.first && !reported.stopping, reported.name);
+        if remove && let Some(docker) = self.core.connected() {
             let engine = self.clone();
             let id = id.to_string();
-            self.spawn_background(async move {
+            self.core.spawn_background(async move {
                 engine.remove_service(&docker, &id, &name, false).await;
             });
         }

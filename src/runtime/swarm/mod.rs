@@ -15,8 +15,8 @@
 //! plus `wakeway.image`.
 
 mod adopt;
+mod backend;
 mod engine;
-mod events;
 mod runtime;
 pub mod spec;
 

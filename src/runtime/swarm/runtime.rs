@@ -2,7 +2,6 @@
 //! when its task runs and stopped by removing the service.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering::SeqCst;
 use std::time::Duration;
 
 use bollard::Docker;
@@ -10,9 +9,10 @@ use tokio::sync::watch;
 
 use super::engine::SwarmEngine;
 use super::spec::{self, Blueprint, RunningTask, TaskView};
-use crate::config::{ImageRuntime, ImageSource, ServiceConfig, Source};
-use crate::runtime::engine::client::{QUICK_TIMEOUT, status_of};
-use crate::runtime::engine::labels::{InstanceLabels, env_list, in_scope};
+use crate::config::{ImageRuntime, ImageSource, ServiceConfig};
+use crate::runtime::engine::adopt::{ensure_swept, image_source};
+use crate::runtime::engine::client::status_of;
+use crate::runtime::engine::labels::{InstanceLabels, env_list};
 use crate::runtime::{
     Adopted, BoxFuture, InstanceHandle, InstanceSpec, Runtime, RuntimeError, Started,
 };
@@ -33,25 +33,20 @@ pub struct SwarmRuntime {
 
 impl SwarmRuntime {
     pub fn new(engine: Arc<SwarmEngine>, svc: &ServiceConfig) -> Option<SwarmRuntime> {
-        let Source::Image(img) = &svc.source else {
-            return None;
-        };
-        if img.runtime != ImageRuntime::Swarm {
-            return None;
-        }
+        let img = image_source(svc, ImageRuntime::Swarm)?;
         Some(SwarmRuntime {
-            spec: spec::spec_fingerprint(&engine.cfg, img, &svc.env, svc.deploy.stop_grace),
-            engine,
             image: img.clone(),
+            spec: spec::spec_fingerprint(&engine.cfg, img, &svc.env, svc.deploy.stop_grace),
             stop_grace: svc.deploy.stop_grace,
             startup_timeout: svc.health.startup_timeout,
+            engine,
         })
     }
 
     async fn start_task(&self, inst: InstanceSpec) -> Result<Started, RuntimeError> {
         let engine = &self.engine;
-        let docker = engine.client().await?.clone();
-        engine.ensure_swept().await?;
+        let docker = engine.manager().await?.clone();
+        ensure_swept(engine, false).await?;
         engine.ensure_network(&docker).await?;
         // Recorded so a restart can tell whether the tag still names what the task runs.
         let image_id = docker
@@ -99,7 +94,7 @@ impl SwarmRuntime {
             message: format!("swarm: create service {name}: the manager returned no id"),
             retryable: false,
         })?;
-        let exited = engine.watch(&id, &name);
+        let exited = engine.core.watched.watch(&id, &name);
         // From here until the task runs, a failure or a cancelled start removes the service.
         let mut created = Created {
             engine: engine.clone(),
@@ -116,7 +111,7 @@ impl SwarmRuntime {
             task.node
         );
         let address = engine.address(&docker, &task).await?;
-        engine.mark_running(&id);
+        engine.core.watched.mark_running(&id);
         created.armed = false;
         let local = address.ip().is_loopback();
         Ok(Started {
@@ -167,23 +162,17 @@ impl SwarmRuntime {
         }
     }
 
-    /// A service of this scope holds the name but this wakeway does not run it (a previous
-    /// one left it): remove it so the name can be used.
+    /// A leftover service of this scope holds the name: it is removed (and its task waited
+    /// for) so the name can be used.
     async fn clear_stale_name(&self, docker: &Docker, name: &str) -> bool {
         let Ok(svc) = docker.inspect_service(name, None).await else {
             return false;
         };
-        let labels = svc
-            .spec
-            .as_ref()
-            .and_then(|s| s.labels.clone())
-            .unwrap_or_default();
-        let ours = in_scope(&labels, &self.engine.cfg.scope);
+        let labels = svc.spec.and_then(|s| s.labels).unwrap_or_default();
         let Some(id) = svc.id else { return false };
-        if !ours || self.engine.is_watched(&id) {
+        if !self.engine.holds_name_stale(name, &id, &labels) {
             return false;
         }
-        tracing::info!("swarm: removing leftover service {name} to reuse its name");
         self.engine.remove_service(docker, &id, name, true).await;
         true
     }
@@ -203,39 +192,31 @@ impl Drop for Created {
         if !self.armed {
             return;
         }
-        self.engine.mark_stopping(&self.id);
-        self.engine.forget(&self.id);
+        self.engine.core.watched.mark_stopping(&self.id);
+        self.engine.core.watched.forget(&self.id);
         if tokio::runtime::Handle::try_current().is_err() {
             return;
         }
         let (engine, docker) = (self.engine.clone(), self.docker.clone());
         let (id, name) = (self.id.clone(), self.name.clone());
-        self.engine.spawn_background(async move {
+        self.engine.core.spawn_background(async move {
             engine.remove_service(&docker, &id, &name, false).await;
         });
     }
 }
 
 impl Runtime for SwarmRuntime {
+    fn start(&self, spec: InstanceSpec) -> BoxFuture<'_, Result<Started, RuntimeError>> {
+        Box::pin(self.start_task(spec))
+    }
+
     fn name(&self) -> &'static str {
         "swarm"
     }
 
     /// The id of the image behind the tag on the manager's engine.
     fn source_version(&self) -> BoxFuture<'_, Option<String>> {
-        Box::pin(async move {
-            let docker = self.engine.client().await.ok()?;
-            let image = docker.inspect_image(&self.image.image);
-            tokio::time::timeout(QUICK_TIMEOUT, image)
-                .await
-                .ok()?
-                .ok()?
-                .id
-        })
-    }
-
-    fn start(&self, spec: InstanceSpec) -> BoxFuture<'_, Result<Started, RuntimeError>> {
-        Box::pin(self.start_task(spec))
+        Box::pin(self.engine.image_id(&self.image.image))
     }
 
     fn adopt<'a>(
@@ -274,25 +255,17 @@ impl InstanceHandle for SwarmHandle {
     /// Removes the instance's service: the swarm sends the stop signal and kills the task after
     /// the grace its spec carries (`deploy.stop_grace`); returns once the task is gone.
     fn stop(&self, _grace: Duration) -> BoxFuture<'_, ()> {
-        Box::pin(async move {
-            let engine = &self.engine;
-            if engine.exiting.load(SeqCst) && !engine.cfg.stop_on_exit {
-                tracing::info!(
-                    "swarm: leaving service {} running for the next start to adopt (swarm.stop_on_exit = false)",
-                    self.name
-                );
-                engine.forget(&self.id);
-                return;
-            }
-            engine.mark_stopping(&self.id);
-            if let Ok(docker) = engine.client().await {
-                let gone = self.exited.borrow().is_some();
+        let engine = &self.engine;
+        // Waits for the task to stop unless it already ended.
+        let remove = async move {
+            if let Ok(docker) = engine.manager().await {
+                let wait = self.exited.borrow().is_none();
                 engine
-                    .remove_service(docker, &self.id, &self.name, !gone)
+                    .remove_service(docker, &self.id, &self.name, wait)
                     .await;
             }
-            let name = self.name.clone();
-            engine.report_exit(&self.id, |_| format!("swarm service {name} removed"), true);
-        })
+        };
+        let gone = format!("swarm service {} removed", self.name);
+        Box::pin(engine.stop_instance(engine.cfg.stop_on_exit, &self.id, &self.name, remove, gone))
     }
 }

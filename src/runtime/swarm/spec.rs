@@ -262,17 +262,13 @@ pub fn exit_code_text(code: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::runtime::engine::labels::InstanceLabels;
+    use crate::runtime::engine::labels::{InstanceLabels, sample_image};
     use bollard::models::{ContainerStatus, ObjectVersion, PortStatus, TaskStatus};
 
     fn image() -> ImageSource {
         ImageSource {
-            image: "web:1".into(),
-            port: 8080,
-            cpus: Some(0.5),
-            memory: Some(64 << 20),
             stop_signal: Some("int".into()),
-            runtime: config::ImageRuntime::Swarm,
+            ..sample_image(config::ImageRuntime::Swarm)
         }
     }
 

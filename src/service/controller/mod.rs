@@ -286,6 +286,13 @@ impl Controller {
         self
     }
 
+    /// Probes instances with `prober` instead of connecting: `wakeway replay` asks its simulated
+    /// runtime whether an instance is up yet.
+    pub fn with_prober(mut self, prober: Prober) -> Controller {
+        self.prober = prober;
+        self
+    }
+
     /// Persists the revisions to `store` from now on, beginning with the current ones.
     pub fn persist_to(mut self, store: Arc<StateFile>) -> Controller {
         self.store = Some(store);

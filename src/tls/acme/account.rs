@@ -3,10 +3,10 @@
 
 use instant_acme::{Account, AccountCredentials, NewAccount};
 
+use super::AcmeConfig;
 use super::client::{Client, read_roots};
 use super::order::Failure;
 use super::storage::Storage;
-use crate::config::AcmeConfig;
 
 const KEY: &str = "account.json";
 

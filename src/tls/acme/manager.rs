@@ -12,11 +12,11 @@ use serde_json::json;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::AcmeConfig;
 use super::order::{Failure, Responders, order};
-use super::schedule::{renew_at, retry_at};
+use super::schedule::{ari_again, in_window, renew_at, retry_at};
 use super::storage::Storage;
 use super::{CertStatus, describe, unix};
-use crate::config::AcmeConfig;
 use crate::events::EventLog;
 
 /// An order that takes longer than this (a CA that stalls mid-answer) counts as failed.
@@ -27,11 +27,14 @@ struct Name {
     failures: u32,
     due: SystemTime,
     last_error: Option<String>,
+    /// When to ask the CA for this certificate's renewal window (ARI) next.
+    ari_next: Option<SystemTime>,
 }
 
 struct Held {
     issuer: String,
     not_after: SystemTime,
+    leaf: rustls_pki_types::CertificateDer<'static>,
 }
 
 pub(super) struct Manager {
@@ -43,6 +46,16 @@ pub(super) struct Manager {
     status: Arc<ArcSwap<Vec<CertStatus>>>,
     names: BTreeMap<String, Name>,
     account: Option<Account>,
+    /// The CA publishes no renewal information: the two-thirds rule alone decides.
+    ari_unsupported: bool,
+}
+
+/// A stable number per name: spreads renewals over the CA's window.
+fn seed(name: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    name.hash(&mut h);
+    h.finish()
 }
 
 fn cert_key(name: &str) -> String {
@@ -67,6 +80,7 @@ impl Manager {
             status,
             names: BTreeMap::new(),
             account: None,
+            ari_unsupported: false,
         }
     }
 
@@ -93,6 +107,7 @@ impl Manager {
                 Some(h) => h.1,
                 None => SystemTime::now(),
             };
+            let ari_next = (held.is_some() && !self.ari_unsupported).then(SystemTime::now);
             self.names.insert(
                 name,
                 Name {
@@ -100,6 +115,7 @@ impl Manager {
                     failures: 0,
                     due,
                     last_error: None,
+                    ari_next,
                 },
             );
         }
@@ -140,11 +156,11 @@ impl Manager {
 
     /// Serves a PEM bundle (key and chain) for `name` from the next handshake on.
     fn serve(&self, name: &str, pem: &[u8]) -> Result<(Held, SystemTime), String> {
-        let key = self.responders.store.certified_key(pem, pem)?;
-        let leaf = key.cert.first().ok_or("no certificate")?;
-        let d = describe(leaf)?;
+        let key = self.responders.store.certified_key(pem, pem, false)?;
+        let leaf = key.cert.first().ok_or("no certificate")?.clone();
+        let d = describe(&leaf)?;
         let sni = rustls_pki_types::ServerName::try_from(name).map_err(|e| e.to_string())?;
-        webpki::EndEntityCert::try_from(leaf)
+        webpki::EndEntityCert::try_from(&leaf)
             .map_err(|e| format!("{e:?}"))?
             .verify_is_valid_for_subject_name(&sni)
             .map_err(|_| format!("the certificate is not valid for {name}"))?;
@@ -160,6 +176,7 @@ impl Manager {
             Held {
                 issuer: d.issuer,
                 not_after: d.not_after,
+                leaf,
             },
             renew,
         ))
@@ -171,7 +188,12 @@ impl Manager {
         cancel: CancellationToken,
     ) {
         loop {
-            let next = self.names.values().map(|n| n.due).min();
+            let next = self
+                .names
+                .values()
+                .flat_map(|n| [Some(n.due), n.ari_next])
+                .flatten()
+                .min();
             let wait = next
                 .map(|due| due.duration_since(SystemTime::now()).unwrap_or_default())
                 .unwrap_or(Duration::from_secs(3600));
@@ -187,6 +209,19 @@ impl Manager {
                 _ = tokio::time::sleep(wait) => {}
             }
             let now = SystemTime::now();
+            let ask: Option<String> = self
+                .names
+                .iter()
+                .find(|(_, n)| n.ari_next.is_some_and(|t| t <= now))
+                .map(|(name, _)| name.clone());
+            if let Some(name) = ask {
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = self.renewal_window(&name) => {}
+                }
+                self.publish();
+                continue;
+            }
             let due: Option<String> = self
                 .names
                 .iter()
@@ -246,11 +281,13 @@ impl Manager {
                         "renew_at": unix(renew),
                     }),
                 );
+                let ari_next = (!self.ari_unsupported).then(SystemTime::now);
                 if let Some(n) = self.names.get_mut(name) {
                     n.held = Some(held);
                     n.failures = 0;
                     n.due = renew;
                     n.last_error = None;
+                    n.ari_next = ari_next;
                 }
             }
             Err(failure) => {
@@ -272,15 +309,53 @@ impl Manager {
         }
     }
 
-    async fn order(&mut self, name: &str) -> Result<(Held, SystemTime), Failure> {
-        let account = match &self.account {
-            Some(a) => a.clone(),
-            None => {
-                let a = super::account::open(&self.config, self.storage.as_ref()).await?;
-                self.account = Some(a.clone());
-                a
-            }
+    async fn account(&mut self) -> Result<Account, Failure> {
+        if let Some(a) = &self.account {
+            return Ok(a.clone());
+        }
+        let a = super::account::open(&self.config, self.storage.as_ref()).await?;
+        self.account = Some(a.clone());
+        Ok(a)
+    }
+
+    /// Asks the CA when to renew `name` (RFC 9773) and follows its window; a CA without
+    /// renewal information leaves the two-thirds rule in force.
+    async fn renewal_window(&mut self, name: &str) {
+        let now = SystemTime::now();
+        let id = self
+            .names
+            .get(name)
+            .and_then(|n| n.held.as_ref())
+            .and_then(|h| instant_acme::CertificateIdentifier::try_from(&h.leaf).ok());
+        let answer = match (id, self.account().await) {
+            (Some(id), Ok(account)) => Some(account.renewal_info(&id).await),
+            _ => None,
         };
+        let Some(n) = self.names.get_mut(name) else {
+            return;
+        };
+        match answer {
+            Some(Ok((info, retry))) => {
+                let start = SystemTime::from(info.suggested_window.start);
+                let end = SystemTime::from(info.suggested_window.end);
+                if n.failures == 0 {
+                    n.due = in_window(now, start, end, seed(name));
+                }
+                n.ari_next = Some(ari_again(now, retry));
+            }
+            Some(Err(instant_acme::Error::Unsupported(_))) => {
+                self.ari_unsupported = true;
+                for n in self.names.values_mut() {
+                    n.ari_next = None;
+                }
+            }
+            // No identifier (no AKI), no account or no answer now: ask again later.
+            _ => n.ari_next = Some(ari_again(now, Duration::ZERO)),
+        }
+    }
+
+    async fn order(&mut self, name: &str) -> Result<(Held, SystemTime), Failure> {
+        let account = self.account().await?;
         let issued = order(&account, name, &self.config.challenges, &self.responders).await?;
         let mut bundle = issued.key_pem.into_bytes();
         bundle.extend_from_slice(issued.chain_pem.as_bytes());
@@ -320,8 +395,8 @@ impl Manager {
             .unwrap_or_default();
         let message = match retry_in {
             Some(wait) => format!(
-                "certificate for {name} failed: {failure}; retrying in {}s{keeps}",
-                wait.as_secs()
+                "certificate for {name} failed: {failure}; retrying in {:.0}s{keeps}",
+                wait.as_secs_f64()
             ),
             None => format!("certificate for {name}: {failure}"),
         };

@@ -14,6 +14,7 @@ mod manager;
 pub mod names;
 mod order;
 pub mod schedule;
+mod settings;
 pub mod storage;
 
 use std::sync::Arc;
@@ -26,9 +27,9 @@ use tokio_util::sync::CancellationToken;
 
 pub use challenge::Http01;
 pub use client::read_roots;
-pub use names::{Plan, plan, plan_config};
+pub use names::{Plan, covered_by, plan};
+pub use settings::{AcmeChallenge, AcmeConfig, LETS_ENCRYPT_DIRECTORY};
 
-use crate::config::AcmeConfig;
 use crate::events::EventLog;
 use crate::tls::CertStore;
 

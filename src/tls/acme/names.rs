@@ -4,7 +4,7 @@
 
 use std::net::IpAddr;
 
-use crate::config::{CertificateConfig, Config};
+use crate::tls::CertificateConfig;
 
 /// The names to order, and the ones skipped with why.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -29,22 +29,6 @@ pub fn plan<'a>(hosts: impl IntoIterator<Item = &'a str>, covered: impl Fn(&str)
         }
     }
     plan
-}
-
-/// The plan for a whole config: the services' hosts against its certificate files.
-pub fn plan_config(config: &Config) -> Plan {
-    let files = config
-        .proxy
-        .tls
-        .as_ref()
-        .map_or(&[][..], |t| &t.certificates[..]);
-    plan(
-        config
-            .services
-            .iter()
-            .flat_map(|s| s.hosts.iter().map(String::as_str)),
-        |host| covered_by(files, host),
-    )
 }
 
 /// Whether one of the certificate files serves `host` (exactly, or by a wildcard one label up).

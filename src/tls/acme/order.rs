@@ -11,8 +11,8 @@ use instant_acme::{
     RetryPolicy,
 };
 
+use super::AcmeChallenge;
 use super::challenge::{Http01, alpn_certificate};
-use crate::config::AcmeChallenge;
 use crate::tls::CertStore;
 
 /// Why an order failed: the CA's problem document when it sent one.
@@ -149,7 +149,7 @@ pub async fn order(
                     .map_err(|e| Failure::new(format!("TLS-ALPN-01 certificate: {e}")))?;
                 let key = responders
                     .store
-                    .certified_key(chain.as_bytes(), key.as_bytes())
+                    .certified_key(chain.as_bytes(), key.as_bytes(), true)
                     .map_err(Failure::new)?;
                 responders.store.set_challenge(name, Some(Arc::new(key)));
                 answers.alpn.push(name.to_string());

@@ -32,6 +32,24 @@ pub fn retry_at(now: SystemTime, failures: u32, expires: Option<SystemTime>) -> 
     }
 }
 
+/// The renewal time inside a CA's suggested window (ACME Renewal Information, RFC 9773
+/// §4.2): a point spread over the window by `seed`, so many names do not renew at once; now if
+/// the window has begun.
+pub fn in_window(now: SystemTime, start: SystemTime, end: SystemTime, seed: u64) -> SystemTime {
+    let span = end.duration_since(start).unwrap_or_default();
+    let at = match span.as_secs() {
+        0 => start,
+        secs => start + Duration::from_secs(seed % secs),
+    };
+    at.max(now)
+}
+
+/// When to ask the CA for the renewal window again: its `Retry-After`, bounded so that a CA
+/// that says nothing is asked every six hours and one that says "now" is not asked in a loop.
+pub fn ari_again(now: SystemTime, retry_after: Duration) -> SystemTime {
+    now + retry_after.clamp(Duration::from_secs(60), Duration::from_secs(6 * 3600))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -58,6 +76,22 @@ mod tests {
         );
         // A certificate that is already past its end is due at once.
         assert!(renew_at(t0, t0) <= t0);
+    }
+
+    #[test]
+    fn the_ari_window_is_followed_and_spread() {
+        let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let (start, end) = (t + Duration::from_secs(100), t + Duration::from_secs(200));
+        assert_eq!(in_window(t, start, end, 30), t + Duration::from_secs(130));
+        assert_eq!(in_window(t, start, end, 130), t + Duration::from_secs(130));
+        // A window that has begun (a revoked certificate's, in the past): renew now.
+        let past = (t - Duration::from_secs(50), t - Duration::from_secs(10));
+        assert_eq!(in_window(t, past.0, past.1, 7), t);
+        assert_eq!(ari_again(t, Duration::ZERO), t + Duration::from_secs(60));
+        assert_eq!(
+            ari_again(t, Duration::from_secs(86_400)),
+            t + Duration::from_secs(21_600)
+        );
     }
 
     #[test]

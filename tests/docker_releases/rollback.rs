@@ -1,0 +1,199 @@
+//! Rollback on the docker runtime: the previous revision runs the image id it ran, even after
+//! its tag moved or wakeway restarted.
+
+use super::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollback_runs_the_previous_image_again() {
+    let Some(t) = DockerTest::new().await else {
+        return;
+    };
+    let v2 = t.own_tag(&format!("wakeway-test-{}:v2", t.scope)).await;
+    let w = Wakeway::start_config(&config(
+        &t,
+        &docker_service("web", &t.image, "[service.scaling]\nmin_instances = 1"),
+    ))
+    .await;
+    let first = ids(&w.wait_ready_revision("web", "web-00001", 1).await);
+
+    let d = w.deploy("web", json!({ "image": v2 })).await;
+    let v2_id = d["id"].as_str().unwrap().to_string();
+    assert_eq!(w.wait_deployment("web", &v2_id).await["state"], "succeeded");
+    let second = ids(&w.wait_ready_revision("web", "web-00002", 1).await);
+    t.wait_container_instances("web", &second).await;
+    assert_eq!(
+        container_images(&t, "web").await,
+        BTreeSet::from([v2.clone()])
+    );
+
+    let (status, rb) = w.admin_post("/v1/services/web/rollback", json!(null)).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{rb}");
+    assert_eq!(rb["trigger"], "rollback", "{rb}");
+    assert_eq!(rb["revision"], "web-00001", "{rb}");
+    assert_eq!(rb["previous_revision"], "web-00002", "{rb}");
+    let done = w.wait_deployment("web", rb["id"].as_str().unwrap()).await;
+    assert_eq!(done["state"], "succeeded", "{done}");
+
+    let resp = w.get(WEB, "/").await;
+    assert_eq!(resp.status, StatusCode::OK, "{}", resp.text());
+    assert_eq!(resp.field("Revision").as_deref(), Some("web-00001"));
+    let third = ids(&w.wait_ready_revision("web", "web-00001", 1).await);
+    assert!(
+        third.is_disjoint(&first),
+        "a new container: {first:?} {third:?}"
+    );
+    t.wait_container_instances("web", &third).await;
+    assert_eq!(
+        container_images(&t, "web").await,
+        BTreeSet::from([t.image.clone()]),
+        "the first image runs again"
+    );
+    let instance = third.iter().next().unwrap();
+    let env = container_env(&t, "web", instance).await;
+    assert!(
+        env.contains(&"WAKEWAY_REVISION=web-00001".to_string()),
+        "{env:?}"
+    );
+
+    let list = w.deployments("web").await;
+    let states: Vec<(&Value, &Value)> = list.iter().map(|d| (&d["id"], &d["state"])).collect();
+    assert_eq!(list.len(), 2, "{states:?}");
+    assert_eq!(list[0]["id"], v2_id.as_str(), "oldest first: {states:?}");
+    assert_eq!(list[0]["state"], "rolled_back", "{states:?}");
+    assert_eq!(list[1]["state"], "succeeded", "{states:?}");
+}
+
+/// A revision pins the image id its tag named when it first ran: after the tag moved, a
+/// rollback to it runs that id, not what the tag names now.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollback_after_the_tag_moved_runs_the_image_id_the_old_revision_ran() {
+    let Some(t) = DockerTest::new().await else {
+        return;
+    };
+    let tag = t.own_tag(&format!("wakeway-test-{}:moving", t.scope)).await;
+    let old_id = image_id(&t, &tag).await;
+    let w = Wakeway::start_config(&config(
+        &t,
+        &docker_service("web", &tag, "[service.scaling]\nmin_instances = 1"),
+    ))
+    .await;
+    let first = ids(&w.wait_ready_revision("web", "web-00001", 1).await);
+    t.wait_container_instances("web", &first).await;
+    assert_eq!(
+        container_image_ids(&t, "web").await,
+        BTreeSet::from([old_id.clone()])
+    );
+
+    // The tag moves to another image; web-00002 is deployed from it.
+    let new_id = move_tag(&t, &tag, &old_id).await;
+    deploy_one(&t, &w, json!({ "env": { "V": "2" } }), "web-00002").await;
+    assert_eq!(
+        container_image_ids(&t, "web").await,
+        BTreeSet::from([new_id.clone()]),
+        "a new revision runs what the tag names now"
+    );
+
+    let (status, rb) = w.admin_post("/v1/services/web/rollback", json!(null)).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{rb}");
+    assert_eq!(rb["revision"], "web-00001", "{rb}");
+    let done = w.wait_deployment("web", rb["id"].as_str().unwrap()).await;
+    assert_eq!(done["state"], "succeeded", "{done}");
+    let third = ids(&w.wait_ready_revision("web", "web-00001", 1).await);
+    assert!(third.is_disjoint(&first), "a new container: {third:?}");
+    t.wait_container_instances("web", &third).await;
+    assert_eq!(
+        container_image_ids(&t, "web").await,
+        BTreeSet::from([old_id]),
+        "the rollback runs the image id web-00001 ran, not what {tag} names now"
+    );
+    assert_eq!(
+        container_images(&t, "web").await,
+        BTreeSet::from([tag]),
+        "deployed from the tag, as `wakeway.image` says"
+    );
+    let resp = w.get(WEB, "/").await;
+    assert_eq!(resp.status, StatusCode::OK, "{}", resp.text());
+    assert_eq!(resp.field("Revision").as_deref(), Some("web-00001"));
+}
+
+/// Stops wakeway the way a user does (SIGTERM) and checks it exited cleanly.
+async fn stop(mut w: Wakeway) {
+    w.proc.signal(libc::SIGTERM);
+    let status = w.proc.wait_exit(DEADLINE).await;
+    assert!(status.success(), "wakeway stopped cleanly: {status}");
+}
+
+/// The pins persist in the state file: after a restart, a rollback to a revision whose
+/// containers are gone runs the image id it ran, not what its tag names by then.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollback_after_a_restart_runs_the_image_id_the_old_revision_ran() {
+    let Some(t) = DockerTest::new().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = dir.path().join("web.state.json");
+    let config = format!(
+        "state_file = \"{}\"\n{}",
+        path_str(&state),
+        config(
+            &t,
+            &docker_service("web", &t.image, "[service.scaling]\nmin_instances = 1")
+        )
+    );
+    let w = Wakeway::start_config(&config).await;
+    w.wait_ready_revision("web", "web-00001", 1).await;
+
+    // web-00002 runs the tag while it names the first image.
+    let tag = t.own_tag(&format!("wakeway-test-{}:moving", t.scope)).await;
+    let old_id = image_id(&t, &tag).await;
+    deploy_one(&t, &w, json!({ "image": tag }), "web-00002").await;
+    assert_eq!(
+        container_image_ids(&t, "web").await,
+        BTreeSet::from([old_id.clone()])
+    );
+
+    // The tag moves; web-00003 runs what it names now.
+    let new_id = move_tag(&t, &tag, &old_id).await;
+    deploy_one(&t, &w, json!({ "env": { "V": "3" } }), "web-00003").await;
+    assert_eq!(
+        container_image_ids(&t, "web").await,
+        BTreeSet::from([new_id.clone()])
+    );
+
+    // A restart: no container outlives the first wakeway, so nothing of web-00002 is left
+    // to remember its image but the state file.
+    stop(w).await;
+    t.wait_container_instances("web", &BTreeSet::new()).await;
+    let saved: Value = serde_json::from_str(&std::fs::read_to_string(&state).unwrap()).unwrap();
+    assert_eq!(
+        saved["services"]["web"]["pins"]["web-00002"],
+        old_id.as_str(),
+        "{saved:#}"
+    );
+    let w = Wakeway::start_config(&config).await;
+    let live = ids(&w.wait_ready_revision("web", "web-00003", 1).await);
+    t.wait_container_instances("web", &live).await;
+    assert_eq!(
+        container_image_ids(&t, "web").await,
+        BTreeSet::from([new_id.clone()])
+    );
+
+    let (status, rb) = w.admin_post("/v1/services/web/rollback", json!(null)).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{rb}");
+    assert_eq!(rb["revision"], "web-00002", "{rb}");
+    let done = w.wait_deployment("web", rb["id"].as_str().unwrap()).await;
+    assert_eq!(done["state"], "succeeded", "{done}");
+    let back = ids(&w.wait_ready_revision("web", "web-00002", 1).await);
+    t.wait_container_instances("web", &back).await;
+    assert_eq!(
+        container_image_ids(&t, "web").await,
+        BTreeSet::from([old_id]),
+        "after the restart the rollback runs the image id web-00002 ran, not what {tag} names now"
+    );
+    let resp = w.get(WEB, "/").await;
+    assert_eq!(resp.status, StatusCode::OK, "{}", resp.text());
+    assert_eq!(resp.field("Revision").as_deref(), Some("web-00002"));
+
+    stop(w).await;
+    t.wait_container_instances("web", &BTreeSet::new()).await;
+}
