@@ -43,20 +43,10 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# Cores: the proxy gets the last CORES cores; wrk and the upstream the others (or share core 0
-# when the machine has no others).
-NPROC=$(nproc)
-if [ "$CORES" -ge "$NPROC" ]; then
-  PROXY_CPUS="0-$((NPROC - 1))"; LOAD_CPUS="0-$((NPROC - 1))"
-  echo "note: $NPROC cores: the proxy shares its cores with wrk and the upstream" >&2
-else
-  PROXY_CPUS="$((NPROC - CORES))-$((NPROC - 1))"; LOAD_CPUS="0-$((NPROC - CORES - 1))"
-fi
-LOAD_N=$(( NPROC > CORES ? NPROC - CORES : NPROC ))
+# The proxy gets the last CORES cores; wrk and the upstream the others (or share core 0 when
+# the machine has no others).
+source benches/lib.sh
 THREADS=${THREADS:-$LOAD_N}
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 200); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; exit 1; }
 
 UP=$(free_port); NG=$(free_port); WW=$(free_port)
 
@@ -117,29 +107,6 @@ target_concurrency = 100000
 TOML
 RUST_LOG=warn taskset -c "$PROXY_CPUS" "$BIN" run -c "$work/wakeway.toml" >"$work/wakeway.log" 2>&1 & WPID=$!; pids+=($WPID)
 wait_port "$UP"; wait_port "$NG"; wait_port "$WW"
-
-# Busy jiffies of the proxy's cores, and the proxy processes' own CPU jiffies.
-cores_busy() {
-  python3 - "$PROXY_CPUS" <<'PY'
-import sys
-lo, hi = map(int, sys.argv[1].split("-"))
-busy = 0
-for line in open("/proc/stat"):
-    f = line.split()
-    if f[0].startswith("cpu") and f[0] != "cpu" and lo <= int(f[0][3:]) <= hi:
-        v = list(map(int, f[1:]))
-        busy += sum(v) - v[3] - v[4]
-print(busy)
-PY
-}
-proc_cpu() {  # utime+stime of a process and its children (nginx workers)
-  local total=0 p
-  for p in "$1" $(pgrep -P "$1" || true); do
-    total=$((total + $(awk '{print $14 + $15}' "/proc/$p/stat")))
-  done
-  echo "$total"
-}
-HZ=$(getconf CLK_TCK)
 
 results="$work/results.tsv"
 one() {  # name port pid

@@ -238,3 +238,151 @@ async fn grpc_health_probe_gates_readiness() {
         "the event says what the probe heard: {text}"
     );
 }
+
+#[tokio::test]
+async fn metrics_and_the_access_log_carry_the_method_and_grpc_status() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let wk = Wakeway::start_config(&format!(
+        "{LISTEN_ANY}\n[log]\naccess = {:?}\naccess_format = \"json\"\n{}",
+        log.display().to_string(),
+        grpc_service(
+            "api",
+            "[service.scaling]\nmax_instances = 1\nmax_concurrency = 1\n\
+                      target_concurrency = 1"
+        )
+    ))
+    .await;
+    let mut c = Client::connect(wk.proxy, "api.localhost").await;
+    let mut replies = c
+        .server_stream(Call {
+            message: "s".into(),
+            count: 2,
+            sleep_ms: 0,
+        })
+        .await
+        .unwrap();
+    while replies.next().await.is_some() {}
+    // Held, then one queued past its client's 200 ms: DEADLINE_EXCEEDED, from wakeway.
+    let mut held = c.clone();
+    let holder = tokio::spawn(async move { held.unary(call("held", 1500)).await });
+    wk.wait_load("api", 1, 0).await;
+    let e = c
+        .unary_within(call("late", 0), Duration::from_millis(200))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::DeadlineExceeded);
+    holder.await.unwrap().unwrap();
+
+    let m = wk.metrics().await;
+    let calls = |code: &str| {
+        metric(
+            &m,
+            "wakeway_grpc_calls_total",
+            &[("service", "api"), ("grpc_status", code)],
+        )
+    };
+    assert_eq!(calls("0"), Some(2.0), "{m}");
+    assert_eq!(calls("4"), Some(1.0), "{m}");
+
+    let lines = wait_for("three access-log lines", DEADLINE, || async {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        (lines.len() >= 3).then_some(lines)
+    })
+    .await;
+    let seen: Vec<(String, u64)> = lines
+        .iter()
+        .map(|l| {
+            (
+                l["grpc_method"].as_str().unwrap_or("none").to_string(),
+                l["grpc_status"].as_u64().unwrap_or(99),
+            )
+        })
+        .collect();
+    for want in [
+        ("/wakeway.whoami.v1.Whoami/ServerStream", 0),
+        ("/wakeway.whoami.v1.Whoami/Unary", 0),
+        ("/wakeway.whoami.v1.Whoami/Unary", 4),
+    ] {
+        assert!(
+            seen.contains(&(want.0.to_string(), want.1)),
+            "{want:?} in {seen:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_misbehaving_h2_instance_fails_its_calls_as_unavailable_and_counts_against_it() {
+    use common::grpc::{Misbehaviour, bad_h2_instance};
+    let cases = [
+        Misbehaviour::MalformedFrame,
+        Misbehaviour::GarbageHeaders,
+        Misbehaviour::ResetEveryStream,
+    ];
+    let mut services = String::new();
+    for (i, how) in cases.iter().enumerate() {
+        let addr = bad_h2_instance(*how).await;
+        services.push_str(&format!(
+            "[[service]]\nname = \"bad{i}\"\nhosts = [\"bad{i}.localhost\"]\n\
+             upstreams = [\"{addr}\"]\nprotocol = \"h2c\"\n"
+        ));
+    }
+    services.push_str(&grpc_service("good", ""));
+    let wk = Wakeway::start(&services).await;
+    for (i, how) in cases.iter().enumerate() {
+        let mut c = Client::connect(wk.proxy, &format!("bad{i}.localhost")).await;
+        for _ in 0..2 {
+            let e = tokio::time::timeout(DEADLINE, c.unary(call("x", 0)))
+                .await
+                .unwrap_or_else(|_| panic!("{how:?}: the call hangs"))
+                .expect_err("a broken instance");
+            assert_eq!(e.code(), Code::Unavailable, "{how:?}: {e:?}");
+        }
+        let m = wk.metrics().await;
+        let resets = metric(
+            &m,
+            "wakeway_upstream_errors_total",
+            &[("service", &format!("bad{i}")), ("kind", "reset")],
+        );
+        assert!(
+            resets >= Some(2.0),
+            "{how:?}: counted as the instance failing: {m}"
+        );
+    }
+    // The proxy itself is unharmed: another service's calls still go through.
+    let mut c = Client::connect(wk.proxy, "good.localhost").await;
+    assert_eq!(c.unary(call("fine", 0)).await.unwrap().message, "fine");
+}
+
+#[tokio::test]
+async fn an_instance_that_sends_goaway_fails_no_call() {
+    let (addr, conns) = common::grpc::recycling_instance(5).await;
+    let wk = Wakeway::start(&format!(
+        "[[service]]\nname = \"api\"\nhosts = [\"api.localhost\"]\n\
+         upstreams = [\"{addr}\"]\nprotocol = \"h2c\"\n"
+    ))
+    .await;
+    let c = Client::connect(wk.proxy, "api.localhost").await;
+    let callers: Vec<_> = (0..8)
+        .map(|i| {
+            let mut c = c.clone();
+            tokio::spawn(async move {
+                for j in 0..6 {
+                    let r = c.unary(call(&format!("{i}-{j}"), 30)).await;
+                    assert_eq!(r.expect("no call fails").message, format!("{i}-{j}"));
+                }
+            })
+        })
+        .collect();
+    for h in callers {
+        h.await.unwrap();
+    }
+    // 48 calls, 5 per connection: the instance closed connections under load and wakeway
+    // opened new ones.
+    let n = conns.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(n >= 5, "connections accepted: {n}");
+}

@@ -36,6 +36,7 @@ pub const ACCESS_LOG_DROPPED_TOTAL: &str = "wakeway_access_log_dropped_total";
 /// Frozen instances are `wakeway_instances{state="frozen"}`; what they hold is this one.
 pub const FROZEN_MEMORY_BYTES: &str = "wakeway_frozen_memory_bytes";
 pub const THAWS_TOTAL: &str = "wakeway_thaws_total";
+pub const GRPC_CALLS_TOTAL: &str = "wakeway_grpc_calls_total";
 pub const CERTIFICATE_EXPIRY_TIMESTAMP_SECONDS: &str =
     "wakeway_certificate_expiry_timestamp_seconds";
 

@@ -115,6 +115,8 @@ pub struct ServiceStats {
     pub upstream_reset: Count,
     pub deployments_succeeded: Count,
     pub deployments_failed: Count,
+    /// gRPC calls ended, by `grpc-status` (0-16: a bounded label).
+    pub grpc_calls: [Count; 17],
 }
 
 impl Default for ServiceStats {
@@ -142,6 +144,7 @@ impl Default for ServiceStats {
             upstream_reset: Count::default(),
             deployments_succeeded: Count::default(),
             deployments_failed: Count::default(),
+            grpc_calls: Default::default(),
         }
     }
 }
@@ -153,7 +156,7 @@ pub struct ServicesCollector {
 }
 
 /// The families, in the order `descs` holds them: name, help, type, extra label.
-const FAMILIES: [(&str, &str, MetricType, Option<&str>); 13] = [
+const FAMILIES: [(&str, &str, MetricType, Option<&str>); 14] = [
     (
         IN_FLIGHT_REQUESTS,
         "Requests (and open tunnels) currently at an instance.",
@@ -231,6 +234,12 @@ const FAMILIES: [(&str, &str, MetricType, Option<&str>); 13] = [
         "Frozen instances thawed and ready again.",
         MetricType::COUNTER,
         None,
+    ),
+    (
+        GRPC_CALLS_TOTAL,
+        "gRPC calls ended, by grpc-status (the instance's, or wakeway's own answer).",
+        MetricType::COUNTER,
+        Some("grpc_status"),
     ),
 ];
 
@@ -324,6 +333,12 @@ impl Collector for ServicesCollector {
             }
             metrics[11].push(gauge(n, None, s.frozen_memory.get()));
             metrics[12].push(counter(n, None, s.thaws.get()));
+            // Only the codes seen: a service that never served gRPC adds no series.
+            for (code, c) in crate::proxy::grpc::CODE_TEXT.iter().zip(&s.grpc_calls) {
+                if c.get() > 0 {
+                    metrics[13].push(counter(n, Some(("grpc_status", code)), c.get()));
+                }
+            }
         }
         FAMILIES
             .iter()

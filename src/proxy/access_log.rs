@@ -58,6 +58,9 @@ pub struct AccessRecord {
     pub referer: Option<HeaderValue>,
     pub request_id: HeaderValue,
     pub trace_id: Option<TraceId>,
+    /// A gRPC call's `grpc-status` (its method is the path); the line is written when the call
+    /// ends, so streaming calls carry their final status.
+    pub grpc_status: Option<u8>,
     /// Why wakeway answered itself (a refused or failed request); `None` for an answer that
     /// came from the instance.
     pub reason: Option<String>,
@@ -235,6 +238,16 @@ pub fn json_line(out: &mut Vec<u8>, r: &AccessRecord, query: bool) {
         r.trace_id.map_or(Value::Null, |t| t.to_string().into()),
     );
     m.insert(
+        "grpc_method".into(),
+        r.grpc_status.map_or(Value::Null, |_| {
+            String::from_utf8_lossy(target(&r.target, false)).into()
+        }),
+    );
+    m.insert(
+        "grpc_status".into(),
+        r.grpc_status.map_or(Value::Null, Into::into),
+    );
+    m.insert(
         "reason".into(),
         r.reason.as_deref().map_or(Value::Null, Into::into),
     );
@@ -293,6 +306,9 @@ pub fn combined_line(out: &mut Vec<u8>, r: &AccessRecord, query: bool) {
     if let Some(t) = r.trace_id {
         let _ = write!(line, " trace_id={t}");
     }
+    if let Some(g) = r.grpc_status {
+        let _ = write!(line, " grpc_status={g}");
+    }
     match &r.reason {
         Some(why) => {
             line.push_str(" reason=");
@@ -349,6 +365,7 @@ mod tests {
                 "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
             )
             .map(|t| t.trace_id),
+            grpc_status: None,
             reason: None,
         }
     }

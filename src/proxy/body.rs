@@ -36,6 +36,8 @@ pub enum ProxyBody {
         stream: Option<StreamSlot>,
     },
     Full(Option<Bytes>),
+    /// A gRPC call, watched for its final `grpc-status`.
+    Grpc(Box<crate::proxy::grpc::CallBody>),
 }
 
 impl ProxyBody {
@@ -78,7 +80,7 @@ impl ProxyBody {
     pub fn instance(&self) -> Option<&std::sync::Arc<crate::service::instance::Instance>> {
         match self {
             ProxyBody::Upstream { guard, .. } => guard.as_ref().map(InFlight::instance),
-            ProxyBody::Full(_) => None,
+            ProxyBody::Full(_) | ProxyBody::Grpc(_) => None,
         }
     }
 }
@@ -127,6 +129,7 @@ impl Body for ProxyBody {
                 r.map(|f| f.map(|f| f.map_err(BodyError::from)))
             }
             ProxyBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            ProxyBody::Grpc(c) => Pin::new(&mut **c).poll_frame(cx),
         }
     }
 
@@ -134,6 +137,7 @@ impl Body for ProxyBody {
         match self {
             ProxyBody::Upstream { inner, .. } => inner.is_end_stream(),
             ProxyBody::Full(b) => b.is_none(),
+            ProxyBody::Grpc(c) => c.is_end_stream(),
         }
     }
 
@@ -142,6 +146,7 @@ impl Body for ProxyBody {
             ProxyBody::Upstream { inner, .. } => inner.size_hint(),
             ProxyBody::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
             ProxyBody::Full(None) => SizeHint::with_exact(0),
+            ProxyBody::Grpc(c) => c.size_hint(),
         }
     }
 }

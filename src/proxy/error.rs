@@ -125,7 +125,12 @@ impl ProxyError {
             | ProxyError::IdleIgnored
             | ProxyError::Connect(_)
             | ProxyError::Upstream(_)
-            | ProxyError::BadResponse(_) => Code::Unavailable,
+            | ProxyError::BadResponse(_)
+            // The instance broke (a reset, a malformed frame): UNAVAILABLE, which a gRPC client
+            // retries only under a retry policy its owner configured for that method (its own
+            // transparent retries cover only calls that never left it); the message says the
+            // call was not sent again.
+            | ProxyError::NotResent(_) => Code::Unavailable,
             ProxyError::BadRequest(_)
             | ProxyError::MethodNotAllowed(_)
             | ProxyError::UriTooLong
@@ -135,8 +140,6 @@ impl ProxyError {
             | ProxyError::HeaderTimeout
             | ProxyError::ExpectationFailed
             | ProxyError::ClientBody(_) => Code::Internal,
-            // Not UNAVAILABLE, which gRPC clients retry: the call may have taken effect.
-            ProxyError::NotResent(_) => Code::Internal,
         }
     }
 

@@ -48,11 +48,13 @@ struct Downstream {
     https: bool,
 }
 
-/// How long an h2 request waited for its slot, and whether that was a cold start.
+/// How long an h2 request waited for its slot, and whether that was a cold start; for a gRPC
+/// call, its service too (its status is counted there when the call ends).
 #[derive(Default)]
 struct Timing {
     waited: Duration,
     cold: bool,
+    service: Option<Arc<Service>>,
 }
 
 impl Timing {
@@ -79,8 +81,9 @@ pub struct HyperForwarder {
 struct Failure {
     /// Nothing reached the instance.
     connect: bool,
-    /// ... because the connect timed out (a busy instance), not because it was refused.
-    timed_out: bool,
+    /// ... because the instance refused the connection: proof that it is gone. A connect that
+    /// timed out (a busy instance) or a failed h2c handshake is only one strike.
+    refused: bool,
     detail: String,
 }
 
@@ -137,6 +140,7 @@ impl HyperForwarder {
             referer: req.headers().get(header::REFERER).cloned(),
             request_id: request_id.clone(),
             trace_id,
+            grpc_status: None,
             reason: None,
             bytes_in: http_body::Body::size_hint(req.body()).exact().unwrap_or(0),
         });
@@ -155,7 +159,7 @@ impl HyperForwarder {
             resp.headers_mut()
                 .insert(trace::SERVER_TIMING, value.header_value());
         }
-        if let (Some(log), Some(mut r)) = (&self.shared.access_log, record) {
+        let record = record.map(|mut r| {
             r.status = resp.status().as_u16();
             r.duration = started.elapsed();
             r.queue_wait = timing.waited;
@@ -166,6 +170,14 @@ impl HyperForwarder {
                 r.revision = Some(Arc::from(inst.revision.as_str()));
             }
             r.reason = resp.extensions_mut().remove::<Reason>().map(|r| r.0);
+            r
+        });
+        if grpc {
+            // Counted and logged when the call ends, with its final grpc-status.
+            let log = self.shared.access_log.clone().zip(record);
+            return grpc::watch(resp, timing.service.take(), log, started);
+        }
+        if let (Some(log), Some(r)) = (&self.shared.access_log, record) {
             log.record(r);
         }
         resp
@@ -215,6 +227,9 @@ impl HyperForwarder {
         };
         if let Some(r) = record {
             r.service = Some(Arc::from(svc.name.as_str()));
+        }
+        if grpc {
+            timing.service = Some(svc.clone());
         }
         let resp = match self
             .forward(
@@ -337,13 +352,21 @@ impl HyperForwarder {
             let sent = tokio::time::timeout(response_timeout, self.send(h2, &guard, up)).await;
             let (seen, detail) = match sent {
                 Ok(Ok((resp, stream))) => {
-                    return Ok(respond(resp, guard, stream, settings.upstream_read_timeout));
+                    // A streaming call may be quiet for long (a watch, a bidi call waiting on its
+                    // client): the connection's pings, not a silence limit, find a dead instance.
+                    let silence = if grpc {
+                        grpc::STREAM_SILENCE
+                    } else {
+                        settings.upstream_read_timeout
+                    };
+                    return Ok(respond(resp, guard, stream, silence));
                 }
                 Err(_) => (Seen::FirstByteTimeout, String::new()),
                 Ok(Err(f)) => {
-                    let seen = match (f.connect, f.timed_out) {
-                        (true, true) => Seen::ConnectTimeout,
-                        (true, false) => Seen::Refused,
+                    let seen = match (f.connect, f.refused) {
+                        (true, true) => Seen::Refused,
+                        // A connect that timed out, or an h2c handshake that failed: one strike.
+                        (true, false) => Seen::ConnectTimeout,
                         // hyper's pool sends again by itself a request it never wrote to a
                         // kept-alive connection the app had closed; this one went out (or its
                         // h2 stream was reset, or a frame was malformed).
@@ -389,7 +412,7 @@ impl HyperForwarder {
                 Ok((resp, slot)) => Ok((resp, Some(slot))),
                 Err(e) => Err(Failure {
                     connect: matches!(e, H2Error::Connect(_)),
-                    timed_out: matches!(e, H2Error::Connect(h2::Failed::Timeout)),
+                    refused: matches!(e, H2Error::Connect(h2::Failed::Refused(_))),
                     detail: e.to_string(),
                 }),
             };
@@ -398,7 +421,7 @@ impl HyperForwarder {
             Ok(resp) => Ok((resp, None)),
             Err(e) => Err(Failure {
                 connect: e.is_connect(),
-                timed_out: timed_out(&e),
+                refused: e.is_connect() && !timed_out(&e),
                 detail: source_chain(&e),
             }),
         }

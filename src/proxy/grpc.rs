@@ -4,11 +4,20 @@
 
 use std::time::Duration;
 
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Response, StatusCode};
+use http_body::{Body, Frame, SizeHint};
+use tokio::time::Instant;
 
-use super::body::ProxyBody;
+use super::access_log::{AccessLog, AccessRecord};
+use super::body::{BodyError, ProxyBody};
 use super::error::ProxyError;
+use crate::service::Service;
 
 /// The status codes wakeway sends (grpc/doc/statuscodes.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,14 +31,24 @@ pub enum Code {
     Unavailable = 14,
 }
 
+/// Every code as its `grpc-status` text.
+pub static CODE_TEXT: [&str; 17] = [
+    "0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12", "13", "14", "15", "16",
+];
+/// What a call the client left is counted as.
+const CANCELLED: u8 = 1;
+/// A status outside 0-16, or none where one was due.
+const UNKNOWN: u8 = 2;
+
 impl Code {
     pub fn header_value(self) -> HeaderValue {
-        static VALUES: [&str; 15] = [
-            "0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12", "13", "14",
-        ];
-        HeaderValue::from_static(VALUES[self as usize])
+        HeaderValue::from_static(CODE_TEXT[self as usize])
     }
 }
+
+/// How long a gRPC call's response may go without a frame (`upstream_read_timeout` for the
+/// rest): a year, as good as none, and still a valid timer deadline.
+pub const STREAM_SILENCE: Duration = Duration::from_secs(365 * 24 * 3600);
 
 pub static GRPC_STATUS: header::HeaderName = header::HeaderName::from_static("grpc-status");
 pub static GRPC_MESSAGE: header::HeaderName = header::HeaderName::from_static("grpc-message");
@@ -84,6 +103,142 @@ pub fn error_response(e: &ProxyError) -> Response<ProxyBody> {
         h.insert(GRPC_MESSAGE.clone(), m);
     }
     resp
+}
+
+/// The `grpc-status` a header map carries, if any (0-16; anything else reads as UNKNOWN).
+fn status_of(h: &HeaderMap) -> Option<u8> {
+    let v = h.get(&GRPC_STATUS)?;
+    Some(
+        std::str::from_utf8(v.as_bytes())
+            .ok()
+            .and_then(|s| s.parse::<u8>().ok())
+            .filter(|c| *c <= 16)
+            .unwrap_or(UNKNOWN),
+    )
+}
+
+/// Watches a gRPC call's response to its end: counts its final `grpc-status` for its service
+/// and writes its access-log line then (a streaming call's status is in its trailers). An
+/// instance that breaks off mid-call is told to the client as `UNAVAILABLE` trailers rather
+/// than a reset, so the client reads a status it can retry on.
+pub fn watch(
+    resp: Response<ProxyBody>,
+    service: Option<Arc<Service>>,
+    log: Option<(AccessLog, AccessRecord)>,
+    started: Instant,
+) -> Response<ProxyBody> {
+    let status = status_of(resp.headers());
+    resp.map(|inner| {
+        ProxyBody::Grpc(Box::new(CallBody {
+            inner,
+            status,
+            done: false,
+            finished: false,
+            bytes: 0,
+            service,
+            log,
+            started,
+        }))
+    })
+}
+
+pub struct CallBody {
+    inner: ProxyBody,
+    status: Option<u8>,
+    /// The stream has ended (or wakeway ended it with its own trailers).
+    done: bool,
+    /// Counted and logged.
+    finished: bool,
+    bytes: u64,
+    service: Option<Arc<Service>>,
+    log: Option<(AccessLog, AccessRecord)>,
+    started: Instant,
+}
+
+impl CallBody {
+    fn finish(&mut self, client_left: bool) {
+        if std::mem::replace(&mut self.finished, true) {
+            return;
+        }
+        let status = match self.status {
+            Some(s) => s,
+            None if client_left => CANCELLED,
+            None => UNKNOWN,
+        };
+        if let Some(svc) = &self.service {
+            svc.metrics.grpc_calls[status as usize].inc();
+        }
+        if let Some((log, mut r)) = self.log.take() {
+            r.grpc_status = Some(status);
+            r.duration = self.started.elapsed();
+            r.bytes_out = self.bytes;
+            log.record(r);
+        }
+    }
+}
+
+impl Body for CallBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let this = self.get_mut();
+        if this.done {
+            this.finish(false);
+            return Poll::Ready(None);
+        }
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Some(Ok(f))) => {
+                if let Some(t) = f.trailers_ref() {
+                    this.status = status_of(t).or(Some(UNKNOWN));
+                } else if let Some(d) = f.data_ref() {
+                    this.bytes += d.len() as u64;
+                }
+                Poll::Ready(Some(Ok(f)))
+            }
+            Poll::Ready(None) => {
+                this.done = true;
+                this.finish(false);
+                Poll::Ready(None)
+            }
+            Poll::Ready(Some(Err(e))) => {
+                tracing::debug!("gRPC call broke off at the instance: {e}");
+                this.done = true;
+                this.status = Some(Code::Unavailable as u8);
+                let mut t = HeaderMap::with_capacity(2);
+                t.insert(GRPC_STATUS.clone(), Code::Unavailable.header_value());
+                t.insert(
+                    GRPC_MESSAGE.clone(),
+                    HeaderValue::from_static("the instance broke off the call"),
+                );
+                Poll::Ready(Some(Ok(Frame::trailers(t))))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done || self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        if self.done {
+            SizeHint::with_exact(0)
+        } else {
+            self.inner.size_hint()
+        }
+    }
+}
+
+impl Drop for CallBody {
+    fn drop(&mut self) {
+        // A trailers-only answer is never polled; otherwise the client went before the end.
+        let ended = self.done || self.inner.is_end_stream();
+        self.finish(!ended);
+    }
 }
 
 /// `grpc-message` is percent-encoded UTF-8: bytes outside printable ASCII, and `%`, are escaped.

@@ -129,3 +129,118 @@ impl Client {
         Ok(r.into_inner())
     }
 }
+
+/// How a fake h2c instance misbehaves once a request's HEADERS arrive.
+#[derive(Clone, Copy, Debug)]
+pub enum Misbehaviour {
+    /// A DATA frame on stream 0: a connection error (PROTOCOL_ERROR) by RFC 9113 §6.1.
+    MalformedFrame,
+    /// A response header block that is not valid HPACK (COMPRESSION_ERROR).
+    GarbageHeaders,
+    /// RST_STREAM (INTERNAL_ERROR) for every stream.
+    ResetEveryStream,
+}
+
+/// An h2c "instance" that speaks just enough HTTP/2 to take streams, then misbehaves as told.
+/// Returns its address; it serves until the test ends.
+pub async fn bad_h2_instance(how: Misbehaviour) -> SocketAddr {
+    use super::h2c::{HEADERS, RST_STREAM, SETTINGS, frame, settings};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = l.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut preface = [0u8; 24];
+                if s.read_exact(&mut preface).await.is_err() {
+                    return;
+                }
+                if s.write_all(&settings(&[])).await.is_err() {
+                    return;
+                }
+                loop {
+                    let mut head = [0u8; 9];
+                    if s.read_exact(&mut head).await.is_err() {
+                        return;
+                    }
+                    let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+                    let (kind, flags) = (head[3], head[4]);
+                    let stream =
+                        u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & !(1 << 31);
+                    let mut payload = vec![0u8; len];
+                    if s.read_exact(&mut payload).await.is_err() {
+                        return;
+                    }
+                    let reply = match (kind, how) {
+                        (SETTINGS, _) if flags & 1 == 0 => frame(SETTINGS, 1, 0, &[]),
+                        (HEADERS, Misbehaviour::MalformedFrame) => frame(0, 0, 0, b"junk"),
+                        (HEADERS, Misbehaviour::GarbageHeaders) => {
+                            frame(HEADERS, 0x4, stream, &[0xff, 0xff, 0xff, 0xff, 0xff])
+                        }
+                        (HEADERS, Misbehaviour::ResetEveryStream) => {
+                            frame(RST_STREAM, 0, stream, &2u32.to_be_bytes())
+                        }
+                        _ => continue,
+                    };
+                    if s.write_all(&reply).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// A gRPC instance (whoami's methods) that ends each connection with a graceful GOAWAY after
+/// `streams` calls on it, as a server does when it recycles connections. Returns its address
+/// and the count of connections it accepted.
+pub async fn recycling_instance(
+    streams: usize,
+) -> (SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let conns = Arc::new(AtomicUsize::new(0));
+    let accepted = conns.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((s, _)) = l.accept().await else {
+                return;
+            };
+            accepted.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let seen = Arc::new(AtomicUsize::new(0));
+                let enough = Arc::new(tokio::sync::Notify::new());
+                let svc = {
+                    let (seen, enough) = (seen.clone(), enough.clone());
+                    hyper::service::service_fn(move |req| {
+                        if seen.fetch_add(1, Ordering::SeqCst) + 1 == streams {
+                            enough.notify_one();
+                        }
+                        async move {
+                            Ok::<_, std::convert::Infallible>(
+                                wakeway::whoami_grpc::handle("recycling", true, req).await,
+                            )
+                        }
+                    })
+                };
+                let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(s), svc);
+                tokio::pin!(conn);
+                tokio::select! {
+                    _ = conn.as_mut() => return,
+                    _ = enough.notified() => {}
+                }
+                // GOAWAY: the streams it took finish; new ones go to a new connection.
+                conn.as_mut().graceful_shutdown();
+                let _ = conn.await;
+            });
+        }
+    });
+    (addr, conns)
+}

@@ -207,6 +207,7 @@ impl Observed {
             request_id: HeaderValue::from_bytes(self.request_id())
                 .unwrap_or_else(|_| HeaderValue::from_static("-")),
             trace_id: self.trace_id,
+            grpc_status: None,
             reason: None,
         }));
     }
@@ -261,6 +262,7 @@ impl Observed {
             request_id: HeaderValue::from_static("-"),
             trace_id: None,
             reason: Some(e.message()),
+            grpc_status: None,
         });
     }
 
