@@ -95,7 +95,7 @@ pub(super) async fn handle(state: &Arc<State>, req: Request<Incoming>) -> Respon
             let asked = svc
                 .ask(|reply| Command::Deploy {
                     config: Box::new(config),
-                    trigger: "api",
+                    trigger: crate::service::command::Trigger::Api,
                     options,
                     reply,
                 })

@@ -123,7 +123,7 @@ pub(super) async fn set_traffic(svc: &Service, body: &[u8]) -> Response<Full<Byt
     match svc
         .ask(|reply| Command::SetTraffic {
             traffic,
-            trigger: "api",
+            trigger: crate::service::command::Trigger::Api,
             reply,
         })
         .await

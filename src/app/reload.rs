@@ -228,7 +228,7 @@ async fn reload_service(
         let deployment = svc
             .ask(|reply| Command::Deploy {
                 config,
-                trigger: "reload",
+                trigger: crate::service::command::Trigger::Reload,
                 options: Default::default(),
                 reply,
             })
@@ -245,7 +245,7 @@ async fn reload_service(
         let result = svc
             .ask(|reply| Command::SetTraffic {
                 traffic,
-                trigger: "reload",
+                trigger: crate::service::command::Trigger::Reload,
                 reply,
             })
             .await;

@@ -7,6 +7,41 @@ use tokio::sync::oneshot;
 use super::instance::Instance;
 use crate::config::{ServiceConfig, TrafficTarget};
 
+/// What asked for a deployment or a traffic change: said in events and deployments, and some
+/// decisions hang on it (a rollback is not undone by its own failure, a rollout's own steps do not
+/// end it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Trigger {
+    /// The admin API (or the CLI through it).
+    Api,
+    /// A config reload.
+    Reload,
+    /// `deploy.auto`: the source changed underneath.
+    Auto,
+    Rollback,
+    /// A step of a gradual rollout.
+    Rollout,
+}
+
+impl Trigger {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Api => "api",
+            Trigger::Reload => "reload",
+            Trigger::Auto => "auto",
+            Trigger::Rollback => "rollback",
+            Trigger::Rollout => "rollout",
+        }
+    }
+}
+
+impl std::fmt::Display for Trigger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// How a deployment treats the traffic.
 #[derive(Debug, Clone, Default)]
 pub struct DeployOptions {
@@ -39,14 +74,14 @@ pub enum Command {
     /// deployment id once the deployment has begun.
     Deploy {
         config: Box<ServiceConfig>,
-        trigger: &'static str,
+        trigger: Trigger,
         options: DeployOptions,
         reply: Reply<String>,
     },
     /// Share the traffic among revisions as `traffic` says (validated by the controller).
     SetTraffic {
         traffic: Vec<TrafficTarget>,
-        trigger: &'static str,
+        trigger: Trigger,
         reply: Reply<()>,
     },
     /// Move traffic to a revision in steps, halting and going back when it fails.

@@ -68,7 +68,7 @@ async fn a_deploy_switching_during_a_reload_stays_deployed() {
                 config.source = deployed;
                 svc.ask(|reply| Command::Deploy {
                     config: Box::new(config),
-                    trigger: "api",
+                    trigger: crate::service::command::Trigger::Api,
                     options: Default::default(),
                     reply,
                 })

@@ -9,7 +9,7 @@ use tokio::time::Instant;
 
 use super::{Controller, Green, Source};
 use crate::config::{ServiceConfig, TrafficTarget, check_tag};
-use crate::service::command::DeployOptions;
+use crate::service::command::{DeployOptions, Trigger};
 use crate::service::deployment::DeployState;
 use crate::service::instance::InstanceState;
 use crate::service::lane::Lane;
@@ -22,7 +22,7 @@ impl Controller {
     pub(super) fn begin_deploy(
         &mut self,
         config: ServiceConfig,
-        trigger: &str,
+        trigger: Trigger,
         reuse: Option<Revision>,
         options: DeployOptions,
     ) -> Result<String, String> {
@@ -49,7 +49,7 @@ impl Controller {
             Some(r) => r,
             None => {
                 let mut changes = source_changes(&self.revision.config, &config);
-                if changes.is_empty() && trigger == "auto" {
+                if changes.is_empty() && trigger == Trigger::Auto {
                     changes.push("source changed underneath".into());
                 }
                 let r = Revision::new(
@@ -82,7 +82,7 @@ impl Controller {
             &self.svc.name,
             &revision.id,
             &self.revision.id,
-            trigger,
+            trigger.as_str(),
             revision.changes.clone(),
             want,
         );
@@ -100,7 +100,7 @@ impl Controller {
             source: source.clone(),
             lane: Lane::new(&revision.id),
             deployment: deployment.clone(),
-            trigger: trigger.to_string(),
+            trigger,
             want,
             deadline: Instant::now() + live.deploy.timeout,
             no_traffic: options.no_traffic,
@@ -194,7 +194,7 @@ impl Controller {
         self.svc
             .deployments
             .finish(&g.deployment, DeployState::Succeeded, None);
-        if g.trigger == "rollback" {
+        if g.trigger == Trigger::Rollback {
             self.svc.deployments.mark_rolled_back(&old.id);
         }
         self.forget_old_revisions();
@@ -270,7 +270,7 @@ impl Controller {
         };
         self.begin_deploy(
             previous.config.as_ref().clone(),
-            "rollback",
+            Trigger::Rollback,
             Some(previous),
             DeployOptions::default(),
         )
@@ -309,7 +309,7 @@ impl Controller {
             ),
             json!({ "from": was, "to": now }),
         );
-        if let Err(e) = self.begin_deploy(config, "auto", None, DeployOptions::default()) {
+        if let Err(e) = self.begin_deploy(config, Trigger::Auto, None, DeployOptions::default()) {
             self.svc.events.emit(
                 &self.svc.name,
                 "deploy_failed",

@@ -36,7 +36,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::Service;
 use super::autoscaler::Autoscaler;
-use super::command::Command;
+use super::command::{Command, Trigger};
 use super::instance::{Instance, InstanceState};
 use super::lane::Lane;
 use super::pool::Pool;
@@ -162,7 +162,7 @@ struct Green {
     /// Where its instances' pool is published; it joins the traffic at the switch.
     lane: Arc<Lane>,
     deployment: String,
-    trigger: String,
+    trigger: Trigger,
     want: u32,
     deadline: Instant,
     /// `--no-traffic`: the revision proves itself and becomes the latest, but the traffic stays

@@ -11,7 +11,7 @@ use tokio::time::Instant;
 
 use super::Controller;
 use crate::config::TrafficTarget;
-use crate::service::command::RolloutPlan;
+use crate::service::command::{RolloutPlan, Trigger};
 use crate::service::instance::Instance;
 
 /// Fewer answers than this in a step say too little to halt on their error rate until the
@@ -100,7 +100,7 @@ impl Controller {
             .ok_or_else(|| format!("{revision} already takes all the traffic"))?;
         let before = self.effective_traffic();
         let first = traffic_at(&before, &revision, &self.revision.id, steps[0]);
-        self.set_traffic(first, "rollout")?;
+        self.set_traffic(first, Trigger::Rollout)?;
         let view = RolloutView {
             revision: revision.clone(),
             from: from.clone(),
@@ -216,7 +216,7 @@ impl Controller {
         r.next_at = Instant::now() + interval;
         let before = r.before.clone();
         let traffic = traffic_at(&before, &revision, &self.revision.id, percent);
-        if let Err(e) = self.set_traffic(traffic, "rollout") {
+        if let Err(e) = self.set_traffic(traffic, Trigger::Rollout) {
             self.halt_rollout(format!("cannot move to {percent}%: {e}"));
             return;
         }
@@ -243,7 +243,7 @@ impl Controller {
         r.view.state = "halted";
         r.view.reason = Some(reason.clone());
         let (before, revision) = (r.before.clone(), r.view.revision.clone());
-        let restored = self.set_traffic(before, "rollout");
+        let restored = self.set_traffic(before, Trigger::Rollout);
         self.svc.events.emit(
             &self.svc.name,
             "rollout_halted",

@@ -329,7 +329,7 @@ async fn a_starting_instance_that_is_stopped_stays_stopped() {
     let (tx, rx) = tokio::sync::oneshot::channel();
     svc.command(Command::Deploy {
         config: Box::new(new),
-        trigger: "api",
+        trigger: crate::service::command::Trigger::Api,
         options: Default::default(),
         reply: tx,
     })

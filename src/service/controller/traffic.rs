@@ -9,6 +9,7 @@ use serde_json::json;
 use super::{Controller, Serving, Source};
 use crate::config::{TrafficTarget, check_traffic};
 use crate::service::autoscaler::Autoscaler;
+use crate::service::command::Trigger;
 use crate::service::lane::Lane;
 use crate::service::revision::Revision;
 use crate::service::traffic::{Share, Traffic};
@@ -59,7 +60,7 @@ impl Controller {
     pub(super) fn set_traffic(
         &mut self,
         traffic: Vec<TrafficTarget>,
-        trigger: &str,
+        trigger: Trigger,
     ) -> Result<(), String> {
         check(&self.svc.name, &traffic)?;
         if self.svc.is_paused() {
@@ -68,7 +69,7 @@ impl Controller {
                 self.svc.name
             ));
         }
-        if trigger != "rollout" {
+        if trigger != Trigger::Rollout {
             self.end_rollout_by_hand();
         }
         let drained = self.apply_traffic(&traffic, None)?;
