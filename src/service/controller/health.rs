@@ -6,6 +6,7 @@
 //! completes TCP handshakes, so a TCP probe's pass proves nothing about it).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde_json::json;
 use tokio::time::MissedTickBehavior;
@@ -16,6 +17,11 @@ use crate::service::command::Report;
 use crate::service::instance::{Instance, InstanceState};
 use crate::service::probe;
 
+/// A started instance's exit notice (the child's exit status, the container's `die` event)
+/// follows its crash by milliseconds and says why it ended: a refusal waits this long for it
+/// before the controller calls the instance unhealthy itself.
+const EXIT_NOTICE_WAIT: Duration = Duration::from_millis(250);
+
 /// A check the controller runs after a report from the request path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Check {
@@ -25,6 +31,8 @@ pub(super) enum Check {
     Answers,
     /// The wait between two `Answers` checks is over.
     Again,
+    /// A managed instance refused a connection: its exit notice had `EXIT_NOTICE_WAIT` to come.
+    Refused,
 }
 
 impl Check {
@@ -33,6 +41,7 @@ impl Check {
             Check::Connects => probe::connects(addr, health.timeout).await,
             Check::Answers => probe::answers(addr, health).await,
             Check::Again => Ok(()),
+            Check::Refused => Err("connection refused on the request path".into()),
         }
     }
 }
@@ -117,6 +126,7 @@ impl Controller {
         }
         match seen {
             // Nothing listens there any more: gone, whatever the threshold.
+            Report::Refused if self.managed() => self.check(inst, Check::Refused),
             Report::Refused => {
                 self.unhealthy(inst, "connection refused on the request path".into())
             }
@@ -183,17 +193,28 @@ impl Controller {
         let Some(m) = self.member_of(inst) else {
             return;
         };
-        if m.checking {
-            return;
+        // A refusal is decided whatever else is being checked: it does not wait its turn.
+        if check != Check::Refused {
+            if m.checking {
+                return;
+            }
+            m.checking = true;
         }
-        m.checking = true;
         let (tx, inst) = (self.tx.clone(), inst.clone());
         let cancel = self.cancel.clone();
+        let managed = self.managed();
         tokio::spawn(async move {
             let result = tokio::select! {
                 _ = cancel.cancelled() => return,
                 r = check.run(inst.address, &health) => r,
             };
+            if managed && result.is_err() && matches!(check, Check::Connects | Check::Refused) {
+                // Gone: let its exit notice, which says why, be what removes it.
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = tokio::time::sleep(EXIT_NOTICE_WAIT) => {}
+                }
+            }
             let _ = tx.send(Msg::Checked {
                 instance: inst,
                 check,
@@ -215,15 +236,18 @@ impl Controller {
         let Some(m) = self.member_of(inst) else {
             return;
         };
-        m.checking = false;
+        if check != Check::Refused {
+            m.checking = false;
+        }
         if inst.state() != InstanceState::Ready {
             return;
         }
         match (check, result) {
-            (Check::Connects, Ok(())) => {}
+            (Check::Connects, Ok(())) | (Check::Refused, Ok(())) => {}
             (Check::Connects, Err(e)) => {
                 self.unhealthy(inst, format!("reset on the request path, then {e}"));
             }
+            (Check::Refused, Err(e)) => self.unhealthy(inst, e),
             (Check::Answers, Ok(())) => m.stalls = 0,
             (Check::Answers, Err(e)) => {
                 m.stalls += 1;
