@@ -237,12 +237,22 @@ pub async fn reacquire(
     deadline: Instant,
     err: ProxyError,
 ) -> Result<InFlight, ProxyError> {
-    if !svc.runtime.starts_instances() {
-        return svc.acquire_now(&failed.revision).ok_or(err);
+    let guard = if !svc.runtime.starts_instances() {
+        match svc.acquire_now(&failed.revision) {
+            Some(g) => g,
+            None => return Err(err),
+        }
+    } else {
+        svc.acquire_by(tag, deadline)
+            .await
+            .map_err(ProxyError::Activator)?
+    };
+    // "Elsewhere" is another instance: the one that just failed (still ready until the
+    // controller decides) is not tried again, or one request would strike it several times.
+    if guard.instance().id == failed.id {
+        return Err(err);
     }
-    svc.acquire_by(tag, deadline)
-        .await
-        .map_err(ProxyError::Activator)
+    Ok(guard)
 }
 
 #[cfg(test)]

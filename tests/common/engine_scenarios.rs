@@ -9,14 +9,14 @@
 use std::collections::BTreeSet;
 
 use bollard::query_parameters::KillContainerOptions;
-use http::StatusCode;
+use http::{Method, StatusCode};
 
 use super::docker::swarm::FlakyEngine;
 use super::docker::{
     DOCKERFILE, DockerTest, build_image, events_of_kind, ready_ids, wait_ready_count,
 };
 use super::{
-    DEADLINE, LISTEN_ANY, Proc, Resp, Wakeway, get, path_str, run_to_exit, try_get, wait_for,
+    DEADLINE, LISTEN_ANY, Proc, Resp, Wakeway, get, path_str, request, run_to_exit, send, wait_for,
     whoami_service,
 };
 
@@ -209,10 +209,13 @@ max_concurrency = 2"#,
     let before = wait_ready_count(&w, "crash", 3).await;
 
     let proxy = w.proxy;
+    // POSTs: a GET on the killed instance would be sent again to another (safe to repeat), so
+    // nothing would fail (docs/failure-policy.md).
     let requests: Vec<_> = (0..6)
         .map(|i| {
             tokio::spawn(async move {
-                try_get(proxy, "crash.localhost", &format!("/?sleep=5s&n={i}")).await
+                let path = format!("/?sleep=5s&n={i}");
+                send(proxy, request(Method::POST, "crash.localhost", &path, "x")).await
             })
         })
         .collect();
