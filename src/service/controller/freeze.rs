@@ -150,7 +150,7 @@ impl Controller {
         let inst = m.instance.clone();
         self.unfreeze_member(&inst);
         inst.set_state(InstanceState::Starting);
-        let thaw = super::lifecycle::Thaw {
+        let thaw = super::start_job::Thaw {
             instance: inst.clone(),
             handle,
             exited,

@@ -17,6 +17,7 @@ mod lifecycle;
 mod operations;
 mod rollout;
 mod scaling;
+mod start_job;
 #[cfg(test)]
 mod tests;
 mod traffic;
