@@ -101,7 +101,7 @@ pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 enum Action {
     /// The same instance, on a fresh connection.
     Reconnect,
-    /// A new slot, on any instance.
+    /// A new slot, on another instance (never the one that failed).
     Elsewhere,
     Fail,
 }
