@@ -54,9 +54,22 @@ async fn wait_state(w: &Wakeway, service: &str, state: &str) -> Instance {
 
 /// The pid the Flask worker answered with.
 async fn served_pid(w: &Wakeway, service: &str) -> String {
+    served(w, service).await.text().trim().to_string()
+}
+
+async fn served(w: &Wakeway, service: &str) -> Resp {
     let resp = w.get(&format!("{service}.localhost"), "/").await;
     assert_eq!(resp.status, StatusCode::OK, "{}", resp.text());
-    resp.text().trim().to_string()
+    resp
+}
+
+/// The named wait in a response's `Server-Timing` (`cold-start` or `thaw`), if any.
+fn timed_wait(resp: &Resp) -> Option<&'static str> {
+    let timing = resp.header("server-timing")?;
+    ["thaw;dur=", "cold-start;dur="]
+        .into_iter()
+        .find(|m| timing.contains(m))
+        .map(|m| m.trim_end_matches(";dur="))
 }
 
 /// A process stopped by the freezer: it is not running, and stays so.
@@ -84,7 +97,9 @@ async fn frozen_when_idle_thawed_by_a_request_stopped_after_frozen_timeout() {
         "frozen_timeout = \"6s\"",
     ))
     .await;
-    let first = served_pid(&w, "flask").await;
+    let cold = served(&w, "flask").await;
+    assert_eq!(timed_wait(&cold), Some("cold-start"), "{:?}", cold.headers);
+    let first = cold.text().trim().to_string();
     let inst = wait_state(&w, "flask", "frozen").await;
     let master = inst.pid.unwrap();
     assert!(frozen_in_kernel(master), "the process is not frozen");
@@ -109,9 +124,11 @@ async fn frozen_when_idle_thawed_by_a_request_stopped_after_frozen_timeout() {
         "{frozen:?}"
     );
 
-    // Thawed by the next request: the same worker answers, no new process.
-    let again = served_pid(&w, "flask").await;
-    assert_eq!(again, first, "a new process answered");
+    // Thawed by the next request: the same worker answers, no new process, and Server-Timing
+    // names the wait a thaw.
+    let thawed = served(&w, "flask").await;
+    assert_eq!(thawed.text().trim(), first, "a new process answered");
+    assert_eq!(timed_wait(&thawed), Some("thaw"), "{:?}", thawed.headers);
     let events = w.events("flask").await;
     let thawed: Vec<_> = events
         .iter()

@@ -232,6 +232,12 @@ impl InFlight {
         self.cold
     }
 
+    /// Whether that wait ended with a thaw rather than a start: the instance that served it
+    /// came back from frozen.
+    pub fn was_thaw(&self) -> bool {
+        self.cold && self.instance.has_thawed()
+    }
+
     pub fn instance(&self) -> &Arc<Instance> {
         &self.instance
     }

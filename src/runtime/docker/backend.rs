@@ -30,6 +30,7 @@ fn leftover(c: ContainerSummary) -> Option<Leftover> {
         .unwrap_or_else(|| id.clone());
     Some(Leftover {
         running: c.state == Some(ContainerSummaryStateEnum::RUNNING),
+        paused: c.state == Some(ContainerSummaryStateEnum::PAUSED),
         image: c.image_id,
         id,
         name,

@@ -58,6 +58,9 @@ pub(crate) struct Leftover {
     pub(crate) name: String,
     pub(crate) labels: HashMap<String, String>,
     pub(crate) running: bool,
+    /// Paused (`docker pause`): a frozen instance, adopted frozen. Not `running` for the
+    /// engine's list, but alive.
+    pub(crate) paused: bool,
     /// The image id it runs, when known.
     pub(crate) image: Option<String>,
 }
@@ -70,6 +73,8 @@ pub(crate) struct Candidate {
     pub(crate) image: Option<String>,
     /// It runs what the tag names now (or the tag names nothing the engine has).
     pub(crate) current: bool,
+    /// A previous wakeway froze it.
+    pub(crate) paused: bool,
 }
 
 /// A leftover to remove.
@@ -149,6 +154,7 @@ impl EngineCore {
                     instance,
                     image: l.image,
                     current,
+                    paused: l.paused,
                 }),
                 Err(why) => {
                     let Naming {
@@ -156,8 +162,7 @@ impl EngineCore {
                     } = self.naming;
                     tracing::info!("{runtime}: removing leftover {instance} {}: {why}", l.name);
                     stale.push(Stale {
-                        grace: l
-                            .running
+                        grace: (l.running || l.paused)
                             .then(|| expected.map_or(UNKNOWN_STOP_GRACE, |e| e.stop_grace)),
                         id: l.id,
                         name: l.name,
@@ -180,7 +185,7 @@ fn verdict(
 ) -> Result<(String, bool), String> {
     let exp = match expected {
         None => return Err(format!("service `{service}` is not in the config")),
-        Some(_) if !l.running => return Err("it is not running".to_string()),
+        Some(_) if !l.running && !l.paused => return Err("it is not running".to_string()),
         Some(exp) if l.labels.get(LABEL_SPEC) != Some(&exp.spec) => {
             return Err(format!("its {} differ from the config", rules.spec_covers));
         }
@@ -219,6 +224,7 @@ mod tests {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
             running: true,
+            paused: false,
             image: image.map(str::to_string),
         }
     }
@@ -271,7 +277,7 @@ mod tests {
     }
 
     #[test]
-    fn a_changed_spec_a_stopped_one_or_no_instance_label_goes() {
+    fn a_changed_spec_a_stopped_one_or_no_instance_label_goes_a_paused_one_stays() {
         let mut changed = leftover(&OURS, None);
         changed.labels.insert(LABEL_SPEC.into(), "s2".into());
         assert_eq!(
@@ -281,6 +287,13 @@ mod tests {
         let mut stopped = leftover(&OURS, None);
         stopped.running = false;
         assert_eq!(judge(&stopped, None, None), Err("it is not running".into()));
+        let mut paused = leftover(&OURS, None);
+        (paused.running, paused.paused) = (false, true);
+        assert_eq!(
+            judge(&paused, None, None),
+            Ok(("web-00001-a".into(), true)),
+            "a frozen one is alive"
+        );
         let bare = leftover(&OURS[..3], None);
         assert!(
             judge(&bare, None, None)

@@ -55,6 +55,7 @@ impl Backend for SwarmEngine {
                 image: labels.get(LABEL_IMAGE).cloned(),
                 // Its task's state is the poll's business.
                 running: true,
+                paused: false,
                 id,
                 labels,
             })

@@ -164,7 +164,7 @@ impl Controller {
 
     /// Takes in the instances a previous wakeway left running (docker containers). They count as
     /// starting until their probe passes, like new ones, so none is started twice; returns how
-    /// many there are.
+    /// many there are. Frozen ones are kept frozen, or thawed first (`adopt_frozen`).
     pub(super) async fn adopt(&mut self) -> u32 {
         let Source::Managed(runtime) = &self.source else {
             return 0;
@@ -182,19 +182,30 @@ impl Controller {
                 return 0;
             }
         };
-        let count = adopted.len() as u32;
+        let mut count = 0;
         let revision = self.revision.clone();
         for a in adopted {
             self.svc.events.emit(
                 &self.svc.name,
                 "instance_adopted",
                 format!(
-                    "adopting instance {}, left running at {}",
-                    a.instance, a.started.address
+                    "adopting instance {}, left {} at {}",
+                    a.instance,
+                    if a.frozen { "frozen" } else { "running" },
+                    a.started.address
                 ),
-                json!({ "instance": a.instance, "address": a.started.address.to_string(), "runtime": runtime.name() }),
+                json!({ "instance": a.instance, "address": a.started.address.to_string(), "runtime": runtime.name(), "frozen": a.frozen }),
             );
-            self.spawn_start(a.instance, runtime.clone(), &revision, Some(a.started));
+            let started = if a.frozen {
+                match self.adopt_frozen(a.instance.clone(), a.started).await {
+                    Some(thawed) => thawed,
+                    None => continue,
+                }
+            } else {
+                a.started
+            };
+            count += 1;
+            self.spawn_start(a.instance, runtime.clone(), &revision, Some(started));
         }
         count
     }
