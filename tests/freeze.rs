@@ -238,3 +238,35 @@ async fn a_sigkilled_wakeway_leaves_no_frozen_process_and_the_next_one_serves() 
     let next = Wakeway::start(&config).await;
     served_pid(&next, "flask").await;
 }
+
+/// `wakeway check` says what `idle_action = "freeze"` does for each runtime: swarm cannot
+/// freeze yet (its idle instances are stopped), docker pauses.
+#[test]
+fn check_says_swarm_cannot_freeze_and_docker_pauses() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("w.toml");
+    let service = |name: &str, runtime: &str| {
+        format!(
+            "[[service]]\nname = \"{name}\"\nhosts = [\"{name}.localhost\"]\nimage = \"x:1\"\n\
+             runtime = \"{runtime}\"\n[service.scaling]\nidle_action = \"freeze\"\n"
+        )
+    };
+    let config = format!("{}{}", service("s", "swarm"), service("d", "docker"));
+    std::fs::write(&path, config).unwrap();
+    let out = std::process::Command::new(WAKEWAY)
+        .args(["check", "-c", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains(
+            "service s: idle_action = \"freeze\" is not supported for swarm services yet; \
+             idle instances are stopped instead"
+        ),
+        "{said}"
+    );
+    assert!(
+        said.contains("service d: idle instances are paused (docker pause)"),
+        "{said}"
+    );
+}
