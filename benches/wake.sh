@@ -40,49 +40,15 @@ done
 [ -x "$venv/bin/gunicorn" ] || { echo "no gunicorn in $venv: run .ci/needs/20-python-apps.sh" >&2; exit 1; }
 
 exec python3 - "$(realpath "$binary")" "$runs" "$venv" <<'PY'
-import json, math, os, re, shutil, socket, statistics, subprocess, sys, tempfile, time
+import json, math, os, re, shutil, statistics, subprocess, sys, tempfile, time
 import urllib.request
+
+sys.path.insert(0, "benches")
+from lib import first_byte, free_port, wait
 
 binary, runs, venv = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 HZ = os.sysconf("SC_CLK_TCK")
 work = tempfile.mkdtemp(prefix="wake-bench-")
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-def first_byte(port, host, retry_refused=False):
-    """Connects (again while refused, if asked), sends GET /; returns the answer's head."""
-    while True:
-        s = socket.socket()
-        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        try:
-            s.connect(("127.0.0.1", port))
-            break
-        except ConnectionRefusedError:
-            s.close()
-            if not retry_refused:
-                raise
-            # A tight loop would take a core from the booting app on a small machine.
-            time.sleep(0.001)
-    s.sendall(f"GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
-    head = s.recv(1)
-    if not head:
-        raise RuntimeError(f"{host}: connection closed without an answer")
-    took = time.perf_counter()
-    s.settimeout(10)
-    while b"\r\n\r\n" not in head:
-        more = s.recv(4096)
-        if not more:
-            break
-        head += more
-    s.close()
-    if not head.startswith(b"HTTP/1.1 200"):
-        raise RuntimeError(f"{host}: {head[:200]!r}")
-    return took, head.decode("latin-1")
 
 # The apps: how each is started on a port, and on the inherited socket.
 apps = {}
@@ -147,18 +113,6 @@ def at_rest(mode, name):
     if mode == "freeze":
         return len(inst) == 1 and inst[0]["state"] == "frozen"
     return inst == []
-
-def wait(cond, what, timeout=60):
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if cond():
-                return
-        except OSError:
-            pass
-        if time.monotonic() > deadline:
-            raise SystemExit(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 def app_alone(app):
     port = free_port()

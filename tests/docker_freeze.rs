@@ -29,14 +29,6 @@ async fn serve(w: &Wakeway) -> Resp {
     resp
 }
 
-/// The `cold-start` or `thaw` a response's `Server-Timing` names, if any.
-fn timed_wait(resp: &Resp) -> Option<&'static str> {
-    let timing = resp.header("server-timing")?;
-    ["thaw;dur=", "cold-start;dur="]
-        .into_iter()
-        .find(|m| timing.contains(m))
-        .map(|m| m.trim_end_matches(";dur="))
-}
 
 async fn wait_state(w: &Wakeway, state: &str) -> Instance {
     wait_for(&format!("an instance {state}"), DEADLINE, || async {
@@ -69,7 +61,7 @@ async fn an_idle_container_is_paused_unpaused_by_a_request_and_stopped_after_fro
     );
     let w = Wakeway::start_config(&t.config("stop_on_exit = true", &service)).await;
     let cold = serve(&w).await;
-    assert_eq!(timed_wait(&cold), Some("cold-start"), "{:?}", cold.headers);
+    assert_eq!(cold.timed_wait(), Some("cold-start"), "{:?}", cold.headers);
     let instance = cold.instance().unwrap();
     let (container, _) = the_container(&t).await;
 
@@ -97,7 +89,7 @@ async fn an_idle_container_is_paused_unpaused_by_a_request_and_stopped_after_fro
     // The next request unpauses the same container; Server-Timing names the wait a thaw.
     let thawed = serve(&w).await;
     assert_eq!(thawed.instance().as_deref(), Some(instance.as_str()));
-    assert_eq!(timed_wait(&thawed), Some("thaw"), "{:?}", thawed.headers);
+    assert_eq!(thawed.timed_wait(), Some("thaw"), "{:?}", thawed.headers);
     assert_eq!(the_container(&t).await, (container, false), "unpaused");
     let events = w.events("f").await;
     assert_eq!(events_of_kind(&events, "instance_thawed").len(), 1);
@@ -171,7 +163,7 @@ async fn a_restarted_wakeway_adopts_its_paused_containers() {
     assert_eq!(the_container(&t).await, (container.clone(), true));
     let thawed = serve(&second).await;
     assert_eq!(thawed.instance().as_deref(), Some(instance.as_str()));
-    assert_eq!(timed_wait(&thawed), Some("thaw"), "{:?}", thawed.headers);
+    assert_eq!(thawed.timed_wait(), Some("thaw"), "{:?}", thawed.headers);
     assert_eq!(the_container(&t).await, (container.clone(), false));
     let events = second.events("f").await;
     assert!(

@@ -63,14 +63,6 @@ async fn served(w: &Wakeway, service: &str) -> Resp {
     resp
 }
 
-/// The named wait in a response's `Server-Timing` (`cold-start` or `thaw`), if any.
-fn timed_wait(resp: &Resp) -> Option<&'static str> {
-    let timing = resp.header("server-timing")?;
-    ["thaw;dur=", "cold-start;dur="]
-        .into_iter()
-        .find(|m| timing.contains(m))
-        .map(|m| m.trim_end_matches(";dur="))
-}
 
 /// A process stopped by the freezer: it is not running, and stays so.
 fn frozen_in_kernel(pid: u32) -> bool {
@@ -98,7 +90,7 @@ async fn frozen_when_idle_thawed_by_a_request_stopped_after_frozen_timeout() {
     ))
     .await;
     let cold = served(&w, "flask").await;
-    assert_eq!(timed_wait(&cold), Some("cold-start"), "{:?}", cold.headers);
+    assert_eq!(cold.timed_wait(), Some("cold-start"), "{:?}", cold.headers);
     let first = cold.text().trim().to_string();
     let inst = wait_state(&w, "flask", "frozen").await;
     let master = inst.pid.unwrap();
@@ -128,7 +120,7 @@ async fn frozen_when_idle_thawed_by_a_request_stopped_after_frozen_timeout() {
     // names the wait a thaw.
     let thawed = served(&w, "flask").await;
     assert_eq!(thawed.text().trim(), first, "a new process answered");
-    assert_eq!(timed_wait(&thawed), Some("thaw"), "{:?}", thawed.headers);
+    assert_eq!(thawed.timed_wait(), Some("thaw"), "{:?}", thawed.headers);
     let events = w.events("flask").await;
     let thawed: Vec<_> = events
         .iter()

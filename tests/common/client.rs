@@ -37,6 +37,14 @@ impl Resp {
     pub fn instance(&self) -> Option<String> {
         self.field("Instance")
     }
+
+    /// The wait its `Server-Timing` names: `cold-start` or `thaw` (a frozen instance woken).
+    pub fn timed_wait(&self) -> Option<&'static str> {
+        let timing = self.header("server-timing")?;
+        ["thaw", "cold-start"]
+            .into_iter()
+            .find(|m| timing.contains(&format!("{m};dur=")))
+    }
 }
 
 /// The value of the first `Name: value` line in `text` (name case-insensitive).
