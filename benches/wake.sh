@@ -18,8 +18,10 @@
 #
 # Each run waits until every service is at zero (no instance) or frozen, then times one request
 # per service in turn (the order rotates from run to run): from just before the connect to the
-# first byte of the answer. Prints the median and p99 (nearest rank: with 20 runs, the slowest)
-# of each in milliseconds, then the memory a frozen instance holds (its cgroup's figure, as
+# first byte of the answer; after a thaw, the same request again at once ("warm": what the
+# request itself costs, through wakeway, on a running instance). Prints the median and p99 (nearest rank:
+# with 20 runs, the slowest) of each in milliseconds, with the thaw time wakeway reports in
+# `Server-Timing` (thaw, readiness check, until the request has its slot), then the memory a frozen instance holds (its cgroup's figure, as
 # `wakeway_frozen_memory_bytes` reports it, and its processes' RSS) and the CPU time its
 # processes used over 5 s while frozen. Not part of the tests; run it on an idle machine.
 set -euo pipefail
@@ -155,7 +157,7 @@ def rss_bytes(pids):
                 total += int(line.split()[1]) * 1024
     return total
 
-results = {(app, mode): [] for app in apps for mode in MODES + ("alone",)}
+results = {(app, mode): [] for app in apps for mode in MODES + ("alone", "warm")}
 thaw_said = {app: [] for app in apps}
 wk = subprocess.Popen([binary, "run", "-c", cfg], stdout=subprocess.DEVNULL,
                       stderr=open(os.path.join(work, "wakeway.log"), "w"))
@@ -173,11 +175,15 @@ try:
             t0 = time.perf_counter()
             took, head = first_byte(proxy, f"{name}.localhost")
             results[(app, mode)].append((took - t0) * 1000)
-            m = re.search(r"thaw;dur=([0-9.]+)", head)
             if mode == "freeze":
+                m = re.search(r"thaw;dur=([0-9.]+)", head)
                 if not m:
                     raise SystemExit(f"{name}: no thaw in Server-Timing: {head}")
                 thaw_said[app].append(float(m.group(1)))
+                # The same request again at once, on the thawed instance: the app's own time.
+                t0 = time.perf_counter()
+                took, _ = first_byte(proxy, f"{name}.localhost")
+                results[(app, "warm")].append((took - t0) * 1000)
         for app in apps:
             results[(app, "alone")].append(app_alone(app))
         print(f"run {run + 1}/{runs} done", file=sys.stderr)
@@ -214,12 +220,12 @@ def cell(xs):
 
 print(f"\n{runs} runs, binary {binary}, {os.cpu_count()} cores; median / p99 in ms, "
       "time to first byte of the first request\n")
-print("| app | app alone (spawn to first byte) | stop: cold start | socket activation | freeze: thaw | wakeway's own thaw (Server-Timing) |")
-print("|---|---|---|---|---|---|")
+print("| app | app alone (spawn to first byte) | stop: cold start | socket activation | freeze: thaw | wakeway's own thaw (Server-Timing) | warm request |")
+print("|---|---|---|---|---|---|---|")
 for app in apps:
     print(f"| {app} | {cell(results[(app, 'alone')])} | {cell(results[(app, 'stop')])} | "
           f"{cell(results[(app, 'socket')])} | {cell(results[(app, 'freeze')])} | "
-          f"{cell(thaw_said[app])} |")
+          f"{cell(thaw_said[app])} | {cell(results[(app, 'warm')])} |")
 print("\n| app | frozen: memory (cgroup) | frozen: RSS of its processes | CPU used over 5 s frozen |")
 print("|---|---|---|---|")
 mib = lambda b: "?" if b is None else f"{b / 2**20:.1f} MiB"

@@ -55,8 +55,9 @@ struct Timing {
 impl Timing {
     fn acquired(&mut self, svc: &Service, arrived: Instant, guard: &InFlight) {
         let waited = arrived.elapsed();
-        // The fast path takes a slot in well under a millisecond; only a real wait counts.
-        if waited >= Duration::from_millis(1) {
+        // The fast path takes a slot in well under a millisecond; only a real wait counts. A
+        // wait for the first instance always does: a thaw can take less.
+        if waited >= Duration::from_millis(1) || guard.was_cold() {
             self.waited = waited;
             self.cold = guard.was_cold();
             self.thawed = guard.was_thaw();

@@ -133,8 +133,9 @@ impl Observed {
         let now = Instant::now();
         self.acquired = Some(now);
         let waited = now - self.arrived;
-        // The fast path takes a slot in well under a millisecond; only a real wait counts.
-        if waited >= QUEUED {
+        // The fast path takes a slot in well under a millisecond; only a real wait counts. A
+        // wait for the first instance always does: a thaw can take less.
+        if waited >= QUEUED || guard.was_cold() {
             self.cold = guard.was_cold();
             self.thawed = guard.was_thaw();
             svc.metrics.queue_wait.observe(waited.as_secs_f64());
@@ -143,7 +144,7 @@ impl Observed {
 
     fn queue_wait(&self) -> Duration {
         match self.acquired {
-            Some(a) if a - self.arrived >= QUEUED => a - self.arrived,
+            Some(a) if a - self.arrived >= QUEUED || self.cold => a - self.arrived,
             _ => Duration::ZERO,
         }
     }
