@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use http::StatusCode;
 use serde_json::Value;
 
-use super::{DEADLINE, LISTEN_ANY, Proc, Resp, admin_json, get, wait_for};
+use super::{DEADLINE, LISTEN_ANY, MIN_ONE, Proc, Resp, admin_json, get, wait_for, whoami_service};
 
 /// `wakeway run -c FILE` with its proxy and admin addresses.
 pub struct Wakeway {
@@ -21,6 +21,14 @@ impl Wakeway {
     /// Starts wakeway with `services` (TOML `[[service]]` tables) on OS-picked ports.
     pub async fn start(services: &str) -> Wakeway {
         Self::start_config(&format!("{LISTEN_ANY}\n{services}")).await
+    }
+
+    /// Starts wakeway with one `wakeway whoami` service keeping an instance warm, and waits
+    /// until it is ready.
+    pub async fn start_warm(name: &str, host: &str) -> Wakeway {
+        let wk = Self::start(&whoami_service(name, host, MIN_ONE)).await;
+        wk.wait_ready(name).await;
+        wk
     }
 
     /// Starts wakeway with a complete config file (its listeners should use port 0).
@@ -81,6 +89,13 @@ impl Wakeway {
         }
     }
 
+    /// The events of service `name` that are of `kind`.
+    pub async fn events_of(&self, name: &str, kind: &str) -> Vec<Value> {
+        let mut events = self.events(name).await;
+        events.retain(|e| e["kind"] == kind);
+        events
+    }
+
     /// The Prometheus text of `/metrics`.
     pub async fn metrics(&self) -> String {
         let resp = get(self.admin, "localhost", "/metrics").await;
@@ -129,6 +144,11 @@ pub struct Instance {
     pub pid: Option<u32>,
     pub in_flight: u64,
     pub address: String,
+}
+
+/// The pids of the instances that have one.
+pub fn pids_of(instances: &[Instance]) -> Vec<u32> {
+    instances.iter().filter_map(|i| i.pid).collect()
 }
 
 pub fn instances_of(service: &Value) -> Vec<Instance> {
