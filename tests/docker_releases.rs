@@ -38,10 +38,6 @@ fn of_revision(instances: &[Instance], revision: &str) -> BTreeSet<String> {
         .collect()
 }
 
-fn kinds(events: &[Value]) -> Vec<&str> {
-    events.iter().filter_map(|e| e["kind"].as_str()).collect()
-}
-
 /// The environment of the container running `instance` of `service`.
 async fn container_env(t: &DockerTest, service: &str, instance: &str) -> Vec<String> {
     let name = format!("wakeway-{}-{service}-{instance}", t.scope);
@@ -134,8 +130,7 @@ async fn blue_green_deploy_of_a_new_tag_under_load_fails_no_request() {
         .expect("the instance holding the request")
         .id;
 
-    let load = Load::start(w.proxy, WEB, "/?sleep=50ms", 4);
-    load.wait_done_since(Instant::now(), 8).await;
+    let load = Load::started(w.proxy, WEB, "/?sleep=50ms", 4, 8).await;
 
     let d = w.deploy("web", json!({ "image": v2 })).await;
     assert_eq!(d["revision"], "web-00002", "{d}");
@@ -223,8 +218,7 @@ timeout = "3s""#,
     let live = ids(&w.wait_ready_revision("web", "web-00001", 1).await);
     t.wait_container_instances("web", &live).await;
 
-    let load = Load::start(w.proxy, WEB, "/?sleep=50ms", 3);
-    load.wait_done_since(Instant::now(), 5).await;
+    let load = Load::started(w.proxy, WEB, "/?sleep=50ms", 3, 5).await;
 
     // 1. Health never passes: the new container runs but takes no traffic, then goes.
     let d = w.deploy("web", json!({ "image": never_ready })).await;
@@ -261,13 +255,8 @@ timeout = "3s""#,
     w.wait_ready_revision("web", "web-00001", 1).await;
 
     // The old container served throughout.
-    load.wait_done_since(mark, 5).await;
-    let samples = load.stop().await;
-    assert!(
-        failed_samples(&samples).is_empty(),
-        "failed requests: {:?}",
-        failed_samples(&samples)
-    );
+    let samples = load.stop_after(mark, 5).await;
+    assert_none_failed(&samples, "");
     assert!(
         samples
             .iter()
@@ -359,10 +348,7 @@ async fn pause_removes_the_containers_and_resume_cold_starts_a_new_one() {
         "{:?}",
         kinds(&events)
     );
-    let k = kinds(&events);
-    let p = k.iter().position(|k| *k == "paused");
-    let r = k.iter().position(|k| *k == "resumed");
-    assert!(p.is_some() && r > p, "paused then resumed: {k:?}");
+    assert_paused_then_resumed(&events);
 }
 
 /// Pause while a deployment's containers are still being created: the deployment fails (the
@@ -414,8 +400,7 @@ async fn reload_deploys_a_changed_env_adds_and_removes_docker_services() {
     t.wait_container_instances("keep", &old).await;
     t.wait_container_instances("gone", &gone).await;
 
-    let load = Load::start(w.proxy, "keep.localhost", "/?sleep=50ms", 2);
-    load.wait_done_since(Instant::now(), 4).await;
+    let load = Load::started(w.proxy, "keep.localhost", "/?sleep=50ms", 2, 4).await;
 
     w.write_config(&config(
         &t,
@@ -443,13 +428,8 @@ async fn reload_deploys_a_changed_env_adds_and_removes_docker_services() {
     t.wait_container_instances("keep", &new).await;
     let env = container_env(&t, "keep", new.iter().next().unwrap()).await;
     assert!(env.contains(&"MODE=two".to_string()), "{env:?}");
-    load.wait_done_since(switched, 4).await;
-    let samples = load.stop().await;
-    assert!(
-        failed_samples(&samples).is_empty(),
-        "failed requests during the reload: {:?}",
-        failed_samples(&samples)
-    );
+    let samples = load.stop_after(switched, 4).await;
+    assert_none_failed(&samples, " during the reload");
     assert!(
         samples
             .iter()

@@ -148,21 +148,9 @@ timeout = "3s"
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_response_timeout_is_504() {
     let wk = Wakeway::start_config(&format!(
-        r#"
-[proxy]
-listen = "127.0.0.1:0"
-response_timeout = "300ms"
-
-[admin]
-listen = "127.0.0.1:0"
-
-{}
-"#,
-        whoami_service(
-            "slow",
-            "slow.localhost",
-            "[service.scaling]\nmin_instances = 1\n"
-        )
+        "{}{}",
+        listen_with("response_timeout = \"300ms\""),
+        whoami_service("slow", "slow.localhost", MIN_ONE)
     ))
     .await;
     wk.wait_ready("slow").await;
@@ -380,13 +368,7 @@ async fn in_flight_counts_until_the_response_body_ends() {
     use http_body_util::{BodyExt, StreamBody};
     use hyper_util::rt::TokioIo;
 
-    let wk = Wakeway::start(&whoami_service(
-        "hello",
-        "hello.localhost",
-        "[service.scaling]\nmin_instances = 1\n",
-    ))
-    .await;
-    wk.wait_ready("hello").await;
+    let wk = Wakeway::start_warm("hello", "hello.localhost").await;
 
     let stream = TcpStream::connect(wk.proxy).await.unwrap();
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
@@ -448,13 +430,7 @@ async fn in_flight_counts_until_the_response_body_ends() {
 async fn in_flight_released_when_the_client_goes_away() {
     use tokio::io::AsyncWriteExt;
 
-    let wk = Wakeway::start(&whoami_service(
-        "hello",
-        "hello.localhost",
-        "[service.scaling]\nmin_instances = 1\n",
-    ))
-    .await;
-    wk.wait_ready("hello").await;
+    let wk = Wakeway::start_warm("hello", "hello.localhost").await;
 
     let mut stream = TcpStream::connect(wk.proxy).await.unwrap();
     stream

@@ -16,11 +16,6 @@ use tokio::time::Instant;
 
 const WEB: &str = "web.localhost";
 
-/// The kinds of `events`, in order.
-fn kinds(events: &[Value]) -> Vec<&str> {
-    events.iter().filter_map(|e| e["kind"].as_str()).collect()
-}
-
 /// The deployment JSON has every field of the contract.
 fn assert_deployment_shape(d: &Value) {
     for key in [
@@ -175,8 +170,7 @@ timeout = "3s"
     assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
     assert!(wk.deployments("web").await.is_empty());
 
-    let load = Load::start(wk.proxy, WEB, "/?sleep=100ms", 3);
-    load.wait_done_since(Instant::now(), 5).await;
+    let load = Load::started(wk.proxy, WEB, "/?sleep=100ms", 3, 5).await;
 
     // The new revision never becomes ready.
     let d = wk
@@ -225,13 +219,8 @@ timeout = "3s"
     // The new instance is stopped; the old one keeps serving.
     wait_pids_gone(&[green_pid]).await;
     wk.wait_ready_revision("web", "web-00001", 1).await;
-    load.wait_done_since(mark, 5).await;
-    let samples = load.stop().await;
-    assert!(
-        failed_samples(&samples).is_empty(),
-        "failed requests: {:?}",
-        failed_samples(&samples)
-    );
+    let samples = load.stop_after(mark, 5).await;
+    assert_none_failed(&samples, "");
     assert!(
         samples
             .iter()

@@ -179,8 +179,7 @@ drain_timeout = "60s""#
     // A request held open on one task for the whole scale-down.
     let held = HeldRequest::start(w.proxy, "web.localhost", "/echo", "held|");
     w.wait_load("web", 1, 0).await;
-    let load = Load::start(w.proxy, "web.localhost", "/?sleep=50ms", 2);
-    load.wait_done_since(Instant::now(), 8).await;
+    let load = Load::started(w.proxy, "web.localhost", "/?sleep=50ms", 2, 8).await;
 
     // min_instances 3 -> 1: the autoscaler, not the swarm, picks the victims.
     w.write_config(&t.swarm_config("stop_on_exit = true", &service(1)));
@@ -206,11 +205,7 @@ drain_timeout = "60s""#
     .await;
     t.wait_service_instances("web", &left).await;
     let samples = load.stop().await;
-    assert!(
-        failed_samples(&samples).is_empty(),
-        "failed requests during the scale-down: {:?}",
-        failed_samples(&samples)
-    );
+    assert_none_failed(&samples, " during the scale-down");
     let events = w.events("web").await;
     let stopped: BTreeSet<String> = events_of_kind(&events, "instance_stopped")
         .iter()
@@ -247,8 +242,7 @@ async fn blue_green_deploy_under_load_loses_nothing_and_rollback_runs_the_old_im
     let old = w.wait_ready_revision("web", "web-00001", 2).await;
     t.wait_service_instances("web", &ids(&old)).await;
 
-    let load = Load::start(w.proxy, "web.localhost", "/?sleep=50ms", 4);
-    load.wait_done_since(Instant::now(), 8).await;
+    let load = Load::started(w.proxy, "web.localhost", "/?sleep=50ms", 4, 8).await;
     let d = w.deploy("web", json!({ "image": v2 })).await;
     assert_eq!(d["revision"], "web-00002", "{d}");
     let done = w.wait_deployment("web", d["id"].as_str().unwrap()).await;
@@ -257,8 +251,7 @@ async fn blue_green_deploy_under_load_loses_nothing_and_rollback_runs_the_old_im
     let green = w.wait_ready_revision("web", "web-00002", 2).await;
     // The old tasks drain and their swarm services go: only the new image runs.
     t.wait_service_instances("web", &ids(&green)).await;
-    load.wait_done_since(switched, 8).await;
-    let samples = load.stop().await;
+    let samples = load.stop_after(switched, 8).await;
     assert_clean_switch(&samples, switched, "web-00001", "web-00002");
     let images = images_of(&t, "web").await;
     assert_eq!(images, BTreeSet::from([v2.clone()]));

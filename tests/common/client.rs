@@ -151,6 +151,17 @@ pub async fn get(addr: SocketAddr, host: &str, path: &str) -> Resp {
         .unwrap_or_else(|e| panic!("GET http://{host}{path} via {addr}: {e}"))
 }
 
+/// A 503 that tells the client when to try again (`Retry-After`).
+pub fn assert_retry_later(resp: &Resp) {
+    assert_eq!(
+        resp.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        resp.text()
+    );
+    assert!(resp.header("retry-after").is_some(), "{:?}", resp.headers);
+}
+
 /// Starts `n` concurrent `GET`s with `Host: host`, the i-th at `path(i)`; await them with
 /// [`all_ok`].
 pub fn spawn_gets(

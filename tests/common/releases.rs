@@ -11,8 +11,8 @@ use tokio::time::Instant;
 
 use super::client::exchange;
 use super::{
-    DEADLINE, Instance, REQUEST_TIMEOUT, Resp, Sample, Wakeway, admin_call, failed_samples,
-    wait_for,
+    DEADLINE, Instance, REQUEST_TIMEOUT, Resp, Sample, Wakeway, admin_call, assert_none_failed,
+    assert_retry_later, wait_for,
 };
 
 /// The revision an instance id belongs to (`web-00002-a` → `web-00002`).
@@ -126,25 +126,29 @@ impl Wakeway {
 }
 
 /// A paused service's answer: 503, with Retry-After, saying it is paused.
+/// The kinds of `events`, in order.
+pub fn kinds(events: &[Value]) -> Vec<&str> {
+    events.iter().filter_map(|e| e["kind"].as_str()).collect()
+}
+
+/// A `paused` event, then a `resumed` one.
+pub fn assert_paused_then_resumed(events: &[Value]) {
+    let k = kinds(events);
+    let p = k.iter().position(|k| *k == "paused");
+    let r = k.iter().position(|k| *k == "resumed");
+    assert!(p.is_some() && r > p, "paused then resumed: {k:?}");
+}
+
+/// A paused service's answer: 503, with Retry-After, saying it is paused.
 pub fn assert_paused(resp: &Resp) {
-    assert_eq!(
-        resp.status,
-        StatusCode::SERVICE_UNAVAILABLE,
-        "{}",
-        resp.text()
-    );
-    assert!(resp.header("retry-after").is_some(), "{:?}", resp.headers);
+    assert_retry_later(resp);
     assert!(resp.text().contains("paused"), "{}", resp.text());
 }
 
 /// What a user of a blue/green deploy checks in the load's samples: no request failed, the
 /// old revision served before the switch, and every request sent after it reached the new one.
 pub fn assert_clean_switch(samples: &[Sample], switched: Instant, old: &str, new: &str) {
-    assert!(
-        failed_samples(samples).is_empty(),
-        "failed requests during the deployment: {:?}",
-        failed_samples(samples)
-    );
+    assert_none_failed(samples, " during the deployment");
     let after: Vec<&Sample> = samples.iter().filter(|s| s.sent >= switched).collect();
     assert!(!after.is_empty(), "no request was sent after the switch");
     for s in &after {

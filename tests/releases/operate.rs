@@ -57,11 +57,7 @@ async fn pause_drains_and_answers_503_until_resumed() {
     let (status, body) = wk.admin_post("/v1/services/web/resume", json!(null)).await;
     assert_eq!(status, StatusCode::CONFLICT, "not paused: {body}");
 
-    let k = wk.events("web").await;
-    let k = kinds(&k);
-    let p = k.iter().position(|k| *k == "paused");
-    let r = k.iter().position(|k| *k == "resumed");
-    assert!(p.is_some() && r > p, "paused then resumed: {k:?}");
+    assert_paused_then_resumed(&wk.events("web").await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
