@@ -6,7 +6,6 @@
 mod common;
 
 use std::path::Path;
-use std::time::Duration;
 
 use common::*;
 use http::StatusCode;
@@ -67,6 +66,17 @@ async fn escaped_pid(file: &Path) -> u32 {
     pid
 }
 
+/// A warm `esc` whose worker escaped its process group: the temp dir, wakeway, the app's pid
+/// and the worker's.
+async fn warm_escaping_app() -> (tempfile::TempDir, Wakeway, u32, u32) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("worker.pid");
+    let wk = Wakeway::start(&escaping_app("esc", &file, "min_instances = 1")).await;
+    let app = wk.wait_ready("esc").await.remove(0).pid.unwrap();
+    let worker = escaped_pid(&file).await;
+    (dir, wk, app, worker)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_setsid_worker_goes_with_its_instance_at_scale_to_zero() {
     if !cgroups_writable() {
@@ -83,12 +93,7 @@ async fn a_setsid_worker_goes_with_its_instance_at_scale_to_zero() {
     let resp = wk.get("esc.localhost", "/").await;
     assert_eq!(resp.status, StatusCode::OK, "{}", resp.text());
     let worker = escaped_pid(&file).await;
-    wait_for(
-        "zero instances after idle_timeout",
-        Duration::from_secs(40),
-        || async { wk.instances("esc").await.is_empty().then_some(()) },
-    )
-    .await;
+    wk.wait_scaled_to_zero("esc", "after idle_timeout").await;
     wait_pids_gone(&[worker]).await;
 }
 
@@ -97,11 +102,7 @@ async fn a_setsid_worker_goes_when_wakeway_is_sigkilled() {
     if !cgroups_writable() {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("worker.pid");
-    let mut wk = Wakeway::start(&escaping_app("esc", &file, "min_instances = 1")).await;
-    let app = wk.wait_ready("esc").await.remove(0).pid.unwrap();
-    let worker = escaped_pid(&file).await;
+    let (_dir, mut wk, app, worker) = warm_escaping_app().await;
     wk.proc.signal(libc::SIGKILL);
     wk.proc.wait_exit(DEADLINE).await;
     wait_pids_gone(&[app, worker]).await;
@@ -130,11 +131,7 @@ async fn the_next_wakeway_sweeps_what_a_sigkilled_one_left() {
     if !cgroups_writable() {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("worker.pid");
-    let mut wk = Wakeway::start(&escaping_app("esc", &file, "min_instances = 1")).await;
-    let app = wk.wait_ready("esc").await.remove(0).pid.unwrap();
-    let worker = escaped_pid(&file).await;
+    let (dir, mut wk, app, worker) = warm_escaping_app().await;
     let guard: Vec<u32> = children(wk.proc.pid())
         .into_iter()
         .filter(|&p| p != app)

@@ -140,12 +140,8 @@ paths = ["/healthz", "/status/*"]
         .collect();
 
     let prober = Prober::start(wk.proxy, "probed.localhost");
-    wait_for(
-        "zero instances while only ignored requests arrive",
-        Duration::from_secs(40),
-        || async { wk.instances("probed").await.is_empty().then_some(()) },
-    )
-    .await;
+    wk.wait_scaled_to_zero("probed", "while only ignored requests arrive")
+        .await;
     let at_zero = Instant::now();
     wait_pids_gone(&pids).await;
     // Every kind of ignored request meets the service at zero a few times.
@@ -245,12 +241,8 @@ paths = ["/healthz", "/status/*"]
     );
 
     // With the traffic gone, the same service does go to zero.
-    wait_for(
-        "zero instances once ordinary traffic stops",
-        Duration::from_secs(40),
-        || async { wk.instances("busy").await.is_empty().then_some(()) },
-    )
-    .await;
+    wk.wait_scaled_to_zero("busy", "once ordinary traffic stops")
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

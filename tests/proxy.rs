@@ -282,20 +282,9 @@ panic_window = "1s"
     ws.close(None).await.unwrap();
     let _ = tokio::time::timeout(DEADLINE, async { while ws.next().await.is_some() {} }).await;
     drop(ws);
-    wait_for(
-        "zero instances after the tunnel closed",
-        Duration::from_secs(40),
-        || async { wk.instances("ws").await.is_empty().then_some(()) },
-    )
-    .await;
+    wk.wait_scaled_to_zero("ws", "after the tunnel closed")
+        .await;
     wait_pids_gone(&[pid]).await;
-}
-
-/// Starts `wakeway whoami --port 0` outside wakeway (for static upstreams).
-async fn start_whoami() -> (Proc, std::net::SocketAddr) {
-    let mut whoami = Proc::spawn("whoami", &["whoami", "--port", "0"]);
-    let addr = whoami.listening_addr("whoami").await;
-    (whoami, addr)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -256,12 +256,7 @@ panic_window = "1s"
     }
     assert!(!pids.is_empty(), "process instances report their pids");
 
-    wait_for(
-        "zero instances after idle_timeout",
-        Duration::from_secs(40),
-        || async { wk.instances("idle").await.is_empty().then_some(()) },
-    )
-    .await;
+    wk.wait_scaled_to_zero("idle", "after idle_timeout").await;
     let pids: Vec<u32> = pids.into_iter().collect();
     wait_pids_gone(&pids).await;
 

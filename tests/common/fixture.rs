@@ -121,6 +121,17 @@ impl Wakeway {
         .await
     }
 
+    /// Waits (up to 40 s: idle timeouts and drains) until service `name` has no instance;
+    /// `what` says why it should have none.
+    pub async fn wait_scaled_to_zero(&self, name: &str, what: &str) {
+        wait_for(
+            &format!("zero instances {what}"),
+            std::time::Duration::from_secs(40),
+            || async { self.instances(name).await.is_empty().then_some(()) },
+        )
+        .await
+    }
+
     /// Waits until the service's `in_flight` (and `queued`) reach the given values.
     pub async fn wait_load(&self, name: &str, in_flight: u64, queued: u64) {
         wait_for(

@@ -235,6 +235,13 @@ fn tail(text: &str, lines: usize) -> String {
     all[all.len().saturating_sub(lines)..].join("\n")
 }
 
+/// Starts `wakeway whoami --port 0` outside wakeway (for static upstreams); its address.
+pub async fn start_whoami() -> (Proc, SocketAddr) {
+    let mut whoami = Proc::spawn("whoami", &["whoami", "--port", "0"]);
+    let addr = whoami.listening_addr("whoami").await;
+    (whoami, addr)
+}
+
 /// Sends `sig` to `pid`.
 pub fn signal(pid: u32, sig: i32) {
     // SAFETY: kill(2) has no memory-safety preconditions.
