@@ -149,21 +149,10 @@ async fn blue_green_deploy_of_a_new_tag_under_load_fails_no_request() {
     let mut expected = green.clone();
     expected.insert(busy.clone());
     t.wait_container_instances("web", &expected).await;
-    let still = w
-        .instances("web")
-        .await
-        .into_iter()
-        .find(|i| i.id == busy)
-        .unwrap_or_else(|| panic!("{busy} stopped with a request in flight"));
-    assert_eq!(still.state, "draining", "{still:?}");
+    w.assert_draining("web", &busy).await;
 
     load.wait_done_since(switched, 8).await;
-    let resp = held
-        .finish("after the switch")
-        .await
-        .expect("the held request completes");
-    assert_eq!(resp.status, StatusCode::OK, "{}", resp.text());
-    assert_eq!(resp.text(), "before the switch|after the switch");
+    let resp = held.finish_ok("after the switch").await;
     assert_eq!(
         resp.header("x-wakeway-instance"),
         Some(busy.as_str()),
@@ -308,35 +297,14 @@ async fn pause_removes_the_containers_and_resume_cold_starts_a_new_one() {
         t.container_instances("web").await,
         BTreeSet::from([first.clone()])
     );
-    let resp = held
-        .finish("at the pause")
-        .await
-        .expect("the in-flight request");
-    assert_eq!(resp.status, StatusCode::OK, "{}", resp.text());
-    assert_eq!(resp.text(), "in flight at the pause");
+    held.finish_ok("at the pause").await;
 
     t.wait_container_instances("web", &BTreeSet::new()).await;
     w.wait_instances("web", "no instances", |l| l.is_empty())
         .await;
-    let (status, body) = w
-        .admin_post("/v1/services/web/deployments", json!({}))
-        .await;
-    assert_eq!(
-        status,
-        StatusCode::CONFLICT,
-        "no deploy while paused: {body}"
-    );
+    w.assert_no_deploy_while_paused("web").await;
 
-    let (status, view) = w.admin_post("/v1/services/web/resume", json!(null)).await;
-    assert_eq!(status, StatusCode::OK, "{view}");
-    assert_eq!(view["paused"], false, "{view}");
-    let resp = w.get(WEB, "/").await;
-    assert_eq!(
-        resp.status,
-        StatusCode::OK,
-        "cold start after resume: {}",
-        resp.text()
-    );
+    let resp = w.resume_and_cold_start("web", WEB).await;
     let second = resp.instance().expect("an Instance line");
     assert_ne!(second, first, "a new container");
     t.wait_container_instances("web", &BTreeSet::from([second]))

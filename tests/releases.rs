@@ -100,22 +100,11 @@ max_instances = 2
 
     // The idle old instance drains and stops; the busy one waits for its request.
     wait_pids_gone(&[idle.pid.expect("pid")]).await;
-    let still = wk
-        .instances("web")
-        .await
-        .into_iter()
-        .find(|i| i.id == busy.id)
-        .unwrap_or_else(|| panic!("{} stopped with a request in flight", busy.id));
-    assert_eq!(still.state, "draining", "{still:?}");
+    let still = wk.assert_draining("web", &busy.id).await;
     assert!(pid_alive(busy.pid.expect("pid")), "{still:?}");
 
     load.wait_done_since(switched, 8).await;
-    let resp = held
-        .finish("after the switch")
-        .await
-        .expect("the held request completes");
-    assert_eq!(resp.status, StatusCode::OK, "{}", resp.text());
-    assert_eq!(resp.text(), "before the switch|after the switch");
+    let resp = held.finish_ok("after the switch").await;
     assert_eq!(
         resp.header("x-wakeway-instance"),
         Some(busy.id.as_str()),

@@ -8,6 +8,11 @@ pub const MIN_ONE: &str = "[service.scaling]\nmin_instances = 1\n";
 /// `[proxy]` with `proxy_keys` and `[admin]`, both on OS-picked loopback ports; append
 /// `[[service]]` tables to it.
 pub fn listen_with(proxy_keys: &str) -> String {
+    listeners(proxy_keys, "")
+}
+
+/// As [`listen_with`], with `admin_keys` in `[admin]` too.
+pub fn listeners(proxy_keys: &str, admin_keys: &str) -> String {
     format!(
         r#"
 [proxy]
@@ -16,6 +21,7 @@ listen = "127.0.0.1:0"
 
 [admin]
 listen = "127.0.0.1:0"
+{admin_keys}
 "#
     )
 }

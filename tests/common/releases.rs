@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use bytes::Bytes;
 use http::{Method, Request, StatusCode};
 use http_body_util::BodyExt;
-use serde_json::Value;
+use serde_json::{Value, json};
 use tokio::time::Instant;
 
 use super::client::exchange;
@@ -119,6 +119,48 @@ impl Wakeway {
         .await
     }
 
+    /// Instance `id` of `name`, which must still be listed and draining (it holds a request).
+    pub async fn assert_draining(&self, name: &str, id: &str) -> Instance {
+        let still = self
+            .instances(name)
+            .await
+            .into_iter()
+            .find(|i| i.id == id)
+            .unwrap_or_else(|| panic!("{id} stopped with a request in flight"));
+        assert_eq!(still.state, "draining", "{still:?}");
+        still
+    }
+
+    /// A deploy of paused service `name` is refused (409); the refusal's body.
+    pub async fn assert_no_deploy_while_paused(&self, name: &str) -> Value {
+        let (status, body) = self
+            .admin_post(&format!("/v1/services/{name}/deployments"), json!({}))
+            .await;
+        assert_eq!(
+            status,
+            StatusCode::CONFLICT,
+            "no deploy while paused: {body}"
+        );
+        body
+    }
+
+    /// Resumes paused service `name`; a request to `host` then cold-starts it. Its answer.
+    pub async fn resume_and_cold_start(&self, name: &str, host: &str) -> Resp {
+        let (status, view) = self
+            .admin_post(&format!("/v1/services/{name}/resume"), json!(null))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{view}");
+        assert_eq!(view["paused"], false, "{view}");
+        let resp = self.get(host, "/").await;
+        assert_eq!(
+            resp.status,
+            StatusCode::OK,
+            "cold start after resume: {}",
+            resp.text()
+        );
+        resp
+    }
+
     /// Replaces the config file this wakeway was started with (for a reload).
     pub fn write_config(&self, text: &str) {
         std::fs::write(&self.config_path, text).expect("write config");
@@ -169,6 +211,7 @@ pub fn assert_clean_switch(samples: &[Sample], switched: Instant, old: &str, new
 /// flight (on whichever instance took it) for exactly as long as the test wants. Against
 /// whoami's `/echo` the answer is the body sent.
 pub struct HeldRequest {
+    first_chunk: &'static str,
     tx: tokio::sync::mpsc::UnboundedSender<Bytes>,
     task: tokio::task::JoinHandle<Result<Resp, String>>,
 }
@@ -195,7 +238,24 @@ impl HeldRequest {
             .body(body)
             .expect("request");
         let task = tokio::spawn(exchange(addr, req));
-        HeldRequest { tx, task }
+        HeldRequest {
+            first_chunk,
+            tx,
+            task,
+        }
+    }
+
+    /// As [`HeldRequest::finish`]; the answer must be a 200 echoing both chunks, so the request
+    /// was served to its end.
+    pub async fn finish_ok(self, last_chunk: &'static str) -> Resp {
+        let sent = format!("{}{last_chunk}", self.first_chunk);
+        let resp = self
+            .finish(last_chunk)
+            .await
+            .expect("the held request completes");
+        assert_eq!(resp.status, StatusCode::OK, "{}", resp.text());
+        assert_eq!(resp.text(), sent, "served to its end");
+        resp
     }
 
     /// Sends `last_chunk`, ends the request body and waits (bounded) for the whole answer.

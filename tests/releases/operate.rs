@@ -32,26 +32,10 @@ async fn pause_drains_and_answers_503_until_resumed() {
         .await;
     assert_eq!(wk.service("web").await["paused"], true);
 
-    let (status, body) = wk
-        .admin_post("/v1/services/web/deployments", json!({}))
-        .await;
-    assert_eq!(
-        status,
-        StatusCode::CONFLICT,
-        "no deploy while paused: {body}"
-    );
+    let body = wk.assert_no_deploy_while_paused("web").await;
     assert!(body["error"].to_string().contains("paused"), "{body}");
 
-    let (status, view) = wk.admin_post("/v1/services/web/resume", json!(null)).await;
-    assert_eq!(status, StatusCode::OK, "{view}");
-    assert_eq!(view["paused"], false, "{view}");
-    let resp = wk.get(WEB, "/").await;
-    assert_eq!(
-        resp.status,
-        StatusCode::OK,
-        "cold start after resume: {}",
-        resp.text()
-    );
+    let resp = wk.resume_and_cold_start("web", WEB).await;
     assert_ne!(resp.field("Pid"), first.field("Pid"), "a new instance");
 
     let (status, body) = wk.admin_post("/v1/services/web/resume", json!(null)).await;
@@ -214,9 +198,7 @@ max_instances = 3
     assert_eq!(resp.status, StatusCode::NOT_FOUND, "{}", resp.text());
     let (status, _) = admin_call(wk.admin, Method::GET, "/v1/services/gone", None, None).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
-    let resp = held.finish("served").await.expect("the in-flight request");
-    assert_eq!(resp.status, StatusCode::OK, "{}", resp.text());
-    assert_eq!(resp.text(), "still served");
+    held.finish_ok("served").await;
     wait_pids_gone(&[gone_pid]).await;
 
     // The added service serves.
@@ -262,14 +244,8 @@ max_instances = 3
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_token_guards_v1_but_not_metrics_or_healthz() {
     let config = format!(
-        r#"
-[proxy]
-listen = "127.0.0.1:0"
-
-[admin]
-listen = "127.0.0.1:0"
-token = "s3cret"
-{}"#,
+        "{}{}",
+        listeners("", "token = \"s3cret\""),
         whoami_service("web", WEB, "")
     );
     let wk = Wakeway::start_config(&config).await;
@@ -335,14 +311,8 @@ token = "s3cret"
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cli_deploy_exit_code_says_whether_it_succeeded() {
     let wk = Wakeway::start_config(&format!(
-        r#"
-[proxy]
-listen = "127.0.0.1:0"
-
-[admin]
-listen = "127.0.0.1:0"
-token = "clitoken"
-{}"#,
+        "{}{}",
+        listeners("", "token = \"clitoken\""),
         whoami_service("web", WEB, "[service.scaling]\nmin_instances = 1\n")
     ))
     .await;
