@@ -8,7 +8,6 @@ mod common;
 use std::path::Path;
 
 use common::*;
-use http::StatusCode;
 
 /// Whether this machine lets wakeway make cgroups; the test is about them. Under CI it must.
 fn cgroups_writable() -> bool {
@@ -90,8 +89,7 @@ async fn a_setsid_worker_goes_with_its_instance_at_scale_to_zero() {
         "min_instances = 0\nidle_timeout = \"1s\"",
     ))
     .await;
-    let resp = wk.get("esc.localhost", "/").await;
-    assert_eq!(resp.status, StatusCode::OK, "{}", resp.text());
+    wk.get_ok("esc.localhost", "/").await;
     let worker = escaped_pid(&file).await;
     wk.wait_scaled_to_zero("esc", "after idle_timeout").await;
     wait_pids_gone(&[worker]).await;

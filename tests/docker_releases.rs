@@ -279,8 +279,7 @@ async fn pause_removes_the_containers_and_resume_cold_starts_a_new_one() {
         return;
     };
     let w = Wakeway::start_config(&config(&t, &docker_service("web", &t.image, ""))).await;
-    let first = w.get(WEB, "/").await;
-    assert_eq!(first.status, StatusCode::OK, "{}", first.text());
+    let first = w.get_ok(WEB, "/").await;
     let first = first.instance().expect("an Instance line");
     t.wait_container_instances("web", &BTreeSet::from([first.clone()]))
         .await;
@@ -378,13 +377,7 @@ async fn reload_deploys_a_changed_env_adds_and_removes_docker_services() {
     assert_eq!(status, StatusCode::OK, "{report}");
     assert_eq!(report["added"], json!(["fresh"]), "{report}");
     assert_eq!(report["removed"], json!(["gone"]), "{report}");
-    let deployed = &report["deployed"];
-    assert_eq!(deployed.as_array().map(Vec::len), Some(1), "{report}");
-    assert_eq!(deployed[0]["service"], "keep", "{report}");
-    let id = deployed[0]["deployment"]["Ok"]
-        .as_str()
-        .unwrap_or_else(|| panic!("the deployment began: {report}"))
-        .to_string();
+    let id = the_reload_deployment(&report, "keep");
 
     // The changed service: env deployed blue/green, the old container replaced.
     let d = w.wait_deployment("keep", &id).await;
@@ -412,8 +405,7 @@ async fn reload_deploys_a_changed_env_adds_and_removes_docker_services() {
     t.wait_container_instances("gone", &BTreeSet::new()).await;
 
     // The added service cold-starts a container of its own.
-    let resp = w.get("fresh.localhost", "/").await;
-    assert_eq!(resp.status, StatusCode::OK, "{}", resp.text());
+    let resp = w.get_ok("fresh.localhost", "/").await;
     assert_eq!(resp.field("Service").as_deref(), Some("fresh"));
     let fresh = resp.instance().expect("an Instance line");
     t.wait_container_instances("fresh", &BTreeSet::from([fresh]))

@@ -129,8 +129,7 @@ paths = ["/healthz", "/status/*"]
 "#,
     ))
     .await;
-    let first = wk.get("probed.localhost", "/").await;
-    assert_eq!(first.status, StatusCode::OK, "{}", first.text());
+    let first = wk.get_ok("probed.localhost", "/").await;
     let warm = first.instance().expect("whoami names its instance");
     let pids: Vec<u32> = wk
         .instances("probed")
@@ -216,16 +215,14 @@ paths = ["/healthz", "/status/*"]
 "#,
     ))
     .await;
-    let first = wk.get("busy.localhost", "/").await;
-    assert_eq!(first.status, StatusCode::OK, "{}", first.text());
+    let first = wk.get_ok("busy.localhost", "/").await;
     let warm = first.instance().expect("whoami names its instance");
 
     let started = Instant::now();
     let mut n = 0;
     while started.elapsed() < CONTROL_RUN {
         let sent = Instant::now();
-        let resp = wk.get("busy.localhost", &format!("/app?n={n}")).await;
-        assert_eq!(resp.status, StatusCode::OK, "{}", resp.text());
+        let resp = wk.get_ok("busy.localhost", &format!("/app?n={n}")).await;
         assert_eq!(
             resp.instance().as_deref(),
             Some(warm.as_str()),

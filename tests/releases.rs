@@ -328,8 +328,7 @@ async fn deploy_at_zero_proves_one_instance_then_goes_back_to_zero() {
         wk.instances("web").await.is_empty().then_some(())
     })
     .await;
-    let resp = wk.get(WEB, "/").await;
-    assert_eq!(resp.status, StatusCode::OK, "{}", resp.text());
+    let resp = wk.get_ok(WEB, "/").await;
     assert_eq!(resp.field("Revision").as_deref(), Some("web-00002"));
 }
 

@@ -53,6 +53,17 @@ fn config(dir: &Path, name: &str, tables: &str) -> PathBuf {
     write(dir, name, &text)
 }
 
+/// `wakeway replay LOG -c CONFIG ARGS`: its exit status, stdout and stderr.
+async fn replay(
+    log: &Path,
+    cfg: &Path,
+    args: &[&str],
+) -> (std::process::ExitStatus, String, String) {
+    let mut all = vec!["replay", path_str(log), "-c", path_str(cfg)];
+    all.extend_from_slice(args);
+    run_to_exit(&all).await
+}
+
 /// `wakeway replay ARGS --format json`, which must succeed; its rows.
 async fn replay_json(args: &[&str]) -> Vec<Value> {
     let mut all = vec!["replay"];
@@ -240,29 +251,13 @@ async fn one_service_at_a_time() {
         (rows[0]["service"].as_str(), num(&rows[0], "requests")),
         (Some("web"), 2.0)
     );
-    let (status, _, err) = run_to_exit(&[
-        "replay",
-        path_str(&log),
-        "-c",
-        path_str(&cfg),
-        "--cold-start",
-        "1s",
-    ])
-    .await;
+    let (status, _, err) = replay(&log, &cfg, &["--cold-start", "1s"]).await;
     assert!(status.success(), "{err}");
     assert!(
         err.contains("no service `api`; its 2 request(s) were not replayed"),
         "{err}"
     );
-    let (status, _, err) = run_to_exit(&[
-        "replay",
-        path_str(&log),
-        "-c",
-        path_str(&cfg),
-        "--service",
-        "api",
-    ])
-    .await;
+    let (status, _, err) = replay(&log, &cfg, &["--service", "api"]).await;
     assert!(!status.success());
     assert!(
         err.contains("--service api: no config given has a service of that name"),
@@ -284,15 +279,7 @@ async fn bad_input_is_named() {
     ]
     .join("\n");
     let log = write(dir.path(), "access.log", &log);
-    let (status, out, err) = run_to_exit(&[
-        "replay",
-        path_str(&log),
-        "-c",
-        path_str(&cfg),
-        "--cold-start",
-        "1s",
-    ])
-    .await;
+    let (status, out, err) = replay(&log, &cfg, &["--cold-start", "1s"]).await;
     assert!(status.success(), "{err}");
     assert!(err.contains("1 of 3 line(s) malformed"), "{err}");
     assert!(err.contains("line 2: not JSON"), "{err}");

@@ -37,8 +37,7 @@ max_instances = 3
         "min 0: no instance before the first request: {before:?}"
     );
 
-    let resp = wk.get("hello.localhost", "/first").await;
-    assert_eq!(resp.status, StatusCode::OK, "{}", resp.text());
+    let resp = wk.get_ok("hello.localhost", "/first").await;
     let answered = resp.instance().expect("whoami body has an Instance line");
     assert_eq!(resp.header("x-wakeway-instance"), Some(answered.as_str()));
     assert_eq!(resp.field("Service").as_deref(), Some("hello"));
@@ -280,15 +279,8 @@ panic_window = "1s"
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cold_start_waits_for_a_slow_starting_instance() {
     // The process exists long before it listens: the request must wait for readiness.
-    let wk = Wakeway::start(&command_service(
-        "sluggish",
-        "sluggish.localhost",
-        &["wakeway", "whoami", "--startup-delay", "1500ms"],
-        "",
-    ))
-    .await;
-    let resp = wk.get("sluggish.localhost", "/").await;
-    assert_eq!(resp.status, StatusCode::OK, "{}", resp.text());
+    let wk = Wakeway::start(&whoami_args("sluggish", &["--startup-delay", "1500ms"], "")).await;
+    let resp = wk.get_ok("sluggish.localhost", "/").await;
     let instances = wk.instances("sluggish").await;
     assert_eq!(instances.len(), 1, "{instances:?}");
     assert_eq!(Some(instances[0].id.clone()), resp.instance());
@@ -326,15 +318,13 @@ panic_window = "1s"
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn port_placeholder_in_command_is_replaced() {
-    let wk = Wakeway::start(&command_service(
+    let wk = Wakeway::start(&whoami_args(
         "explicit",
-        "explicit.localhost",
-        &["wakeway", "whoami", "--port", "{port}"],
+        &["--port", "{port}"],
         "[service.health]\nstartup_timeout = \"10s\"\n",
     ))
     .await;
-    let resp = wk.get("explicit.localhost", "/").await;
-    assert_eq!(resp.status, StatusCode::OK, "{}", resp.text());
+    wk.get_ok("explicit.localhost", "/").await;
     let inst = wk.instances("explicit").await.remove(0);
     let port = inst.address.rsplit(':').next().unwrap().to_string();
     let expected = format!("whoami listening on 127.0.0.1:{port}");

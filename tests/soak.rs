@@ -170,8 +170,7 @@ async fn soak_scale_deploy_reload_kill_zero_cold_start_sigterm() {
     .await;
 
     // A cold start again, then SIGTERM with requests in flight: they finish.
-    let cold = wk.get("soak.localhost", "/cold").await;
-    assert_eq!(cold.status, StatusCode::OK, "{}", cold.text());
+    wk.get_ok("soak.localhost", "/cold").await;
     let proxy = wk.proxy;
     let last: Vec<_> = (0..4)
         .map(|i| {

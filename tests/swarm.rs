@@ -252,10 +252,7 @@ async fn blue_green_deploy_under_load_loses_nothing_and_rollback_runs_the_old_im
     assert_eq!(images, BTreeSet::from([v2.clone()]));
 
     // Rollback: the previous image runs again, in new tasks.
-    let (status, rb) = w.admin_post("/v1/services/web/rollback", json!(null)).await;
-    assert_eq!(status, StatusCode::ACCEPTED, "{rb}");
-    let done = w.wait_deployment("web", rb["id"].as_str().unwrap()).await;
-    assert_eq!(done["state"], "succeeded", "{done}");
+    let rb = w.rollback_ok("web").await;
     let back = rb["revision"].as_str().unwrap().to_string();
     let rolled = w.wait_ready_revision("web", &back, 2).await;
     t.wait_service_instances("web", &ids(&rolled)).await;
@@ -302,8 +299,7 @@ async fn without_an_overlay_network_tasks_join_only_their_node() {
         .swarm_config("stop_on_exit = true", &swarm_service("bare", &t.image, ""))
         .replace(&format!("network = \"{}\"", t.network), "network = \"\"");
     let w = Wakeway::start_config(&config).await;
-    let resp = w.get("bare.localhost", "/").await;
-    assert_eq!(resp.status, StatusCode::OK, "{}", resp.text());
+    w.get_ok("bare.localhost", "/").await;
     let spec = t.services(Some("bare")).await[0].spec.clone().unwrap();
     assert!(
         spec.task_template.unwrap().networks.is_none(),

@@ -31,6 +31,13 @@ pub fn whoami_service(name: &str, host: &str, extra: &str) -> String {
     command_service(name, host, &["wakeway", "whoami"], extra)
 }
 
+/// A `[[service]]` table for host `NAME.localhost` running `wakeway whoami ARGS`.
+pub fn whoami_args(name: &str, args: &[&str], extra: &str) -> String {
+    let mut command = vec!["wakeway", "whoami"];
+    command.extend_from_slice(args);
+    command_service(name, &format!("{name}.localhost"), &command, extra)
+}
+
 /// A `[[service]]` table running `command`, with extra TOML appended.
 pub fn command_service(name: &str, host: &str, command: &[&str], extra: &str) -> String {
     let command: Vec<String> = command.iter().map(|a| toml_string(a)).collect();

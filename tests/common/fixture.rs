@@ -66,6 +66,13 @@ impl Wakeway {
         get(self.proxy, host, path).await
     }
 
+    /// `GET path` with `Host: host` through the proxy, which must answer 200.
+    pub async fn get_ok(&self, host: &str, path: &str) -> Resp {
+        let resp = self.get(host, path).await;
+        assert_eq!(resp.status, StatusCode::OK, "{}", resp.text());
+        resp
+    }
+
     /// `GET path` on the admin listener, parsed as JSON (must answer 200).
     pub async fn admin_json(&self, path: &str) -> Value {
         admin_json(self.admin, path).await

@@ -75,6 +75,11 @@ pub fn block(fields: &[(&str, &str)]) -> Vec<u8> {
     out
 }
 
+/// A whole request's HEADERS frame (END_HEADERS, END_STREAM) on `stream` with exactly `fields`.
+pub fn head(stream: u32, fields: &[(&str, &str)]) -> Vec<u8> {
+    frame(HEADERS, END_HEADERS | END_STREAM, stream, &block(fields))
+}
+
 /// `GET path` on `stream` with `:authority` `h` and `extra` fields.
 pub fn get(stream: u32, path: &str, extra: &[(&str, &str)]) -> Vec<u8> {
     let mut fields = vec![
@@ -84,7 +89,7 @@ pub fn get(stream: u32, path: &str, extra: &[(&str, &str)]) -> Vec<u8> {
         (":path", path),
     ];
     fields.extend_from_slice(extra);
-    frame(HEADERS, END_HEADERS | END_STREAM, stream, &block(&fields))
+    head(stream, &fields)
 }
 
 /// A SETTINGS frame with (id, value) pairs.

@@ -144,6 +144,18 @@ impl Wakeway {
         body
     }
 
+    /// Rolls `name` back (202 Accepted) and waits until that deployment succeeded; the
+    /// deployment as accepted.
+    pub async fn rollback_ok(&self, name: &str) -> Value {
+        let (status, rb) = self
+            .admin_post(&format!("/v1/services/{name}/rollback"), json!(null))
+            .await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{rb}");
+        let done = self.wait_deployment(name, rb["id"].as_str().unwrap()).await;
+        assert_eq!(done["state"], "succeeded", "{done}");
+        rb
+    }
+
     /// Resumes paused service `name`; a request to `host` then cold-starts it. Its answer.
     pub async fn resume_and_cold_start(&self, name: &str, host: &str) -> Resp {
         let (status, view) = self
@@ -168,6 +180,17 @@ impl Wakeway {
 }
 
 /// A paused service's answer: 503, with Retry-After, saying it is paused.
+/// The id of the one deployment a reload `report` began, which must be of `service`.
+pub fn the_reload_deployment(report: &Value, service: &str) -> String {
+    let deployed = &report["deployed"];
+    assert_eq!(deployed.as_array().map(Vec::len), Some(1), "{report}");
+    assert_eq!(deployed[0]["service"], service, "{report}");
+    deployed[0]["deployment"]["Ok"]
+        .as_str()
+        .unwrap_or_else(|| panic!("the deployment began: {report}"))
+        .to_string()
+}
+
 /// The kinds of `events`, in order.
 pub fn kinds(events: &[Value]) -> Vec<&str> {
     events.iter().filter_map(|e| e["kind"].as_str()).collect()

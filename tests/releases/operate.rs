@@ -6,8 +6,7 @@ use super::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pause_drains_and_answers_503_until_resumed() {
     let wk = Wakeway::start(&whoami_service("web", WEB, "")).await;
-    let first = wk.get(WEB, "/").await;
-    assert_eq!(first.status, StatusCode::OK, "{}", first.text());
+    let first = wk.get_ok(WEB, "/").await;
     let pid = wk.wait_ready("web").await[0].pid.expect("pid");
 
     let proxy = wk.proxy;
@@ -185,13 +184,7 @@ max_instances = 3
             "{name} updated: {report}"
         );
     }
-    let deployed = &report["deployed"];
-    assert_eq!(deployed.as_array().map(Vec::len), Some(1), "{report}");
-    assert_eq!(deployed[0]["service"], "keep", "{report}");
-    let id = deployed[0]["deployment"]["Ok"]
-        .as_str()
-        .unwrap_or_else(|| panic!("the deployment began: {report}"))
-        .to_string();
+    let id = the_reload_deployment(&report, "keep");
 
     // The removed service: its host is gone at once, its instance drains and stops.
     let resp = wk.get("gone.localhost", "/").await;
@@ -202,8 +195,7 @@ max_instances = 3
     wait_pids_gone(&[gone_pid]).await;
 
     // The added service serves.
-    let resp = wk.get("fresh.localhost", "/").await;
-    assert_eq!(resp.status, StatusCode::OK, "{}", resp.text());
+    let resp = wk.get_ok("fresh.localhost", "/").await;
     assert_eq!(resp.field("Service").as_deref(), Some("fresh"));
 
     // The changed one: env deployed blue/green, scaling and hosts applied live.

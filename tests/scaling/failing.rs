@@ -74,8 +74,7 @@ unhealthy_threshold = 2
         },
     )
     .await;
-    let resp = wk.get("flaky.localhost", "/after").await;
-    assert_eq!(resp.status, StatusCode::OK, "{}", resp.text());
+    let resp = wk.get_ok("flaky.localhost", "/after").await;
     assert_ne!(
         resp.instance(),
         Some(sick.id.clone()),
@@ -164,10 +163,9 @@ async fn a_connect_timeout_counts_toward_the_threshold() {
 /// untracked.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn instances_stopped_while_starting_stay_stopped() {
-    let wk = Wakeway::start(&command_service(
+    let wk = Wakeway::start(&whoami_args(
         "boot",
-        "boot.localhost",
-        &["wakeway", "whoami", "--startup-delay", "2s"],
+        &["--startup-delay", "2s"],
         "[service.scaling]\nmin_instances = 2\nmax_instances = 4\n",
     ))
     .await;
@@ -189,8 +187,7 @@ async fn instances_stopped_while_starting_stay_stopped() {
         wait_pids_gone(&[old.pid.unwrap()]).await;
     }
     // Outlast the old instances' startup delay: a request held that long, on the new revision.
-    let clock = wk.get("boot.localhost", "/?sleep=3s").await;
-    assert_eq!(clock.status, StatusCode::OK, "{}", clock.text());
+    wk.get_ok("boot.localhost", "/?sleep=3s").await;
     let events = wk.events("boot").await;
     for old in &booting {
         let of = |kind: &str| {
