@@ -37,6 +37,21 @@ fn probed_service(name: &str, ignore: &str) -> String {
     )
 }
 
+/// A service ignoring kube-probe and its health paths, woken by one ordinary request; wakeway and
+/// the instance that answered it.
+async fn warm_probed_service(name: &str) -> (Wakeway, String) {
+    let wk = Wakeway::start(&probed_service(
+        name,
+        r#"user_agents = ["kube-probe/"]
+paths = ["/healthz", "/status/*"]
+"#,
+    ))
+    .await;
+    let first = wk.get_ok(&format!("{name}.localhost"), "/").await;
+    let warm = first.instance().expect("whoami names its instance");
+    (wk, warm)
+}
+
 /// The three ways a request is ignored below, in turn: by user agent (HTTP/1.1), by exact path
 /// (h2c), by path prefix with a query (HTTP/1.1).
 async fn ignored_request(proxy: std::net::SocketAddr, host: &str, n: usize) -> Resp {
@@ -122,15 +137,7 @@ impl Prober {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_service_whose_only_traffic_is_ignored_scales_to_zero() {
-    let wk = Wakeway::start(&probed_service(
-        "probed",
-        r#"user_agents = ["kube-probe/"]
-paths = ["/healthz", "/status/*"]
-"#,
-    ))
-    .await;
-    let first = wk.get_ok("probed.localhost", "/").await;
-    let warm = first.instance().expect("whoami names its instance");
+    let (wk, warm) = warm_probed_service("probed").await;
     let pids: Vec<u32> = wk
         .instances("probed")
         .await
@@ -208,15 +215,7 @@ paths = ["/healthz", "/status/*"]
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_same_cadence_of_ordinary_requests_keeps_it_up() {
-    let wk = Wakeway::start(&probed_service(
-        "busy",
-        r#"user_agents = ["kube-probe/"]
-paths = ["/healthz", "/status/*"]
-"#,
-    ))
-    .await;
-    let first = wk.get_ok("busy.localhost", "/").await;
-    let warm = first.instance().expect("whoami names its instance");
+    let (wk, warm) = warm_probed_service("busy").await;
 
     let started = Instant::now();
     let mut n = 0;

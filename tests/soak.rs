@@ -18,20 +18,8 @@ const MAX_CONCURRENCY: u32 = 8;
 const PHASE: Duration = Duration::from_secs(8);
 
 fn config(marker: &str, max_instances: u32, version: &str) -> String {
-    format!(
-        r#"
-[proxy]
-listen = "127.0.0.1:0"
-shutdown_timeout = "10s"
-
-[admin]
-listen = "127.0.0.1:0"
-
-[[service]]
-name = "soak"
-hosts = ["soak.localhost"]
-command = ["wakeway", "whoami"]
-env = {{ SOAK_RUN = "{marker}", VERSION = "{version}" }}
+    let service_keys = format!(
+        r#"env = {{ SOAK_RUN = "{marker}", VERSION = "{version}" }}
 
 [service.scaling]
 min_instances = 0
@@ -49,6 +37,11 @@ interval = "1s"
 drain_timeout = "10s"
 stop_grace = "2s"
 "#
+    );
+    format!(
+        "{}{}",
+        listen_with("shutdown_timeout = \"10s\""),
+        whoami_service("soak", "soak.localhost", &service_keys)
     )
 }
 

@@ -12,39 +12,14 @@ pub fn cases() -> Vec<Case> {
         h2c("h2 GET", vec![hello()], Status(200)),
         h2c(
             "h2 POST with body",
-            vec![
-                frame(
-                    HEADERS,
-                    END_HEADERS,
-                    1,
-                    &block(&[
-                        (":method", "POST"),
-                        (":scheme", "http"),
-                        (":authority", "h"),
-                        (":path", "/"),
-                        ("content-length", "5"),
-                    ]),
-                ),
-                frame(DATA, END_STREAM, 1, b"hello"),
-            ],
+            vec![post(1, "/", "5"), frame(DATA, END_STREAM, 1, b"hello")],
             Status(200),
         )
         .check(|s| body_is(s, b"hello")),
         h2c(
             "h2 DATA longer than content-length",
             vec![
-                frame(
-                    HEADERS,
-                    END_HEADERS,
-                    1,
-                    &block(&[
-                        (":method", "POST"),
-                        (":scheme", "http"),
-                        (":authority", "h"),
-                        (":path", UNANSWERED),
-                        ("content-length", "1"),
-                    ]),
-                ),
+                post(1, UNANSWERED, "1"),
                 frame(DATA, END_STREAM, 1, SMUGGLED.as_bytes()),
             ],
             H2Refused,
