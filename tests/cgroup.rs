@@ -30,17 +30,15 @@ fn writable(dir: &Path) -> bool {
 
 /// An app whose background worker calls `setsid` and writes its pid to `file`.
 fn escaping_app(name: &str, file: &Path, scaling: &str) -> String {
-    format!(
-        r#"
-[[service]]
-name = "{name}"
-hosts = ["{name}.localhost"]
-command = ["sh", "-c", "setsid sh -c 'echo $$ > {file}; exec sleep 300' & exec {WAKEWAY} whoami"]
-
-[service.scaling]
-{scaling}
-"#,
-        file = file.display()
+    let script = format!(
+        "setsid sh -c 'echo $$ > {}; exec sleep 300' & exec {WAKEWAY} whoami",
+        file.display()
+    );
+    command_service(
+        name,
+        &format!("{name}.localhost"),
+        &["sh", "-c", &script],
+        &format!("[service.scaling]\n{scaling}\n"),
     )
 }
 

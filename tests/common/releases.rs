@@ -107,12 +107,7 @@ impl Wakeway {
             &format!("a {kind} event of {name}"),
             DEADLINE,
             || async move {
-                let found: Vec<Value> = self
-                    .events(name)
-                    .await
-                    .into_iter()
-                    .filter(|e| e["kind"] == kind)
-                    .collect();
+                let found = self.events_of(name, kind).await;
                 (!found.is_empty()).then_some(found)
             },
         )
