@@ -10,7 +10,6 @@ mod common;
 use bollard::query_parameters::KillContainerOptions;
 use common::docker::*;
 use common::*;
-use http::StatusCode;
 
 /// Service `f` on the test image, idle after `idle`.
 fn frozen_service(t: &DockerTest, idle: &str, scaling: &str) -> String {
@@ -24,9 +23,7 @@ fn frozen_service(t: &DockerTest, idle: &str, scaling: &str) -> String {
 }
 
 async fn serve(w: &Wakeway) -> Resp {
-    let resp = w.get("f.localhost", "/").await;
-    assert_eq!(resp.status, StatusCode::OK, "{}", resp.text());
-    resp
+    w.get_ok("f.localhost", "/").await
 }
 
 

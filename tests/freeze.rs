@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use common::python_apps::{gunicorn_command, venv, write_flask_app};
 use common::*;
-use http::StatusCode;
 
 fn flask_service(name: &str, venv: &Path, dir: &Path, scaling: &str) -> String {
     write_flask_app(dir, 0.0);
@@ -57,12 +56,10 @@ async fn served_pid(w: &Wakeway, service: &str) -> String {
     served(w, service).await.text().trim().to_string()
 }
 
+/// `GET /` of `service`, answered 200.
 async fn served(w: &Wakeway, service: &str) -> Resp {
-    let resp = w.get(&format!("{service}.localhost"), "/").await;
-    assert_eq!(resp.status, StatusCode::OK, "{}", resp.text());
-    resp
+    w.get_ok(&format!("{service}.localhost"), "/").await
 }
-
 
 /// A process stopped by the freezer: it is not running, and stays so.
 fn frozen_in_kernel(pid: u32) -> bool {
