@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use common::python_apps::{gunicorn_command, venv, write_flask_app};
 use common::*;
-use http::StatusCode;
 
 fn flask_service(name: &str, venv: &Path, dir: &Path, scaling: &str) -> String {
     write_flask_app(dir, 0.0);
@@ -54,8 +53,7 @@ async fn wait_state(w: &Wakeway, service: &str, state: &str) -> Instance {
 
 /// The pid the Flask worker answered with.
 async fn served_pid(w: &Wakeway, service: &str) -> String {
-    let resp = w.get(&format!("{service}.localhost"), "/").await;
-    assert_eq!(resp.status, StatusCode::OK, "{}", resp.text());
+    let resp = w.get_ok(&format!("{service}.localhost"), "/").await;
     resp.text().trim().to_string()
 }
 
