@@ -10,13 +10,24 @@ use wakeway::client::AdminClient;
 
 use super::{Output, fail, print_json};
 
+#[derive(clap::Args)]
 pub struct LogsArgs {
+    /// The service.
     pub service: String,
+    /// One instance only, e.g. web-00002-a.
+    #[arg(long)]
     pub instance: Option<String>,
+    /// One revision only, e.g. web-00002.
+    #[arg(long)]
     pub revision: Option<String>,
+    /// How many of the last lines to print first.
+    #[arg(short = 'n', long, default_value_t = 100)]
     pub tail: u64,
+    /// Keep printing new lines.
+    #[arg(short, long)]
     pub follow: bool,
-    pub output: Output,
+    #[command(flatten)]
+    pub output: super::args::OutputArgs,
 }
 
 pub async fn logs(client: AdminClient, args: LogsArgs) -> ExitCode {
@@ -39,7 +50,7 @@ pub async fn logs(client: AdminClient, args: LogsArgs) -> ExitCode {
             Err(e) => return fail(e),
         };
         let list = lines.as_array().map(Vec::as_slice).unwrap_or_default();
-        match (args.output, args.follow) {
+        match (args.output.output, args.follow) {
             (Output::Json, false) => print_json(&lines),
             // Following, one JSON object per line, as they come.
             (Output::Json, true) => list.iter().for_each(|l| println!("{l}")),

@@ -62,6 +62,11 @@ pub struct Service {
 }
 
 impl Service {
+    /// Records an event of this service (see `EventLog::emit`).
+    pub fn emit(&self, kind: &'static str, message: impl Into<String>, fields: serde_json::Value) {
+        self.events.emit(&self.name, kind, message, fields);
+    }
+
     pub fn new(
         config: ServiceConfig,
         metrics: ServiceMetrics,
