@@ -24,14 +24,13 @@ async fn cli_ok(admin: SocketAddr, args: &[&str]) -> String {
 /// A whoami service whose instances answer with `WHOAMI_STATUS` from their environment, so a
 /// request shows which variables the live revision has.
 async fn start() -> Wakeway {
-    let wk = Wakeway::start(&whoami_service(
+    let wk = Wakeway::whoami(
         "web",
-        "web.localhost",
         r#"env = { WHOAMI_STATUS = "203", KEEP = "1" }
 [service.scaling]
 min_instances = 1
 "#,
-    ))
+    )
     .await;
     wk.wait_ready("web").await;
     assert_eq!(wk.get("web.localhost", "/").await.status, 203);
