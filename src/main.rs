@@ -348,6 +348,7 @@ fn main() -> ExitCode {
                 },
                 docker: Default::default(),
                 swarm: Default::default(),
+                cluster: None,
                 log: Default::default(),
                 services: vec![svc],
                 scaling: Default::default(),

@@ -377,7 +377,7 @@ impl Controller {
                     self.decide();
                     self.check_rollout();
                 }
-                _ = auto.tick(), if self.svc.config.load().deploy.auto => self.auto_deploy().await,
+                _ = auto.tick(), if self.svc.config.load().deploy.auto && self.svc.remote.acting() => self.auto_deploy().await,
                 Some(_) = self.tasks.join_next(), if !self.tasks.is_empty() => {}
                 _ = sleep_until_opt(backoff) => {
                     let now = Instant::now();
@@ -533,7 +533,13 @@ impl Controller {
         let loads: Vec<f64> = self
             .serving
             .iter()
-            .map(|s| (self.in_flight_of(&s.revision.id) + s.lane.queued()) as f64)
+            .map(|s| {
+                // Other replicas' requests at this revision (a cluster's leader decides on all).
+                let remote = self.svc.remote.load_of(&s.revision.id);
+                (self.in_flight_of(&s.revision.id)
+                    + s.lane.queued()
+                    + (remote.in_flight + remote.queued) as usize) as f64
+            })
             .collect();
         for (s, load) in self.serving.iter_mut().zip(loads) {
             s.autoscaler.record(now, load, window);
