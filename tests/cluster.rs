@@ -63,13 +63,17 @@ async fn a_cold_start_through_a_follower_wakes_the_service_once_for_every_replic
     for rep in &replicas {
         let addr = rep.w.proxy;
         let want = id.clone();
-        wait_for(&format!("{} to route to {want}", rep.name), DEADLINE, || {
-            let want = want.clone();
-            async move {
-                let r = try_get(addr, HOST, "/").await.ok()?;
-                (r.instance()? == want).then_some(())
-            }
-        })
+        wait_for(
+            &format!("{} to route to {want}", rep.name),
+            DEADLINE,
+            || {
+                let want = want.clone();
+                async move {
+                    let r = try_get(addr, HOST, "/").await.ok()?;
+                    (r.instance()? == want).then_some(())
+                }
+            },
+        )
         .await;
     }
     assert_eq!(running(&t, "web").await, 1);
@@ -146,7 +150,10 @@ async fn the_leader_killed_under_load_is_replaced_within_the_lease_without_a_fai
     let old = replicas[leader].name.clone();
     replicas[leader].w.proc.signal(libc::SIGKILL);
     let (new, took) = new_leader_within(&replicas, &others, &old, Duration::from_secs(4)).await;
-    eprintln!("MEASURED leader fail-over: {} leads {took:?} after the SIGKILL (lease 3s)", replicas[new].name);
+    eprintln!(
+        "MEASURED leader fail-over: {} leads {took:?} after the SIGKILL (lease 3s)",
+        replicas[new].name
+    );
     // Past the hand-over: the new leader adopted both instances.
     wait_for("the new leader to adopt the fleet", DEADLINE, || async {
         (ready_at(&replicas[new], "web").await.len() == 2).then_some(())
@@ -165,4 +172,97 @@ async fn the_leader_killed_under_load_is_replaced_within_the_lease_without_a_fai
     assert_eq!(after, before, "adopted, not replaced");
     assert_eq!(running(&t, "web").await, 2, "no duplicate, no orphan");
     let _ = replicas.remove(leader);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_etcd_stopped_every_replica_serves_the_fleet_and_scaling_resumes_after() {
+    let Some(mut etcd) = Etcd::start().await else {
+        return;
+    };
+    let Some(t) = DockerTest::new().await else {
+        return;
+    };
+    let services = docker_service(
+        "web",
+        &t.image,
+        &service(
+            "min_instances = 1\nmax_instances = 4\ntarget_concurrency = 1\nidle_timeout = \"3s\"",
+        ),
+    );
+    let replicas = three(&t, &etcd, &services, "3s").await;
+    let leader = agreed_leader(&replicas, &[0, 1, 2]).await;
+    for rep in &replicas {
+        wait_for("an instance in every view", DEADLINE, || async {
+            (ready_at(rep, "web").await.len() == 1).then_some(())
+        })
+        .await;
+    }
+
+    let failed = Arc::new(AtomicU32::new(0));
+    let sent = Arc::new(AtomicU32::new(0));
+    let stop = tokio_util::sync::CancellationToken::new();
+    let mut load = Vec::new();
+    for rep in &replicas {
+        let addr = rep.w.proxy;
+        let (failed, sent, stop) = (failed.clone(), sent.clone(), stop.clone());
+        load.push(tokio::spawn(async move {
+            while !stop.is_cancelled() {
+                sent.fetch_add(1, SeqCst);
+                match try_get(addr, HOST, "/?sleep=20ms").await {
+                    Ok(r) if r.status == StatusCode::OK => {}
+                    _ => {
+                        failed.fetch_add(1, SeqCst);
+                    }
+                }
+            }
+        }));
+    }
+    etcd.stop();
+    // Past the lease: nobody leads, every replica says why in /healthz, and still serves.
+    for rep in &replicas {
+        let admin = rep.w.admin;
+        wait_for(
+            "/healthz to say etcd is unreachable",
+            DEADLINE,
+            || async move {
+                let r = try_get(admin, "localhost", "/healthz").await.ok()?;
+                (r.status == StatusCode::OK && r.text().contains("etcd unreachable")).then_some(())
+            },
+        )
+        .await;
+    }
+    wait_for("nobody to lead", DEADLINE, || async {
+        for rep in &replicas {
+            if cluster_view(rep).await["leading"] == true {
+                return None;
+            }
+        }
+        Some(())
+    })
+    .await;
+    etcd.resume().await;
+    let back = agreed_leader(&replicas, &[0, 1, 2]).await;
+    eprintln!(
+        "etcd back: {} leads (before: {})",
+        replicas[back].name, replicas[leader].name
+    );
+    stop.cancel();
+    for l in load {
+        l.await.unwrap();
+    }
+    assert_eq!(failed.load(SeqCst), 0, "of {} requests", sent.load(SeqCst));
+    assert_eq!(running(&t, "web").await, 1, "no duplicate after the outage");
+
+    // Scaling resumes: the idle fleet goes back to its minimum, a burst scales it out.
+    let addr = replicas[(back + 1) % 3].w.proxy;
+    let burst: Vec<_> = (0..6)
+        .map(|_| tokio::spawn(async move { try_get(addr, HOST, "/?sleep=3s").await }))
+        .collect();
+    wait_for("the leader to scale out again", DEADLINE, || async {
+        (running(&t, "web").await >= 2).then_some(())
+    })
+    .await;
+    for b in burst {
+        assert_eq!(b.await.unwrap().unwrap().status, StatusCode::OK);
+    }
 }

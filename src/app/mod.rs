@@ -50,7 +50,9 @@ impl std::fmt::Display for BuildError {
             BuildError::Upstream { service, message } => {
                 write!(f, "service `{service}`: {message}")
             }
-            BuildError::Tls(m) | BuildError::AccessLog(m) | BuildError::Cluster(m) => write!(f, "{m}"),
+            BuildError::Tls(m) | BuildError::AccessLog(m) | BuildError::Cluster(m) => {
+                write!(f, "{m}")
+            }
         }
     }
 }

@@ -92,7 +92,12 @@ impl State {
     pub(crate) fn start_controllers(&self) {
         let config = self.config.load_full();
         let factory = self.factory(&config);
-        if let Some(engine) = self.docker.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+        if let Some(engine) = self
+            .docker
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+        {
             // Another leader may have started and stopped containers since this one last looked.
             engine.forget_sweep();
         }
@@ -112,7 +117,10 @@ impl State {
                 }
             };
             let controller = Controller::new(svc.clone(), source, factory.clone());
-            if let Some(old) = c.running.insert(svc.name.clone(), tokio::spawn(controller.run(stop.clone()))) {
+            if let Some(old) = c
+                .running
+                .insert(svc.name.clone(), tokio::spawn(controller.run(stop.clone())))
+            {
                 old.abort();
             }
         }

@@ -165,7 +165,11 @@ pub fn apply(svc: &Service, view: &FleetView) {
         }
     }
     svc.instances.store(Arc::new(instances));
-    let latest = view.traffic.iter().find(|t| t.latest).map(|t| t.revision.clone());
+    let latest = view
+        .traffic
+        .iter()
+        .find(|t| t.latest)
+        .map(|t| t.revision.clone());
     if let Some(latest) = latest
         && svc.revision() != latest
     {

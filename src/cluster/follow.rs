@@ -61,11 +61,7 @@ pub(super) fn apply_all(cluster: &Cluster, state: &State) {
 
 pub(super) async fn run(cluster: Arc<Cluster>, state: Arc<State>, stop: CancellationToken) {
     for svc in state.services.load().iter() {
-        tokio::spawn(wake_leader(
-            cluster.clone(),
-            svc.clone(),
-            stop.clone(),
-        ));
+        tokio::spawn(wake_leader(cluster.clone(), svc.clone(), stop.clone()));
     }
     let prefix = cluster.key("fleet/");
     loop {

@@ -77,9 +77,11 @@ async fn handle(state: &Arc<State>, req: Request<Incoming>) -> Response<Full<Byt
     };
     match (&method, path.as_str()) {
         (&Method::GET, "/cluster/demand") => {
-            let report =
-                super::demand::collect(&cluster.config.name, &state.services.load_full());
-            reply(StatusCode::OK, serde_json::to_vec(&report).unwrap_or_default())
+            let report = super::demand::collect(&cluster.config.name, &state.services.load_full());
+            reply(
+                StatusCode::OK,
+                serde_json::to_vec(&report).unwrap_or_default(),
+            )
         }
         (&Method::POST, "/cluster/wake") => {
             if !cluster.leading() {

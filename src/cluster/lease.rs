@@ -46,32 +46,45 @@ pub async fn keep(
         let granted = Duration::from_secs(granted.max(1) as u64);
         let mut until = valid_until(sent, granted);
         lease.send_replace(Some(id));
+        // Past `until` the lease is given up here but still renewed: etcd keeps leases across
+        // its own restart, so when it answers again this replica holds what it held.
+        let mut held = true;
         loop {
             let next = Instant::now() + granted / 3;
+            let expiry = held.then_some(until);
             tokio::select! {
                 _ = stop.cancelled() => {
                     lease.send_replace(None);
                     let _ = tokio::time::timeout(Duration::from_secs(1), etcd.revoke(id)).await;
                     break 'grant;
                 }
-                _ = tokio::time::sleep_until(until) => {
+                _ = sleep_until_opt(expiry) => {
                     tracing::warn!("cluster: lease {id:x} could not be renewed in time; this replica stops acting");
                     lease.send_replace(None);
-                    continue 'grant;
+                    held = false;
+                    continue;
                 }
                 _ = tokio::time::sleep_until(next) => {}
             }
             let sent = Instant::now();
             let renewed = tokio::select! {
                 r = etcd.keep_alive(id) => r,
-                _ = tokio::time::sleep_until(until) => {
+                _ = sleep_until_opt(held.then_some(until)) => {
                     tracing::warn!("cluster: lease {id:x} could not be renewed in time; this replica stops acting");
                     lease.send_replace(None);
-                    continue 'grant;
+                    held = false;
+                    continue;
                 }
             };
             match renewed {
-                Ok(ttl) if ttl > 0 => until = valid_until(sent, Duration::from_secs(ttl as u64)),
+                Ok(ttl) if ttl > 0 => {
+                    until = valid_until(sent, Duration::from_secs(ttl as u64));
+                    if !held {
+                        tracing::info!("cluster: lease {id:x} renewed again");
+                        held = true;
+                        lease.send_replace(Some(id));
+                    }
+                }
                 Ok(_) => {
                     tracing::warn!("cluster: lease {id:x} expired on etcd");
                     lease.send_replace(None);
@@ -85,6 +98,13 @@ pub async fn keep(
     lease.send_replace(None);
 }
 
+async fn sleep_until_opt(t: Option<Instant>) {
+    match t {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -94,6 +114,9 @@ mod tests {
         let t = Instant::now();
         let ttl = Duration::from_secs(5);
         assert!(valid_until(t, ttl) < t + ttl);
-        assert!(valid_until(t, ttl) > t + ttl / 3 * 2, "two renewals fit before it");
+        assert!(
+            valid_until(t, ttl) > t + ttl / 3 * 2,
+            "two renewals fit before it"
+        );
     }
 }

@@ -12,8 +12,8 @@ pub mod etcd;
 pub mod fleet;
 mod follow;
 pub mod internal;
-pub mod lease;
 pub mod leader;
+pub mod lease;
 pub mod members;
 mod publish;
 mod roles;
@@ -91,9 +91,12 @@ impl Cluster {
         metrics: &crate::metrics::Metrics,
     ) -> Result<Arc<Cluster>, String> {
         let etcd = etcd::Client::new(&config.etcd)?;
-        let listener = TcpListener::bind(&config.advertise)
-            .await
-            .map_err(|e| format!("cannot listen on cluster.advertise {}: {e}", config.advertise))?;
+        let listener = TcpListener::bind(&config.advertise).await.map_err(|e| {
+            format!(
+                "cannot listen on cluster.advertise {}: {e}",
+                config.advertise
+            )
+        })?;
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(Duration::from_millis(500)));
@@ -383,7 +386,8 @@ pub async fn forward_admin(
         {
             Ok((status, body)) => answer(status, body),
             Err(e) => {
-                let msg = serde_json::json!({ "error": format!("the cluster leader at {leader}: {e}") });
+                let msg =
+                    serde_json::json!({ "error": format!("the cluster leader at {leader}: {e}") });
                 answer(StatusCode::BAD_GATEWAY, Bytes::from(msg.to_string()))
             }
         },

@@ -65,7 +65,9 @@ pub(super) async fn run(cluster: Arc<Cluster>, state: Arc<State>, stop: Cancella
                     published.insert(svc.name.clone(), view);
                 }
                 Ok(false) => {
-                    tracing::warn!("cluster: the leader key is no longer this replica's; stepping down");
+                    tracing::warn!(
+                        "cluster: the leader key is no longer this replica's; stepping down"
+                    );
                     cluster.role.send_modify(|r| r.leading = None);
                     break;
                 }

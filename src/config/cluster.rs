@@ -80,7 +80,9 @@ pub(super) fn convert(raw: RawCluster) -> Result<ClusterConfig, ConfigError> {
     if !prefix.starts_with('/') || prefix.len() < 2 || prefix.ends_with('/') {
         return Err(ConfigError::at_key(
             "cluster.prefix",
-            format!("`{prefix}`: a prefix starts with `/` and does not end with one, e.g. \"/wakeway\""),
+            format!(
+                "`{prefix}`: a prefix starts with `/` and does not end with one, e.g. \"/wakeway\""
+            ),
         ));
     }
     let lease = raw.lease.map_or(ClusterConfig::DEFAULT_LEASE, |d| d.0);

@@ -171,9 +171,18 @@ impl Metrics {
     pub fn cluster(&self) -> [prometheus::IntGauge; 4] {
         let help = [
             (CLUSTER_LEADER, "1 while this replica leads the cluster."),
-            (CLUSTER_MEMBERS, "Live members of the cluster, this replica included."),
-            (CLUSTER_ETCD_WRITES_TOTAL, "Puts, deletes and transactions sent to etcd."),
-            (CLUSTER_ETCD_KEEPALIVES_TOTAL, "Lease keep-alives sent to etcd."),
+            (
+                CLUSTER_MEMBERS,
+                "Live members of the cluster, this replica included.",
+            ),
+            (
+                CLUSTER_ETCD_WRITES_TOTAL,
+                "Puts, deletes and transactions sent to etcd.",
+            ),
+            (
+                CLUSTER_ETCD_KEEPALIVES_TOTAL,
+                "Lease keep-alives sent to etcd.",
+            ),
         ];
         help.map(|(name, help)| {
             let g = prometheus::IntGauge::new(name, help).expect("valid metric");

@@ -157,7 +157,12 @@ pub async fn agreed_leader(replicas: &[Replica], live: &[usize]) -> usize {
 }
 
 /// Polls often: how long until some replica in `live` other than `old` leads.
-pub async fn new_leader_within(replicas: &[Replica], live: &[usize], old: &str, limit: Duration) -> (usize, Duration) {
+pub async fn new_leader_within(
+    replicas: &[Replica],
+    live: &[usize],
+    old: &str,
+    limit: Duration,
+) -> (usize, Duration) {
     let started = tokio::time::Instant::now();
     let i = wait_for("a new leader", limit, || async {
         for &i in live {

@@ -151,7 +151,9 @@ impl Client {
         if conn.as_ref().is_some_and(|(c, _)| *c == i) {
             *conn = None;
         }
-        let _ = self.current.compare_exchange(i, (i + 1) % self.endpoints.len(), Relaxed, Relaxed);
+        let _ = self
+            .current
+            .compare_exchange(i, (i + 1) % self.endpoints.len(), Relaxed, Relaxed);
     }
 
     /// Sends `body` to `path` and returns the response body, trying each endpoint once.
@@ -481,9 +483,16 @@ mod tests {
 
     #[test]
     fn endpoints_are_host_and_port() {
-        assert_eq!(authority_of("http://127.0.0.1:2379").unwrap(), "127.0.0.1:2379");
+        assert_eq!(
+            authority_of("http://127.0.0.1:2379").unwrap(),
+            "127.0.0.1:2379"
+        );
         assert_eq!(authority_of("etcd-1:2379/").unwrap(), "etcd-1:2379");
-        assert!(authority_of("https://etcd:2379").unwrap_err().contains("TLS"));
+        assert!(
+            authority_of("https://etcd:2379")
+                .unwrap_err()
+                .contains("TLS")
+        );
         assert!(authority_of("etcd").unwrap_err().contains("host:port"));
     }
 
@@ -496,12 +505,20 @@ mod tests {
         };
         let framed = frame(&m);
         let mut buf = BytesMut::from(&framed[..3]);
-        assert!(next_message::<proto::LeaseKeepAliveResponse>(&mut buf).unwrap().is_none());
+        assert!(
+            next_message::<proto::LeaseKeepAliveResponse>(&mut buf)
+                .unwrap()
+                .is_none()
+        );
         buf.extend_from_slice(&framed[3..]);
         buf.extend_from_slice(&framed);
         let first: proto::LeaseKeepAliveResponse = next_message(&mut buf).unwrap().unwrap();
         assert_eq!(first, m);
-        assert!(next_message::<proto::LeaseKeepAliveResponse>(&mut buf).unwrap().is_some());
+        assert!(
+            next_message::<proto::LeaseKeepAliveResponse>(&mut buf)
+                .unwrap()
+                .is_some()
+        );
         assert!(buf.is_empty());
     }
 }

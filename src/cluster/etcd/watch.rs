@@ -51,8 +51,7 @@ impl Client {
             )),
         };
         let _ = tx.send(frame(&create)).await;
-        let resp = match tokio::time::timeout(super::CALL_TIMEOUT, sender.send_request(req)).await
-        {
+        let resp = match tokio::time::timeout(super::CALL_TIMEOUT, sender.send_request(req)).await {
             Ok(Ok(resp)) => resp,
             Ok(Err(e)) => {
                 self.failed(i).await;
