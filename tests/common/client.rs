@@ -92,7 +92,11 @@ where
 }
 
 /// Sends one request over a fresh h2c (prior knowledge) connection.
-pub async fn send_h2(addr: SocketAddr, req: Request<Full<Bytes>>) -> Result<Resp, String> {
+pub async fn send_h2<B>(addr: SocketAddr, req: Request<B>) -> Result<Resp, String>
+where
+    B: hyper::body::Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let exchange = async {
         let stream = TcpStream::connect(addr)
             .await
