@@ -109,21 +109,14 @@ async fn the_leader_killed_under_load_is_replaced_within_the_lease_without_a_fai
     let services = docker_service(
         "web",
         &t.image,
-        &service("min_instances = 2\nidle_timeout = \"3s\""),
+        &service("min_instances = 0\ntarget_concurrency = 2\nidle_timeout = \"3s\""),
     );
     let mut replicas = three(&t, &etcd, &services, "3s").await;
     let leader = agreed_leader(&replicas, &[0, 1, 2]).await;
     let others: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
-    for &i in &others {
-        let rep = &replicas[i];
-        wait_for("two instances in a follower's view", DEADLINE, || async {
-            (ready_at(rep, "web").await.len() == 2).then_some(())
-        })
-        .await;
-    }
-    let before: Vec<String> = ready_at(&replicas[others[0]], "web").await;
 
-    // Load through the two followers while the leader dies.
+    // Four requests at a time through the two followers (two instances at target 2), kept up
+    // while the leader dies.
     let failed = Arc::new(AtomicU32::new(0));
     let sent = Arc::new(AtomicU32::new(0));
     let stop = tokio_util::sync::CancellationToken::new();
@@ -146,7 +139,14 @@ async fn the_leader_killed_under_load_is_replaced_within_the_lease_without_a_fai
             }));
         }
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    for &i in &others {
+        let rep = &replicas[i];
+        wait_for("two instances in a follower's view", DEADLINE, || async {
+            (ready_at(rep, "web").await.len() == 2).then_some(())
+        })
+        .await;
+    }
+    let before: Vec<String> = ready_at(&replicas[others[0]], "web").await;
     let old = replicas[leader].name.clone();
     replicas[leader].w.proc.signal(libc::SIGKILL);
     let (new, took) = new_leader_within(&replicas, &others, &old, Duration::from_secs(4)).await;
@@ -171,7 +171,120 @@ async fn the_leader_killed_under_load_is_replaced_within_the_lease_without_a_fai
     before.sort();
     assert_eq!(after, before, "adopted, not replaced");
     assert_eq!(running(&t, "web").await, 2, "no duplicate, no orphan");
+    // The new leader counts the adopted instances as its own: idle, they go.
+    wait_for("the fleet to scale to zero", DEADLINE, || async {
+        (running(&t, "web").await == 0).then_some(())
+    })
+    .await;
     let _ = replicas.remove(leader);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demand_spread_over_three_replicas_is_summed_by_the_leader() {
+    let Some(etcd) = Etcd::start().await else {
+        return;
+    };
+    let Some(t) = DockerTest::new().await else {
+        return;
+    };
+    const MAX: usize = 6;
+    let services = docker_service(
+        "web",
+        &t.image,
+        &service(&format!(
+            "min_instances = 1\nmax_instances = {MAX}\ntarget_concurrency = 2\nidle_timeout = \"3s\""
+        )),
+    );
+    let replicas = three(&t, &etcd, &services, "3s").await;
+    agreed_leader(&replicas, &[0, 1, 2]).await;
+    for rep in &replicas {
+        wait_for("an instance in every view", DEADLINE, || async {
+            (ready_at(rep, "web").await.len() == 1).then_some(())
+        })
+        .await;
+    }
+    // etcd's load from three replicas at rest (a measurement window, not a wait for anything).
+    let idle_from = (etcd_traffic(&replicas).await, tokio::time::Instant::now());
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let idle = per_second(
+        idle_from.0,
+        etcd_traffic(&replicas).await,
+        idle_from.1.elapsed().as_secs_f64(),
+    );
+    let busy_from = (etcd_traffic(&replicas).await, tokio::time::Instant::now());
+    // Twelve slow requests at a time, four through each replica: alone, each would want two
+    // instances (4 / 2); the leader must want six.
+    let failed = Arc::new(AtomicU32::new(0));
+    let stop = tokio_util::sync::CancellationToken::new();
+    let mut load = Vec::new();
+    for rep in &replicas {
+        for _ in 0..4 {
+            let addr = rep.w.proxy;
+            let (failed, stop) = (failed.clone(), stop.clone());
+            load.push(tokio::spawn(async move {
+                while !stop.is_cancelled() {
+                    match try_get(addr, HOST, "/?sleep=2s").await {
+                        Ok(r) if r.status == StatusCode::OK => {}
+                        other => {
+                            eprintln!("failed: {:?}", other.map(|r| (r.status, r.text())));
+                            failed.fetch_add(1, SeqCst);
+                        }
+                    }
+                }
+            }));
+        }
+    }
+    // Watched all along: what the engine runs and what each replica's view holds.
+    let (mut most_running, mut most_seen) = (0, 0);
+    let reached = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let now = running(&t, "web").await;
+        most_running = most_running.max(now);
+        for rep in &replicas {
+            most_seen = most_seen.max(rep.w.instances("web").await.len());
+        }
+        if now >= 5 || tokio::time::Instant::now() > reached {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // A little longer at full load: the count must not overshoot.
+    let settle = tokio::time::Instant::now() + Duration::from_secs(3);
+    while tokio::time::Instant::now() < settle {
+        most_running = most_running.max(running(&t, "web").await);
+        for rep in &replicas {
+            most_seen = most_seen.max(rep.w.instances("web").await.len());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let busy = per_second(
+        busy_from.0,
+        etcd_traffic(&replicas).await,
+        busy_from.1.elapsed().as_secs_f64(),
+    );
+    stop.cancel();
+    for l in load {
+        l.await.unwrap();
+    }
+    eprintln!(
+        "MEASURED etcd from 3 replicas (lease 3s): idle {idle}; scaling out under load {busy}"
+    );
+    eprintln!(
+        "MEASURED aggregated demand: at most {most_running} containers, {most_seen} in a view"
+    );
+    assert!(
+        most_running >= 5,
+        "12 requests over 3 replicas at target 2 want >= 5 instances, the engine ran {most_running}"
+    );
+    assert!(
+        most_running <= MAX,
+        "the engine ran {most_running} > max_instances"
+    );
+    assert!(
+        most_seen <= MAX,
+        "a replica saw {most_seen} > max_instances"
+    );
+    assert_eq!(failed.load(SeqCst), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -264,5 +377,134 @@ async fn with_etcd_stopped_every_replica_serves_the_fleet_and_scaling_resumes_af
     .await;
     for b in burst {
         assert_eq!(b.await.unwrap().unwrap().status, StatusCode::OK);
+    }
+}
+
+/// The revision each answer of `n` requests through `r` came from.
+async fn answers_by_revision(r: &Replica, n: usize) -> std::collections::BTreeMap<String, usize> {
+    let mut seen = std::collections::BTreeMap::new();
+    for _ in 0..n {
+        let resp = r.w.get(HOST, "/").await;
+        assert_eq!(resp.status, StatusCode::OK, "{}", resp.text());
+        let id = resp.instance().expect("whoami names its instance");
+        *seen
+            .entry(revision_of_instance(&id).to_string())
+            .or_insert(0) += 1;
+    }
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deploy_and_a_split_through_a_follower_hold_on_every_replica() {
+    let Some(etcd) = Etcd::start().await else {
+        return;
+    };
+    let Some(t) = DockerTest::new().await else {
+        return;
+    };
+    let services = docker_service(
+        "web",
+        &t.image,
+        &service("min_instances = 1\nidle_timeout = \"30s\""),
+    );
+    let replicas = three(&t, &etcd, &services, "3s").await;
+    let leader = agreed_leader(&replicas, &[0, 1, 2]).await;
+    let follower = (leader + 1) % 3;
+    for rep in &replicas {
+        wait_for("an instance in every view", DEADLINE, || async {
+            (ready_at(rep, "web").await.len() == 1).then_some(())
+        })
+        .await;
+    }
+    let old = revision_of_instance(&ready_at(&replicas[0], "web").await[0]).to_string();
+
+    // Requests through every replica while a follower's admin API deploys.
+    let failed = Arc::new(AtomicU32::new(0));
+    let stop = tokio_util::sync::CancellationToken::new();
+    let mut load = Vec::new();
+    for rep in &replicas {
+        let addr = rep.w.proxy;
+        let (failed, stop) = (failed.clone(), stop.clone());
+        load.push(tokio::spawn(async move {
+            while !stop.is_cancelled() {
+                match try_get(addr, HOST, "/?sleep=20ms").await {
+                    Ok(r) if r.status == StatusCode::OK => {}
+                    other => {
+                        eprintln!("failed: {:?}", other.map(|r| (r.status, r.text())));
+                        failed.fetch_add(1, SeqCst);
+                    }
+                }
+            }
+        }));
+    }
+    let d = replicas[follower]
+        .w
+        .deploy("web", serde_json::json!({ "update_env": { "V": "2" } }))
+        .await;
+    let done = replicas[leader]
+        .w
+        .wait_deployment("web", d["id"].as_str().unwrap())
+        .await;
+    assert_eq!(done["state"], "succeeded", "{done}");
+    let new = done["revision"].as_str().unwrap().to_string();
+    assert_ne!(new, old);
+    for rep in &replicas {
+        let want = new.clone();
+        wait_for(
+            &format!("{} to answer from {want} only", rep.name),
+            DEADLINE,
+            || {
+                let want = want.clone();
+                async move {
+                    let seen = answers_by_revision(rep, 5).await;
+                    (seen.keys().all(|r| *r == want)).then_some(())
+                }
+            },
+        )
+        .await;
+    }
+    stop.cancel();
+    for l in load {
+        l.await.unwrap();
+    }
+    assert_eq!(failed.load(SeqCst), 0, "requests failed during the deploy");
+
+    // A split set on the other follower: every replica routes by it.
+    let other = (leader + 2) % 3;
+    let split = serde_json::json!({ "traffic": [
+        { "revision": old, "percent": 50 }, { "latest": true, "percent": 50 }
+    ] });
+    let (status, body) = admin_call(
+        replicas[other].w.admin,
+        http::Method::PUT,
+        "/v1/services/web/traffic",
+        Some(&split),
+        None,
+    )
+    .await;
+    assert!(status.is_success(), "{status}: {body}");
+    for rep in &replicas {
+        wait_for(
+            &format!("{} to hold the split", rep.name),
+            DEADLINE,
+            || async {
+                let t = rep.w.admin_json("/v1/services/web/traffic").await;
+                let shares = t["traffic"].as_array()?.clone();
+                let percent_of = |rev: &str| {
+                    shares
+                        .iter()
+                        .find(|s| s["revision"] == rev)
+                        .and_then(|s| s["percent"].as_u64())
+                };
+                (percent_of(&old) == Some(50) && percent_of(&new) == Some(50)).then_some(())
+            },
+        )
+        .await;
+        let seen = answers_by_revision(rep, 30).await;
+        assert!(
+            seen.contains_key(&old) && seen.contains_key(&new),
+            "{} routes 50/50: {seen:?}",
+            rep.name
+        );
     }
 }

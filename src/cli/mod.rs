@@ -1,10 +1,13 @@
 //! The admin-client verbs of the CLI: thin wrappers over the admin API that print what a person
 //! wants to see and exit non-zero when the operation failed.
 
+pub mod args;
 pub mod certificates;
+pub mod cluster;
 pub mod fdlimit;
 mod logs;
 pub mod replay;
+pub mod serve;
 mod words;
 
 pub use logs::{LogsArgs, logs};

@@ -9,6 +9,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::Cluster;
+use crate::State;
 
 /// How often the member list is read again.
 pub const LIST_EVERY: Duration = Duration::from_secs(1);
@@ -31,7 +32,7 @@ pub struct Member {
 }
 
 /// Writes this replica's member key under each new lease, and reads the list.
-pub async fn run(cluster: Arc<Cluster>, stop: CancellationToken) {
+pub async fn run(cluster: Arc<Cluster>, state: Arc<State>, stop: CancellationToken) {
     let mut lease = cluster.lease.subscribe();
     let mut registered: Option<i64> = None;
     let key = cluster.key(&format!("members/{}", cluster.config.name));
@@ -70,6 +71,10 @@ pub async fn run(cluster: Arc<Cluster>, stop: CancellationToken) {
                         }
                     })
                     .collect();
+                // Each replica enforces its share of every per-instance limit.
+                for svc in state.services.load().iter() {
+                    svc.remote.set_replicas(list.len());
+                }
                 cluster.members.store(Arc::new(list));
             }
             Err(e) => {

@@ -226,7 +226,7 @@ impl Cluster {
             self.role.clone(),
             stop.clone(),
         ));
-        tokio::spawn(members::run(self.clone(), stop.clone()));
+        tokio::spawn(members::run(self.clone(), state.clone(), stop.clone()));
         if let Some(listener) = self
             .listener
             .lock()

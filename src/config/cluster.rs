@@ -6,7 +6,8 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::ConfigError;
-use super::types::{Config, Source};
+use super::types::Config;
+use super::types_service::Source;
 use super::values::Dur;
 
 #[derive(Deserialize, Default)]

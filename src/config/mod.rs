@@ -14,6 +14,7 @@ mod front;
 mod idle_ignore;
 mod size;
 mod types;
+mod types_service;
 mod validate;
 mod validate_acme;
 mod validate_front;
@@ -27,6 +28,7 @@ pub use cluster::ClusterConfig;
 pub use duration::{format_duration, parse_duration};
 pub use size::{format_size, parse_size};
 pub use types::*;
+pub use types_service::*;
 pub(crate) use validate::canonical_signal;
 pub use validate_service::{check_tag, check_traffic};
 

@@ -185,7 +185,9 @@ impl Service {
     /// A slot at `revision`'s lane now, without waiting: a static upstream's retry (nothing will
     /// start there).
     pub fn acquire_now(&self, revision: &str) -> Option<InFlight> {
-        let max = self.config.load().scaling.max_concurrency;
+        let max = self
+            .remote
+            .share_of(self.config.load().scaling.max_concurrency);
         let traffic = self.traffic.load();
         let lane = traffic.lane_of(revision)?;
         let inst = lane.pool.load().acquire(max)?;

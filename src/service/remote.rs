@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::SeqCst};
 use std::time::Duration;
 
 /// Requests elsewhere at one revision, summed over the other replicas.
@@ -21,6 +21,8 @@ pub struct Remote {
     /// How long a draining instance stays up after leaving the pool before its own drain, so
     /// that the other replicas drop it from their pools first (milliseconds; 0 alone).
     drain_delay_ms: AtomicU64,
+    /// Live replicas of the cluster (1 alone): each enforces its share of `max_concurrency`.
+    replicas: AtomicU32,
     loads: Mutex<HashMap<String, Load>>,
     /// In-flight requests at each instance, at the other replicas.
     instances: Mutex<HashMap<String, u32>>,
@@ -31,6 +33,7 @@ impl Default for Remote {
         Remote {
             acting: AtomicBool::new(true),
             drain_delay_ms: AtomicU64::new(0),
+            replicas: AtomicU32::new(1),
             loads: Mutex::new(HashMap::new()),
             instances: Mutex::new(HashMap::new()),
         }
@@ -52,6 +55,18 @@ impl Remote {
 
     pub fn set_drain_delay(&self, d: Duration) {
         self.drain_delay_ms.store(d.as_millis() as u64, SeqCst);
+    }
+
+    pub fn set_replicas(&self, n: usize) {
+        self.replicas
+            .store(n.clamp(1, u32::MAX as usize) as u32, SeqCst);
+    }
+
+    /// This replica's share of a per-instance limit: with N replicas each enforces
+    /// `ceil(max / N)` on its own requests, so an instance gets about `max` in all (a little
+    /// more when N does not divide it; the sidecar mode is the exact way).
+    pub fn share_of(&self, max: u32) -> u32 {
+        max.div_ceil(self.replicas.load(SeqCst).max(1))
     }
 
     pub fn load_of(&self, revision: &str) -> Load {
@@ -83,5 +98,21 @@ impl Remote {
         let mut loads = self.loads.lock().unwrap_or_else(|p| p.into_inner());
         let l = loads.entry(revision.to_string()).or_default();
         l.queued = l.queued.max(queued);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_replica_enforces_its_share_rounded_up() {
+        let r = Remote::default();
+        assert_eq!(r.share_of(10), 10, "alone: the whole limit");
+        r.set_replicas(3);
+        assert_eq!(r.share_of(10), 4);
+        assert_eq!(r.share_of(1), 1, "never below one");
+        r.set_replicas(0);
+        assert_eq!(r.share_of(10), 10);
     }
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::docker::{DockerTest, skip};
-use super::{DEADLINE, Proc, Wakeway, admin_json, try_get, wait_for};
+use super::{DEADLINE, Proc, Wakeway, admin_json, metric, try_get, wait_for};
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -176,4 +176,24 @@ pub async fn new_leader_within(
     })
     .await;
     (i, started.elapsed())
+}
+
+/// etcd writes (puts, deletes, transactions) and lease keep-alives, summed over `replicas`.
+pub async fn etcd_traffic(replicas: &[Replica]) -> (f64, f64) {
+    let (mut writes, mut keepalives) = (0.0, 0.0);
+    for r in replicas {
+        let text = r.w.metrics().await;
+        writes += metric(&text, "wakeway_cluster_etcd_writes_total", &[]).unwrap_or(0.0);
+        keepalives += metric(&text, "wakeway_cluster_etcd_keepalives_total", &[]).unwrap_or(0.0);
+    }
+    (writes, keepalives)
+}
+
+/// Per second, over all replicas, between two `etcd_traffic` readings `secs` apart.
+pub fn per_second(before: (f64, f64), after: (f64, f64), secs: f64) -> String {
+    format!(
+        "{:.1} writes/s, {:.1} keep-alives/s",
+        (after.0 - before.0) / secs,
+        (after.1 - before.1) / secs
+    )
 }
