@@ -100,6 +100,9 @@ fn main() -> ExitCode {
             rt.block_on(cli::pause(admin.client(), service, "resume"))
         }
         Command::Reload { admin } => rt.block_on(cli::reload(admin.client())),
+        Command::Cluster { admin, output } => {
+            rt.block_on(cli::cluster::cluster(admin.client(), output.output))
+        }
         Command::Certificates { admin } => {
             rt.block_on(cli::certificates::certificates(admin.client()))
         }

@@ -40,9 +40,46 @@ pub(super) async fn handle(state: &Arc<State>, req: Request<Incoming>) -> Respon
             );
         }
     };
+    dispatch(state, method, &path, &query, body).await
+}
+
+/// Answers one API call whose body has arrived: a local one, or (in a cluster) one a follower
+/// forwarded to the leader, which applies it as its own.
+pub(crate) async fn dispatch(
+    state: &Arc<State>,
+    method: Method,
+    path: &str,
+    query: &str,
+    body: Bytes,
+) -> Response<Full<Bytes>> {
+    if let Some(forwarded) = crate::cluster::forward_admin(state, &method, path, query, &body).await
+    {
+        return forwarded;
+    }
+    answer(state, method, path, query, body).await
+}
+
+/// Answers one API call here, whatever the cluster's leader.
+pub(crate) async fn answer(
+    state: &Arc<State>,
+    method: Method,
+    path: &str,
+    query: &str,
+    body: Bytes,
+) -> Response<Full<Bytes>> {
     let segments: Vec<&str> = path.split('/').collect();
     match (&method, segments.as_slice()) {
-        (&Method::GET, ["", "healthz"]) => text(StatusCode::OK, "ok\n"),
+        (&Method::GET, ["", "healthz"]) => match crate::cluster::health_detail(state) {
+            None => text(StatusCode::OK, "ok\n"),
+            Some(detail) => text(StatusCode::OK, &format!("ok\n{detail}\n")),
+        },
+        (&Method::GET, ["", "v1", "cluster"]) => match &state.cluster {
+            Some(c) => json(StatusCode::OK, &c.view()),
+            None => json_error(
+                StatusCode::NOT_FOUND,
+                "this wakeway runs alone: its config has no [cluster]",
+            ),
+        },
         (&Method::GET, ["", "metrics"]) => {
             state.sample_gauges();
             crate::admin::certificates::sample(state);
@@ -323,8 +360,8 @@ fn query_param(query: &str, key: &str) -> Option<String> {
     })
 }
 
-fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
-    let mut r = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+fn text(status: StatusCode, body: &str) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::copy_from_slice(body.as_bytes())));
     *r.status_mut() = status;
     r
 }

@@ -28,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::State;
 
+pub(crate) use api::answer;
 pub use traffic::{ShareView, TrafficView, traffic_view};
 pub use view::{InstanceView, ServiceView, view};
 

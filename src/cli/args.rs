@@ -115,6 +115,13 @@ pub enum Command {
         #[command(flatten)]
         admin: AdminArgs,
     },
+    /// The replicas of a `[cluster]`: which leads, each one's last-seen time and traffic share.
+    Cluster {
+        #[command(flatten)]
+        admin: AdminArgs,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
     /// The certificates the HTTPS listeners hold (files and ACME): issuer, expiry, last error.
     Certificates {
         #[command(flatten)]

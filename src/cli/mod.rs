@@ -3,6 +3,7 @@
 
 pub mod args;
 pub mod certificates;
+pub mod cluster;
 pub mod fdlimit;
 mod logs;
 pub mod replay;

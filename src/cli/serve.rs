@@ -164,6 +164,7 @@ impl Sidecar {
             },
             docker: Default::default(),
             swarm: Default::default(),
+            cluster: None,
             log: Default::default(),
             services: vec![svc],
             scaling: Default::default(),

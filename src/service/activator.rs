@@ -81,7 +81,7 @@ impl Service {
             let (max, max_pending, timeout) = {
                 let cfg = self.config.load();
                 (
-                    cfg.scaling.max_concurrency,
+                    self.remote.share_of(cfg.scaling.max_concurrency),
                     cfg.queue.max_pending,
                     cfg.queue.timeout,
                 )

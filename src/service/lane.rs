@@ -128,6 +128,11 @@ impl Lane {
         self.desired.load(SeqCst)
     }
 
+    /// Instances of the revision starting (a cluster follower learns it from the leader).
+    pub(crate) fn set_starting(&self, n: u32) {
+        self.starting.store(n, SeqCst);
+    }
+
     pub(crate) fn set_desired(&self, n: u32) {
         self.desired.store(n, SeqCst);
     }

@@ -18,6 +18,7 @@
 #![allow(dead_code)]
 
 pub mod client;
+pub mod cluster;
 pub mod configs;
 pub mod docker;
 pub mod engine_scenarios;

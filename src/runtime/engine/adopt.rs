@@ -62,7 +62,8 @@ pub(crate) async fn ensure_swept<B: Backend>(
     adopting: bool,
 ) -> Result<(), RuntimeError> {
     let core: &EngineCore = this;
-    core.swept
+    let swept = core.swept.load_full();
+    swept
         .get_or_try_init(|| sweep(this, adopting))
         .await
         .map(|_| ())

@@ -375,7 +375,7 @@ impl Controller {
                     self.decide();
                     self.check_rollout();
                 }
-                _ = auto.tick(), if self.svc.config.load().deploy.auto => self.auto_deploy().await,
+                _ = auto.tick(), if self.svc.config.load().deploy.auto && self.svc.remote.acting() => self.auto_deploy().await,
                 Some(_) = self.tasks.join_next(), if !self.tasks.is_empty() => {}
                 _ = sleep_until_opt(backoff) => {
                     let now = Instant::now();
