@@ -6,6 +6,7 @@ pub mod app;
 pub mod client;
 pub mod config;
 pub mod events;
+pub mod history;
 pub mod metrics;
 pub mod proxy;
 pub mod replay;

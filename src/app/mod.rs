@@ -234,6 +234,10 @@ impl App {
                 stop_watch.clone(),
             ));
         }
+        tokio::spawn(crate::history::run(
+            self.state.clone(),
+            stop_watch.clone(),
+        ));
         let admin = self.admin_listener.map(|l| {
             tokio::spawn(crate::admin::serve(
                 l,

@@ -134,6 +134,7 @@ impl State {
             }
             state.metrics.remove_service(&name);
             crate::runtime::output::forget(&name);
+            crate::history::access::forget(&name);
         });
     }
 }

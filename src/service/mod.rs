@@ -58,6 +58,8 @@ pub struct Service {
     pub revisions: ArcSwap<Vec<RevisionView>>,
     /// The rollout in progress, or the last one's end.
     pub rollout: ArcSwap<Option<controller::RolloutView>>,
+    /// The last hour of figures, for the console and `wakeway history`.
+    pub history: crate::history::ServiceHistory,
     control: OnceLock<mpsc::UnboundedSender<Command>>,
 }
 
@@ -83,6 +85,7 @@ impl Service {
             deployments: Deployments::default(),
             revisions: ArcSwap::from_pointee(Vec::new()),
             rollout: ArcSwap::from_pointee(None),
+            history: Default::default(),
             control: OnceLock::new(),
         };
         Arc::new(svc)
