@@ -313,7 +313,12 @@ fn format_inputs(e: &Value) -> String {
     };
     let mut inputs: Vec<(&String, &Value)> = fields
         .iter()
-        .filter(|(k, _)| !matches!(k.as_str(), "seq" | "time" | "service" | "kind" | "message"))
+        .filter(|(k, _)| {
+            !matches!(
+                k.as_str(),
+                "seq" | "time" | "service" | "kind" | "level" | "message"
+            )
+        })
         .filter(|(k, v)| match k.as_str() {
             "desired" => fields.get("to") != Some(v),
             "previous" => fields.get("from") != Some(v),

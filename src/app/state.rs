@@ -38,6 +38,9 @@ pub struct State {
     pub acme: Option<crate::tls::acme::Acme>,
     /// Revisions that outlive a restart; `None` without a config file.
     pub state_file: Option<Arc<crate::service::state::StateFile>>,
+    /// Where the proxy listens (plain, then HTTPS), as bound: the addresses of tag URLs.
+    pub proxy_addrs: Vec<std::net::SocketAddr>,
+    pub https_addrs: Vec<std::net::SocketAddr>,
 }
 
 #[derive(Default)]

@@ -93,7 +93,9 @@ pub enum StatusFilter {
 impl StatusFilter {
     pub fn parse(s: &str) -> Result<StatusFilter, String> {
         let bad = || {
-            format!("`status` is a class (`5xx`), a code (`404`) or `errors` (400 and up), not `{s}`")
+            format!(
+                "`status` is a class (`5xx`), a code (`404`) or `errors` (400 and up), not `{s}`"
+            )
         };
         match s {
             "" | "all" => Ok(StatusFilter::All),
@@ -200,12 +202,18 @@ mod tests {
         keep(&record("acc-t2", "/other", 200), false);
         let all = lines("acc-t1", StatusFilter::All, 0, usize::MAX);
         assert_eq!(all.len(), LINES_PER_SERVICE, "bounded per service");
-        assert_eq!(all.last().unwrap().path, format!("/r{}", LINES_PER_SERVICE + 19));
+        assert_eq!(
+            all.last().unwrap().path,
+            format!("/r{}", LINES_PER_SERVICE + 19)
+        );
         assert_eq!(all[0].duration_ms, 1.23);
         let errors = lines("acc-t1", StatusFilter::parse("5xx").unwrap(), 0, 3);
         assert_eq!(errors.len(), 3);
         assert!(errors.iter().all(|l| l.status == 503));
-        assert!(errors.windows(2).all(|w| w[0].seq < w[1].seq), "oldest first");
+        assert!(
+            errors.windows(2).all(|w| w[0].seq < w[1].seq),
+            "oldest first"
+        );
         let newer = lines("acc-t1", StatusFilter::All, all[all.len() - 2].seq, 10);
         assert_eq!(newer.len(), 1);
         let json = serde_json::to_value(&newer[0]).unwrap();

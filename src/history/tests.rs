@@ -69,7 +69,10 @@ fn an_idle_stretch_is_not_stored_and_reads_as_zeros() {
     for t in 2001..2400 {
         h.record(idle(t));
     }
-    assert!(h.inner.lock().unwrap().fine.items.is_empty(), "idle steps are not kept");
+    assert!(
+        h.inner.lock().unwrap().fine.items.is_empty(),
+        "idle steps are not kept"
+    );
     let v = h.view(Range::Fine, 0);
     assert_eq!(v.points.len(), 399);
     assert!(v.points.iter().all(|p| p.requests_per_second == 0.0));

@@ -260,7 +260,11 @@ mod tests {
         assert_eq!(stats.count(499), 4000, "418 folds into 4xx");
         assert_eq!(stats.total(), 8000);
         let snap = stats.snapshot();
-        assert_eq!(snap.classes, [0, 4000, 0, 4000, 0], "200s and 418s by class");
+        assert_eq!(
+            snap.classes,
+            [0, 4000, 0, 4000, 0],
+            "200s and 418s by class"
+        );
         assert_eq!(snap.buckets[2], 4000, "3 ms falls in the 5 ms bucket");
         let c = RequestsCollector::new();
         c.services.lock().insert("s".into(), stats);
