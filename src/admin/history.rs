@@ -12,7 +12,7 @@ use crate::history::access::{self, AccessLine, StatusFilter};
 use crate::history::{HistoryView, Range};
 use crate::service::Service;
 
-use super::reply::{json, json_error};
+use super::reply::{json, json_compact, json_error};
 
 /// Lines of a tail when the query does not say.
 const DEFAULT_TAIL: u64 = 100;
@@ -35,7 +35,7 @@ pub(super) fn history(svc: &Service, query: &str) -> Response<Full<Bytes>> {
         Ok(a) => a.min(u32::MAX as u64) as u32,
         Err(e) => return json_error(StatusCode::BAD_REQUEST, &e),
     };
-    json(
+    json_compact(
         StatusCode::OK,
         &History {
             service: &svc.name,
