@@ -85,13 +85,22 @@ mod tests {
         assert!(asset(&Method::POST, "/").is_none());
         assert!(asset(&Method::GET, "/v1/services").is_none());
         // Nothing is fetched from elsewhere.
-        for text in [INDEX, CSS].into_iter().chain(MODULES.iter().map(|(_, t)| *t)) {
+        for text in [INDEX, CSS]
+            .into_iter()
+            .chain(MODULES.iter().map(|(_, t)| *t))
+        {
             let text = text.replace(SVG_NAMESPACE, "");
             assert!(!text.contains("http://") && !text.contains("https://"));
         }
         // Text goes in as text: no markup is ever parsed from data.
         for (path, text) in MODULES {
-            for sink in ["innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval("] {
+            for sink in [
+                "innerHTML",
+                "outerHTML",
+                "insertAdjacentHTML",
+                "document.write",
+                "eval(",
+            ] {
                 assert!(!text.contains(sink), "{path} uses {sink}");
             }
         }

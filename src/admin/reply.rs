@@ -6,7 +6,10 @@ use http_body_util::Full;
 use serde::Serialize;
 
 pub(super) fn json<T: Serialize>(status: StatusCode, value: &T) -> Response<Full<Bytes>> {
-    with_body(status, serde_json::to_vec_pretty(value).expect("views serialize"))
+    with_body(
+        status,
+        serde_json::to_vec_pretty(value).expect("views serialize"),
+    )
 }
 
 /// Without the indentation: for long series (a history of hundreds of steps), where it would

@@ -1,9 +1,11 @@
 //! The admin-client verbs of the CLI: thin wrappers over the admin API that print what a person
 //! wants to see and exit non-zero when the operation failed.
 
+pub mod args;
 pub mod certificates;
 pub mod fdlimit;
 mod logs;
+pub mod reads;
 pub mod replay;
 mod words;
 
