@@ -2,8 +2,9 @@
 //! without console errors, shows the services, shows a cold-started instance within 2 s, its
 //! pause button pauses the service, and it fits a phone-width screen.
 //!
-//! Needs `chromium` on PATH (or `CHROMIUM`); `.ci/run` installs it. Set
-//! `WAKEWAY_CONSOLE_SCREENSHOT=path.png` to save what the browser shows.
+//! Needs `chromium` on PATH (or `CHROMIUM`); `.ci/needs/50-chromium.sh` installs it (missing, the
+//! tests fail under CI=true and are skipped elsewhere). Set `WAKEWAY_CONSOLE_SCREENSHOT=path.png`
+//! to save what the browser shows.
 
 mod common;
 
@@ -33,10 +34,9 @@ struct Browser {
 }
 
 impl Browser {
-    async fn launch() -> Browser {
-        let exe = std::env::var("CHROMIUM").unwrap_or_else(|_| "chromium".into());
+    async fn launch(exe: &str) -> Browser {
         let profile = tempfile::tempdir().unwrap();
-        let mut child = Command::new(&exe)
+        let mut child = Command::new(exe)
             .args([
                 "--headless=new",
                 "--no-sandbox",
@@ -230,13 +230,16 @@ impl Browser {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn console_shows_services_live_and_its_pause_button_pauses() {
+    let Some(exe) = common::chromium::chromium() else {
+        return;
+    };
     let wk = Wakeway::start(&format!(
         "{}\n{}",
         whoami_service("web", "web.localhost", ""),
         whoami_service("api", "api.localhost", "")
     ))
     .await;
-    let mut b = Browser::launch().await;
+    let mut b = Browser::launch(&exe).await;
     // By its address, as a user would type it.
     let url = format!("http://{}/", wk.admin);
     b.call("Page.navigate", json!({ "url": url })).await;
@@ -330,12 +333,15 @@ async fn console_shows_services_live_and_its_pause_button_pauses() {
 /// With a token the page asks for it, and works once given.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn console_asks_for_the_token() {
+    let Some(exe) = common::chromium::chromium() else {
+        return;
+    };
     let wk = Wakeway::start_config(&format!(
         "[proxy]\nlisten = \"127.0.0.1:0\"\n\n[admin]\nlisten = \"127.0.0.1:0\"\ntoken = \"s3cret\"\n{}",
         whoami_service("web", "web.localhost", "")
     ))
     .await;
-    let mut b = Browser::launch().await;
+    let mut b = Browser::launch(&exe).await;
     b.call(
         "Page.navigate",
         json!({ "url": format!("http://{}/", wk.admin) }),
