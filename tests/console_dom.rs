@@ -150,7 +150,7 @@ async fn the_console_opens_with_full_charts_the_split_the_failed_deploy_and_outp
     // Pictures for README: a wide window and a phone's.
     let dir = tempfile::tempdir().unwrap();
     for (name, size) in [
-        ("console.png", (1400, 1500)),
+        ("console.png", (1400, 1200)),
         ("console-phone.png", (390, 1800)),
     ] {
         let path = dir.path().join(name);

@@ -47,7 +47,11 @@ async fn the_history_holds_each_second_and_the_recent_figures_follow() {
     let mut sent = 0u32;
     let history = wait_for("3 busy seconds of history", Duration::from_secs(60), || {
         sent += 1;
-        let path = if sent % 4 == 0 { "/?status=503" } else { "/ok" };
+        let path = if sent.is_multiple_of(4) {
+            "/?status=503"
+        } else {
+            "/ok"
+        };
         let admin = &admin;
         let wk = &wk;
         async move {

@@ -3,8 +3,10 @@ use super::*;
 /// A sample at second `t` after `n` answers so far, `bad` of them 5xx, each in the 1-2.5 ms
 /// bucket, with one ready instance of `web-00001` (all the traffic).
 fn sample(t: u32, n: u64, bad: u64) -> Sample {
-    let mut requests = RequestSnapshot::default();
-    requests.classes = [0, n - bad, 0, 0, bad];
+    let mut requests = RequestSnapshot {
+        classes: [0, n - bad, 0, 0, bad],
+        ..Default::default()
+    };
     requests.buckets[1] = n;
     Sample {
         t,

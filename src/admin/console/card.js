@@ -105,10 +105,12 @@ export function makeCard(name, hooks) {
     if (t.latest && !revs.some((r) => r.revision === t.latest)) revs.push({ revision: t.latest, percent: 0 });
     const rows = revs.map((r) => {
       const share = field(`${r.revision} %`, r.percent);
+      share.input.setAttribute('data-share', r.revision);
       share.input.type = 'number';
       share.input.min = '0';
       share.input.max = '100';
       const tag = field('tag', r.tag);
+      tag.input.setAttribute('data-tag-of', r.revision);
       return { r, share, tag, node: el('div', { class: 'row' }, share.node, tag.node) };
     });
     return {
@@ -133,7 +135,9 @@ export function makeCard(name, hooks) {
     const names = [...new Set([t.latest, ...t.traffic.map((s) => s.revision)].filter(Boolean))];
     const rev = el('select', { 'aria-label': 'revision' }, ...names.map((n) => el('option', { value: n }, n)));
     const steps = field('steps (%)', '10,50,100');
+    steps.input.setAttribute('data-field', 'steps');
     const every = field('every', '1m');
+    every.input.setAttribute('data-field', 'interval');
     return {
       action: 'promote',
       submit: 'Start rollout',

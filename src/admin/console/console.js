@@ -39,7 +39,6 @@ function entry(name) {
     failedOutput: new Map(),
   };
   state.services.set(name, s);
-  document.getElementById('services').append(s.card.node);
   return s;
 }
 
@@ -189,6 +188,13 @@ async function pollOnce() {
   ]);
   document.getElementById('login').hidden = true;
   await Promise.all(services.map(refresh));
+  // Shown once drawn, in the API's order; a card already in place is not moved (moving one
+  // would reset its scrolled panels).
+  const list = document.getElementById('services');
+  services.forEach((svc, i) => {
+    const card = state.services.get(svc.name).card.node;
+    if (list.children[i] !== card) list.insertBefore(card, list.children[i] || null);
+  });
   const seen = new Set(services.map((s) => s.name));
   for (const [name, s] of state.services) {
     if (!seen.has(name)) { s.card.node.remove(); state.services.delete(name); }

@@ -113,6 +113,22 @@ export function instancesPanel() {
   return { node, update };
 }
 
+// A tail's box: it stays scrolled to the newest line unless the reader scrolls up to read.
+function tailBox(kind) {
+  const list = el('div', { class: 'lines', 'data-lines': kind });
+  list.dataset.follow = 'true';
+  list.addEventListener('scroll', () => {
+    list.dataset.follow = String(list.scrollTop + list.clientHeight >= list.scrollHeight - 4);
+  });
+  return list;
+}
+
+// Redraws a tail with `fill`.
+function redraw(list, fill) {
+  fill();
+  if (list.dataset.follow === 'true') list.scrollTop = list.scrollHeight;
+}
+
 function select(label, options, onchange) {
   const s = el('select', { 'aria-label': label, onchange: () => onchange(s.value) });
   s.append(...options.map(([v, text]) => el('option', { value: v }, text)));
@@ -123,15 +139,17 @@ function select(label, options, onchange) {
 export function outputPanel() {
   let only = '';
   let kept = [];
-  const list = el('div', { class: 'lines', 'data-lines': 'output' });
+  const list = tailBox('output');
   const picker = select('instance', [['', 'all instances']], (v) => { only = v; draw(); });
   const node = el('section', { class: 'panel', 'aria-label': 'output' },
     el('div', { class: 'panel-head' }, el('h3', {}, 'Output'), picker), list);
   function draw() {
     const shown = kept.filter((l) => !only || l.instance === only);
-    list.replaceChildren(...shown.map((l) => el('div', { class: `line ${l.stream}`, 'data-instance': l.instance },
-      el('span', { class: 'muted' }, `${clock(l.time)} ${l.instance} `), l.line)));
-    if (!shown.length) list.append(el('div', { class: 'muted' }, 'nothing printed yet'));
+    redraw(list, () => {
+      list.replaceChildren(...shown.map((l) => el('div', { class: `line ${l.stream}`, 'data-instance': l.instance },
+        el('span', { class: 'muted' }, `${clock(l.time)} ${l.instance} `), l.line)));
+      if (!shown.length) list.append(el('div', { class: 'muted' }, 'nothing printed yet'));
+    });
   }
   function update(lines) {
     kept = lines;
@@ -147,7 +165,7 @@ const STATUS_FILTERS = [['', 'all'], ['2xx', '2xx'], ['3xx', '3xx'], ['4xx', '4x
 
 // The service's last access-log lines, live; `onfilter` asks for another status filter.
 export function accessPanel(onfilter) {
-  const list = el('div', { class: 'lines', 'data-lines': 'access' });
+  const list = tailBox('access');
   const node = el('section', { class: 'panel', 'aria-label': 'requests' },
     el('div', { class: 'panel-head' }, el('h3', {}, 'Requests'), select('status', STATUS_FILTERS, onfilter)),
     list);
@@ -157,13 +175,15 @@ export function accessPanel(onfilter) {
         'The access log is off (log.access = "off"): set it to "stdout" or a file to see requests here.'));
       return;
     }
-    list.replaceChildren(...lines.map((l) => el('div', { class: 'line', 'data-status': l.status },
-      el('span', { class: 'muted' }, `${clock(l.time)} `),
-      el('span', { class: `code c${Math.floor(l.status / 100)}xx` }, String(l.status)),
-      ` ${l.method} ${l.path} `,
-      el('span', { class: 'muted' },
-        `${millis(l.duration_ms)} ${bytes(l.bytes_out)}${l.revision ? ` ${l.revision}` : ''}${l.cold_start ? ' cold' : ''}${l.reason ? ` · ${l.reason}` : ''}`))));
-    if (!lines.length) list.append(el('div', { class: 'muted' }, 'no request yet'));
+    redraw(list, () => {
+      list.replaceChildren(...lines.map((l) => el('div', { class: 'line', 'data-status': l.status },
+        el('span', { class: 'muted' }, `${clock(l.time)} `),
+        el('span', { class: `code c${Math.floor(l.status / 100)}xx` }, String(l.status)),
+        ` ${l.method} ${l.path} `,
+        el('span', { class: 'muted' },
+          `${millis(l.duration_ms)} ${bytes(l.bytes_out)}${l.revision ? ` ${l.revision}` : ''}${l.cold_start ? ' cold' : ''}${l.reason ? ` · ${l.reason}` : ''}`))));
+      if (!lines.length) list.append(el('div', { class: 'muted' }, 'no request yet'));
+    });
   }
   return { node, update };
 }
