@@ -7,12 +7,13 @@
 #
 #   bash benches/load.sh --cores 1                # 5 rounds of 10 s per proxy
 #   bash benches/load.sh --cores 2 --rounds 7 --duration 15s --connections 128
+#   bash benches/load.sh --cores 1 --baseline /path/to/older/wakeway   # old and new side by side
 #
 # Bounded: rounds x 2 x duration, plus warm-ups. Loopback only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-CORES=1 ROUNDS=5 DURATION=10s CONNECTIONS=64 THREADS=
+CORES=1 ROUNDS=5 DURATION=10s CONNECTIONS=64 THREADS= BASELINE=
 while [ $# -gt 0 ]; do
   case "$1" in
     --cores) CORES=$2; shift 2 ;;
@@ -20,7 +21,8 @@ while [ $# -gt 0 ]; do
     --duration) DURATION=$2; shift 2 ;;
     --connections) CONNECTIONS=$2; shift 2 ;;
     --threads) THREADS=$2; shift 2 ;;
-    *) echo "usage: $0 [--cores N] [--rounds R] [--duration 10s] [--connections C] [--threads T]" >&2; exit 2 ;;
+    --baseline) BASELINE=$(realpath "$2"); shift 2 ;;
+    *) echo "usage: $0 [--cores N] [--rounds R] [--duration 10s] [--connections C] [--threads T] [--baseline BIN]" >&2; exit 2 ;;
   esac
 done
 
@@ -48,7 +50,7 @@ trap cleanup EXIT
 source benches/lib.sh
 THREADS=${THREADS:-$LOAD_N}
 
-UP=$(free_port); NG=$(free_port); WW=$(free_port)
+UP=$(free_port); NG=$(free_port); WW=$(free_port); OLD=$(free_port)
 
 mkdir -p "$work/up" "$work/ng"
 cat > "$work/up/nginx.conf" <<NGINX
@@ -89,9 +91,10 @@ http {
 NGINX
 taskset -c "$PROXY_CPUS" "$NGINX" -c "$work/ng/nginx.conf" -g 'daemon off;' -p "$work/ng" & NGPID=$!; pids+=($NGPID)
 
-cat > "$work/wakeway.toml" <<TOML
+wakeway_config() {  # port
+cat <<TOML
 [proxy]
-listen = "127.0.0.1:$WW"
+listen = "127.0.0.1:$1"
 workers = $CORES
 [admin]
 listen = "off"
@@ -105,8 +108,19 @@ kind = "tcp"
 max_concurrency = 100000
 target_concurrency = 100000
 TOML
+}
+wakeway_config "$WW" > "$work/wakeway.toml"
 RUST_LOG=warn taskset -c "$PROXY_CPUS" "$BIN" run -c "$work/wakeway.toml" >"$work/wakeway.log" 2>&1 & WPID=$!; pids+=($WPID)
 wait_port "$UP"; wait_port "$NG"; wait_port "$WW"
+contenders=(nginx wakeway)
+if [ -n "$BASELINE" ]; then
+  wakeway_config "$OLD" > "$work/baseline.toml"
+  RUST_LOG=warn taskset -c "$PROXY_CPUS" "$BASELINE" run -c "$work/baseline.toml" >"$work/baseline.log" 2>&1 & OPID=$!; pids+=($OPID)
+  wait_port "$OLD"
+  contenders+=(baseline)
+fi
+port_of() { case $1 in nginx) echo "$NG" ;; wakeway) echo "$WW" ;; baseline) echo "$OLD" ;; esac; }
+pid_of() { case $1 in nginx) echo "$NGPID" ;; wakeway) echo "$WPID" ;; baseline) echo "$OPID" ;; esac; }
 
 results="$work/results.tsv"
 one() {  # name port pid
@@ -135,31 +149,40 @@ PY
   tail -1 "$results" | awk -F'\t' -v r="$round" '{printf "round %s  %-8s %9s req/s  p50 %7s ms  p99 %7s ms  errors %s  CPU/req %6s us (cores) %6s us (process)\n", r, $1, $2, $3, $4, $5, $6, $7}'
 }
 
-echo "wakeway vs nginx as proxy: --cores $CORES (proxy on cpus $PROXY_CPUS, wrk -t$THREADS -c$CONNECTIONS and upstream on $LOAD_CPUS), $ROUNDS rounds of $DURATION, $(date -u +%F), $(nproc) cores"
-for w in "$NG" "$WW"; do taskset -c "$LOAD_CPUS" wrk -t"$THREADS" -c"$CONNECTIONS" -d2s "http://127.0.0.1:$w/" >/dev/null; done
+echo "${contenders[*]} as proxy: --cores $CORES (proxy on cpus $PROXY_CPUS, wrk -t$THREADS -c$CONNECTIONS and upstream on $LOAD_CPUS), $ROUNDS rounds of $DURATION, $(date -u +%F), $(nproc) cores"
+for c in "${contenders[@]}"; do taskset -c "$LOAD_CPUS" wrk -t"$THREADS" -c"$CONNECTIONS" -d2s "http://127.0.0.1:$(port_of "$c")/" >/dev/null; done
+# Each round starts with the next contender, so none always runs first (or last).
+n=${#contenders[@]}
 for round in $(seq "$ROUNDS"); do
-  if [ $((round % 2)) -eq 1 ]; then one nginx "$NG" "$NGPID"; one wakeway "$WW" "$WPID"
-  else one wakeway "$WW" "$WPID"; one nginx "$NG" "$NGPID"; fi
+  for k in $(seq 0 $((n - 1))); do
+    c=${contenders[$(((round - 1 + k) % n))]}
+    one "$c" "$(port_of "$c")" "$(pid_of "$c")"
+  done
 done
 
 python3 - "$results" <<'PY'
 import statistics as st, sys
 rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1])]
-by = {"nginx": [], "wakeway": []}
+by = {}
 for r in rows:
-    by[r[0]].append([float(x) for x in r[1:]])
+    by.setdefault(r[0], []).append([float(x) for x in r[1:]])
 def med(name, i): return st.median(r[i] for r in by[name])
 print()
 print("| proxy   | req/s (median) | p50 ms | p99 ms | errors | CPU µs/req, cores | CPU µs/req, process |")
 print("| ------- | -------------- | ------ | ------ | ------ | ----------------- | ------------------- |")
-for n in ("nginx", "wakeway"):
+for n in by:
     print(f"| {n:7} | {med(n,0):14.0f} | {med(n,1):6.3f} | {med(n,2):6.3f} | {sum(r[3] for r in by[n]):6.0f} | {med(n,4):17.2f} | {med(n,5):19.2f} |")
-pairs = list(zip(by["wakeway"], by["nginx"]))
 print()
-print(f"median of paired ratios (wakeway / nginx): req/s {st.median(w[0]/n[0] for w,n in pairs):.3f}, "
-      f"CPU/req (cores) {st.median(w[4]/n[4] for w,n in pairs):.3f}, "
-      f"CPU/req (process) {st.median(w[5]/n[5] for w,n in pairs):.3f}, "
-      f"p99 {st.median(w[2]/n[2] for w,n in pairs):.3f}")
+def ratios(a, b):
+    pairs = list(zip(by[a], by[b]))
+    print(f"median of paired ratios ({a} / {b}): req/s {st.median(w[0]/n[0] for w,n in pairs):.3f}, "
+          f"CPU/req (cores) {st.median(w[4]/n[4] for w,n in pairs):.3f}, "
+          f"CPU/req (process) {st.median(w[5]/n[5] for w,n in pairs):.3f}, "
+          f"p99 {st.median(w[2]/n[2] for w,n in pairs):.3f}")
+ratios("wakeway", "nginx")
+if "baseline" in by:
+    ratios("baseline", "nginx")
+    ratios("wakeway", "baseline")
 PY
 echo
 echo "resident memory after the runs: wakeway $(awk '/VmRSS/ {print $2}' /proc/$WPID/status) KiB, nginx workers $(for p in $(pgrep -P $NGPID); do awk '/VmRSS/ {print $2}' /proc/$p/status; done | awk '{s+=$1} END {print s}') KiB"

@@ -11,6 +11,8 @@ use bytes::Bytes;
 use common::raw::{self, Pace, Reply};
 use common::*;
 use http::Method;
+use http_body_util::StreamBody;
+use hyper::body::Frame;
 use serde_json::{Value, json};
 
 fn config(log: &Path, format: &str, query: bool) -> String {
@@ -177,8 +179,21 @@ async fn the_line_says_what_was_forwarded_target_user_agent_and_revision() {
         .body(http_body_util::Full::new(Bytes::from_static(b"hello")))
         .unwrap();
     assert_eq!(send_h2(wk.proxy, req).await.unwrap().status, 200);
+    // A body streamed with no length each way: the line counts what went, not what was declared.
+    let chunks = (0..3)
+        .map(|_| Ok::<_, std::convert::Infallible>(Frame::data(Bytes::from(vec![b'x'; 65536]))));
+    let req = http::Request::builder()
+        .method(Method::POST)
+        .uri("http://web.localhost/echo")
+        .body(StreamBody::new(futures_util::stream::iter(chunks)))
+        .unwrap();
+    let echoed = send_h2(wk.proxy, req).await.unwrap();
+    assert_eq!(
+        (echoed.status.as_u16(), echoed.body.len()),
+        (200, 3 * 65536)
+    );
 
-    let lines: Vec<Value> = lines(&path, 3)
+    let lines: Vec<Value> = lines(&path, 4)
         .await
         .iter()
         .map(|l| serde_json::from_str(l).unwrap())
@@ -202,6 +217,12 @@ async fn the_line_says_what_was_forwarded_target_user_agent_and_revision() {
     let instance = h2["instance"].as_str().unwrap_or_default();
     assert!(instance.starts_with("web-00001-"), "{h2}");
     assert_eq!(h2["bytes_in"], 5, "{h2}");
+    // The h2 forwarder opened its first connection to the instance for this request.
+    assert!(h2["upstream_connect_ms"].is_number(), "{h2}");
+    let echo = line("/echo");
+    assert_eq!(echo["bytes_in"], 3 * 65536, "{echo}");
+    assert_eq!(echo["bytes_out"], 3 * 65536, "{echo}");
+    assert!(echo["instance"].is_string(), "{echo}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

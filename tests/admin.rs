@@ -269,15 +269,11 @@ async fn cross_site_admin_requests_are_refused_and_the_command_never_runs() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_hosts_and_token_rules() {
     let wk = Wakeway::start_config(&format!(
-        r#"
-[proxy]
-listen = "127.0.0.1:0"
-
-[admin]
-listen = "127.0.0.1:0"
-token = "t0ken-never-logged"
-hosts = ["wakeway.internal"]
-{}"#,
+        "{}{}",
+        listeners(
+            "",
+            "token = \"t0ken-never-logged\"\nhosts = [\"wakeway.internal\"]"
+        ),
         whoami_service("web", "web.localhost", "")
     ))
     .await;

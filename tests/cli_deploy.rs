@@ -192,15 +192,13 @@ async fn rollback_names_the_revision_that_had_the_traffic() {
 /// last lines, not only an exit status.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logs_show_an_instances_output_and_a_failed_deploy_prints_the_apps_last_lines() {
-    let wk = Wakeway::start(&format!(
-        r#"
-[[service]]
-name = "web"
-hosts = ["web.localhost"]
-command = ["sh", "-c", "echo hello from $WAKEWAY_INSTANCE; echo warming up >&2; exec {WAKEWAY} whoami"]
-[service.scaling]
-min_instances = 1
-"#
+    let script =
+        format!("echo hello from $WAKEWAY_INSTANCE; echo warming up >&2; exec {WAKEWAY} whoami");
+    let wk = Wakeway::start(&command_service(
+        "web",
+        "web.localhost",
+        &["sh", "-c", &script],
+        MIN_ONE,
     ))
     .await;
     let ready = wk.wait_ready("web").await;

@@ -24,8 +24,7 @@ async fn unknown_host_is_404_naming_the_host() {
         resp.text()
     );
     // The port is ignored when routing.
-    let resp = wk.get("hello.localhost:1234", "/").await;
-    assert_eq!(resp.status, StatusCode::OK, "{}", resp.text());
+    wk.get_ok("hello.localhost:1234", "/").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -148,29 +147,16 @@ timeout = "3s"
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_response_timeout_is_504() {
     let wk = Wakeway::start_config(&format!(
-        r#"
-[proxy]
-listen = "127.0.0.1:0"
-response_timeout = "300ms"
-
-[admin]
-listen = "127.0.0.1:0"
-
-{}
-"#,
-        whoami_service(
-            "slow",
-            "slow.localhost",
-            "[service.scaling]\nmin_instances = 1\n"
-        )
+        "{}{}",
+        listen_with("response_timeout = \"300ms\""),
+        whoami_service("slow", "slow.localhost", MIN_ONE)
     ))
     .await;
     wk.wait_ready("slow").await;
     let resp = wk.get("slow.localhost", "/?sleep=2s").await;
     assert_eq!(resp.status, StatusCode::GATEWAY_TIMEOUT, "{}", resp.text());
     // The instance is fine for fast requests.
-    let resp = wk.get("slow.localhost", "/").await;
-    assert_eq!(resp.status, StatusCode::OK, "{}", resp.text());
+    wk.get_ok("slow.localhost", "/").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -210,8 +196,7 @@ max_instances = 2
     let resp = slow.await.unwrap().expect("the proxy answers the client");
     assert_eq!(resp.status, StatusCode::BAD_GATEWAY, "{}", resp.text());
 
-    let next = wk.get("fragile.localhost", "/after").await;
-    assert_eq!(next.status, StatusCode::OK, "{}", next.text());
+    let next = wk.get_ok("fragile.localhost", "/after").await;
     let by = next.instance().unwrap();
     assert_ne!(
         by, victim.id,
@@ -294,20 +279,9 @@ panic_window = "1s"
     ws.close(None).await.unwrap();
     let _ = tokio::time::timeout(DEADLINE, async { while ws.next().await.is_some() {} }).await;
     drop(ws);
-    wait_for(
-        "zero instances after the tunnel closed",
-        Duration::from_secs(40),
-        || async { wk.instances("ws").await.is_empty().then_some(()) },
-    )
-    .await;
+    wk.wait_scaled_to_zero("ws", "after the tunnel closed")
+        .await;
     wait_pids_gone(&[pid]).await;
-}
-
-/// Starts `wakeway whoami --port 0` outside wakeway (for static upstreams).
-async fn start_whoami() -> (Proc, std::net::SocketAddr) {
-    let mut whoami = Proc::spawn("whoami", &["whoami", "--port", "0"]);
-    let addr = whoami.listening_addr("whoami").await;
-    (whoami, addr)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -324,15 +298,13 @@ upstreams = ["{upstream}"]
         whoami_service("hello", "hello.localhost", "")
     ))
     .await;
-    let resp = wk.get("anything.example", "/").await;
-    assert_eq!(resp.status, StatusCode::OK, "{}", resp.text());
+    let resp = wk.get_ok("anything.example", "/").await;
     assert_eq!(
         resp.instance().as_deref(),
         Some("whoami"),
         "served by the static upstream"
     );
-    let resp = wk.get("hello.localhost", "/").await;
-    assert_eq!(resp.status, StatusCode::OK, "{}", resp.text());
+    let resp = wk.get_ok("hello.localhost", "/").await;
     assert_eq!(
         resp.field("Service").as_deref(),
         Some("hello"),
@@ -380,13 +352,7 @@ async fn in_flight_counts_until_the_response_body_ends() {
     use http_body_util::{BodyExt, StreamBody};
     use hyper_util::rt::TokioIo;
 
-    let wk = Wakeway::start(&whoami_service(
-        "hello",
-        "hello.localhost",
-        "[service.scaling]\nmin_instances = 1\n",
-    ))
-    .await;
-    wk.wait_ready("hello").await;
+    let wk = Wakeway::start_warm("hello", "hello.localhost").await;
 
     let stream = TcpStream::connect(wk.proxy).await.unwrap();
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
@@ -448,13 +414,7 @@ async fn in_flight_counts_until_the_response_body_ends() {
 async fn in_flight_released_when_the_client_goes_away() {
     use tokio::io::AsyncWriteExt;
 
-    let wk = Wakeway::start(&whoami_service(
-        "hello",
-        "hello.localhost",
-        "[service.scaling]\nmin_instances = 1\n",
-    ))
-    .await;
-    wk.wait_ready("hello").await;
+    let wk = Wakeway::start_warm("hello", "hello.localhost").await;
 
     let mut stream = TcpStream::connect(wk.proxy).await.unwrap();
     stream

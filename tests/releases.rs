@@ -16,11 +16,6 @@ use tokio::time::Instant;
 
 const WEB: &str = "web.localhost";
 
-/// The kinds of `events`, in order.
-fn kinds(events: &[Value]) -> Vec<&str> {
-    events.iter().filter_map(|e| e["kind"].as_str()).collect()
-}
-
 /// The deployment JSON has every field of the contract.
 fn assert_deployment_shape(d: &Value) {
     for key in [
@@ -105,22 +100,11 @@ max_instances = 2
 
     // The idle old instance drains and stops; the busy one waits for its request.
     wait_pids_gone(&[idle.pid.expect("pid")]).await;
-    let still = wk
-        .instances("web")
-        .await
-        .into_iter()
-        .find(|i| i.id == busy.id)
-        .unwrap_or_else(|| panic!("{} stopped with a request in flight", busy.id));
-    assert_eq!(still.state, "draining", "{still:?}");
+    let still = wk.assert_draining("web", &busy.id).await;
     assert!(pid_alive(busy.pid.expect("pid")), "{still:?}");
 
     load.wait_done_since(switched, 8).await;
-    let resp = held
-        .finish("after the switch")
-        .await
-        .expect("the held request completes");
-    assert_eq!(resp.status, StatusCode::OK, "{}", resp.text());
-    assert_eq!(resp.text(), "before the switch|after the switch");
+    let resp = held.finish_ok("after the switch").await;
     assert_eq!(
         resp.header("x-wakeway-instance"),
         Some(busy.id.as_str()),
@@ -175,8 +159,7 @@ timeout = "3s"
     assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
     assert!(wk.deployments("web").await.is_empty());
 
-    let load = Load::start(wk.proxy, WEB, "/?sleep=100ms", 3);
-    load.wait_done_since(Instant::now(), 5).await;
+    let load = Load::started(wk.proxy, WEB, "/?sleep=100ms", 3, 5).await;
 
     // The new revision never becomes ready.
     let d = wk
@@ -225,13 +208,8 @@ timeout = "3s"
     // The new instance is stopped; the old one keeps serving.
     wait_pids_gone(&[green_pid]).await;
     wk.wait_ready_revision("web", "web-00001", 1).await;
-    load.wait_done_since(mark, 5).await;
-    let samples = load.stop().await;
-    assert!(
-        failed_samples(&samples).is_empty(),
-        "failed requests: {:?}",
-        failed_samples(&samples)
-    );
+    let samples = load.stop_after(mark, 5).await;
+    assert_none_failed(&samples, "");
     assert!(
         samples
             .iter()
@@ -350,8 +328,7 @@ async fn deploy_at_zero_proves_one_instance_then_goes_back_to_zero() {
         wk.instances("web").await.is_empty().then_some(())
     })
     .await;
-    let resp = wk.get(WEB, "/").await;
-    assert_eq!(resp.status, StatusCode::OK, "{}", resp.text());
+    let resp = wk.get_ok(WEB, "/").await;
     assert_eq!(resp.field("Revision").as_deref(), Some("web-00002"));
 }
 

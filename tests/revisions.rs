@@ -95,8 +95,7 @@ async fn a_deploy_at_zero_that_never_passes_fails_and_the_old_revision_serves() 
     assert_eq!(attempt["state"], "failed", "{attempt}");
     assert_eq!(wk.revision("web").await, "web-00001");
 
-    let resp = wk.get(WEB, "/").await;
-    assert_eq!(resp.status, StatusCode::OK, "{}", resp.text());
+    let resp = wk.get_ok(WEB, "/").await;
     assert_eq!(resp.field("Revision").as_deref(), Some("web-00001"));
 }
 
@@ -199,8 +198,7 @@ async fn a_restart_keeps_serving_the_deployed_revision() {
 
     let wk = Wakeway::start_config(&web_with_state(&state, "one", 1)).await;
     assert_eq!(wk.revision("web").await, "web-00002");
-    let resp = wk.get(WEB, "/").await;
-    assert_eq!(resp.status, StatusCode::OK, "{}", resp.text());
+    let resp = wk.get_ok(WEB, "/").await;
     assert_eq!(resp.field("Revision").as_deref(), Some("web-00002"));
     let deployments = wk.deployments("web").await;
     assert!(
@@ -266,7 +264,6 @@ async fn a_deploy_at_zero_that_never_gets_ready_times_out_and_the_old_revision_s
     })
     .await;
     assert_eq!(wk.revision("web").await, "web-00001");
-    let resp = wk.get(WEB, "/").await;
-    assert_eq!(resp.status, StatusCode::OK, "{}", resp.text());
+    let resp = wk.get_ok(WEB, "/").await;
     assert_eq!(resp.field("Revision").as_deref(), Some("web-00001"));
 }

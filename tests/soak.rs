@@ -18,20 +18,8 @@ const MAX_CONCURRENCY: u32 = 8;
 const PHASE: Duration = Duration::from_secs(8);
 
 fn config(marker: &str, max_instances: u32, version: &str) -> String {
-    format!(
-        r#"
-[proxy]
-listen = "127.0.0.1:0"
-shutdown_timeout = "10s"
-
-[admin]
-listen = "127.0.0.1:0"
-
-[[service]]
-name = "soak"
-hosts = ["soak.localhost"]
-command = ["wakeway", "whoami"]
-env = {{ SOAK_RUN = "{marker}", VERSION = "{version}" }}
+    let service_keys = format!(
+        r#"env = {{ SOAK_RUN = "{marker}", VERSION = "{version}" }}
 
 [service.scaling]
 min_instances = 0
@@ -49,6 +37,11 @@ interval = "1s"
 drain_timeout = "10s"
 stop_grace = "2s"
 "#
+    );
+    format!(
+        "{}{}",
+        listen_with("shutdown_timeout = \"10s\""),
+        whoami_service("soak", "soak.localhost", &service_keys)
     )
 }
 
@@ -170,8 +163,7 @@ async fn soak_scale_deploy_reload_kill_zero_cold_start_sigterm() {
     .await;
 
     // A cold start again, then SIGTERM with requests in flight: they finish.
-    let cold = wk.get("soak.localhost", "/cold").await;
-    assert_eq!(cold.status, StatusCode::OK, "{}", cold.text());
+    wk.get_ok("soak.localhost", "/cold").await;
     let proxy = wk.proxy;
     let last: Vec<_> = (0..4)
         .map(|i| {

@@ -244,12 +244,7 @@ async fn a_rollout_moves_traffic_in_steps_to_the_end() {
         (t["rollout"]["state"] == "done").then_some(())
     })
     .await;
-    let samples = load.stop().await;
-    assert!(
-        failed_samples(&samples).is_empty(),
-        "{:?}",
-        failed_samples(&samples)
-    );
+    assert_none_failed(&load.stop().await, "");
     let t = traffic(&wk, "web").await;
     let shares = t["traffic"].as_array().unwrap();
     assert_eq!(shares.len(), 1, "{t}");

@@ -10,20 +10,35 @@ use wakeway::client::{AdminClient, format_access};
 
 use super::{Output, fail, print_json};
 
+#[derive(clap::Args)]
 pub struct LogsArgs {
+    /// The service.
     pub service: String,
+    /// One instance only, e.g. web-00002-a.
+    #[arg(long)]
     pub instance: Option<String>,
+    /// One revision only, e.g. web-00002.
+    #[arg(long)]
     pub revision: Option<String>,
+    /// How many of the last lines to print first.
+    #[arg(short = 'n', long, default_value_t = 100)]
     pub tail: u64,
+    /// Keep printing new lines.
+    #[arg(short, long)]
     pub follow: bool,
-    /// The access-log lines instead, with this status filter (empty: all).
-    pub access: Option<String>,
-    pub output: Output,
+    /// The service's access-log lines (the requests it answered) instead of its output.
+    #[arg(long, conflicts_with_all = ["instance", "revision"])]
+    pub access: bool,
+    /// With --access: only these statuses, a class (`5xx`), a code (`404`) or `errors`.
+    #[arg(long, requires = "access")]
+    pub status: Option<String>,
+    #[command(flatten)]
+    pub output: super::args::OutputArgs,
 }
 
 pub async fn logs(client: AdminClient, args: LogsArgs) -> ExitCode {
-    if let Some(status) = &args.access {
-        return access(client, &args, status).await;
+    if args.access {
+        return access(client, &args).await;
     }
     let mut filter = String::new();
     if let Some(i) = &args.instance {
@@ -44,7 +59,7 @@ pub async fn logs(client: AdminClient, args: LogsArgs) -> ExitCode {
             Err(e) => return fail(e),
         };
         let list = lines.as_array().map(Vec::as_slice).unwrap_or_default();
-        match (args.output, args.follow) {
+        match (args.output.output, args.follow) {
             (Output::Json, false) => print_json(&lines),
             // Following, one JSON object per line, as they come.
             (Output::Json, true) => list.iter().for_each(|l| println!("{l}")),
@@ -62,7 +77,8 @@ pub async fn logs(client: AdminClient, args: LogsArgs) -> ExitCode {
 
 /// `wakeway logs --access`: the service's last access-log lines (as its access log wrote them),
 /// and with `-f` each new one.
-async fn access(client: AdminClient, args: &LogsArgs, status: &str) -> ExitCode {
+async fn access(client: AdminClient, args: &LogsArgs) -> ExitCode {
+    let status = args.status.as_deref().unwrap_or("");
     let mut after = 0u64;
     let mut tail = args.tail;
     let mut first = true;
@@ -85,7 +101,7 @@ async fn access(client: AdminClient, args: &LogsArgs, status: &str) -> ExitCode 
             .as_array()
             .map(Vec::as_slice)
             .unwrap_or_default();
-        match (args.output, args.follow) {
+        match (args.output.output, args.follow) {
             (Output::Json, false) => print_json(&answer),
             (Output::Json, true) => list.iter().for_each(|l| println!("{l}")),
             (Output::Text, _) => list.iter().for_each(|l| println!("{}", format_access(l))),

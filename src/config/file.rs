@@ -9,6 +9,7 @@ use serde::Deserialize;
 use super::ConfigError;
 use super::diagnostics::toml_error;
 use super::types::*;
+use super::types_service::*;
 use super::values::{AdminListen, Cidr, Dur, HostIp, ListenList, Size};
 
 // ---------------------------------------------------------------------------------------------

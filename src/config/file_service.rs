@@ -6,7 +6,8 @@
 use serde::Deserialize;
 
 use super::ConfigError;
-use super::types::{GlobalScaling, IdleAction, IdleIgnore, PathPattern, TrafficTarget};
+use super::types::{GlobalScaling, IdleIgnore, PathPattern};
+use super::types_service::{IdleAction, TrafficTarget};
 use super::values::Cidr;
 
 #[derive(Deserialize)]

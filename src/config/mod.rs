@@ -13,6 +13,7 @@ mod front;
 mod idle_ignore;
 mod size;
 mod types;
+mod types_service;
 mod validate;
 mod validate_acme;
 mod validate_front;
@@ -25,6 +26,7 @@ mod proptests;
 pub use duration::{format_duration, parse_duration};
 pub use size::{format_size, parse_size};
 pub use types::*;
+pub use types_service::*;
 pub(crate) use validate::canonical_signal;
 pub use validate_service::{check_tag, check_traffic};
 

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use super::ConfigError;
 use super::types::*;
+use super::types_service::*;
 
 type Result<T = ()> = std::result::Result<T, ConfigError>;
 

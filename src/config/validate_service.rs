@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use super::ConfigError;
-use super::types::*;
+use super::types_service::*;
 
 type Result<T = ()> = std::result::Result<T, ConfigError>;
 

@@ -9,6 +9,8 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -38,6 +40,8 @@ pub enum ProxyBody {
     Full(Option<Bytes>),
     /// A gRPC call, watched for its final `grpc-status`.
     Grpc(Box<crate::proxy::grpc::CallBody>),
+    /// An h2 response whose access line is written when its body ends.
+    Logged(Box<crate::proxy::access_line::LoggedBody>),
 }
 
 impl ProxyBody {
@@ -80,7 +84,7 @@ impl ProxyBody {
     pub fn instance(&self) -> Option<&std::sync::Arc<crate::service::instance::Instance>> {
         match self {
             ProxyBody::Upstream { guard, .. } => guard.as_ref().map(InFlight::instance),
-            ProxyBody::Full(_) | ProxyBody::Grpc(_) => None,
+            ProxyBody::Full(_) | ProxyBody::Grpc(_) | ProxyBody::Logged(_) => None,
         }
     }
 }
@@ -130,6 +134,7 @@ impl Body for ProxyBody {
             }
             ProxyBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             ProxyBody::Grpc(c) => Pin::new(&mut **c).poll_frame(cx),
+            ProxyBody::Logged(l) => Pin::new(&mut **l).poll_frame(cx),
         }
     }
 
@@ -138,6 +143,7 @@ impl Body for ProxyBody {
             ProxyBody::Upstream { inner, .. } => inner.is_end_stream(),
             ProxyBody::Full(b) => b.is_none(),
             ProxyBody::Grpc(c) => c.is_end_stream(),
+            ProxyBody::Logged(l) => l.is_end_stream(),
         }
     }
 
@@ -147,6 +153,7 @@ impl Body for ProxyBody {
             ProxyBody::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
             ProxyBody::Full(None) => SizeHint::with_exact(0),
             ProxyBody::Grpc(c) => c.size_hint(),
+            ProxyBody::Logged(l) => l.size_hint(),
         }
     }
 }
@@ -155,18 +162,24 @@ pub struct RequestBody {
     inner: Option<Incoming>,
     polled: bool,
     give_back: Option<oneshot::Sender<Incoming>>,
+    /// The bytes that went upstream, for the access log (kept only when it is on).
+    sent: Option<Arc<AtomicU64>>,
 }
 
 impl RequestBody {
     /// Wraps a body; the receiver gets it back if it is dropped without being read.
     /// `None`: an empty body (one that had ended may be sent again).
-    pub fn new(inner: Option<Incoming>) -> (RequestBody, oneshot::Receiver<Incoming>) {
+    pub fn new(
+        inner: Option<Incoming>,
+        sent: Option<Arc<AtomicU64>>,
+    ) -> (RequestBody, oneshot::Receiver<Incoming>) {
         let (tx, rx) = oneshot::channel();
         (
             RequestBody {
                 inner,
                 polled: false,
                 give_back: Some(tx),
+                sent,
             },
             rx,
         )
@@ -193,10 +206,16 @@ impl Body for RequestBody {
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let this = self.get_mut();
         this.polled = true;
-        match this.inner.as_mut() {
-            Some(b) => Pin::new(b).poll_frame(cx),
-            None => Poll::Ready(None),
+        let Some(b) = this.inner.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let r = Pin::new(b).poll_frame(cx);
+        if let (Poll::Ready(Some(Ok(f))), Some(sent)) = (&r, &this.sent)
+            && let Some(d) = f.data_ref()
+        {
+            sent.fetch_add(d.len() as u64, Ordering::Relaxed);
         }
+        r
     }
 
     fn is_end_stream(&self) -> bool {

@@ -12,9 +12,8 @@ use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Response, StatusCode};
 use http_body::{Body, Frame, SizeHint};
-use tokio::time::Instant;
 
-use super::access_log::{AccessLog, AccessRecord};
+use super::access_line::PendingLine;
 use super::body::{BodyError, ProxyBody};
 use super::error::ProxyError;
 use crate::service::Service;
@@ -124,8 +123,7 @@ fn status_of(h: &HeaderMap) -> Option<u8> {
 pub fn watch(
     resp: Response<ProxyBody>,
     service: Option<Arc<Service>>,
-    log: Option<(AccessLog, AccessRecord)>,
-    started: Instant,
+    line: Option<PendingLine>,
 ) -> Response<ProxyBody> {
     let status = status_of(resp.headers());
     resp.map(|inner| {
@@ -136,8 +134,7 @@ pub fn watch(
             finished: false,
             bytes: 0,
             service,
-            log,
-            started,
+            line,
         }))
     })
 }
@@ -151,8 +148,7 @@ pub struct CallBody {
     finished: bool,
     bytes: u64,
     service: Option<Arc<Service>>,
-    log: Option<(AccessLog, AccessRecord)>,
-    started: Instant,
+    line: Option<PendingLine>,
 }
 
 impl CallBody {
@@ -168,11 +164,8 @@ impl CallBody {
         if let Some(svc) = &self.service {
             svc.metrics.grpc_calls[status as usize].inc();
         }
-        if let Some((log, mut r)) = self.log.take() {
-            r.grpc_status = Some(status);
-            r.duration = self.started.elapsed();
-            r.bytes_out = self.bytes;
-            log.record(r);
+        if let Some(line) = self.line.take() {
+            line.write(self.bytes, Some(status));
         }
     }
 }

@@ -3,6 +3,7 @@
 //! hyper (`forward`). Both read requests by the same rules (`headers`) and answer failures in one
 //! place (`error`).
 
+pub mod access_line;
 pub mod access_log;
 pub mod admission;
 pub mod attempt;

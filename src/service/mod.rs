@@ -64,6 +64,11 @@ pub struct Service {
 }
 
 impl Service {
+    /// Records an event of this service (see `EventLog::emit`).
+    pub fn emit(&self, kind: &'static str, message: impl Into<String>, fields: serde_json::Value) {
+        self.events.emit(&self.name, kind, message, fields);
+    }
+
     pub fn new(
         config: ServiceConfig,
         metrics: ServiceMetrics,
@@ -233,6 +238,12 @@ impl InFlight {
     /// Whether the request waited for a cold start of its revision (for `Server-Timing`).
     pub fn was_cold(&self) -> bool {
         self.cold
+    }
+
+    /// Whether that wait ended with a thaw rather than a start: the instance that served it
+    /// came back from frozen.
+    pub fn was_thaw(&self) -> bool {
+        self.cold && self.instance.has_thawed()
     }
 
     pub fn instance(&self) -> &Arc<Instance> {

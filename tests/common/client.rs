@@ -5,9 +5,11 @@ use std::net::SocketAddr;
 use bytes::Bytes;
 use http::{HeaderMap, Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::Value;
 use tokio::net::TcpStream;
+use tokio::task::JoinHandle;
 
 use super::REQUEST_TIMEOUT;
 
@@ -36,6 +38,14 @@ impl Resp {
     /// The whoami instance that answered (`Instance:` line of the body).
     pub fn instance(&self) -> Option<String> {
         self.field("Instance")
+    }
+
+    /// The wait its `Server-Timing` names: `cold-start` or `thaw` (a frozen instance woken).
+    pub fn timed_wait(&self) -> Option<&'static str> {
+        let timing = self.header("server-timing")?;
+        ["thaw", "cold-start"]
+            .into_iter()
+            .find(|m| timing.contains(&format!("{m};dur=")))
     }
 }
 
@@ -78,11 +88,16 @@ where
         .send_request(req)
         .await
         .map_err(|e| format!("request to {addr}: {e}"))?;
+    buffer(resp, &format!("response body from {addr}")).await
+}
+
+/// Reads a whole response into a [`Resp`]; `what` names the body in an error.
+pub async fn buffer(resp: http::Response<Incoming>, what: &str) -> Result<Resp, String> {
     let (parts, body) = resp.into_parts();
     let body = body
         .collect()
         .await
-        .map_err(|e| format!("response body from {addr}: {e}"))?
+        .map_err(|e| format!("{what}: {e}"))?
         .to_bytes();
     Ok(Resp {
         status: parts.status,
@@ -92,7 +107,11 @@ where
 }
 
 /// Sends one request over a fresh h2c (prior knowledge) connection.
-pub async fn send_h2(addr: SocketAddr, req: Request<Full<Bytes>>) -> Result<Resp, String> {
+pub async fn send_h2<B>(addr: SocketAddr, req: Request<B>) -> Result<Resp, String>
+where
+    B: hyper::body::Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let exchange = async {
         let stream = TcpStream::connect(addr)
             .await
@@ -106,17 +125,7 @@ pub async fn send_h2(addr: SocketAddr, req: Request<Full<Bytes>>) -> Result<Resp
             .send_request(req)
             .await
             .map_err(|e| format!("h2 request to {addr}: {e}"))?;
-        let (parts, body) = resp.into_parts();
-        let body = body
-            .collect()
-            .await
-            .map_err(|e| format!("h2 response body from {addr}: {e}"))?
-            .to_bytes();
-        Ok(Resp {
-            status: parts.status,
-            headers: parts.headers,
-            body,
-        })
+        buffer(resp, &format!("h2 response body from {addr}")).await
     };
     tokio::time::timeout(REQUEST_TIMEOUT, exchange)
         .await
@@ -152,6 +161,47 @@ pub async fn get(addr: SocketAddr, host: &str, path: &str) -> Resp {
     try_get(addr, host, path)
         .await
         .unwrap_or_else(|e| panic!("GET http://{host}{path} via {addr}: {e}"))
+}
+
+/// A 503 that tells the client when to try again (`Retry-After`).
+pub fn assert_retry_later(resp: &Resp) {
+    assert_eq!(
+        resp.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        resp.text()
+    );
+    assert!(resp.header("retry-after").is_some(), "{:?}", resp.headers);
+}
+
+/// Starts `n` concurrent `GET`s with `Host: host`, the i-th at `path(i)`; await them with
+/// [`all_ok`].
+pub fn spawn_gets(
+    addr: SocketAddr,
+    host: &str,
+    n: usize,
+    path: impl Fn(usize) -> String,
+) -> Vec<JoinHandle<Result<Resp, String>>> {
+    (0..n)
+        .map(|i| {
+            let (host, path) = (host.to_string(), path(i));
+            tokio::spawn(async move { try_get(addr, &host, &path).await })
+        })
+        .collect()
+}
+
+/// Awaits spawned requests; each must have been answered 200. Returns the answers in order.
+pub async fn all_ok(tasks: Vec<JoinHandle<Result<Resp, String>>>) -> Vec<Resp> {
+    let mut answers = Vec::with_capacity(tasks.len());
+    for (i, task) in tasks.into_iter().enumerate() {
+        let resp = task
+            .await
+            .unwrap()
+            .unwrap_or_else(|e| panic!("request {i} completes: {e}"));
+        assert_eq!(resp.status, StatusCode::OK, "{}", resp.text());
+        answers.push(resp);
+    }
+    answers
 }
 
 /// `GET path` on an admin listener, parsed as JSON (must answer 200).

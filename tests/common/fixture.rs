@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use http::StatusCode;
 use serde_json::Value;
 
-use super::{DEADLINE, LISTEN_ANY, Proc, Resp, admin_json, get, wait_for};
+use super::{DEADLINE, LISTEN_ANY, MIN_ONE, Proc, Resp, admin_json, get, wait_for, whoami_service};
 
 /// `wakeway run -c FILE` with its proxy and admin addresses.
 pub struct Wakeway {
@@ -21,6 +21,14 @@ impl Wakeway {
     /// Starts wakeway with `services` (TOML `[[service]]` tables) on OS-picked ports.
     pub async fn start(services: &str) -> Wakeway {
         Self::start_config(&format!("{LISTEN_ANY}\n{services}")).await
+    }
+
+    /// Starts wakeway with one `wakeway whoami` service keeping an instance warm, and waits
+    /// until it is ready.
+    pub async fn start_warm(name: &str, host: &str) -> Wakeway {
+        let wk = Self::start(&whoami_service(name, host, MIN_ONE)).await;
+        wk.wait_ready(name).await;
+        wk
     }
 
     /// Starts wakeway with a complete config file (its listeners should use port 0).
@@ -58,6 +66,13 @@ impl Wakeway {
         get(self.proxy, host, path).await
     }
 
+    /// `GET path` with `Host: host` through the proxy, which must answer 200.
+    pub async fn get_ok(&self, host: &str, path: &str) -> Resp {
+        let resp = self.get(host, path).await;
+        assert_eq!(resp.status, StatusCode::OK, "{}", resp.text());
+        resp
+    }
+
     /// `GET path` on the admin listener, parsed as JSON (must answer 200).
     pub async fn admin_json(&self, path: &str) -> Value {
         admin_json(self.admin, path).await
@@ -79,6 +94,13 @@ impl Wakeway {
             Value::Array(events) => events,
             other => panic!("/v1/events is not an array: {other}"),
         }
+    }
+
+    /// The events of service `name` that are of `kind`.
+    pub async fn events_of(&self, name: &str, kind: &str) -> Vec<Value> {
+        let mut events = self.events(name).await;
+        events.retain(|e| e["kind"] == kind);
+        events
     }
 
     /// The Prometheus text of `/metrics`.
@@ -106,6 +128,17 @@ impl Wakeway {
         .await
     }
 
+    /// Waits (up to 40 s: idle timeouts and drains) until service `name` has no instance;
+    /// `what` says why it should have none.
+    pub async fn wait_scaled_to_zero(&self, name: &str, what: &str) {
+        wait_for(
+            &format!("zero instances {what}"),
+            std::time::Duration::from_secs(40),
+            || async { self.instances(name).await.is_empty().then_some(()) },
+        )
+        .await
+    }
+
     /// Waits until the service's `in_flight` (and `queued`) reach the given values.
     pub async fn wait_load(&self, name: &str, in_flight: u64, queued: u64) {
         wait_for(
@@ -129,6 +162,11 @@ pub struct Instance {
     pub pid: Option<u32>,
     pub in_flight: u64,
     pub address: String,
+}
+
+/// The pids of the instances that have one.
+pub fn pids_of(instances: &[Instance]) -> Vec<u32> {
+    instances.iter().filter_map(|i| i.pid).collect()
 }
 
 pub fn instances_of(service: &Value) -> Vec<Instance> {

@@ -26,16 +26,12 @@ async fn rollback_runs_the_previous_image_again() {
         BTreeSet::from([v2.clone()])
     );
 
-    let (status, rb) = w.admin_post("/v1/services/web/rollback", json!(null)).await;
-    assert_eq!(status, StatusCode::ACCEPTED, "{rb}");
+    let rb = w.rollback_ok("web").await;
     assert_eq!(rb["trigger"], "rollback", "{rb}");
     assert_eq!(rb["revision"], "web-00001", "{rb}");
     assert_eq!(rb["previous_revision"], "web-00002", "{rb}");
-    let done = w.wait_deployment("web", rb["id"].as_str().unwrap()).await;
-    assert_eq!(done["state"], "succeeded", "{done}");
 
-    let resp = w.get(WEB, "/").await;
-    assert_eq!(resp.status, StatusCode::OK, "{}", resp.text());
+    let resp = w.get_ok(WEB, "/").await;
     assert_eq!(resp.field("Revision").as_deref(), Some("web-00001"));
     let third = ids(&w.wait_ready_revision("web", "web-00001", 1).await);
     assert!(
@@ -93,11 +89,8 @@ async fn rollback_after_the_tag_moved_runs_the_image_id_the_old_revision_ran() {
         "a new revision runs what the tag names now"
     );
 
-    let (status, rb) = w.admin_post("/v1/services/web/rollback", json!(null)).await;
-    assert_eq!(status, StatusCode::ACCEPTED, "{rb}");
+    let rb = w.rollback_ok("web").await;
     assert_eq!(rb["revision"], "web-00001", "{rb}");
-    let done = w.wait_deployment("web", rb["id"].as_str().unwrap()).await;
-    assert_eq!(done["state"], "succeeded", "{done}");
     let third = ids(&w.wait_ready_revision("web", "web-00001", 1).await);
     assert!(third.is_disjoint(&first), "a new container: {third:?}");
     t.wait_container_instances("web", &third).await;
@@ -111,8 +104,7 @@ async fn rollback_after_the_tag_moved_runs_the_image_id_the_old_revision_ran() {
         BTreeSet::from([tag]),
         "deployed from the tag, as `wakeway.image` says"
     );
-    let resp = w.get(WEB, "/").await;
-    assert_eq!(resp.status, StatusCode::OK, "{}", resp.text());
+    let resp = w.get_ok(WEB, "/").await;
     assert_eq!(resp.field("Revision").as_deref(), Some("web-00001"));
 }
 
@@ -178,11 +170,8 @@ async fn rollback_after_a_restart_runs_the_image_id_the_old_revision_ran() {
         BTreeSet::from([new_id.clone()])
     );
 
-    let (status, rb) = w.admin_post("/v1/services/web/rollback", json!(null)).await;
-    assert_eq!(status, StatusCode::ACCEPTED, "{rb}");
+    let rb = w.rollback_ok("web").await;
     assert_eq!(rb["revision"], "web-00002", "{rb}");
-    let done = w.wait_deployment("web", rb["id"].as_str().unwrap()).await;
-    assert_eq!(done["state"], "succeeded", "{done}");
     let back = ids(&w.wait_ready_revision("web", "web-00002", 1).await);
     t.wait_container_instances("web", &back).await;
     assert_eq!(
@@ -190,8 +179,7 @@ async fn rollback_after_a_restart_runs_the_image_id_the_old_revision_ran() {
         BTreeSet::from([old_id]),
         "after the restart the rollback runs the image id web-00002 ran, not what {tag} names now"
     );
-    let resp = w.get(WEB, "/").await;
-    assert_eq!(resp.status, StatusCode::OK, "{}", resp.text());
+    let resp = w.get_ok(WEB, "/").await;
     assert_eq!(resp.field("Revision").as_deref(), Some("web-00002"));
 
     stop(w).await;

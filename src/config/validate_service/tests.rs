@@ -1,6 +1,6 @@
 use std::path::Path;
 
-use super::super::{ConfigError, parse};
+use super::super::{ConfigError, IdleIgnore, IpNet, parse};
 use super::*;
 
 const FILE: &str = "etc/wakeway.toml";

@@ -45,6 +45,9 @@ struct Conn {
     quiet_since: Cell<Instant>,
     /// The connection ended or refused a request: it takes no new stream.
     gone: Cell<bool>,
+    /// How long the TCP connect took, until the first stream on the connection takes it for
+    /// its access line.
+    connect_took: Cell<Option<Duration>>,
 }
 
 impl Conn {
@@ -55,6 +58,13 @@ impl Conn {
 
 /// One stream's place on its connection, held until the response body ends.
 pub struct StreamSlot(Rc<Conn>);
+
+impl StreamSlot {
+    /// The TCP connect time, to the first stream of a new connection only.
+    pub fn take_connect_time(&self) -> Option<Duration> {
+        self.0.connect_took.take()
+    }
+}
 
 impl Drop for StreamSlot {
     fn drop(&mut self) {
@@ -245,12 +255,14 @@ async fn open(
 }
 
 async fn handshake(addr: SocketAddr, timeout: Duration) -> Result<Rc<Conn>, Failed> {
+    let connecting = Instant::now();
     let up = super::h1::connect(addr, timeout)
         .await
         .map_err(|e| match e {
             ConnectError::Timeout => Failed::Timeout,
             ConnectError::Failed(e) => Failed::Refused(Rc::new(e)),
         })?;
+    let connect_took = connecting.elapsed();
     let mut b = http2::Builder::new(crate::proxy::worker::LocalExec);
     b.timer(TokioTimer::new())
         .keep_alive_interval(KEEP_ALIVE)
@@ -270,6 +282,7 @@ async fn handshake(addr: SocketAddr, timeout: Duration) -> Result<Rc<Conn>, Fail
         open: Cell::new(0),
         quiet_since: Cell::new(Instant::now()),
         gone: Cell::new(false),
+        connect_took: Cell::new(Some(connect_took)),
     });
     let weak = Rc::downgrade(&c);
     tokio::task::spawn_local(async move {

@@ -1,6 +1,7 @@
 //! Connections to instances, owned by one worker each: HTTP/1.1 (`h1`) and h2c (`h2`), each
-//! protocol in its own file.
+//! protocol in its own file, and the pooled client (`client`) h2 requests use for HTTP/1.1.
 
+pub mod client;
 pub mod h1;
 pub mod h2;
 

@@ -2,6 +2,7 @@
 //! milliseconds, deterministically.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering::SeqCst;
 use std::time::Duration;
 
 use tokio::task::JoinHandle;
@@ -15,6 +16,7 @@ use crate::runtime::fake::{FakeRuntime, Plan};
 use crate::service::InFlight;
 use crate::service::activator::ActivatorError;
 use crate::service::command::Report;
+use crate::service::instance::InstanceState;
 
 fn service(tweak: impl FnOnce(&mut ServiceConfig)) -> Arc<Service> {
     let mut cfg = ServiceConfig::new(

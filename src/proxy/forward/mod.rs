@@ -1,46 +1,37 @@
 //! An h2 request (prior-knowledge h2c, or h2 over TLS), from the client to an instance and back:
-//! route, acquire a slot, rewrite headers by the same rules as HTTP/1, send over HTTP/1.1 with
-//! this worker's own pooled client, stream the response.
+//! route, acquire a slot, rewrite headers by the same rules as HTTP/1 (`headers.rs`), send over
+//! HTTP/1.1 with this worker's own pooled client or over h2c, stream the response.
+
+mod headers;
 
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Method, Request, Response, Uri, Version};
 use hyper::body::Incoming;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
 use tokio::time::Instant;
 
+use self::headers::{HOP_BY_HOP, request_host, wants_trailers};
+pub(crate) use self::headers::{add_forwarded, rewrite_request_headers};
 use super::Shared;
+use super::access_line::{LoggedBody, PendingLine};
 use super::attempt::{self, Attempt, Next, Resend, Seen};
 use super::body::{ProxyBody, RequestBody};
 use super::error::ProxyError;
 use super::grpc;
-use super::headers::{self, Disposition, Underscore};
+use super::upstream::client::{
+    ConnectTime, UpstreamClient, source_chain, timed_out, upstream_client,
+};
 use super::upstream::h2::{self, H2Error, H2Upstreams, StreamSlot};
 use crate::config::Protocol;
 use crate::proxy::access_log::{AccessRecord, Reason};
 use crate::proxy::trace::{self, ServerTiming};
 use crate::service::{InFlight, Service};
-
-pub type UpstreamClient = Client<HttpConnector, RequestBody>;
-
-pub fn upstream_client(connect_timeout: Duration) -> UpstreamClient {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(connect_timeout));
-    connector.enforce_http(true);
-    Client::builder(hyper_util::rt::TokioExecutor::new())
-        .pool_idle_timeout(crate::config::ServiceConfig::DEFAULT_UPSTREAM_IDLE_TIMEOUT)
-        .pool_max_idle_per_host(256)
-        .pool_timer(hyper_util::rt::TokioTimer::new())
-        .set_host(false)
-        .build(connector)
-}
 
 /// Who sent the request, and over what.
 struct Downstream {
@@ -49,21 +40,27 @@ struct Downstream {
 }
 
 /// How long an h2 request waited for its slot, and whether that was a cold start; for a gRPC
-/// call, its service too (its status is counted there when the call ends).
+/// call, its service too (its status is counted there when the call ends). With the access log
+/// on: the request body's bytes as they go upstream, and the connect time of a new connection.
 #[derive(Default)]
 struct Timing {
     waited: Duration,
     cold: bool,
+    thawed: bool,
     service: Option<Arc<Service>>,
+    sent: Option<Arc<AtomicU64>>,
+    connect: Option<Duration>,
 }
 
 impl Timing {
-    fn acquired(&mut self, svc: &Service, arrived: Instant, was_empty: bool) {
+    fn acquired(&mut self, svc: &Service, arrived: Instant, guard: &InFlight) {
         let waited = arrived.elapsed();
-        // The fast path takes a slot in well under a millisecond; only a real wait counts.
-        if waited >= Duration::from_millis(1) {
+        // The fast path takes a slot in well under a millisecond; only a real wait counts. A
+        // wait for the first instance always does: a thaw can take less.
+        if waited >= Duration::from_millis(1) || guard.was_cold() {
             self.waited = waited;
-            self.cold = was_empty;
+            self.cold = guard.was_cold();
+            self.thawed = guard.was_thaw();
             svc.metrics.queue_wait.observe(waited.as_secs_f64());
         }
     }
@@ -86,13 +83,6 @@ struct Failure {
     refused: bool,
     detail: String,
 }
-
-static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
-static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
-static PROXY: HeaderName = HeaderName::from_static("proxy");
 
 impl HyperForwarder {
     pub fn new(shared: Arc<Shared>) -> HyperForwarder {
@@ -144,7 +134,10 @@ impl HyperForwarder {
             reason: None,
             bytes_in: http_body::Body::size_hint(req.body()).exact().unwrap_or(0),
         });
-        let mut timing = Timing::default();
+        let mut timing = Timing {
+            sent: record.as_ref().map(|_| Arc::default()),
+            ..Timing::default()
+        };
         let mut resp = self
             .route(req, remote, https, started, &mut timing, &mut record, grpc)
             .await;
@@ -155,6 +148,7 @@ impl HyperForwarder {
                 total: started.elapsed(),
                 queue: (!timing.waited.is_zero() && !timing.cold).then_some(timing.waited),
                 cold_start: timing.cold.then_some(timing.waited),
+                thawed: timing.thawed,
             };
             resp.headers_mut()
                 .insert(trace::SERVER_TIMING, value.header_value());
@@ -164,7 +158,7 @@ impl HyperForwarder {
             r.duration = started.elapsed();
             r.queue_wait = timing.waited;
             r.cold_start = timing.cold;
-            r.bytes_out = http_body::Body::size_hint(resp.body()).exact().unwrap_or(0);
+            r.upstream_connect = timing.connect;
             if let Some(inst) = resp.body().instance() {
                 r.instance = Some(Arc::from(inst.id.as_str()));
                 r.revision = Some(Arc::from(inst.revision.as_str()));
@@ -172,15 +166,21 @@ impl HyperForwarder {
             r.reason = resp.extensions_mut().remove::<Reason>().map(|r| r.0);
             r
         });
+        // Logged when the body ends: the bytes each way are known then (and a gRPC call's final
+        // grpc-status, counted then too).
+        let line = self
+            .shared
+            .access_log
+            .clone()
+            .zip(record)
+            .map(|(log, r)| PendingLine::new(log, r, timing.sent.take(), started));
         if grpc {
-            // Counted and logged when the call ends, with its final grpc-status.
-            let log = self.shared.access_log.clone().zip(record);
-            return grpc::watch(resp, timing.service.take(), log, started);
+            return grpc::watch(resp, timing.service.take(), line);
         }
-        if let (Some(log), Some(r)) = (&self.shared.access_log, record) {
-            log.record(r);
+        match line {
+            Some(line) => resp.map(|body| LoggedBody::wrap(body, line)),
+            None => resp,
         }
-        resp
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -322,13 +322,13 @@ impl HyperForwarder {
         if quiet {
             guard.set_quiet();
         }
-        timing.acquired(svc, arrived, guard.was_cold());
+        timing.acquired(svc, arrived, &guard);
         // An empty body can be sent again even after hyper read its end.
         let empty = http_body::Body::is_end_stream(&body);
         let mut body = (!empty).then_some(body);
         let mut attempt = Attempt::new(response_timeout);
         loop {
-            let (rb, mut give_back) = RequestBody::new(body.take());
+            let (rb, mut give_back) = RequestBody::new(body.take(), timing.sent.clone());
             let uri = Uri::builder()
                 .scheme(Scheme::HTTP)
                 .authority(
@@ -352,6 +352,13 @@ impl HyperForwarder {
             let sent = tokio::time::timeout(response_timeout, self.send(h2, &guard, up)).await;
             let (seen, detail) = match sent {
                 Ok(Ok((resp, stream))) => {
+                    timing.connect = match &stream {
+                        Some(s) => s.take_connect_time(),
+                        None => resp
+                            .extensions()
+                            .get::<ConnectTime>()
+                            .and_then(ConnectTime::take),
+                    };
                     // A streaming call may be quiet for long (a watch, a bidi call waiting on its
                     // client): the connection's pings, not a silence limit, find a dead instance.
                     let silence = if grpc {
@@ -448,16 +455,6 @@ fn respond(
     Response::from_parts(parts, body)
 }
 
-/// Whether the client said it reads trailers (`TE: trailers`): gRPC needs them, and an h2
-/// instance gets the header again, as the one `TE` value h2 allows.
-fn wants_trailers(headers: &HeaderMap) -> bool {
-    headers.get_all(header::TE).iter().any(|v| {
-        v.as_bytes()
-            .split(|b| *b == b',')
-            .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"trailers"))
-    })
-}
-
 /// The one place a failure becomes the client's answer: in gRPC terms for a gRPC call.
 pub fn error_response(e: &ProxyError, grpc: bool) -> Response<ProxyBody> {
     if grpc {
@@ -475,166 +472,4 @@ pub fn error_response(e: &ProxyError, grpc: bool) -> Response<ProxyBody> {
         h.insert(header::RETRY_AFTER, ra);
     }
     resp
-}
-
-/// The host the client asked for: the Host header, or the authority of an HTTP/2 request.
-/// A header value, so forwarding copies it without parsing it again.
-fn request_host(req: &Request<Incoming>) -> Result<HeaderValue, ProxyError> {
-    let mut hosts = req.headers().get_all(header::HOST).iter();
-    let header = hosts.next();
-    if hosts.next().is_some() {
-        return Err(ProxyError::BadRequest("more than one Host header".into()));
-    }
-    let authority = req.uri().authority().map(|a| a.as_str());
-    let host = match (header, authority) {
-        // Both given and different: the app could read either, so neither is taken.
-        (Some(h), Some(a)) if !h.as_bytes().eq_ignore_ascii_case(a.as_bytes()) => {
-            return Err(ProxyError::BadRequest(
-                ":authority and the Host header differ".into(),
-            ));
-        }
-        (Some(h), _) => h.clone(),
-        (None, Some(a)) => HeaderValue::from_str(a)
-            .map_err(|_| ProxyError::BadRequest("invalid :authority".into()))?,
-        (None, None) => return Err(ProxyError::BadRequest("missing Host header".into())),
-    };
-    if !headers::valid_host(host.as_bytes()) {
-        return Err(ProxyError::BadRequest(
-            "the Host header is not a valid host".into(),
-        ));
-    }
-    Ok(host)
-}
-
-static HOP_BY_HOP: [&HeaderName; 9] = [
-    &header::CONNECTION,
-    &KEEP_ALIVE,
-    &PROXY_CONNECTION,
-    &header::PROXY_AUTHENTICATE,
-    &header::PROXY_AUTHORIZATION,
-    &header::TE,
-    &header::TRAILER,
-    &header::TRANSFER_ENCODING,
-    &header::UPGRADE,
-];
-
-/// The h2 side of the one reading every request gets (`headers::disposition`): hop-by-hop and
-/// wakeway-owned headers go, names with `_` are dropped or refused.
-pub(super) fn rewrite_request_headers(
-    headers: &mut HeaderMap,
-    underscore: Underscore,
-    trusted: bool,
-) -> Result<(), ProxyError> {
-    for name in HOP_BY_HOP {
-        headers.remove(name);
-    }
-    headers.remove(header::EXPECT);
-    // httpoxy (see `headers::disposition`).
-    headers.remove(&PROXY);
-    headers.remove(&X_FORWARDED_HOST);
-    headers.remove(&X_FORWARDED_PROTO);
-    if !trusted {
-        headers.remove(header::FORWARDED);
-    }
-    if headers.keys().any(|k| k.as_str().contains('_')) {
-        if underscore == Underscore::Reject {
-            return Err(ProxyError::BadRequest("a header name contains `_`".into()));
-        }
-        let names: Vec<HeaderName> = headers
-            .keys()
-            .filter(|k| headers::disposition(k.as_str().as_bytes()) == Disposition::Underscore)
-            .cloned()
-            .collect();
-        for n in names {
-            headers.remove(n);
-        }
-    }
-    Ok(())
-}
-
-pub(super) fn add_forwarded(
-    headers: &mut HeaderMap,
-    remote: SocketAddr,
-    host: &HeaderValue,
-    trusted: bool,
-    https: bool,
-) -> Result<(), ProxyError> {
-    let ip = remote.ip().to_string();
-    let prior = headers
-        .get(&X_FORWARDED_FOR)
-        .filter(|_| trusted)
-        .and_then(|v| v.to_str().ok());
-    let xff = match prior {
-        Some(prior) => format!("{prior}, {ip}"),
-        None => ip,
-    };
-    headers.insert(
-        X_FORWARDED_FOR.clone(),
-        HeaderValue::from_str(&xff)
-            .map_err(|_| ProxyError::BadRequest("invalid X-Forwarded-For header".into()))?,
-    );
-    let proto = if https { "https" } else { "http" };
-    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
-    headers.insert(X_FORWARDED_HOST.clone(), host.clone());
-    Ok(())
-}
-
-/// Whether a connect failed by its timeout rather than by a refusal.
-fn timed_out(e: &(dyn std::error::Error + 'static)) -> bool {
-    let mut cur = Some(e);
-    while let Some(c) = cur {
-        if c.downcast_ref::<std::io::Error>()
-            .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
-        {
-            return true;
-        }
-        cur = c.source();
-    }
-    false
-}
-
-fn source_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn hop_by_hop_underscore_and_wakeway_owned_headers_are_removed() {
-        let mut h = HeaderMap::new();
-        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
-        h.insert(header::TE, HeaderValue::from_static("trailers"));
-        h.insert("x_forwarded_for", HeaderValue::from_static("1.2.3.4"));
-        h.insert("x-forwarded-host", HeaderValue::from_static("evil"));
-        h.insert("proxy", HeaderValue::from_static("http://evil.example"));
-        h.insert("x-kept", HeaderValue::from_static("1"));
-        rewrite_request_headers(&mut h, Underscore::Drop, false).unwrap();
-        assert_eq!(h.len(), 1, "{h:?}");
-        assert!(h.contains_key("x-kept"));
-        h.insert("a_b", HeaderValue::from_static("1"));
-        assert!(rewrite_request_headers(&mut h, Underscore::Reject, false).is_err());
-    }
-
-    #[test]
-    fn forwarded_for_appends_only_to_a_trusted_proxy() {
-        let peer = "127.0.0.2:5555".parse().unwrap();
-        let host = HeaderValue::from_static("a.localhost");
-        for (trusted, want) in [(true, "10.0.0.1, 127.0.0.2"), (false, "127.0.0.2")] {
-            let mut h = HeaderMap::new();
-            h.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
-            add_forwarded(&mut h, peer, &host, trusted, false).unwrap();
-            assert_eq!(h["x-forwarded-for"], want);
-            assert_eq!(h["x-forwarded-proto"], "http");
-            assert_eq!(h["x-forwarded-host"], "a.localhost");
-        }
-    }
 }
