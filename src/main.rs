@@ -103,9 +103,10 @@ fn main() -> ExitCode {
         Command::Cluster { admin, output } => {
             rt.block_on(cli::cluster::cluster(admin.client(), output.output))
         }
-        Command::Certificates { admin } => {
-            rt.block_on(cli::certificates::certificates(admin.client()))
-        }
+        Command::Certificates { admin, output } => rt.block_on(cli::certificates::certificates(
+            admin.client(),
+            output.output,
+        )),
         Command::Events {
             admin,
             service,
@@ -113,6 +114,37 @@ fn main() -> ExitCode {
             output,
         } => rt.block_on(cli::events(admin.client(), service, follow, output.output)),
         Command::Logs { admin, logs } => rt.block_on(cli::logs(admin.client(), logs)),
+        Command::History {
+            admin,
+            service,
+            range,
+            tail,
+            output,
+        } => rt.block_on(cli::reads::history(
+            admin.client(),
+            &service,
+            &range,
+            tail,
+            output.output,
+        )),
+        Command::Deployments {
+            admin,
+            service,
+            output,
+        } => rt.block_on(cli::reads::deployments(
+            admin.client(),
+            &service,
+            output.output,
+        )),
+        Command::Revisions {
+            admin,
+            service,
+            output,
+        } => rt.block_on(cli::reads::revisions(
+            admin.client(),
+            &service,
+            output.output,
+        )),
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(shell, &mut cmd, "wakeway", &mut std::io::stdout());

@@ -127,6 +127,12 @@ async fn read_verbs_print_json_and_unknown_names_fail() {
         &["status", "web", "-o", "json"],
         &["events", "web", "-o", "json"],
         &["traffic", "web", "-o", "json"],
+        &["certificates", "-o", "json"],
+        &["logs", "web", "-o", "json"],
+        &["logs", "web", "--access", "-o", "json"],
+        &["history", "web", "-o", "json"],
+        &["deployments", "web", "-o", "json"],
+        &["revisions", "web", "-o", "json"],
     ] {
         let out = cli_ok(wk.admin, args).await;
         let v: serde_json::Value = serde_json::from_str(&out)
@@ -148,6 +154,11 @@ async fn read_verbs_print_json_and_unknown_names_fail() {
         &["events", "nosuch"][..],
         &["status", "nosuch"],
         &["traffic", "nosuch"],
+        &["logs", "nosuch"],
+        &["logs", "nosuch", "--access"],
+        &["history", "nosuch"],
+        &["deployments", "nosuch"],
+        &["revisions", "nosuch"],
     ] {
         let (status, out, err) = cli(wk.admin, args).await;
         assert!(!status.success(), "{args:?} exits non-zero: {out}");

@@ -126,6 +126,8 @@ pub enum Command {
     Certificates {
         #[command(flatten)]
         admin: AdminArgs,
+        #[command(flatten)]
+        output: OutputArgs,
     },
     /// The event log: what the control loops decided and why.
     Events {
@@ -139,12 +141,47 @@ pub enum Command {
         #[command(flatten)]
         output: OutputArgs,
     },
-    /// What a service's instances wrote on stdout and stderr (the last lines kept of each).
+    /// What a service's instances wrote on stdout and stderr (the last lines kept of each), or
+    /// with --access the requests it answered.
     Logs {
         #[command(flatten)]
         admin: AdminArgs,
         #[command(flatten)]
         logs: super::LogsArgs,
+    },
+    /// A service's last 10 minutes (1 s steps) or hour (10 s steps): requests/s, errors,
+    /// latency, in flight, instances and cold starts, as wakeway keeps them in memory.
+    History {
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// The service.
+        service: String,
+        /// `10m` (1 s steps) or `1h` (10 s steps).
+        #[arg(long, default_value = "10m", value_parser = ["10m", "1h"])]
+        range: String,
+        /// The last this many steps (text output); 0 prints them all.
+        #[arg(short = 'n', long, default_value_t = 20)]
+        tail: usize,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// A service's deployments, newest last: outcome, duration and why one failed.
+    Deployments {
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// The service.
+        service: String,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// A service's revisions, oldest first, with what changed and the share each takes.
+    Revisions {
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// The service.
+        service: String,
+        #[command(flatten)]
+        output: OutputArgs,
     },
     /// Print a shell completion script, e.g. `wakeway completions bash > /etc/bash_completion.d/wakeway`.
     Completions {

@@ -6,6 +6,7 @@ pub mod certificates;
 pub mod cluster;
 pub mod fdlimit;
 mod logs;
+pub mod reads;
 pub mod replay;
 pub mod serve;
 mod words;

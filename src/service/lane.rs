@@ -91,6 +91,13 @@ impl Lane {
         self.failing.store(failing, SeqCst);
     }
 
+    /// Why the revision's last start failed, while its controller backs off before the next.
+    pub fn start_failure(&self) -> Option<String> {
+        self.failing
+            .load(SeqCst)
+            .then(|| self.last_failure.load().as_ref().clone())
+    }
+
     pub(super) fn now_mark(&self) -> u64 {
         self.epoch.elapsed().as_millis() as u64 + 1
     }

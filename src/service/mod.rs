@@ -63,6 +63,8 @@ pub struct Service {
     control: arc_swap::ArcSwapOption<mpsc::UnboundedSender<Command>>,
     /// What the other replicas of a cluster report; idle in a single process.
     pub remote: remote::Remote,
+    /// The last hour of figures, for the console and `wakeway history`.
+    pub history: crate::history::ServiceHistory,
 }
 
 impl Service {
@@ -94,6 +96,7 @@ impl Service {
             rollout: ArcSwap::from_pointee(None),
             control: arc_swap::ArcSwapOption::empty(),
             remote: remote::Remote::default(),
+            history: Default::default(),
         };
         Arc::new(svc)
     }
