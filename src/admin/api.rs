@@ -180,8 +180,8 @@ pub(crate) async fn answer(
             Err(e) => json_error(StatusCode::BAD_REQUEST, &e),
         },
         (&Method::GET, ["", "v1", "events"]) => {
-            let service = query_param(&query, "service");
-            let after = match query_param(&query, "after").map(|a| a.parse::<u64>()) {
+            let service = query_param(query, "service");
+            let after = match query_param(query, "after").map(|a| a.parse::<u64>()) {
                 None => 0,
                 Some(Ok(a)) => a,
                 Some(Err(_)) => {
@@ -197,7 +197,7 @@ pub(crate) async fn answer(
             )
         }
         (&Method::GET, ["", "v1", "services", name, "logs"]) => match state.service(name) {
-            Some(_) => service_logs(name, &query),
+            Some(_) => service_logs(name, query),
             None => no_service(name),
         },
         (_, ["", "healthz"] | ["", "metrics"] | ["", "v1", ..]) if known_path(&segments) => {

@@ -141,7 +141,10 @@ mod tests {
             crate::metrics::Metrics::new().service("web"),
             Arc::new(crate::events::EventLog::default()),
         );
-        apply(&[svc.clone()], &[mk(2, 1, "web-1-a"), mk(3, 0, "web-1-a")]);
+        apply(
+            std::slice::from_ref(&svc),
+            &[mk(2, 1, "web-1-a"), mk(3, 0, "web-1-a")],
+        );
         assert_eq!(
             svc.remote.load_of("web-1"),
             Load {
