@@ -30,34 +30,12 @@ done
 [ -x "$binary" ] || { echo "no $binary: run cargo build --release first" >&2; exit 1; }
 
 exec python3 - "$(realpath "$binary")" "$runs" <<'PY'
-import json, os, socket, statistics, subprocess, sys, tempfile, time, urllib.request
+import json, os, statistics, subprocess, sys, tempfile, time, urllib.request
+
+sys.path.insert(0, "benches")
+from lib import first_byte, free_port, wait
 
 binary, runs = sys.argv[1], int(sys.argv[2])
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-def first_byte(port, host, retry_refused):
-    """Connects (again and again while refused, if asked), sends GET /, waits for a byte."""
-    while True:
-        s = socket.socket()
-        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        try:
-            s.connect(("127.0.0.1", port))
-            break
-        except ConnectionRefusedError:
-            s.close()
-            if not retry_refused:
-                raise
-    s.sendall(f"GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
-    b = s.recv(1)
-    s.close()
-    if not b:
-        raise RuntimeError("connection closed without an answer")
 
 def ms(xs):
     return f"median {statistics.median(xs):6.2f}  min {min(xs):6.2f}  max {max(xs):6.2f}"
@@ -67,8 +45,7 @@ def app_alone():
     t0 = time.perf_counter()
     p = subprocess.Popen([binary, "whoami", "--port", str(port)],
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    first_byte(port, "x", retry_refused=True)
-    took = (time.perf_counter() - t0) * 1000
+    took = (first_byte(port, "x", retry_refused=True)[0] - t0) * 1000
     p.terminate()
     p.wait()
     return took
@@ -100,18 +77,6 @@ def instances():
     with urllib.request.urlopen(f"http://127.0.0.1:{admin}/v1/services/cold", timeout=2) as r:
         return json.load(r)["instances"]
 
-def wait(cond, what, timeout=30):
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if cond():
-                return
-        except OSError:
-            pass
-        if time.monotonic() > deadline:
-            raise SystemExit(f"timed out waiting for {what}")
-        time.sleep(0.05)
-
 # Alternating, so both see the same machine.
 alone, cold, warm = [], [], []
 try:
@@ -120,11 +85,9 @@ try:
         wait(lambda: instances() == [], "the service to scale to zero")
         alone.append(app_alone())
         t0 = time.perf_counter()
-        first_byte(proxy, "cold.localhost", retry_refused=False)
-        cold.append((time.perf_counter() - t0) * 1000)
+        cold.append((first_byte(proxy, "cold.localhost")[0] - t0) * 1000)
         t0 = time.perf_counter()
-        first_byte(proxy, "cold.localhost", retry_refused=False)
-        warm.append((time.perf_counter() - t0) * 1000)
+        warm.append((first_byte(proxy, "cold.localhost")[0] - t0) * 1000)
 finally:
     wk.terminate()
     wk.wait()

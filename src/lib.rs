@@ -7,6 +7,7 @@ pub mod client;
 pub mod cluster;
 pub mod config;
 pub mod events;
+pub mod history;
 pub mod metrics;
 pub mod proxy;
 pub mod replay;

@@ -7,6 +7,11 @@ use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
+// Only the config pieces: this test brings its own allocation-free client and upstream.
+#[allow(dead_code)]
+#[path = "common/configs.rs"]
+mod configs;
+
 struct Counting;
 
 static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
@@ -93,20 +98,14 @@ fn a_proxied_get_allocates_at_most_ten_times() {
     let up = raw_upstream();
     let config = wakeway::config::parse(
         &format!(
-            r#"
-[proxy]
-listen = "127.0.0.1:0"
-workers = 1
-[admin]
-listen = "off"
-[[service]]
-name = "bench"
-hosts = ["bench.localhost"]
-upstreams = ["127.0.0.1:{up}"]
-[service.health]
-kind = "tcp"
-interval = "1h"
-"#
+            "[proxy]\nlisten = \"127.0.0.1:0\"\nworkers = 1\n[admin]\nlisten = \"off\"\n{}",
+            configs::static_service(
+                "bench",
+                "bench.localhost",
+                format!("127.0.0.1:{up}"),
+                "interval = \"1h\"",
+                ""
+            )
         ),
         None,
     )

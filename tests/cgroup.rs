@@ -6,10 +6,8 @@
 mod common;
 
 use std::path::Path;
-use std::time::Duration;
 
 use common::*;
-use http::StatusCode;
 
 /// Whether this machine lets wakeway make cgroups; the test is about them. Under CI it must.
 fn cgroups_writable() -> bool {
@@ -32,17 +30,15 @@ fn writable(dir: &Path) -> bool {
 
 /// An app whose background worker calls `setsid` and writes its pid to `file`.
 fn escaping_app(name: &str, file: &Path, scaling: &str) -> String {
-    format!(
-        r#"
-[[service]]
-name = "{name}"
-hosts = ["{name}.localhost"]
-command = ["sh", "-c", "setsid sh -c 'echo $$ > {file}; exec sleep 300' & exec {WAKEWAY} whoami"]
-
-[service.scaling]
-{scaling}
-"#,
-        file = file.display()
+    let script = format!(
+        "setsid sh -c 'echo $$ > {}; exec sleep 300' & exec {WAKEWAY} whoami",
+        file.display()
+    );
+    command_service(
+        name,
+        &format!("{name}.localhost"),
+        &["sh", "-c", &script],
+        &format!("[service.scaling]\n{scaling}\n"),
     )
 }
 
@@ -67,6 +63,17 @@ async fn escaped_pid(file: &Path) -> u32 {
     pid
 }
 
+/// A warm `esc` whose worker escaped its process group: the temp dir, wakeway, the app's pid
+/// and the worker's.
+async fn warm_escaping_app() -> (tempfile::TempDir, Wakeway, u32, u32) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("worker.pid");
+    let wk = Wakeway::start(&escaping_app("esc", &file, "min_instances = 1")).await;
+    let app = wk.wait_ready("esc").await.remove(0).pid.unwrap();
+    let worker = escaped_pid(&file).await;
+    (dir, wk, app, worker)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_setsid_worker_goes_with_its_instance_at_scale_to_zero() {
     if !cgroups_writable() {
@@ -80,15 +87,9 @@ async fn a_setsid_worker_goes_with_its_instance_at_scale_to_zero() {
         "min_instances = 0\nidle_timeout = \"1s\"",
     ))
     .await;
-    let resp = wk.get("esc.localhost", "/").await;
-    assert_eq!(resp.status, StatusCode::OK, "{}", resp.text());
+    wk.get_ok("esc.localhost", "/").await;
     let worker = escaped_pid(&file).await;
-    wait_for(
-        "zero instances after idle_timeout",
-        Duration::from_secs(40),
-        || async { wk.instances("esc").await.is_empty().then_some(()) },
-    )
-    .await;
+    wk.wait_scaled_to_zero("esc", "after idle_timeout").await;
     wait_pids_gone(&[worker]).await;
 }
 
@@ -97,11 +98,7 @@ async fn a_setsid_worker_goes_when_wakeway_is_sigkilled() {
     if !cgroups_writable() {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("worker.pid");
-    let mut wk = Wakeway::start(&escaping_app("esc", &file, "min_instances = 1")).await;
-    let app = wk.wait_ready("esc").await.remove(0).pid.unwrap();
-    let worker = escaped_pid(&file).await;
+    let (_dir, mut wk, app, worker) = warm_escaping_app().await;
     wk.proc.signal(libc::SIGKILL);
     wk.proc.wait_exit(DEADLINE).await;
     wait_pids_gone(&[app, worker]).await;
@@ -130,11 +127,7 @@ async fn the_next_wakeway_sweeps_what_a_sigkilled_one_left() {
     if !cgroups_writable() {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("worker.pid");
-    let mut wk = Wakeway::start(&escaping_app("esc", &file, "min_instances = 1")).await;
-    let app = wk.wait_ready("esc").await.remove(0).pid.unwrap();
-    let worker = escaped_pid(&file).await;
+    let (dir, mut wk, app, worker) = warm_escaping_app().await;
     let guard: Vec<u32> = children(wk.proc.pid())
         .into_iter()
         .filter(|&p| p != app)

@@ -197,8 +197,7 @@ async fn host_network_passes_port_and_connects_on_loopback() {
     let service = docker_service("hostnet", &t.image, "");
     let w =
         Wakeway::start_config(&t.config("network = \"host\"\nstop_on_exit = true", &service)).await;
-    let resp = w.get("hostnet.localhost", "/").await;
-    assert_eq!(resp.status, StatusCode::OK, "{}", resp.text());
+    w.get_ok("hostnet.localhost", "/").await;
     let address = w.instances("hostnet").await[0].address.clone();
     let port = address
         .strip_prefix("127.0.0.1:")

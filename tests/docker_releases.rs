@@ -38,10 +38,6 @@ fn of_revision(instances: &[Instance], revision: &str) -> BTreeSet<String> {
         .collect()
 }
 
-fn kinds(events: &[Value]) -> Vec<&str> {
-    events.iter().filter_map(|e| e["kind"].as_str()).collect()
-}
-
 /// The environment of the container running `instance` of `service`.
 async fn container_env(t: &DockerTest, service: &str, instance: &str) -> Vec<String> {
     let name = format!("wakeway-{}-{service}-{instance}", t.scope);
@@ -60,6 +56,12 @@ async fn container_images(t: &DockerTest, service: &str) -> BTreeSet<String> {
 }
 
 /// The image id each container of `service` runs.
+/// Every container of service `web` runs image `id`; `why` explains a failure.
+async fn assert_web_runs(t: &DockerTest, id: &str, why: &str) {
+    let want = BTreeSet::from([id.to_string()]);
+    assert_eq!(container_image_ids(t, "web").await, want, "{why}");
+}
+
 async fn container_image_ids(t: &DockerTest, service: &str) -> BTreeSet<String> {
     t.containers(Some(service), true)
         .await
@@ -125,17 +127,13 @@ async fn blue_green_deploy_of_a_new_tag_under_load_fails_no_request() {
 
     // A request held open on one old container across the whole deployment.
     let held = HeldRequest::start(w.proxy, WEB, "/echo", "before the switch|");
-    w.wait_load("web", 1, 0).await;
     let busy = w
-        .instances("web")
+        .holding_one("web")
         .await
-        .into_iter()
-        .find(|i| i.in_flight == 1)
         .expect("the instance holding the request")
         .id;
 
-    let load = Load::start(w.proxy, WEB, "/?sleep=50ms", 4);
-    load.wait_done_since(Instant::now(), 8).await;
+    let load = Load::started(w.proxy, WEB, "/?sleep=50ms", 4, 8).await;
 
     let d = w.deploy("web", json!({ "image": v2 })).await;
     assert_eq!(d["revision"], "web-00002", "{d}");
@@ -154,21 +152,10 @@ async fn blue_green_deploy_of_a_new_tag_under_load_fails_no_request() {
     let mut expected = green.clone();
     expected.insert(busy.clone());
     t.wait_container_instances("web", &expected).await;
-    let still = w
-        .instances("web")
-        .await
-        .into_iter()
-        .find(|i| i.id == busy)
-        .unwrap_or_else(|| panic!("{busy} stopped with a request in flight"));
-    assert_eq!(still.state, "draining", "{still:?}");
+    w.assert_draining("web", &busy).await;
 
     load.wait_done_since(switched, 8).await;
-    let resp = held
-        .finish("after the switch")
-        .await
-        .expect("the held request completes");
-    assert_eq!(resp.status, StatusCode::OK, "{}", resp.text());
-    assert_eq!(resp.text(), "before the switch|after the switch");
+    let resp = held.finish_ok("after the switch").await;
     assert_eq!(
         resp.header("x-wakeway-instance"),
         Some(busy.as_str()),
@@ -223,8 +210,7 @@ timeout = "3s""#,
     let live = ids(&w.wait_ready_revision("web", "web-00001", 1).await);
     t.wait_container_instances("web", &live).await;
 
-    let load = Load::start(w.proxy, WEB, "/?sleep=50ms", 3);
-    load.wait_done_since(Instant::now(), 5).await;
+    let load = Load::started(w.proxy, WEB, "/?sleep=50ms", 3, 5).await;
 
     // 1. Health never passes: the new container runs but takes no traffic, then goes.
     let d = w.deploy("web", json!({ "image": never_ready })).await;
@@ -261,13 +247,8 @@ timeout = "3s""#,
     w.wait_ready_revision("web", "web-00001", 1).await;
 
     // The old container served throughout.
-    load.wait_done_since(mark, 5).await;
-    let samples = load.stop().await;
-    assert!(
-        failed_samples(&samples).is_empty(),
-        "failed requests: {:?}",
-        failed_samples(&samples)
-    );
+    let samples = load.stop_after(mark, 5).await;
+    assert_none_failed(&samples, "");
     assert!(
         samples
             .iter()
@@ -301,8 +282,7 @@ async fn pause_removes_the_containers_and_resume_cold_starts_a_new_one() {
         return;
     };
     let w = Wakeway::start_config(&config(&t, &docker_service("web", &t.image, ""))).await;
-    let first = w.get(WEB, "/").await;
-    assert_eq!(first.status, StatusCode::OK, "{}", first.text());
+    let first = w.get_ok(WEB, "/").await;
     let first = first.instance().expect("an Instance line");
     t.wait_container_instances("web", &BTreeSet::from([first.clone()]))
         .await;
@@ -319,35 +299,14 @@ async fn pause_removes_the_containers_and_resume_cold_starts_a_new_one() {
         t.container_instances("web").await,
         BTreeSet::from([first.clone()])
     );
-    let resp = held
-        .finish("at the pause")
-        .await
-        .expect("the in-flight request");
-    assert_eq!(resp.status, StatusCode::OK, "{}", resp.text());
-    assert_eq!(resp.text(), "in flight at the pause");
+    held.finish_ok("at the pause").await;
 
     t.wait_container_instances("web", &BTreeSet::new()).await;
     w.wait_instances("web", "no instances", |l| l.is_empty())
         .await;
-    let (status, body) = w
-        .admin_post("/v1/services/web/deployments", json!({}))
-        .await;
-    assert_eq!(
-        status,
-        StatusCode::CONFLICT,
-        "no deploy while paused: {body}"
-    );
+    w.assert_no_deploy_while_paused("web").await;
 
-    let (status, view) = w.admin_post("/v1/services/web/resume", json!(null)).await;
-    assert_eq!(status, StatusCode::OK, "{view}");
-    assert_eq!(view["paused"], false, "{view}");
-    let resp = w.get(WEB, "/").await;
-    assert_eq!(
-        resp.status,
-        StatusCode::OK,
-        "cold start after resume: {}",
-        resp.text()
-    );
+    let resp = w.resume_and_cold_start("web", WEB).await;
     let second = resp.instance().expect("an Instance line");
     assert_ne!(second, first, "a new container");
     t.wait_container_instances("web", &BTreeSet::from([second]))
@@ -359,10 +318,7 @@ async fn pause_removes_the_containers_and_resume_cold_starts_a_new_one() {
         "{:?}",
         kinds(&events)
     );
-    let k = kinds(&events);
-    let p = k.iter().position(|k| *k == "paused");
-    let r = k.iter().position(|k| *k == "resumed");
-    assert!(p.is_some() && r > p, "paused then resumed: {k:?}");
+    assert_paused_then_resumed(&events);
 }
 
 /// Pause while a deployment's containers are still being created: the deployment fails (the
@@ -414,8 +370,7 @@ async fn reload_deploys_a_changed_env_adds_and_removes_docker_services() {
     t.wait_container_instances("keep", &old).await;
     t.wait_container_instances("gone", &gone).await;
 
-    let load = Load::start(w.proxy, "keep.localhost", "/?sleep=50ms", 2);
-    load.wait_done_since(Instant::now(), 4).await;
+    let load = Load::started(w.proxy, "keep.localhost", "/?sleep=50ms", 2, 4).await;
 
     w.write_config(&config(
         &t,
@@ -425,13 +380,7 @@ async fn reload_deploys_a_changed_env_adds_and_removes_docker_services() {
     assert_eq!(status, StatusCode::OK, "{report}");
     assert_eq!(report["added"], json!(["fresh"]), "{report}");
     assert_eq!(report["removed"], json!(["gone"]), "{report}");
-    let deployed = &report["deployed"];
-    assert_eq!(deployed.as_array().map(Vec::len), Some(1), "{report}");
-    assert_eq!(deployed[0]["service"], "keep", "{report}");
-    let id = deployed[0]["deployment"]["Ok"]
-        .as_str()
-        .unwrap_or_else(|| panic!("the deployment began: {report}"))
-        .to_string();
+    let id = the_reload_deployment(&report, "keep");
 
     // The changed service: env deployed blue/green, the old container replaced.
     let d = w.wait_deployment("keep", &id).await;
@@ -443,13 +392,8 @@ async fn reload_deploys_a_changed_env_adds_and_removes_docker_services() {
     t.wait_container_instances("keep", &new).await;
     let env = container_env(&t, "keep", new.iter().next().unwrap()).await;
     assert!(env.contains(&"MODE=two".to_string()), "{env:?}");
-    load.wait_done_since(switched, 4).await;
-    let samples = load.stop().await;
-    assert!(
-        failed_samples(&samples).is_empty(),
-        "failed requests during the reload: {:?}",
-        failed_samples(&samples)
-    );
+    let samples = load.stop_after(switched, 4).await;
+    assert_none_failed(&samples, " during the reload");
     assert!(
         samples
             .iter()
@@ -464,8 +408,7 @@ async fn reload_deploys_a_changed_env_adds_and_removes_docker_services() {
     t.wait_container_instances("gone", &BTreeSet::new()).await;
 
     // The added service cold-starts a container of its own.
-    let resp = w.get("fresh.localhost", "/").await;
-    assert_eq!(resp.status, StatusCode::OK, "{}", resp.text());
+    let resp = w.get_ok("fresh.localhost", "/").await;
     assert_eq!(resp.field("Service").as_deref(), Some("fresh"));
     let fresh = resp.instance().expect("an Instance line");
     t.wait_container_instances("fresh", &BTreeSet::from([fresh]))

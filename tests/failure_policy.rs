@@ -41,23 +41,9 @@ struct Row {
 
 fn config(upstream: std::net::SocketAddr) -> String {
     format!(
-        r#"
-[proxy]
-listen = "127.0.0.1:0"
-response_timeout = "500ms"
-
-[admin]
-listen = "127.0.0.1:0"
-
-[[service]]
-name = "up"
-hosts = ["up.localhost"]
-upstreams = ["{upstream}"]
-
-[service.health]
-kind = "tcp"
-timeout = "200ms"
-"#
+        "{}{}",
+        listen_with("response_timeout = \"500ms\""),
+        static_service("up", "up.localhost", upstream, "timeout = \"200ms\"", "")
     )
 }
 
@@ -166,20 +152,13 @@ async fn h1_and_h2_fail_the_same_way() {
 /// answer check confirms, and it leaves the pool; the other instance serves.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_instance_leaves_the_pool() {
-    let ww = Wakeway::start_config(
-        r#"
-[proxy]
-listen = "127.0.0.1:0"
-response_timeout = "1s"
-
-[admin]
-listen = "127.0.0.1:0"
-
-[[service]]
-name = "frozen"
-hosts = ["frozen.localhost"]
-command = ["wakeway", "whoami"]
-
+    let ww = Wakeway::start_config(&format!(
+        "{}{}",
+        listen_with("response_timeout = \"1s\""),
+        whoami_service(
+            "frozen",
+            "frozen.localhost",
+            r#"
 [service.scaling]
 min_instances = 2
 max_instances = 2
@@ -194,7 +173,8 @@ unhealthy_threshold = 2
 drain_timeout = "1s"
 stop_grace = "500ms"
 "#,
-    )
+        )
+    ))
     .await;
     let ready = wait_for("two ready instances", DEADLINE, || async {
         let ready: Vec<Instance> = ww
@@ -223,8 +203,9 @@ stop_grace = "500ms"
     .await;
     // From now on every request is answered, by the other instance.
     for i in 0..20 {
-        let resp = ww.get("frozen.localhost", &format!("/after?i={i}")).await;
-        assert_eq!(resp.status, StatusCode::OK, "{}", resp.text());
+        let resp = ww
+            .get_ok("frozen.localhost", &format!("/after?i={i}"))
+            .await;
         assert_ne!(resp.instance().as_deref(), Some(victim.id.as_str()));
     }
     let samples = load.stop().await;
@@ -239,24 +220,9 @@ stop_grace = "500ms"
 async fn a_body_that_stalls_is_cut_after_upstream_read_timeout() {
     let upstream = RawUpstream::start(Misbehave::Stall).await;
     let ww = Wakeway::start_config(&format!(
-        r#"
-[proxy]
-listen = "127.0.0.1:0"
-response_timeout = "60s"
-upstream_read_timeout = "300ms"
-
-[admin]
-listen = "127.0.0.1:0"
-
-[[service]]
-name = "stall"
-hosts = ["stall.localhost"]
-upstreams = ["{}"]
-
-[service.health]
-kind = "tcp"
-"#,
-        upstream.addr
+        "{}{}",
+        listen_with("response_timeout = \"60s\"\nupstream_read_timeout = \"300ms\""),
+        static_service("stall", "stall.localhost", upstream.addr, "", "")
     ))
     .await;
     ww.wait_ready("stall").await;

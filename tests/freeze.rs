@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use common::python_apps::{gunicorn_command, venv, write_flask_app};
 use common::*;
-use http::StatusCode;
 
 fn flask_service(name: &str, venv: &Path, dir: &Path, scaling: &str) -> String {
     write_flask_app(dir, 0.0);
@@ -54,9 +53,12 @@ async fn wait_state(w: &Wakeway, service: &str, state: &str) -> Instance {
 
 /// The pid the Flask worker answered with.
 async fn served_pid(w: &Wakeway, service: &str) -> String {
-    let resp = w.get(&format!("{service}.localhost"), "/").await;
-    assert_eq!(resp.status, StatusCode::OK, "{}", resp.text());
-    resp.text().trim().to_string()
+    served(w, service).await.text().trim().to_string()
+}
+
+/// `GET /` of `service`, answered 200.
+async fn served(w: &Wakeway, service: &str) -> Resp {
+    w.get_ok(&format!("{service}.localhost"), "/").await
 }
 
 /// A process stopped by the freezer: it is not running, and stays so.
@@ -84,7 +86,9 @@ async fn frozen_when_idle_thawed_by_a_request_stopped_after_frozen_timeout() {
         "frozen_timeout = \"6s\"",
     ))
     .await;
-    let first = served_pid(&w, "flask").await;
+    let cold = served(&w, "flask").await;
+    assert_eq!(cold.timed_wait(), Some("cold-start"), "{:?}", cold.headers);
+    let first = cold.text().trim().to_string();
     let inst = wait_state(&w, "flask", "frozen").await;
     let master = inst.pid.unwrap();
     assert!(frozen_in_kernel(master), "the process is not frozen");
@@ -109,9 +113,11 @@ async fn frozen_when_idle_thawed_by_a_request_stopped_after_frozen_timeout() {
         "{frozen:?}"
     );
 
-    // Thawed by the next request: the same worker answers, no new process.
-    let again = served_pid(&w, "flask").await;
-    assert_eq!(again, first, "a new process answered");
+    // Thawed by the next request: the same worker answers, no new process, and Server-Timing
+    // names the wait a thaw.
+    let thawed = served(&w, "flask").await;
+    assert_eq!(thawed.text().trim(), first, "a new process answered");
+    assert_eq!(thawed.timed_wait(), Some("thaw"), "{:?}", thawed.headers);
     let events = w.events("flask").await;
     let thawed: Vec<_> = events
         .iter()
@@ -220,4 +226,36 @@ async fn a_sigkilled_wakeway_leaves_no_frozen_process_and_the_next_one_serves() 
     wait_pids_gone(&[pid]).await;
     let next = Wakeway::start(&config).await;
     served_pid(&next, "flask").await;
+}
+
+/// `wakeway check` says what `idle_action = "freeze"` does for each runtime: swarm cannot
+/// freeze yet (its idle instances are stopped), docker pauses.
+#[test]
+fn check_says_swarm_cannot_freeze_and_docker_pauses() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("w.toml");
+    let service = |name: &str, runtime: &str| {
+        format!(
+            "[[service]]\nname = \"{name}\"\nhosts = [\"{name}.localhost\"]\nimage = \"x:1\"\n\
+             runtime = \"{runtime}\"\n[service.scaling]\nidle_action = \"freeze\"\n"
+        )
+    };
+    let config = format!("{}{}", service("s", "swarm"), service("d", "docker"));
+    std::fs::write(&path, config).unwrap();
+    let out = std::process::Command::new(WAKEWAY)
+        .args(["check", "-c", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains(
+            "service s: idle_action = \"freeze\" is not supported for swarm services yet; \
+             idle instances are stopped instead"
+        ),
+        "{said}"
+    );
+    assert!(
+        said.contains("service d: idle instances are paused (docker pause)"),
+        "{said}"
+    );
 }

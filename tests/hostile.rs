@@ -18,10 +18,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::Wakeway;
 use common::h2c::{self as h2, H2Reply};
 use common::raw::{self, Pace, RawUpstream, Reply, Seen};
 use common::tls::{self, TestCa, certificate_toml};
+use common::{Wakeway, listen_with, static_service};
 use rustls::ClientConfig;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;

@@ -37,6 +37,21 @@ fn probed_service(name: &str, ignore: &str) -> String {
     )
 }
 
+/// A service ignoring kube-probe and its health paths, woken by one ordinary request; wakeway and
+/// the instance that answered it.
+async fn warm_probed_service(name: &str) -> (Wakeway, String) {
+    let wk = Wakeway::start(&probed_service(
+        name,
+        r#"user_agents = ["kube-probe/"]
+paths = ["/healthz", "/status/*"]
+"#,
+    ))
+    .await;
+    let first = wk.get_ok(&format!("{name}.localhost"), "/").await;
+    let warm = first.instance().expect("whoami names its instance");
+    (wk, warm)
+}
+
 /// The three ways a request is ignored below, in turn: by user agent (HTTP/1.1), by exact path
 /// (h2c), by path prefix with a query (HTTP/1.1).
 async fn ignored_request(proxy: std::net::SocketAddr, host: &str, n: usize) -> Resp {
@@ -122,16 +137,7 @@ impl Prober {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_service_whose_only_traffic_is_ignored_scales_to_zero() {
-    let wk = Wakeway::start(&probed_service(
-        "probed",
-        r#"user_agents = ["kube-probe/"]
-paths = ["/healthz", "/status/*"]
-"#,
-    ))
-    .await;
-    let first = wk.get("probed.localhost", "/").await;
-    assert_eq!(first.status, StatusCode::OK, "{}", first.text());
-    let warm = first.instance().expect("whoami names its instance");
+    let (wk, warm) = warm_probed_service("probed").await;
     let pids: Vec<u32> = wk
         .instances("probed")
         .await
@@ -140,12 +146,8 @@ paths = ["/healthz", "/status/*"]
         .collect();
 
     let prober = Prober::start(wk.proxy, "probed.localhost");
-    wait_for(
-        "zero instances while only ignored requests arrive",
-        Duration::from_secs(40),
-        || async { wk.instances("probed").await.is_empty().then_some(()) },
-    )
-    .await;
+    wk.wait_scaled_to_zero("probed", "while only ignored requests arrive")
+        .await;
     let at_zero = Instant::now();
     wait_pids_gone(&pids).await;
     // Every kind of ignored request meets the service at zero a few times.
@@ -213,23 +215,13 @@ paths = ["/healthz", "/status/*"]
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_same_cadence_of_ordinary_requests_keeps_it_up() {
-    let wk = Wakeway::start(&probed_service(
-        "busy",
-        r#"user_agents = ["kube-probe/"]
-paths = ["/healthz", "/status/*"]
-"#,
-    ))
-    .await;
-    let first = wk.get("busy.localhost", "/").await;
-    assert_eq!(first.status, StatusCode::OK, "{}", first.text());
-    let warm = first.instance().expect("whoami names its instance");
+    let (wk, warm) = warm_probed_service("busy").await;
 
     let started = Instant::now();
     let mut n = 0;
     while started.elapsed() < CONTROL_RUN {
         let sent = Instant::now();
-        let resp = wk.get("busy.localhost", &format!("/app?n={n}")).await;
-        assert_eq!(resp.status, StatusCode::OK, "{}", resp.text());
+        let resp = wk.get_ok("busy.localhost", &format!("/app?n={n}")).await;
         assert_eq!(
             resp.instance().as_deref(),
             Some(warm.as_str()),
@@ -245,12 +237,8 @@ paths = ["/healthz", "/status/*"]
     );
 
     // With the traffic gone, the same service does go to zero.
-    wait_for(
-        "zero instances once ordinary traffic stops",
-        Duration::from_secs(40),
-        || async { wk.instances("busy").await.is_empty().then_some(()) },
-    )
-    .await;
+    wk.wait_scaled_to_zero("busy", "once ordinary traffic stops")
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

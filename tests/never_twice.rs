@@ -24,20 +24,8 @@ async fn killed_mid_request(
 ) -> (Resp, Vec<Carried>) {
     let dir = tempfile::tempdir().unwrap();
     let log = RequestLog::in_dir(dir.path());
-    let config = format!(
-        r#"
-[proxy]
-listen = "127.0.0.1:0"
-workers = 1
-
-[admin]
-listen = "127.0.0.1:0"
-
-[[service]]
-name = "pay"
-hosts = ["{HOST}"]
-command = ["wakeway", "whoami"]
-env = {{ WHOAMI_REQUEST_LOG = "{}" }}
+    let service_keys = format!(
+        r#"env = {{ WHOAMI_REQUEST_LOG = "{}" }}
 {service_extra}
 
 [service.scaling]
@@ -49,15 +37,14 @@ stop_grace = "1s"
 "#,
         log.path.display()
     );
+    let config = format!(
+        "{}{}",
+        listen_with("workers = 1"),
+        whoami_service("pay", HOST, &service_keys)
+    );
     let ww = Wakeway::start_config(&config).await;
     wait_for("two ready instances", DEADLINE, || async {
-        let ready = ww
-            .instances("pay")
-            .await
-            .into_iter()
-            .filter(|i| i.state == "ready")
-            .count();
-        (ready == 2).then_some(())
+        (ww.ready_count("pay").await == 2).then_some(())
     })
     .await;
 

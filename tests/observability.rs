@@ -17,6 +17,20 @@ fn config(extra_log: &str, services: &str) -> String {
     )
 }
 
+/// A warm `hello` whoami behind a wakeway whose access log goes to the returned path, with
+/// `log_keys` added to `[log]`.
+async fn logging_to_a_file(log_keys: &str) -> (tempfile::TempDir, std::path::PathBuf, Wakeway) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("access.log");
+    let wk = Wakeway::start_config(&config(
+        &format!("access = {:?}\n{log_keys}", path.display().to_string()),
+        &whoami_service("hello", "hello.localhost", MIN_ONE),
+    ))
+    .await;
+    wk.wait_ready("hello").await;
+    (dir, path, wk)
+}
+
 /// Waits until the access log holds `n` lines; returns them.
 async fn log_lines(path: &Path, n: usize) -> Vec<String> {
     wait_for("access-log lines", DEADLINE, || async {
@@ -61,21 +75,7 @@ async fn raw_exchange(addr: SocketAddr, bytes: &[u8]) -> u16 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_access_log_has_a_line_per_request_with_every_field() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("access.log");
-    let wk = Wakeway::start_config(&config(
-        &format!(
-            "access = {:?}\naccess_format = \"json\"",
-            path.display().to_string()
-        ),
-        &whoami_service(
-            "hello",
-            "hello.localhost",
-            "[service.scaling]\nmin_instances = 1\n",
-        ),
-    ))
-    .await;
-    wk.wait_ready("hello").await;
+    let (_dir, path, wk) = logging_to_a_file("access_format = \"json\"").await;
     assert_eq!(wk.get("hello.localhost", "/a?secret=1").await.status, 200);
     assert_eq!(wk.get("hello.localhost", "/b").await.status, 200);
     assert_eq!(wk.get("nobody.localhost", "/c").await.status, 404);
@@ -139,21 +139,7 @@ async fn json_access_log_has_a_line_per_request_with_every_field() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn combined_access_log_reads_as_nginx_combined() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("access.log");
-    let wk = Wakeway::start_config(&config(
-        &format!(
-            "access = {:?}\naccess_format = \"combined\"",
-            path.display().to_string()
-        ),
-        &whoami_service(
-            "hello",
-            "hello.localhost",
-            "[service.scaling]\nmin_instances = 1\n",
-        ),
-    ))
-    .await;
-    wk.wait_ready("hello").await;
+    let (_dir, path, wk) = logging_to_a_file("access_format = \"combined\"").await;
     for p in ["/one", "/two", "/three"] {
         assert_eq!(wk.get("hello.localhost", p).await.status, 200);
     }
@@ -170,18 +156,7 @@ async fn combined_access_log_reads_as_nginx_combined() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn request_ids_and_trace_context_round_trip() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("access.log");
-    let wk = Wakeway::start_config(&config(
-        &format!("access = {:?}", path.display().to_string()),
-        &whoami_service(
-            "hello",
-            "hello.localhost",
-            "[service.scaling]\nmin_instances = 1\n",
-        ),
-    ))
-    .await;
-    wk.wait_ready("hello").await;
+    let (_dir, path, wk) = logging_to_a_file("").await;
 
     // A valid id and trace context pass through unchanged and come back.
     let parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";

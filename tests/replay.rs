@@ -53,6 +53,17 @@ fn config(dir: &Path, name: &str, tables: &str) -> PathBuf {
     write(dir, name, &text)
 }
 
+/// `wakeway replay LOG -c CONFIG ARGS`: its exit status, stdout and stderr.
+async fn replay(
+    log: &Path,
+    cfg: &Path,
+    args: &[&str],
+) -> (std::process::ExitStatus, String, String) {
+    let mut all = vec!["replay", path_str(log), "-c", path_str(cfg)];
+    all.extend_from_slice(args);
+    run_to_exit(&all).await
+}
+
 /// `wakeway replay ARGS --format json`, which must succeed; its rows.
 async fn replay_json(args: &[&str]) -> Vec<Value> {
     let mut all = vec!["replay"];
@@ -74,6 +85,26 @@ fn num(v: &Value, key: &str) -> f64 {
     v[key]
         .as_f64()
         .unwrap_or_else(|| panic!("no number {key}: {v}"))
+}
+
+/// Replays `n` requests of `duration_ms` arriving at once against the service configured by
+/// `tables`, with `cold_start`; the row for it.
+async fn replay_burst(n: usize, duration_ms: f64, tables: &str, cold_start: &str) -> Value {
+    let dir = tempfile::tempdir().unwrap();
+    let log: String = (0..n)
+        .map(|_| line(0.0, "web", duration_ms, 0.0, false) + "\n")
+        .collect();
+    let log = write(dir.path(), "access.log", &log);
+    let cfg = config(dir.path(), "burst.toml", tables);
+    let rows = replay_json(&[
+        path_str(&log),
+        "-c",
+        path_str(&cfg),
+        "--cold-start",
+        cold_start,
+    ])
+    .await;
+    row(&rows, &cfg).clone()
 }
 
 /// One 100 ms request every 10 minutes, six in all. With idle_timeout = 5m each finds the
@@ -156,18 +187,13 @@ async fn idle_timeout_decides_cold_starts_and_instance_seconds() {
 /// 100 requests at once, 30 s each, at target_concurrency = 10: ten instances, no more.
 #[tokio::test]
 async fn a_burst_peaks_at_demand_over_target() {
-    let dir = tempfile::tempdir().unwrap();
-    let log: String = (0..100)
-        .map(|_| line(0.0, "web", 30_000.0, 0.0, false) + "\n")
-        .collect();
-    let log = write(dir.path(), "access.log", &log);
-    let cfg = config(
-        dir.path(),
-        "t10.toml",
+    let r = &replay_burst(
+        100,
+        30_000.0,
         "[service.scaling]\ntarget_concurrency = 10\nmax_instances = 50",
-    );
-    let rows = replay_json(&[path_str(&log), "-c", path_str(&cfg), "--cold-start", "2s"]).await;
-    let r = row(&rows, &cfg);
+        "2s",
+    )
+    .await;
     assert_eq!(num(r, "requests"), 100.0);
     assert_eq!(num(r, "peak_instances"), 10.0, "{r}");
     assert_eq!(num(r, "cold_starts"), 1.0, "{r}");
@@ -179,19 +205,14 @@ async fn a_burst_peaks_at_demand_over_target() {
 /// (1 s), the second a second later, the other three time out (504).
 #[tokio::test]
 async fn queue_overflow_and_timeout_are_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let log: String = (0..20)
-        .map(|_| line(0.0, "web", 1000.0, 0.0, false) + "\n")
-        .collect();
-    let log = write(dir.path(), "access.log", &log);
-    let cfg = config(
-        dir.path(),
-        "tight.toml",
+    let r = &replay_burst(
+        20,
+        1000.0,
         "[service.scaling]\nmax_concurrency = 1\ntarget_concurrency = 1\nmax_instances = 1\n\
          [service.queue]\nmax_pending = 5\ntimeout = \"2500ms\"",
-    );
-    let rows = replay_json(&[path_str(&log), "-c", path_str(&cfg), "--cold-start", "1s"]).await;
-    let r = row(&rows, &cfg);
+        "1s",
+    )
+    .await;
     assert_eq!(num(r, "refused"), 18.0, "{r}");
     assert_eq!(num(r, "refused_503"), 15.0, "{r}");
     assert_eq!(num(r, "refused_504"), 3.0, "{r}");
@@ -230,29 +251,13 @@ async fn one_service_at_a_time() {
         (rows[0]["service"].as_str(), num(&rows[0], "requests")),
         (Some("web"), 2.0)
     );
-    let (status, _, err) = run_to_exit(&[
-        "replay",
-        path_str(&log),
-        "-c",
-        path_str(&cfg),
-        "--cold-start",
-        "1s",
-    ])
-    .await;
+    let (status, _, err) = replay(&log, &cfg, &["--cold-start", "1s"]).await;
     assert!(status.success(), "{err}");
     assert!(
         err.contains("no service `api`; its 2 request(s) were not replayed"),
         "{err}"
     );
-    let (status, _, err) = run_to_exit(&[
-        "replay",
-        path_str(&log),
-        "-c",
-        path_str(&cfg),
-        "--service",
-        "api",
-    ])
-    .await;
+    let (status, _, err) = replay(&log, &cfg, &["--service", "api"]).await;
     assert!(!status.success());
     assert!(
         err.contains("--service api: no config given has a service of that name"),
@@ -274,15 +279,7 @@ async fn bad_input_is_named() {
     ]
     .join("\n");
     let log = write(dir.path(), "access.log", &log);
-    let (status, out, err) = run_to_exit(&[
-        "replay",
-        path_str(&log),
-        "-c",
-        path_str(&cfg),
-        "--cold-start",
-        "1s",
-    ])
-    .await;
+    let (status, out, err) = replay(&log, &cfg, &["--cold-start", "1s"]).await;
     assert!(status.success(), "{err}");
     assert!(err.contains("1 of 3 line(s) malformed"), "{err}");
     assert!(err.contains("line 2: not JSON"), "{err}");

@@ -20,15 +20,14 @@ fn live(instances: &[Instance]) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cold_start_serves_first_request_from_a_new_instance() {
-    let wk = Wakeway::start(&whoami_service(
+    let wk = Wakeway::whoami(
         "hello",
-        "hello.localhost",
         r#"
 [service.scaling]
 min_instances = 0
 max_instances = 3
 "#,
-    ))
+    )
     .await;
 
     let before = wk.instances("hello").await;
@@ -37,8 +36,7 @@ max_instances = 3
         "min 0: no instance before the first request: {before:?}"
     );
 
-    let resp = wk.get("hello.localhost", "/first").await;
-    assert_eq!(resp.status, StatusCode::OK, "{}", resp.text());
+    let resp = wk.get_ok("hello.localhost", "/first").await;
     let answered = resp.instance().expect("whoami body has an Instance line");
     assert_eq!(resp.header("x-wakeway-instance"), Some(answered.as_str()));
     assert_eq!(resp.field("Service").as_deref(), Some("hello"));
@@ -56,17 +54,12 @@ max_instances = 3
     );
 
     // The instance's stdout lands in wakeway's log, prefixed with its id.
-    let id = answered.clone();
-    wait_for("the instance's output in wakeway's log", DEADLINE, || {
-        let log = wk.proc.stderr();
-        let id = id.clone();
-        async move {
-            log.lines()
-                .any(|l| l.contains(&id) && l.contains("whoami listening on"))
-                .then_some(())
-        }
-    })
-    .await;
+    wk.proc
+        .wait_stderr_line(
+            "the instance's output in wakeway's log",
+            &[&answered, "whoami listening on"],
+        )
+        .await;
 
     // A second request reuses it.
     let again = wk.get("hello.localhost", "/second").await;
@@ -77,9 +70,8 @@ max_instances = 3
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrency_scales_out() {
-    let wk = Wakeway::start(&whoami_service(
+    let wk = Wakeway::whoami(
         "burst",
-        "burst.localhost",
         r#"
 [service.scaling]
 min_instances = 0
@@ -87,17 +79,12 @@ max_instances = 10
 target_concurrency = 5
 max_concurrency = 10
 "#,
-    ))
+    )
     .await;
 
-    let proxy = wk.proxy;
-    let tasks: Vec<_> = (0..40)
-        .map(|i| {
-            tokio::spawn(async move {
-                try_get(proxy, "burst.localhost", &format!("/?sleep=3s&i={i}")).await
-            })
-        })
-        .collect();
+    let tasks = spawn_gets(wk.proxy, "burst.localhost", 40, |i| {
+        format!("/?sleep=3s&i={i}")
+    });
 
     let seen = wait_for(
         ">= 4 instances while 40 slow requests run",
@@ -110,12 +97,11 @@ max_concurrency = 10
     .await;
     assert!(seen <= 10, "max_instances holds: {seen}");
 
-    let mut served_by = BTreeSet::new();
-    for task in tasks {
-        let resp = task.await.unwrap().expect("request completes");
-        assert_eq!(resp.status, StatusCode::OK, "{}", resp.text());
-        served_by.insert(resp.instance().unwrap());
-    }
+    let served_by: BTreeSet<String> = all_ok(tasks)
+        .await
+        .iter()
+        .map(|resp| resp.instance().unwrap())
+        .collect();
     assert!(
         served_by.len() >= 2,
         "the burst was spread over several instances: {served_by:?}"
@@ -126,9 +112,8 @@ max_concurrency = 10
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scale_down_under_load_loses_no_request() {
-    let wk = Wakeway::start(&whoami_service(
+    let wk = Wakeway::whoami(
         "elastic",
-        "elastic.localhost",
         r#"
 [service.scaling]
 min_instances = 0
@@ -139,27 +124,20 @@ idle_timeout = "30s"
 stable_window = "2s"
 panic_window = "1s"
 "#,
-    ))
+    )
     .await;
     let proxy = wk.proxy;
 
     // A burst that scales out.
-    let burst: Vec<_> = (0..16)
-        .map(|i| {
-            tokio::spawn(async move {
-                try_get(proxy, "elastic.localhost", &format!("/?sleep=1500ms&b={i}")).await
-            })
-        })
-        .collect();
+    let burst = spawn_gets(proxy, "elastic.localhost", 16, |i| {
+        format!("/?sleep=1500ms&b={i}")
+    });
     let peak = wait_for(">= 3 instances during the burst", DEADLINE, || async {
         let n = live(&wk.instances("elastic").await);
         (n >= 3).then_some(n)
     })
     .await;
-    for task in burst {
-        let resp = task.await.unwrap().expect("burst request completes");
-        assert_eq!(resp.status, StatusCode::OK, "{}", resp.text());
-    }
+    all_ok(burst).await;
 
     // Light steady load while the autoscaler scales down.
     let stop = Arc::new(AtomicBool::new(false));
@@ -245,9 +223,8 @@ panic_window = "1s"
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_service_scales_to_zero_and_processes_exit() {
-    let wk = Wakeway::start(&whoami_service(
+    let wk = Wakeway::whoami(
         "idle",
-        "idle.localhost",
         r#"
 [service.scaling]
 min_instances = 0
@@ -258,37 +235,23 @@ idle_timeout = "1s"
 stable_window = "2s"
 panic_window = "1s"
 "#,
-    ))
+    )
     .await;
-    let proxy = wk.proxy;
-
-    let tasks: Vec<_> = (0..4)
-        .map(|i| {
-            tokio::spawn(async move {
-                try_get(proxy, "idle.localhost", &format!("/?sleep=500ms&i={i}")).await
-            })
-        })
-        .collect();
+    let tasks = spawn_gets(wk.proxy, "idle.localhost", 4, |i| {
+        format!("/?sleep=500ms&i={i}")
+    });
     // Collect the pids of every instance seen while the requests run.
     let mut pids = BTreeSet::new();
     for i in wk.wait_ready("idle").await {
         pids.extend(i.pid);
     }
-    for task in tasks {
-        let resp = task.await.unwrap().expect("request completes");
-        assert_eq!(resp.status, StatusCode::OK, "{}", resp.text());
-    }
+    all_ok(tasks).await;
     for i in wk.instances("idle").await {
         pids.extend(i.pid);
     }
     assert!(!pids.is_empty(), "process instances report their pids");
 
-    wait_for(
-        "zero instances after idle_timeout",
-        Duration::from_secs(40),
-        || async { wk.instances("idle").await.is_empty().then_some(()) },
-    )
-    .await;
+    wk.wait_scaled_to_zero("idle", "after idle_timeout").await;
     let pids: Vec<u32> = pids.into_iter().collect();
     wait_pids_gone(&pids).await;
 
@@ -312,17 +275,8 @@ panic_window = "1s"
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cold_start_waits_for_a_slow_starting_instance() {
     // The process exists long before it listens: the request must wait for readiness.
-    let wk = Wakeway::start(
-        r#"
-[[service]]
-name = "sluggish"
-hosts = ["sluggish.localhost"]
-command = ["wakeway", "whoami", "--startup-delay", "1500ms"]
-"#,
-    )
-    .await;
-    let resp = wk.get("sluggish.localhost", "/").await;
-    assert_eq!(resp.status, StatusCode::OK, "{}", resp.text());
+    let wk = Wakeway::start(&whoami_args("sluggish", &["--startup-delay", "1500ms"], "")).await;
+    let resp = wk.get_ok("sluggish.localhost", "/").await;
     let instances = wk.instances("sluggish").await;
     assert_eq!(instances.len(), 1, "{instances:?}");
     assert_eq!(Some(instances[0].id.clone()), resp.instance());
@@ -330,9 +284,8 @@ command = ["wakeway", "whoami", "--startup-delay", "1500ms"]
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_longer_than_idle_timeout_keeps_its_instance() {
-    let wk = Wakeway::start(&whoami_service(
+    let wk = Wakeway::whoami(
         "long",
-        "long.localhost",
         r#"
 [service.scaling]
 min_instances = 0
@@ -340,7 +293,7 @@ idle_timeout = "1s"
 stable_window = "2s"
 panic_window = "1s"
 "#,
-    ))
+    )
     .await;
     let proxy = wk.proxy;
     let task = tokio::spawn(async move { try_get(proxy, "long.localhost", "/?sleep=4s").await });
@@ -360,37 +313,22 @@ panic_window = "1s"
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn port_placeholder_in_command_is_replaced() {
-    let wk = Wakeway::start(
-        r#"
-[[service]]
-name = "explicit"
-hosts = ["explicit.localhost"]
-command = ["wakeway", "whoami", "--port", "{port}"]
-
-[service.health]
-startup_timeout = "10s"
-"#,
-    )
+    let wk = Wakeway::start(&whoami_args(
+        "explicit",
+        &["--port", "{port}"],
+        "[service.health]\nstartup_timeout = \"10s\"\n",
+    ))
     .await;
-    let resp = wk.get("explicit.localhost", "/").await;
-    assert_eq!(resp.status, StatusCode::OK, "{}", resp.text());
+    wk.get_ok("explicit.localhost", "/").await;
     let inst = wk.instances("explicit").await.remove(0);
     let port = inst.address.rsplit(':').next().unwrap().to_string();
     let expected = format!("whoami listening on 127.0.0.1:{port}");
-    wait_for(
-        "the instance to listen on the port wakeway gave it",
-        DEADLINE,
-        || {
-            let log = wk.proc.stderr();
-            let (id, expected) = (inst.id.clone(), expected.clone());
-            async move {
-                log.lines()
-                    .any(|l| l.contains(&id) && l.contains(&expected))
-                    .then_some(())
-            }
-        },
-    )
-    .await;
+    wk.proc
+        .wait_stderr_line(
+            "the instance to listen on the port wakeway gave it",
+            &[&inst.id, &expected],
+        )
+        .await;
 }
 
 /// Issue 9, defect 1: the README's burst (40 requests of 3 s, target 5) after a calm spell scales
@@ -398,9 +336,8 @@ startup_timeout = "10s"
 /// stable window, still full of the calm before, drained instances that each held requests.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_scales_out_without_scaling_down_before_a_calm_window() {
-    let wk = Wakeway::start(&whoami_service(
+    let wk = Wakeway::whoami(
         "slow",
-        "slow.localhost",
         r#"
 [service.scaling]
 min_instances = 1
@@ -410,23 +347,15 @@ max_concurrency = 10
 stable_window = "15s"
 panic_window = "6s"
 "#,
-    ))
+    )
     .await;
     wk.wait_ready("slow").await;
     // The scenario, not a synchronisation: a stable window of calm before the burst.
     tokio::time::sleep(Duration::from_secs(15)).await;
-    let proxy = wk.proxy;
-    let burst: Vec<_> = (0..40)
-        .map(|i| {
-            tokio::spawn(async move {
-                try_get(proxy, "slow.localhost", &format!("/?sleep=3s&i={i}")).await
-            })
-        })
-        .collect();
-    for r in burst {
-        let r = r.await.unwrap().expect("burst request");
-        assert_eq!(r.status, StatusCode::OK, "{}", r.text());
-    }
+    all_ok(spawn_gets(wk.proxy, "slow.localhost", 40, |i| {
+        format!("/?sleep=3s&i={i}")
+    }))
+    .await;
     let events = wk.events("slow").await;
     let scales: Vec<(u64, u64, String)> = events
         .iter()
@@ -447,10 +376,7 @@ panic_window = "6s"
         scales.iter().all(|(from, to, _)| to >= from),
         "scaled down during the burst: {scales:?}"
     );
-    let drained: Vec<&serde_json::Value> = events
-        .iter()
-        .filter(|e| e["kind"] == "instance_draining")
-        .collect();
+    let drained = wk.events_of("slow", "instance_draining").await;
     assert!(drained.is_empty(), "drained during the burst: {drained:?}");
 }
 
@@ -513,12 +439,7 @@ async fn excess_is_taken_from_starting_instances_first() {
         Some(warm.id.clone()),
         "the warm one serves"
     );
-    let drained: Vec<serde_json::Value> = wk
-        .events("warm")
-        .await
-        .into_iter()
-        .filter(|e| e["kind"] == "instance_draining")
-        .collect();
+    let drained = wk.events_of("warm", "instance_draining").await;
     assert!(
         drained.is_empty(),
         "a ready instance was drained: {drained:?}"

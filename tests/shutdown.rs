@@ -7,41 +7,26 @@ use http::StatusCode;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_finishes_in_flight_requests_and_stops_children() {
-    let mut wk = Wakeway::start(&whoami_service(
+    let mut wk = Wakeway::whoami(
         "hello",
-        "hello.localhost",
         r#"
 [service.scaling]
 min_instances = 1
 max_instances = 3
 "#,
-    ))
+    )
     .await;
     wk.wait_ready("hello").await;
     let proxy = wk.proxy;
 
-    let tasks: Vec<_> = (0..3)
-        .map(|i| {
-            tokio::spawn(async move {
-                try_get(proxy, "hello.localhost", &format!("/?sleep=3s&i={i}")).await
-            })
-        })
-        .collect();
+    let tasks = spawn_gets(proxy, "hello.localhost", 3, |i| format!("/?sleep=3s&i={i}"));
     wk.wait_load("hello", 3, 0).await;
-    let pids: Vec<u32> = wk
-        .instances("hello")
-        .await
-        .iter()
-        .filter_map(|i| i.pid)
-        .collect();
+    let pids = pids_of(&wk.instances("hello").await);
     assert!(!pids.is_empty());
 
     wk.proc.signal(libc::SIGTERM);
 
-    for task in tasks {
-        let resp = task.await.unwrap().expect("in-flight request completes");
-        assert_eq!(resp.status, StatusCode::OK, "{}", resp.text());
-    }
+    all_ok(tasks).await;
     let status = wk.proc.wait_exit(DEADLINE).await;
     assert!(status.success(), "wakeway exits 0 after SIGTERM: {status}");
     wait_pids_gone(&pids).await;
@@ -51,20 +36,16 @@ max_instances = 3
     );
 }
 
+/// `wakeway whoami` with one warm instance, and that instance's pid.
+async fn warm_hello() -> (Wakeway, Vec<u32>) {
+    let wk = Wakeway::whoami("hello", MIN_ONE).await;
+    let pids = pids_of(&wk.wait_ready("hello").await);
+    (wk, pids)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigint_with_nothing_in_flight_exits_0() {
-    let mut wk = Wakeway::start(&whoami_service(
-        "hello",
-        "hello.localhost",
-        "[service.scaling]\nmin_instances = 1\n",
-    ))
-    .await;
-    let pids: Vec<u32> = wk
-        .wait_ready("hello")
-        .await
-        .iter()
-        .filter_map(|i| i.pid)
-        .collect();
+    let (mut wk, pids) = warm_hello().await;
     wk.proc.signal(libc::SIGINT);
     let status = wk.proc.wait_exit(DEADLINE).await;
     assert!(status.success(), "wakeway exits 0 after SIGINT: {status}");
@@ -73,18 +54,7 @@ async fn sigint_with_nothing_in_flight_exits_0() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_of_wakeway_takes_its_children_along() {
-    let mut wk = Wakeway::start(&whoami_service(
-        "hello",
-        "hello.localhost",
-        "[service.scaling]\nmin_instances = 1\n",
-    ))
-    .await;
-    let pids: Vec<u32> = wk
-        .wait_ready("hello")
-        .await
-        .iter()
-        .filter_map(|i| i.pid)
-        .collect();
+    let (mut wk, pids) = warm_hello().await;
     assert!(!pids.is_empty());
     wk.proc.signal(libc::SIGKILL);
     wk.proc.wait_exit(DEADLINE).await;
@@ -95,35 +65,22 @@ async fn sigkill_of_wakeway_takes_its_children_along() {
 /// stops gets its 503, saying why, before wakeway exits (it used to get no answer at all).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_answers_queued_requests_503_with_the_reason() {
-    let mut wk = Wakeway::start_config(
-        r#"
-[proxy]
-listen = ["127.0.0.1:0"]
-shutdown_timeout = "1s"
-
-[admin]
-listen = "127.0.0.1:0"
-
-[[service]]
-name = "slow"
-hosts = ["slow.localhost"]
-command = ["wakeway", "whoami", "--startup-delay", "1h"]
-
-[service.queue]
-timeout = "60s"
-"#,
-    )
+    let mut wk = Wakeway::start_config(&format!(
+        "{}{}",
+        listen_with("shutdown_timeout = \"1s\""),
+        command_service(
+            "slow",
+            "slow.localhost",
+            &["wakeway", "whoami", "--startup-delay", "1h"],
+            "[service.queue]\ntimeout = \"60s\"\n",
+        )
+    ))
     .await;
     let proxy = wk.proxy;
     let queued = tokio::spawn(async move { try_get(proxy, "slow.localhost", "/").await });
     wk.wait_load("slow", 0, 1).await;
     let pids: Vec<u32> = wait_for("the starting instance's pid", DEADLINE, || async {
-        let pids: Vec<u32> = wk
-            .instances("slow")
-            .await
-            .iter()
-            .filter_map(|i| i.pid)
-            .collect();
+        let pids = pids_of(&wk.instances("slow").await);
         (!pids.is_empty()).then_some(pids)
     })
     .await;
@@ -145,6 +102,24 @@ timeout = "60s"
     wait_pids_gone(&pids).await;
 }
 
+/// An app that starts a background worker and writes its pid to the file returned.
+async fn app_with_a_background_worker() -> (tempfile::TempDir, std::path::PathBuf, Wakeway) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("worker.pid");
+    let script = format!(
+        "sleep 300 & echo $! > {}; exec {WAKEWAY} whoami",
+        file.display()
+    );
+    let wk = Wakeway::start(&command_service(
+        "app",
+        "app.localhost",
+        &["sh", "-c", &script],
+        MIN_ONE,
+    ))
+    .await;
+    (dir, file, wk)
+}
+
 fn worker_pid(file: &std::path::Path) -> Option<u32> {
     std::fs::read_to_string(file).ok()?.trim().parse().ok()
 }
@@ -154,21 +129,7 @@ fn worker_pid(file: &std::path::Path) -> Option<u32> {
 /// wakeway stops.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_apps_background_worker_goes_with_its_instance() {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("worker.pid");
-    let mut wk = Wakeway::start(&format!(
-        r#"
-[[service]]
-name = "app"
-hosts = ["app.localhost"]
-command = ["sh", "-c", "sleep 300 & echo $! > {}; exec {WAKEWAY} whoami"]
-
-[service.scaling]
-min_instances = 1
-"#,
-        file.display()
-    ))
-    .await;
+    let (_dir, file, mut wk) = app_with_a_background_worker().await;
     let first = wk.wait_ready("app").await;
     let worker = wait_for("the first worker's pid", DEADLINE, || async {
         worker_pid(&file)
@@ -198,21 +159,7 @@ min_instances = 1
 /// parent-death signal; the worker it started in the background must not survive either.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_of_wakeway_takes_an_apps_background_worker_along() {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("worker.pid");
-    let mut wk = Wakeway::start(&format!(
-        r#"
-[[service]]
-name = "app"
-hosts = ["app.localhost"]
-command = ["sh", "-c", "sleep 300 & echo $! > {}; exec {WAKEWAY} whoami"]
-
-[service.scaling]
-min_instances = 1
-"#,
-        file.display()
-    ))
-    .await;
+    let (_dir, file, mut wk) = app_with_a_background_worker().await;
     let app = wk.wait_ready("app").await.remove(0).pid.unwrap();
     let worker = wait_for("the worker's pid", DEADLINE, || async { worker_pid(&file) }).await;
     assert!(pid_alive(worker));

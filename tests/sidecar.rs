@@ -5,43 +5,36 @@ mod common;
 use common::*;
 use http::StatusCode;
 
-async fn start_whoami() -> (Proc, std::net::SocketAddr) {
-    let mut whoami = Proc::spawn("whoami", &["whoami", "--port", "0"]);
-    let addr = whoami.listening_addr("whoami").await;
-    (whoami, addr)
+/// `wakeway sidecar` in front of `upstream` with `limits`; its proxy and admin addresses.
+async fn start_sidecar(
+    upstream: std::net::SocketAddr,
+    limits: &[&str],
+) -> (Proc, std::net::SocketAddr, std::net::SocketAddr) {
+    let upstream = upstream.to_string();
+    let mut args = vec![
+        "sidecar",
+        "--listen",
+        "127.0.0.1:0",
+        "--upstream",
+        &upstream,
+    ];
+    args.extend_from_slice(limits);
+    args.extend_from_slice(&["--admin", "127.0.0.1:0"]);
+    let mut sidecar = Proc::spawn("sidecar", &args);
+    let proxy = sidecar.listening_addr("proxy").await;
+    let admin = sidecar.listening_addr("admin").await;
+    (sidecar, proxy, admin)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sidecar_limit_holds_at_the_upstream() {
     let (_whoami, upstream) = start_whoami().await;
-    let upstream_s = upstream.to_string();
-    let mut sidecar = Proc::spawn(
-        "sidecar",
-        &[
-            "sidecar",
-            "--listen",
-            "127.0.0.1:0",
-            "--upstream",
-            &upstream_s,
-            "--max-concurrency",
-            "2",
-            "--admin",
-            "127.0.0.1:0",
-        ],
-    );
-    let proxy = sidecar.listening_addr("proxy").await;
-    let admin = sidecar.listening_addr("admin").await;
+    let (_sidecar, proxy, admin) = start_sidecar(upstream, &["--max-concurrency", "2"]).await;
 
-    let tasks: Vec<_> = (0..10)
-        .map(|i| {
-            tokio::spawn(async move {
-                try_get(proxy, "anything.test", &format!("/?sleep=500ms&i={i}")).await
-            })
-        })
-        .collect();
-    for task in tasks {
-        let resp = task.await.unwrap().expect("request completes");
-        assert_eq!(resp.status, StatusCode::OK, "{}", resp.text());
+    let tasks = spawn_gets(proxy, "anything.test", 10, |i| {
+        format!("/?sleep=500ms&i={i}")
+    });
+    for resp in all_ok(tasks).await {
         assert_eq!(resp.instance().as_deref(), Some("whoami"));
     }
 
@@ -62,27 +55,18 @@ async fn sidecar_limit_holds_at_the_upstream() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sidecar_queue_bounds() {
     let (_whoami, upstream) = start_whoami().await;
-    let upstream_s = upstream.to_string();
-    let mut sidecar = Proc::spawn(
-        "sidecar",
+    let (_sidecar, proxy, admin) = start_sidecar(
+        upstream,
         &[
-            "sidecar",
-            "--listen",
-            "127.0.0.1:0",
-            "--upstream",
-            &upstream_s,
             "--max-concurrency",
             "1",
             "--max-pending",
             "1",
             "--queue-timeout",
             "30s",
-            "--admin",
-            "127.0.0.1:0",
         ],
-    );
-    let proxy = sidecar.listening_addr("proxy").await;
-    let admin = sidecar.listening_addr("admin").await;
+    )
+    .await;
     let load = |in_flight: u64, queued: u64| async move {
         wait_for(
             &format!("sidecar in_flight {in_flight} queued {queued}"),
@@ -101,13 +85,7 @@ async fn sidecar_queue_bounds() {
     let queued = tokio::spawn(async move { try_get(proxy, "x", "/queued").await });
     load(1, 1).await;
     let rejected = get(proxy, "x", "/rejected").await;
-    assert_eq!(
-        rejected.status,
-        StatusCode::SERVICE_UNAVAILABLE,
-        "{}",
-        rejected.text()
-    );
-    assert!(rejected.header("retry-after").is_some());
+    assert_retry_later(&rejected);
     assert_eq!(busy.await.unwrap().unwrap().status, StatusCode::OK);
     assert_eq!(queued.await.unwrap().unwrap().status, StatusCode::OK);
 }

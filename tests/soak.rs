@@ -18,20 +18,8 @@ const MAX_CONCURRENCY: u32 = 8;
 const PHASE: Duration = Duration::from_secs(8);
 
 fn config(marker: &str, max_instances: u32, version: &str) -> String {
-    format!(
-        r#"
-[proxy]
-listen = "127.0.0.1:0"
-shutdown_timeout = "10s"
-
-[admin]
-listen = "127.0.0.1:0"
-
-[[service]]
-name = "soak"
-hosts = ["soak.localhost"]
-command = ["wakeway", "whoami"]
-env = {{ SOAK_RUN = "{marker}", VERSION = "{version}" }}
+    let service_keys = format!(
+        r#"env = {{ SOAK_RUN = "{marker}", VERSION = "{version}" }}
 
 [service.scaling]
 min_instances = 0
@@ -49,6 +37,11 @@ interval = "1s"
 drain_timeout = "10s"
 stop_grace = "2s"
 "#
+    );
+    format!(
+        "{}{}",
+        listen_with("shutdown_timeout = \"10s\""),
+        whoami_service("soak", "soak.localhost", &service_keys)
     )
 }
 
@@ -84,13 +77,7 @@ async fn soak_scale_deploy_reload_kill_zero_cold_start_sigterm() {
     // Load from zero: a cold start, then scale-out on concurrency.
     let load = Load::start(wk.proxy, "soak.localhost", "/?sleep=50ms", CLIENTS);
     wait_for("scale-out to 2 ready instances", DEADLINE, || async {
-        let ready = wk
-            .instances("soak")
-            .await
-            .iter()
-            .filter(|i| i.state == "ready")
-            .count();
-        (ready >= 2).then_some(())
+        (wk.ready_count("soak").await >= 2).then_some(())
     })
     .await;
     steady(&load).await;
@@ -110,12 +97,7 @@ async fn soak_scale_deploy_reload_kill_zero_cold_start_sigterm() {
     wk.write_config(&config(&marker, 5, "3"));
     let (status, report) = wk.admin_post("/v1/reload", json!({})).await;
     assert_eq!(status, StatusCode::OK, "{report}");
-    let id = report["deployed"][0]["deployment"]["Ok"]
-        .as_str()
-        .unwrap_or_else(|| panic!("the reload deployed: {report}"))
-        .to_string();
-    let d = wk.wait_deployment("soak", &id).await;
-    assert_eq!(d["state"], "succeeded", "{d}");
+    wk.wait_reload_deployed(&report, "soak").await;
     steady(&load).await;
 
     // SIGKILL of a busy instance: only its requests in flight may fail.
@@ -170,8 +152,7 @@ async fn soak_scale_deploy_reload_kill_zero_cold_start_sigterm() {
     .await;
 
     // A cold start again, then SIGTERM with requests in flight: they finish.
-    let cold = wk.get("soak.localhost", "/cold").await;
-    assert_eq!(cold.status, StatusCode::OK, "{}", cold.text());
+    wk.get_ok("soak.localhost", "/cold").await;
     let proxy = wk.proxy;
     let last: Vec<_> = (0..4)
         .map(|i| {

@@ -7,7 +7,6 @@ mod common;
 
 use common::python_apps::{gunicorn_command, venv, write_flask_app};
 use common::*;
-use http::StatusCode;
 
 /// No probe ran, so none failed, and no start failed.
 async fn no_probe_failure(w: &Wakeway, service: &str) {
@@ -41,8 +40,7 @@ path = "/"
         gunicorn_command(&venv, dir.path(), None)
     ))
     .await;
-    let resp = w.get("flask.localhost", "/").await;
-    assert_eq!(resp.status, StatusCode::OK, "{}", resp.text());
+    let resp = w.get_ok("flask.localhost", "/").await;
     assert!(resp.text().starts_with("pid "), "{}", resp.text());
     no_probe_failure(&w, "flask").await;
 }
@@ -60,8 +58,7 @@ socket_activation = true
     )
     .await;
     // `--port 1` could not be bound: only the inherited socket serves.
-    let resp = w.get("who.localhost", "/").await;
-    assert_eq!(resp.status, StatusCode::OK, "{}", resp.text());
+    let resp = w.get_ok("who.localhost", "/").await;
     assert!(resp.instance().is_some(), "{}", resp.text());
     no_probe_failure(&w, "who").await;
 }

@@ -179,8 +179,7 @@ drain_timeout = "60s""#
     // A request held open on one task for the whole scale-down.
     let held = HeldRequest::start(w.proxy, "web.localhost", "/echo", "held|");
     w.wait_load("web", 1, 0).await;
-    let load = Load::start(w.proxy, "web.localhost", "/?sleep=50ms", 2);
-    load.wait_done_since(Instant::now(), 8).await;
+    let load = Load::started(w.proxy, "web.localhost", "/?sleep=50ms", 2, 8).await;
 
     // min_instances 3 -> 1: the autoscaler, not the swarm, picks the victims.
     w.write_config(&t.swarm_config("stop_on_exit = true", &service(1)));
@@ -194,23 +193,14 @@ drain_timeout = "60s""#
     load.wait_done_since(mark, 8).await;
     // Whether or not its task was a victim, the held request ends normally: a victim is
     // drained before its swarm service is removed.
-    let resp = held
-        .finish("done")
-        .await
-        .expect("the held request completes");
-    assert_eq!(resp.status, StatusCode::OK, "{}", resp.text());
-    assert_eq!(resp.text(), "held|done", "drained, not cut off");
+    held.finish_ok("done").await;
     wait_for("the drained instances gone", DEADLINE, || async {
         (w.instances("web").await.len() == 1).then_some(())
     })
     .await;
     t.wait_service_instances("web", &left).await;
     let samples = load.stop().await;
-    assert!(
-        failed_samples(&samples).is_empty(),
-        "failed requests during the scale-down: {:?}",
-        failed_samples(&samples)
-    );
+    assert_none_failed(&samples, " during the scale-down");
     let events = w.events("web").await;
     let stopped: BTreeSet<String> = events_of_kind(&events, "instance_stopped")
         .iter()
@@ -247,8 +237,7 @@ async fn blue_green_deploy_under_load_loses_nothing_and_rollback_runs_the_old_im
     let old = w.wait_ready_revision("web", "web-00001", 2).await;
     t.wait_service_instances("web", &ids(&old)).await;
 
-    let load = Load::start(w.proxy, "web.localhost", "/?sleep=50ms", 4);
-    load.wait_done_since(Instant::now(), 8).await;
+    let load = Load::started(w.proxy, "web.localhost", "/?sleep=50ms", 4, 8).await;
     let d = w.deploy("web", json!({ "image": v2 })).await;
     assert_eq!(d["revision"], "web-00002", "{d}");
     let done = w.wait_deployment("web", d["id"].as_str().unwrap()).await;
@@ -257,17 +246,13 @@ async fn blue_green_deploy_under_load_loses_nothing_and_rollback_runs_the_old_im
     let green = w.wait_ready_revision("web", "web-00002", 2).await;
     // The old tasks drain and their swarm services go: only the new image runs.
     t.wait_service_instances("web", &ids(&green)).await;
-    load.wait_done_since(switched, 8).await;
-    let samples = load.stop().await;
+    let samples = load.stop_after(switched, 8).await;
     assert_clean_switch(&samples, switched, "web-00001", "web-00002");
     let images = images_of(&t, "web").await;
     assert_eq!(images, BTreeSet::from([v2.clone()]));
 
     // Rollback: the previous image runs again, in new tasks.
-    let (status, rb) = w.admin_post("/v1/services/web/rollback", json!(null)).await;
-    assert_eq!(status, StatusCode::ACCEPTED, "{rb}");
-    let done = w.wait_deployment("web", rb["id"].as_str().unwrap()).await;
-    assert_eq!(done["state"], "succeeded", "{done}");
+    let rb = w.rollback_ok("web").await;
     let back = rb["revision"].as_str().unwrap().to_string();
     let rolled = w.wait_ready_revision("web", &back, 2).await;
     t.wait_service_instances("web", &ids(&rolled)).await;
@@ -314,8 +299,7 @@ async fn without_an_overlay_network_tasks_join_only_their_node() {
         .swarm_config("stop_on_exit = true", &swarm_service("bare", &t.image, ""))
         .replace(&format!("network = \"{}\"", t.network), "network = \"\"");
     let w = Wakeway::start_config(&config).await;
-    let resp = w.get("bare.localhost", "/").await;
-    assert_eq!(resp.status, StatusCode::OK, "{}", resp.text());
+    w.get_ok("bare.localhost", "/").await;
     let spec = t.services(Some("bare")).await[0].spec.clone().unwrap();
     assert!(
         spec.task_template.unwrap().networks.is_none(),

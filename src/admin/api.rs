@@ -15,6 +15,7 @@ use crate::service::Service;
 use crate::service::command::{Command, DeployOptions};
 
 use super::certificates;
+use super::history::{number, query_param};
 use super::reply::{json, json_error};
 use super::traffic::{self, traffic_view};
 use super::view::view;
@@ -140,11 +141,11 @@ pub(crate) async fn answer(
             accepted(&svc, asked)
         }
         (&Method::GET, ["", "v1", "services", name, "traffic"]) => match state.service(name) {
-            Some(s) => json(StatusCode::OK, &traffic_view(&s)),
+            Some(s) => json(StatusCode::OK, &traffic_view(state, &s)),
             None => no_service(name),
         },
         (&Method::PUT, ["", "v1", "services", name, "traffic"]) => match state.service(name) {
-            Some(s) => traffic::set_traffic(&s, &body).await,
+            Some(s) => traffic::set_traffic(state, &s, &body).await,
             None => no_service(name),
         },
         (&Method::POST, ["", "v1", "services", name, "promote"]) => match state.service(name) {
@@ -200,6 +201,14 @@ pub(crate) async fn answer(
             Some(_) => service_logs(name, query),
             None => no_service(name),
         },
+        (&Method::GET, ["", "v1", "services", name, "history"]) => match state.service(name) {
+            Some(s) => super::history::history(&s, &query),
+            None => no_service(name),
+        },
+        (&Method::GET, ["", "v1", "services", name, "access"]) => match state.service(name) {
+            Some(s) => super::history::access(state, &s, &query),
+            None => no_service(name),
+        },
         (_, ["", "healthz"] | ["", "metrics"] | ["", "v1", ..]) if known_path(&segments) => {
             json_error(
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -233,6 +242,8 @@ fn known_path(segments: &[&str]) -> bool {
                     | "traffic"
                     | "promote"
                     | "logs"
+                    | "history"
+                    | "access"
             ]
             | ["", "v1", "reload" | "events" | "certificates"]
     )
@@ -328,13 +339,7 @@ fn accepted(svc: &Service, asked: Result<String, String>) -> Response<Full<Bytes
 /// `GET /v1/services/{name}/logs?instance=&revision=&after=SEQ&tail=N`: what the service's
 /// instances wrote, oldest first (`tail` defaults to 100 lines).
 fn service_logs(name: &str, query: &str) -> Response<Full<Bytes>> {
-    let number = |key: &str, default: u64| match query_param(query, key) {
-        None => Ok(default),
-        Some(v) => v
-            .parse::<u64>()
-            .map_err(|_| format!("`{key}` must be a whole number, not `{v}`")),
-    };
-    let (after, tail) = match (number("after", 0), number("tail", 100)) {
+    let (after, tail) = match (number(query, "after", 0), number(query, "tail", 100)) {
         (Ok(a), Ok(t)) => (a, t),
         (Err(e), _) | (_, Err(e)) => return json_error(StatusCode::BAD_REQUEST, &e),
     };
@@ -351,13 +356,6 @@ fn service_logs(name: &str, query: &str) -> Response<Full<Bytes>> {
 
 fn no_service(name: &str) -> Response<Full<Bytes>> {
     json_error(StatusCode::NOT_FOUND, &format!("no service named `{name}`"))
-}
-
-fn query_param(query: &str, key: &str) -> Option<String> {
-    query.split('&').find_map(|kv| {
-        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-        (k == key).then(|| v.to_string())
-    })
 }
 
 fn text(status: StatusCode, body: &str) -> Response<Full<Bytes>> {

@@ -167,6 +167,8 @@ impl App {
             reload_lock: tokio::sync::Mutex::new(()),
             state_file,
             cluster,
+            proxy_addrs: proxy_listeners.addrs.clone(),
+            https_addrs: proxy_listeners.tls_addrs.clone(),
         });
         let factory = state.factory(&config);
         let mut services = Vec::new();
@@ -264,6 +266,7 @@ impl App {
                 stop_watch.clone(),
             ));
         }
+        tokio::spawn(crate::history::run(self.state.clone(), stop_watch.clone()));
         let admin = self.admin_listener.map(|l| {
             tokio::spawn(crate::admin::serve(
                 l,

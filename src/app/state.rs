@@ -40,6 +40,9 @@ pub struct State {
     pub state_file: Option<Arc<crate::service::state::StateFile>>,
     /// With `[cluster]`: this replica's membership (see `src/cluster/`).
     pub cluster: Option<Arc<crate::cluster::Cluster>>,
+    /// Where the proxy listens (plain, then HTTPS), as bound: the addresses of tag URLs.
+    pub proxy_addrs: Vec<std::net::SocketAddr>,
+    pub https_addrs: Vec<std::net::SocketAddr>,
 }
 
 #[derive(Default)]
@@ -187,6 +190,7 @@ impl State {
             }
             state.metrics.remove_service(&name);
             crate::runtime::output::forget(&name);
+            crate::history::access::forget(&name);
         });
     }
 }

@@ -94,6 +94,11 @@ impl ServiceMetrics {
         self.requests.total()
     }
 
+    /// Every status class and duration bucket counted so far (for the console's history).
+    pub fn requests_snapshot(&self) -> requests::RequestSnapshot {
+        self.requests.snapshot()
+    }
+
     /// Counted in the calling worker's own shard.
     pub fn observe_status(&self, code: u16) {
         self.requests.observe_status(code)

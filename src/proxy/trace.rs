@@ -263,12 +263,15 @@ pub fn propagate(headers: &mut HeaderMap, start: bool) -> Trace {
 // Server-Timing
 
 /// What a response's `Server-Timing` reports: wakeway's time to the response headers, and the
-/// parts of it spent queued and waiting for a cold start.
+/// parts of it spent queued and waiting for a cold start (or for a thaw, when the instance that
+/// served it came back from frozen).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ServerTiming {
     pub total: Duration,
     pub queue: Option<Duration>,
     pub cold_start: Option<Duration>,
+    /// The cold wait ended with a thaw: it is named `thaw`, not `cold-start`.
+    pub thawed: bool,
 }
 
 impl ServerTiming {
@@ -281,8 +284,8 @@ impl ServerTiming {
         }
     }
 
-    /// `wakeway;dur=12.3, queue;dur=1.0, cold-start;dur=850.2` (milliseconds, one decimal),
-    /// formatted on the stack.
+    /// `wakeway;dur=12.3, queue;dur=1.0, cold-start;dur=850.2` (milliseconds, one decimal;
+    /// `thaw;dur=2.1` in place of `cold-start` after a thaw), formatted on the stack.
     pub fn header_value(&self) -> HeaderValue {
         let mut buf = StackBuf::default();
         write_metric(&mut buf, "wakeway", self.total);
@@ -292,7 +295,8 @@ impl ServerTiming {
         }
         if let Some(c) = self.cold_start {
             buf.push(b", ");
-            write_metric(&mut buf, "cold-start", c);
+            let name = if self.thawed { "thaw" } else { "cold-start" };
+            write_metric(&mut buf, name, c);
         }
         HeaderValue::from_bytes(buf.as_bytes()).expect("ASCII metric names and digits")
     }
@@ -472,21 +476,31 @@ mod tests {
             total: Duration::from_micros(851_234),
             queue: Some(Duration::from_micros(1_000)),
             cold_start: Some(Duration::from_micros(850_160)),
+            thawed: false,
         };
         assert_eq!(
             t.header_value(),
             "wakeway;dur=851.2, queue;dur=1.0, cold-start;dur=850.2"
         );
+        let thaw = ServerTiming {
+            total: Duration::from_micros(2_500),
+            queue: None,
+            cold_start: Some(Duration::from_micros(2_140)),
+            thawed: true,
+        };
+        assert_eq!(thaw.header_value(), "wakeway;dur=2.5, thaw;dur=2.1");
         let warm = ServerTiming {
             total: Duration::from_micros(49),
             queue: None,
             cold_start: None,
+            thawed: false,
         };
         assert_eq!(warm.header_value(), "wakeway;dur=0.0");
         let huge = ServerTiming {
             total: Duration::MAX,
             queue: Some(Duration::MAX),
             cold_start: Some(Duration::MAX),
+            thawed: true,
         };
         assert!(huge.header_value().len() < 160);
         assert!(ServerTiming::applies(ServerTimingMode::ColdStart, true));

@@ -102,6 +102,8 @@ pub struct Adopted {
     /// Its instance id, as the previous wakeway named it.
     pub instance: String,
     pub started: Started,
+    /// The previous wakeway froze it (a paused container): it is still frozen.
+    pub frozen: bool,
 }
 
 pub trait Runtime: Send + Sync + 'static {

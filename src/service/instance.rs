@@ -149,6 +149,12 @@ impl Instance {
         self.generation.fetch_add(1, SeqCst);
     }
 
+    /// Whether the instance was ever frozen. One that is ready again got there by a thaw (a
+    /// failed freeze or thaw stops it), so a request that waited for it waited for a thaw.
+    pub fn has_thawed(&self) -> bool {
+        self.generation() > 0
+    }
+
     pub fn is_routable(&self) -> bool {
         self.state.load(SeqCst) == InstanceState::Ready as u8
     }

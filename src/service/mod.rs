@@ -63,9 +63,16 @@ pub struct Service {
     control: arc_swap::ArcSwapOption<mpsc::UnboundedSender<Command>>,
     /// What the other replicas of a cluster report; idle in a single process.
     pub remote: remote::Remote,
+    /// The last hour of figures, for the console and `wakeway history`.
+    pub history: crate::history::ServiceHistory,
 }
 
 impl Service {
+    /// Records an event of this service (see `EventLog::emit`).
+    pub fn emit(&self, kind: &'static str, message: impl Into<String>, fields: serde_json::Value) {
+        self.events.emit(&self.name, kind, message, fields);
+    }
+
     pub fn new(
         config: ServiceConfig,
         metrics: ServiceMetrics,
@@ -89,6 +96,7 @@ impl Service {
             rollout: ArcSwap::from_pointee(None),
             control: arc_swap::ArcSwapOption::empty(),
             remote: remote::Remote::default(),
+            history: Default::default(),
         };
         Arc::new(svc)
     }
@@ -243,6 +251,12 @@ impl InFlight {
     /// Whether the request waited for a cold start of its revision (for `Server-Timing`).
     pub fn was_cold(&self) -> bool {
         self.cold
+    }
+
+    /// Whether that wait ended with a thaw rather than a start: the instance that served it
+    /// came back from frozen.
+    pub fn was_thaw(&self) -> bool {
+        self.cold && self.instance.has_thawed()
     }
 
     pub fn instance(&self) -> &Arc<Instance> {

@@ -5,9 +5,11 @@ use std::net::SocketAddr;
 use bytes::Bytes;
 use http::{HeaderMap, Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::Value;
 use tokio::net::TcpStream;
+use tokio::task::JoinHandle;
 
 use super::REQUEST_TIMEOUT;
 
@@ -36,6 +38,14 @@ impl Resp {
     /// The whoami instance that answered (`Instance:` line of the body).
     pub fn instance(&self) -> Option<String> {
         self.field("Instance")
+    }
+
+    /// The wait its `Server-Timing` names: `cold-start` or `thaw` (a frozen instance woken).
+    pub fn timed_wait(&self) -> Option<&'static str> {
+        let timing = self.header("server-timing")?;
+        ["thaw", "cold-start"]
+            .into_iter()
+            .find(|m| timing.contains(&format!("{m};dur=")))
     }
 }
 
@@ -66,23 +76,38 @@ where
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let stream = TcpStream::connect(addr)
-        .await
-        .map_err(|e| format!("connect {addr}: {e}"))?;
+    let stream = connect(addr).await?;
     let _ = stream.set_nodelay(true);
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(|e| format!("handshake {addr}: {e}"))?;
     tokio::spawn(conn);
-    let resp = sender
-        .send_request(req)
+    answer(sender.send_request(req).await, addr, "").await
+}
+
+async fn connect(addr: SocketAddr) -> Result<TcpStream, String> {
+    TcpStream::connect(addr)
         .await
-        .map_err(|e| format!("request to {addr}: {e}"))?;
+        .map_err(|e| format!("connect {addr}: {e}"))
+}
+
+/// The buffered answer to a request sent to `addr` over `proto` ("" for HTTP/1.1, "h2 ").
+async fn answer(
+    resp: hyper::Result<http::Response<Incoming>>,
+    addr: SocketAddr,
+    proto: &str,
+) -> Result<Resp, String> {
+    let resp = resp.map_err(|e| format!("{proto}request to {addr}: {e}"))?;
+    buffer(resp, &format!("{proto}response body from {addr}")).await
+}
+
+/// Reads a whole response into a [`Resp`]; `what` names the body in an error.
+pub async fn buffer(resp: http::Response<Incoming>, what: &str) -> Result<Resp, String> {
     let (parts, body) = resp.into_parts();
     let body = body
         .collect()
         .await
-        .map_err(|e| format!("response body from {addr}: {e}"))?
+        .map_err(|e| format!("{what}: {e}"))?
         .to_bytes();
     Ok(Resp {
         status: parts.status,
@@ -98,29 +123,13 @@ where
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let exchange = async {
-        let stream = TcpStream::connect(addr)
-            .await
-            .map_err(|e| format!("connect {addr}: {e}"))?;
+        let stream = TokioIo::new(connect(addr).await?);
         let (mut sender, conn) =
-            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), stream)
                 .await
                 .map_err(|e| format!("h2 handshake {addr}: {e}"))?;
         tokio::spawn(conn);
-        let resp = sender
-            .send_request(req)
-            .await
-            .map_err(|e| format!("h2 request to {addr}: {e}"))?;
-        let (parts, body) = resp.into_parts();
-        let body = body
-            .collect()
-            .await
-            .map_err(|e| format!("h2 response body from {addr}: {e}"))?
-            .to_bytes();
-        Ok(Resp {
-            status: parts.status,
-            headers: parts.headers,
-            body,
-        })
+        answer(sender.send_request(req).await, addr, "h2 ").await
     };
     tokio::time::timeout(REQUEST_TIMEOUT, exchange)
         .await
@@ -146,6 +155,17 @@ pub fn request(
         .expect("request")
 }
 
+/// `GET path` with `Host: host` and then `headers`.
+pub fn get_with(host: &str, path: &str, headers: &[(&str, &str)]) -> Request<Full<Bytes>> {
+    let mut req = request(Method::GET, host, path, Bytes::new());
+    for (name, value) in headers {
+        let name = http::HeaderName::from_bytes(name.as_bytes()).expect("header name");
+        let value = http::HeaderValue::from_str(value).expect("header value");
+        req.headers_mut().append(name, value);
+    }
+    req
+}
+
 /// `GET path` with `Host: host`; `Err` only on transport failure.
 pub async fn try_get(addr: SocketAddr, host: &str, path: &str) -> Result<Resp, String> {
     send(addr, request(Method::GET, host, path, Bytes::new())).await
@@ -156,6 +176,47 @@ pub async fn get(addr: SocketAddr, host: &str, path: &str) -> Resp {
     try_get(addr, host, path)
         .await
         .unwrap_or_else(|e| panic!("GET http://{host}{path} via {addr}: {e}"))
+}
+
+/// A 503 that tells the client when to try again (`Retry-After`).
+pub fn assert_retry_later(resp: &Resp) {
+    assert_eq!(
+        resp.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        resp.text()
+    );
+    assert!(resp.header("retry-after").is_some(), "{:?}", resp.headers);
+}
+
+/// Starts `n` concurrent `GET`s with `Host: host`, the i-th at `path(i)`; await them with
+/// [`all_ok`].
+pub fn spawn_gets(
+    addr: SocketAddr,
+    host: &str,
+    n: usize,
+    path: impl Fn(usize) -> String,
+) -> Vec<JoinHandle<Result<Resp, String>>> {
+    (0..n)
+        .map(|i| {
+            let (host, path) = (host.to_string(), path(i));
+            tokio::spawn(async move { try_get(addr, &host, &path).await })
+        })
+        .collect()
+}
+
+/// Awaits spawned requests; each must have been answered 200. Returns the answers in order.
+pub async fn all_ok(tasks: Vec<JoinHandle<Result<Resp, String>>>) -> Vec<Resp> {
+    let mut answers = Vec::with_capacity(tasks.len());
+    for (i, task) in tasks.into_iter().enumerate() {
+        let resp = task
+            .await
+            .unwrap()
+            .unwrap_or_else(|e| panic!("request {i} completes: {e}"));
+        assert_eq!(resp.status, StatusCode::OK, "{}", resp.text());
+        answers.push(resp);
+    }
+    answers
 }
 
 /// `GET path` on an admin listener, parsed as JSON (must answer 200).

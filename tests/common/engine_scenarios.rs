@@ -445,8 +445,7 @@ pub async fn engine_outage_keeps_instances_serving_and_exits_are_seen_after_it<T
 
     engine.down();
     // Running instances do not need the engine.
-    let resp = w.get("warm.localhost", "/").await;
-    assert_eq!(resp.status, StatusCode::OK, "{}", resp.text());
+    let resp = w.get_ok("warm.localhost", "/").await;
     assert_eq!(resp.instance(), Some(victim.clone()));
     // Starting one does: a clear 503 naming the endpoint.
     let resp = w.get("lazy.localhost", "/").await;

@@ -6,7 +6,10 @@ use std::path::PathBuf;
 use http::StatusCode;
 use serde_json::Value;
 
-use super::{DEADLINE, LISTEN_ANY, Proc, Resp, admin_json, get, wait_for};
+use super::{
+    DEADLINE, LISTEN_ANY, MIN_ONE, Proc, Resp, admin_json, get, wait_for, whoami_args,
+    whoami_service,
+};
 
 /// `wakeway run -c FILE` with its proxy and admin addresses.
 pub struct Wakeway {
@@ -21,6 +24,20 @@ impl Wakeway {
     /// Starts wakeway with `services` (TOML `[[service]]` tables) on OS-picked ports.
     pub async fn start(services: &str) -> Wakeway {
         Self::start_config(&format!("{LISTEN_ANY}\n{services}")).await
+    }
+
+    /// Starts wakeway with one `wakeway whoami` service for host `NAME.localhost`, with `extra`
+    /// TOML appended to its table.
+    pub async fn whoami(name: &str, extra: &str) -> Wakeway {
+        Self::start(&whoami_args(name, &[], extra)).await
+    }
+
+    /// Starts wakeway with one `wakeway whoami` service keeping an instance warm, and waits
+    /// until it is ready.
+    pub async fn start_warm(name: &str, host: &str) -> Wakeway {
+        let wk = Self::start(&whoami_service(name, host, MIN_ONE)).await;
+        wk.wait_ready(name).await;
+        wk
     }
 
     /// Starts wakeway with a complete config file (its listeners should use port 0).
@@ -58,6 +75,13 @@ impl Wakeway {
         get(self.proxy, host, path).await
     }
 
+    /// `GET path` with `Host: host` through the proxy, which must answer 200.
+    pub async fn get_ok(&self, host: &str, path: &str) -> Resp {
+        let resp = self.get(host, path).await;
+        assert_eq!(resp.status, StatusCode::OK, "{}", resp.text());
+        resp
+    }
+
     /// `GET path` on the admin listener, parsed as JSON (must answer 200).
     pub async fn admin_json(&self, path: &str) -> Value {
         admin_json(self.admin, path).await
@@ -73,6 +97,15 @@ impl Wakeway {
         instances_of(&self.service(name).await)
     }
 
+    /// Once `name` has one request in flight and none queued, the instance holding it.
+    pub async fn holding_one(&self, name: &str) -> Option<Instance> {
+        self.wait_load(name, 1, 0).await;
+        self.instances(name)
+            .await
+            .into_iter()
+            .find(|i| i.in_flight == 1)
+    }
+
     /// `GET /v1/events?service=NAME`.
     pub async fn events(&self, name: &str) -> Vec<Value> {
         match self.admin_json(&format!("/v1/events?service={name}")).await {
@@ -81,11 +114,34 @@ impl Wakeway {
         }
     }
 
+    /// The events of service `name` that are of `kind`.
+    pub async fn events_of(&self, name: &str, kind: &str) -> Vec<Value> {
+        let mut events = self.events(name).await;
+        events.retain(|e| e["kind"] == kind);
+        events
+    }
+
     /// The Prometheus text of `/metrics`.
     pub async fn metrics(&self) -> String {
         let resp = get(self.admin, "localhost", "/metrics").await;
         assert_eq!(resp.status, StatusCode::OK, "/metrics: {}", resp.text());
         resp.text()
+    }
+
+    /// How many instances of `name` are ready.
+    pub async fn ready_count(&self, name: &str) -> usize {
+        let instances = self.instances(name).await;
+        instances.iter().filter(|i| i.state == "ready").count()
+    }
+
+    /// Checks that the reload whose answer is `report` deployed service `name` first, and waits
+    /// until that deployment has succeeded.
+    pub async fn wait_reload_deployed(&self, report: &Value, name: &str) {
+        let id = report["deployed"][0]["deployment"]["Ok"]
+            .as_str()
+            .unwrap_or_else(|| panic!("the reload deployed {name}: {report}"));
+        let d = self.wait_deployment(name, id).await;
+        assert_eq!(d["state"], "succeeded", "{d}");
     }
 
     /// Waits until service `name` has a ready instance; returns the ready instances.
@@ -102,6 +158,17 @@ impl Wakeway {
                     .collect();
                 (!ready.is_empty()).then_some(ready)
             },
+        )
+        .await
+    }
+
+    /// Waits (up to 40 s: idle timeouts and drains) until service `name` has no instance;
+    /// `what` says why it should have none.
+    pub async fn wait_scaled_to_zero(&self, name: &str, what: &str) {
+        wait_for(
+            &format!("zero instances {what}"),
+            std::time::Duration::from_secs(40),
+            || async { self.instances(name).await.is_empty().then_some(()) },
         )
         .await
     }
@@ -129,6 +196,11 @@ pub struct Instance {
     pub pid: Option<u32>,
     pub in_flight: u64,
     pub address: String,
+}
+
+/// The pids of the instances that have one.
+pub fn pids_of(instances: &[Instance]) -> Vec<u32> {
+    instances.iter().filter_map(|i| i.pid).collect()
 }
 
 pub fn instances_of(service: &Value) -> Vec<Instance> {

@@ -75,6 +75,23 @@ pub fn block(fields: &[(&str, &str)]) -> Vec<u8> {
     out
 }
 
+/// A whole request's HEADERS frame (END_HEADERS, END_STREAM) on `stream` with exactly `fields`.
+pub fn head(stream: u32, fields: &[(&str, &str)]) -> Vec<u8> {
+    frame(HEADERS, END_HEADERS | END_STREAM, stream, &block(fields))
+}
+
+/// The HEADERS frame of `POST path` on `stream` declaring `content_length`, its DATA to follow.
+pub fn post(stream: u32, path: &str, content_length: &str) -> Vec<u8> {
+    let fields = [
+        (":method", "POST"),
+        (":scheme", "http"),
+        (":authority", "h"),
+        (":path", path),
+        ("content-length", content_length),
+    ];
+    frame(HEADERS, END_HEADERS, stream, &block(&fields))
+}
+
 /// `GET path` on `stream` with `:authority` `h` and `extra` fields.
 pub fn get(stream: u32, path: &str, extra: &[(&str, &str)]) -> Vec<u8> {
     let mut fields = vec![
@@ -84,7 +101,7 @@ pub fn get(stream: u32, path: &str, extra: &[(&str, &str)]) -> Vec<u8> {
         (":path", path),
     ];
     fields.extend_from_slice(extra);
-    frame(HEADERS, END_HEADERS | END_STREAM, stream, &block(&fields))
+    head(stream, &fields)
 }
 
 /// A SETTINGS frame with (id, value) pairs.

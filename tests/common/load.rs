@@ -71,6 +71,19 @@ impl Load {
         }
     }
 
+    /// As [`Load::start`], returning once `n` of its requests have finished.
+    pub async fn started(
+        addr: SocketAddr,
+        host: &str,
+        path: &str,
+        clients: usize,
+        n: usize,
+    ) -> Load {
+        let load = Load::start(addr, host, path, clients);
+        load.wait_done_since(Instant::now(), n).await;
+        load
+    }
+
     /// The requests finished so far.
     pub fn samples(&self) -> Vec<Sample> {
         self.samples.lock().unwrap().clone()
@@ -95,6 +108,12 @@ impl Load {
         .await
     }
 
+    /// Waits until `n` requests sent at or after `since` have finished, then stops.
+    pub async fn stop_after(self, since: Instant, n: usize) -> Vec<Sample> {
+        self.wait_done_since(since, n).await;
+        self.stop().await
+    }
+
     /// Stops the clients (each finishes its current request) and returns every sample.
     pub async fn stop(self) -> Vec<Sample> {
         self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
@@ -103,6 +122,12 @@ impl Load {
         }
         self.samples.lock().unwrap().clone()
     }
+}
+
+/// Asserts every sample answered 200; `during` says when, for the message.
+pub fn assert_none_failed(samples: &[Sample], during: &str) {
+    let failed = failed_samples(samples);
+    assert!(failed.is_empty(), "failed requests{during}: {failed:?}");
 }
 
 /// The samples that did not answer 200, described for an assertion message.

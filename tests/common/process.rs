@@ -86,6 +86,18 @@ impl Proc {
         self.stdout.lock().unwrap().join("\n")
     }
 
+    /// Waits until a stderr line contains every one of `words`; `what` names it on failure.
+    pub async fn wait_stderr_line(&self, what: &str, words: &[&str]) {
+        wait_for(what, DEADLINE, || async {
+            let lines = self.stderr.lock().unwrap();
+            lines
+                .iter()
+                .any(|l| words.iter().all(|w| l.contains(w)))
+                .then_some(())
+        })
+        .await
+    }
+
     /// Waits for a stdout line starting with `prefix` and returns the rest of it (trimmed).
     /// Fails early, with the captured stderr, if the process exits first.
     pub async fn wait_stdout_line(&mut self, prefix: &str) -> String {
@@ -226,6 +238,13 @@ fn drain(
 fn tail(text: &str, lines: usize) -> String {
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// Starts `wakeway whoami --port 0` outside wakeway (for static upstreams); its address.
+pub async fn start_whoami() -> (Proc, SocketAddr) {
+    let mut whoami = Proc::spawn("whoami", &["whoami", "--port", "0"]);
+    let addr = whoami.listening_addr("whoami").await;
+    (whoami, addr)
 }
 
 /// Sends `sig` to `pid`.

@@ -6,13 +6,13 @@ use std::net::SocketAddr;
 use bytes::Bytes;
 use http::{Method, Request, StatusCode};
 use http_body_util::BodyExt;
-use serde_json::Value;
+use serde_json::{Value, json};
 use tokio::time::Instant;
 
 use super::client::exchange;
 use super::{
-    DEADLINE, Instance, REQUEST_TIMEOUT, Resp, Sample, Wakeway, admin_call, failed_samples,
-    wait_for,
+    DEADLINE, Instance, REQUEST_TIMEOUT, Resp, Sample, Wakeway, admin_call, assert_none_failed,
+    assert_retry_later, wait_for,
 };
 
 /// The revision an instance id belongs to (`web-00002-a` → `web-00002`).
@@ -107,16 +107,65 @@ impl Wakeway {
             &format!("a {kind} event of {name}"),
             DEADLINE,
             || async move {
-                let found: Vec<Value> = self
-                    .events(name)
-                    .await
-                    .into_iter()
-                    .filter(|e| e["kind"] == kind)
-                    .collect();
+                let found = self.events_of(name, kind).await;
                 (!found.is_empty()).then_some(found)
             },
         )
         .await
+    }
+
+    /// Instance `id` of `name`, which must still be listed and draining (it holds a request).
+    pub async fn assert_draining(&self, name: &str, id: &str) -> Instance {
+        let still = self
+            .instances(name)
+            .await
+            .into_iter()
+            .find(|i| i.id == id)
+            .unwrap_or_else(|| panic!("{id} stopped with a request in flight"));
+        assert_eq!(still.state, "draining", "{still:?}");
+        still
+    }
+
+    /// A deploy of paused service `name` is refused (409); the refusal's body.
+    pub async fn assert_no_deploy_while_paused(&self, name: &str) -> Value {
+        let (status, body) = self
+            .admin_post(&format!("/v1/services/{name}/deployments"), json!({}))
+            .await;
+        assert_eq!(
+            status,
+            StatusCode::CONFLICT,
+            "no deploy while paused: {body}"
+        );
+        body
+    }
+
+    /// Rolls `name` back (202 Accepted) and waits until that deployment succeeded; the
+    /// deployment as accepted.
+    pub async fn rollback_ok(&self, name: &str) -> Value {
+        let (status, rb) = self
+            .admin_post(&format!("/v1/services/{name}/rollback"), json!(null))
+            .await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{rb}");
+        let done = self.wait_deployment(name, rb["id"].as_str().unwrap()).await;
+        assert_eq!(done["state"], "succeeded", "{done}");
+        rb
+    }
+
+    /// Resumes paused service `name`; a request to `host` then cold-starts it. Its answer.
+    pub async fn resume_and_cold_start(&self, name: &str, host: &str) -> Resp {
+        let (status, view) = self
+            .admin_post(&format!("/v1/services/{name}/resume"), json!(null))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{view}");
+        assert_eq!(view["paused"], false, "{view}");
+        let resp = self.get(host, "/").await;
+        assert_eq!(
+            resp.status,
+            StatusCode::OK,
+            "cold start after resume: {}",
+            resp.text()
+        );
+        resp
     }
 
     /// Replaces the config file this wakeway was started with (for a reload).
@@ -126,25 +175,40 @@ impl Wakeway {
 }
 
 /// A paused service's answer: 503, with Retry-After, saying it is paused.
+/// The id of the one deployment a reload `report` began, which must be of `service`.
+pub fn the_reload_deployment(report: &Value, service: &str) -> String {
+    let deployed = &report["deployed"];
+    assert_eq!(deployed.as_array().map(Vec::len), Some(1), "{report}");
+    assert_eq!(deployed[0]["service"], service, "{report}");
+    deployed[0]["deployment"]["Ok"]
+        .as_str()
+        .unwrap_or_else(|| panic!("the deployment began: {report}"))
+        .to_string()
+}
+
+/// The kinds of `events`, in order.
+pub fn kinds(events: &[Value]) -> Vec<&str> {
+    events.iter().filter_map(|e| e["kind"].as_str()).collect()
+}
+
+/// A `paused` event, then a `resumed` one.
+pub fn assert_paused_then_resumed(events: &[Value]) {
+    let k = kinds(events);
+    let p = k.iter().position(|k| *k == "paused");
+    let r = k.iter().position(|k| *k == "resumed");
+    assert!(p.is_some() && r > p, "paused then resumed: {k:?}");
+}
+
+/// A paused service's answer: 503, with Retry-After, saying it is paused.
 pub fn assert_paused(resp: &Resp) {
-    assert_eq!(
-        resp.status,
-        StatusCode::SERVICE_UNAVAILABLE,
-        "{}",
-        resp.text()
-    );
-    assert!(resp.header("retry-after").is_some(), "{:?}", resp.headers);
+    assert_retry_later(resp);
     assert!(resp.text().contains("paused"), "{}", resp.text());
 }
 
 /// What a user of a blue/green deploy checks in the load's samples: no request failed, the
 /// old revision served before the switch, and every request sent after it reached the new one.
 pub fn assert_clean_switch(samples: &[Sample], switched: Instant, old: &str, new: &str) {
-    assert!(
-        failed_samples(samples).is_empty(),
-        "failed requests during the deployment: {:?}",
-        failed_samples(samples)
-    );
+    assert_none_failed(samples, " during the deployment");
     let after: Vec<&Sample> = samples.iter().filter(|s| s.sent >= switched).collect();
     assert!(!after.is_empty(), "no request was sent after the switch");
     for s in &after {
@@ -165,6 +229,7 @@ pub fn assert_clean_switch(samples: &[Sample], switched: Instant, old: &str, new
 /// flight (on whichever instance took it) for exactly as long as the test wants. Against
 /// whoami's `/echo` the answer is the body sent.
 pub struct HeldRequest {
+    first_chunk: &'static str,
     tx: tokio::sync::mpsc::UnboundedSender<Bytes>,
     task: tokio::task::JoinHandle<Result<Resp, String>>,
 }
@@ -191,7 +256,24 @@ impl HeldRequest {
             .body(body)
             .expect("request");
         let task = tokio::spawn(exchange(addr, req));
-        HeldRequest { tx, task }
+        HeldRequest {
+            first_chunk,
+            tx,
+            task,
+        }
+    }
+
+    /// As [`HeldRequest::finish`]; the answer must be a 200 echoing both chunks, so the request
+    /// was served to its end.
+    pub async fn finish_ok(self, last_chunk: &'static str) -> Resp {
+        let sent = format!("{}{last_chunk}", self.first_chunk);
+        let resp = self
+            .finish(last_chunk)
+            .await
+            .expect("the held request completes");
+        assert_eq!(resp.status, StatusCode::OK, "{}", resp.text());
+        assert_eq!(resp.text(), sent, "served to its end");
+        resp
     }
 
     /// Sends `last_chunk`, ends the request body and waits (bounded) for the whole answer.
@@ -205,4 +287,15 @@ impl HeldRequest {
             )),
         }
     }
+}
+
+/// `name` has two deployments, oldest first: `rolled_back_id`, rolled back, then the rollback
+/// itself, succeeded.
+pub async fn assert_rolled_back_then_rollback(wk: &Wakeway, name: &str, rolled_back_id: &str) {
+    let list = wk.deployments(name).await;
+    let states: Vec<(&Value, &Value)> = list.iter().map(|d| (&d["id"], &d["state"])).collect();
+    assert_eq!(list.len(), 2, "{states:?}");
+    assert_eq!(list[0]["id"], rolled_back_id, "oldest first: {states:?}");
+    assert_eq!(list[0]["state"], "rolled_back", "{states:?}");
+    assert_eq!(list[1]["state"], "succeeded", "{states:?}");
 }

@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::Request;
-use http_body_util::{BodyExt, Empty};
+use http_body_util::Empty;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 use rustls::ClientConfig;
@@ -27,7 +27,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
-use super::{REQUEST_TIMEOUT, Resp};
+use super::{REQUEST_TIMEOUT, Resp, buffer};
 
 /// A certificate authority that exists only for one test.
 pub struct TestCa {
@@ -232,18 +232,8 @@ async fn https_exchange(
         sender.send_request(req).await
     }
     .map_err(|e| format!("request to https://{server_name}{path}: {e}"))?;
-    let (parts, body) = response.into_parts();
-    let body = body
-        .collect()
-        .await
-        .map_err(|e| format!("response body: {e}"))?
-        .to_bytes();
     Ok(TlsResp {
-        resp: Resp {
-            status: parts.status,
-            headers: parts.headers,
-            body,
-        },
+        resp: buffer(response, "response body").await?,
         served,
         alpn,
     })

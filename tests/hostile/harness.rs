@@ -176,25 +176,11 @@ pub(crate) fn h2_stream(case: &Case) -> u32 {
 
 /// wakeway in front of `upstream` for every host, with `extra_proxy` added to `[proxy]`.
 pub(crate) fn config(upstream: &RawUpstream, extra_proxy: &str) -> String {
+    let proxy_keys = format!("header_read_timeout = \"{HEADER_READ_TIMEOUT}\"\n{extra_proxy}");
     format!(
-        r#"
-[proxy]
-listen = "127.0.0.1:0"
-header_read_timeout = "{HEADER_READ_TIMEOUT}"
-{extra_proxy}
-
-[admin]
-listen = "127.0.0.1:0"
-
-[[service]]
-name = "raw"
-hosts = ["*"]
-upstreams = ["{}"]
-
-[service.health]
-kind = "tcp"
-"#,
-        upstream.addr
+        "{}{}",
+        listen_with(&proxy_keys),
+        static_service("raw", "*", upstream.addr, "", "")
     )
 }
 

@@ -5,9 +5,8 @@ use super::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pause_drains_and_answers_503_until_resumed() {
-    let wk = Wakeway::start(&whoami_service("web", WEB, "")).await;
-    let first = wk.get(WEB, "/").await;
-    assert_eq!(first.status, StatusCode::OK, "{}", first.text());
+    let wk = Wakeway::whoami("web", "").await;
+    let first = wk.get_ok(WEB, "/").await;
     let pid = wk.wait_ready("web").await[0].pid.expect("pid");
 
     let proxy = wk.proxy;
@@ -32,36 +31,16 @@ async fn pause_drains_and_answers_503_until_resumed() {
         .await;
     assert_eq!(wk.service("web").await["paused"], true);
 
-    let (status, body) = wk
-        .admin_post("/v1/services/web/deployments", json!({}))
-        .await;
-    assert_eq!(
-        status,
-        StatusCode::CONFLICT,
-        "no deploy while paused: {body}"
-    );
+    let body = wk.assert_no_deploy_while_paused("web").await;
     assert!(body["error"].to_string().contains("paused"), "{body}");
 
-    let (status, view) = wk.admin_post("/v1/services/web/resume", json!(null)).await;
-    assert_eq!(status, StatusCode::OK, "{view}");
-    assert_eq!(view["paused"], false, "{view}");
-    let resp = wk.get(WEB, "/").await;
-    assert_eq!(
-        resp.status,
-        StatusCode::OK,
-        "cold start after resume: {}",
-        resp.text()
-    );
+    let resp = wk.resume_and_cold_start("web", WEB).await;
     assert_ne!(resp.field("Pid"), first.field("Pid"), "a new instance");
 
     let (status, body) = wk.admin_post("/v1/services/web/resume", json!(null)).await;
     assert_eq!(status, StatusCode::CONFLICT, "not paused: {body}");
 
-    let k = wk.events("web").await;
-    let k = kinds(&k);
-    let p = k.iter().position(|k| *k == "paused");
-    let r = k.iter().position(|k| *k == "resumed");
-    assert!(p.is_some() && r > p, "paused then resumed: {k:?}");
+    assert_paused_then_resumed(&wk.events("web").await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -205,27 +184,18 @@ max_instances = 3
             "{name} updated: {report}"
         );
     }
-    let deployed = &report["deployed"];
-    assert_eq!(deployed.as_array().map(Vec::len), Some(1), "{report}");
-    assert_eq!(deployed[0]["service"], "keep", "{report}");
-    let id = deployed[0]["deployment"]["Ok"]
-        .as_str()
-        .unwrap_or_else(|| panic!("the deployment began: {report}"))
-        .to_string();
+    let id = the_reload_deployment(&report, "keep");
 
     // The removed service: its host is gone at once, its instance drains and stops.
     let resp = wk.get("gone.localhost", "/").await;
     assert_eq!(resp.status, StatusCode::NOT_FOUND, "{}", resp.text());
     let (status, _) = admin_call(wk.admin, Method::GET, "/v1/services/gone", None, None).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
-    let resp = held.finish("served").await.expect("the in-flight request");
-    assert_eq!(resp.status, StatusCode::OK, "{}", resp.text());
-    assert_eq!(resp.text(), "still served");
+    held.finish_ok("served").await;
     wait_pids_gone(&[gone_pid]).await;
 
     // The added service serves.
-    let resp = wk.get("fresh.localhost", "/").await;
-    assert_eq!(resp.status, StatusCode::OK, "{}", resp.text());
+    let resp = wk.get_ok("fresh.localhost", "/").await;
     assert_eq!(resp.field("Service").as_deref(), Some("fresh"));
 
     // The changed one: env deployed blue/green, scaling and hosts applied live.
@@ -266,14 +236,8 @@ max_instances = 3
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_token_guards_v1_but_not_metrics_or_healthz() {
     let config = format!(
-        r#"
-[proxy]
-listen = "127.0.0.1:0"
-
-[admin]
-listen = "127.0.0.1:0"
-token = "s3cret"
-{}"#,
+        "{}{}",
+        listeners("", "token = \"s3cret\""),
         whoami_service("web", WEB, "")
     );
     let wk = Wakeway::start_config(&config).await;
@@ -339,14 +303,8 @@ token = "s3cret"
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cli_deploy_exit_code_says_whether_it_succeeded() {
     let wk = Wakeway::start_config(&format!(
-        r#"
-[proxy]
-listen = "127.0.0.1:0"
-
-[admin]
-listen = "127.0.0.1:0"
-token = "clitoken"
-{}"#,
+        "{}{}",
+        listeners("", "token = \"clitoken\""),
         whoami_service("web", WEB, "[service.scaling]\nmin_instances = 1\n")
     ))
     .await;

@@ -6,37 +6,16 @@ use super::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn service_that_cannot_become_ready_answers_503() {
     // whoami answers the probe path with 503: the instance never becomes ready.
-    let wk = Wakeway::start(&whoami_service(
-        "broken",
-        "broken.localhost",
-        r#"
-[service.health]
-kind = "http"
-path = "/never?status=503"
-startup_timeout = "1s"
-
-[service.queue]
-timeout = "20s"
-"#,
-    ))
-    .await;
-    let resp = wk.get("broken.localhost", "/").await;
-    assert_eq!(
-        resp.status,
-        StatusCode::SERVICE_UNAVAILABLE,
-        "{}",
-        resp.text()
-    );
-    assert!(resp.header("retry-after").is_some(), "{:?}", resp.headers);
+    let wk = Wakeway::whoami("broken", &http_probe("/never?status=503", "1s", "20s")).await;
+    assert_retry_later(&wk.get("broken.localhost", "/").await);
     let events = wk.events("broken").await;
     assert!(!events.is_empty(), "the failed start is an event");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unhealthy_instance_leaves_the_pool_and_is_replaced() {
-    let wk = Wakeway::start(&whoami_service(
+    let wk = Wakeway::whoami(
         "flaky",
-        "flaky.localhost",
         r#"
 [service.scaling]
 min_instances = 1
@@ -48,7 +27,7 @@ interval = "200ms"
 timeout = "1s"
 unhealthy_threshold = 2
 "#,
-    ))
+    )
     .await;
     let sick = wk.wait_ready("flaky").await.remove(0);
 
@@ -81,8 +60,7 @@ unhealthy_threshold = 2
         },
     )
     .await;
-    let resp = wk.get("flaky.localhost", "/after").await;
-    assert_eq!(resp.status, StatusCode::OK, "{}", resp.text());
+    let resp = wk.get_ok("flaky.localhost", "/after").await;
     assert_ne!(
         resp.instance(),
         Some(sick.id.clone()),
@@ -119,27 +97,15 @@ async fn a_connect_timeout_counts_toward_the_threshold() {
         assert!(held.len() < 64, "the backlog never filled");
     }
     let wk = Wakeway::start_config(&format!(
-        r#"
-[proxy]
-listen = "127.0.0.1:0"
-connect_timeout = "200ms"
-
-[admin]
-listen = "127.0.0.1:0"
-
-[[service]]
-name = "busy"
-hosts = ["busy.localhost"]
-upstreams = ["{addr}"]
-
-[service.health]
-kind = "tcp"
-interval = "1h"
-unhealthy_threshold = 3
-
-[service.queue]
-timeout = "1s"
-"#
+        "{}{}",
+        listen_with("connect_timeout = \"200ms\""),
+        static_service(
+            "busy",
+            "busy.localhost",
+            addr,
+            "interval = \"1h\"\nunhealthy_threshold = 3",
+            "[service.queue]\ntimeout = \"1s\"",
+        )
     ))
     .await;
     let resp = wk.get("busy.localhost", "/").await;
@@ -164,10 +130,11 @@ timeout = "1s"
         None
     })
     .await;
-    let events = wk.events("busy").await;
-    let why = events
-        .iter()
-        .find(|e| e["kind"] == "instance_unhealthy")
+    let why = wk
+        .events_of("busy", "instance_unhealthy")
+        .await
+        .into_iter()
+        .next()
         .expect("an instance_unhealthy event");
     assert!(
         why["message"].as_str().unwrap().contains("timed out"),
@@ -182,18 +149,11 @@ timeout = "1s"
 /// untracked.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn instances_stopped_while_starting_stay_stopped() {
-    let wk = Wakeway::start(
-        r#"
-[[service]]
-name = "boot"
-hosts = ["boot.localhost"]
-command = ["wakeway", "whoami", "--startup-delay", "2s"]
-
-[service.scaling]
-min_instances = 2
-max_instances = 4
-"#,
-    )
+    let wk = Wakeway::start(&whoami_args(
+        "boot",
+        &["--startup-delay", "2s"],
+        "[service.scaling]\nmin_instances = 2\nmax_instances = 4\n",
+    ))
     .await;
     let booting: Vec<Instance> = wait_for("two booting instances", DEADLINE, || async {
         let now = wk.instances("boot").await;
@@ -213,8 +173,7 @@ max_instances = 4
         wait_pids_gone(&[old.pid.unwrap()]).await;
     }
     // Outlast the old instances' startup delay: a request held that long, on the new revision.
-    let clock = wk.get("boot.localhost", "/?sleep=3s").await;
-    assert_eq!(clock.status, StatusCode::OK, "{}", clock.text());
+    wk.get_ok("boot.localhost", "/?sleep=3s").await;
     let events = wk.events("boot").await;
     for old in &booting {
         let of = |kind: &str| {

@@ -21,9 +21,10 @@ pub(crate) use self::headers::{add_forwarded, rewrite_request_headers};
 use super::Shared;
 use super::access_line::{LoggedBody, PendingLine};
 use super::attempt::{self, Attempt, Next, Resend, Seen};
-use super::body::{ProxyBody, RequestBody};
+use super::body::ProxyBody;
 use super::error::ProxyError;
 use super::grpc;
+use super::upstream::RequestBody;
 use super::upstream::client::{
     ConnectTime, UpstreamClient, source_chain, timed_out, upstream_client,
 };
@@ -46,18 +47,21 @@ struct Downstream {
 struct Timing {
     waited: Duration,
     cold: bool,
+    thawed: bool,
     service: Option<Arc<Service>>,
     sent: Option<Arc<AtomicU64>>,
     connect: Option<Duration>,
 }
 
 impl Timing {
-    fn acquired(&mut self, svc: &Service, arrived: Instant, was_empty: bool) {
+    fn acquired(&mut self, svc: &Service, arrived: Instant, guard: &InFlight) {
         let waited = arrived.elapsed();
-        // The fast path takes a slot in well under a millisecond; only a real wait counts.
-        if waited >= Duration::from_millis(1) {
+        // The fast path takes a slot in well under a millisecond; only a real wait counts. A
+        // wait for the first instance always does: a thaw can take less.
+        if waited >= Duration::from_millis(1) || guard.was_cold() {
             self.waited = waited;
-            self.cold = was_empty;
+            self.cold = guard.was_cold();
+            self.thawed = guard.was_thaw();
             svc.metrics.queue_wait.observe(waited.as_secs_f64());
         }
     }
@@ -145,6 +149,7 @@ impl HyperForwarder {
                 total: started.elapsed(),
                 queue: (!timing.waited.is_zero() && !timing.cold).then_some(timing.waited),
                 cold_start: timing.cold.then_some(timing.waited),
+                thawed: timing.thawed,
             };
             resp.headers_mut()
                 .insert(trace::SERVER_TIMING, value.header_value());
@@ -318,7 +323,7 @@ impl HyperForwarder {
         if quiet {
             guard.set_quiet();
         }
-        timing.acquired(svc, arrived, guard.was_cold());
+        timing.acquired(svc, arrived, &guard);
         // An empty body can be sent again even after hyper read its end.
         let empty = http_body::Body::is_end_stream(&body);
         let mut body = (!empty).then_some(body);

@@ -92,7 +92,7 @@ impl<S: ClientIo> Conn<'_, S> {
         if quiet {
             guard.set_quiet();
         }
-        self.obs.acquired(svc, guard.was_cold());
+        self.obs.acquired(svc, &guard);
         let logging = self.ctx.shared.access_log.is_some();
         if logging {
             self.obs.served_by(guard.instance());

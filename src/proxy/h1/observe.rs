@@ -15,8 +15,8 @@ use crate::config::ServerTimingMode;
 use crate::proxy::access_log::{AccessLog, AccessRecord};
 use crate::proxy::error::ProxyError;
 use crate::proxy::trace::{self, ServerTiming, TraceContext, TraceId};
-use crate::service::Service;
 use crate::service::instance::Instance;
+use crate::service::{InFlight, Service};
 
 pub struct Observed {
     pub arrived: Instant,
@@ -24,6 +24,8 @@ pub struct Observed {
     /// service had no ready instance (a cold start).
     pub acquired: Option<Instant>,
     pub cold: bool,
+    /// ... and the instance it got came back from frozen: the wait was a thaw.
+    pub thawed: bool,
     id: [u8; trace::MAX_REQUEST_ID_LEN],
     id_len: usize,
     pub trace_id: Option<TraceId>,
@@ -50,6 +52,7 @@ impl Default for Observed {
             arrived: Instant::now(),
             acquired: None,
             cold: false,
+            thawed: false,
             id: [0; trace::MAX_REQUEST_ID_LEN],
             id_len: 0,
             trace_id: None,
@@ -77,6 +80,7 @@ impl Observed {
         self.arrived = arrived;
         self.acquired = None;
         self.cold = false;
+        self.thawed = false;
         self.bytes_in = 0;
         self.bytes_out = 0;
         self.upstream_connect = None;
@@ -124,22 +128,23 @@ impl Observed {
         };
     }
 
-    /// The slot was taken now; `was_empty`: the service had no routable instance when the
-    /// request arrived. Records the wait in the queue-wait histogram.
-    pub fn acquired(&mut self, svc: &Service, was_empty: bool) {
+    /// The slot `guard` holds was taken now. Records the wait in the queue-wait histogram.
+    pub fn acquired(&mut self, svc: &Service, guard: &InFlight) {
         let now = Instant::now();
         self.acquired = Some(now);
         let waited = now - self.arrived;
-        // The fast path takes a slot in well under a millisecond; only a real wait counts.
-        if waited >= QUEUED {
-            self.cold = was_empty;
+        // The fast path takes a slot in well under a millisecond; only a real wait counts. A
+        // wait for the first instance always does: a thaw can take less.
+        if waited >= QUEUED || guard.was_cold() {
+            self.cold = guard.was_cold();
+            self.thawed = guard.was_thaw();
             svc.metrics.queue_wait.observe(waited.as_secs_f64());
         }
     }
 
     fn queue_wait(&self) -> Duration {
         match self.acquired {
-            Some(a) if a - self.arrived >= QUEUED => a - self.arrived,
+            Some(a) if a - self.arrived >= QUEUED || self.cold => a - self.arrived,
             _ => Duration::ZERO,
         }
     }
@@ -157,6 +162,7 @@ impl Observed {
                 total: self.arrived.elapsed(),
                 queue: (!queue.is_zero() && !self.cold).then_some(queue),
                 cold_start: self.cold.then_some(queue),
+                thawed: self.thawed,
             };
             out.extend_from_slice(b"Server-Timing: ");
             out.extend_from_slice(timing.header_value().as_bytes());

@@ -61,7 +61,8 @@ impl DockerEngine {
                 }
             };
             tracing::info!(
-                "docker: adopting container {} of {service} ({revision}) at {address}",
+                "docker: adopting {}container {} of {service} ({revision}) at {address}",
+                if c.paused { "paused " } else { "" },
                 c.name
             );
             if let Some(image) = c.image {
@@ -74,6 +75,7 @@ impl DockerEngine {
             };
             self.follow_logs(&c.id, src, false);
             adopted.push(Adopted {
+                frozen: c.paused,
                 instance: c.instance,
                 started: Started {
                     address,

@@ -299,9 +299,6 @@ impl InstanceHandle for DockerHandle {
         let engine = &self.engine;
         let remove = async move {
             if let Some(docker) = engine.connected() {
-                // A paused (frozen) container cannot act on its stop signal; one that is not
-                // paused answers 409, which changes nothing.
-                let _ = docker.unpause_container(&self.id).await;
                 let gone = self.exited.borrow().is_some();
                 let grace = (!gone).then_some(grace);
                 DockerEngine::remove(&docker, &self.id, &self.name, grace).await;

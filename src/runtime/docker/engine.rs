@@ -81,6 +81,9 @@ impl DockerEngine {
     /// Removes a container (and its anonymous volumes), stopping it first when `grace` is given.
     pub(super) async fn remove(docker: &Docker, id: &str, name: &str, grace: Option<Duration>) {
         if let Some(grace) = grace {
+            // A paused (frozen) container cannot act on its stop signal; one that is not
+            // paused answers 409, which changes nothing.
+            let _ = docker.unpause_container(id).await;
             let t = grace.as_secs_f64().ceil() as i32;
             let opts = StopContainerOptions {
                 t: Some(t),

@@ -9,20 +9,12 @@ use std::time::Duration;
 use super::backend::Backend;
 use super::connection::{EngineCore, Naming};
 use super::labels::{LABEL_INSTANCE, LABEL_REVISION, LABEL_SERVICE, LABEL_SPEC};
+use super::leftovers::{Candidate, Expected, Leftover, Stale};
 use crate::config::{ImageRuntime, ImageSource, ServiceConfig, Source};
 use crate::runtime::RuntimeError;
 
 /// Grace for instances of unknown services, as `docker stop` gives by default.
 pub(crate) const UNKNOWN_STOP_GRACE: Duration = Duration::from_secs(10);
-
-/// What wakeway expects of a service's instances. Not the revision label: without a state
-/// file revision numbers start again with each wakeway, while spec and image say what an
-/// instance runs.
-pub(crate) struct Expected {
-    pub(crate) spec: String,
-    pub(crate) image: String,
-    pub(crate) stop_grace: Duration,
-}
 
 /// The image `svc` runs, when `runtime` runs it.
 pub(crate) fn image_source(svc: &ServiceConfig, runtime: ImageRuntime) -> Option<&ImageSource> {
@@ -50,34 +42,6 @@ pub(crate) fn expected(
             Some((svc.name.clone(), expected))
         })
         .collect()
-}
-
-/// An instance found on the engine that this wakeway did not start.
-pub(crate) struct Leftover {
-    pub(crate) id: String,
-    pub(crate) name: String,
-    pub(crate) labels: HashMap<String, String>,
-    pub(crate) running: bool,
-    /// The image id it runs, when known.
-    pub(crate) image: Option<String>,
-}
-
-/// A leftover kept for its service's `adopt`.
-pub(crate) struct Candidate {
-    pub(crate) id: String,
-    pub(crate) name: String,
-    pub(crate) instance: String,
-    pub(crate) image: Option<String>,
-    /// It runs what the tag names now (or the tag names nothing the engine has).
-    pub(crate) current: bool,
-}
-
-/// A leftover to remove.
-pub(crate) struct Stale {
-    pub(crate) id: String,
-    pub(crate) name: String,
-    /// The grace of its stop when it runs.
-    pub(crate) grace: Option<Duration>,
 }
 
 /// How [`EngineCore::sort_leftovers`] judges.
@@ -150,6 +114,7 @@ impl EngineCore {
                     instance,
                     image: l.image,
                     current,
+                    paused: l.paused,
                 }),
                 Err(why) => {
                     let Naming {
@@ -157,8 +122,7 @@ impl EngineCore {
                     } = self.naming;
                     tracing::info!("{runtime}: removing leftover {instance} {}: {why}", l.name);
                     stale.push(Stale {
-                        grace: l
-                            .running
+                        grace: (l.running || l.paused)
                             .then(|| expected.map_or(UNKNOWN_STOP_GRACE, |e| e.stop_grace)),
                         id: l.id,
                         name: l.name,
@@ -181,7 +145,7 @@ fn verdict(
 ) -> Result<(String, bool), String> {
     let exp = match expected {
         None => return Err(format!("service `{service}` is not in the config")),
-        Some(_) if !l.running => return Err("it is not running".to_string()),
+        Some(_) if !l.running && !l.paused => return Err("it is not running".to_string()),
         Some(exp) if l.labels.get(LABEL_SPEC) != Some(&exp.spec) => {
             return Err(format!("its {} differ from the config", rules.spec_covers));
         }
@@ -220,6 +184,7 @@ mod tests {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
             running: true,
+            paused: false,
             image: image.map(str::to_string),
         }
     }
@@ -272,7 +237,7 @@ mod tests {
     }
 
     #[test]
-    fn a_changed_spec_a_stopped_one_or_no_instance_label_goes() {
+    fn a_changed_spec_a_stopped_one_or_no_instance_label_goes_a_paused_one_stays() {
         let mut changed = leftover(&OURS, None);
         changed.labels.insert(LABEL_SPEC.into(), "s2".into());
         assert_eq!(
@@ -282,6 +247,13 @@ mod tests {
         let mut stopped = leftover(&OURS, None);
         stopped.running = false;
         assert_eq!(judge(&stopped, None, None), Err("it is not running".into()));
+        let mut paused = leftover(&OURS, None);
+        (paused.running, paused.paused) = (false, true);
+        assert_eq!(
+            judge(&paused, None, None),
+            Ok(("web-00001-a".into(), true)),
+            "a frozen one is alive"
+        );
         let bare = leftover(&OURS[..3], None);
         assert!(
             judge(&bare, None, None)

@@ -13,9 +13,9 @@ use tokio::sync::OnceCell;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::adopt::{Candidate, Expected};
 use super::client::{self, QUICK_TIMEOUT, connect_and_negotiate};
 use super::labels::in_scope;
+use super::leftovers::{Candidate, Expected};
 use super::watch::Watchlist;
 use crate::runtime::RuntimeError;
 

@@ -57,6 +57,7 @@ impl SwarmEngine {
             );
             let local = address.ip().is_loopback();
             adopted.push(Adopted {
+                frozen: false,
                 instance: c.instance,
                 started: Started {
                     address,

@@ -13,7 +13,7 @@ use tokio::time::Instant;
 
 use super::{Controller, Msg};
 use crate::config::IdleAction;
-use crate::runtime::Runtime;
+use crate::runtime::{InstanceHandle, Runtime, Started};
 use crate::service::frozen::ledger;
 use crate::service::instance::{Instance, InstanceState};
 use crate::service::revision::Revision;
@@ -70,8 +70,7 @@ impl Controller {
             } else {
                 format!("still {} in flight after drain_timeout", inst.in_flight())
             };
-            svc.events.emit(
-                &svc.name,
+            svc.emit(
                 "freeze_failed",
                 format!("cannot freeze instance {}: {why_not}; stopping it", inst.id),
                 json!({ "instance": inst.id, "reason": why_not }),
@@ -109,8 +108,7 @@ impl Controller {
             since: Instant::now(),
             key,
         });
-        self.svc.events.emit(
-            &self.svc.name,
+        self.svc.emit(
             "instance_frozen",
             format!(
                 "instance {id} frozen{}",
@@ -160,11 +158,55 @@ impl Controller {
         true
     }
 
+    /// An instance a previous wakeway froze (a paused container), found at start. With
+    /// `idle_action = "freeze"` it stays frozen, counted from now for `frozen_timeout` and in
+    /// the memory budget, and the next demand thaws it; `None` then. Otherwise it is thawed
+    /// and returned, to be adopted as a running one (probed, then idle as any other); one that
+    /// cannot be thawed is stopped (`None`).
+    pub(super) async fn adopt_frozen(&mut self, id: String, started: Started) -> Option<Started> {
+        if !self.freezes() {
+            let Err(e) = started.handle.thaw().await else {
+                return Some(started);
+            };
+            self.svc.events.emit(
+                &self.svc.name,
+                "thaw_failed",
+                format!(
+                    "cannot thaw adopted instance {id}: {}; stopping it",
+                    e.message
+                ),
+                json!({ "instance": id, "reason": e.message }),
+            );
+            let grace = self.svc.config.load().deploy.stop_grace;
+            started.handle.stop(grace).await;
+            return None;
+        }
+        let inst = Arc::new(Instance::new(
+            id,
+            self.revision.id.clone(),
+            started.address,
+            started.pid,
+        ));
+        // It was frozen: a request that waits for it waits for a thaw.
+        inst.new_generation();
+        inst.set_state(InstanceState::Frozen);
+        let handle: Arc<dyn InstanceHandle> = Arc::from(started.handle);
+        let memory = handle.memory().await;
+        self.on_spawned(inst.clone(), handle, started.exited);
+        let key = ledger().insert(&self.svc.name, memory.unwrap_or(0));
+        if let Some(m) = self.member_of(&inst) {
+            m.frozen = Some(FrozenAt {
+                since: Instant::now(),
+                key,
+            });
+        }
+        None
+    }
+
     pub(super) fn on_thawed(&mut self, id: &str, took: Duration) {
         let ms = took.as_secs_f64() * 1000.0;
         self.svc.metrics.thaws.inc();
-        self.svc.events.emit(
-            &self.svc.name,
+        self.svc.emit(
             "instance_thawed",
             format!("instance {id} thawed and ready in {ms:.1} ms"),
             json!({ "instance": id, "thaw_ms": ms }),

@@ -153,8 +153,7 @@ impl Controller {
 
     pub(super) fn start(&mut self, runtime: Arc<dyn Runtime>, revision: &Revision) {
         let id = self.next_id(&revision.id);
-        self.svc.events.emit(
-            &self.svc.name,
+        self.svc.emit(
             "instance_starting",
             format!("starting instance {id}"),
             json!({ "instance": id, "revision": revision.id, "runtime": runtime.name() }),
@@ -164,7 +163,7 @@ impl Controller {
 
     /// Takes in the instances a previous wakeway left running (docker containers). They count as
     /// starting until their probe passes, like new ones, so none is started twice; returns how
-    /// many there are.
+    /// many there are. Frozen ones are kept frozen, or thawed first (`adopt_frozen`).
     pub(super) async fn adopt(&mut self) -> u32 {
         let Source::Managed(runtime) = &self.source else {
             return 0;
@@ -173,8 +172,7 @@ impl Controller {
         let adopted = match runtime.adopt(&self.svc.name, &self.revision.id).await {
             Ok(adopted) => adopted,
             Err(e) => {
-                self.svc.events.emit(
-                    &self.svc.name,
+                self.svc.emit(
                     "adopt_failed",
                     format!("cannot look for instances left running: {}", e.message),
                     json!({ "reason": e.message, "runtime": runtime.name() }),
@@ -182,19 +180,28 @@ impl Controller {
                 return 0;
             }
         };
-        let count = adopted.len() as u32;
+        let mut count = 0;
         let revision = self.revision.clone();
         for a in adopted {
-            self.svc.events.emit(
-                &self.svc.name,
-                "instance_adopted",
+            self.svc.emit("instance_adopted",
                 format!(
-                    "adopting instance {}, left running at {}",
-                    a.instance, a.started.address
+                    "adopting instance {}, left {} at {}",
+                    a.instance,
+                    if a.frozen { "frozen" } else { "running" },
+                    a.started.address
                 ),
-                json!({ "instance": a.instance, "address": a.started.address.to_string(), "runtime": runtime.name() }),
+                json!({ "instance": a.instance, "address": a.started.address.to_string(), "runtime": runtime.name(), "frozen": a.frozen }),
             );
-            self.spawn_start(a.instance, runtime.clone(), &revision, Some(a.started));
+            let started = if a.frozen {
+                match self.adopt_frozen(a.instance.clone(), a.started).await {
+                    Some(thawed) => thawed,
+                    None => continue,
+                }
+            } else {
+                a.started
+            };
+            count += 1;
+            self.spawn_start(a.instance, runtime.clone(), &revision, Some(started));
         }
         count
     }
@@ -249,9 +256,7 @@ impl Controller {
         if !inst.transition(InstanceState::Starting, InstanceState::Ready) {
             return;
         }
-        self.svc.events.emit(
-            &self.svc.name,
-            "instance_ready",
+        self.svc.emit("instance_ready",
             format!("instance {id} is ready at {}", inst.address),
             json!({ "instance": id, "revision": inst.revision, "address": inst.address.to_string(), "pid": inst.pid }),
         );
@@ -313,8 +318,7 @@ impl Controller {
             StartEnd::Retry => unreachable!("handled above"),
             StartEnd::Cancelled => {
                 if spawned {
-                    self.svc.events.emit(
-                        &self.svc.name,
+                    self.svc.emit(
                         "instance_stopped",
                         format!("instance {id} stopped before it was ready"),
                         json!({ "instance": id }),
@@ -352,9 +356,7 @@ impl Controller {
             &revision,
             &format!("instance {id} failed to start: {reason}"),
         );
-        self.svc.events.emit(
-            &self.svc.name,
-            "start_failed",
+        self.svc.emit("start_failed",
             format!("instance {id} failed to start: {reason}; next try in {backoff:?}"),
             json!({ "instance": id, "revision": revision, "reason": reason, "failures": failures, "retry_in_ms": backoff.as_millis() as u64 }),
         );
@@ -390,8 +392,7 @@ impl Controller {
         let id = &inst.id;
         self.back_off_early_exit(inst, &reason);
         self.note_rollout_failure(&inst.revision, &format!("instance {id} exited: {reason}"));
-        self.svc.events.emit(
-            &self.svc.name,
+        self.svc.emit(
             "instance_exited",
             format!("instance {id} exited: {reason}"),
             json!({ "instance": id, "revision": inst.revision, "reason": reason }),
@@ -419,8 +420,7 @@ impl Controller {
         let m = self.members.remove(pos);
         m.instance.set_state(InstanceState::Stopped);
         self.keep_counts(inst);
-        self.svc.events.emit(
-            &self.svc.name,
+        self.svc.emit(
             "instance_stopped",
             format!("instance {id} stopped"),
             json!({ "instance": id }),
@@ -445,9 +445,7 @@ impl Controller {
         let (failures, wait) = (s.failures, backoff(s.failures));
         s.backoff_until = Some(Instant::now() + wait);
         s.lane.last_failure.store(Arc::new(reason.to_string()));
-        self.svc.events.emit(
-            &self.svc.name,
-            "start_failed",
+        self.svc.emit("start_failed",
             format!(
                 "instance {} exited {reason} right after it started; next try in {wait:?}",
                 inst.id

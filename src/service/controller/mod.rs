@@ -280,8 +280,7 @@ impl Controller {
         self.svc
             .deployments
             .restore(resumed.last_deployment, resumed.deployments);
-        self.svc.events.emit(
-            &self.svc.name,
+        self.svc.emit(
             "revision_resumed",
             format!(
                 "resuming from the state file: {} live, {} revision(s) in its history",

@@ -47,8 +47,7 @@ impl Controller {
             // With a frozen instance it is not a cold start: the reconcile thaws it, and says so.
             if !frozen {
                 self.svc.metrics.cold_starts.inc();
-                self.svc.events.emit(
-                    &self.svc.name,
+                self.svc.emit(
                     "cold_start",
                     format!("request arrived with no instance of {revision}: starting one now"),
                     json!({ "queued": queued, "revision": revision }),
@@ -128,8 +127,7 @@ impl Controller {
             f.extend(extra);
         }
         let split = self.serving.len() > 1;
-        self.svc.events.emit(
-            &self.svc.name,
+        self.svc.emit(
             "scale",
             if split {
                 format!("desired instances of {revision} {from} -> {to} ({why})")
@@ -211,8 +209,7 @@ impl Controller {
         }
         start.cancel.cancel();
         self.sync_starting();
-        self.svc.events.emit(
-            &self.svc.name,
+        self.svc.emit(
             "start_cancelled",
             format!("cancelling the start of instance {id} ({why})"),
             json!({ "instance": id, "reason": why }),
@@ -245,8 +242,7 @@ impl Controller {
         inst.set_state(InstanceState::Draining);
         self.publish();
         let cfg = self.svc.config.load_full();
-        self.svc.events.emit(
-            &self.svc.name,
+        self.svc.emit(
             "instance_draining",
             format!(
                 "draining instance {id} ({why}), {} in flight",
@@ -269,9 +265,7 @@ impl Controller {
                 inst.wait_idle().await
             };
             if tokio::time::timeout(drain_timeout, elsewhere).await.is_err() {
-                svc.events.emit(
-                    &svc.name,
-                    "drain_timeout",
+                svc.emit("drain_timeout",
                     format!("instance {} still had {} in flight after drain_timeout {drain_timeout:?}; stopping it", inst.id, inst.in_flight()),
                     json!({ "instance": inst.id, "in_flight": inst.in_flight() }),
                 );
