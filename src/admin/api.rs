@@ -202,11 +202,11 @@ pub(crate) async fn answer(
             None => no_service(name),
         },
         (&Method::GET, ["", "v1", "services", name, "history"]) => match state.service(name) {
-            Some(s) => super::history::history(&s, &query),
+            Some(s) => super::history::history(&s, query),
             None => no_service(name),
         },
         (&Method::GET, ["", "v1", "services", name, "access"]) => match state.service(name) {
-            Some(s) => super::history::access(state, &s, &query),
+            Some(s) => super::history::access(state, &s, query),
             None => no_service(name),
         },
         (_, ["", "healthz"] | ["", "metrics"] | ["", "v1", ..]) if known_path(&segments) => {
