@@ -26,7 +26,6 @@ async fn serve(w: &Wakeway) -> Resp {
     w.get_ok("f.localhost", "/").await
 }
 
-
 async fn wait_state(w: &Wakeway, state: &str) -> Instance {
     wait_for(&format!("an instance {state}"), DEADLINE, || async {
         w.instances("f")
