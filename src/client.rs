@@ -12,9 +12,13 @@ use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
 
 mod progress;
+mod reads;
+mod status;
 mod traffic;
 
 pub use progress::{DeployProgress, Outcome, deploy_outcome};
+pub use reads::{format_access, format_deployments, format_history, format_revisions};
+pub use status::format_status;
 pub use traffic::{
     RolloutState, RolloutWatch, check_tag, format_rollout, format_traffic, parse_steps,
     traffic_body,
@@ -130,133 +134,12 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
-fn text(v: &Value) -> String {
+pub(crate) fn text(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),
         Value::Null => "-".into(),
         other => other.to_string(),
     }
-}
-
-/// Two tables: the services with their counts, then every instance.
-/// The latest revision when it takes all the traffic; else each revision's share (and tags), so
-/// a split or a revision deployed with `--no-traffic` is not mistaken for what serves.
-fn revision_cell(s: &Value) -> String {
-    let latest = text(&s["revision"]);
-    let shares = s["traffic"].as_array().cloned().unwrap_or_default();
-    match shares.as_slice() {
-        [] => latest,
-        [one] if one["revision"] == s["revision"] && one["percent"] == 100 => latest,
-        many => many
-            .iter()
-            .map(|sh| {
-                let tags: Vec<String> = sh["tags"]
-                    .as_array()
-                    .map(|t| t.iter().map(text).collect())
-                    .unwrap_or_default();
-                let mut cell = format!("{} {}%", text(&sh["revision"]), text(&sh["percent"]));
-                if !tags.is_empty() {
-                    cell.push_str(&format!(" ({})", tags.join(",")));
-                }
-                cell
-            })
-            .collect::<Vec<_>>()
-            .join(", "),
-    }
-}
-
-pub fn format_status(services: &Value) -> String {
-    let list = services.as_array().cloned().unwrap_or_default();
-    let count = |s: &Value, state: &str| {
-        s["instances"]
-            .as_array()
-            .map_or(0, |i| i.iter().filter(|i| i["state"] == state).count())
-            .to_string()
-    };
-    let rows: Vec<Vec<String>> = list
-        .iter()
-        .map(|s| {
-            let state = if s["paused"] == true {
-                "paused"
-            } else if s["instances"].as_array().is_some_and(|i| !i.is_empty()) {
-                "running"
-            } else {
-                "idle"
-            };
-            vec![
-                text(&s["name"]),
-                text(&s["runtime"]),
-                revision_cell(s),
-                state.into(),
-                text(&s["desired"]),
-                count(s, "ready"),
-                count(s, "starting"),
-                count(s, "draining"),
-                text(&s["in_flight"]),
-                text(&s["queued"]),
-                s["hosts"]
-                    .as_array()
-                    .map(|h| h.iter().map(text).collect::<Vec<_>>().join(","))
-                    .unwrap_or_default(),
-            ]
-        })
-        .collect();
-    let mut out = table(
-        &[
-            "SERVICE",
-            "RUNTIME",
-            "REVISION",
-            "STATE",
-            "DESIRED",
-            "READY",
-            "STARTING",
-            "DRAINING",
-            "IN-FLIGHT",
-            "QUEUED",
-            "HOSTS",
-        ],
-        &rows,
-    );
-    let instances: Vec<Vec<String>> = list
-        .iter()
-        .flat_map(|s| {
-            let service = text(&s["name"]);
-            s["instances"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default()
-                .into_iter()
-                .map(move |i| {
-                    vec![
-                        text(&i["id"]),
-                        service.clone(),
-                        text(&i["revision"]),
-                        text(&i["state"]),
-                        text(&i["pid"]),
-                        text(&i["in_flight"]),
-                        text(&i["address"]),
-                        text(&i["started_at"]),
-                    ]
-                })
-        })
-        .collect();
-    if !instances.is_empty() {
-        out.push('\n');
-        out.push_str(&table(
-            &[
-                "INSTANCE",
-                "SERVICE",
-                "REVISION",
-                "STATE",
-                "PID",
-                "IN-FLIGHT",
-                "ADDRESS",
-                "STARTED",
-            ],
-            &instances,
-        ));
-    }
-    out
 }
 
 /// The header line of [`format_event`]'s columns.
@@ -313,7 +196,12 @@ fn format_inputs(e: &Value) -> String {
     };
     let mut inputs: Vec<(&String, &Value)> = fields
         .iter()
-        .filter(|(k, _)| !matches!(k.as_str(), "seq" | "time" | "service" | "kind" | "message"))
+        .filter(|(k, _)| {
+            !matches!(
+                k.as_str(),
+                "seq" | "time" | "service" | "kind" | "level" | "message"
+            )
+        })
         .filter(|(k, v)| match k.as_str() {
             "desired" => fields.get("to") != Some(v),
             "previous" => fields.get("from") != Some(v),
@@ -446,66 +334,6 @@ pub fn format_reload(report: &Value) -> String {
 mod tests {
     use super::*;
     use serde_json::json;
-
-    #[test]
-    fn status_is_two_aligned_tables() {
-        let v = json!([{
-            "name": "web", "runtime": "process", "revision": "web-00002", "desired": 1,
-            "in_flight": 3, "queued": 0, "paused": false, "hosts": ["web.localhost"],
-            "instances": [{"id": "web-00002-a", "revision": "web-00002", "state": "ready",
-                           "address": "127.0.0.1:4000", "in_flight": 3, "pid": 4242,
-                           "started_at": "2026-11-27T08:55:37.123Z"}]
-        }, {
-            "name": "api", "runtime": "static", "revision": "api-00001", "desired": 0,
-            "in_flight": 0, "queued": 0, "paused": true, "hosts": ["api.localhost"],
-            "instances": []
-        }]);
-        let s = format_status(&v);
-        let lines: Vec<&str> = s.lines().collect();
-        assert!(lines[0].starts_with("SERVICE  RUNTIME  REVISION"), "{s}");
-        assert!(
-            lines[1].starts_with("web      process  web-00002  running"),
-            "{s}"
-        );
-        assert!(
-            lines[2].starts_with("api      static   api-00001  paused"),
-            "{s}"
-        );
-        let col = lines[0].find("IN-FLIGHT").unwrap();
-        assert_eq!(&lines[1][col..col + 1], "3", "columns line up: {s}");
-        assert!(lines[4].starts_with("INSTANCE"), "{s}");
-        assert!(lines[5].starts_with("web-00002-a  web"), "{s}");
-        assert!(
-            lines[5].contains("4242") && lines[5].contains("ready"),
-            "{s}"
-        );
-    }
-
-    #[test]
-    fn status_shows_the_split_when_the_latest_does_not_take_it_all() {
-        let svc = |traffic: serde_json::Value| {
-            json!([{
-                "name": "web", "runtime": "process", "revision": "web-00003", "desired": 2,
-                "in_flight": 0, "queued": 0, "paused": false, "hosts": ["web.localhost"],
-                "traffic": traffic, "instances": []
-            }])
-        };
-        let all = format_status(&svc(json!([
-            {"revision": "web-00003", "percent": 100, "tags": []}
-        ])));
-        assert!(
-            all.lines().nth(1).unwrap().contains(" web-00003  idle"),
-            "{all}"
-        );
-        let split = format_status(&svc(json!([
-            {"revision": "web-00002", "percent": 90, "tags": []},
-            {"revision": "web-00003", "percent": 10, "tags": ["canary"]}
-        ])));
-        assert!(
-            split.contains("web-00002 90%, web-00003 10% (canary)"),
-            "{split}"
-        );
-    }
 
     #[test]
     fn events_show_their_decision_inputs() {

@@ -10,6 +10,21 @@ use serde_json::{Map, Value};
 
 const CAPACITY: usize = 2000;
 
+/// Kinds that report something gone wrong: logged at WARN, and `"level": "warn"` in the API.
+pub const WARN_KINDS: &[&str] = &[
+    "adopt_failed",
+    "certificate_failed",
+    "certificate_rejected",
+    "deploy_failed",
+    "drain_timeout",
+    "freeze_failed",
+    "instance_unhealthy",
+    "rollout_halted",
+    "start_failed",
+    "thaw_failed",
+    "traffic_invalid",
+];
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Event {
     pub seq: u64,
@@ -17,6 +32,8 @@ pub struct Event {
     pub time: String,
     pub service: String,
     pub kind: &'static str,
+    /// `info`, or `warn` for the [`WARN_KINDS`].
+    pub level: &'static str,
     pub message: String,
     /// Inputs of the decision (instance id, stable average, bound that clamped, ...).
     #[serde(flatten)]
@@ -82,7 +99,13 @@ impl EventLog {
                 m
             }
         };
-        tracing::info!(target: "wakeway::events", service, kind, "{message}");
+        let level = if WARN_KINDS.contains(&kind) {
+            tracing::warn!(target: "wakeway::events", service, kind, "{message}");
+            "warn"
+        } else {
+            tracing::info!(target: "wakeway::events", service, kind, "{message}");
+            "info"
+        };
         let mut ring = self.ring.lock().unwrap_or_else(|p| p.into_inner());
         let seq = ring.next_seq;
         ring.next_seq += 1;
@@ -94,6 +117,7 @@ impl EventLog {
             time: rfc3339((self.clock)()),
             service: service.to_string(),
             kind,
+            level,
             message,
             fields,
         });

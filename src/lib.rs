@@ -4,8 +4,10 @@
 pub mod admin;
 pub mod app;
 pub mod client;
+pub mod cluster;
 pub mod config;
 pub mod events;
+pub mod history;
 pub mod metrics;
 pub mod proxy;
 pub mod replay;

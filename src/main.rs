@@ -51,26 +51,7 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Sidecar {
-            listen,
-            upstream,
-            max_concurrency,
-            admin,
-            admin_token,
-            max_pending,
-            queue_timeout,
-        } => {
-            let sidecar = serve::Sidecar {
-                listen,
-                upstream,
-                max_concurrency,
-                admin,
-                admin_token,
-                max_pending,
-                queue_timeout,
-            };
-            rt.block_on(serve::run(sidecar.config()))
-        }
+        Command::Sidecar(sidecar) => rt.block_on(serve::run(sidecar.config())),
         Command::Status {
             admin,
             service,
@@ -79,30 +60,8 @@ fn main() -> ExitCode {
         Command::Deploy {
             admin,
             service,
-            image,
-            command,
-            update_env,
-            set_env,
-            remove_env,
-            dry_run,
-            no_traffic,
-            tag,
-            no_wait,
-        } => rt.block_on(cli::deploy(
-            admin.client(),
-            service,
-            cli::DeployArgs {
-                image,
-                command,
-                update_env,
-                set_env,
-                remove_env,
-                dry_run,
-                no_traffic,
-                tag,
-                no_wait,
-            },
-        )),
+            deploy,
+        } => rt.block_on(cli::deploy(admin.client(), service, deploy)),
         Command::Rollback {
             admin,
             service,
@@ -141,54 +100,57 @@ fn main() -> ExitCode {
             rt.block_on(cli::pause(admin.client(), service, "resume"))
         }
         Command::Reload { admin } => rt.block_on(cli::reload(admin.client())),
-        Command::Certificates { admin } => {
-            rt.block_on(cli::certificates::certificates(admin.client()))
+        Command::Cluster { admin, output } => {
+            rt.block_on(cli::cluster::cluster(admin.client(), output.output))
         }
+        Command::Certificates { admin, output } => rt.block_on(cli::certificates::certificates(
+            admin.client(),
+            output.output,
+        )),
         Command::Events {
             admin,
             service,
             follow,
             output,
         } => rt.block_on(cli::events(admin.client(), service, follow, output.output)),
-        Command::Logs {
+        Command::Logs { admin, logs } => rt.block_on(cli::logs(admin.client(), logs)),
+        Command::History {
             admin,
             service,
-            instance,
-            revision,
+            range,
             tail,
-            follow,
             output,
-        } => rt.block_on(cli::logs(
+        } => rt.block_on(cli::reads::history(
             admin.client(),
-            cli::LogsArgs {
-                service,
-                instance,
-                revision,
-                tail,
-                follow,
-                output: output.output,
-            },
+            &service,
+            &range,
+            tail,
+            output.output,
+        )),
+        Command::Deployments {
+            admin,
+            service,
+            output,
+        } => rt.block_on(cli::reads::deployments(
+            admin.client(),
+            &service,
+            output.output,
+        )),
+        Command::Revisions {
+            admin,
+            service,
+            output,
+        } => rt.block_on(cli::reads::revisions(
+            admin.client(),
+            &service,
+            output.output,
         )),
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(shell, &mut cmd, "wakeway", &mut std::io::stdout());
             ExitCode::SUCCESS
         }
-        Command::Replay {
-            log,
-            config,
-            service,
-            format,
-            events,
-            cold_start,
-        } => cli::replay::replay(cli::replay::Args {
-            log,
-            configs: config,
-            service,
-            format,
-            events,
-            cold_start,
-        }),
+        Command::Replay { replay } => cli::replay::replay(replay),
         Command::Whoami {
             port,
             bind,

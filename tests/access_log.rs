@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 use common::raw::{self, Pace, Reply};
@@ -35,6 +35,16 @@ fn config(log: &Path, format: &str, query: bool) -> String {
     )
 }
 
+/// Wakeway writing its access log in `format` (with the query string if `query`) to a file of
+/// its own, once `web` is ready; the file's directory lives as long as the returned guard.
+async fn start_logging(format: &str, query: bool) -> (Wakeway, PathBuf, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("access.log");
+    let wk = Wakeway::start_config(&config(&path, format, query)).await;
+    wk.wait_ready("web").await;
+    (wk, path, dir)
+}
+
 /// The access log's lines once it holds `n`; more than `n` fails (one line per request).
 async fn lines(path: &Path, n: usize) -> Vec<String> {
     let lines = wait_for("access-log lines", DEADLINE, || async {
@@ -57,10 +67,7 @@ async fn status_of(wk: &Wakeway, bytes: &[u8]) -> u16 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_answer_wakeway_gives_itself_has_one_line_with_its_reason() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("access.log");
-    let wk = Wakeway::start_config(&config(&path, "json", false)).await;
-    wk.wait_ready("web").await;
+    let (wk, path, _dir) = start_logging("json", false).await;
 
     let long_target = format!(
         "GET /long{} HTTP/1.1\r\nHost: web.localhost\r\n\r\n",
@@ -148,10 +155,7 @@ async fn every_answer_wakeway_gives_itself_has_one_line_with_its_reason() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_line_says_what_was_forwarded_target_user_agent_and_revision() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("access.log");
-    let wk = Wakeway::start_config(&config(&path, "json", true)).await;
-    wk.wait_ready("web").await;
+    let (wk, path, _dir) = start_logging("json", true).await;
     // A newer revision that takes no traffic: the latest, yet not the one that serves.
     let d = wk
         .deploy(
@@ -227,10 +231,7 @@ async fn the_line_says_what_was_forwarded_target_user_agent_and_revision() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn combined_lines_escape_the_target_and_headers_as_nginx_does() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("access.log");
-    let wk = Wakeway::start_config(&config(&path, "combined", true)).await;
-    wk.wait_ready("web").await;
+    let (wk, path, _dir) = start_logging("combined", true).await;
     let req = b"GET /a<b>?q=\"x\" HTTP/1.1\r\nHost: web.localhost\r\nUser-Agent: ua\xff\"\r\n\r\n";
     let odd = status_of(&wk, req).await;
     let bad = b"GET /x HTTP/1.1\r\nHost: web.localhost\r\nHost: b\r\n\r\n";

@@ -61,17 +61,22 @@ async fn setup(
     })
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tls_alpn_01_issues_a_certificate_served_by_sni_at_once() {
-    let Some(Setup {
-        pebble, root, site, ..
-    }) = setup(
-        "hosts = [\"app.test\", \"*\", \"10.1.2.3\"]",
-        "challenges = [\"tls-alpn-01\"]",
+/// As [`setup`], offering pebble only `challenge`.
+async fn offering(hosts_line: &str, challenge: &str) -> Option<Setup> {
+    setup(
+        hosts_line,
+        &format!("challenges = [\"{challenge}\"]"),
         &[],
         None,
     )
     .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_alpn_01_issues_a_certificate_served_by_sni_at_once() {
+    let Some(Setup {
+        pebble, root, site, ..
+    }) = offering("hosts = [\"app.test\", \"*\", \"10.1.2.3\"]", "tls-alpn-01").await
     else {
         return;
     };
@@ -137,13 +142,7 @@ async fn tls_alpn_01_issues_a_certificate_served_by_sni_at_once() {
 async fn http_01_only_issues_without_waking_the_service() {
     let Some(Setup {
         pebble, root, site, ..
-    }) = setup(
-        "hosts = [\"web.test\"]\nredirect_https = true",
-        "challenges = [\"http-01\"]",
-        &[],
-        None,
-    )
-    .await
+    }) = offering("hosts = [\"web.test\"]\nredirect_https = true", "http-01").await
     else {
         return;
     };

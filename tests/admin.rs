@@ -8,7 +8,7 @@ use http::{Method, StatusCode};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_move_as_the_requests_say() {
-    let wk = Wakeway::start(&whoami_service("hello", "hello.localhost", "")).await;
+    let wk = Wakeway::whoami("hello", "").await;
     const N: usize = 5;
     for i in 0..N {
         let resp = wk.get("hello.localhost", &format!("/m{i}")).await;
@@ -137,7 +137,7 @@ async fn admin_api_describes_services_instances_and_events() {
 /// way the CLI sends it does run, so the refusals are what kept it from running.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cross_site_admin_requests_are_refused_and_the_command_never_runs() {
-    let wk = Wakeway::start(&whoami_service("web", "web.localhost", "")).await;
+    let wk = Wakeway::whoami("web", "").await;
     let marker = wk.config_path.with_file_name("pwned");
     let attack = serde_json::json!({
         "command": ["sh", "-c", format!("touch {}; exec wakeway whoami", path_str(&marker))]
@@ -433,7 +433,7 @@ async fn grafana_dashboard_queries_exported_families() {
             }
         }
     }
-    let wk = Wakeway::start(&whoami_service("hello", "hello.localhost", "")).await;
+    let wk = Wakeway::whoami("hello", "").await;
     assert_eq!(wk.get("hello.localhost", "/").await.status, StatusCode::OK);
     let metrics = wk.metrics().await;
     for family in &queried {

@@ -34,30 +34,31 @@ fn assert_names_file_line_key(stderr: &str, file_name: &str, line: usize, key: &
     assert!(stderr.contains(key), "stderr names the key {key}: {stderr}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn check_rejects_misspelt_key_naming_file_line_and_key() {
+/// Runs `wakeway COMMAND -c misspelt.toml`, checks it fails naming the file, line and key, and
+/// returns its stdout.
+async fn rejects_misspelt(command: &str) -> String {
     let dir = tempfile::tempdir().unwrap();
     let path = write_config(&dir, "misspelt.toml", MISSPELT);
     let line = line_of(MISSPELT, "targte_concurrency");
 
-    let (status, _stdout, stderr) = run_to_exit(&["check", "-c", path_str(&path)]).await;
-    assert!(!status.success(), "check must fail: {status}\n{stderr}");
+    let (status, stdout, stderr) = run_to_exit(&[command, "-c", path_str(&path)]).await;
+    assert!(!status.success(), "{command} must fail: {status}\n{stderr}");
     assert_names_file_line_key(&stderr, "misspelt.toml", line, "targte_concurrency");
+    stdout
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_rejects_misspelt_key_naming_file_line_and_key() {
+    rejects_misspelt("check").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_rejects_misspelt_key_naming_file_line_and_key() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = write_config(&dir, "misspelt.toml", MISSPELT);
-    let line = line_of(MISSPELT, "targte_concurrency");
-
-    let (status, stdout, stderr) = run_to_exit(&["run", "-c", path_str(&path)]).await;
-    assert!(!status.success(), "run must fail: {status}\n{stderr}");
+    let stdout = rejects_misspelt("run").await;
     assert!(
         !stdout.contains("listening on"),
         "run must not start listening with a bad config: {stdout}"
     );
-    assert_names_file_line_key(&stderr, "misspelt.toml", line, "targte_concurrency");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -167,7 +168,7 @@ async fn cli_ok(admin: std::net::SocketAddr, args: &[&str]) -> String {
 /// `wakeway status` prints a table: a row per service, a row per instance with its state and pid.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_prints_services_and_instances_as_a_table() {
-    let wk = Wakeway::start(&whoami_service("hello", "hello.localhost", "")).await;
+    let wk = Wakeway::whoami("hello", "").await;
     assert_eq!(wk.get("hello.localhost", "/").await.status, 200);
     let instance = wk.wait_ready("hello").await[0].id.clone();
 
@@ -190,7 +191,7 @@ async fn status_prints_services_and_instances_as_a_table() {
 /// `wakeway events` prints a table whose scale rows carry the decision's inputs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_print_a_table_of_decisions() {
-    let wk = Wakeway::start(&whoami_service("hello", "hello.localhost", "")).await;
+    let wk = Wakeway::whoami("hello", "").await;
     assert_eq!(wk.get("hello.localhost", "/").await.status, 200);
 
     let events = cli_ok(wk.admin, &["events", "hello"]).await;
@@ -208,7 +209,7 @@ async fn events_print_a_table_of_decisions() {
 /// `wakeway pause`, `resume` and `reload` answer in sentences, not JSON.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pause_resume_and_reload_answer_in_sentences() {
-    let wk = Wakeway::start(&whoami_service("hello", "hello.localhost", "")).await;
+    let wk = Wakeway::whoami("hello", "").await;
     assert_eq!(wk.get("hello.localhost", "/").await.status, 200);
 
     let paused = cli_ok(wk.admin, &["pause", "hello"]).await;
@@ -245,9 +246,8 @@ fn instance_line<'a>(out: &'a str, prefix: &str, word: &str) -> &'a str {
 /// it waits and fails the command.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deploy_shows_each_new_instance_and_the_probes_answer() {
-    let wk = Wakeway::start(&whoami_service(
+    let wk = Wakeway::whoami(
         "web",
-        "web.localhost",
         r#"
 [service.scaling]
 min_instances = 1
@@ -257,7 +257,7 @@ kind = "http"
 path = "/healthz"
 startup_timeout = "3s"
 "#,
-    ))
+    )
     .await;
     wk.wait_ready("web").await;
 
@@ -308,16 +308,15 @@ startup_timeout = "3s"
 /// `wakeway events` prints an autoscaler decision with its inputs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_show_the_inputs_of_an_autoscaler_decision() {
-    let wk = Wakeway::start(&whoami_service(
+    let wk = Wakeway::whoami(
         "idle",
-        "idle.localhost",
         r#"
 [service.scaling]
 idle_timeout = "1s"
 stable_window = "2s"
 panic_window = "1s"
 "#,
-    ))
+    )
     .await;
     assert_eq!(wk.get("idle.localhost", "/").await.status, 200);
     wait_for("the autoscaler's scale to zero", DEADLINE, || async {
@@ -366,7 +365,7 @@ panic_window = "1s"
 /// show and set a split, and `promote` following a rollout in steps to its end.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn traffic_and_promote_steer_a_revision_in() {
-    let wk = Wakeway::start(&whoami_service("web", "web.localhost", "")).await;
+    let wk = Wakeway::whoami("web", "").await;
     assert_eq!(wk.get("web.localhost", "/").await.status, 200);
 
     let (status, out, err) = cli(

@@ -24,14 +24,13 @@ async fn cli_ok(admin: SocketAddr, args: &[&str]) -> String {
 /// A whoami service whose instances answer with `WHOAMI_STATUS` from their environment, so a
 /// request shows which variables the live revision has.
 async fn start() -> Wakeway {
-    let wk = Wakeway::start(&whoami_service(
+    let wk = Wakeway::whoami(
         "web",
-        "web.localhost",
         r#"env = { WHOAMI_STATUS = "203", KEEP = "1" }
 [service.scaling]
 min_instances = 1
 "#,
-    ))
+    )
     .await;
     wk.wait_ready("web").await;
     assert_eq!(wk.get("web.localhost", "/").await.status, 203);
@@ -128,6 +127,12 @@ async fn read_verbs_print_json_and_unknown_names_fail() {
         &["status", "web", "-o", "json"],
         &["events", "web", "-o", "json"],
         &["traffic", "web", "-o", "json"],
+        &["certificates", "-o", "json"],
+        &["logs", "web", "-o", "json"],
+        &["logs", "web", "--access", "-o", "json"],
+        &["history", "web", "-o", "json"],
+        &["deployments", "web", "-o", "json"],
+        &["revisions", "web", "-o", "json"],
     ] {
         let out = cli_ok(wk.admin, args).await;
         let v: serde_json::Value = serde_json::from_str(&out)
@@ -149,6 +154,11 @@ async fn read_verbs_print_json_and_unknown_names_fail() {
         &["events", "nosuch"][..],
         &["status", "nosuch"],
         &["traffic", "nosuch"],
+        &["logs", "nosuch"],
+        &["logs", "nosuch", "--access"],
+        &["history", "nosuch"],
+        &["deployments", "nosuch"],
+        &["revisions", "nosuch"],
     ] {
         let (status, out, err) = cli(wk.admin, args).await;
         assert!(!status.success(), "{args:?} exits non-zero: {out}");

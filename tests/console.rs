@@ -2,8 +2,9 @@
 //! without console errors, shows the services, shows a cold-started instance within 2 s, its
 //! pause button pauses the service, and it fits a phone-width screen.
 //!
-//! Needs `chromium` on PATH (or `CHROMIUM`); `.ci/run` installs it. Set
-//! `WAKEWAY_CONSOLE_SCREENSHOT=path.png` to save what the browser shows.
+//! Needs `chromium` on PATH (or `CHROMIUM`); `.ci/needs/50-chromium.sh` installs it (missing, the
+//! tests fail under CI=true and are skipped elsewhere). Set `WAKEWAY_CONSOLE_SCREENSHOT=path.png`
+//! to save what the browser shows.
 
 mod common;
 
@@ -33,10 +34,9 @@ struct Browser {
 }
 
 impl Browser {
-    async fn launch() -> Browser {
-        let exe = std::env::var("CHROMIUM").unwrap_or_else(|_| "chromium".into());
+    async fn launch(exe: &str) -> Browser {
         let profile = tempfile::tempdir().unwrap();
-        let mut child = Command::new(&exe)
+        let mut child = Command::new(exe)
             .args([
                 "--headless=new",
                 "--no-sandbox",
@@ -230,13 +230,16 @@ impl Browser {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn console_shows_services_live_and_its_pause_button_pauses() {
+    let Some(exe) = common::chromium::chromium() else {
+        return;
+    };
     let wk = Wakeway::start(&format!(
         "{}\n{}",
         whoami_service("web", "web.localhost", ""),
         whoami_service("api", "api.localhost", "")
     ))
     .await;
-    let mut b = Browser::launch().await;
+    let mut b = Browser::launch(&exe).await;
     // By its address, as a user would type it.
     let url = format!("http://{}/", wk.admin);
     b.call("Page.navigate", json!({ "url": url })).await;
@@ -330,12 +333,15 @@ async fn console_shows_services_live_and_its_pause_button_pauses() {
 /// With a token the page asks for it, and works once given.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn console_asks_for_the_token() {
+    let Some(exe) = common::chromium::chromium() else {
+        return;
+    };
     let wk = Wakeway::start_config(&format!(
         "[proxy]\nlisten = \"127.0.0.1:0\"\n\n[admin]\nlisten = \"127.0.0.1:0\"\ntoken = \"s3cret\"\n{}",
         whoami_service("web", "web.localhost", "")
     ))
     .await;
-    let mut b = Browser::launch().await;
+    let mut b = Browser::launch(&exe).await;
     b.call(
         "Page.navigate",
         json!({ "url": format!("http://{}/", wk.admin) }),
@@ -363,5 +369,106 @@ async fn console_asks_for_the_token() {
         "!!document.querySelector('[data-service=\"web\"]')",
     )
     .await;
+    b.close().await;
+}
+
+/// The Traffic… and Promote… buttons open forms that set the split and start a rollout through
+/// the API; the rollout's steps show on the page.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_sets_the_traffic_and_promotes() {
+    let Some(exe) = common::chromium::chromium() else {
+        return;
+    };
+    let wk = Wakeway::start(&whoami_service(
+        "web",
+        "web.localhost",
+        "[service.scaling]\nmin_instances = 1\n",
+    ))
+    .await;
+    let admin = common::split::Admin {
+        addr: wk.admin,
+        token: None,
+    };
+    let split = common::split::failed_deploy_and_split(&admin, "web").await;
+    let mut b = Browser::launch(&exe).await;
+    b.call(
+        "Page.navigate",
+        json!({ "url": format!("http://{}/", wk.admin) }),
+    )
+    .await;
+    let stable_row = format!(
+        "tr[data-revision=\"{}\"][data-percent=\"90\"]",
+        split.stable
+    );
+    b.wait_true(
+        "the split shown",
+        DEADLINE,
+        &format!("!!document.querySelector('{stable_row}')"),
+    )
+    .await;
+
+    b.click("button[data-service=\"web\"][data-action=\"traffic\"]")
+        .await;
+    b.wait_true(
+        "the traffic form",
+        DEADLINE,
+        &format!(
+            "!!document.querySelector('input[data-share=\"{}\"]')",
+            split.canary
+        ),
+    )
+    .await;
+    b.eval(&format!(
+        "document.querySelector('input[data-share=\"{}\"]').value = '50'; \
+         document.querySelector('input[data-share=\"{}\"]').value = '50'",
+        split.stable, split.canary
+    ))
+    .await;
+    b.click("article[data-service=\"web\"] form.form button[type=\"submit\"]")
+        .await;
+    wait_for("a 50/50 split", DEADLINE, || async {
+        let t = wk.admin_json("/v1/services/web/traffic").await;
+        let shares: Vec<(String, u64, String)> = t["traffic"]
+            .as_array()?
+            .iter()
+            .map(|s| {
+                let r = s["revision"].as_str().unwrap_or("").to_string();
+                (
+                    r,
+                    s["percent"].as_u64().unwrap_or(0),
+                    s["tag"].as_str().unwrap_or("").to_string(),
+                )
+            })
+            .collect();
+        (shares
+            == [
+                (split.stable.clone(), 50, "stable".into()),
+                (split.canary.clone(), 50, "canary".into()),
+            ])
+        .then_some(())
+    })
+    .await;
+
+    b.click("button[data-service=\"web\"][data-action=\"promote\"]")
+        .await;
+    b.eval(
+        "document.querySelector('input[data-field=\"steps\"]').value = '75,100'; \
+         document.querySelector('input[data-field=\"interval\"]').value = '1h'",
+    )
+    .await;
+    b.click("article[data-service=\"web\"] form.form button[type=\"submit\"]")
+        .await;
+    b.wait_true(
+        "the rollout's steps shown",
+        DEADLINE,
+        "document.querySelectorAll('.steps li').length === 2 && \
+         document.querySelector('.steps li[data-step=\"current\"]').textContent === '75%'",
+    )
+    .await;
+    let t = wk.admin_json("/v1/services/web/traffic").await;
+    assert_eq!(t["rollout"]["revision"], split.canary.as_str(), "{t}");
+    assert_eq!(t["rollout"]["state"], "running", "{t}");
+    let errors = b.errors();
+    assert!(errors.is_empty(), "console errors: {errors:#?}");
     b.close().await;
 }

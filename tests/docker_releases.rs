@@ -56,6 +56,12 @@ async fn container_images(t: &DockerTest, service: &str) -> BTreeSet<String> {
 }
 
 /// The image id each container of `service` runs.
+/// Every container of service `web` runs image `id`; `why` explains a failure.
+async fn assert_web_runs(t: &DockerTest, id: &str, why: &str) {
+    let want = BTreeSet::from([id.to_string()]);
+    assert_eq!(container_image_ids(t, "web").await, want, "{why}");
+}
+
 async fn container_image_ids(t: &DockerTest, service: &str) -> BTreeSet<String> {
     t.containers(Some(service), true)
         .await
@@ -121,12 +127,9 @@ async fn blue_green_deploy_of_a_new_tag_under_load_fails_no_request() {
 
     // A request held open on one old container across the whole deployment.
     let held = HeldRequest::start(w.proxy, WEB, "/echo", "before the switch|");
-    w.wait_load("web", 1, 0).await;
     let busy = w
-        .instances("web")
+        .holding_one("web")
         .await
-        .into_iter()
-        .find(|i| i.in_flight == 1)
         .expect("the instance holding the request")
         .id;
 

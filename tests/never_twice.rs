@@ -44,13 +44,7 @@ stop_grace = "1s"
     );
     let ww = Wakeway::start_config(&config).await;
     wait_for("two ready instances", DEADLINE, || async {
-        let ready = ww
-            .instances("pay")
-            .await
-            .into_iter()
-            .filter(|i| i.state == "ready")
-            .count();
-        (ready == 2).then_some(())
+        (ww.ready_count("pay").await == 2).then_some(())
     })
     .await;
 

@@ -15,7 +15,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_host_is_404_naming_the_host() {
-    let wk = Wakeway::start(&whoami_service("hello", "hello.localhost", "")).await;
+    let wk = Wakeway::whoami("hello", "").await;
     let resp = wk.get("nope.localhost", "/").await;
     assert_eq!(resp.status, StatusCode::NOT_FOUND, "{}", resp.text());
     assert!(
@@ -29,7 +29,7 @@ async fn unknown_host_is_404_naming_the_host() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn h2c_prior_knowledge() {
-    let wk = Wakeway::start(&whoami_service("hello", "hello.localhost", "")).await;
+    let wk = Wakeway::whoami("hello", "").await;
     let req = Request::builder()
         .method(Method::GET)
         .uri("http://hello.localhost/over-h2?x=1")
@@ -48,17 +48,17 @@ async fn h2c_prior_knowledge() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forwarded_headers_set_and_hop_by_hop_removed() {
-    let wk = Wakeway::start(&whoami_service("hello", "hello.localhost", "")).await;
-    let req = Request::builder()
-        .method(Method::GET)
-        .uri("/headers")
-        .header("host", "hello.localhost")
-        .header("connection", "x-custom")
-        .header("x-custom", "1")
-        .header("proxy-connection", "keep-alive")
-        .header("x-keep", "yes")
-        .body(Full::new(Bytes::new()))
-        .unwrap();
+    let wk = Wakeway::whoami("hello", "").await;
+    let req = get_with(
+        "hello.localhost",
+        "/headers",
+        &[
+            ("connection", "x-custom"),
+            ("x-custom", "1"),
+            ("proxy-connection", "keep-alive"),
+            ("x-keep", "yes"),
+        ],
+    );
     let resp = send(wk.proxy, req).await.expect("request");
     assert_eq!(resp.status, StatusCode::OK, "{}", resp.text());
     let body = resp.text();
@@ -86,12 +86,11 @@ async fn forwarded_headers_set_and_hop_by_hop_removed() {
     assert_eq!(resp.field("Proxy-Connection"), None, "{body}");
 
     // A client-supplied X-Forwarded-For ends with the real peer.
-    let req = Request::builder()
-        .uri("/xff")
-        .header("host", "hello.localhost")
-        .header("x-forwarded-for", "10.9.8.7")
-        .body(Full::new(Bytes::new()))
-        .unwrap();
+    let req = get_with(
+        "hello.localhost",
+        "/xff",
+        &[("x-forwarded-for", "10.9.8.7")],
+    );
     let resp = send(wk.proxy, req).await.expect("request");
     let xff = resp.field("X-Forwarded-For").unwrap_or_default();
     assert!(
@@ -102,7 +101,7 @@ async fn forwarded_headers_set_and_hop_by_hop_removed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_body_streams_back_byte_identical() {
-    let wk = Wakeway::start(&whoami_service("hello", "hello.localhost", "")).await;
+    let wk = Wakeway::whoami("hello", "").await;
     // 4 MiB of pseudo-random bytes.
     let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
     let payload: Vec<u8> = (0..4 * 1024 * 1024)
@@ -128,16 +127,13 @@ async fn large_body_streams_back_byte_identical() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn static_upstream_closed_port_is_502() {
     let port = closed_port();
-    let wk = Wakeway::start(&format!(
-        r#"
-[[service]]
-name = "dead"
-hosts = ["dead.localhost"]
-upstreams = ["127.0.0.1:{port}"]
-
-[service.queue]
-timeout = "3s"
-"#
+    let upstream = format!("127.0.0.1:{port}");
+    let queue = "[service.queue]\ntimeout = \"3s\"";
+    let wk = Wakeway::start(&upstreams_service(
+        "dead",
+        "dead.localhost",
+        &[&upstream],
+        queue,
     ))
     .await;
     let resp = wk.get("dead.localhost", "/").await;
@@ -161,15 +157,14 @@ async fn upstream_response_timeout_is_504() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_instance_fails_only_its_request() {
-    let wk = Wakeway::start(&whoami_service(
+    let wk = Wakeway::whoami(
         "fragile",
-        "fragile.localhost",
         r#"
 [service.scaling]
 min_instances = 1
 max_instances = 2
 "#,
-    ))
+    )
     .await;
     let ready = wk.wait_ready("fragile").await;
     let proxy = wk.proxy;
@@ -181,13 +176,10 @@ max_instances = 2
         )
         .await
     });
-    wk.wait_load("fragile", 1, 0).await;
 
     let victim = wk
-        .instances("fragile")
+        .holding_one("fragile")
         .await
-        .into_iter()
-        .find(|i| i.in_flight == 1)
         .or_else(|| ready.first().cloned())
         .expect("the busy instance");
     let pid = victim.pid.expect("pid");
@@ -215,9 +207,8 @@ max_instances = 2
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websocket_tunnel_keeps_its_instance() {
-    let wk = Wakeway::start(&whoami_service(
+    let wk = Wakeway::whoami(
         "ws",
-        "ws.localhost",
         r#"
 [service.scaling]
 min_instances = 0
@@ -226,7 +217,7 @@ idle_timeout = "1s"
 stable_window = "2s"
 panic_window = "1s"
 "#,
-    ))
+    )
     .await;
 
     let stream = TcpStream::connect(wk.proxy).await.unwrap();
@@ -316,13 +307,12 @@ upstreams = ["{upstream}"]
 async fn refused_connect_is_retried_on_another_instance() {
     let (_whoami, upstream) = start_whoami().await;
     let port = closed_port();
-    let wk = Wakeway::start(&format!(
-        r#"
-[[service]]
-name = "half"
-hosts = ["half.localhost"]
-upstreams = ["127.0.0.1:{port}", "{upstream}"]
-"#
+    let (closed, open) = (format!("127.0.0.1:{port}"), upstream.to_string());
+    let wk = Wakeway::start(&upstreams_service(
+        "half",
+        "half.localhost",
+        &[&closed, &open],
+        "",
     ))
     .await;
     for i in 0..10 {

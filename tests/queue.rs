@@ -24,14 +24,26 @@ target_concurrency = 1
     )
 }
 
+/// Waits until `name` is ready, then sends it a request that holds its one slot for `sleep`;
+/// returns that request once it is in flight (await it with [`all_ok`]).
+async fn hold_the_slot(
+    wk: &Wakeway,
+    name: &str,
+    sleep: &str,
+) -> tokio::task::JoinHandle<Result<Resp, String>> {
+    wk.wait_ready(name).await;
+    let (proxy, host) = (wk.proxy, format!("{name}.localhost"));
+    let path = format!("/?sleep={sleep}");
+    let busy = tokio::spawn(async move { try_get(proxy, &host, &path).await });
+    wk.wait_load(name, 1, 0).await;
+    busy
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queue_full_is_503_with_retry_after() {
     let wk = Wakeway::start(&one_slot_service("q", "max_pending = 1\ntimeout = \"30s\"")).await;
-    wk.wait_ready("q").await;
+    let busy = hold_the_slot(&wk, "q", "5s").await;
     let proxy = wk.proxy;
-
-    let busy = tokio::spawn(async move { try_get(proxy, "q.localhost", "/?sleep=5s").await });
-    wk.wait_load("q", 1, 0).await;
     let queued = tokio::spawn(async move { try_get(proxy, "q.localhost", "/queued").await });
     wk.wait_load("q", 1, 1).await;
 
@@ -48,10 +60,7 @@ async fn queue_full_is_503_with_retry_after() {
         "Retry-After is delay-seconds: {retry_after:?}"
     );
 
-    let busy = busy.await.unwrap().expect("in-flight request completes");
-    assert_eq!(busy.status, StatusCode::OK, "{}", busy.text());
-    let queued = queued.await.unwrap().expect("queued request completes");
-    assert_eq!(queued.status, StatusCode::OK, "{}", queued.text());
+    all_ok(vec![busy, queued]).await;
 
     wait_for("a queue rejection in the metrics", DEADLINE, || async {
         let m = wk.metrics().await;
@@ -64,11 +73,7 @@ async fn queue_full_is_503_with_retry_after() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queue_timeout_is_504() {
     let wk = Wakeway::start(&one_slot_service("t", "timeout = \"500ms\"")).await;
-    wk.wait_ready("t").await;
-    let proxy = wk.proxy;
-
-    let busy = tokio::spawn(async move { try_get(proxy, "t.localhost", "/?sleep=5s").await });
-    wk.wait_load("t", 1, 0).await;
+    let busy = hold_the_slot(&wk, "t", "5s").await;
 
     let waited = wk.get("t.localhost", "/waits").await;
     assert_eq!(
@@ -78,8 +83,7 @@ async fn queue_timeout_is_504() {
         waited.text()
     );
 
-    let busy = busy.await.unwrap().expect("in-flight request completes");
-    assert_eq!(busy.status, StatusCode::OK, "{}", busy.text());
+    all_ok(vec![busy]).await;
     // The queue is empty again.
     wk.wait_load("t", 0, 0).await;
 }
@@ -95,11 +99,8 @@ async fn a_reload_that_removes_the_service_answers_its_queue_503() {
         one_slot_service("gone", "timeout = \"3s\"")
     );
     let wk = Wakeway::start_config(&config).await;
-    wk.wait_ready("gone").await;
+    let busy = hold_the_slot(&wk, "gone", "8s").await;
     let proxy = wk.proxy;
-
-    let busy = tokio::spawn(async move { try_get(proxy, "gone.localhost", "/?sleep=8s").await });
-    wk.wait_load("gone", 1, 0).await;
     let queued: Vec<_> = (0..2)
         .map(|i| {
             tokio::spawn(async move { try_get(proxy, "gone.localhost", &format!("/q{i}")).await })
@@ -125,9 +126,5 @@ async fn a_reload_that_removes_the_service_answers_its_queue_503() {
         !busy.is_finished(),
         "the queue was answered only after the drain"
     );
-    let busy = busy
-        .await
-        .unwrap()
-        .expect("the request in flight completes");
-    assert_eq!(busy.status, StatusCode::OK, "{}", busy.text());
+    all_ok(vec![busy]).await;
 }

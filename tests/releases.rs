@@ -38,28 +38,24 @@ fn assert_deployment_shape(d: &Value) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deploy_under_load_switches_with_no_failed_request_and_drains_in_flight() {
-    let wk = Wakeway::start(&whoami_service(
+    let wk = Wakeway::whoami(
         "web",
-        WEB,
         r#"env = { MODE = "blue" }
 
 [service.scaling]
 min_instances = 2
 max_instances = 2
 "#,
-    ))
+    )
     .await;
     let old = wk.wait_ready_revision("web", "web-00001", 2).await;
     assert_eq!(wk.revision("web").await, "web-00001");
 
     // A request held open on one old instance across the whole deployment.
     let held = HeldRequest::start(wk.proxy, WEB, "/echo", "before the switch|");
-    wk.wait_load("web", 1, 0).await;
     let busy = wk
-        .instances("web")
+        .holding_one("web")
         .await
-        .into_iter()
-        .find(|i| i.in_flight == 1)
         .expect("the instance holding the request");
     let idle = old
         .iter()
@@ -128,9 +124,8 @@ max_instances = 2
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failing_deploy_keeps_the_old_revision_serving() {
-    let wk = Wakeway::start(&whoami_service(
+    let wk = Wakeway::whoami(
         "web",
-        WEB,
         r#"
 [service.scaling]
 min_instances = 1
@@ -139,7 +134,7 @@ max_instances = 1
 [service.deploy]
 timeout = "3s"
 "#,
-    ))
+    )
     .await;
     wk.wait_ready_revision("web", "web-00001", 1).await;
 
@@ -240,15 +235,14 @@ timeout = "3s"
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rollback_redeploys_the_previous_revision() {
-    let wk = Wakeway::start(&whoami_service(
+    let wk = Wakeway::whoami(
         "web",
-        WEB,
         r#"env = { MODE = "one" }
 
 [service.scaling]
 min_instances = 1
 "#,
-    ))
+    )
     .await;
     wk.wait_ready_revision("web", "web-00001", 1).await;
 
@@ -290,12 +284,7 @@ min_instances = 1
     assert_eq!(resp.field("Revision").as_deref(), Some("web-00001"));
     wk.wait_ready_revision("web", "web-00001", 1).await;
 
-    let list = wk.deployments("web").await;
-    let states: Vec<(&Value, &Value)> = list.iter().map(|d| (&d["id"], &d["state"])).collect();
-    assert_eq!(list.len(), 2, "{states:?}");
-    assert_eq!(list[0]["id"], v2_id.as_str(), "oldest first: {states:?}");
-    assert_eq!(list[0]["state"], "rolled_back", "{states:?}");
-    assert_eq!(list[1]["state"], "succeeded", "{states:?}");
+    assert_rolled_back_then_rollback(&wk, "web", &v2_id).await;
     let revisions = wk.admin_json("/v1/services/web/revisions").await;
     let ids: Vec<&Value> = revisions
         .as_array()
@@ -312,12 +301,7 @@ min_instances = 1
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deploy_at_zero_proves_one_instance_then_goes_back_to_zero() {
-    let wk = Wakeway::start(&whoami_service(
-        "web",
-        WEB,
-        "[service.scaling]\nidle_timeout = \"1s\"\n",
-    ))
-    .await;
+    let wk = Wakeway::whoami("web", "[service.scaling]\nidle_timeout = \"1s\"\n").await;
     assert!(wk.instances("web").await.is_empty());
     let d = wk.deploy("web", json!({ "env": { "MODE": "two" } })).await;
     assert_eq!(d["instances"], 1, "one instance proves the revision: {d}");
@@ -398,12 +382,7 @@ auto = true
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_count_deployments_and_name_the_live_revision() {
-    let wk = Wakeway::start(&whoami_service(
-        "web",
-        WEB,
-        "[service.scaling]\nmin_instances = 1\n",
-    ))
-    .await;
+    let wk = Wakeway::whoami("web", "[service.scaling]\nmin_instances = 1\n").await;
     wk.wait_ready_revision("web", "web-00001", 1).await;
     let outcome = |text: &str, o: &str| {
         metric(

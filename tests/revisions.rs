@@ -14,20 +14,7 @@ const WEB: &str = "web.localhost";
 /// events and `wakeway check`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_http_probe_is_named_in_the_answer_the_event_and_check() {
-    let wk = Wakeway::start(&whoami_service(
-        "web",
-        WEB,
-        r#"
-[service.health]
-kind = "http"
-path = "/missing?status=404"
-startup_timeout = "30s"
-
-[service.queue]
-timeout = "1s"
-"#,
-    ))
-    .await;
+    let wk = Wakeway::whoami("web", &http_probe("/missing?status=404", "30s", "1s")).await;
     let resp = wk.get(WEB, "/").await;
     assert_eq!(resp.status, StatusCode::GATEWAY_TIMEOUT, "{}", resp.text());
     let body = resp.text();
@@ -52,7 +39,7 @@ timeout = "1s"
 /// whatever routes it serves.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_default_probe_is_tcp() {
-    let wk = Wakeway::start(&whoami_service("web", WEB, "")).await;
+    let wk = Wakeway::whoami("web", "").await;
     assert_eq!(wk.get(WEB, "/").await.status, StatusCode::OK);
     let (status, out, err) = run_to_exit(&["check", "-c", path_str(&wk.config_path)]).await;
     assert!(status.success(), "{out}{err}");
@@ -70,7 +57,7 @@ async fn the_default_probe_is_tcp() {
 /// revision keeps serving, cold-starting on the next request.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deploy_at_zero_that_never_passes_fails_and_the_old_revision_serves() {
-    let wk = Wakeway::start(&whoami_service("web", WEB, "")).await;
+    let wk = Wakeway::whoami("web", "").await;
     assert!(wk.instances("web").await.is_empty(), "at zero");
     let admin = wk.admin.to_string();
     let (status, stdout, stderr) = run_to_exit(&[
@@ -145,12 +132,8 @@ async fn a_scaling_only_reload_keeps_the_deployed_revision() {
 
     wk.write_config(&web("three", 3));
     let report = reload(&wk).await;
-    let id = report["deployed"][0]["deployment"]["Ok"]
-        .as_str()
-        .unwrap_or_else(|| panic!("the file's new source deploys: {report}"))
-        .to_string();
-    let d = wk.wait_deployment("web", &id).await;
-    assert_eq!(d["state"], "succeeded", "{d}");
+    // The file's new source deploys.
+    wk.wait_reload_deployed(&report, "web").await;
     assert_eq!(wk.revision("web").await, "web-00003");
 }
 
@@ -237,12 +220,7 @@ async fn a_restart_keeps_serving_the_deployed_revision() {
 /// `deploy.timeout`, its instance is stopped, and the service stays on the old revision.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deploy_at_zero_that_never_gets_ready_times_out_and_the_old_revision_serves() {
-    let wk = Wakeway::start(&whoami_service(
-        "web",
-        WEB,
-        "[service.deploy]\ntimeout = \"1s\"\n",
-    ))
-    .await;
+    let wk = Wakeway::whoami("web", "[service.deploy]\ntimeout = \"1s\"\n").await;
     let d = wk
         .deploy(
             "web",

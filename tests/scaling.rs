@@ -20,15 +20,14 @@ fn live(instances: &[Instance]) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cold_start_serves_first_request_from_a_new_instance() {
-    let wk = Wakeway::start(&whoami_service(
+    let wk = Wakeway::whoami(
         "hello",
-        "hello.localhost",
         r#"
 [service.scaling]
 min_instances = 0
 max_instances = 3
 "#,
-    ))
+    )
     .await;
 
     let before = wk.instances("hello").await;
@@ -71,9 +70,8 @@ max_instances = 3
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrency_scales_out() {
-    let wk = Wakeway::start(&whoami_service(
+    let wk = Wakeway::whoami(
         "burst",
-        "burst.localhost",
         r#"
 [service.scaling]
 min_instances = 0
@@ -81,7 +79,7 @@ max_instances = 10
 target_concurrency = 5
 max_concurrency = 10
 "#,
-    ))
+    )
     .await;
 
     let tasks = spawn_gets(wk.proxy, "burst.localhost", 40, |i| {
@@ -114,9 +112,8 @@ max_concurrency = 10
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scale_down_under_load_loses_no_request() {
-    let wk = Wakeway::start(&whoami_service(
+    let wk = Wakeway::whoami(
         "elastic",
-        "elastic.localhost",
         r#"
 [service.scaling]
 min_instances = 0
@@ -127,7 +124,7 @@ idle_timeout = "30s"
 stable_window = "2s"
 panic_window = "1s"
 "#,
-    ))
+    )
     .await;
     let proxy = wk.proxy;
 
@@ -226,9 +223,8 @@ panic_window = "1s"
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_service_scales_to_zero_and_processes_exit() {
-    let wk = Wakeway::start(&whoami_service(
+    let wk = Wakeway::whoami(
         "idle",
-        "idle.localhost",
         r#"
 [service.scaling]
 min_instances = 0
@@ -239,7 +235,7 @@ idle_timeout = "1s"
 stable_window = "2s"
 panic_window = "1s"
 "#,
-    ))
+    )
     .await;
     let tasks = spawn_gets(wk.proxy, "idle.localhost", 4, |i| {
         format!("/?sleep=500ms&i={i}")
@@ -288,9 +284,8 @@ async fn cold_start_waits_for_a_slow_starting_instance() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_longer_than_idle_timeout_keeps_its_instance() {
-    let wk = Wakeway::start(&whoami_service(
+    let wk = Wakeway::whoami(
         "long",
-        "long.localhost",
         r#"
 [service.scaling]
 min_instances = 0
@@ -298,7 +293,7 @@ idle_timeout = "1s"
 stable_window = "2s"
 panic_window = "1s"
 "#,
-    ))
+    )
     .await;
     let proxy = wk.proxy;
     let task = tokio::spawn(async move { try_get(proxy, "long.localhost", "/?sleep=4s").await });
@@ -341,9 +336,8 @@ async fn port_placeholder_in_command_is_replaced() {
 /// stable window, still full of the calm before, drained instances that each held requests.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_scales_out_without_scaling_down_before_a_calm_window() {
-    let wk = Wakeway::start(&whoami_service(
+    let wk = Wakeway::whoami(
         "slow",
-        "slow.localhost",
         r#"
 [service.scaling]
 min_instances = 1
@@ -353,7 +347,7 @@ max_concurrency = 10
 stable_window = "15s"
 panic_window = "6s"
 "#,
-    ))
+    )
     .await;
     wk.wait_ready("slow").await;
     // The scenario, not a synchronisation: a stable window of calm before the burst.

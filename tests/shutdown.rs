@@ -7,15 +7,14 @@ use http::StatusCode;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_finishes_in_flight_requests_and_stops_children() {
-    let mut wk = Wakeway::start(&whoami_service(
+    let mut wk = Wakeway::whoami(
         "hello",
-        "hello.localhost",
         r#"
 [service.scaling]
 min_instances = 1
 max_instances = 3
 "#,
-    ))
+    )
     .await;
     wk.wait_ready("hello").await;
     let proxy = wk.proxy;
@@ -39,7 +38,7 @@ max_instances = 3
 
 /// `wakeway whoami` with one warm instance, and that instance's pid.
 async fn warm_hello() -> (Wakeway, Vec<u32>) {
-    let wk = Wakeway::start(&whoami_service("hello", "hello.localhost", MIN_ONE)).await;
+    let wk = Wakeway::whoami("hello", MIN_ONE).await;
     let pids = pids_of(&wk.wait_ready("hello").await);
     (wk, pids)
 }

@@ -77,13 +77,7 @@ async fn soak_scale_deploy_reload_kill_zero_cold_start_sigterm() {
     // Load from zero: a cold start, then scale-out on concurrency.
     let load = Load::start(wk.proxy, "soak.localhost", "/?sleep=50ms", CLIENTS);
     wait_for("scale-out to 2 ready instances", DEADLINE, || async {
-        let ready = wk
-            .instances("soak")
-            .await
-            .iter()
-            .filter(|i| i.state == "ready")
-            .count();
-        (ready >= 2).then_some(())
+        (wk.ready_count("soak").await >= 2).then_some(())
     })
     .await;
     steady(&load).await;
@@ -103,12 +97,7 @@ async fn soak_scale_deploy_reload_kill_zero_cold_start_sigterm() {
     wk.write_config(&config(&marker, 5, "3"));
     let (status, report) = wk.admin_post("/v1/reload", json!({})).await;
     assert_eq!(status, StatusCode::OK, "{report}");
-    let id = report["deployed"][0]["deployment"]["Ok"]
-        .as_str()
-        .unwrap_or_else(|| panic!("the reload deployed: {report}"))
-        .to_string();
-    let d = wk.wait_deployment("soak", &id).await;
-    assert_eq!(d["state"], "succeeded", "{d}");
+    wk.wait_reload_deployed(&report, "soak").await;
     steady(&load).await;
 
     // SIGKILL of a busy instance: only its requests in flight may fail.

@@ -1,6 +1,6 @@
 //! HTTPS on `[proxy.tls]`: each name gets its own certificate (SNI), h2 and HTTP/1.1 by ALPN, a
-//! renewed certificate is served without a restart and a broken one is refused while the old
-//! one keeps serving, and `redirect_https` sends plain HTTP to HTTPS.
+//! renewed certificate is served without a restart and a broken one is refused (a warning) while
+//! the old one keeps serving, its fix is an event, and `redirect_https` sends plain HTTP to HTTPS.
 //!
 //! wakeway prints `https listening on ADDR` for each `proxy.tls.listen` address.
 
@@ -127,6 +127,29 @@ async fn renewed_certificate_is_served_and_a_broken_one_is_refused() {
         message.contains(&files.0.display().to_string()),
         "the event does not name the file: {event}"
     );
+    assert_eq!(event["level"], "warn", "{event}");
+    assert!(
+        wakeway
+            .proc
+            .stderr()
+            .lines()
+            .any(|l| l.contains(" WARN ") && l.contains("certificate_rejected")),
+        "a rejected certificate is logged at WARN"
+    );
+    assert_eq!(served().await, Some(renewed.der.clone()));
+
+    // Fixed: the good file written back is news, though the certificate served is the same.
+    replace_file(&files.0, renewed.cert_pem.as_bytes());
+    let fixed = wait_for("a certificate_fixed event", DEADLINE, || async {
+        wakeway
+            .events("wakeway")
+            .await
+            .into_iter()
+            .find(|e| e["kind"] == "certificate_fixed")
+    })
+    .await;
+    assert_eq!(fixed["level"], "info", "{fixed}");
+    assert_eq!(fixed["certificate"], 0, "{fixed}");
     assert_eq!(served().await, Some(renewed.der.clone()));
 }
 

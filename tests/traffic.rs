@@ -13,6 +13,17 @@ use serde_json::{Value, json};
 const WEB: &str = "web.localhost";
 const CANARY: &str = "canary--web.localhost";
 
+/// Sends `stable` percent of web's traffic to web-00001 and the rest to the latest revision,
+/// tagged `canary`; the admin API must accept it.
+async fn split_to_canary(wk: &Wakeway, stable: u32) {
+    let split = json!({ "traffic": [
+        { "revision": "web-00001", "percent": stable },
+        { "latest": true, "percent": 100 - stable, "tag": "canary" }
+    ] });
+    let (status, body) = put_traffic(wk, "web", split).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
+
 async fn put_traffic(wk: &Wakeway, service: &str, body: Value) -> (StatusCode, Value) {
     admin_call(
         wk.admin,
@@ -84,9 +95,8 @@ async fn spread(
 /// tagged revision only, and each revision scales on its own load.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_split_shares_requests_and_each_revision_scales_on_its_own() {
-    let wk = Wakeway::start(&whoami_service(
+    let wk = Wakeway::whoami(
         "web",
-        WEB,
         r#"
 [service.scaling]
 max_concurrency = 4
@@ -96,7 +106,7 @@ idle_timeout = "2s"
 stable_window = "4s"
 panic_window = "2s"
 "#,
-    ))
+    )
     .await;
     assert_eq!(wk.get(WEB, "/").await.status, StatusCode::OK);
     let canary = deploy_no_traffic(&wk, json!({ "V": "2" }), "canary").await;
@@ -136,16 +146,7 @@ panic_window = "2s"
         "{body}"
     );
 
-    let (status, body) = put_traffic(
-        &wk,
-        "web",
-        json!({ "traffic": [
-            { "revision": "web-00001", "percent": 90 },
-            { "latest": true, "percent": 10, "tag": "canary" }
-        ] }),
-    )
-    .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    split_to_canary(&wk, 90).await;
     let counts = spread(&wk, WEB, 2000, 16).await;
     let to_canary = counts.get("web-00002").copied().unwrap_or(0);
     let to_stable = counts.get("web-00001").copied().unwrap_or(0);
@@ -226,7 +227,7 @@ panic_window = "2s"
 /// `--no-traffic` then a rollout in steps: the revision ends with all the traffic.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rollout_moves_traffic_in_steps_to_the_end() {
-    let wk = Wakeway::start(&whoami_service("web", WEB, "")).await;
+    let wk = Wakeway::whoami("web", "").await;
     assert_eq!(wk.get(WEB, "/").await.status, StatusCode::OK);
     let next = deploy_no_traffic(&wk, json!({ "V": "2" }), "next").await;
     let (status, r) = wk
@@ -265,7 +266,7 @@ async fn a_rollout_moves_traffic_in_steps_to_the_end() {
 /// A revision that answers 5xx halts its rollout, and the traffic goes back where it was.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rollout_of_a_failing_revision_halts_and_goes_back() {
-    let wk = Wakeway::start(&whoami_service("web", WEB, "")).await;
+    let wk = Wakeway::whoami("web", "").await;
     assert_eq!(wk.get(WEB, "/").await.status, StatusCode::OK);
     let bad = deploy_no_traffic(&wk, json!({ "WHOAMI_STATUS": "500" }), "bad").await;
     let (status, r) = wk
@@ -309,16 +310,7 @@ async fn the_traffic_outlives_a_restart() {
     );
     let mut wk = Wakeway::start_config(&config).await;
     deploy_no_traffic(&wk, json!({ "V": "2" }), "canary").await;
-    let (status, body) = put_traffic(
-        &wk,
-        "web",
-        json!({ "traffic": [
-            { "revision": "web-00001", "percent": 70 },
-            { "latest": true, "percent": 30, "tag": "canary" }
-        ] }),
-    )
-    .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    split_to_canary(&wk, 70).await;
     wk.proc.signal(libc::SIGTERM);
     assert!(wk.proc.wait_exit(DEADLINE).await.success());
 

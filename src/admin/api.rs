@@ -15,6 +15,7 @@ use crate::service::Service;
 use crate::service::command::{Command, DeployOptions};
 
 use super::certificates;
+use super::history::{number, query_param};
 use super::reply::{json, json_error};
 use super::traffic::{self, traffic_view};
 use super::view::view;
@@ -40,9 +41,46 @@ pub(super) async fn handle(state: &Arc<State>, req: Request<Incoming>) -> Respon
             );
         }
     };
+    dispatch(state, method, &path, &query, body).await
+}
+
+/// Answers one API call whose body has arrived: a local one, or (in a cluster) one a follower
+/// forwarded to the leader, which applies it as its own.
+pub(crate) async fn dispatch(
+    state: &Arc<State>,
+    method: Method,
+    path: &str,
+    query: &str,
+    body: Bytes,
+) -> Response<Full<Bytes>> {
+    if let Some(forwarded) = crate::cluster::forward_admin(state, &method, path, query, &body).await
+    {
+        return forwarded;
+    }
+    answer(state, method, path, query, body).await
+}
+
+/// Answers one API call here, whatever the cluster's leader.
+pub(crate) async fn answer(
+    state: &Arc<State>,
+    method: Method,
+    path: &str,
+    query: &str,
+    body: Bytes,
+) -> Response<Full<Bytes>> {
     let segments: Vec<&str> = path.split('/').collect();
     match (&method, segments.as_slice()) {
-        (&Method::GET, ["", "healthz"]) => text(StatusCode::OK, "ok\n"),
+        (&Method::GET, ["", "healthz"]) => match crate::cluster::health_detail(state) {
+            None => text(StatusCode::OK, "ok\n"),
+            Some(detail) => text(StatusCode::OK, &format!("ok\n{detail}\n")),
+        },
+        (&Method::GET, ["", "v1", "cluster"]) => match &state.cluster {
+            Some(c) => json(StatusCode::OK, &c.view()),
+            None => json_error(
+                StatusCode::NOT_FOUND,
+                "this wakeway runs alone: its config has no [cluster]",
+            ),
+        },
         (&Method::GET, ["", "metrics"]) => {
             state.sample_gauges();
             crate::admin::certificates::sample(state);
@@ -103,11 +141,11 @@ pub(super) async fn handle(state: &Arc<State>, req: Request<Incoming>) -> Respon
             accepted(&svc, asked)
         }
         (&Method::GET, ["", "v1", "services", name, "traffic"]) => match state.service(name) {
-            Some(s) => json(StatusCode::OK, &traffic_view(&s)),
+            Some(s) => json(StatusCode::OK, &traffic_view(state, &s)),
             None => no_service(name),
         },
         (&Method::PUT, ["", "v1", "services", name, "traffic"]) => match state.service(name) {
-            Some(s) => traffic::set_traffic(&s, &body).await,
+            Some(s) => traffic::set_traffic(state, &s, &body).await,
             None => no_service(name),
         },
         (&Method::POST, ["", "v1", "services", name, "promote"]) => match state.service(name) {
@@ -163,6 +201,14 @@ pub(super) async fn handle(state: &Arc<State>, req: Request<Incoming>) -> Respon
             Some(_) => service_logs(name, &query),
             None => no_service(name),
         },
+        (&Method::GET, ["", "v1", "services", name, "history"]) => match state.service(name) {
+            Some(s) => super::history::history(&s, &query),
+            None => no_service(name),
+        },
+        (&Method::GET, ["", "v1", "services", name, "access"]) => match state.service(name) {
+            Some(s) => super::history::access(state, &s, &query),
+            None => no_service(name),
+        },
         (_, ["", "healthz"] | ["", "metrics"] | ["", "v1", ..]) if known_path(&segments) => {
             json_error(
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -196,6 +242,8 @@ fn known_path(segments: &[&str]) -> bool {
                     | "traffic"
                     | "promote"
                     | "logs"
+                    | "history"
+                    | "access"
             ]
             | ["", "v1", "reload" | "events" | "certificates"]
     )
@@ -291,13 +339,7 @@ fn accepted(svc: &Service, asked: Result<String, String>) -> Response<Full<Bytes
 /// `GET /v1/services/{name}/logs?instance=&revision=&after=SEQ&tail=N`: what the service's
 /// instances wrote, oldest first (`tail` defaults to 100 lines).
 fn service_logs(name: &str, query: &str) -> Response<Full<Bytes>> {
-    let number = |key: &str, default: u64| match query_param(query, key) {
-        None => Ok(default),
-        Some(v) => v
-            .parse::<u64>()
-            .map_err(|_| format!("`{key}` must be a whole number, not `{v}`")),
-    };
-    let (after, tail) = match (number("after", 0), number("tail", 100)) {
+    let (after, tail) = match (number(query, "after", 0), number(query, "tail", 100)) {
         (Ok(a), Ok(t)) => (a, t),
         (Err(e), _) | (_, Err(e)) => return json_error(StatusCode::BAD_REQUEST, &e),
     };
@@ -316,15 +358,8 @@ fn no_service(name: &str) -> Response<Full<Bytes>> {
     json_error(StatusCode::NOT_FOUND, &format!("no service named `{name}`"))
 }
 
-fn query_param(query: &str, key: &str) -> Option<String> {
-    query.split('&').find_map(|kv| {
-        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-        (k == key).then(|| v.to_string())
-    })
-}
-
-fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
-    let mut r = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+fn text(status: StatusCode, body: &str) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::copy_from_slice(body.as_bytes())));
     *r.status_mut() = status;
     r
 }

@@ -6,6 +6,7 @@ pub mod certificates;
 mod console;
 pub mod deploy_diff;
 pub mod guard;
+mod history;
 mod reply;
 pub mod revision_stats;
 mod traffic;
@@ -28,7 +29,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::State;
 
-pub use traffic::{ShareView, TrafficView, traffic_view};
+pub(crate) use api::answer;
+pub use traffic::{ShareView, TrafficView, proxy_url, traffic_view};
 pub use view::{InstanceView, ServiceView, view};
 
 /// Open admin connections at most; beyond it new ones wait in the listen backlog, so a flood of

@@ -6,6 +6,7 @@ use http::{Response, StatusCode};
 use http_body_util::Full;
 use serde::{Deserialize, Serialize};
 
+use crate::State;
 use crate::config::{TrafficTarget, parse_duration};
 use crate::service::Service;
 use crate::service::command::{Command, RolloutPlan, RolloutView};
@@ -36,11 +37,27 @@ pub struct ShareView {
     pub tags: Vec<String>,
     /// The host the first tag gives the revision (`tag--host`).
     pub host: Option<String>,
+    /// That host on the proxy's first listener (HTTPS when there is one).
+    pub url: Option<String>,
     pub ready: u32,
     pub desired: u32,
 }
 
-pub fn traffic_view(svc: &Service) -> TrafficView {
+/// `http://HOST:PORT/` on the proxy's first listener (`https://` on its first HTTPS one, when
+/// it has one), the port left out when it is the scheme's own.
+pub fn proxy_url(state: &State, host: &str) -> Option<String> {
+    let (scheme, addr, default) = match (state.https_addrs.first(), state.proxy_addrs.first()) {
+        (Some(a), _) => ("https", a, 443),
+        (None, Some(a)) => ("http", a, 80),
+        (None, None) => return None,
+    };
+    Some(match addr.port() {
+        p if p == default => format!("{scheme}://{host}/"),
+        p => format!("{scheme}://{host}:{p}/"),
+    })
+}
+
+pub fn traffic_view(state: &State, svc: &Service) -> TrafficView {
     let traffic = svc.traffic.load();
     let instances = svc.instances.load();
     let host = svc.config.load().hosts.iter().find(|h| *h != "*").cloned();
@@ -55,6 +72,10 @@ pub fn traffic_view(svc: &Service) -> TrafficView {
             tags: s.tags.clone(),
             host: match (s.tags.first(), &host) {
                 (Some(t), Some(h)) => Some(format!("{t}--{h}")),
+                _ => None,
+            },
+            url: match (s.tags.first(), &host) {
+                (Some(t), Some(h)) => proxy_url(state, &format!("{t}--{h}")),
                 _ => None,
             },
             ready: instances
@@ -115,7 +136,11 @@ pub(super) fn traffic_request(body: &[u8]) -> Result<Vec<TrafficTarget>, String>
         .collect()
 }
 
-pub(super) async fn set_traffic(svc: &Service, body: &[u8]) -> Response<Full<Bytes>> {
+pub(super) async fn set_traffic(
+    state: &State,
+    svc: &Service,
+    body: &[u8],
+) -> Response<Full<Bytes>> {
     let traffic = match traffic_request(body) {
         Ok(t) => t,
         Err(e) => return json_error(StatusCode::BAD_REQUEST, &e),
@@ -128,7 +153,7 @@ pub(super) async fn set_traffic(svc: &Service, body: &[u8]) -> Response<Full<Byt
         })
         .await
     {
-        Ok(()) => json(StatusCode::OK, &traffic_view(svc)),
+        Ok(()) => json(StatusCode::OK, &traffic_view(state, svc)),
         Err(e) => json_error(StatusCode::CONFLICT, &e),
     }
 }

@@ -37,6 +37,7 @@ pub enum BuildError {
     },
     Tls(String),
     AccessLog(String),
+    Cluster(String),
 }
 
 impl std::fmt::Display for BuildError {
@@ -49,7 +50,9 @@ impl std::fmt::Display for BuildError {
             BuildError::Upstream { service, message } => {
                 write!(f, "service `{service}`: {message}")
             }
-            BuildError::Tls(m) | BuildError::AccessLog(m) => write!(f, "{m}"),
+            BuildError::Tls(m) | BuildError::AccessLog(m) | BuildError::Cluster(m) => {
+                write!(f, "{m}")
+            }
         }
     }
 }
@@ -102,14 +105,25 @@ impl App {
         settings.https_port = proxy_listeners.tls_addrs.first().map(|a| a.port());
         settings.start_trace = config.log.start_trace;
         settings.server_timing = config.log.server_timing;
+        let metrics = Arc::new(Metrics::new());
+        let events = Arc::new(EventLog::default());
+        let cluster = match &config.cluster {
+            Some(c) => Some(
+                crate::cluster::Cluster::new(c.clone(), &metrics)
+                    .await
+                    .map_err(BuildError::Cluster)?,
+            ),
+            None => None,
+        };
         let state_file = match &config.state_file {
+            // A cluster's revisions are the leader's, not a file's on each replica.
+            _ if cluster.is_some() => None,
             Some(path) => {
                 Some(crate::service::state::StateFile::open(path).map_err(BuildError::Config)?)
             }
             None => None,
         };
-        let metrics = Arc::new(Metrics::new());
-        let events = Arc::new(EventLog::default());
+
         let access_log =
             crate::proxy::access_log::AccessLog::start(&config.log, metrics.access_log_dropped())
                 .map_err(BuildError::AccessLog)?;
@@ -152,6 +166,9 @@ impl App {
             controllers: Mutex::new(Controllers::default()),
             reload_lock: tokio::sync::Mutex::new(()),
             state_file,
+            cluster,
+            proxy_addrs: proxy_listeners.addrs.clone(),
+            https_addrs: proxy_listeners.tls_addrs.clone(),
         });
         let factory = state.factory(&config);
         let mut services = Vec::new();
@@ -176,6 +193,10 @@ impl App {
         state.services.store(Arc::new(services));
         if let Some(store) = &state.state_file {
             store.save_applied(&config.services);
+        }
+        if let Some(cluster) = &state.cluster {
+            // A replica that starts late serves the fleet as it is, not nothing.
+            cluster.catch_up(&state).await;
         }
         Ok(App {
             proxy_listeners,
@@ -218,11 +239,22 @@ impl App {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner());
             c.stop = Some(stop_controllers.clone());
-            for ctl in std::mem::take(&mut c.pending) {
+            let pending = std::mem::take(&mut c.pending);
+            // In a cluster only the leader's controllers run (`cluster::roles` starts them).
+            let pending = if self.state.cluster.is_some() {
+                Vec::new()
+            } else {
+                pending
+            };
+            for ctl in pending {
                 let name = ctl.service_name().to_string();
                 c.running
                     .insert(name, tokio::spawn(ctl.run(stop_controllers.clone())));
             }
+        }
+        let stop_cluster = CancellationToken::new();
+        if let Some(cluster) = &self.state.cluster {
+            cluster.start(self.state.clone(), stop_cluster.clone());
         }
         let workers = crate::proxy::start(self.proxy_listeners, self.state.forwarder.clone());
         tokio::spawn(crate::proxy::return_memory(self.state.forwarder.clone()));
@@ -234,6 +266,7 @@ impl App {
                 stop_watch.clone(),
             ));
         }
+        tokio::spawn(crate::history::run(self.state.clone(), stop_watch.clone()));
         let admin = self.admin_listener.map(|l| {
             tokio::spawn(crate::admin::serve(
                 l,
@@ -302,6 +335,9 @@ impl App {
         }
         stop_admin.cancel();
         stop_watch.cancel();
+        // Last: the lease is given up, so another replica leads at once.
+        stop_cluster.cancel();
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         if let Some(a) = admin {
             let _ = a.await;
         }

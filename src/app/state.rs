@@ -38,6 +38,11 @@ pub struct State {
     pub acme: Option<crate::tls::acme::Acme>,
     /// Revisions that outlive a restart; `None` without a config file.
     pub state_file: Option<Arc<crate::service::state::StateFile>>,
+    /// With `[cluster]`: this replica's membership (see `src/cluster/`).
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
+    /// Where the proxy listens (plain, then HTTPS), as bound: the addresses of tag URLs.
+    pub proxy_addrs: Vec<std::net::SocketAddr>,
+    pub https_addrs: Vec<std::net::SocketAddr>,
 }
 
 #[derive(Default)]
@@ -79,6 +84,57 @@ impl State {
     pub fn sample_gauges(&self) {
         for svc in self.services.load().iter() {
             svc.metrics.in_flight.set(svc.in_flight() as i64);
+        }
+        if let Some(c) = &self.cluster {
+            c.sample_gauges();
+        }
+    }
+
+    /// A cluster replica that now leads: a new controller for each service, which adopts the
+    /// fleet's instances from the engine and acts from now on.
+    pub(crate) fn start_controllers(&self) {
+        let config = self.config.load_full();
+        let factory = self.factory(&config);
+        if let Some(engine) = self
+            .docker
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+        {
+            // Another leader may have started and stopped containers since this one last looked.
+            engine.forget_sweep();
+        }
+        let mut c = self.controllers.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(stop) = c.stop.clone() else {
+            return;
+        };
+        for svc in self.services.load().iter() {
+            let Some(sc) = config.services.iter().find(|s| s.name == svc.name) else {
+                continue;
+            };
+            let source = match factory(sc) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!("cluster: cannot run service `{}`: {e}", svc.name);
+                    continue;
+                }
+            };
+            let controller = Controller::new(svc.clone(), source, factory.clone());
+            if let Some(old) = c
+                .running
+                .insert(svc.name.clone(), tokio::spawn(controller.run(stop.clone())))
+            {
+                old.abort();
+            }
+        }
+    }
+
+    /// A cluster replica that no longer leads: its controllers are dropped where they are,
+    /// leaving every instance running for the leader, which adopts them.
+    pub(crate) fn stop_controllers(&self) {
+        let mut c = self.controllers.lock().unwrap_or_else(|p| p.into_inner());
+        for (_, h) in c.running.drain() {
+            h.abort();
         }
     }
 
@@ -134,6 +190,7 @@ impl State {
             }
             state.metrics.remove_service(&name);
             crate::runtime::output::forget(&name);
+            crate::history::access::forget(&name);
         });
     }
 }

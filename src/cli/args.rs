@@ -1,8 +1,9 @@
 //! The command line as clap reads it: every verb, its flags and their help text. What a verb
 //! does lives beside this file (`mod.rs` for the admin-client verbs, `serve.rs` for `run`).
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
+
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
@@ -34,29 +35,7 @@ pub enum Command {
         config: PathBuf,
     },
     /// Front one fixed upstream with a hard concurrency limit and a queue.
-    Sidecar {
-        /// Address clients connect to, e.g. 0.0.0.0:8080.
-        #[arg(long)]
-        listen: SocketAddr,
-        /// The app's address, `host:port`.
-        #[arg(long)]
-        upstream: String,
-        /// Requests at the app at once, at most; the rest wait in the queue.
-        #[arg(long)]
-        max_concurrency: u32,
-        /// Serve the admin API (metrics, status) on this address; off when not given.
-        #[arg(long)]
-        admin: Option<SocketAddr>,
-        /// Bearer token for the admin API's /v1 calls; needed when --admin is not loopback.
-        #[arg(long, env = "WAKEWAY_TOKEN", hide_env_values = true)]
-        admin_token: Option<String>,
-        /// Requests that may wait for a free slot; more get 503.
-        #[arg(long, default_value_t = 1000)]
-        max_pending: usize,
-        /// Longest a request waits for a free slot before a 504, e.g. 30s.
-        #[arg(long, default_value = "30s", value_parser = config::parse_duration)]
-        queue_timeout: Duration,
-    },
+    Sidecar(super::serve::Sidecar),
     /// Services, their revisions and instances, from a running wakeway.
     Status {
         #[command(flatten)]
@@ -72,35 +51,8 @@ pub enum Command {
         admin: AdminArgs,
         /// The service to deploy.
         service: String,
-        /// New image (docker services).
-        #[arg(long)]
-        image: Option<String>,
-        /// New command (process services), split into words as a shell would: quotes group
-        /// words, a backslash escapes; no variables, globs or pipes.
-        #[arg(long)]
-        command: Option<String>,
-        /// Set or change an environment variable, keeping the others: `KEY=VALUE` (repeatable).
-        #[arg(long = "update-env", visible_alias = "env", value_name = "KEY=VALUE")]
-        update_env: Vec<String>,
-        /// Replace the whole environment with these variables: `KEY=VALUE` (repeatable).
-        #[arg(long = "set-env", value_name = "KEY=VALUE", conflicts_with_all = ["update_env", "remove_env"])]
-        set_env: Vec<String>,
-        /// Remove an environment variable (repeatable); naming one that is not set is an error.
-        #[arg(long = "remove-env", value_name = "KEY")]
-        remove_env: Vec<String>,
-        /// Print what would change (source and environment) and deploy nothing.
-        #[arg(long)]
-        dry_run: bool,
-        /// Start the new revision beside the live one and give it no traffic (see `traffic`
-        /// and `promote`); the follow ends once it is ready.
-        #[arg(long)]
-        no_traffic: bool,
-        /// Give the new revision a tag: its own host name, `TAG--HOST`.
-        #[arg(long, value_name = "TAG")]
-        tag: Option<String>,
-        /// Return once the deployment began instead of following it.
-        #[arg(long)]
-        no_wait: bool,
+        #[command(flatten)]
+        deploy: super::DeployArgs,
     },
     /// Redeploy the previous revision blue/green.
     Rollback {
@@ -163,10 +115,19 @@ pub enum Command {
         #[command(flatten)]
         admin: AdminArgs,
     },
+    /// The replicas of a `[cluster]`: which leads, each one's last-seen time and traffic share.
+    Cluster {
+        #[command(flatten)]
+        admin: AdminArgs,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
     /// The certificates the HTTPS listeners hold (files and ACME): issuer, expiry, last error.
     Certificates {
         #[command(flatten)]
         admin: AdminArgs,
+        #[command(flatten)]
+        output: OutputArgs,
     },
     /// The event log: what the control loops decided and why.
     Events {
@@ -180,24 +141,45 @@ pub enum Command {
         #[command(flatten)]
         output: OutputArgs,
     },
-    /// What a service's instances wrote on stdout and stderr (the last lines kept of each).
+    /// What a service's instances wrote on stdout and stderr (the last lines kept of each), or
+    /// with --access the requests it answered.
     Logs {
+        #[command(flatten)]
+        admin: AdminArgs,
+        #[command(flatten)]
+        logs: super::LogsArgs,
+    },
+    /// A service's last 10 minutes (1 s steps) or hour (10 s steps): requests/s, errors,
+    /// latency, in flight, instances and cold starts, as wakeway keeps them in memory.
+    History {
         #[command(flatten)]
         admin: AdminArgs,
         /// The service.
         service: String,
-        /// One instance only, e.g. web-00002-a.
-        #[arg(long)]
-        instance: Option<String>,
-        /// One revision only, e.g. web-00002.
-        #[arg(long)]
-        revision: Option<String>,
-        /// How many of the last lines to print first.
-        #[arg(short = 'n', long, default_value_t = 100)]
-        tail: u64,
-        /// Keep printing new lines.
-        #[arg(short, long)]
-        follow: bool,
+        /// `10m` (1 s steps) or `1h` (10 s steps).
+        #[arg(long, default_value = "10m", value_parser = ["10m", "1h"])]
+        range: String,
+        /// The last this many steps (text output); 0 prints them all.
+        #[arg(short = 'n', long, default_value_t = 20)]
+        tail: usize,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// A service's deployments, newest last: outcome, duration and why one failed.
+    Deployments {
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// The service.
+        service: String,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// A service's revisions, oldest first, with what changed and the share each takes.
+    Revisions {
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// The service.
+        service: String,
         #[command(flatten)]
         output: OutputArgs,
     },
@@ -209,26 +191,8 @@ pub enum Command {
     /// Replay an access log through configs on virtual time, with the same autoscaler, queue
     /// and idle timer as `run`: cold starts, waits, refusals and instance-seconds side by side.
     Replay {
-        /// The access log: wakeway's JSON lines (or its `combined` lines), read as it streams.
-        log: PathBuf,
-        /// A config to replay the log through; repeat it to compare (`-c proposed.toml -c
-        /// current.toml`).
-        #[arg(short, long, required = true)]
-        config: Vec<PathBuf>,
-        /// Replay one service only.
-        #[arg(long)]
-        service: Option<String>,
-        /// `text`: a table, configs side by side; `json`: an array, one object per config and
-        /// service.
-        #[arg(long, value_enum, default_value = "text")]
-        format: super::replay::Format,
-        /// Also print every decision each config took, as `wakeway events` shows them.
-        #[arg(long)]
-        events: bool,
-        /// How long an instance takes to become ready, e.g. 1.2s; by default measured from the
-        /// log's cold starts.
-        #[arg(long, value_parser = config::parse_duration)]
-        cold_start: Option<Duration>,
+        #[command(flatten)]
+        replay: super::replay::Args,
     },
     /// A tiny diagnostic upstream that answers with who it is and what it received.
     Whoami {
@@ -280,6 +244,13 @@ impl AdminArgs {
 mod tests {
     use super::*;
     use clap::CommandFactory;
+
+    /// clap checks a subcommand's arguments only when it runs: this checks them all, so a
+    /// clash (two groups or flags of one name) fails here, not in a user's shell.
+    #[test]
+    fn every_subcommand_builds() {
+        Cli::command().debug_assert();
+    }
 
     /// `wakeway help X` explains every subcommand and every flag.
     #[test]

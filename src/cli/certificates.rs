@@ -7,8 +7,14 @@ use http::Method;
 use serde_json::Value;
 use wakeway::client::{AdminClient, table};
 
-pub async fn certificates(client: AdminClient) -> ExitCode {
+use super::{Output, print_json};
+
+pub async fn certificates(client: AdminClient, output: Output) -> ExitCode {
     match client.ok(Method::GET, "/v1/certificates", None).await {
+        Ok(v) if output == Output::Json => {
+            print_json(&v);
+            ExitCode::SUCCESS
+        }
         Ok(v) => {
             print!("{}", format_certificates(&v));
             ExitCode::SUCCESS

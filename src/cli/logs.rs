@@ -6,20 +6,40 @@ use std::time::Duration;
 
 use http::Method;
 use serde_json::Value;
-use wakeway::client::AdminClient;
+use wakeway::client::{AdminClient, format_access};
 
 use super::{Output, fail, print_json};
 
+#[derive(clap::Args)]
 pub struct LogsArgs {
+    /// The service.
     pub service: String,
+    /// One instance only, e.g. web-00002-a.
+    #[arg(long)]
     pub instance: Option<String>,
+    /// One revision only, e.g. web-00002.
+    #[arg(long)]
     pub revision: Option<String>,
+    /// How many of the last lines to print first.
+    #[arg(short = 'n', long, default_value_t = 100)]
     pub tail: u64,
+    /// Keep printing new lines.
+    #[arg(short, long)]
     pub follow: bool,
-    pub output: Output,
+    /// The service's access-log lines (the requests it answered) instead of its output.
+    #[arg(long, conflicts_with_all = ["instance", "revision"])]
+    pub access: bool,
+    /// With --access: only these statuses, a class (`5xx`), a code (`404`) or `errors`.
+    #[arg(long, requires = "access")]
+    pub status: Option<String>,
+    #[command(flatten)]
+    pub output: super::args::OutputArgs,
 }
 
 pub async fn logs(client: AdminClient, args: LogsArgs) -> ExitCode {
+    if args.access {
+        return access(client, &args).await;
+    }
     let mut filter = String::new();
     if let Some(i) = &args.instance {
         filter.push_str(&format!("&instance={i}"));
@@ -39,7 +59,7 @@ pub async fn logs(client: AdminClient, args: LogsArgs) -> ExitCode {
             Err(e) => return fail(e),
         };
         let list = lines.as_array().map(Vec::as_slice).unwrap_or_default();
-        match (args.output, args.follow) {
+        match (args.output.output, args.follow) {
             (Output::Json, false) => print_json(&lines),
             // Following, one JSON object per line, as they come.
             (Output::Json, true) => list.iter().for_each(|l| println!("{l}")),
@@ -50,6 +70,46 @@ pub async fn logs(client: AdminClient, args: LogsArgs) -> ExitCode {
             return ExitCode::SUCCESS;
         }
         // Everything new since the last read, however much.
+        tail = u64::MAX >> 1;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// `wakeway logs --access`: the service's last access-log lines (as its access log wrote them),
+/// and with `-f` each new one.
+async fn access(client: AdminClient, args: &LogsArgs) -> ExitCode {
+    let status = args.status.as_deref().unwrap_or("");
+    let mut after = 0u64;
+    let mut tail = args.tail;
+    let mut first = true;
+    loop {
+        let path = format!(
+            "/v1/services/{}/access?after={after}&tail={tail}&status={status}",
+            args.service
+        );
+        let answer = match client.ok(Method::GET, &path, None).await {
+            Ok(v) => v,
+            Err(e) => return fail(e),
+        };
+        if first && answer["access_log"] == "off" {
+            eprintln!(
+                "the access log is off (log.access = \"off\"): wakeway keeps no request lines"
+            );
+        }
+        first = false;
+        let list = answer["lines"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        match (args.output.output, args.follow) {
+            (Output::Json, false) => print_json(&answer),
+            (Output::Json, true) => list.iter().for_each(|l| println!("{l}")),
+            (Output::Text, _) => list.iter().for_each(|l| println!("{}", format_access(l))),
+        }
+        after = list.last().and_then(|l| l["seq"].as_u64()).unwrap_or(after);
+        if !args.follow {
+            return ExitCode::SUCCESS;
+        }
         tail = u64::MAX >> 1;
         tokio::time::sleep(Duration::from_millis(500)).await;
     }

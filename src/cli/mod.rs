@@ -3,8 +3,10 @@
 
 pub mod args;
 pub mod certificates;
+pub mod cluster;
 pub mod fdlimit;
 mod logs;
+pub mod reads;
 pub mod replay;
 pub mod serve;
 mod words;
@@ -88,20 +90,36 @@ pub async fn reload(client: AdminClient) -> ExitCode {
 }
 
 /// What `wakeway deploy` sends beside the service name.
+#[derive(clap::Args)]
 pub struct DeployArgs {
+    /// New image (docker services).
+    #[arg(long)]
     pub image: Option<String>,
+    /// New command (process services), split into words as a shell would: quotes group
+    /// words, a backslash escapes; no variables, globs or pipes.
+    #[arg(long)]
     pub command: Option<String>,
-    /// `KEY=VALUE`s merged into the live environment.
+    /// Set or change an environment variable, keeping the others: `KEY=VALUE` (repeatable).
+    #[arg(long = "update-env", visible_alias = "env", value_name = "KEY=VALUE")]
     pub update_env: Vec<String>,
-    /// `KEY=VALUE`s that replace the whole environment.
+    /// Replace the whole environment with these variables: `KEY=VALUE` (repeatable).
+    #[arg(long = "set-env", value_name = "KEY=VALUE", conflicts_with_all = ["update_env", "remove_env"])]
     pub set_env: Vec<String>,
+    /// Remove an environment variable (repeatable); naming one that is not set is an error.
+    #[arg(long = "remove-env", value_name = "KEY")]
     pub remove_env: Vec<String>,
-    /// Print the diff only.
+    /// Print what would change (source and environment) and deploy nothing.
+    #[arg(long)]
     pub dry_run: bool,
-    /// Start the new revision beside the live one without moving traffic to it.
+    /// Start the new revision beside the live one and give it no traffic (see `traffic`
+    /// and `promote`); the follow ends once it is ready.
+    #[arg(long)]
     pub no_traffic: bool,
-    /// A tag (its own host name) for the new revision.
+    /// Give the new revision a tag: its own host name, `TAG--HOST`.
+    #[arg(long, value_name = "TAG")]
     pub tag: Option<String>,
+    /// Return once the deployment began instead of following it.
+    #[arg(long)]
     pub no_wait: bool,
 }
 

@@ -16,18 +16,33 @@ pub enum Format {
     Json,
 }
 
+#[derive(clap::Args)]
 pub struct Args {
+    /// The access log: wakeway's JSON lines (or its `combined` lines), read as it streams.
     pub log: PathBuf,
-    pub configs: Vec<PathBuf>,
+    /// A config to replay the log through; repeat it to compare (`-c proposed.toml -c
+    /// current.toml`).
+    #[arg(short, long, required = true)]
+    pub config: Vec<PathBuf>,
+    /// Replay one service only.
+    #[arg(long)]
     pub service: Option<String>,
+    /// `text`: a table, configs side by side; `json`: an array, one object per config and
+    /// service.
+    #[arg(long, value_enum, default_value = "text")]
     pub format: Format,
+    /// Also print every decision each config took, as `wakeway events` shows them.
+    #[arg(long)]
     pub events: bool,
+    /// How long an instance takes to become ready, e.g. 1.2s; by default measured from the
+    /// log's cold starts.
+    #[arg(long, value_parser = config::parse_duration)]
     pub cold_start: Option<Duration>,
 }
 
 pub fn replay(args: Args) -> ExitCode {
     let mut configs = Vec::new();
-    for path in &args.configs {
+    for path in &args.config {
         match config::load(path) {
             Ok(c) => configs.push((path.display().to_string(), c)),
             Err(e) => {

@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use tokio::signal::unix::{SignalKind, signal};
 use wakeway::config::{self, Config, ServiceConfig, Source};
@@ -113,14 +114,29 @@ pub async fn run(config: Config) -> ExitCode {
 
 /// What `wakeway sidecar` runs: one service on one fixed upstream, at most `max_concurrency`
 /// requests at it and the rest queued, on one listener.
+#[derive(clap::Args)]
 pub struct Sidecar {
+    /// Address clients connect to, e.g. 0.0.0.0:8080.
+    #[arg(long)]
     pub listen: SocketAddr,
+    /// The app's address, `host:port`.
+    #[arg(long)]
     pub upstream: String,
+    /// Requests at the app at once, at most; the rest wait in the queue.
+    #[arg(long)]
     pub max_concurrency: u32,
+    /// Serve the admin API (metrics, status) on this address; off when not given.
+    #[arg(long)]
     pub admin: Option<SocketAddr>,
+    /// Bearer token for the admin API's /v1 calls; needed when --admin is not loopback.
+    #[arg(long, env = "WAKEWAY_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
+    /// Requests that may wait for a free slot; more get 503.
+    #[arg(long, default_value_t = 1000)]
     pub max_pending: usize,
-    pub queue_timeout: std::time::Duration,
+    /// Longest a request waits for a free slot before a 504, e.g. 30s.
+    #[arg(long, default_value = "30s", value_parser = config::parse_duration)]
+    pub queue_timeout: Duration,
 }
 
 impl Sidecar {
@@ -148,6 +164,7 @@ impl Sidecar {
             },
             docker: Default::default(),
             swarm: Default::default(),
+            cluster: None,
             log: Default::default(),
             services: vec![svc],
             scaling: Default::default(),

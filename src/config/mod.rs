@@ -5,6 +5,7 @@
 //! and what is wrong.
 
 mod cidr;
+mod cluster;
 mod diagnostics;
 mod duration;
 mod file;
@@ -23,6 +24,7 @@ mod values;
 #[cfg(test)]
 mod proptests;
 
+pub use cluster::ClusterConfig;
 pub use duration::{format_duration, parse_duration};
 pub use size::{format_size, parse_size};
 pub use types::*;
@@ -193,6 +195,7 @@ pub fn validate_service(service: &ServiceConfig) -> Result<(), ConfigError> {
         },
         docker: DockerConfig::default(),
         swarm: SwarmConfig::default(),
+        cluster: None,
         log: LogConfig::default(),
         services: vec![service.clone()],
         scaling: Default::default(),

@@ -25,6 +25,8 @@ pub struct Config {
     pub admin: AdminConfig,
     pub docker: DockerConfig,
     pub swarm: SwarmConfig,
+    /// `[cluster]`: several replicas, one fleet; `None`: one process with its state file.
+    pub cluster: Option<super::ClusterConfig>,
     pub log: LogConfig,
     pub services: Vec<ServiceConfig>,
     /// `[scaling]`: what the services share.

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use super::types::IdleIgnore;
+use super::idle_ignore::IdleIgnore;
 
 /// What an instance idle for `idle_timeout` (or scaled down) becomes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -19,6 +19,7 @@ pub(crate) fn validate(config: &Config) -> Result {
     super::validate_front::validate(config)?;
     validate_docker(&config.docker)?;
     validate_swarm(&config.swarm)?;
+    super::cluster::validate(config)?;
     let mut names: BTreeMap<&str, usize> = BTreeMap::new();
     let mut hosts: BTreeMap<&str, &str> = BTreeMap::new();
     for (i, svc) in config.services.iter().enumerate() {

@@ -37,6 +37,14 @@ pub const ACCESS_LOG_DROPPED_TOTAL: &str = "wakeway_access_log_dropped_total";
 pub const FROZEN_MEMORY_BYTES: &str = "wakeway_frozen_memory_bytes";
 pub const THAWS_TOTAL: &str = "wakeway_thaws_total";
 pub const GRPC_CALLS_TOTAL: &str = "wakeway_grpc_calls_total";
+/// With `[cluster]`: 1 while this replica leads.
+pub const CLUSTER_LEADER: &str = "wakeway_cluster_leader";
+/// With `[cluster]`: the live members this replica knows, itself included.
+pub const CLUSTER_MEMBERS: &str = "wakeway_cluster_members";
+/// With `[cluster]`: puts, deletes and transactions this replica sent to etcd.
+pub const CLUSTER_ETCD_WRITES_TOTAL: &str = "wakeway_cluster_etcd_writes_total";
+/// With `[cluster]`: lease keep-alives this replica sent to etcd.
+pub const CLUSTER_ETCD_KEEPALIVES_TOTAL: &str = "wakeway_cluster_etcd_keepalives_total";
 pub const CERTIFICATE_EXPIRY_TIMESTAMP_SECONDS: &str =
     "wakeway_certificate_expiry_timestamp_seconds";
 
@@ -84,6 +92,11 @@ impl ServiceMetrics {
     /// Requests answered so far, every status summed (the console's requests/s).
     pub fn requests_total(&self) -> u64 {
         self.requests.total()
+    }
+
+    /// Every status class and duration bucket counted so far (for the console's history).
+    pub fn requests_snapshot(&self) -> requests::RequestSnapshot {
+        self.requests.snapshot()
     }
 
     /// Counted in the calling worker's own shard.
@@ -156,6 +169,33 @@ impl Metrics {
             ),
             registry: r,
         }
+    }
+
+    /// The `wakeway_cluster_*` gauges, registered only in a cluster: leader, members, and
+    /// etcd writes and keep-alives (set from the client's counters at each scrape).
+    pub fn cluster(&self) -> [prometheus::IntGauge; 4] {
+        let help = [
+            (CLUSTER_LEADER, "1 while this replica leads the cluster."),
+            (
+                CLUSTER_MEMBERS,
+                "Live members of the cluster, this replica included.",
+            ),
+            (
+                CLUSTER_ETCD_WRITES_TOTAL,
+                "Puts, deletes and transactions sent to etcd.",
+            ),
+            (
+                CLUSTER_ETCD_KEEPALIVES_TOTAL,
+                "Lease keep-alives sent to etcd.",
+            ),
+        ];
+        help.map(|(name, help)| {
+            let g = prometheus::IntGauge::new(name, help).expect("valid metric");
+            self.registry
+                .register(Box::new(g.clone()))
+                .expect("registered once");
+            g
+        })
     }
 
     /// One series per certificate name; the ACME manager and the file store set them.

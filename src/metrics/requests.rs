@@ -121,6 +121,34 @@ impl RequestStats {
     pub fn count(&self, code: u16) -> u64 {
         self.codes()[code_slot(code)]
     }
+
+    /// Every count so far, by status class and by duration bucket (the console's history
+    /// takes the difference of two).
+    pub fn snapshot(&self) -> RequestSnapshot {
+        let mut snap = RequestSnapshot::default();
+        let codes = self.codes();
+        for (slot, n) in codes.iter().enumerate() {
+            let class = match TRACKED_CODES.get(slot) {
+                Some(code) => (*code / 100) as usize - 1,
+                None => slot - TRACKED_CODES.len(),
+            };
+            snap.classes[class] += n;
+        }
+        for s in self.shards.iter() {
+            for (o, b) in snap.buckets.iter_mut().zip(&s.buckets) {
+                *o += b.load(Relaxed);
+            }
+        }
+        snap
+    }
+}
+
+/// Requests answered so far by status class (`1xx` to `5xx`), and their durations in the
+/// non-cumulative buckets of [`LATENCY_BUCKETS`] (the last one is past 60 s).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RequestSnapshot {
+    pub classes: [u64; 5],
+    pub buckets: [u64; LATENCY_BUCKETS.len() + 1],
 }
 
 /// Exports every service's `RequestStats` as `wakeway_requests_total` and
@@ -231,6 +259,13 @@ mod tests {
         assert_eq!(stats.count(200), 4000);
         assert_eq!(stats.count(499), 4000, "418 folds into 4xx");
         assert_eq!(stats.total(), 8000);
+        let snap = stats.snapshot();
+        assert_eq!(
+            snap.classes,
+            [0, 4000, 0, 4000, 0],
+            "200s and 418s by class"
+        );
+        assert_eq!(snap.buckets[2], 4000, "3 ms falls in the 5 ms bucket");
         let c = RequestsCollector::new();
         c.services.lock().insert("s".into(), stats);
         let fams = c.collect();

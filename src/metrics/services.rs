@@ -334,9 +334,11 @@ impl Collector for ServicesCollector {
             metrics[11].push(gauge(n, None, s.frozen_memory.get()));
             metrics[12].push(counter(n, None, s.thaws.get()));
             // Only the codes seen: a service that never served gRPC adds no series.
-            for (code, c) in crate::proxy::grpc::CODE_TEXT.iter().zip(&s.grpc_calls) {
+            // The index is the `grpc-status` code, so its decimal text is the header's.
+            for (code, c) in s.grpc_calls.iter().enumerate() {
                 if c.get() > 0 {
-                    metrics[13].push(counter(n, Some(("grpc_status", code)), c.get()));
+                    let code = code.to_string();
+                    metrics[13].push(counter(n, Some(("grpc_status", &code)), c.get()));
                 }
             }
         }

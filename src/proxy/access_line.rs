@@ -63,7 +63,7 @@ pub struct LoggedBody {
 
 impl LoggedBody {
     pub fn wrap(inner: ProxyBody, line: PendingLine) -> ProxyBody {
-        ProxyBody::Logged(Box::new(LoggedBody {
+        ProxyBody::Watched(Box::new(LoggedBody {
             inner,
             bytes: 0,
             line: Some(line),

@@ -154,6 +154,7 @@ impl Writer {
             AccessLogFormat::Combined => combined_line(&mut self.line, r, self.query),
         }
         self.line.push(b'\n');
+        crate::history::access::keep(r, self.query);
         if let Err(e) = self.out.write_all(&self.line) {
             tracing::warn!("access log: write failed: {e}");
         }

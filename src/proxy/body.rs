@@ -1,23 +1,18 @@
-//! The two body wrappers of the request path.
+//! The response body of the request path (the request's own is `upstream::RequestBody`).
 //!
 //! `ProxyBody` carries an upstream response to the client and holds the request's in-flight
 //! guard until the body ends or is dropped (client gone), so a slow or streaming response counts
 //! for as long as it runs; an upstream silent for `upstream_read_timeout` between two frames
-//! ends it with an error (for h2, an RST_STREAM). `RequestBody` carries the client's body upstream and, if the client
-//! library drops it unread (the connect failed, nothing was sent), hands it back so the request
-//! can be retried on another instance, POST included.
+//! ends it with an error (for h2, an RST_STREAM).
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
-use tokio::sync::oneshot;
 use tokio::time::{Instant, Sleep};
 
 use crate::proxy::upstream::h2::StreamSlot;
@@ -38,10 +33,10 @@ pub enum ProxyBody {
         stream: Option<StreamSlot>,
     },
     Full(Option<Bytes>),
-    /// A gRPC call, watched for its final `grpc-status`.
-    Grpc(Box<crate::proxy::grpc::CallBody>),
-    /// An h2 response whose access line is written when its body ends.
-    Logged(Box<crate::proxy::access_line::LoggedBody>),
+    /// A body watched to its end by whoever wrapped it: a gRPC call for its final
+    /// `grpc-status` (`grpc::CallBody`), an h2 response for its access line
+    /// (`access_line::LoggedBody`).
+    Watched(Box<dyn Body<Data = Bytes, Error = BodyError> + Unpin>),
 }
 
 impl ProxyBody {
@@ -84,7 +79,7 @@ impl ProxyBody {
     pub fn instance(&self) -> Option<&std::sync::Arc<crate::service::instance::Instance>> {
         match self {
             ProxyBody::Upstream { guard, .. } => guard.as_ref().map(InFlight::instance),
-            ProxyBody::Full(_) | ProxyBody::Grpc(_) | ProxyBody::Logged(_) => None,
+            ProxyBody::Full(_) | ProxyBody::Watched(_) => None,
         }
     }
 }
@@ -133,8 +128,7 @@ impl Body for ProxyBody {
                 r.map(|f| f.map(|f| f.map_err(BodyError::from)))
             }
             ProxyBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
-            ProxyBody::Grpc(c) => Pin::new(&mut **c).poll_frame(cx),
-            ProxyBody::Logged(l) => Pin::new(&mut **l).poll_frame(cx),
+            ProxyBody::Watched(w) => Pin::new(&mut **w).poll_frame(cx),
         }
     }
 
@@ -142,8 +136,7 @@ impl Body for ProxyBody {
         match self {
             ProxyBody::Upstream { inner, .. } => inner.is_end_stream(),
             ProxyBody::Full(b) => b.is_none(),
-            ProxyBody::Grpc(c) => c.is_end_stream(),
-            ProxyBody::Logged(l) => l.is_end_stream(),
+            ProxyBody::Watched(w) => w.is_end_stream(),
         }
     }
 
@@ -152,79 +145,7 @@ impl Body for ProxyBody {
             ProxyBody::Upstream { inner, .. } => inner.size_hint(),
             ProxyBody::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
             ProxyBody::Full(None) => SizeHint::with_exact(0),
-            ProxyBody::Grpc(c) => c.size_hint(),
-            ProxyBody::Logged(l) => l.size_hint(),
+            ProxyBody::Watched(w) => w.size_hint(),
         }
-    }
-}
-
-pub struct RequestBody {
-    inner: Option<Incoming>,
-    polled: bool,
-    give_back: Option<oneshot::Sender<Incoming>>,
-    /// The bytes that went upstream, for the access log (kept only when it is on).
-    sent: Option<Arc<AtomicU64>>,
-}
-
-impl RequestBody {
-    /// Wraps a body; the receiver gets it back if it is dropped without being read.
-    /// `None`: an empty body (one that had ended may be sent again).
-    pub fn new(
-        inner: Option<Incoming>,
-        sent: Option<Arc<AtomicU64>>,
-    ) -> (RequestBody, oneshot::Receiver<Incoming>) {
-        let (tx, rx) = oneshot::channel();
-        (
-            RequestBody {
-                inner,
-                polled: false,
-                give_back: Some(tx),
-                sent,
-            },
-            rx,
-        )
-    }
-}
-
-impl Drop for RequestBody {
-    fn drop(&mut self) {
-        if !self.polled
-            && let (Some(body), Some(tx)) = (self.inner.take(), self.give_back.take())
-        {
-            let _ = tx.send(body);
-        }
-    }
-}
-
-impl Body for RequestBody {
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let this = self.get_mut();
-        this.polled = true;
-        let Some(b) = this.inner.as_mut() else {
-            return Poll::Ready(None);
-        };
-        let r = Pin::new(b).poll_frame(cx);
-        if let (Poll::Ready(Some(Ok(f))), Some(sent)) = (&r, &this.sent)
-            && let Some(d) = f.data_ref()
-        {
-            sent.fetch_add(d.len() as u64, Ordering::Relaxed);
-        }
-        r
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.as_ref().is_none_or(|b| b.is_end_stream())
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner
-            .as_ref()
-            .map_or(SizeHint::with_exact(0), |b| b.size_hint())
     }
 }

@@ -109,8 +109,7 @@ impl ProxyError {
     /// The same failure told to a gRPC client (`grpc::error_response`): the codes gRPC maps
     /// HTTP statuses to, except where wakeway knows better (a full queue is exhaustion, the
     /// client's own deadline is a deadline).
-    pub fn grpc_status(&self) -> crate::proxy::grpc::Code {
-        use crate::proxy::grpc::Code;
+    pub fn grpc_status(&self) -> Code {
         match self {
             ProxyError::UnknownHost(_) | ProxyError::Activator(ActivatorError::NoSuchTag(_)) => {
                 Code::Unimplemented
@@ -217,6 +216,28 @@ impl std::fmt::Display for ProxyError {
             ProxyError::BadResponse(d) => write!(f, "{}: {d}", self.message()),
             _ => f.write_str(&self.message()),
         }
+    }
+}
+
+/// The status codes wakeway sends (grpc/doc/statuscodes.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Code {
+    Ok = 0,
+    DeadlineExceeded = 4,
+    ResourceExhausted = 8,
+    Unimplemented = 12,
+    Internal = 13,
+    Unavailable = 14,
+}
+
+/// Every code as its `grpc-status` text.
+pub static CODE_TEXT: [&str; 17] = [
+    "0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12", "13", "14", "15", "16",
+];
+impl Code {
+    pub fn header_value(self) -> HeaderValue {
+        HeaderValue::from_static(CODE_TEXT[self as usize])
     }
 }
 

@@ -15,35 +15,13 @@ use http_body::{Body, Frame, SizeHint};
 
 use super::access_line::PendingLine;
 use super::body::{BodyError, ProxyBody};
-use super::error::ProxyError;
+use super::error::{Code, ProxyError};
 use crate::service::Service;
 
-/// The status codes wakeway sends (grpc/doc/statuscodes.md).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
-pub enum Code {
-    Ok = 0,
-    DeadlineExceeded = 4,
-    ResourceExhausted = 8,
-    Unimplemented = 12,
-    Internal = 13,
-    Unavailable = 14,
-}
-
-/// Every code as its `grpc-status` text.
-pub static CODE_TEXT: [&str; 17] = [
-    "0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12", "13", "14", "15", "16",
-];
 /// What a call the client left is counted as.
 const CANCELLED: u8 = 1;
 /// A status outside 0-16, or none where one was due.
 const UNKNOWN: u8 = 2;
-
-impl Code {
-    pub fn header_value(self) -> HeaderValue {
-        HeaderValue::from_static(CODE_TEXT[self as usize])
-    }
-}
 
 /// How long a gRPC call's response may go without a frame (`upstream_read_timeout` for the
 /// rest): a year, as good as none, and still a valid timer deadline.
@@ -127,7 +105,7 @@ pub fn watch(
 ) -> Response<ProxyBody> {
     let status = status_of(resp.headers());
     resp.map(|inner| {
-        ProxyBody::Grpc(Box::new(CallBody {
+        ProxyBody::Watched(Box::new(CallBody {
             inner,
             status,
             done: false,

@@ -191,7 +191,8 @@ where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + 'static,
 {
     let ctx = &open.ctx;
-    let mut builder = hyper::server::conn::http2::Builder::new(LocalExec);
+    let mut builder =
+        hyper::server::conn::http2::Builder::new(crate::proxy::upstream::h2::LocalExec);
     builder
         .timer(TokioTimer::new())
         .keep_alive_interval(Some(ctx.shared.settings.idle_timeout / 2))
@@ -305,18 +306,6 @@ impl http_body::Body for TrackedBody {
 
     fn size_hint(&self) -> http_body::SizeHint {
         self.body.size_hint()
-    }
-}
-
-#[derive(Clone, Copy)]
-pub(crate) struct LocalExec;
-
-impl<F> hyper::rt::Executor<F> for LocalExec
-where
-    F: std::future::Future + 'static,
-{
-    fn execute(&self, fut: F) {
-        tokio::task::spawn_local(fut);
     }
 }
 

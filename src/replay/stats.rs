@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use super::world::refusal_status;
+use crate::proxy::error::ProxyError;
 use crate::service::activator::ActivatorError;
 
 #[derive(Debug, Default, Clone)]
@@ -64,6 +64,11 @@ impl Stats {
     pub fn wait_max_ms(&self) -> f64 {
         self.waits.iter().max().copied().unwrap_or(0) as f64 / 1000.0
     }
+}
+
+/// What the real proxy answers for a failed `acquire` (503 or 504), from its one mapping.
+fn refusal_status(e: &ActivatorError) -> u16 {
+    ProxyError::Activator(e.clone()).status().as_u16()
 }
 
 #[cfg(test)]

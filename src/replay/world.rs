@@ -19,8 +19,6 @@ use super::stats::Stats;
 use crate::config::{Config, ServiceConfig};
 use crate::events::EventLog;
 use crate::metrics::Metrics;
-use crate::proxy::error::ProxyError;
-use crate::service::activator::ActivatorError;
 use crate::service::controller::{Controller, Source, SourceFactory};
 use crate::service::{InFlight, Service};
 
@@ -246,9 +244,4 @@ impl World {
             .unwrap_or_default()
             + Duration::from_secs(10)
     }
-}
-
-/// What the real proxy answers for a failed `acquire` (503 or 504), from its one mapping.
-pub fn refusal_status(e: &ActivatorError) -> u16 {
-    ProxyError::Activator(e.clone()).status().as_u16()
 }

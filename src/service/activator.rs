@@ -2,9 +2,8 @@
 //! deadline, and is woken (never polled) when a slot frees or an instance turns ready. The first
 //! waiter at an empty service wakes the controller, which starts an instance at once.
 
-use std::collections::VecDeque;
+use std::sync::Arc;
 use std::sync::atomic::Ordering::SeqCst;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::Notify;
@@ -61,40 +60,6 @@ impl std::fmt::Display for Waited {
     }
 }
 
-/// The waiting requests of a service, in arrival order. Only the head tries to take a slot, so
-/// a slot freed while requests wait goes to the one that waited longest; when the head leaves
-/// (served, timed out, or its client gone) it hands the turn to the next. The lock is taken only
-/// on the queue's own path, never by a request that finds a free slot.
-#[derive(Default)]
-pub(crate) struct WaitQueue {
-    waiters: Mutex<VecDeque<Arc<Notify>>>,
-}
-
-impl WaitQueue {
-    pub(super) fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Arc<Notify>>> {
-        self.waiters.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    pub(super) fn is_head(&self, me: &Arc<Notify>) -> bool {
-        self.lock().front().is_some_and(|w| Arc::ptr_eq(w, me))
-    }
-
-    /// Leaves the queue; a head that leaves passes its turn on.
-    pub(super) fn leave(&self, me: &Arc<Notify>) {
-        let mut q = self.lock();
-        let Some(pos) = q.iter().position(|w| Arc::ptr_eq(w, me)) else {
-            return;
-        };
-        q.remove(pos);
-        if pos == 0
-            && let Some(next) = q.front()
-        {
-            // A stored permit: the next head cannot miss it even if it is not polling yet.
-            next.notify_one();
-        }
-    }
-}
-
 impl Service {
     /// Takes a slot on the least-loaded ready instance, waiting in the queue up to
     /// `queue.timeout` when there is none.
@@ -116,7 +81,7 @@ impl Service {
             let (max, max_pending, timeout) = {
                 let cfg = self.config.load();
                 (
-                    cfg.scaling.max_concurrency,
+                    self.remote.share_of(cfg.scaling.max_concurrency),
                     cfg.queue.max_pending,
                     cfg.queue.timeout,
                 )

@@ -2,17 +2,17 @@
 //! has one lane per revision in its traffic (one, unless traffic is split or a revision is tagged);
 //! each scales on its own load. The request path picks a lane, then an instance in its pool.
 
-use std::sync::Arc;
+use std::collections::VecDeque;
 use std::sync::atomic::{
     AtomicBool, AtomicU32, AtomicU64, AtomicUsize,
     Ordering::{Relaxed, SeqCst},
 };
+use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use super::activator::WaitQueue;
 use super::instance::Instance;
 use super::pool::Pool;
 
@@ -91,6 +91,13 @@ impl Lane {
         self.failing.store(failing, SeqCst);
     }
 
+    /// Why the revision's last start failed, while its controller backs off before the next.
+    pub fn start_failure(&self) -> Option<String> {
+        self.failing
+            .load(SeqCst)
+            .then(|| self.last_failure.load().as_ref().clone())
+    }
+
     pub(super) fn now_mark(&self) -> u64 {
         self.epoch.elapsed().as_millis() as u64 + 1
     }
@@ -128,6 +135,11 @@ impl Lane {
         self.desired.load(SeqCst)
     }
 
+    /// Instances of the revision starting (a cluster follower learns it from the leader).
+    pub(crate) fn set_starting(&self, n: u32) {
+        self.starting.store(n, SeqCst);
+    }
+
     pub(crate) fn set_desired(&self, n: u32) {
         self.desired.store(n, SeqCst);
     }
@@ -153,5 +165,39 @@ impl Lane {
     pub(crate) fn wake_waiters(&self) {
         self.changed.notify_waiters();
         self.capacity.notify_waiters();
+    }
+}
+
+/// The waiting requests of a service, in arrival order. Only the head tries to take a slot, so
+/// a slot freed while requests wait goes to the one that waited longest; when the head leaves
+/// (served, timed out, or its client gone) it hands the turn to the next. The lock is taken only
+/// on the queue's own path, never by a request that finds a free slot.
+#[derive(Default)]
+pub(crate) struct WaitQueue {
+    waiters: Mutex<VecDeque<Arc<Notify>>>,
+}
+
+impl WaitQueue {
+    pub(super) fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Arc<Notify>>> {
+        self.waiters.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(super) fn is_head(&self, me: &Arc<Notify>) -> bool {
+        self.lock().front().is_some_and(|w| Arc::ptr_eq(w, me))
+    }
+
+    /// Leaves the queue; a head that leaves passes its turn on.
+    pub(super) fn leave(&self, me: &Arc<Notify>) {
+        let mut q = self.lock();
+        let Some(pos) = q.iter().position(|w| Arc::ptr_eq(w, me)) else {
+            return;
+        };
+        q.remove(pos);
+        if pos == 0
+            && let Some(next) = q.front()
+        {
+            // A stored permit: the next head cannot miss it even if it is not polling yet.
+            next.notify_one();
+        }
     }
 }

@@ -13,6 +13,7 @@ pub mod pool;
 pub mod probe;
 pub mod probe_grpc;
 pub mod reconciler;
+pub mod remote;
 pub mod revision;
 pub mod state;
 pub mod traffic;
@@ -58,10 +59,20 @@ pub struct Service {
     pub revisions: ArcSwap<Vec<RevisionView>>,
     /// The rollout in progress, or the last one's end.
     pub rollout: ArcSwap<Option<controller::RolloutView>>,
-    control: OnceLock<mpsc::UnboundedSender<Command>>,
+    /// The running controller's commands; a cluster replica that leads again gets a new one.
+    control: arc_swap::ArcSwapOption<mpsc::UnboundedSender<Command>>,
+    /// What the other replicas of a cluster report; idle in a single process.
+    pub remote: remote::Remote,
+    /// The last hour of figures, for the console and `wakeway history`.
+    pub history: crate::history::ServiceHistory,
 }
 
 impl Service {
+    /// Records an event of this service (see `EventLog::emit`).
+    pub fn emit(&self, kind: &'static str, message: impl Into<String>, fields: serde_json::Value) {
+        self.events.emit(&self.name, kind, message, fields);
+    }
+
     pub fn new(
         config: ServiceConfig,
         metrics: ServiceMetrics,
@@ -83,7 +94,9 @@ impl Service {
             deployments: Deployments::default(),
             revisions: ArcSwap::from_pointee(Vec::new()),
             rollout: ArcSwap::from_pointee(None),
-            control: OnceLock::new(),
+            control: arc_swap::ArcSwapOption::empty(),
+            remote: remote::Remote::default(),
+            history: Default::default(),
         };
         Arc::new(svc)
     }
@@ -110,13 +123,19 @@ impl Service {
 
     /// Connects the controller's command channel; called once when it is built.
     pub(crate) fn connect_controller(&self, tx: mpsc::UnboundedSender<Command>) {
-        let _ = self.control.set(tx);
+        self.control.store(Some(Arc::new(tx)));
+    }
+
+    /// Wakes the controller as a waiting request does: another replica has requests waiting.
+    pub fn poke(&self) {
+        self.wake.notify_one();
     }
 
     /// Sends a command to the controller; `Err` when the controller is gone.
     pub fn command(&self, cmd: Command) -> Result<(), String> {
         self.control
-            .get()
+            .load()
+            .as_ref()
             .ok_or_else(|| format!("service `{}` has no controller", self.name))?
             .send(cmd)
             .map_err(|_| format!("service `{}` is shutting down", self.name))
@@ -126,7 +145,7 @@ impl Service {
     /// Non-blocking: the controller keeps the counts and decides (a refusal proves death, a
     /// timeout is one strike toward `health.unhealthy_threshold`, a reset is checked).
     pub fn report(&self, instance: &Arc<Instance>, seen: command::Report) {
-        if let Some(tx) = self.control.get() {
+        if let Some(tx) = self.control.load().as_ref() {
             let _ = tx.send(Command::Upstream {
                 instance: instance.clone(),
                 seen,
@@ -174,7 +193,9 @@ impl Service {
     /// A slot at `revision`'s lane now, without waiting: a static upstream's retry (nothing will
     /// start there).
     pub fn acquire_now(&self, revision: &str) -> Option<InFlight> {
-        let max = self.config.load().scaling.max_concurrency;
+        let max = self
+            .remote
+            .share_of(self.config.load().scaling.max_concurrency);
         let traffic = self.traffic.load();
         let lane = traffic.lane_of(revision)?;
         let inst = lane.pool.load().acquire(max)?;

@@ -7,7 +7,10 @@
 //! certificate from an ACME CA (`acme/`); picking one per handshake is `resolve.rs`.
 
 pub mod acme;
+mod report;
 mod resolve;
+
+pub use report::Reloaded;
 
 pub use resolve::ACME_TLS_ALPN;
 use resolve::Table;
@@ -24,7 +27,6 @@ use rustls::sign::CertifiedKey;
 use rustls::{ServerConfig, version};
 use rustls_pki_types::pem::{self, PemObject};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use crate::events::EventLog;
@@ -62,6 +64,9 @@ struct Inner {
     issued: ArcSwap<resolve::NameMap>,
     /// TLS-ALPN-01 challenge certificates of the orders in flight, by name.
     challenges: ArcSwap<resolve::NameMap>,
+    /// A reloaded config's certificate list was rejected (the old one kept serving) and no list
+    /// has applied since.
+    list_rejected: std::sync::atomic::AtomicBool,
 }
 
 pub(crate) struct Entry {
@@ -69,6 +74,8 @@ pub(crate) struct Entry {
     key: Arc<CertifiedKey>,
     /// The files as last read (or last tried): a change is a new stamp.
     stamp: Stamp,
+    /// Its files were rejected since they last read well: a good read is news.
+    rejected: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -154,14 +161,6 @@ impl fmt::Display for CertError {
 
 impl std::error::Error for CertError {}
 
-/// What a reload did: the entries whose new files now serve, and those that kept their old pair.
-#[derive(Debug, Default)]
-pub struct Reloaded {
-    /// Indexes of entries now serving new files.
-    pub replaced: Vec<usize>,
-    pub failed: Vec<CertError>,
-}
-
 impl CertStore {
     /// Reads every certificate (`[[proxy.tls.certificate]]`, in order); any bad file fails the
     /// whole load.
@@ -175,6 +174,7 @@ impl CertStore {
                 provider,
                 issued: Default::default(),
                 challenges: Default::default(),
+                list_rejected: Default::default(),
             }),
         })
     }
@@ -191,19 +191,28 @@ impl CertStore {
     /// Applies a reloaded config: a changed certificate list replaces the old one (all or
     /// nothing); the same list re-reads every file, keeping the old pair of a broken entry.
     pub fn update(&self, certificates: &[CertificateConfig]) -> Result<Reloaded, CertError> {
+        use std::sync::atomic::Ordering::SeqCst;
         let same = self
             .entries()
             .iter()
             .map(|e| &e.config)
             .eq(certificates.iter());
-        if same {
-            return Ok(self.reload());
+        let mut outcome = if same {
+            self.reload()
+        } else {
+            if let Err(e) = self.apply(certificates) {
+                self.inner.list_rejected.store(true, SeqCst);
+                return Err(e);
+            }
+            Reloaded {
+                replaced: (0..certificates.len()).collect(),
+                ..Reloaded::default()
+            }
+        };
+        if self.inner.list_rejected.swap(false, SeqCst) {
+            outcome.fixed = (0..certificates.len()).collect();
         }
-        self.apply(certificates)?;
-        Ok(Reloaded {
-            replaced: (0..certificates.len()).collect(),
-            failed: Vec::new(),
-        })
+        Ok(outcome)
     }
 
     /// Re-reads every certificate's files (SIGHUP). An entry whose files are broken keeps
@@ -234,8 +243,14 @@ impl CertStore {
                         entry.key = Arc::new(key);
                         outcome.replaced.push(index);
                     }
+                    if std::mem::take(&mut entry.rejected) {
+                        outcome.fixed.push(index);
+                    }
                 }
-                Err(e) => outcome.failed.push(e),
+                Err(e) => {
+                    entry.rejected = true;
+                    outcome.failed.push(e);
+                }
             }
         }
         if !outcome.replaced.is_empty() {
@@ -258,48 +273,6 @@ impl CertStore {
             // A few stat calls, and a few KiB read when something changed: not worth a thread.
             let outcome = self.reload_changed();
             self.report(&outcome, &events);
-        }
-    }
-
-    /// Records a reload's outcome in the event log (service `wakeway`).
-    pub fn report(&self, outcome: &Reloaded, events: &EventLog) {
-        let entries = self.entries();
-        for &index in &outcome.replaced {
-            let Some(entry) = entries.get(index) else {
-                continue;
-            };
-            events.emit(
-                "wakeway",
-                "certificate_reloaded",
-                format!(
-                    "proxy.tls.certificate[{index}] now serves {} for {}",
-                    entry.config.cert.display(),
-                    hosts_label(&entry.config)
-                ),
-                json!({
-                    "certificate": index,
-                    "cert": entry.config.cert.display().to_string(),
-                    "key": entry.config.key.display().to_string(),
-                    "hosts": entry.config.hosts,
-                }),
-            );
-        }
-        for e in &outcome.failed {
-            let hosts = entries
-                .get(e.index)
-                .map(|e| hosts_label(&e.config))
-                .unwrap_or_default();
-            events.emit(
-                "wakeway",
-                "certificate_rejected",
-                format!("{e}; the previous certificate keeps serving {hosts}"),
-                json!({
-                    "certificate": e.index,
-                    "file": e.path.display().to_string(),
-                    "key": e.key_path(),
-                    "error": e.reason,
-                }),
-            );
         }
     }
 
@@ -370,17 +343,6 @@ fn set(map: &ArcSwap<resolve::NameMap>, name: &str, key: Option<Arc<CertifiedKey
         };
         new
     });
-}
-
-fn hosts_label(config: &CertificateConfig) -> String {
-    let mut label = config.hosts.join(", ");
-    if config.default {
-        if !label.is_empty() {
-            label.push_str(" and ");
-        }
-        label.push_str("names no other certificate has");
-    }
-    label
 }
 
 fn same_pair(a: &CertifiedKey, b: &CertifiedKey) -> bool {
@@ -495,6 +457,7 @@ fn read_all(
                 config: config.clone(),
                 key: Arc::new(key),
                 stamp,
+                rejected: false,
             })
         })
         .collect()

@@ -251,8 +251,31 @@ async fn broken_replacement_keeps_the_old_certificate() {
     );
     let (served, _) = handshake(&store, s.ca.client(), "a.example").await.unwrap();
     assert_eq!(served, old.der, "the old certificate keeps serving");
+    assert_eq!(logged[0].level, "warn", "a rejection is a warning");
     // Reported once: the unchanged broken file is not tried again on the next poll.
     assert!(store.reload_changed().failed.is_empty());
+
+    // The old certificate written back: nothing new serves, but the fix is news.
+    replace(&files.0, old.cert_pem.as_bytes());
+    let outcome = store.reload_changed();
+    assert_eq!(
+        (outcome.fixed.as_slice(), outcome.replaced.len()),
+        (&[0][..], 0)
+    );
+    store.report(&outcome, &events);
+    let fixed = events.list(Some("wakeway"), logged[0].seq);
+    assert_eq!(fixed.len(), 1, "{fixed:?}");
+    assert_eq!(
+        (fixed[0].kind, fixed[0].level),
+        ("certificate_fixed", "info")
+    );
+    assert!(
+        fixed[0].message.contains("reads again"),
+        "{}",
+        fixed[0].message
+    );
+    replace(&files.0, &new.cert_pem.as_bytes()[..new.cert_pem.len() / 2]);
+    assert_eq!(store.reload_changed().failed.len(), 1);
 
     // The new certificate with the old key: a mismatch names the key file.
     replace(&files.0, new.cert_pem.as_bytes());

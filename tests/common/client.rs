@@ -76,19 +76,29 @@ where
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let stream = TcpStream::connect(addr)
-        .await
-        .map_err(|e| format!("connect {addr}: {e}"))?;
+    let stream = connect(addr).await?;
     let _ = stream.set_nodelay(true);
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(|e| format!("handshake {addr}: {e}"))?;
     tokio::spawn(conn);
-    let resp = sender
-        .send_request(req)
+    answer(sender.send_request(req).await, addr, "").await
+}
+
+async fn connect(addr: SocketAddr) -> Result<TcpStream, String> {
+    TcpStream::connect(addr)
         .await
-        .map_err(|e| format!("request to {addr}: {e}"))?;
-    buffer(resp, &format!("response body from {addr}")).await
+        .map_err(|e| format!("connect {addr}: {e}"))
+}
+
+/// The buffered answer to a request sent to `addr` over `proto` ("" for HTTP/1.1, "h2 ").
+async fn answer(
+    resp: hyper::Result<http::Response<Incoming>>,
+    addr: SocketAddr,
+    proto: &str,
+) -> Result<Resp, String> {
+    let resp = resp.map_err(|e| format!("{proto}request to {addr}: {e}"))?;
+    buffer(resp, &format!("{proto}response body from {addr}")).await
 }
 
 /// Reads a whole response into a [`Resp`]; `what` names the body in an error.
@@ -113,19 +123,13 @@ where
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let exchange = async {
-        let stream = TcpStream::connect(addr)
-            .await
-            .map_err(|e| format!("connect {addr}: {e}"))?;
+        let stream = TokioIo::new(connect(addr).await?);
         let (mut sender, conn) =
-            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), stream)
                 .await
                 .map_err(|e| format!("h2 handshake {addr}: {e}"))?;
         tokio::spawn(conn);
-        let resp = sender
-            .send_request(req)
-            .await
-            .map_err(|e| format!("h2 request to {addr}: {e}"))?;
-        buffer(resp, &format!("h2 response body from {addr}")).await
+        answer(sender.send_request(req).await, addr, "h2 ").await
     };
     tokio::time::timeout(REQUEST_TIMEOUT, exchange)
         .await
@@ -149,6 +153,17 @@ pub fn request(
         .header(http::header::HOST, host)
         .body(Full::new(body.into()))
         .expect("request")
+}
+
+/// `GET path` with `Host: host` and then `headers`.
+pub fn get_with(host: &str, path: &str, headers: &[(&str, &str)]) -> Request<Full<Bytes>> {
+    let mut req = request(Method::GET, host, path, Bytes::new());
+    for (name, value) in headers {
+        let name = http::HeaderName::from_bytes(name.as_bytes()).expect("header name");
+        let value = http::HeaderValue::from_str(value).expect("header value");
+        req.headers_mut().append(name, value);
+    }
+    req
 }
 
 /// `GET path` with `Host: host`; `Err` only on transport failure.

@@ -62,18 +62,26 @@ pub fn static_service(
     health_keys: &str,
     extra: &str,
 ) -> String {
-    format!(
-        r#"
-[[service]]
-name = "{name}"
-hosts = ["{host}"]
-upstreams = ["{upstream}"]
+    let health = format!("[service.health]\nkind = \"tcp\"\n{health_keys}\n{extra}");
+    upstreams_service(name, host, &[&upstream.to_string()], &health)
+}
 
-[service.health]
-kind = "tcp"
-{health_keys}
-{extra}
-"#
+/// A `[[service]]` table in front of the fixed `upstreams`, with extra TOML appended.
+pub fn upstreams_service(name: &str, host: &str, upstreams: &[&str], extra: &str) -> String {
+    let upstreams: Vec<String> = upstreams.iter().map(|a| toml_string(a)).collect();
+    format!(
+        "\n[[service]]\nname = \"{name}\"\nhosts = [\"{host}\"]\nupstreams = [{}]\n{extra}\n",
+        upstreams.join(", ")
+    )
+}
+
+/// `[service.health]` probing `path` over HTTP, giving up after `startup_timeout`, and a
+/// `[service.queue]` in which a request waits up to `queue_timeout`.
+pub fn http_probe(path: &str, startup_timeout: &str, queue_timeout: &str) -> String {
+    format!(
+        "[service.health]\nkind = \"http\"\npath = {}\nstartup_timeout = \"{startup_timeout}\"\n\n\
+         [service.queue]\ntimeout = \"{queue_timeout}\"\n",
+        toml_string(path)
     )
 }
 

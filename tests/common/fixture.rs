@@ -6,7 +6,10 @@ use std::path::PathBuf;
 use http::StatusCode;
 use serde_json::Value;
 
-use super::{DEADLINE, LISTEN_ANY, MIN_ONE, Proc, Resp, admin_json, get, wait_for, whoami_service};
+use super::{
+    DEADLINE, LISTEN_ANY, MIN_ONE, Proc, Resp, admin_json, get, wait_for, whoami_args,
+    whoami_service,
+};
 
 /// `wakeway run -c FILE` with its proxy and admin addresses.
 pub struct Wakeway {
@@ -21,6 +24,12 @@ impl Wakeway {
     /// Starts wakeway with `services` (TOML `[[service]]` tables) on OS-picked ports.
     pub async fn start(services: &str) -> Wakeway {
         Self::start_config(&format!("{LISTEN_ANY}\n{services}")).await
+    }
+
+    /// Starts wakeway with one `wakeway whoami` service for host `NAME.localhost`, with `extra`
+    /// TOML appended to its table.
+    pub async fn whoami(name: &str, extra: &str) -> Wakeway {
+        Self::start(&whoami_args(name, &[], extra)).await
     }
 
     /// Starts wakeway with one `wakeway whoami` service keeping an instance warm, and waits
@@ -88,6 +97,15 @@ impl Wakeway {
         instances_of(&self.service(name).await)
     }
 
+    /// Once `name` has one request in flight and none queued, the instance holding it.
+    pub async fn holding_one(&self, name: &str) -> Option<Instance> {
+        self.wait_load(name, 1, 0).await;
+        self.instances(name)
+            .await
+            .into_iter()
+            .find(|i| i.in_flight == 1)
+    }
+
     /// `GET /v1/events?service=NAME`.
     pub async fn events(&self, name: &str) -> Vec<Value> {
         match self.admin_json(&format!("/v1/events?service={name}")).await {
@@ -108,6 +126,22 @@ impl Wakeway {
         let resp = get(self.admin, "localhost", "/metrics").await;
         assert_eq!(resp.status, StatusCode::OK, "/metrics: {}", resp.text());
         resp.text()
+    }
+
+    /// How many instances of `name` are ready.
+    pub async fn ready_count(&self, name: &str) -> usize {
+        let instances = self.instances(name).await;
+        instances.iter().filter(|i| i.state == "ready").count()
+    }
+
+    /// Checks that the reload whose answer is `report` deployed service `name` first, and waits
+    /// until that deployment has succeeded.
+    pub async fn wait_reload_deployed(&self, report: &Value, name: &str) {
+        let id = report["deployed"][0]["deployment"]["Ok"]
+            .as_str()
+            .unwrap_or_else(|| panic!("the reload deployed {name}: {report}"));
+        let d = self.wait_deployment(name, id).await;
+        assert_eq!(d["state"], "succeeded", "{d}");
     }
 
     /// Waits until service `name` has a ready instance; returns the ready instances.

@@ -11,13 +11,16 @@
 //! One file per concern: [`process`] (child processes, signals), [`fixture`] (`wakeway run`),
 //! [`client`] (HTTP and admin calls), [`wait`] (polling with a deadline), [`scrape`] (Prometheus
 //! text), [`configs`] (config pieces, ports, paths), [`load`] (steady load and its samples),
-//! [`releases`] (deployments and what a release test asserts), plus [`raw`], [`h2c`], [`tls`],
+//! [`releases`] (deployments and what a release test asserts), [`chromium`] (headless pages),
+//! [`split`] (a service with a split, a failed deploy and traffic), plus [`raw`], [`h2c`], [`tls`],
 //! [`docker`] (with its swarm side) for their own protocols and runtimes.
 
 // Each test file uses a different subset of the harness.
 #![allow(dead_code)]
 
+pub mod chromium;
 pub mod client;
+pub mod cluster;
 pub mod configs;
 pub mod docker;
 pub mod engine_scenarios;
@@ -33,6 +36,7 @@ pub mod python_apps;
 pub mod raw;
 pub mod releases;
 pub mod scrape;
+pub mod split;
 pub mod tls;
 pub mod wait;
 

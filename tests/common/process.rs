@@ -29,6 +29,11 @@ impl Proc {
         Self::spawn_command(name, Command::new(WAKEWAY), args, env)
     }
 
+    /// Spawns another program (etcd) the same way.
+    pub fn spawn_program(program: &str, args: &[&str]) -> Proc {
+        Self::spawn_command(program, Command::new(program), args, &[])
+    }
+
     /// As `spawn`, with the open-file limit (soft and hard) set to `nofile`, through util-linux's
     /// `prlimit`.
     pub fn spawn_with_nofile(name: &str, args: &[&str], nofile: u64) -> Proc {

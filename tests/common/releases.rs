@@ -288,3 +288,14 @@ impl HeldRequest {
         }
     }
 }
+
+/// `name` has two deployments, oldest first: `rolled_back_id`, rolled back, then the rollback
+/// itself, succeeded.
+pub async fn assert_rolled_back_then_rollback(wk: &Wakeway, name: &str, rolled_back_id: &str) {
+    let list = wk.deployments(name).await;
+    let states: Vec<(&Value, &Value)> = list.iter().map(|d| (&d["id"], &d["state"])).collect();
+    assert_eq!(list.len(), 2, "{states:?}");
+    assert_eq!(list[0]["id"], rolled_back_id, "oldest first: {states:?}");
+    assert_eq!(list[0]["state"], "rolled_back", "{states:?}");
+    assert_eq!(list[1]["state"], "succeeded", "{states:?}");
+}

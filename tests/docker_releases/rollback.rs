@@ -51,12 +51,7 @@ async fn rollback_runs_the_previous_image_again() {
         "{env:?}"
     );
 
-    let list = w.deployments("web").await;
-    let states: Vec<(&Value, &Value)> = list.iter().map(|d| (&d["id"], &d["state"])).collect();
-    assert_eq!(list.len(), 2, "{states:?}");
-    assert_eq!(list[0]["id"], v2_id.as_str(), "oldest first: {states:?}");
-    assert_eq!(list[0]["state"], "rolled_back", "{states:?}");
-    assert_eq!(list[1]["state"], "succeeded", "{states:?}");
+    assert_rolled_back_then_rollback(&w, "web", &v2_id).await;
 }
 
 /// A revision pins the image id its tag named when it first ran: after the tag moved, a
@@ -75,30 +70,24 @@ async fn rollback_after_the_tag_moved_runs_the_image_id_the_old_revision_ran() {
     .await;
     let first = ids(&w.wait_ready_revision("web", "web-00001", 1).await);
     t.wait_container_instances("web", &first).await;
-    assert_eq!(
-        container_image_ids(&t, "web").await,
-        BTreeSet::from([old_id.clone()])
-    );
+    assert_web_runs(&t, &old_id, "").await;
 
     // The tag moves to another image; web-00002 is deployed from it.
     let new_id = move_tag(&t, &tag, &old_id).await;
     deploy_one(&t, &w, json!({ "env": { "V": "2" } }), "web-00002").await;
-    assert_eq!(
-        container_image_ids(&t, "web").await,
-        BTreeSet::from([new_id.clone()]),
-        "a new revision runs what the tag names now"
-    );
+    assert_web_runs(&t, &new_id, "a new revision runs what the tag names now").await;
 
     let rb = w.rollback_ok("web").await;
     assert_eq!(rb["revision"], "web-00001", "{rb}");
     let third = ids(&w.wait_ready_revision("web", "web-00001", 1).await);
     assert!(third.is_disjoint(&first), "a new container: {third:?}");
     t.wait_container_instances("web", &third).await;
-    assert_eq!(
-        container_image_ids(&t, "web").await,
-        BTreeSet::from([old_id]),
-        "the rollback runs the image id web-00001 ran, not what {tag} names now"
-    );
+    assert_web_runs(
+        &t,
+        &old_id,
+        &format!("the rollback runs the image id web-00001 ran, not what {tag} names now"),
+    )
+    .await;
     assert_eq!(
         container_images(&t, "web").await,
         BTreeSet::from([tag]),
@@ -139,18 +128,12 @@ async fn rollback_after_a_restart_runs_the_image_id_the_old_revision_ran() {
     let tag = t.own_tag(&format!("wakeway-test-{}:moving", t.scope)).await;
     let old_id = image_id(&t, &tag).await;
     deploy_one(&t, &w, json!({ "image": tag }), "web-00002").await;
-    assert_eq!(
-        container_image_ids(&t, "web").await,
-        BTreeSet::from([old_id.clone()])
-    );
+    assert_web_runs(&t, &old_id, "").await;
 
     // The tag moves; web-00003 runs what it names now.
     let new_id = move_tag(&t, &tag, &old_id).await;
     deploy_one(&t, &w, json!({ "env": { "V": "3" } }), "web-00003").await;
-    assert_eq!(
-        container_image_ids(&t, "web").await,
-        BTreeSet::from([new_id.clone()])
-    );
+    assert_web_runs(&t, &new_id, "").await;
 
     // A restart: no container outlives the first wakeway, so nothing of web-00002 is left
     // to remember its image but the state file.
@@ -165,20 +148,16 @@ async fn rollback_after_a_restart_runs_the_image_id_the_old_revision_ran() {
     let w = Wakeway::start_config(&config).await;
     let live = ids(&w.wait_ready_revision("web", "web-00003", 1).await);
     t.wait_container_instances("web", &live).await;
-    assert_eq!(
-        container_image_ids(&t, "web").await,
-        BTreeSet::from([new_id.clone()])
-    );
+    assert_web_runs(&t, &new_id, "").await;
 
     let rb = w.rollback_ok("web").await;
     assert_eq!(rb["revision"], "web-00002", "{rb}");
     let back = ids(&w.wait_ready_revision("web", "web-00002", 1).await);
     t.wait_container_instances("web", &back).await;
-    assert_eq!(
-        container_image_ids(&t, "web").await,
-        BTreeSet::from([old_id]),
+    let why = format!(
         "after the restart the rollback runs the image id web-00002 ran, not what {tag} names now"
     );
+    assert_web_runs(&t, &old_id, &why).await;
     let resp = w.get_ok(WEB, "/").await;
     assert_eq!(resp.field("Revision").as_deref(), Some("web-00002"));
 

@@ -5,7 +5,7 @@ use super::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pause_drains_and_answers_503_until_resumed() {
-    let wk = Wakeway::start(&whoami_service("web", WEB, "")).await;
+    let wk = Wakeway::whoami("web", "").await;
     let first = wk.get_ok(WEB, "/").await;
     let pid = wk.wait_ready("web").await[0].pid.expect("pid");
 

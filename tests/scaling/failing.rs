@@ -6,20 +6,7 @@ use super::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn service_that_cannot_become_ready_answers_503() {
     // whoami answers the probe path with 503: the instance never becomes ready.
-    let wk = Wakeway::start(&whoami_service(
-        "broken",
-        "broken.localhost",
-        r#"
-[service.health]
-kind = "http"
-path = "/never?status=503"
-startup_timeout = "1s"
-
-[service.queue]
-timeout = "20s"
-"#,
-    ))
-    .await;
+    let wk = Wakeway::whoami("broken", &http_probe("/never?status=503", "1s", "20s")).await;
     assert_retry_later(&wk.get("broken.localhost", "/").await);
     let events = wk.events("broken").await;
     assert!(!events.is_empty(), "the failed start is an event");
@@ -27,9 +14,8 @@ timeout = "20s"
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unhealthy_instance_leaves_the_pool_and_is_replaced() {
-    let wk = Wakeway::start(&whoami_service(
+    let wk = Wakeway::whoami(
         "flaky",
-        "flaky.localhost",
         r#"
 [service.scaling]
 min_instances = 1
@@ -41,7 +27,7 @@ interval = "200ms"
 timeout = "1s"
 unhealthy_threshold = 2
 "#,
-    ))
+    )
     .await;
     let sick = wk.wait_ready("flaky").await.remove(0);
 

@@ -1,195 +1,105 @@
-// The wakeway console: polls the admin API it is served from and draws services, instances,
-// small charts and the event log. Every action goes through the same JSON API as the CLI.
-'use strict';
+// The wakeway console: polls the admin API it is served from and draws each service (its state,
+// the history wakeway keeps of it, revisions and traffic, deployments, output and requests) and
+// the event log. Every action goes through the same JSON API as the CLI.
 
-const POLL_MS = 500;
-const HISTORY_S = 300;
+import { Unauthorized, api, el, servicePath, setNote, setStatus, setToken, tokenFromFragment } from './page.js';
+import { fields } from './format.js';
+import { makeCard } from './card.js';
+
+const POLL_MS = 1000;
 const MAX_EVENTS = 300;
-const TOKEN_KEY = 'wakeway-admin-token';
+const OUTPUT_LINES = 50;
+const ACCESS_LINES = 50;
+// How many steps each range holds, as the API keeps them; a chart spans what has been kept,
+// at least MIN_SLOTS steps, so a young wakeway's charts are not a sliver at the right edge.
+const SLOTS = { '10m': 600, '1h': 360 };
+const MIN_SLOTS = 60;
 
 const state = {
-  token: sessionStorage.getItem(TOKEN_KEY) || '',
   after: 0,
-  cards: new Map(),
-  history: new Map(),
+  range: '10m',
+  services: new Map(),
   polling: false,
 };
 
-class Unauthorized extends Error {}
-
-async function api(method, path, body) {
-  const headers = { Accept: 'application/json' };
-  if (method !== 'GET') headers['Content-Type'] = 'application/json';
-  if (state.token) headers.Authorization = 'Bearer ' + state.token;
-  const resp = await fetch(path, {
-    method,
-    headers,
-    body: method === 'GET' ? undefined : JSON.stringify(body || {}),
-    cache: 'no-store',
-    credentials: 'omit',
-  });
-  let data = null;
-  try { data = await resp.json(); } catch (_) { /* not JSON: reported below */ }
-  if (resp.status === 401) throw new Unauthorized('the admin token is missing or wrong');
-  if (!resp.ok) throw new Error((data && data.error) || `${method} ${path}: ${resp.status}`);
-  return data;
-}
-
-function el(tag, attrs, ...children) {
-  const node = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs || {})) {
-    if (k === 'class') node.className = v;
-    else if (k.startsWith('data-')) node.setAttribute(k, v);
-    else node[k] = v;
-  }
-  for (const c of children) node.append(c);
-  return node;
-}
-
-function show(id, text, error) {
-  const s = document.getElementById(id);
-  s.textContent = text;
-  s.classList.toggle('error', !!error);
-}
-
-// The connection's state, refreshed by every poll.
-const setStatus = (text, error) => show('status', text, error);
-// The outcome of the last button pressed; stays until the next one.
-const setNote = (text, error) => show('note', text, error);
-
-function count(instances, st) {
-  return instances.filter((i) => i.state === st).length;
-}
-
-function card(name) {
-  let c = state.cards.get(name);
-  if (c) return c;
-  const field = (label, key) => {
-    const dd = el('dd', { 'data-field': key }, '0');
-    return { node: el('div', {}, el('dt', {}, label), dd), dd };
+// One service's card and what the page has read of it so far.
+function entry(name) {
+  let s = state.services.get(name);
+  if (s) return s;
+  s = {
+    card: makeCard(name, { act, filter }),
+    points: [],
+    revisions: new Map(),
+    historyAfter: 0,
+    outputAfter: 0,
+    outputLines: [],
+    accessAfter: 0,
+    accessLines: [],
+    accessFilter: '',
+    failedOutput: new Map(),
   };
-  const fields = {};
-  const dl = el('dl', { class: 'counts' });
-  for (const [label, key] of [
-    ['desired', 'desired'], ['ready', 'ready'], ['starting', 'starting'],
-    ['draining', 'draining'], ['in flight', 'in_flight'], ['queued', 'queued'],
-  ]) {
-    const f = field(label, key);
-    fields[key] = f.dd;
-    dl.append(f.node);
+  state.services.set(name, s);
+  return s;
+}
+
+function keepLast(list, more, n) {
+  const all = list.concat(more);
+  return all.slice(Math.max(0, all.length - n));
+}
+
+// Adds the steps after the last one read, and keeps the range's width.
+function addHistory(s, h) {
+  const slots = SLOTS[state.range];
+  s.points = keepLast(s.points, h.points || [], slots);
+  for (const r of h.revisions || []) {
+    s.revisions.set(r.revision, keepLast(s.revisions.get(r.revision) || [], r.points, slots));
   }
-  const chart = (label) => {
-    const canvas = el('canvas', { width: 300, height: 56 });
-    const caption = el('span', {}, label);
-    return { node: el('div', { class: 'chart' }, caption, canvas), canvas, caption, label };
-  };
-  const inflightChart = chart('in flight');
-  const rateChart = chart('requests/s');
-  const badge = el('span', { class: 'badge' });
-  const revision = el('span', { class: 'muted' });
-  const hosts = el('div', { class: 'muted' });
-  const tbody = el('tbody');
-  const table = el('table', {},
-    el('thead', {}, el('tr', {}, ...['instance', 'state', 'pid', 'in flight', 'since']
-      .map((h) => el('th', {}, h)))),
-    tbody);
-  const button = (label, action) => el('button', {
-    type: 'button', 'data-action': action, 'data-service': name,
-    onclick: () => act(name, action),
-  }, label);
-  const pause = button('Pause', 'pause');
-  const actions = el('div', { class: 'actions' },
-    button('Deploy again', 'deploy'), button('Rollback', 'rollback'), pause);
-  const node = el('article', { class: 'svc', 'data-service': name },
-    el('div', { class: 'head' }, el('h2', {}, name), badge, revision),
-    hosts, dl,
-    el('div', { class: 'charts' }, inflightChart.node, rateChart.node),
-    el('div', { class: 'table' }, table),
-    actions);
-  c = { node, fields, badge, revision, hosts, tbody, pause, inflightChart, rateChart };
-  state.cards.set(name, c);
-  document.getElementById('services').append(node);
-  return c;
+  const newest = s.points[s.points.length - 1];
+  if (newest) s.historyAfter = newest.t;
 }
 
-function record(svc, now) {
-  let h = state.history.get(svc.name);
-  if (!h) { h = []; state.history.set(svc.name, h); }
-  const last = h[h.length - 1];
-  const rate = last && now > last.t ? Math.max(0, (svc.requests - last.requests) * 1000 / (now - last.t)) : 0;
-  h.push({ t: now, requests: svc.requests, inFlight: svc.in_flight, rate });
-  while (h.length && now - h[0].t > HISTORY_S * 1000) h.shift();
-  return h;
-}
-
-function draw(chart, points, key) {
-  const { canvas } = chart;
-  const ctx = canvas.getContext('2d');
-  const w = canvas.width;
-  const hgt = canvas.height;
-  ctx.clearRect(0, 0, w, hgt);
-  const max = Math.max(1, ...points.map((p) => p[key]));
-  const latest = points.length ? points[points.length - 1][key] : 0;
-  chart.caption.textContent = `${chart.label}: ${latest.toFixed(key === 'rate' ? 1 : 0)} (max ${max.toFixed(key === 'rate' ? 1 : 0)})`;
-  if (points.length < 2) return;
-  const t0 = points[points.length - 1].t - HISTORY_S * 1000;
-  ctx.strokeStyle = getComputedStyle(document.documentElement).getPropertyValue('--accent') || '#2e5bff';
-  ctx.lineWidth = 1.5;
-  ctx.beginPath();
-  points.forEach((p, i) => {
-    const x = ((p.t - t0) / (HISTORY_S * 1000)) * w;
-    const y = hgt - 2 - (p[key] / max) * (hgt - 4);
-    if (i === 0) ctx.moveTo(x, y); else ctx.lineTo(x, y);
+async function refresh(svc) {
+  const s = entry(svc.name);
+  const path = (rest) => servicePath(svc.name, rest);
+  const [history, traffic, deployments, output, access] = await Promise.all([
+    api('GET', path(`/history?range=${state.range}&after=${s.historyAfter}`)),
+    api('GET', path('/traffic')),
+    api('GET', path('/deployments')),
+    api('GET', path(`/logs?after=${s.outputAfter}&tail=${OUTPUT_LINES}`)),
+    api('GET', path(`/access?after=${s.accessAfter}&tail=${ACCESS_LINES}&status=${encodeURIComponent(s.accessFilter)}`)),
+  ]);
+  addHistory(s, history);
+  s.outputLines = keepLast(s.outputLines, output, OUTPUT_LINES);
+  if (output.length) s.outputAfter = output[output.length - 1].seq;
+  s.accessLines = keepLast(s.accessLines, access.lines, ACCESS_LINES);
+  if (access.lines.length) s.accessAfter = access.lines[access.lines.length - 1].seq;
+  // What a failed deployment's revision printed last: read once, kept with the deployment.
+  const failed = deployments.filter((d) => d.state === 'failed' && !s.failedOutput.has(d.id));
+  await Promise.all(failed.map(async (d) => {
+    const lines = await api('GET', path(`/logs?revision=${encodeURIComponent(d.revision)}&tail=3`));
+    s.failedOutput.set(d.id, lines);
+  }));
+  s.card.update({
+    svc,
+    points: s.points,
+    slots: Math.max(MIN_SLOTS, s.points.length),
+    revisions: s.revisions,
+    traffic,
+    deployments,
+    output: s.failedOutput,
+    outputLines: s.outputLines,
+    access: { mode: access.access_log, lines: s.accessLines },
   });
-  ctx.stroke();
 }
 
-function render(services) {
-  const now = Date.now();
-  const seen = new Set();
-  for (const svc of services) {
-    seen.add(svc.name);
-    const c = card(svc.name);
-    const inst = svc.instances || [];
-    const ready = count(inst, 'ready');
-    const values = {
-      desired: svc.desired, ready, starting: count(inst, 'starting'),
-      draining: count(inst, 'draining'), in_flight: svc.in_flight, queued: svc.queued,
-    };
-    for (const [k, v] of Object.entries(values)) c.fields[k].textContent = String(v);
-    const st = svc.paused ? 'paused' : (inst.length ? 'running' : 'idle');
-    c.badge.textContent = st;
-    c.badge.className = 'badge ' + st;
-    c.node.dataset.state = st;
-    c.revision.textContent = svc.revision ? `${svc.revision} · ${svc.runtime}` : svc.runtime;
-    c.hosts.textContent = (svc.hosts || []).join(', ');
-    c.pause.textContent = svc.paused ? 'Resume' : 'Pause';
-    c.pause.dataset.action = svc.paused ? 'resume' : 'pause';
-    const rows = inst.map((i) => el('tr', { 'data-instance': i.id, 'data-state': i.state },
-      el('td', {}, i.id), el('td', {}, i.state), el('td', {}, i.pid == null ? '–' : String(i.pid)),
-      el('td', {}, String(i.in_flight)), el('td', {}, (i.started_at || '').replace('T', ' ').replace(/\.\d+Z$/, 'Z'))));
-    if (!rows.length) rows.push(el('tr', {}, el('td', { colSpan: 5, class: 'muted' }, 'no instance running')));
-    c.tbody.replaceChildren(...rows);
-    const h = record(svc, now);
-    draw(c.inflightChart, h, 'inFlight');
-    draw(c.rateChart, h, 'rate');
-  }
-  for (const [name, c] of state.cards) {
-    if (!seen.has(name)) { c.node.remove(); state.cards.delete(name); state.history.delete(name); }
-  }
-}
-
-const BASE_KEYS = new Set(['seq', 'time', 'service', 'kind', 'message']);
+const BASE_KEYS = new Set(['seq', 'time', 'service', 'kind', 'level', 'message']);
 
 function addEvents(events) {
   const list = document.getElementById('events');
   for (const e of events) {
     state.after = Math.max(state.after, e.seq);
-    const inputs = Object.entries(e)
-      .filter(([k]) => !BASE_KEYS.has(k))
-      .map(([k, v]) => `${k}=${typeof v === 'object' ? JSON.stringify(v) : v}`)
-      .join('  ');
-    const item = el('li', { 'data-kind': e.kind },
+    const inputs = fields(e, BASE_KEYS);
+    const item = el('li', { 'data-kind': e.kind, 'data-level': e.level },
       el('span', { class: 'muted' }, (e.time || '').slice(11, 19)),
       el('span', { class: 'kind' }, `${e.service} ${e.kind}`),
       e.message || '');
@@ -199,30 +109,59 @@ function addEvents(events) {
   while (list.children.length > MAX_EVENTS) list.lastElementChild.remove();
 }
 
-async function act(name, action) {
-  const paths = {
-    deploy: `/v1/services/${encodeURIComponent(name)}/deployments`,
-    rollback: `/v1/services/${encodeURIComponent(name)}/rollback`,
-    pause: `/v1/services/${encodeURIComponent(name)}/pause`,
-    resume: `/v1/services/${encodeURIComponent(name)}/resume`,
+const SENTENCES = {
+  deploy: (n, r) => `deployment ${r && r.id} of ${n} began`,
+  rollback: (n) => `rollback of ${n} began`,
+  pause: (n) => `${n} is paused`,
+  resume: (n) => `${n} is resumed`,
+  traffic: (n, r) => `traffic of ${n}: ${r.traffic.map((t) => `${t.revision} ${t.percent}%`).join(', ')}`,
+  promote: (n, r) => `rollout of ${r.revision} (${n}) began at ${r.steps[0]}%`,
+};
+
+async function act(name, action, body) {
+  const calls = {
+    deploy: ['POST', '/deployments'],
+    rollback: ['POST', '/rollback'],
+    pause: ['POST', '/pause'],
+    resume: ['POST', '/resume'],
+    traffic: ['PUT', '/traffic'],
+    promote: ['POST', '/promote'],
   };
-  const button = state.cards.get(name)?.node.querySelector(`[data-action="${action}"]`);
+  const [method, rest] = calls[action];
+  const card = state.services.get(name);
+  const button = card && card.card.node.querySelector(`[data-action="${action}"]`);
   if (button) button.disabled = true;
   try {
-    const result = await api('POST', paths[action], {});
-    const what = {
-      deploy: `deployment ${result && result.id} of ${name} began`,
-      rollback: `rollback of ${name} began`,
-      pause: `${name} is paused`,
-      resume: `${name} is resumed`,
-    }[action];
-    setNote(what);
+    const result = await api(method, servicePath(name, rest), body || {});
+    setNote(SENTENCES[action](name, result));
     await poll();
   } catch (e) {
     if (e instanceof Unauthorized) handle(e); else setNote(e.message, true);
   } finally {
     if (button) button.disabled = false;
   }
+}
+
+function filter(name, status) {
+  const s = state.services.get(name);
+  if (!s) return;
+  s.accessFilter = status;
+  s.accessAfter = 0;
+  s.accessLines = [];
+  poll().catch(handle);
+}
+
+function setRange(range) {
+  state.range = range;
+  for (const s of state.services.values()) {
+    s.points = [];
+    s.revisions = new Map();
+    s.historyAfter = 0;
+  }
+  for (const b of document.querySelectorAll('[data-range]')) {
+    b.setAttribute('aria-pressed', String(b.dataset.range === range));
+  }
+  poll().catch(handle);
 }
 
 function handle(e) {
@@ -234,13 +173,32 @@ function handle(e) {
   }
 }
 
-async function poll() {
+// One poll at a time (the loop's and a button's), so nothing read is added twice.
+let chain = Promise.resolve();
+function poll() {
+  const next = chain.then(pollOnce);
+  chain = next.catch(() => {});
+  return next;
+}
+
+async function pollOnce() {
   const [services, events] = await Promise.all([
     api('GET', '/v1/services'),
     api('GET', `/v1/events?after=${state.after}`),
   ]);
   document.getElementById('login').hidden = true;
-  render(services);
+  await Promise.all(services.map(refresh));
+  // Shown once drawn, in the API's order; a card already in place is not moved (moving one
+  // would reset its scrolled panels).
+  const list = document.getElementById('services');
+  services.forEach((svc, i) => {
+    const card = state.services.get(svc.name).card.node;
+    if (list.children[i] !== card) list.insertBefore(card, list.children[i] || null);
+  });
+  const seen = new Set(services.map((s) => s.name));
+  for (const [name, s] of state.services) {
+    if (!seen.has(name)) { s.card.node.remove(); state.services.delete(name); }
+  }
   addEvents(events);
 }
 
@@ -250,20 +208,23 @@ async function loop() {
   for (;;) {
     try {
       await poll();
-      setStatus(`live · ${new Date().toLocaleTimeString()}`);
+      setStatus(`live · ${new Date().toLocaleTimeString([], { hour12: false })}`);
     } catch (e) {
       handle(e);
       if (e instanceof Unauthorized) { state.polling = false; return; }
     }
-    await new Promise((r) => setTimeout(r, POLL_MS));
+    await new Promise((r) => { setTimeout(r, POLL_MS); });
   }
 }
 
 document.getElementById('login').addEventListener('submit', (ev) => {
   ev.preventDefault();
-  state.token = document.getElementById('token').value.trim();
-  sessionStorage.setItem(TOKEN_KEY, state.token);
+  setToken(document.getElementById('token').value.trim());
   loop();
 });
+for (const b of document.querySelectorAll('[data-range]')) {
+  b.addEventListener('click', () => setRange(b.dataset.range));
+}
 
+tokenFromFragment();
 loop();

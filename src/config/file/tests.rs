@@ -86,6 +86,7 @@ fn full_file_parses_to_expected_config() {
         },
         docker: DockerConfig::default(),
         swarm: SwarmConfig::default(),
+        cluster: None,
         log: LogConfig::default(),
         scaling: GlobalScaling::default(),
         services: vec![

@@ -12,6 +12,7 @@ fn config(services: Vec<ServiceConfig>) -> Config {
         admin: AdminConfig::default(),
         docker: DockerConfig::default(),
         swarm: SwarmConfig::default(),
+        cluster: None,
         log: LogConfig::default(),
         services,
         scaling: Default::default(),

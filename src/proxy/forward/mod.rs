@@ -21,9 +21,10 @@ pub(crate) use self::headers::{add_forwarded, rewrite_request_headers};
 use super::Shared;
 use super::access_line::{LoggedBody, PendingLine};
 use super::attempt::{self, Attempt, Next, Resend, Seen};
-use super::body::{ProxyBody, RequestBody};
+use super::body::ProxyBody;
 use super::error::ProxyError;
 use super::grpc;
+use super::upstream::RequestBody;
 use super::upstream::client::{
     ConnectTime, UpstreamClient, source_chain, timed_out, upstream_client,
 };

@@ -15,7 +15,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use crate::proxy::body::RequestBody;
+use super::RequestBody;
 
 pub type UpstreamClient = Client<TimedConnector, RequestBody>;
 

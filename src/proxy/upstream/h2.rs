@@ -21,8 +21,8 @@ use hyper::client::conn::http2::{self, SendRequest};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::time::Instant;
 
+use super::RequestBody;
 use super::h1::{AddrHasher, ConnectError};
-use crate::proxy::body::RequestBody;
 use crate::service::instance::{Instance, InstanceState};
 
 /// Streams wakeway opens on one connection before it opens another: the least every h2 server
@@ -263,7 +263,7 @@ async fn handshake(addr: SocketAddr, timeout: Duration) -> Result<Rc<Conn>, Fail
             ConnectError::Failed(e) => Failed::Refused(Rc::new(e)),
         })?;
     let connect_took = connecting.elapsed();
-    let mut b = http2::Builder::new(crate::proxy::worker::LocalExec);
+    let mut b = http2::Builder::new(LocalExec);
     b.timer(TokioTimer::new())
         .keep_alive_interval(KEEP_ALIVE)
         .keep_alive_timeout(KEEP_ALIVE)
@@ -296,4 +296,17 @@ async fn handshake(addr: SocketAddr, timeout: Duration) -> Result<Rc<Conn>, Fail
         }
     });
     Ok(c)
+}
+
+/// Runs hyper's h2 connection tasks on this worker's thread (the server's, and these clients').
+#[derive(Clone, Copy)]
+pub(crate) struct LocalExec;
+
+impl<F> hyper::rt::Executor<F> for LocalExec
+where
+    F: std::future::Future + 'static,
+{
+    fn execute(&self, fut: F) {
+        tokio::task::spawn_local(fut);
+    }
 }

@@ -4,5 +4,7 @@
 pub mod client;
 pub mod h1;
 pub mod h2;
+mod request_body;
 
 pub use h1::*;
+pub use request_body::RequestBody;

@@ -11,9 +11,9 @@ use bollard::query_parameters::ListContainersOptions;
 
 use super::*;
 use crate::runtime::RuntimeError;
-use crate::runtime::engine::adopt::{Leftover, Stale};
 use crate::runtime::engine::backend::Backend;
 use crate::runtime::engine::follow::{Exit, out_of_memory, read_event};
+use crate::runtime::engine::leftovers::{Leftover, Stale};
 
 /// A container of the scope as a leftover; `None` for a swarm task's.
 fn leftover(c: ContainerSummary) -> Option<Leftover> {

@@ -9,20 +9,12 @@ use std::time::Duration;
 use super::backend::Backend;
 use super::connection::{EngineCore, Naming};
 use super::labels::{LABEL_INSTANCE, LABEL_REVISION, LABEL_SERVICE, LABEL_SPEC};
+use super::leftovers::{Candidate, Expected, Leftover, Stale};
 use crate::config::{ImageRuntime, ImageSource, ServiceConfig, Source};
 use crate::runtime::RuntimeError;
 
 /// Grace for instances of unknown services, as `docker stop` gives by default.
 pub(crate) const UNKNOWN_STOP_GRACE: Duration = Duration::from_secs(10);
-
-/// What wakeway expects of a service's instances. Not the revision label: without a state
-/// file revision numbers start again with each wakeway, while spec and image say what an
-/// instance runs.
-pub(crate) struct Expected {
-    pub(crate) spec: String,
-    pub(crate) image: String,
-    pub(crate) stop_grace: Duration,
-}
 
 /// The image `svc` runs, when `runtime` runs it.
 pub(crate) fn image_source(svc: &ServiceConfig, runtime: ImageRuntime) -> Option<&ImageSource> {
@@ -52,39 +44,6 @@ pub(crate) fn expected(
         .collect()
 }
 
-/// An instance found on the engine that this wakeway did not start.
-pub(crate) struct Leftover {
-    pub(crate) id: String,
-    pub(crate) name: String,
-    pub(crate) labels: HashMap<String, String>,
-    pub(crate) running: bool,
-    /// Paused (`docker pause`): a frozen instance, adopted frozen. Not `running` for the
-    /// engine's list, but alive.
-    pub(crate) paused: bool,
-    /// The image id it runs, when known.
-    pub(crate) image: Option<String>,
-}
-
-/// A leftover kept for its service's `adopt`.
-pub(crate) struct Candidate {
-    pub(crate) id: String,
-    pub(crate) name: String,
-    pub(crate) instance: String,
-    pub(crate) image: Option<String>,
-    /// It runs what the tag names now (or the tag names nothing the engine has).
-    pub(crate) current: bool,
-    /// A previous wakeway froze it.
-    pub(crate) paused: bool,
-}
-
-/// A leftover to remove.
-pub(crate) struct Stale {
-    pub(crate) id: String,
-    pub(crate) name: String,
-    /// The grace of its stop when it runs.
-    pub(crate) grace: Option<Duration>,
-}
-
 /// How [`EngineCore::sort_leftovers`] judges.
 pub(crate) struct Rules<'a> {
     /// Candidates are wanted (the first look, at start); otherwise every leftover goes.
@@ -103,7 +62,8 @@ pub(crate) async fn ensure_swept<B: Backend>(
     adopting: bool,
 ) -> Result<(), RuntimeError> {
     let core: &EngineCore = this;
-    core.swept
+    let swept = core.swept.load_full();
+    swept
         .get_or_try_init(|| sweep(this, adopting))
         .await
         .map(|_| ())

@@ -10,8 +10,8 @@ use std::time::Duration;
 use bollard::Docker;
 use bollard::models::EventMessage;
 
-use super::adopt::{Leftover, Stale};
 use super::connection::EngineCore;
+use super::leftovers::{Leftover, Stale};
 use crate::runtime::RuntimeError;
 
 pub(crate) trait Backend: Deref<Target = EngineCore> + Send + Sync + 'static {

@@ -13,9 +13,9 @@ use tokio::sync::OnceCell;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::adopt::{Candidate, Expected};
 use super::client::{self, QUICK_TIMEOUT, connect_and_negotiate};
 use super::labels::in_scope;
+use super::leftovers::{Candidate, Expected};
 use super::watch::Watchlist;
 use crate::runtime::RuntimeError;
 
@@ -41,7 +41,7 @@ pub struct EngineCore {
     /// Per service, what its instances must look like to be adopted.
     pub(crate) known: HashMap<String, Expected>,
     /// The one look at leftovers: adoption candidates are set aside, the rest removed.
-    pub(crate) swept: OnceCell<()>,
+    pub(crate) swept: arc_swap::ArcSwap<OnceCell<()>>,
     pub(crate) candidates: Mutex<HashMap<String, Vec<Candidate>>>,
     /// wakeway is exiting: unless `stop_on_exit`, a stop leaves the instance running.
     exiting: AtomicBool,
@@ -66,7 +66,7 @@ impl EngineCore {
             client: OnceCell::new(),
             watched: Watchlist::default(),
             known,
-            swept: OnceCell::new(),
+            swept: arc_swap::ArcSwap::from_pointee(OnceCell::new()),
             candidates: Mutex::new(HashMap::new()),
             exiting: AtomicBool::new(false),
             stop_events: CancellationToken::new(),
@@ -76,6 +76,12 @@ impl EngineCore {
 
     /// wakeway is exiting: from now on a stop leaves the instance running unless
     /// `stop_on_exit` is set, so the next start adopts it.
+    /// The next adoption looks at the engine again (a cluster replica that leads again: the
+    /// instances are what other leaders left, not what this one saw before).
+    pub fn forget_sweep(&self) {
+        self.swept.store(std::sync::Arc::new(OnceCell::new()));
+    }
+
     pub fn begin_exit(&self) {
         self.exiting.store(true, SeqCst);
     }

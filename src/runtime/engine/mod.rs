@@ -10,6 +10,7 @@ pub(crate) mod client;
 pub mod connection;
 pub(crate) mod follow;
 pub mod labels;
+pub(crate) mod leftovers;
 pub(crate) mod watch;
 
 pub use client::DEFAULT_ENDPOINT;

@@ -14,12 +14,12 @@ use bollard::query_parameters::{ListServicesOptions, ListTasksOptions};
 use super::engine::SwarmEngine;
 use super::spec::{self, TaskView};
 use crate::runtime::RuntimeError;
-use crate::runtime::engine::adopt::{Leftover, Stale};
 use crate::runtime::engine::backend::Backend;
 use crate::runtime::engine::follow::{Exit, out_of_memory, read_event};
 use crate::runtime::engine::labels::{
     LABEL_IMAGE, SWARM_SERVICE_ID_LABEL, exit_reason, scope_filter,
 };
+use crate::runtime::engine::leftovers::{Leftover, Stale};
 
 /// How often tasks are listed to notice exits the local event stream cannot show (tasks on
 /// other nodes, a node that died).

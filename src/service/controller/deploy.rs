@@ -86,9 +86,7 @@ impl Controller {
             revision.changes.clone(),
             want,
         );
-        self.svc.events.emit(
-            &self.svc.name,
-            "deploy_started",
+        self.svc.emit("deploy_started",
             format!(
                 "deployment {deployment}: {} -> {} ({trigger}), starting {want} instance(s)",
                 self.revision.id, revision.id
@@ -218,9 +216,7 @@ impl Controller {
                 drained.len()
             )
         };
-        self.svc.events.emit(
-            &self.svc.name,
-            "deploy_switched",
+        self.svc.emit("deploy_switched",
             message,
             json!({ "deployment": g.deployment, "from": old.id, "to": g.revision.id, "draining": drained, "no_traffic": g.no_traffic, "tag": g.tag }),
         );
@@ -250,9 +246,7 @@ impl Controller {
             .deployments
             .finish(&g.deployment, DeployState::Failed, Some(reason.clone()));
         self.persist();
-        self.svc.events.emit(
-            &self.svc.name,
-            "deploy_failed",
+        self.svc.emit("deploy_failed",
             format!(
                 "deployment {} of {} failed: {reason}; {} stays live",
                 g.deployment, g.revision.id, self.revision.id
@@ -299,8 +293,7 @@ impl Controller {
         }
         let was = std::mem::replace(&mut self.source_version, now.clone());
         let config = self.revision.config.as_ref().clone();
-        self.svc.events.emit(
-            &self.svc.name,
+        self.svc.emit(
             "source_changed",
             format!(
                 "the source changed underneath ({} -> {}): deploying",
@@ -310,8 +303,7 @@ impl Controller {
             json!({ "from": was, "to": now }),
         );
         if let Err(e) = self.begin_deploy(config, Trigger::Auto, None, DeployOptions::default()) {
-            self.svc.events.emit(
-                &self.svc.name,
+            self.svc.emit(
                 "deploy_failed",
                 format!("automatic deployment not started: {e}"),
                 json!({ "reason": e }),

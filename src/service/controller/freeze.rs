@@ -70,8 +70,7 @@ impl Controller {
             } else {
                 format!("still {} in flight after drain_timeout", inst.in_flight())
             };
-            svc.events.emit(
-                &svc.name,
+            svc.emit(
                 "freeze_failed",
                 format!("cannot freeze instance {}: {why_not}; stopping it", inst.id),
                 json!({ "instance": inst.id, "reason": why_not }),
@@ -109,8 +108,7 @@ impl Controller {
             since: Instant::now(),
             key,
         });
-        self.svc.events.emit(
-            &self.svc.name,
+        self.svc.emit(
             "instance_frozen",
             format!(
                 "instance {id} frozen{}",
@@ -208,8 +206,7 @@ impl Controller {
     pub(super) fn on_thawed(&mut self, id: &str, took: Duration) {
         let ms = took.as_secs_f64() * 1000.0;
         self.svc.metrics.thaws.inc();
-        self.svc.events.emit(
-            &self.svc.name,
+        self.svc.emit(
             "instance_thawed",
             format!("instance {id} thawed and ready in {ms:.1} ms"),
             json!({ "instance": id, "thaw_ms": ms }),

@@ -92,8 +92,7 @@ impl Controller {
                 if m.passes >= health.healthy_threshold
                     && inst.transition(InstanceState::Unhealthy, InstanceState::Ready)
                 {
-                    self.svc.events.emit(
-                        &self.svc.name,
+                    self.svc.emit(
                         "instance_healthy",
                         format!("instance {} is healthy again", inst.id),
                         json!({ "instance": inst.id }),
@@ -145,9 +144,7 @@ impl Controller {
                 };
                 m.stalls += 1;
                 let stalls = m.stalls;
-                self.svc.events.emit(
-                    &self.svc.name,
-                    "instance_no_answer",
+                self.svc.emit("instance_no_answer",
                     format!(
                         "instance {} sent no response in time ({stalls} of {threshold} before it is taken out)",
                         inst.id
@@ -174,9 +171,7 @@ impl Controller {
         };
         let strikes = m.fails + 1;
         let threshold = self.svc.config.load().health.unhealthy_threshold;
-        self.svc.events.emit(
-            &self.svc.name,
-            "instance_connect_timeout",
+        self.svc.emit("instance_connect_timeout",
             format!(
                 "connect to instance {} timed out on the request path ({strikes} of {threshold} before it is taken out)",
                 inst.id
@@ -281,8 +276,7 @@ impl Controller {
 
     fn unhealthy(&mut self, inst: &Arc<Instance>, reason: String) {
         let id = inst.id.clone();
-        self.svc.events.emit(
-            &self.svc.name,
+        self.svc.emit(
             "instance_unhealthy",
             format!("instance {id} is unhealthy: {reason}"),
             json!({ "instance": id, "reason": reason }),

@@ -153,8 +153,7 @@ impl Controller {
 
     pub(super) fn start(&mut self, runtime: Arc<dyn Runtime>, revision: &Revision) {
         let id = self.next_id(&revision.id);
-        self.svc.events.emit(
-            &self.svc.name,
+        self.svc.emit(
             "instance_starting",
             format!("starting instance {id}"),
             json!({ "instance": id, "revision": revision.id, "runtime": runtime.name() }),
@@ -173,8 +172,7 @@ impl Controller {
         let adopted = match runtime.adopt(&self.svc.name, &self.revision.id).await {
             Ok(adopted) => adopted,
             Err(e) => {
-                self.svc.events.emit(
-                    &self.svc.name,
+                self.svc.emit(
                     "adopt_failed",
                     format!("cannot look for instances left running: {}", e.message),
                     json!({ "reason": e.message, "runtime": runtime.name() }),
@@ -185,9 +183,7 @@ impl Controller {
         let mut count = 0;
         let revision = self.revision.clone();
         for a in adopted {
-            self.svc.events.emit(
-                &self.svc.name,
-                "instance_adopted",
+            self.svc.emit("instance_adopted",
                 format!(
                     "adopting instance {}, left {} at {}",
                     a.instance,
@@ -260,9 +256,7 @@ impl Controller {
         if !inst.transition(InstanceState::Starting, InstanceState::Ready) {
             return;
         }
-        self.svc.events.emit(
-            &self.svc.name,
-            "instance_ready",
+        self.svc.emit("instance_ready",
             format!("instance {id} is ready at {}", inst.address),
             json!({ "instance": id, "revision": inst.revision, "address": inst.address.to_string(), "pid": inst.pid }),
         );
@@ -324,8 +318,7 @@ impl Controller {
             StartEnd::Retry => unreachable!("handled above"),
             StartEnd::Cancelled => {
                 if spawned {
-                    self.svc.events.emit(
-                        &self.svc.name,
+                    self.svc.emit(
                         "instance_stopped",
                         format!("instance {id} stopped before it was ready"),
                         json!({ "instance": id }),
@@ -363,9 +356,7 @@ impl Controller {
             &revision,
             &format!("instance {id} failed to start: {reason}"),
         );
-        self.svc.events.emit(
-            &self.svc.name,
-            "start_failed",
+        self.svc.emit("start_failed",
             format!("instance {id} failed to start: {reason}; next try in {backoff:?}"),
             json!({ "instance": id, "revision": revision, "reason": reason, "failures": failures, "retry_in_ms": backoff.as_millis() as u64 }),
         );
@@ -401,8 +392,7 @@ impl Controller {
         let id = &inst.id;
         self.back_off_early_exit(inst, &reason);
         self.note_rollout_failure(&inst.revision, &format!("instance {id} exited: {reason}"));
-        self.svc.events.emit(
-            &self.svc.name,
+        self.svc.emit(
             "instance_exited",
             format!("instance {id} exited: {reason}"),
             json!({ "instance": id, "revision": inst.revision, "reason": reason }),
@@ -430,8 +420,7 @@ impl Controller {
         let m = self.members.remove(pos);
         m.instance.set_state(InstanceState::Stopped);
         self.keep_counts(inst);
-        self.svc.events.emit(
-            &self.svc.name,
+        self.svc.emit(
             "instance_stopped",
             format!("instance {id} stopped"),
             json!({ "instance": id }),
@@ -456,9 +445,7 @@ impl Controller {
         let (failures, wait) = (s.failures, backoff(s.failures));
         s.backoff_until = Some(Instant::now() + wait);
         s.lane.last_failure.store(Arc::new(reason.to_string()));
-        self.svc.events.emit(
-            &self.svc.name,
-            "start_failed",
+        self.svc.emit("start_failed",
             format!(
                 "instance {} exited {reason} right after it started; next try in {wait:?}",
                 inst.id

@@ -78,14 +78,20 @@ impl Controller {
         self.serving_of(revision).map_or(0, |s| s.desired)
     }
 
-    /// One load sample per serving revision: its in-flight plus its queued requests.
+    /// One load sample per serving revision: its in-flight plus its queued requests, here and
+    /// (in a cluster) at the other replicas.
     pub(super) fn sample(&mut self) {
         let now = Instant::now();
         let window = self.svc.config.load().scaling.stable_window;
         let loads: Vec<f64> = self
             .serving
             .iter()
-            .map(|s| (self.in_flight_of(&s.revision.id) + s.lane.queued()) as f64)
+            .map(|s| {
+                let elsewhere = self.svc.remote.load_of(&s.revision.id);
+                (self.in_flight_of(&s.revision.id)
+                    + s.lane.queued()
+                    + (elsewhere.in_flight + elsewhere.queued) as usize) as f64
+            })
             .collect();
         for (s, load) in self.serving.iter_mut().zip(loads) {
             s.autoscaler.record(now, load, window);

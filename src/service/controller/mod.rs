@@ -280,8 +280,7 @@ impl Controller {
         self.svc
             .deployments
             .restore(resumed.last_deployment, resumed.deployments);
-        self.svc.events.emit(
-            &self.svc.name,
+        self.svc.emit(
             "revision_resumed",
             format!(
                 "resuming from the state file: {} live, {} revision(s) in its history",
@@ -376,7 +375,7 @@ impl Controller {
                     self.decide();
                     self.check_rollout();
                 }
-                _ = auto.tick(), if self.svc.config.load().deploy.auto => self.auto_deploy().await,
+                _ = auto.tick(), if self.svc.config.load().deploy.auto && self.svc.remote.acting() => self.auto_deploy().await,
                 Some(_) = self.tasks.join_next(), if !self.tasks.is_empty() => {}
                 _ = sleep_until_opt(backoff) => {
                     let now = Instant::now();

@@ -25,8 +25,7 @@ impl Controller {
         self.stop_all("paused");
         // Static upstreams are not stopped, only taken out of the pool.
         self.publish();
-        self.svc.events.emit(
-            &self.svc.name,
+        self.svc.emit(
             "paused",
             "paused: every instance drains; requests get 503 until resumed",
             json!({}),
@@ -48,8 +47,7 @@ impl Controller {
             s.autoscaler = Autoscaler::new();
         }
         self.sync_desired();
-        self.svc.events.emit(
-            &self.svc.name,
+        self.svc.emit(
             "resumed",
             format!("resumed at {min} instance(s)"),
             json!({ "min_instances": min }),
@@ -68,8 +66,7 @@ impl Controller {
             return false;
         }
         self.svc.config.store(Arc::new(config.clone()));
-        self.svc.events.emit(
-            &self.svc.name,
+        self.svc.emit(
             "config_updated",
             "scaling, health, queue, deploy or hosts settings applied",
             json!({}),

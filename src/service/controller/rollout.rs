@@ -122,9 +122,7 @@ impl Controller {
             base: self.answers_of(&revision),
             last_failure: None,
         }));
-        self.svc.events.emit(
-            &self.svc.name,
-            "rollout_started",
+        self.svc.emit("rollout_started",
             format!(
                 "rollout of {revision} from {from}: steps {steps:?} every {:?}, now at {}%",
                 plan.interval, steps[0]
@@ -196,8 +194,7 @@ impl Controller {
         if r.view.step + 1 >= r.view.steps.len() {
             r.view.state = "done";
             let view = r.view.clone();
-            self.svc.events.emit(
-                &self.svc.name,
+            self.svc.emit(
                 "rollout_done",
                 format!(
                     "rollout of {} done: it takes {}% of the traffic",
@@ -226,8 +223,7 @@ impl Controller {
         r.view.answers = 0;
         r.view.errors = 0;
         let step = r.view.step;
-        self.svc.events.emit(
-            &self.svc.name,
+        self.svc.emit(
             "rollout_step",
             format!("rollout of {revision}: step {} now at {percent}%", step + 1),
             json!({ "revision": revision, "step": step, "percent": percent }),
@@ -244,8 +240,7 @@ impl Controller {
         r.view.reason = Some(reason.clone());
         let (before, revision) = (r.before.clone(), r.view.revision.clone());
         let restored = self.set_traffic(before, Trigger::Rollout);
-        self.svc.events.emit(
-            &self.svc.name,
+        self.svc.emit(
             "rollout_halted",
             format!(
                 "rollout of {revision} halted: {reason}; {}",
@@ -271,8 +266,7 @@ impl Controller {
             r.view.state = "halted";
             r.view.reason = Some(why.to_string());
             let revision = r.view.revision.clone();
-            self.svc.events.emit(
-                &self.svc.name,
+            self.svc.emit(
                 "rollout_halted",
                 format!("rollout of {revision} ended where it stands: {why}"),
                 json!({ "revision": revision, "reason": why, "restored": false }),

@@ -11,13 +11,13 @@ use crate::service::reconciler::{self, Action};
 impl Controller {
     /// A request waits with no capacity: start what the queue needs now, not at the next tick.
     pub(super) fn on_wake(&mut self) {
-        if !self.managed() || self.svc.is_paused() || self.stopping {
+        if !self.managed() || self.svc.is_paused() || self.stopping || !self.svc.remote.acting() {
             return;
         }
         let waiting: Vec<String> = self
             .serving
             .iter()
-            .filter(|s| s.lane.queued() > 0)
+            .filter(|s| s.lane.queued() > 0 || self.svc.remote.load_of(&s.revision.id).queued > 0)
             .map(|s| s.revision.id.clone())
             .collect();
         for revision in waiting {
@@ -31,7 +31,7 @@ impl Controller {
         let Some(s) = self.serving_of(revision) else {
             return;
         };
-        let queued = s.lane.queued() as u32;
+        let queued = s.lane.queued() as u32 + self.svc.remote.load_of(revision).queued;
         let backing_off = s.backoff_until.is_some();
         let desired = s.desired;
         let cfg = self.svc.config.load_full();
@@ -47,8 +47,7 @@ impl Controller {
             // With a frozen instance it is not a cold start: the reconcile thaws it, and says so.
             if !frozen {
                 self.svc.metrics.cold_starts.inc();
-                self.svc.events.emit(
-                    &self.svc.name,
+                self.svc.emit(
                     "cold_start",
                     format!("request arrived with no instance of {revision}: starting one now"),
                     json!({ "queued": queued, "revision": revision }),
@@ -76,7 +75,7 @@ impl Controller {
 
     /// Each serving revision's autoscaler decides on its own load.
     pub(super) fn decide(&mut self) {
-        if !self.managed() || self.svc.is_paused() || self.stopping {
+        if !self.managed() || self.svc.is_paused() || self.stopping || !self.svc.remote.acting() {
             return;
         }
         let cfg = self.svc.config.load_full();
@@ -85,11 +84,13 @@ impl Controller {
         for revision in revisions {
             let in_flight = self.in_flight_of(&revision);
             let ready = self.ready_count(&revision);
+            let remote = self.svc.remote.load_of(&revision);
             let Some(s) = self.serving_mut(&revision) else {
                 continue;
             };
             let idle = in_flight == 0
                 && s.lane.queued() == 0
+                && remote.in_flight + remote.queued == 0
                 && s.lane.quiet_for() >= cfg.scaling.idle_timeout;
             let current = s.desired;
             let d = s.autoscaler.decide(now, &cfg.scaling, current, ready, idle);
@@ -126,8 +127,7 @@ impl Controller {
             f.extend(extra);
         }
         let split = self.serving.len() > 1;
-        self.svc.events.emit(
-            &self.svc.name,
+        self.svc.emit(
             "scale",
             if split {
                 format!("desired instances of {revision} {from} -> {to} ({why})")
@@ -142,7 +142,8 @@ impl Controller {
     /// Starts, cancels or drains each serving revision's instances until their count matches
     /// its desired one (the decision is the pure reconciler's).
     pub(super) fn reconcile(&mut self) {
-        if self.stopping {
+        // A cluster replica that does not lead starts and stops nothing: the leader does.
+        if self.stopping || !self.svc.remote.acting() {
             return;
         }
         let mut work = Vec::new();
@@ -208,8 +209,7 @@ impl Controller {
         }
         start.cancel.cancel();
         self.sync_starting();
-        self.svc.events.emit(
-            &self.svc.name,
+        self.svc.emit(
             "start_cancelled",
             format!("cancelling the start of instance {id} ({why})"),
             json!({ "instance": id, "reason": why }),
@@ -242,8 +242,7 @@ impl Controller {
         inst.set_state(InstanceState::Draining);
         self.publish();
         let cfg = self.svc.config.load_full();
-        self.svc.events.emit(
-            &self.svc.name,
+        self.svc.emit(
             "instance_draining",
             format!(
                 "draining instance {id} ({why}), {} in flight",
@@ -255,10 +254,18 @@ impl Controller {
         let (drain_timeout, grace) = (cfg.deploy.drain_timeout, cfg.deploy.stop_grace);
         let svc = self.svc.clone();
         self.tasks.spawn(async move {
-            if tokio::time::timeout(drain_timeout, inst.wait_idle()).await.is_err() {
-                svc.events.emit(
-                    &svc.name,
-                    "drain_timeout",
+            // In a cluster the other replicas drop it from their pools first, then finish
+            // their own requests at it.
+            let delay = svc.remote.drain_delay();
+            let elsewhere = async {
+                tokio::time::sleep(delay).await;
+                while svc.remote.in_flight_at(&inst.id) > 0 {
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+                inst.wait_idle().await
+            };
+            if tokio::time::timeout(drain_timeout, elsewhere).await.is_err() {
+                svc.emit("drain_timeout",
                     format!("instance {} still had {} in flight after drain_timeout {drain_timeout:?}; stopping it", inst.id, inst.in_flight()),
                     json!({ "instance": inst.id, "in_flight": inst.in_flight() }),
                 );

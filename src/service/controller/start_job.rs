@@ -97,8 +97,7 @@ impl StartJob {
                 true
             }
             Err(why) => {
-                self.svc.events.emit(
-                    &self.svc.name,
+                self.svc.emit(
                     "thaw_failed",
                     format!("cannot thaw instance {id}: {why}; starting a new one"),
                     json!({ "instance": id, "reason": why }),
@@ -234,8 +233,7 @@ pub(super) fn note_probe_failure(
 ) {
     lane.probe_failure.store(Arc::new(error.to_string()));
     if probe::is_http_refusal(health, error) && !said.swap(true, SeqCst) {
-        svc.events.emit(
-            &svc.name,
+        svc.emit(
             "probe_failing",
             format!(
                 "instance {id} answers, but its probe {error}; it takes no traffic until the probe \

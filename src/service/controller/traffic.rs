@@ -41,8 +41,7 @@ impl Controller {
         if let Err(e) =
             check(&self.svc.name, &traffic).and_then(|()| self.apply_traffic(&traffic, None))
         {
-            self.svc.events.emit(
-                &self.svc.name,
+            self.svc.emit(
                 "traffic_invalid",
                 format!(
                     "{e}; all traffic goes to the latest revision {}",
@@ -93,8 +92,7 @@ impl Controller {
                 format!("{} {}%{tags}", s.revision.id, s.percent)
             })
             .collect();
-        self.svc.events.emit(
-            &self.svc.name,
+        self.svc.emit(
             "traffic_changed",
             format!("traffic ({trigger}): {}", summary.join(", ")),
             json!({ "traffic": shares, "trigger": trigger, "draining": drained }),
