@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed, Ordering::SeqCst};
 use std::time::Duration;
 
 /// Requests elsewhere at one revision, summed over the other replicas.
@@ -59,14 +59,15 @@ impl Remote {
 
     pub fn set_replicas(&self, n: usize) {
         self.replicas
-            .store(n.clamp(1, u32::MAX as usize) as u32, SeqCst);
+            .store(n.clamp(1, u32::MAX as usize) as u32, Relaxed);
     }
 
     /// This replica's share of a per-instance limit: with N replicas each enforces
     /// `ceil(max / N)` on its own requests, so an instance gets about `max` in all (a little
     /// more when N does not divide it; the sidecar mode is the exact way).
     pub fn share_of(&self, max: u32) -> u32 {
-        max.div_ceil(self.replicas.load(SeqCst).max(1))
+        // Read on every acquire: a plain load; a count a second late is still a fair share.
+        max.div_ceil(self.replicas.load(Relaxed).max(1))
     }
 
     pub fn load_of(&self, revision: &str) -> Load {
