@@ -31,10 +31,18 @@ struct Name {
     ari_next: Option<SystemTime>,
 }
 
+#[derive(Clone)]
 struct Held {
     issuer: String,
     not_after: SystemTime,
     leaf: rustls_pki_types::CertificateDer<'static>,
+}
+
+/// A certificate that passed the checks, not yet served.
+struct Checked {
+    key: Arc<rustls::sign::CertifiedKey>,
+    held: Held,
+    renew: SystemTime,
 }
 
 pub(super) struct Manager {
@@ -156,6 +164,13 @@ impl Manager {
 
     /// Serves a PEM bundle (key and chain) for `name` from the next handshake on.
     fn serve(&self, name: &str, pem: &[u8]) -> Result<(Held, SystemTime), String> {
+        let checked = self.check(name, pem)?;
+        self.install(name, &checked);
+        Ok((checked.held, checked.renew))
+    }
+
+    /// Checks a PEM bundle for `name` without serving it.
+    fn check(&self, name: &str, pem: &[u8]) -> Result<Checked, String> {
         let key = self.responders.store.certified_key(pem, pem, false)?;
         let leaf = key.cert.first().ok_or("no certificate")?.clone();
         let d = describe(&leaf)?;
@@ -167,19 +182,25 @@ impl Manager {
         if d.not_after <= SystemTime::now() {
             return Err("the certificate has expired".into());
         }
-        self.responders.store.set_issued(name, Some(Arc::new(key)));
-        self.expiry
-            .with_label_values(&[name])
-            .set(unix(d.not_after) as i64);
         let renew = renew_at(d.not_before, d.not_after);
-        Ok((
-            Held {
+        Ok(Checked {
+            key: Arc::new(key),
+            held: Held {
                 issuer: d.issuer,
                 not_after: d.not_after,
                 leaf,
             },
             renew,
-        ))
+        })
+    }
+
+    fn install(&self, name: &str, checked: &Checked) {
+        self.responders
+            .store
+            .set_issued(name, Some(checked.key.clone()));
+        self.expiry
+            .with_label_values(&[name])
+            .set(unix(checked.held.not_after) as i64);
     }
 
     pub(super) async fn run(
@@ -258,7 +279,8 @@ impl Manager {
             }),
         };
         match outcome {
-            Ok((held, renew)) => {
+            Ok(checked) => {
+                let (held, renew) = (checked.held.clone(), checked.renew);
                 let message = format!(
                     "{} certificate for {name} from {}, valid until {} (unix), renewal due at {} (unix)",
                     if renewal { "renewed the" } else { "issued a" },
@@ -289,6 +311,9 @@ impl Manager {
                     n.last_error = None;
                     n.ari_next = ari_next;
                 }
+                // The status says "issued" before the first handshake can present it.
+                self.publish();
+                self.install(name, &checked);
             }
             Err(failure) => {
                 let Some(n) = self.names.get_mut(name) else {
@@ -354,14 +379,14 @@ impl Manager {
         }
     }
 
-    async fn order(&mut self, name: &str) -> Result<(Held, SystemTime), Failure> {
+    async fn order(&mut self, name: &str) -> Result<Checked, Failure> {
         let account = self.account().await?;
         let issued = order(&account, name, &self.config.challenges, &self.responders).await?;
         let mut bundle = issued.key_pem.into_bytes();
         bundle.extend_from_slice(issued.chain_pem.as_bytes());
         // Checked before it is kept: a malformed answer from the CA must not replace a good
         // stored certificate.
-        let served = self.serve(name, &bundle).map_err(|detail| Failure {
+        let checked = self.check(name, &bundle).map_err(|detail| Failure {
             problem: None,
             detail: format!("the CA's certificate is unusable: {detail}"),
         })?;
@@ -377,7 +402,7 @@ impl Manager {
                 json!({ "name": name, "detail": e.to_string() }),
             );
         }
-        Ok(served)
+        Ok(checked)
     }
 
     fn fail_event(&self, name: &str, failure: &Failure, retry: Option<SystemTime>) {
