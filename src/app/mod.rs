@@ -116,8 +116,8 @@ impl App {
             None => None,
         };
         let state_file = match &config.state_file {
-            // A cluster's revisions are the leader's, not a file's on each replica.
-            _ if cluster.is_some() => None,
+            // A cluster's revisions are the leader's, kept in etcd, not a file's on each replica.
+            _ if cluster.is_some() => Some(crate::service::state::StateFile::in_memory()),
             Some(path) => {
                 Some(crate::service::state::StateFile::open(path).map_err(BuildError::Config)?)
             }

@@ -15,6 +15,7 @@ use crate::runtime::docker::DockerEngine;
 use crate::runtime::swarm::SwarmEngine;
 use crate::service::Service;
 use crate::service::controller::{Controller, SourceFactory};
+use crate::service::state::Resumed;
 
 /// What the admin API, the reloader and the listeners share.
 pub struct State {
@@ -36,7 +37,8 @@ pub struct State {
     pub cert_store: Option<crate::tls::CertStore>,
     /// Certificates ordered from an ACME CA (`[proxy.tls.acme]`).
     pub acme: Option<crate::tls::acme::Acme>,
-    /// Revisions that outlive a restart; `None` without a config file.
+    /// Revisions that outlive a restart; `None` without a config file. In a cluster it is kept
+    /// in memory and the leader copies it to etcd (`cluster::store`).
     pub state_file: Option<Arc<crate::service::state::StateFile>>,
     /// With `[cluster]`: this replica's membership (see `src/cluster/`).
     pub cluster: Option<Arc<crate::cluster::Cluster>>,
@@ -101,6 +103,13 @@ impl State {
             .unwrap_or_else(|p| p.into_inner())
             .as_ref()
         {
+            // The instances to adopt run the live revisions the previous leader recorded.
+            let live: Vec<ServiceConfig> = config
+                .services
+                .iter()
+                .map(|sc| self.resumed(sc).1)
+                .collect();
+            engine.expect(&live.iter().collect::<Vec<_>>());
             // Another leader may have started and stopped containers since this one last looked.
             engine.forget_sweep();
         }
@@ -112,14 +121,17 @@ impl State {
             let Some(sc) = config.services.iter().find(|s| s.name == svc.name) else {
                 continue;
             };
-            let source = match factory(sc) {
+            // The state the previous leader left (loaded from etcd): its live revision runs.
+            let (resumed, live) = self.resumed(sc);
+            let source = match factory(&live) {
                 Ok(s) => s,
                 Err(e) => {
                     tracing::error!("cluster: cannot run service `{}`: {e}", svc.name);
                     continue;
                 }
             };
-            let controller = Controller::new(svc.clone(), source, factory.clone());
+            svc.config.store(Arc::new(live));
+            let controller = self.controller(svc.clone(), source, &factory, resumed);
             if let Some(old) = c
                 .running
                 .insert(svc.name.clone(), tokio::spawn(controller.run(stop.clone())))
@@ -144,24 +156,10 @@ impl State {
         sc: &ServiceConfig,
         factory: &SourceFactory,
     ) -> Result<Arc<Service>, String> {
-        let resumed = self
-            .state_file
-            .as_ref()
-            .and_then(|f| f.service(&sc.name))
-            .and_then(|saved| saved.resume(sc));
-        let live = match resumed.as_ref().and_then(|r| r.history.last()) {
-            Some(r) => r.config.as_ref().clone(),
-            None => sc.clone(),
-        };
+        let (resumed, live) = self.resumed(sc);
         let source = factory(&live)?;
         let svc = Service::new(live, self.metrics.service(&sc.name), self.events.clone());
-        let mut controller = Controller::new(svc.clone(), source, factory.clone());
-        if let Some(resumed) = resumed {
-            controller = controller.resumed_from(resumed);
-        }
-        if let Some(store) = &self.state_file {
-            controller = controller.persist_to(store.clone());
-        }
+        let controller = self.controller(svc.clone(), source, factory, resumed);
         let mut c = self.controllers.lock().unwrap_or_else(|p| p.into_inner());
         match c.stop.clone() {
             Some(stop) => {
@@ -171,6 +169,39 @@ impl State {
             None => c.pending.push(controller),
         }
         Ok(svc)
+    }
+
+    /// What the state holds of `sc` (the service as the file has it), and the config its live
+    /// revision runs.
+    fn resumed(&self, sc: &ServiceConfig) -> (Option<Resumed>, ServiceConfig) {
+        let resumed = self
+            .state_file
+            .as_ref()
+            .and_then(|f| f.service(&sc.name))
+            .and_then(|saved| saved.resume(sc));
+        let live = match resumed.as_ref().and_then(|r| r.history.last()) {
+            Some(r) => r.config.as_ref().clone(),
+            None => sc.clone(),
+        };
+        (resumed, live)
+    }
+
+    /// `svc`'s controller, resumed from `resumed` and recording to the state from now on.
+    fn controller(
+        &self,
+        svc: Arc<Service>,
+        source: crate::service::controller::Source,
+        factory: &SourceFactory,
+        resumed: Option<Resumed>,
+    ) -> Controller {
+        let mut controller = Controller::new(svc, source, factory.clone());
+        if let Some(resumed) = resumed {
+            controller = controller.resumed_from(resumed);
+        }
+        if let Some(store) = &self.state_file {
+            controller = controller.persist_to(store.clone());
+        }
+        controller
     }
 
     /// Drains and stops a service that left the config, then forgets its metrics.

@@ -10,10 +10,10 @@ use bytes::Bytes;
 use http::Method;
 use tokio_util::sync::CancellationToken;
 
-use super::Cluster;
 use super::etcd::{KeyValue, WatchEvent};
 use super::fleet;
 use super::internal::Wake;
+use super::{Cluster, store};
 use crate::State;
 use crate::service::Service;
 
@@ -63,7 +63,8 @@ pub(super) async fn run(cluster: Arc<Cluster>, state: Arc<State>, stop: Cancella
     for svc in state.services.load().iter() {
         tokio::spawn(wake_leader(cluster.clone(), svc.clone(), stop.clone()));
     }
-    let prefix = cluster.key("fleet/");
+    // The fleet views and the stored state, one watch for both.
+    let prefix = cluster.key("");
     loop {
         // Listed, then watched from just after: no change falls in between.
         let from = match cluster.etcd.get_prefix(&prefix).await {
@@ -72,11 +73,12 @@ pub(super) async fn run(cluster: Arc<Cluster>, state: Arc<State>, stop: Cancella
                 for kv in &kvs {
                     apply_kv(&cluster, &state, kv);
                 }
+                store::apply_listed(&cluster, &state, &kvs);
                 revision + 1
             }
             Err(e) => {
                 cluster.etcd_reachable(false);
-                tracing::debug!("cluster: cannot list the fleet: {e}");
+                tracing::debug!("cluster: cannot list the fleet and the state: {e}");
                 tokio::select! {
                     _ = stop.cancelled() => return,
                     _ = tokio::time::sleep(Duration::from_millis(200)) => continue,
@@ -101,13 +103,19 @@ pub(super) async fn run(cluster: Arc<Cluster>, state: Arc<State>, stop: Cancella
             match events {
                 Ok(events) => {
                     for e in events {
-                        if let WatchEvent::Put(kv) = e {
-                            apply_kv(&cluster, &state, &kv);
+                        match e {
+                            WatchEvent::Put(kv) => {
+                                apply_kv(&cluster, &state, &kv);
+                                store::apply(&cluster, &state, &kv.key, Some(&kv.value));
+                            }
+                            WatchEvent::Deleted { key, .. } => {
+                                store::apply(&cluster, &state, &key, None)
+                            }
                         }
                     }
                 }
                 Err(e) => {
-                    tracing::debug!("cluster: the fleet watch ended: {e}");
+                    tracing::debug!("cluster: the watch of the fleet and the state ended: {e}");
                     break;
                 }
             }

@@ -5,7 +5,8 @@
 //! `etcd/` speaks to etcd; `lease` keeps this replica's lease; `leader` campaigns and fences;
 //! `members` registers and lists the replicas; `internal` is the endpoint they call each other
 //! on; `demand` sums their load; `fleet` is the published view; `publish` (leader) and `follow`
-//! (followers) keep it; `roles` runs or stops this replica's controllers as leadership moves.
+//! (followers) keep it; `store` keeps revisions, deployments, traffic and pins in etcd; `roles`
+//! runs or stops this replica's controllers as leadership moves.
 
 pub mod demand;
 pub mod etcd;
@@ -17,10 +18,11 @@ pub mod lease;
 pub mod members;
 mod publish;
 mod roles;
+mod store;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering::SeqCst};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -59,6 +61,12 @@ pub struct Cluster {
     pub(crate) views: std::sync::Mutex<HashMap<String, fleet::FleetView>>,
     /// Set while this replica routes by the published views (no controller of its own runs).
     pub(crate) following: AtomicBool,
+    /// What `{prefix}/state/` holds, by service, as last read or written.
+    pub(crate) stored: std::sync::Mutex<HashMap<String, Vec<u8>>>,
+    /// The lease under which this replica last loaded the stored state to lead (0: none); its
+    /// writer writes nothing before.
+    pub(crate) loaded_for: AtomicI64,
+    pub(crate) lead_loaded: tokio::sync::Notify,
 }
 
 /// `GET /v1/cluster`.
@@ -112,6 +120,9 @@ impl Cluster {
             gauges: metrics.cluster(),
             views: std::sync::Mutex::new(HashMap::new()),
             following: AtomicBool::new(true),
+            stored: std::sync::Mutex::new(HashMap::new()),
+            loaded_for: AtomicI64::new(0),
+            lead_loaded: tokio::sync::Notify::new(),
         }))
     }
 
@@ -237,18 +248,20 @@ impl Cluster {
         }
         tokio::spawn(follow::run(self.clone(), state.clone(), stop.clone()));
         tokio::spawn(publish::run(self.clone(), state.clone(), stop.clone()));
+        tokio::spawn(store::run(self.clone(), state.clone(), stop.clone()));
         tokio::spawn(pull_demand(self.clone(), state.clone(), stop.clone()));
         tokio::spawn(roles::run(self.clone(), state, stop));
     }
 
-    /// Reads the fleet views once and routes by them: a replica that starts (or comes back)
+    /// Reads the fleet views (and the stored state) once and routes by them: a replica that starts (or comes back)
     /// serves what the fleet is, not nothing. Returns whether etcd answered.
     pub async fn catch_up(&self, state: &State) -> bool {
-        match self.etcd.get_prefix(&self.key("fleet/")).await {
+        match self.etcd.get_prefix(&self.key("")).await {
             Ok((kvs, _)) => {
-                for kv in kvs {
-                    follow::apply_kv(self, state, &kv);
+                for kv in &kvs {
+                    follow::apply_kv(self, state, kv);
                 }
+                store::apply_listed(self, state, &kvs);
                 true
             }
             Err(e) => {

@@ -196,8 +196,11 @@ struct Document {
 /// The state file and its contents in memory. Writes are rare (a switch, a reload) and small,
 /// so they happen in place under the lock, which also keeps them in order.
 pub struct StateFile {
-    path: PathBuf,
+    /// `None`: kept in memory only (a cluster replica, whose leader keeps it in etcd).
+    path: Option<PathBuf>,
     doc: Mutex<Document>,
+    /// Told after every change (a cluster leader copies the state to etcd).
+    changed: tokio::sync::Notify,
 }
 
 impl StateFile {
@@ -242,9 +245,44 @@ impl StateFile {
             Err(e) => return Err(error(None, format!("cannot read the state file: {e}"))),
         };
         Ok(Arc::new(StateFile {
-            path: path.to_path_buf(),
+            path: Some(path.to_path_buf()),
             doc: Mutex::new(doc),
+            changed: tokio::sync::Notify::new(),
         }))
+    }
+
+    /// An empty state that no file backs.
+    pub fn in_memory() -> Arc<StateFile> {
+        Arc::new(StateFile {
+            path: None,
+            doc: Mutex::new(Document {
+                version: VERSION,
+                services: BTreeMap::new(),
+            }),
+            changed: tokio::sync::Notify::new(),
+        })
+    }
+
+    /// Resolves after the next change (or at once if one happened since the last wait).
+    pub async fn changed(&self) {
+        self.changed.notified().await
+    }
+
+    /// Every service's state, as it is now.
+    pub fn services(&self) -> BTreeMap<String, ServiceState> {
+        self.lock().services.clone()
+    }
+
+    /// Sets (or, with `None`, forgets) a service's state as another replica recorded it.
+    pub fn set_service(&self, name: &str, state: Option<ServiceState>) {
+        self.change(|doc| match state {
+            Some(s) => {
+                doc.services.insert(name.to_string(), s);
+            }
+            None => {
+                doc.services.remove(name);
+            }
+        });
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Document> {
@@ -298,8 +336,12 @@ impl StateFile {
     }
 
     fn write(&self, doc: &Document) {
-        if let Err(e) = write_atomically(&self.path, doc) {
-            tracing::error!(file = %self.path.display(), "cannot write the state file: {e}");
+        self.changed.notify_one();
+        let Some(path) = &self.path else {
+            return;
+        };
+        if let Err(e) = write_atomically(path, doc) {
+            tracing::error!(file = %path.display(), "cannot write the state file: {e}");
         }
     }
 }

@@ -40,6 +40,7 @@ impl DockerEngine {
                 let grace = self
                     .core
                     .known
+                    .load()
                     .get(service)
                     .map_or(UNKNOWN_STOP_GRACE, |e| e.stop_grace);
                 self.retire(&docker, c.id, c.name, Some(grace)).await;

@@ -73,6 +73,15 @@ impl DockerEngine {
         engine
     }
 
+    /// What the instances of `services` must look like to be adopted from now on (a cluster
+    /// replica that takes the lead: the live revisions are the ones the previous leader ran).
+    pub fn expect(&self, services: &[&ServiceConfig]) {
+        let known = expected(services, ImageRuntime::Docker, |img, svc| {
+            spec_fingerprint(&self.cfg, img, &svc.env)
+        });
+        self.core.known.store(Arc::new(known));
+    }
+
     /// Reports the exit (first reason wins) and, when `forget`, stops tracking the container.
     pub(super) fn report_exit(&self, id: &str, reason: impl FnOnce(&str) -> String, forget: bool) {
         self.core.watched.report(id, reason, |_| forget);

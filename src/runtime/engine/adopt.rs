@@ -94,8 +94,9 @@ impl EngineCore {
         // The image id each known service's tag names now; `None` when it cannot be resolved,
         // in which case a matching spec is enough (better the instance we have than none).
         let mut images = HashMap::new();
+        let known = self.known.load_full();
         if rules.adopting {
-            for (service, exp) in &self.known {
+            for (service, exp) in known.iter() {
                 images.insert(service.clone(), self.image_id(&exp.image).await);
             }
         }
@@ -106,7 +107,7 @@ impl EngineCore {
                 continue;
             }
             let service = l.labels.get(LABEL_SERVICE).cloned().unwrap_or_default();
-            let expected = self.known.get(&service);
+            let expected = known.get(&service);
             match verdict(&l, &service, expected, &images, rules) {
                 Ok((instance, current)) => candidates.entry(service).or_default().push(Candidate {
                     id: l.id,

@@ -38,8 +38,9 @@ pub struct EngineCore {
     client: OnceCell<Docker>,
     /// This wakeway's instances: their exits are reported to their controllers.
     pub(crate) watched: Watchlist,
-    /// Per service, what its instances must look like to be adopted.
-    pub(crate) known: HashMap<String, Expected>,
+    /// Per service, what its instances must look like to be adopted (replaced when a cluster
+    /// replica takes the lead: the live revisions are then the stored state's).
+    pub(crate) known: arc_swap::ArcSwap<HashMap<String, Expected>>,
     /// The one look at leftovers: adoption candidates are set aside, the rest removed.
     pub(crate) swept: arc_swap::ArcSwap<OnceCell<()>>,
     pub(crate) candidates: Mutex<HashMap<String, Vec<Candidate>>>,
@@ -65,7 +66,7 @@ impl EngineCore {
             endpoint,
             client: OnceCell::new(),
             watched: Watchlist::default(),
-            known,
+            known: arc_swap::ArcSwap::from_pointee(known),
             swept: arc_swap::ArcSwap::from_pointee(OnceCell::new()),
             candidates: Mutex::new(HashMap::new()),
             exiting: AtomicBool::new(false),

@@ -338,15 +338,22 @@ impl Controller {
             self.publish();
         } else {
             let adopted = self.adopt().await;
-            let min = self.svc.config.load().scaling.min_instances;
+            let scaling = self.svc.config.load().scaling.clone();
+            let min = scaling.min_instances;
             // Adopted instances run the latest revision; they count toward its desired count.
             let latest = self.revision.id.clone();
+            let now = Instant::now();
             for s in &mut self.serving {
                 s.desired = if s.revision.id == latest {
                     min.max(adopted)
                 } else {
                     min
                 };
+                if s.revision.id == latest && adopted > min {
+                    // The fleet is taken as it is (a new cluster leader, a restart): an empty
+                    // window would scale it down, then up again, before it saw the load.
+                    s.autoscaler.scaled_up(now, scaling.stable_window);
+                }
             }
             self.sync_desired();
             self.reconcile();
