@@ -97,13 +97,16 @@ impl Fleet {
         .await;
     }
 
-    /// SIGKILLs the leader; returns the new one once a live replica leads (within `limit`).
+    /// SIGKILLs the leader; returns the new one once a live replica leads (within `limit`) and
+    /// the others know it.
     async fn kill_leader(&mut self, limit: Duration) -> usize {
         let old = self.replicas[self.leader].name.clone();
         self.replicas[self.leader].w.proc.signal(libc::SIGKILL);
         self.dead.push(self.leader);
         let live: Vec<usize> = (0..3).filter(|i| !self.dead.contains(i)).collect();
         let (new, took) = new_leader_within(&self.replicas, &live, &old, limit).await;
+        // Every live replica knows it before the test goes on through them.
+        assert_eq!(agreed_leader(&self.replicas, &live).await, new);
         self.leader = new;
         eprintln!(
             "MEASURED leader fail-over: {} leads {took:?} after the SIGKILL (lease 3s)",

@@ -212,33 +212,24 @@ impl Client {
         }
     }
 
-    pub async fn get(&self, key: &str) -> Result<Option<KeyValue>> {
+    /// The keys from `key` up to `range_end` (empty: `key` alone).
+    async fn range(&self, key: &str, range_end: Vec<u8>) -> Result<RangeResponse> {
         self.counters.reads.fetch_add(1, Relaxed);
-        let r: RangeResponse = self
-            .unary(
-                "/etcdserverpb.KV/Range",
-                &RangeRequest {
-                    key: key.as_bytes().to_vec(),
-                    ..Default::default()
-                },
-            )
-            .await?;
-        Ok(r.kvs.into_iter().next())
+        let req = RangeRequest {
+            key: key.as_bytes().to_vec(),
+            range_end,
+            ..Default::default()
+        };
+        self.unary("/etcdserverpb.KV/Range", &req).await
+    }
+
+    pub async fn get(&self, key: &str) -> Result<Option<KeyValue>> {
+        Ok(self.range(key, Vec::new()).await?.kvs.into_iter().next())
     }
 
     /// Every key under `prefix`, and the store's revision they were read at.
     pub async fn get_prefix(&self, prefix: &str) -> Result<(Vec<KeyValue>, i64)> {
-        self.counters.reads.fetch_add(1, Relaxed);
-        let r: RangeResponse = self
-            .unary(
-                "/etcdserverpb.KV/Range",
-                &RangeRequest {
-                    key: prefix.as_bytes().to_vec(),
-                    range_end: prefix_end(prefix.as_bytes()),
-                    ..Default::default()
-                },
-            )
-            .await?;
+        let r = self.range(prefix, prefix_end(prefix.as_bytes())).await?;
         let revision = r.header.map_or(0, |h| h.revision);
         Ok((r.kvs, revision))
     }
@@ -431,7 +422,7 @@ pub mod txn {
 
     pub fn put(key: &str, value: Vec<u8>, lease: i64) -> RequestOp {
         RequestOp {
-            request: Some(request_op::Request::Put(PutRequest {
+            request: Some(request_op::Op::Put(PutRequest {
                 key: key.as_bytes().to_vec(),
                 value,
                 lease,
@@ -441,7 +432,7 @@ pub mod txn {
 
     pub fn delete(key: &str) -> RequestOp {
         RequestOp {
-            request: Some(request_op::Request::DeleteRange(DeleteRangeRequest {
+            request: Some(request_op::Op::DeleteRange(DeleteRangeRequest {
                 key: key.as_bytes().to_vec(),
                 range_end: Vec::new(),
             })),
@@ -450,7 +441,7 @@ pub mod txn {
 
     pub fn get(key: &str) -> RequestOp {
         RequestOp {
-            request: Some(request_op::Request::Range(RangeRequest {
+            request: Some(request_op::Op::Range(RangeRequest {
                 key: key.as_bytes().to_vec(),
                 ..Default::default()
             })),
@@ -462,7 +453,7 @@ pub mod txn {
         resp.responses
             .iter()
             .filter_map(|r| match &r.response {
-                Some(response_op::Response::Range(r)) => Some(r.kvs.iter()),
+                Some(response_op::Op::Range(r)) => Some(r.kvs.iter()),
                 _ => None,
             })
             .flatten()

@@ -72,41 +72,47 @@ pub struct DeleteRangeResponse {
     pub deleted: i64,
 }
 
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct RequestOp {
-    #[prost(oneof = "request_op::Request", tags = "1, 2, 3")]
-    pub request: Option<request_op::Request>,
+/// `RequestOp` and `ResponseOp`: a range, a put or a delete-range, asked or answered.
+macro_rules! op {
+    ($op:ident, $field:ident, $module:ident, $oneof:tt, $range:ident, $put:ident, $delete:ident) => {
+        #[derive(Clone, PartialEq, prost::Message)]
+        pub struct $op {
+            #[prost(oneof = $oneof, tags = "1, 2, 3")]
+            pub $field: Option<$module::Op>,
+        }
+
+        pub mod $module {
+            #[derive(Clone, PartialEq, prost::Oneof)]
+            pub enum Op {
+                #[prost(message, tag = "1")]
+                Range(super::$range),
+                #[prost(message, tag = "2")]
+                Put(super::$put),
+                #[prost(message, tag = "3")]
+                DeleteRange(super::$delete),
+            }
+        }
+    };
 }
 
-pub mod request_op {
-    #[derive(Clone, PartialEq, prost::Oneof)]
-    pub enum Request {
-        #[prost(message, tag = "1")]
-        Range(super::RangeRequest),
-        #[prost(message, tag = "2")]
-        Put(super::PutRequest),
-        #[prost(message, tag = "3")]
-        DeleteRange(super::DeleteRangeRequest),
-    }
-}
-
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct ResponseOp {
-    #[prost(oneof = "response_op::Response", tags = "1, 2, 3")]
-    pub response: Option<response_op::Response>,
-}
-
-pub mod response_op {
-    #[derive(Clone, PartialEq, prost::Oneof)]
-    pub enum Response {
-        #[prost(message, tag = "1")]
-        Range(super::RangeResponse),
-        #[prost(message, tag = "2")]
-        Put(super::PutResponse),
-        #[prost(message, tag = "3")]
-        DeleteRange(super::DeleteRangeResponse),
-    }
-}
+op!(
+    RequestOp,
+    request,
+    request_op,
+    "request_op::Op",
+    RangeRequest,
+    PutRequest,
+    DeleteRangeRequest
+);
+op!(
+    ResponseOp,
+    response,
+    response_op,
+    "response_op::Op",
+    RangeResponse,
+    PutResponse,
+    DeleteRangeResponse
+);
 
 /// `Compare.CompareResult`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, prost::Enumeration)]
