@@ -277,6 +277,35 @@ async fn a_cold_start_through_a_follower_wakes_the_service_once_for_every_replic
     eprintln!(
         "MEASURED cold start: through a follower {through_follower:?}, through the leader {through_leader:?}"
     );
+    console_shows_the_cluster(&f, follower).await;
+}
+
+/// The console of replica `at` shows the cluster: itself, who leads, the three members.
+async fn console_shows_the_cluster(f: &Fleet, at: usize) {
+    let Some(exe) = common::chromium::chromium() else {
+        return;
+    };
+    let url = format!("http://{}/", f.replicas[at].w.admin);
+    let html = common::chromium::dump_dom(&exe, &url, 3000).await;
+    let panel = common::chromium::element(&html, "id=\"cluster\"").expect("a cluster panel");
+    assert!(
+        common::chromium::attribute(panel, "hidden").is_none(),
+        "shown: {panel}"
+    );
+    let (me, leader) = (&f.replicas[at].name, &f.replicas[f.leader].name);
+    assert!(panel.contains(&format!("this replica: {me}")), "{panel}");
+    assert!(panel.contains(&format!("{leader} leads")), "{panel}");
+    for rep in &f.replicas {
+        let row = common::chromium::element(panel, &format!("data-member=\"{}\"", rep.name))
+            .unwrap_or_else(|| panic!("a row of {}: {panel}", rep.name));
+        let role = if rep.name == *leader {
+            "leader"
+        } else {
+            "follower"
+        };
+        assert!(row.contains(role), "{row}");
+        assert!(row.contains("s ago") && row.contains('%'), "{row}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -50,6 +50,13 @@ async fn the_console_opens_with_full_charts_the_split_the_failed_deploy_and_outp
         "{}",
         show("the token form is shown")
     );
+    // Alone (no `[cluster]`): no cluster panel.
+    let cluster = element(&html, "id=\"cluster\"").expect("the cluster panel");
+    assert!(
+        attribute(cluster, "hidden").is_some(),
+        "{}",
+        show("a cluster panel without [cluster]")
+    );
     let card =
         element(&html, "data-service=\"web\"").unwrap_or_else(|| panic!("{}", show("no card")));
     assert!(card.contains("web.localhost"), "{}", show("hosts"));

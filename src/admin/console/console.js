@@ -2,7 +2,7 @@
 // the history wakeway keeps of it, revisions and traffic, deployments, output and requests) and
 // the event log. Every action goes through the same JSON API as the CLI.
 
-import { Unauthorized, api, el, servicePath, setNote, setStatus, setToken, tokenFromFragment } from './page.js';
+import { Unauthorized, api, el, servicePath, setNote, setStatus, setToken, table, tokenFromFragment } from './page.js';
 import { fields } from './format.js';
 import { makeCard } from './card.js';
 
@@ -20,6 +20,8 @@ const state = {
   range: '10m',
   services: new Map(),
   polling: false,
+  // Whether this wakeway is a cluster replica (`GET /v1/cluster` answers); `null`: not asked.
+  clustered: null,
 };
 
 // One service's card and what the page has read of it so far.
@@ -173,6 +175,33 @@ function handle(e) {
   }
 }
 
+// A cluster replica: this replica, who leads, and each member with when it was last heard
+// from and its share of the requests served (as the leader last pulled them).
+async function refreshCluster() {
+  if (state.clustered === false) return;
+  let view;
+  try {
+    view = await api('GET', '/v1/cluster');
+  } catch (e) {
+    if (e instanceof Unauthorized) throw e;
+    // A wakeway that runs alone answers 404 and always will.
+    if (state.clustered === null) state.clustered = false;
+    return;
+  }
+  state.clustered = true;
+  document.getElementById('cluster').hidden = false;
+  const leads = view.leader ? `${view.leader} leads` : 'no leader: scaling and deploys paused';
+  const etcd = view.etcd_reachable ? '' : ' · etcd unreachable';
+  document.getElementById('cluster-summary').textContent = `this replica: ${view.name} · ${leads}${etcd}`;
+  const rows = view.members.map((m) => el('tr', { 'data-member': m.name },
+    el('td', {}, m.name + (m.name === view.name ? ' (this one)' : '')),
+    el('td', {}, m.leader ? 'leader' : 'follower'),
+    el('td', {}, `${(m.last_seen_ms / 1000).toFixed(1)} s ago`),
+    el('td', {}, `${Math.round(m.traffic_share * 100)}%`)));
+  document.getElementById('cluster-members').replaceChildren(
+    table(['member', 'role', 'last seen', 'share of traffic'], rows, 'no member listed'));
+}
+
 // One poll at a time (the loop's and a button's), so nothing read is added twice.
 let chain = Promise.resolve();
 function poll() {
@@ -185,6 +214,7 @@ async function pollOnce() {
   const [services, events] = await Promise.all([
     api('GET', '/v1/services'),
     api('GET', `/v1/events?after=${state.after}`),
+    refreshCluster(),
   ]);
   document.getElementById('login').hidden = true;
   await Promise.all(services.map(refresh));
