@@ -2,74 +2,53 @@
 //! out by hand with their field numbers: generating them would need `protoc` at build time.
 //! Fields wakeway never sets or reads are left out; protobuf skips unknown fields.
 
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct ResponseHeader {
-    #[prost(int64, tag = "3")]
-    pub revision: i64,
+/// Each message with its fields, their types and their `prost` attributes.
+macro_rules! messages {
+    ($($(#[$doc:meta])* $name:ident {
+        $($(#[$fdoc:meta])* $field:ident: $ty:ty = $attr:tt),* $(,)?
+    })*) => {
+        $(
+            $(#[$doc])*
+            #[derive(Clone, PartialEq, prost::Message)]
+            pub struct $name {
+                $($(#[$fdoc])* #[prost $attr] pub $field: $ty,)*
+            }
+        )*
+    };
 }
 
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct KeyValue {
-    #[prost(bytes = "vec", tag = "1")]
-    pub key: Vec<u8>,
-    #[prost(int64, tag = "2")]
-    pub create_revision: i64,
-    #[prost(int64, tag = "3")]
-    pub mod_revision: i64,
-    #[prost(bytes = "vec", tag = "5")]
-    pub value: Vec<u8>,
-    #[prost(int64, tag = "6")]
-    pub lease: i64,
-}
-
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct RangeRequest {
-    #[prost(bytes = "vec", tag = "1")]
-    pub key: Vec<u8>,
-    #[prost(bytes = "vec", tag = "2")]
-    pub range_end: Vec<u8>,
-    #[prost(int64, tag = "4")]
-    pub revision: i64,
-}
-
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct RangeResponse {
-    #[prost(message, optional, tag = "1")]
-    pub header: Option<ResponseHeader>,
-    #[prost(message, repeated, tag = "2")]
-    pub kvs: Vec<KeyValue>,
-}
-
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct PutRequest {
-    #[prost(bytes = "vec", tag = "1")]
-    pub key: Vec<u8>,
-    #[prost(bytes = "vec", tag = "2")]
-    pub value: Vec<u8>,
-    #[prost(int64, tag = "3")]
-    pub lease: i64,
-}
-
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct PutResponse {
-    #[prost(message, optional, tag = "1")]
-    pub header: Option<ResponseHeader>,
-}
-
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct DeleteRangeRequest {
-    #[prost(bytes = "vec", tag = "1")]
-    pub key: Vec<u8>,
-    #[prost(bytes = "vec", tag = "2")]
-    pub range_end: Vec<u8>,
-}
-
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct DeleteRangeResponse {
-    #[prost(message, optional, tag = "1")]
-    pub header: Option<ResponseHeader>,
-    #[prost(int64, tag = "2")]
-    pub deleted: i64,
+messages! {
+    ResponseHeader { revision: i64 = (int64, tag = "3") }
+    KeyValue {
+        key: Vec<u8> = (bytes = "vec", tag = "1"),
+        create_revision: i64 = (int64, tag = "2"),
+        mod_revision: i64 = (int64, tag = "3"),
+        value: Vec<u8> = (bytes = "vec", tag = "5"),
+        lease: i64 = (int64, tag = "6"),
+    }
+    RangeRequest {
+        key: Vec<u8> = (bytes = "vec", tag = "1"),
+        range_end: Vec<u8> = (bytes = "vec", tag = "2"),
+        revision: i64 = (int64, tag = "4"),
+    }
+    RangeResponse {
+        header: Option<ResponseHeader> = (message, optional, tag = "1"),
+        kvs: Vec<KeyValue> = (message, repeated, tag = "2"),
+    }
+    PutRequest {
+        key: Vec<u8> = (bytes = "vec", tag = "1"),
+        value: Vec<u8> = (bytes = "vec", tag = "2"),
+        lease: i64 = (int64, tag = "3"),
+    }
+    PutResponse { header: Option<ResponseHeader> = (message, optional, tag = "1") }
+    DeleteRangeRequest {
+        key: Vec<u8> = (bytes = "vec", tag = "1"),
+        range_end: Vec<u8> = (bytes = "vec", tag = "2"),
+    }
+    DeleteRangeResponse {
+        header: Option<ResponseHeader> = (message, optional, tag = "1"),
+        deleted: i64 = (int64, tag = "2"),
+    }
 }
 
 /// `RequestOp` and `ResponseOp`: a range, a put or a delete-range, asked or answered.
@@ -135,16 +114,14 @@ pub enum CompareTarget {
     Lease = 4,
 }
 
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct Compare {
-    #[prost(enumeration = "CompareResult", tag = "1")]
-    pub result: i32,
-    #[prost(enumeration = "CompareTarget", tag = "2")]
-    pub target: i32,
-    #[prost(bytes = "vec", tag = "3")]
-    pub key: Vec<u8>,
-    #[prost(oneof = "compare::TargetUnion", tags = "4, 5, 6, 7, 8")]
-    pub target_union: Option<compare::TargetUnion>,
+messages! {
+    Compare {
+        result: i32 = (enumeration = "CompareResult", tag = "1"),
+        target: i32 = (enumeration = "CompareTarget", tag = "2"),
+        key: Vec<u8> = (bytes = "vec", tag = "3"),
+        target_union: Option<compare::TargetUnion> =
+            (oneof = "compare::TargetUnion", tags = "4, 5, 6, 7, 8"),
+    }
 }
 
 pub mod compare {
@@ -163,79 +140,37 @@ pub mod compare {
     }
 }
 
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct TxnRequest {
-    #[prost(message, repeated, tag = "1")]
-    pub compare: Vec<Compare>,
-    #[prost(message, repeated, tag = "2")]
-    pub success: Vec<RequestOp>,
-    #[prost(message, repeated, tag = "3")]
-    pub failure: Vec<RequestOp>,
-}
-
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct TxnResponse {
-    #[prost(message, optional, tag = "1")]
-    pub header: Option<ResponseHeader>,
-    #[prost(bool, tag = "2")]
-    pub succeeded: bool,
-    #[prost(message, repeated, tag = "3")]
-    pub responses: Vec<ResponseOp>,
-}
-
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct LeaseGrantRequest {
-    #[prost(int64, tag = "1")]
-    pub ttl: i64,
-    #[prost(int64, tag = "2")]
-    pub id: i64,
-}
-
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct LeaseGrantResponse {
-    #[prost(message, optional, tag = "1")]
-    pub header: Option<ResponseHeader>,
-    #[prost(int64, tag = "2")]
-    pub id: i64,
-    #[prost(int64, tag = "3")]
-    pub ttl: i64,
-    #[prost(string, tag = "4")]
-    pub error: String,
-}
-
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct LeaseRevokeRequest {
-    #[prost(int64, tag = "1")]
-    pub id: i64,
-}
-
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct LeaseRevokeResponse {
-    #[prost(message, optional, tag = "1")]
-    pub header: Option<ResponseHeader>,
-}
-
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct LeaseKeepAliveRequest {
-    #[prost(int64, tag = "1")]
-    pub id: i64,
-}
-
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct LeaseKeepAliveResponse {
-    #[prost(message, optional, tag = "1")]
-    pub header: Option<ResponseHeader>,
-    #[prost(int64, tag = "2")]
-    pub id: i64,
-    /// Zero or less: the lease is gone.
-    #[prost(int64, tag = "3")]
-    pub ttl: i64,
-}
-
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct WatchRequest {
-    #[prost(oneof = "watch_request::RequestUnion", tags = "1")]
-    pub request_union: Option<watch_request::RequestUnion>,
+messages! {
+    TxnRequest {
+        compare: Vec<Compare> = (message, repeated, tag = "1"),
+        success: Vec<RequestOp> = (message, repeated, tag = "2"),
+        failure: Vec<RequestOp> = (message, repeated, tag = "3"),
+    }
+    TxnResponse {
+        header: Option<ResponseHeader> = (message, optional, tag = "1"),
+        succeeded: bool = (bool, tag = "2"),
+        responses: Vec<ResponseOp> = (message, repeated, tag = "3"),
+    }
+    LeaseGrantRequest { ttl: i64 = (int64, tag = "1"), id: i64 = (int64, tag = "2") }
+    LeaseGrantResponse {
+        header: Option<ResponseHeader> = (message, optional, tag = "1"),
+        id: i64 = (int64, tag = "2"),
+        ttl: i64 = (int64, tag = "3"),
+        error: String = (string, tag = "4"),
+    }
+    LeaseRevokeRequest { id: i64 = (int64, tag = "1") }
+    LeaseRevokeResponse { header: Option<ResponseHeader> = (message, optional, tag = "1") }
+    LeaseKeepAliveRequest { id: i64 = (int64, tag = "1") }
+    LeaseKeepAliveResponse {
+        header: Option<ResponseHeader> = (message, optional, tag = "1"),
+        id: i64 = (int64, tag = "2"),
+        /// Zero or less: the lease is gone.
+        ttl: i64 = (int64, tag = "3"),
+    }
+    WatchRequest {
+        request_union: Option<watch_request::RequestUnion> =
+            (oneof = "watch_request::RequestUnion", tags = "1"),
+    }
 }
 
 pub mod watch_request {
@@ -246,34 +181,22 @@ pub mod watch_request {
     }
 }
 
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct WatchCreateRequest {
-    #[prost(bytes = "vec", tag = "1")]
-    pub key: Vec<u8>,
-    #[prost(bytes = "vec", tag = "2")]
-    pub range_end: Vec<u8>,
-    #[prost(int64, tag = "3")]
-    pub start_revision: i64,
-    #[prost(bool, tag = "4")]
-    pub progress_notify: bool,
-}
-
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct WatchResponse {
-    #[prost(message, optional, tag = "1")]
-    pub header: Option<ResponseHeader>,
-    #[prost(int64, tag = "2")]
-    pub watch_id: i64,
-    #[prost(bool, tag = "3")]
-    pub created: bool,
-    #[prost(bool, tag = "4")]
-    pub canceled: bool,
-    #[prost(int64, tag = "5")]
-    pub compact_revision: i64,
-    #[prost(string, tag = "6")]
-    pub cancel_reason: String,
-    #[prost(message, repeated, tag = "11")]
-    pub events: Vec<Event>,
+messages! {
+    WatchCreateRequest {
+        key: Vec<u8> = (bytes = "vec", tag = "1"),
+        range_end: Vec<u8> = (bytes = "vec", tag = "2"),
+        start_revision: i64 = (int64, tag = "3"),
+        progress_notify: bool = (bool, tag = "4"),
+    }
+    WatchResponse {
+        header: Option<ResponseHeader> = (message, optional, tag = "1"),
+        watch_id: i64 = (int64, tag = "2"),
+        created: bool = (bool, tag = "3"),
+        canceled: bool = (bool, tag = "4"),
+        compact_revision: i64 = (int64, tag = "5"),
+        cancel_reason: String = (string, tag = "6"),
+        events: Vec<Event> = (message, repeated, tag = "11"),
+    }
 }
 
 /// `mvccpb.Event.EventType`.
@@ -284,10 +207,9 @@ pub enum EventType {
     Delete = 1,
 }
 
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct Event {
-    #[prost(enumeration = "EventType", tag = "1")]
-    pub r#type: i32,
-    #[prost(message, optional, tag = "2")]
-    pub kv: Option<KeyValue>,
+messages! {
+    Event {
+        r#type: i32 = (enumeration = "EventType", tag = "1"),
+        kv: Option<KeyValue> = (message, optional, tag = "2"),
+    }
 }
