@@ -243,14 +243,14 @@ async fn grpc_health_probe_gates_readiness() {
 async fn metrics_and_the_access_log_carry_the_method_and_grpc_status() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("access.log");
-    let wk = Wakeway::start_config(&format!(
-        "{LISTEN_ANY}\n[log]\naccess = {:?}\naccess_format = \"json\"\n{}",
-        log.display().to_string(),
-        grpc_service(
+    let wk = Wakeway::start_config(&access_log_config(
+        &log,
+        "access_format = \"json\"",
+        &grpc_service(
             "api",
             "[service.scaling]\nmax_instances = 1\nmax_concurrency = 1\n\
-                      target_concurrency = 1"
-        )
+                      target_concurrency = 1",
+        ),
     ))
     .await;
     let mut c = Client::connect(wk.proxy, "api.localhost").await;

@@ -204,13 +204,7 @@ timeout = "3s"
     wait_pids_gone(&[green_pid]).await;
     wk.wait_ready_revision("web", "web-00001", 1).await;
     let samples = load.stop_after(mark, 5).await;
-    assert_none_failed(&samples, "");
-    assert!(
-        samples
-            .iter()
-            .all(|s| s.revision.as_deref() == Some("web-00001")),
-        "only the old revision served"
-    );
+    assert_only_revision_served(&samples, "web-00001", "only the old revision served");
 
     let events = wk.events("web").await;
     let failed_event = events

@@ -153,12 +153,6 @@ fn web_with_state(state: &std::path::Path, env_mode: &str, min_instances: u32) -
     )
 }
 
-async fn stop(mut wk: Wakeway) {
-    wk.proc.signal(libc::SIGTERM);
-    let status = wk.proc.wait_exit(DEADLINE).await;
-    assert!(status.success(), "wakeway stopped cleanly: {status}");
-}
-
 /// Revisions persist in the state file: a restart after an API deployment serves the deployed
 /// revision (a scaling change to the file meanwhile changes nothing about it); a change to the
 /// file's source while wakeway was stopped makes a new revision of the file.
@@ -172,7 +166,7 @@ async fn a_restart_keeps_serving_the_deployed_revision() {
     let d = wk.wait_deployment("web", d["id"].as_str().unwrap()).await;
     assert_eq!(d["state"], "succeeded", "{d}");
     assert_eq!(wk.revision("web").await, "web-00002");
-    stop(wk).await;
+    wk.stop().await;
     let saved: Value = serde_json::from_str(&std::fs::read_to_string(&state).unwrap()).unwrap();
     assert_eq!(
         saved["services"]["web"]["revisions"][1]["env"]["MODE"],
@@ -203,7 +197,7 @@ async fn a_restart_keeps_serving_the_deployed_revision() {
     assert_eq!(d["state"], "succeeded", "{d}");
     let resp = wk.get(WEB, "/").await;
     assert_eq!(resp.field("Revision").as_deref(), Some("web-00001"));
-    stop(wk).await;
+    wk.stop().await;
 
     let wk = Wakeway::start_config(&web_with_state(&state, "three", 0)).await;
     assert_eq!(
@@ -213,7 +207,7 @@ async fn a_restart_keeps_serving_the_deployed_revision() {
     );
     let resp = wk.get(WEB, "/").await;
     assert_eq!(resp.field("Revision").as_deref(), Some("web-00003"));
-    stop(wk).await;
+    wk.stop().await;
 }
 
 /// The same gate for a revision that runs but never passes its probe: the deployment fails at

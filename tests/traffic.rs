@@ -50,6 +50,14 @@ async fn deploy_no_traffic(wk: &Wakeway, env: Value, tag: &str) -> String {
     done["revision"].as_str().unwrap().to_string()
 }
 
+/// Starts a rollout of the `web` service's latest revision (`POST .../promote` with `rollout`),
+/// which must be accepted; returns the answer.
+async fn promote(wk: &Wakeway, rollout: Value) -> Value {
+    let (status, r) = wk.admin_post("/v1/services/web/promote", rollout).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{r}");
+    r
+}
+
 /// `n` requests to `host`, `clients` at a time; counts the answers by revision (and status).
 async fn spread(
     wk: &Wakeway,
@@ -230,13 +238,7 @@ async fn a_rollout_moves_traffic_in_steps_to_the_end() {
     let wk = Wakeway::whoami("web", "").await;
     assert_eq!(wk.get(WEB, "/").await.status, StatusCode::OK);
     let next = deploy_no_traffic(&wk, json!({ "V": "2" }), "next").await;
-    let (status, r) = wk
-        .admin_post(
-            "/v1/services/web/promote",
-            json!({ "steps": [10, 50, 100], "interval": "1s" }),
-        )
-        .await;
-    assert_eq!(status, StatusCode::ACCEPTED, "{r}");
+    let r = promote(&wk, json!({ "steps": [10, 50, 100], "interval": "1s" })).await;
     assert_eq!(r["revision"], next.as_str(), "{r}");
     // Steady requests while it moves: none fails.
     let load = Load::start(wk.proxy, WEB, "/", 4);
@@ -252,12 +254,7 @@ async fn a_rollout_moves_traffic_in_steps_to_the_end() {
     assert_eq!(shares[0]["revision"], next.as_str(), "{t}");
     assert_eq!(shares[0]["percent"], 100, "{t}");
     assert_eq!(shares[0]["latest"], true, "{t}");
-    let steps: Vec<Value> = wk
-        .events("web")
-        .await
-        .into_iter()
-        .filter(|e| e["kind"] == "rollout_step")
-        .collect();
+    let steps = wk.events_of("web", "rollout_step").await;
     assert_eq!(steps.len(), 2, "two steps after the first: {steps:?}");
     let after = spread(&wk, WEB, 20, 2).await;
     assert_eq!(after.get(next.as_str()), Some(&20), "{after:?}");
@@ -269,13 +266,8 @@ async fn a_rollout_of_a_failing_revision_halts_and_goes_back() {
     let wk = Wakeway::whoami("web", "").await;
     assert_eq!(wk.get(WEB, "/").await.status, StatusCode::OK);
     let bad = deploy_no_traffic(&wk, json!({ "WHOAMI_STATUS": "500" }), "bad").await;
-    let (status, r) = wk
-        .admin_post(
-            "/v1/services/web/promote",
-            json!({ "steps": [20, 100], "interval": "30s", "max_error_rate": 0.1 }),
-        )
-        .await;
-    assert_eq!(status, StatusCode::ACCEPTED, "{r}");
+    let rollout = json!({ "steps": [20, 100], "interval": "30s", "max_error_rate": 0.1 });
+    promote(&wk, rollout).await;
     // Requests during the first step: about a fifth reach the bad revision and fail.
     let halted = wait_for("the rollout to halt", DEADLINE, || async {
         let _ = spread(&wk, WEB, 20, 4).await;

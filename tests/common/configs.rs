@@ -2,6 +2,8 @@
 
 use std::path::Path;
 
+use super::LISTEN_ANY;
+
 /// `[scaling]` keys that keep one instance warm.
 pub const MIN_ONE: &str = "[service.scaling]\nmin_instances = 1\n";
 
@@ -36,6 +38,25 @@ pub fn whoami_args(name: &str, args: &[&str], extra: &str) -> String {
     let mut command = vec!["wakeway", "whoami"];
     command.extend_from_slice(args);
     command_service(name, &format!("{name}.localhost"), &command, extra)
+}
+
+/// A `[[service]]` table for host `NAME.localhost` running `sh -c SCRIPT`.
+pub fn shell_service(name: &str, script: &str, extra: &str) -> String {
+    command_service(
+        name,
+        &format!("{name}.localhost"),
+        &["sh", "-c", script],
+        extra,
+    )
+}
+
+/// A complete config, listening on OS-picked ports, that writes its access log to `path`
+/// (`log_keys` go into the `[log]` table too), then `services`.
+pub fn access_log_config(path: &Path, log_keys: &str, services: &str) -> String {
+    format!(
+        "{LISTEN_ANY}\n[log]\naccess = {}\n{log_keys}\n{services}",
+        toml_string(path_str(path))
+    )
 }
 
 /// A `[[service]]` table running `command`, with extra TOML appended.

@@ -225,6 +225,17 @@ pub fn assert_clean_switch(samples: &[Sample], switched: Instant, old: &str, new
     );
 }
 
+/// Asserts every sample answered 200 from `revision`; `what` says what that shows.
+pub fn assert_only_revision_served(samples: &[Sample], revision: &str, what: &str) {
+    assert_none_failed(samples, "");
+    assert!(
+        samples
+            .iter()
+            .all(|s| s.revision.as_deref() == Some(revision)),
+        "{what}"
+    );
+}
+
 /// A `POST path` whose request body stays open until [`HeldRequest::finish`]: the request is in
 /// flight (on whichever instance took it) for exactly as long as the test wants. Against
 /// whoami's `/echo` the answer is the body sent.
