@@ -7,10 +7,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 lines=${1:-1000000}
-dir=$(mktemp -d)
-trap 'rm -rf "$dir"' EXIT
-cargo build --release --quiet
-python3 - "$lines" > "$dir/access.log" <<'PY'
+source benches/lib.sh
+bench_setup
+python3 - "$lines" > "$work/access.log" <<'PY'
 import json, math, random, sys
 random.seed(7)
 n = int(sys.argv[1])
@@ -57,7 +56,7 @@ TOML
 }
 for name in current proposed; do
   idle=$([ "$name" = current ] && echo 5m || echo 15m)
-  { service web "$idle" "target_concurrency = 10"; service api "$idle"; } > "$dir/$name.toml"
+  { service web "$idle" "target_concurrency = 10"; service api "$idle"; } > "$work/$name.toml"
 done
-echo "$(wc -l < "$dir/access.log") lines, $(du -h "$dir/access.log" | cut -f1)"
-time taskset -c 1 target/release/wakeway replay "$dir/access.log" -c "$dir/current.toml" -c "$dir/proposed.toml"
+echo "$(wc -l < "$work/access.log") lines, $(du -h "$work/access.log" | cut -f1)"
+time taskset -c 1 "$BIN" replay "$work/access.log" -c "$work/current.toml" -c "$work/proposed.toml"
