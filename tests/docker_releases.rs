@@ -26,15 +26,6 @@ fn config(t: &DockerTest, services: &str) -> String {
     t.config("stop_on_exit = true", services)
 }
 
-/// The ids of `instances` of `revision`.
-fn of_revision(instances: &[Instance], revision: &str) -> BTreeSet<String> {
-    instances
-        .iter()
-        .filter(|i| revision_of_instance(&i.id) == revision)
-        .map(|i| i.id.clone())
-        .collect()
-}
-
 /// The environment of the container running `instance` of `service`.
 async fn container_env(t: &DockerTest, service: &str, instance: &str) -> Vec<String> {
     let name = format!("wakeway-{}-{service}-{instance}", t.scope);
@@ -150,13 +141,7 @@ async fn blue_green_deploy_of_a_new_tag_under_load_fails_no_request() {
     let samples = load.stop().await;
     assert_clean_switch(&samples, switched, "web-00001", "web-00002");
     let events = w.events("web").await;
-    let k = kinds(&events);
-    let started = k.iter().position(|k| *k == "deploy_started");
-    let switch = k.iter().position(|k| *k == "deploy_switched");
-    assert!(
-        started.is_some() && switch > started,
-        "deploy_started then deploy_switched: {k:?}"
-    );
+    assert_kinds_in_order(&events, "deploy_started", "deploy_switched");
 }
 
 /// An image whose app runs but never passes its probe: it listens on another port than the

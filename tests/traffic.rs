@@ -42,11 +42,9 @@ async fn traffic(wk: &Wakeway, service: &str) -> Value {
 
 /// Deploys `env` as a new revision that takes no traffic, tagged `tag`; returns its id.
 async fn deploy_no_traffic(wk: &Wakeway, env: Value, tag: &str) -> String {
-    let d = wk
-        .deploy("web", json!({ "env": env, "no_traffic": true, "tag": tag }))
+    let done = wk
+        .deploy_ok("web", json!({ "env": env, "no_traffic": true, "tag": tag }))
         .await;
-    let done = wk.wait_deployment("web", d["id"].as_str().unwrap()).await;
-    assert_eq!(done["state"], "succeeded", "{done}");
     done["revision"].as_str().unwrap().to_string()
 }
 
@@ -176,12 +174,7 @@ panic_window = "2s"
     assert!(unknown.text().contains("nosuch"), "{}", unknown.text());
 
     // Load on the canary alone: it scales out, the stable revision does not follow.
-    let stable_before = wk
-        .instances("web")
-        .await
-        .iter()
-        .filter(|i| revision_of_instance(&i.id) == "web-00001")
-        .count();
+    let stable_before = of_revision(&wk.instances("web").await, "web-00001").len();
     let mut held = Vec::new();
     for _ in 0..10 {
         let proxy = wk.proxy;
@@ -196,12 +189,7 @@ panic_window = "2s"
             >= 3
     })
     .await;
-    let stable_now = wk
-        .instances("web")
-        .await
-        .iter()
-        .filter(|i| revision_of_instance(&i.id) == "web-00001")
-        .count();
+    let stable_now = of_revision(&wk.instances("web").await, "web-00001").len();
     assert!(
         stable_now <= stable_before.max(1),
         "the stable revision scaled with the canary's load: {stable_before} -> {stable_now}"
@@ -293,13 +281,8 @@ async fn a_rollout_of_a_failing_revision_halts_and_goes_back() {
 /// The traffic set through the API outlives a restart, like the deployed revision does.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_traffic_outlives_a_restart() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let state = dir.path().join("web.state.json");
-    let config = format!(
-        "state_file = \"{}\"\n{LISTEN_ANY}\n{}",
-        path_str(&state),
-        whoami_service("web", WEB, "")
-    );
+    let state = StateFile::temp();
+    let config = state.config(&Wakeway::config(&whoami_service("web", WEB, "")));
     let mut wk = Wakeway::start_config(&config).await;
     deploy_no_traffic(&wk, json!({ "V": "2" }), "canary").await;
     split_to_canary(&wk, 70).await;

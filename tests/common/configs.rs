@@ -1,6 +1,6 @@
 //! Pieces of config files and the paths, ports and lines tests put in them.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use super::LISTEN_ANY;
 
@@ -48,6 +48,37 @@ pub fn shell_service(name: &str, script: &str, extra: &str) -> String {
         &["sh", "-c", script],
         extra,
     )
+}
+
+/// A state file in a directory of its own: outside any one wakeway's config directory, so a
+/// wakeway started again, from another copy of the config, finds it.
+pub struct StateFile {
+    pub path: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl StateFile {
+    pub fn temp() -> StateFile {
+        let dir = tempfile::tempdir().expect("tempdir");
+        StateFile {
+            path: dir.path().join("wakeway.state.json"),
+            _dir: dir,
+        }
+    }
+
+    /// `config`, a complete config file, with its `state_file` here.
+    pub fn config(&self, config: &str) -> String {
+        format!(
+            "state_file = {}\n{config}",
+            toml_string(path_str(&self.path))
+        )
+    }
+
+    /// What wakeway saved in it.
+    pub fn saved(&self) -> serde_json::Value {
+        let text = std::fs::read_to_string(&self.path).expect("read the state file");
+        serde_json::from_str(&text).expect("the state file is JSON")
+    }
 }
 
 /// A complete config, listening on OS-picked ports, that writes its access log to `path`

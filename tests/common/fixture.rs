@@ -24,7 +24,12 @@ pub struct Wakeway {
 impl Wakeway {
     /// Starts wakeway with `services` (TOML `[[service]]` tables) on OS-picked ports.
     pub async fn start(services: &str) -> Wakeway {
-        Self::start_config(&format!("{LISTEN_ANY}\n{services}")).await
+        Self::start_config(&Self::config(services)).await
+    }
+
+    /// A complete config: `services` (TOML `[[service]]` tables) on OS-picked ports.
+    pub fn config(services: &str) -> String {
+        format!("{LISTEN_ANY}\n{services}")
     }
 
     /// Starts wakeway with one `wakeway whoami` service for host `NAME.localhost`, with `extra`
@@ -151,6 +156,18 @@ impl Wakeway {
                 .as_u64()
                 .is_some_and(|b| b > min_bytes),
             "{frozen:?}"
+        );
+    }
+
+    /// Checks that wakeway saw a frozen instance of `name` killed: it exited, or thawing it
+    /// failed.
+    pub async fn assert_frozen_kill_seen(&self, name: &str) {
+        let events = self.events(name).await;
+        assert!(
+            events
+                .iter()
+                .any(|e| e["kind"] == "instance_exited" || e["kind"] == "thaw_failed"),
+            "{events:?}"
         );
     }
 

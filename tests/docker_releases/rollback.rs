@@ -104,16 +104,11 @@ async fn rollback_after_a_restart_runs_the_image_id_the_old_revision_ran() {
     let Some(t) = DockerTest::new().await else {
         return;
     };
-    let dir = tempfile::tempdir().expect("tempdir");
-    let state = dir.path().join("web.state.json");
-    let config = format!(
-        "state_file = \"{}\"\n{}",
-        path_str(&state),
-        config(
-            &t,
-            &docker_service("web", &t.image, "[service.scaling]\nmin_instances = 1")
-        )
-    );
+    let state = StateFile::temp();
+    let config = state.config(&config(
+        &t,
+        &docker_service("web", &t.image, "[service.scaling]\nmin_instances = 1"),
+    ));
     let w = Wakeway::start_config(&config).await;
     w.wait_ready_revision("web", "web-00001", 1).await;
 
@@ -132,7 +127,7 @@ async fn rollback_after_a_restart_runs_the_image_id_the_old_revision_ran() {
     // to remember its image but the state file.
     w.stop().await;
     t.wait_container_instances("web", &BTreeSet::new()).await;
-    let saved: Value = serde_json::from_str(&std::fs::read_to_string(&state).unwrap()).unwrap();
+    let saved = state.saved();
     assert_eq!(
         saved["services"]["web"]["pins"]["web-00002"],
         old_id.as_str(),
