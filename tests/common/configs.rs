@@ -2,8 +2,6 @@
 
 use std::path::{Path, PathBuf};
 
-use super::LISTEN_ANY;
-
 /// `[scaling]` keys that keep one instance warm.
 pub const MIN_ONE: &str = "[service.scaling]\nmin_instances = 1\n";
 
@@ -79,15 +77,6 @@ impl StateFile {
         let text = std::fs::read_to_string(&self.path).expect("read the state file");
         serde_json::from_str(&text).expect("the state file is JSON")
     }
-}
-
-/// A complete config, listening on OS-picked ports, that writes its access log to `path`
-/// (`log_keys` go into the `[log]` table too), then `services`.
-pub fn access_log_config(path: &Path, log_keys: &str, services: &str) -> String {
-    format!(
-        "{LISTEN_ANY}\n[log]\naccess = {}\n{log_keys}\n{services}",
-        toml_string(path_str(path))
-    )
 }
 
 /// A `[[service]]` table running `command`, with extra TOML appended.

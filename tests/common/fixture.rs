@@ -8,8 +8,8 @@ use http::StatusCode;
 use serde_json::Value;
 
 use super::{
-    DEADLINE, LISTEN_ANY, MIN_ONE, Proc, Resp, admin_json, get, metric, wait_for, whoami_args,
-    whoami_service,
+    DEADLINE, LISTEN_ANY, MIN_ONE, Proc, Resp, admin_json, get, metric, path_str, toml_string,
+    wait_for, whoami_args, whoami_service,
 };
 
 /// `wakeway run -c FILE` with its proxy and admin addresses.
@@ -229,6 +229,15 @@ impl Wakeway {
         )
         .await
     }
+}
+
+/// A complete config, listening on OS-picked ports, that writes its access log to `path`
+/// (`log_keys` go into the `[log]` table too), then `services`.
+pub fn access_log_config(path: &Path, log_keys: &str, services: &str) -> String {
+    format!(
+        "{LISTEN_ANY}\n[log]\naccess = {}\n{log_keys}\n{services}",
+        toml_string(path_str(path))
+    )
 }
 
 /// Runs `wakeway run -c config` (with the open-file limit `nofile` if given) until it has printed
