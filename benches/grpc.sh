@@ -13,38 +13,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-CORES=1 ROUNDS=5 DURATION=10 CONNECTIONS=16 STREAMS=16
-while [ $# -gt 0 ]; do
-  case "$1" in
-    --cores) CORES=$2; shift 2 ;;
-    --rounds) ROUNDS=$2; shift 2 ;;
-    --duration) DURATION=$2; shift 2 ;;
-    --connections) CONNECTIONS=$2; shift 2 ;;
-    --streams) STREAMS=$2; shift 2 ;;
-    *) echo "usage: $0 [--cores N] [--rounds R] [--duration SECONDS] [--connections C] [--streams M]" >&2; exit 2 ;;
-  esac
-done
-
-need=()
-command -v h2load >/dev/null || need+=(nghttp2-client)
-command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need+=(nginx-light)
-if [ ${#need[@]} -gt 0 ]; then
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
-fi
-NGINX=$(command -v nginx || echo /usr/sbin/nginx)
-
-cargo build --release -q
-BIN=target/release/wakeway
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
 source benches/lib.sh
+CORES=1 ROUNDS=5 DURATION=10 CONNECTIONS=16 STREAMS=16
+options "CORES ROUNDS DURATION CONNECTIONS STREAMS" "$@"
+need h2load:nghttp2-client nginx:nginx-light
+bench_setup
+split_cores
 
 UP=$(free_port); NG=$(free_port); WW=$(free_port)
 
@@ -52,11 +26,7 @@ UP=$(free_port); NG=$(free_port); WW=$(free_port)
 WAKEWAY_INSTANCE=bench taskset -c "$LOAD_CPUS" "$BIN" whoami --port "$UP" >"$work/whoami.log" 2>&1 & pids+=($!)
 
 mkdir -p "$work/ng"
-cat > "$work/ng/nginx.conf" <<NGINX
-worker_processes $CORES;
-error_log $work/ng/error.log;
-pid $work/ng/nginx.pid;
-events { worker_connections 8192; }
+{ nginx_main "$work/ng" "$CORES"; cat <<NGINX; } > "$work/ng/nginx.conf"
 http {
   access_log off;
   upstream app { server 127.0.0.1:$UP; keepalive 64; }
@@ -68,25 +38,9 @@ http {
   }
 }
 NGINX
-taskset -c "$PROXY_CPUS" "$NGINX" -c "$work/ng/nginx.conf" -g 'daemon off;' -p "$work/ng" & NGPID=$!; pids+=($NGPID)
+start_nginx "$PROXY_CPUS" "$work/ng"; NGPID=$NGINX_PID
 
-cat > "$work/wakeway.toml" <<TOML
-[proxy]
-listen = "127.0.0.1:$WW"
-workers = $CORES
-[admin]
-listen = "off"
-[[service]]
-name = "bench"
-hosts = ["*"]
-upstreams = ["127.0.0.1:$UP"]
-protocol = "h2c"
-[service.health]
-kind = "tcp"
-[service.scaling]
-max_concurrency = 100000
-target_concurrency = 100000
-TOML
+upstream_config "$WW" "$UP" bench "workers = $CORES" 'protocol = "h2c"' "$UNCAPPED" > "$work/wakeway.toml"
 RUST_LOG=warn taskset -c "$PROXY_CPUS" "$BIN" run -c "$work/wakeway.toml" >"$work/wakeway.log" 2>&1 & WPID=$!; pids+=($WPID)
 wait_port "$UP"; wait_port "$NG"; wait_port "$WW"
 

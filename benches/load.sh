@@ -13,64 +13,28 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-CORES=1 ROUNDS=5 DURATION=10s CONNECTIONS=64 THREADS= BASELINE=
-while [ $# -gt 0 ]; do
-  case "$1" in
-    --cores) CORES=$2; shift 2 ;;
-    --rounds) ROUNDS=$2; shift 2 ;;
-    --duration) DURATION=$2; shift 2 ;;
-    --connections) CONNECTIONS=$2; shift 2 ;;
-    --threads) THREADS=$2; shift 2 ;;
-    --baseline) BASELINE=$(realpath "$2"); shift 2 ;;
-    *) echo "usage: $0 [--cores N] [--rounds R] [--duration 10s] [--connections C] [--threads T] [--baseline BIN]" >&2; exit 2 ;;
-  esac
-done
-
-need=()
-command -v wrk >/dev/null || need+=(wrk)
-command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need+=(nginx-light)
-if [ ${#need[@]} -gt 0 ]; then
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
-fi
-NGINX=$(command -v nginx || echo /usr/sbin/nginx)
-
-cargo build --release -q
-BIN=target/release/wakeway
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-# The proxy gets the last CORES cores; wrk and the upstream the others (or share core 0 when
-# the machine has no others).
 source benches/lib.sh
+CORES=1 ROUNDS=5 DURATION=10s CONNECTIONS=64 THREADS= BASELINE=
+options "CORES ROUNDS DURATION CONNECTIONS THREADS BASELINE" "$@"
+[ -z "$BASELINE" ] || BASELINE=$(realpath "$BASELINE")
+need wrk:wrk nginx:nginx-light
+bench_setup
+split_cores
 THREADS=${THREADS:-$LOAD_N}
 
 UP=$(free_port); NG=$(free_port); WW=$(free_port); OLD=$(free_port)
 
 mkdir -p "$work/up" "$work/ng"
-cat > "$work/up/nginx.conf" <<NGINX
-worker_processes $LOAD_N;
-error_log $work/up/error.log;
-pid $work/up/nginx.pid;
-events { worker_connections 8192; }
+{ nginx_main "$work/up" "$LOAD_N"; cat <<NGINX; } > "$work/up/nginx.conf"
 http {
   access_log off;
   keepalive_requests 1000000;
   server { listen 127.0.0.1:$UP; location / { return 200 "hello from the upstream\n"; } }
 }
 NGINX
-taskset -c "$LOAD_CPUS" "$NGINX" -c "$work/up/nginx.conf" -g 'daemon off;' -p "$work/up" & pids+=($!)
+start_nginx "$LOAD_CPUS" "$work/up"
 
-cat > "$work/ng/nginx.conf" <<NGINX
-worker_processes $CORES;
-error_log $work/ng/error.log;
-pid $work/ng/nginx.pid;
-events { worker_connections 8192; }
+{ nginx_main "$work/ng" "$CORES"; cat <<NGINX; } > "$work/ng/nginx.conf"
 http {
   access_log off;
   keepalive_requests 1000000;
@@ -89,26 +53,9 @@ http {
   }
 }
 NGINX
-taskset -c "$PROXY_CPUS" "$NGINX" -c "$work/ng/nginx.conf" -g 'daemon off;' -p "$work/ng" & NGPID=$!; pids+=($NGPID)
+start_nginx "$PROXY_CPUS" "$work/ng"; NGPID=$NGINX_PID
 
-wakeway_config() {  # port
-cat <<TOML
-[proxy]
-listen = "127.0.0.1:$1"
-workers = $CORES
-[admin]
-listen = "off"
-[[service]]
-name = "bench"
-hosts = ["*"]
-upstreams = ["127.0.0.1:$UP"]
-[service.health]
-kind = "tcp"
-[service.scaling]
-max_concurrency = 100000
-target_concurrency = 100000
-TOML
-}
+wakeway_config() { upstream_config "$1" "$UP" bench "workers = $CORES" "" "$UNCAPPED"; }  # port
 wakeway_config "$WW" > "$work/wakeway.toml"
 RUST_LOG=warn taskset -c "$PROXY_CPUS" "$BIN" run -c "$work/wakeway.toml" >"$work/wakeway.log" 2>&1 & WPID=$!; pids+=($WPID)
 wait_port "$UP"; wait_port "$NG"; wait_port "$WW"
@@ -185,4 +132,4 @@ if "baseline" in by:
     ratios("wakeway", "baseline")
 PY
 echo
-echo "resident memory after the runs: wakeway $(awk '/VmRSS/ {print $2}' /proc/$WPID/status) KiB, nginx workers $(for p in $(pgrep -P $NGPID); do awk '/VmRSS/ {print $2}' /proc/$p/status; done | awk '{s+=$1} END {print s}') KiB"
+echo "resident memory after the runs: wakeway $(rss "$WPID") KiB, nginx workers $(for p in $(pgrep -P "$NGPID"); do rss "$p"; done | awk '{s+=$1} END {print s}') KiB"

@@ -13,30 +13,12 @@ ROUNDS=${ROUNDS:-3}
 SETTLE=${SETTLE:-60}
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
-cargo build --release -q
-BIN=$PWD/target/release/wakeway
-work=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 200); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; exit 1; }
-rss() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
+source benches/lib.sh
+bench_setup
 
 UP=$(free_port); WW=$(free_port)
 "$BIN" whoami --port "$UP" >/dev/null 2>&1 & pids+=($!)
-cat > "$work/w.toml" <<TOML
-[proxy]
-listen = "127.0.0.1:$WW"
-[admin]
-listen = "off"
-[[service]]
-name = "mem"
-hosts = ["*"]
-upstreams = ["127.0.0.1:$UP"]
-[service.health]
-kind = "tcp"
-TOML
+upstream_config "$WW" "$UP" mem "" "" "" > "$work/w.toml"
 RUST_LOG=warn "$BIN" run -c "$work/w.toml" >"$work/w.log" 2>&1 & WPID=$!; pids+=($WPID)
 wait_port "$UP"; wait_port "$WW"
 

@@ -7,10 +7,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 lines=${1:-1000000}
-dir=$(mktemp -d)
-trap 'rm -rf "$dir"' EXIT
-cargo build --release --quiet
-python3 - "$lines" > "$dir/access.log" <<'PY'
+source benches/lib.sh
+bench_setup
+python3 - "$lines" > "$work/access.log" <<'PY'
 import json, math, random, sys
 random.seed(7)
 n = int(sys.argv[1])
@@ -44,24 +43,20 @@ for k, t in enumerate(times):
         "client": "10.0.0.7:51234", "user_agent": "bench", "referer": None,
         "request_id": "r%d" % k, "trace_id": None}, separators=(",", ":")) + "\n")
 PY
+service() {  # name idle_timeout [scaling keys]
+  cat <<TOML
+[[service]]
+name = "$1"
+hosts = ["$1.localhost"]
+command = ["wakeway", "whoami"]
+[service.scaling]
+idle_timeout = "$2"
+${3:-}
+TOML
+}
 for name in current proposed; do
   idle=$([ "$name" = current ] && echo 5m || echo 15m)
-  cat > "$dir/$name.toml" <<TOML
-[[service]]
-name = "web"
-hosts = ["web.localhost"]
-command = ["wakeway", "whoami"]
-[service.scaling]
-idle_timeout = "$idle"
-target_concurrency = 10
-
-[[service]]
-name = "api"
-hosts = ["api.localhost"]
-command = ["wakeway", "whoami"]
-[service.scaling]
-idle_timeout = "$idle"
-TOML
+  { service web "$idle" "target_concurrency = 10"; service api "$idle"; } > "$work/$name.toml"
 done
-echo "$(wc -l < "$dir/access.log") lines, $(du -h "$dir/access.log" | cut -f1)"
-time taskset -c 1 target/release/wakeway replay "$dir/access.log" -c "$dir/current.toml" -c "$dir/proposed.toml"
+echo "$(wc -l < "$work/access.log") lines, $(du -h "$work/access.log" | cut -f1)"
+time taskset -c 1 "$BIN" replay "$work/access.log" -c "$work/current.toml" -c "$work/proposed.toml"

@@ -157,14 +157,11 @@ async fn every_answer_wakeway_gives_itself_has_one_line_with_its_reason() {
 async fn the_line_says_what_was_forwarded_target_user_agent_and_revision() {
     let (wk, path, _dir) = start_logging("json", true).await;
     // A newer revision that takes no traffic: the latest, yet not the one that serves.
-    let d = wk
-        .deploy(
-            "web",
-            json!({ "env": { "V": "2" }, "no_traffic": true, "tag": "next" }),
-        )
-        .await;
-    let done = wk.wait_deployment("web", d["id"].as_str().unwrap()).await;
-    assert_eq!(done["state"], "succeeded", "{done}");
+    wk.deploy_ok(
+        "web",
+        json!({ "env": { "V": "2" }, "no_traffic": true, "tag": "next" }),
+    )
+    .await;
 
     let target = b"/a`b<c>d?q=\"x\"";
     let mut req = b"GET ".to_vec();

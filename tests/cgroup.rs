@@ -34,12 +34,7 @@ fn escaping_app(name: &str, file: &Path, scaling: &str) -> String {
         "setsid sh -c 'echo $$ > {}; exec sleep 300' & exec {WAKEWAY} whoami",
         file.display()
     );
-    command_service(
-        name,
-        &format!("{name}.localhost"),
-        &["sh", "-c", &script],
-        &format!("[service.scaling]\n{scaling}\n"),
-    )
+    shell_service(name, &script, &format!("[service.scaling]\n{scaling}\n"))
 }
 
 async fn escaped_pid(file: &Path) -> u32 {

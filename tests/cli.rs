@@ -158,13 +158,6 @@ async fn log_level_applies_and_rust_log_overrides_it_and_text_has_no_colour() {
     }
 }
 
-/// Runs `wakeway ARGS --admin ADDR`, which must succeed; returns its stdout.
-async fn cli_ok(admin: std::net::SocketAddr, args: &[&str]) -> String {
-    let (status, stdout, stderr) = cli(admin, args).await;
-    assert!(status.success(), "{args:?}: {stderr}");
-    stdout
-}
-
 /// `wakeway status` prints a table: a row per service, a row per instance with its state and pid.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_prints_services_and_instances_as_a_table() {
@@ -224,16 +217,6 @@ async fn pause_resume_and_reload_answer_in_sentences() {
 }
 
 /// Runs `wakeway ARGS --admin ADDR` to completion; returns (status, stdout, stderr).
-async fn cli(
-    admin: std::net::SocketAddr,
-    args: &[&str],
-) -> (std::process::ExitStatus, String, String) {
-    let admin = admin.to_string();
-    let mut all = args.to_vec();
-    all.extend(["--admin", admin.as_str()]);
-    run_to_exit(&all).await
-}
-
 /// The line of `out` about instance `prefix*` that contains `word`.
 fn instance_line<'a>(out: &'a str, prefix: &str, word: &str) -> &'a str {
     out.lines()

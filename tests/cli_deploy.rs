@@ -4,22 +4,7 @@
 
 mod common;
 
-use std::net::SocketAddr;
-
 use common::*;
-
-async fn cli(admin: SocketAddr, args: &[&str]) -> (std::process::ExitStatus, String, String) {
-    let admin = admin.to_string();
-    let mut all = args.to_vec();
-    all.extend(["--admin", admin.as_str()]);
-    run_to_exit(&all).await
-}
-
-async fn cli_ok(admin: SocketAddr, args: &[&str]) -> String {
-    let (status, out, err) = cli(admin, args).await;
-    assert!(status.success(), "{args:?}: {out}{err}");
-    out
-}
 
 /// A whoami service whose instances answer with `WHOAMI_STATUS` from their environment, so a
 /// request shows which variables the live revision has.
@@ -134,20 +119,13 @@ async fn read_verbs_print_json_and_unknown_names_fail() {
         &["deployments", "web", "-o", "json"],
         &["revisions", "web", "-o", "json"],
     ] {
-        let out = cli_ok(wk.admin, args).await;
-        let v: serde_json::Value = serde_json::from_str(&out)
-            .unwrap_or_else(|e| panic!("{args:?} is not JSON ({e}): {out}"));
-        assert!(v.is_array() || v.is_object(), "{args:?}: {out}");
+        let v: serde_json::Value = cli_json(wk.admin, args).await;
+        assert!(v.is_array() || v.is_object(), "{args:?}: {v}");
     }
-    let events = cli_ok(wk.admin, &["events", "web", "-o", "json"]).await;
-    let events: serde_json::Value = serde_json::from_str(&events).unwrap();
+    let events: Vec<serde_json::Value> = cli_json(wk.admin, &["events", "web", "-o", "json"]).await;
     assert!(
-        events
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|e| e["kind"] == "instance_ready"),
-        "{events}"
+        events.iter().any(|e| e["kind"] == "instance_ready"),
+        "{events:?}"
     );
 
     for args in [
@@ -193,13 +171,7 @@ async fn rollback_names_the_revision_that_had_the_traffic() {
 async fn logs_show_an_instances_output_and_a_failed_deploy_prints_the_apps_last_lines() {
     let script =
         format!("echo hello from $WAKEWAY_INSTANCE; echo warming up >&2; exec {WAKEWAY} whoami");
-    let wk = Wakeway::start(&command_service(
-        "web",
-        "web.localhost",
-        &["sh", "-c", &script],
-        MIN_ONE,
-    ))
-    .await;
+    let wk = Wakeway::start(&shell_service("web", &script, MIN_ONE)).await;
     let ready = wk.wait_ready("web").await;
     let id = ready[0].id.clone();
     let out = wait_for(
@@ -215,15 +187,9 @@ async fn logs_show_an_instances_output_and_a_failed_deploy_prints_the_apps_last_
     assert!(hello.contains(&id) && hello.contains("stdout|"), "{hello}");
     let warm = out.lines().find(|l| l.contains("warming up")).unwrap();
     assert!(warm.contains("stderr|"), "{warm}");
-    let json = cli_ok(wk.admin, &["logs", "web", "--instance", &id, "-o", "json"]).await;
-    let lines: serde_json::Value = serde_json::from_str(&json).unwrap();
-    assert!(
-        lines
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|l| l["instance"] == id.as_str())
-    );
+    let lines: Vec<serde_json::Value> =
+        cli_json(wk.admin, &["logs", "web", "--instance", &id, "-o", "json"]).await;
+    assert!(lines.iter().all(|l| l["instance"] == id.as_str()));
 
     let (status, out, err) = cli(
         wk.admin,

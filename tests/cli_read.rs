@@ -8,15 +8,6 @@ mod common;
 use common::split::{Admin, failed_deploy_and_split, traffic_until_history};
 use common::*;
 
-async fn cli_ok(admin: std::net::SocketAddr, args: &[&str]) -> String {
-    let admin = admin.to_string();
-    let mut all = args.to_vec();
-    all.extend(["--admin", admin.as_str()]);
-    let (status, out, err) = run_to_exit(&all).await;
-    assert!(status.success(), "{args:?}: {out}{err}");
-    out
-}
-
 /// The whitespace-separated cells of the first line of `out` starting with `first`.
 fn row<'a>(out: &'a str, first: &str) -> Vec<&'a str> {
     out.lines()
@@ -29,14 +20,10 @@ fn row<'a>(out: &'a str, first: &str) -> Vec<&'a str> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn history_deployments_revisions_and_the_request_tail_read_as_tables() {
     let logs = tempfile::tempdir().unwrap();
-    let wk = Wakeway::start_config(&format!(
-        "{LISTEN_ANY}\n[log]\naccess = \"{}\"\n{}",
-        logs.path().join("access.log").display(),
-        whoami_service(
-            "web",
-            "web.localhost",
-            "[service.scaling]\nmin_instances = 1\n"
-        )
+    let wk = Wakeway::start_config(&access_log_config(
+        &logs.path().join("access.log"),
+        "",
+        &whoami_service("web", "web.localhost", MIN_ONE),
     ))
     .await;
     let admin = Admin {

@@ -37,15 +37,9 @@ impl Browser {
     async fn launch(exe: &str) -> Browser {
         let profile = tempfile::tempdir().unwrap();
         let mut child = Command::new(exe)
+            .arg("--headless=new")
+            .args(common::chromium::QUIET)
             .args([
-                "--headless=new",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-dev-shm-usage",
-                "--no-first-run",
-                "--no-default-browser-check",
-                "--disable-extensions",
-                "--hide-scrollbars",
                 "--remote-debugging-port=0",
                 "--remote-debugging-address=127.0.0.1",
                 &format!("--user-data-dir={}", profile.path().display()),

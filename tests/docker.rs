@@ -148,10 +148,10 @@ async fn restart_adopts_running_containers_and_removes_stale_ones() {
     };
     let changed =
         scenario::restart_adopts_instances_and_removes_stale_ones(&t, libc::SIGTERM, "").await;
-    let events = changed.events("keep").await;
+    let failed = changed.events_of("keep", "start_failed").await;
     assert!(
-        events_of_kind(&events, "start_failed").is_empty(),
-        "the stale containers' names were free at once: {events:?}"
+        failed.is_empty(),
+        "the stale containers' names were free at once: {failed:?}"
     );
 }
 
@@ -246,19 +246,14 @@ async fn restart_adopts_the_container_of_the_pinned_image_after_the_tag_moved() 
     let Some(t) = DockerTest::new().await else {
         return;
     };
-    let dir = tempfile::tempdir().expect("tempdir");
-    let state = dir.path().join("pinned.state.json");
+    let state = StateFile::temp();
     let tag = t.own_tag(&format!("wakeway-test-{}:moving", t.scope)).await;
     let old_id = t.docker.inspect_image(&tag).await.unwrap().id.unwrap();
     // stop_on_exit is off by default: the container outlives wakeway.
-    let config = format!(
-        "state_file = \"{}\"\n{}",
-        path_str(&state),
-        t.config(
-            "",
-            &docker_service("pinned", &tag, "[service.scaling]\nmin_instances = 1")
-        )
-    );
+    let config = state.config(&t.config(
+        "",
+        &docker_service("pinned", &tag, "[service.scaling]\nmin_instances = 1"),
+    ));
     let mut first = Wakeway::start_config(&config).await;
     let instances = wait_ready_count(&first, "pinned", 1).await;
     let containers = t.container_ids(false).await;

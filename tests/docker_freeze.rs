@@ -64,23 +64,7 @@ async fn an_idle_container_is_paused_unpaused_by_a_request_and_stopped_after_fro
     let frozen = wait_state(&w, "frozen").await;
     assert_eq!(frozen.id, instance);
     assert_eq!(the_container(&t).await, (container.clone(), true), "paused");
-    let m = w.metrics().await;
-    assert_eq!(
-        metric(
-            &m,
-            "wakeway_instances",
-            &[("service", "f"), ("state", "frozen")]
-        ),
-        Some(1.0)
-    );
-    let events = w.events("f").await;
-    let frozen_events = events_of_kind(&events, "instance_frozen");
-    assert!(
-        frozen_events[0]["memory_bytes"]
-            .as_u64()
-            .is_some_and(|b| b > 0),
-        "{frozen_events:?}"
-    );
+    w.assert_one_frozen("f", 0).await;
 
     // The next request unpauses the same container; Server-Timing names the wait a thaw.
     let thawed = serve(&w).await;
@@ -118,13 +102,7 @@ async fn a_paused_container_killed_from_outside_is_replaced() {
 
     let again = serve(&w).await.instance().unwrap();
     assert_ne!(again, first, "the killed instance answered");
-    let events = w.events("f").await;
-    assert!(
-        events
-            .iter()
-            .any(|e| e["kind"] == "instance_exited" || e["kind"] == "thaw_failed"),
-        "{events:?}"
-    );
+    w.assert_frozen_kill_seen("f").await;
     let (now, paused) = the_container(&t).await;
     assert!(now != container && !paused, "a new running container");
 }

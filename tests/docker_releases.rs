@@ -13,6 +13,7 @@ mod rollback;
 use std::collections::BTreeSet;
 
 use common::docker::*;
+use common::engine_scenarios as scenario;
 use common::*;
 use http::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -23,19 +24,6 @@ const WEB: &str = "web.localhost";
 /// A complete config for `t`'s scope: wakeway removes its containers when it exits.
 fn config(t: &DockerTest, services: &str) -> String {
     t.config("stop_on_exit = true", services)
-}
-
-fn ids(instances: &[Instance]) -> BTreeSet<String> {
-    instances.iter().map(|i| i.id.clone()).collect()
-}
-
-/// The ids of `instances` of `revision`.
-fn of_revision(instances: &[Instance], revision: &str) -> BTreeSet<String> {
-    instances
-        .iter()
-        .filter(|i| revision_of_instance(&i.id) == revision)
-        .map(|i| i.id.clone())
-        .collect()
 }
 
 /// The environment of the container running `instance` of `service`.
@@ -92,7 +80,7 @@ async fn deploy_one(
     assert_eq!(d["revision"], revision, "{d}");
     let done = w.wait_deployment("web", d["id"].as_str().unwrap()).await;
     assert_eq!(done["state"], "succeeded", "{done}");
-    let ready = ids(&w.wait_ready_revision("web", revision, 1).await);
+    let ready = ids_of(&w.wait_ready_revision("web", revision, 1).await);
     t.wait_container_instances("web", &ready).await;
     ready
 }
@@ -113,17 +101,7 @@ async fn blue_green_deploy_of_a_new_tag_under_load_fails_no_request() {
     };
     let v1 = t.own_tag(&format!("wakeway-test-{}:v1", t.scope)).await;
     let v2 = t.own_tag(&format!("wakeway-test-{}:v2", t.scope)).await;
-    let w = Wakeway::start_config(&config(
-        &t,
-        &docker_service(
-            "web",
-            &v1,
-            "[service.scaling]\nmin_instances = 2\nmax_instances = 2",
-        ),
-    ))
-    .await;
-    let old = w.wait_ready_revision("web", "web-00001", 2).await;
-    t.wait_container_instances("web", &ids(&old)).await;
+    let w = scenario::two_of_web(&t, &v1, "").await;
 
     // A request held open on one old container across the whole deployment.
     let held = HeldRequest::start(w.proxy, WEB, "/echo", "before the switch|");
@@ -135,15 +113,10 @@ async fn blue_green_deploy_of_a_new_tag_under_load_fails_no_request() {
 
     let load = Load::started(w.proxy, WEB, "/?sleep=50ms", 4, 8).await;
 
-    let d = w.deploy("web", json!({ "image": v2 })).await;
-    assert_eq!(d["revision"], "web-00002", "{d}");
+    let (d, switched) = scenario::deploy_switched(&w, json!({ "image": v2 })).await;
     assert_eq!(d["previous_revision"], "web-00001", "{d}");
     assert_eq!(d["instances"], 2, "sized to the live pool: {d}");
     assert_eq!(d["changes"], json!(["image"]), "{d}");
-    let done = w.wait_deployment("web", d["id"].as_str().unwrap()).await;
-    // The pool was stored before the deployment was marked succeeded.
-    let switched = Instant::now();
-    assert_eq!(done["state"], "succeeded", "{done}");
     assert_eq!(w.revision("web").await, "web-00002");
 
     // The idle old container drains and is removed; the busy one waits for its request.
@@ -168,13 +141,7 @@ async fn blue_green_deploy_of_a_new_tag_under_load_fails_no_request() {
     let samples = load.stop().await;
     assert_clean_switch(&samples, switched, "web-00001", "web-00002");
     let events = w.events("web").await;
-    let k = kinds(&events);
-    let started = k.iter().position(|k| *k == "deploy_started");
-    let switch = k.iter().position(|k| *k == "deploy_switched");
-    assert!(
-        started.is_some() && switch > started,
-        "deploy_started then deploy_switched: {k:?}"
-    );
+    assert_kinds_in_order(&events, "deploy_started", "deploy_switched");
 }
 
 /// An image whose app runs but never passes its probe: it listens on another port than the
@@ -207,7 +174,7 @@ timeout = "3s""#,
         ),
     ))
     .await;
-    let live = ids(&w.wait_ready_revision("web", "web-00001", 1).await);
+    let live = ids_of(&w.wait_ready_revision("web", "web-00001", 1).await);
     t.wait_container_instances("web", &live).await;
 
     let load = Load::started(w.proxy, WEB, "/?sleep=50ms", 3, 5).await;
@@ -248,12 +215,11 @@ timeout = "3s""#,
 
     // The old container served throughout.
     let samples = load.stop_after(mark, 5).await;
-    assert_none_failed(&samples, "");
+    assert_only_revision_served(&samples, "web-00001", "only the old container served");
     assert!(
         samples
             .iter()
-            .all(|s| s.revision.as_deref() == Some("web-00001")
-                && live.contains(s.instance.as_deref().unwrap_or_default())),
+            .all(|s| live.contains(s.instance.as_deref().unwrap_or_default())),
         "only the old container served"
     );
     let states: Vec<Value> = w
@@ -365,8 +331,8 @@ async fn reload_deploys_a_changed_env_adds_and_removes_docker_services() {
         docker_service("gone", &t.image, "[service.scaling]\nmin_instances = 1")
     );
     let w = Wakeway::start_config(&config(&t, &before)).await;
-    let old = ids(&w.wait_ready_revision("keep", "keep-00001", 1).await);
-    let gone = ids(&w.wait_ready_revision("gone", "gone-00001", 1).await);
+    let old = ids_of(&w.wait_ready_revision("keep", "keep-00001", 1).await);
+    let gone = ids_of(&w.wait_ready_revision("gone", "gone-00001", 1).await);
     t.wait_container_instances("keep", &old).await;
     t.wait_container_instances("gone", &gone).await;
 
@@ -388,7 +354,7 @@ async fn reload_deploys_a_changed_env_adds_and_removes_docker_services() {
     assert_eq!(d["state"], "succeeded", "{d}");
     assert_eq!(d["trigger"], "reload", "{d}");
     assert_eq!(d["changes"], json!(["env.MODE"]), "{d}");
-    let new = ids(&w.wait_ready_revision("keep", "keep-00002", 1).await);
+    let new = ids_of(&w.wait_ready_revision("keep", "keep-00002", 1).await);
     t.wait_container_instances("keep", &new).await;
     let env = container_env(&t, "keep", new.iter().next().unwrap()).await;
     assert!(env.contains(&"MODE=two".to_string()), "{env:?}");

@@ -92,26 +92,7 @@ async fn frozen_when_idle_thawed_by_a_request_stopped_after_frozen_timeout() {
     let inst = wait_state(&w, "flask", "frozen").await;
     let master = inst.pid.unwrap();
     assert!(frozen_in_kernel(master), "the process is not frozen");
-    let m = w.metrics().await;
-    assert_eq!(
-        metric(
-            &m,
-            "wakeway_instances",
-            &[("service", "flask"), ("state", "frozen")]
-        ),
-        Some(1.0)
-    );
-    let frozen = w.events("flask").await;
-    let frozen: Vec<_> = frozen
-        .iter()
-        .filter(|e| e["kind"] == "instance_frozen")
-        .collect();
-    assert!(
-        frozen[0]["memory_bytes"]
-            .as_u64()
-            .is_some_and(|b| b > 1 << 20),
-        "{frozen:?}"
-    );
+    w.assert_one_frozen("flask", 1 << 20).await;
 
     // Thawed by the next request: the same worker answers, no new process, and Server-Timing
     // names the wait a thaw.
@@ -200,13 +181,7 @@ async fn a_frozen_instance_killed_from_outside_is_replaced() {
     signal(inst.pid.unwrap(), libc::SIGKILL);
     let again = served_pid(&w, "flask").await;
     assert_ne!(again, first, "the killed instance answered");
-    let events = w.events("flask").await;
-    assert!(
-        events
-            .iter()
-            .any(|e| e["kind"] == "instance_exited" || e["kind"] == "thaw_failed"),
-        "{events:?}"
-    );
+    w.assert_frozen_kill_seen("flask").await;
 }
 
 /// The parent-death signal cannot act on a frozen process: wakeway's guard thaws its cgroup as

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use common::grpc::{Client, call};
+use common::grpc::{Client, call, replies_of};
 use common::*;
 use futures_util::StreamExt;
 use serde_json::json;
@@ -48,11 +48,7 @@ async fn all_four_kinds_of_call_cold_start_and_count_while_open() {
     // Server streaming: each reply as it comes; the call is one request in flight until its
     // trailers, even between replies.
     let mut replies = c
-        .server_stream(Call {
-            message: "tick".into(),
-            count: 3,
-            sleep_ms: 300,
-        })
+        .server_stream(replies_of("tick", 3, 300))
         .await
         .expect("server-streaming call");
     let first = replies.next().await.unwrap().unwrap();
@@ -121,11 +117,8 @@ async fn fifty_streams_on_one_connection_scale_out_and_a_deploy_fails_no_call() 
         .await;
     let old = revision_of_instance(&before[0].id).to_string();
 
-    let d = wk
-        .deploy("api", json!({ "env": { "MODE": "green" } }))
+    wk.deploy_ok("api", json!({ "env": { "MODE": "green" } }))
         .await;
-    let d = wk.wait_deployment("api", d["id"].as_str().unwrap()).await;
-    assert_eq!(d["state"], "succeeded", "{d}");
     let new = wk.revision("api").await;
     assert_ne!(new, old);
     wk.wait_instances("api", "only the new revision left", |l| {
@@ -243,25 +236,18 @@ async fn grpc_health_probe_gates_readiness() {
 async fn metrics_and_the_access_log_carry_the_method_and_grpc_status() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("access.log");
-    let wk = Wakeway::start_config(&format!(
-        "{LISTEN_ANY}\n[log]\naccess = {:?}\naccess_format = \"json\"\n{}",
-        log.display().to_string(),
-        grpc_service(
+    let wk = Wakeway::start_config(&access_log_config(
+        &log,
+        "access_format = \"json\"",
+        &grpc_service(
             "api",
             "[service.scaling]\nmax_instances = 1\nmax_concurrency = 1\n\
-                      target_concurrency = 1"
-        )
+                      target_concurrency = 1",
+        ),
     ))
     .await;
     let mut c = Client::connect(wk.proxy, "api.localhost").await;
-    let mut replies = c
-        .server_stream(Call {
-            message: "s".into(),
-            count: 2,
-            sleep_ms: 0,
-        })
-        .await
-        .unwrap();
+    let mut replies = c.server_stream(replies_of("s", 2, 0)).await.unwrap();
     while replies.next().await.is_some() {}
     // Held, then one queued past its client's 200 ms: DEADLINE_EXCEEDED, from wakeway.
     let mut held = c.clone();

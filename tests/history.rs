@@ -185,11 +185,14 @@ command = ["sh", "-c", "echo no database >&2; exit 1"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_access_tail_keeps_the_last_lines_filtered_by_status() {
     let logs = tempfile::tempdir().unwrap();
-    let wk = Wakeway::start_config(&format!(
-        "{LISTEN_ANY}\n[log]\naccess = \"{}\"\n{}\n{}",
-        logs.path().join("access.log").display(),
+    let services = [
         whoami_service("web", "web.localhost", ""),
-        whoami_service("api", "api.localhost", "")
+        whoami_service("api", "api.localhost", ""),
+    ];
+    let wk = Wakeway::start_config(&access_log_config(
+        &logs.path().join("access.log"),
+        "",
+        &services.join("\n"),
     ))
     .await;
     for path in [

@@ -54,6 +54,13 @@ paths = ["/healthz", "/status/*"]
 
 /// The three ways a request is ignored below, in turn: by user agent (HTTP/1.1), by exact path
 /// (h2c), by path prefix with a query (HTTP/1.1).
+/// Whether `events` show the autoscaler scaling to zero for idleness.
+fn scaled_to_zero_for_idleness(events: &[serde_json::Value]) -> bool {
+    events
+        .iter()
+        .any(|e| e["kind"] == "scale" && e["to"] == 0 && e["clamped_by"] == "idle")
+}
+
 async fn ignored_request(proxy: std::net::SocketAddr, host: &str, n: usize) -> Resp {
     let sent = match n % 3 {
         0 => {
@@ -206,9 +213,7 @@ async fn a_service_whose_only_traffic_is_ignored_scales_to_zero() {
     assert_eq!(svc["desired"].as_u64(), Some(0), "{svc}");
     let events = wk.events("probed").await;
     assert!(
-        events
-            .iter()
-            .any(|e| e["kind"] == "scale" && e["to"] == 0 && e["clamped_by"] == "idle"),
+        scaled_to_zero_for_idleness(&events),
         "the autoscaler scaled to zero for idleness: {events:?}"
     );
 }
@@ -286,9 +291,7 @@ wake = true
     assert_ne!(replaced, woken);
     let events = wk.events("woken").await;
     assert!(
-        events
-            .iter()
-            .any(|e| e["kind"] == "scale" && e["to"] == 0 && e["clamped_by"] == "idle"),
+        scaled_to_zero_for_idleness(&events),
         "the first instance was stopped for idleness: {events:?}"
     );
 }

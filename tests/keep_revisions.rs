@@ -5,40 +5,27 @@
 mod common;
 
 use common::*;
-use serde_json::{Value, json};
+use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn old_revisions_are_forgotten_but_the_newest_and_the_tagged_stay() {
-    let dir = tempfile::tempdir().unwrap();
-    let state = dir.path().join("wakeway.state.json");
-    let config = format!(
-        "state_file = {:?}\n{LISTEN_ANY}\n{}",
-        state.display().to_string(),
-        whoami_service(
-            "web",
-            "web.localhost",
-            "[service.scaling]\nmin_instances = 1\n[service.deploy]\nkeep_revisions = 2\n"
-        )
-    );
+    let state = StateFile::temp();
+    let config = state.config(&Wakeway::config(&whoami_service(
+        "web",
+        "web.localhost",
+        "[service.scaling]\nmin_instances = 1\n[service.deploy]\nkeep_revisions = 2\n",
+    )));
     let wk = Wakeway::start_config(&config).await;
     wk.wait_ready("web").await;
     // web-00002 is tagged (it takes no traffic but has a host of its own); then four more.
-    let tagged = wk
-        .deploy(
-            "web",
-            json!({ "env": { "V": "2" }, "no_traffic": true, "tag": "keep" }),
-        )
-        .await;
-    let done = wk
-        .wait_deployment("web", tagged["id"].as_str().unwrap())
-        .await;
-    assert_eq!(done["state"], "succeeded", "{done}");
+    wk.deploy_ok(
+        "web",
+        json!({ "env": { "V": "2" }, "no_traffic": true, "tag": "keep" }),
+    )
+    .await;
     for v in 3..=6 {
-        let d = wk
-            .deploy("web", json!({ "env": { "V": v.to_string() } }))
+        wk.deploy_ok("web", json!({ "env": { "V": v.to_string() } }))
             .await;
-        let done = wk.wait_deployment("web", d["id"].as_str().unwrap()).await;
-        assert_eq!(done["state"], "succeeded", "{done}");
     }
 
     let listed: Vec<String> = wk
@@ -51,7 +38,7 @@ async fn old_revisions_are_forgotten_but_the_newest_and_the_tagged_stay() {
         .collect();
     assert_eq!(listed, ["web-00002", "web-00005", "web-00006"]);
 
-    let file: Value = serde_json::from_str(&std::fs::read_to_string(&state).unwrap()).unwrap();
+    let file = state.saved();
     let numbers: Vec<u64> = file["services"]["web"]["revisions"]
         .as_array()
         .unwrap()

@@ -36,18 +36,15 @@ fn assert_deployment_shape(d: &Value) {
     }
 }
 
+/// The `web` service's table keys: env `MODE`, then the `[service.scaling]` keys `scaling`.
+fn mode_and_scaling(mode: &str, scaling: &str) -> String {
+    format!("env = {{ MODE = \"{mode}\" }}\n\n[service.scaling]\n{scaling}\n")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deploy_under_load_switches_with_no_failed_request_and_drains_in_flight() {
-    let wk = Wakeway::whoami(
-        "web",
-        r#"env = { MODE = "blue" }
-
-[service.scaling]
-min_instances = 2
-max_instances = 2
-"#,
-    )
-    .await;
+    let scaling = "min_instances = 2\nmax_instances = 2";
+    let wk = Wakeway::whoami("web", &mode_and_scaling("blue", scaling)).await;
     let old = wk.wait_ready_revision("web", "web-00001", 2).await;
     assert_eq!(wk.revision("web").await, "web-00001");
 
@@ -113,13 +110,7 @@ max_instances = 2
     wk.wait_ready_revision("web", "web-00002", 2).await;
 
     let events = wk.events("web").await;
-    let k = kinds(&events);
-    let started_at = k.iter().position(|k| *k == "deploy_started");
-    let switched_at = k.iter().position(|k| *k == "deploy_switched");
-    assert!(
-        started_at.is_some() && switched_at > started_at,
-        "deploy_started then deploy_switched: {k:?}"
-    );
+    assert_kinds_in_order(&events, "deploy_started", "deploy_switched");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -204,13 +195,7 @@ timeout = "3s"
     wait_pids_gone(&[green_pid]).await;
     wk.wait_ready_revision("web", "web-00001", 1).await;
     let samples = load.stop_after(mark, 5).await;
-    assert_none_failed(&samples, "");
-    assert!(
-        samples
-            .iter()
-            .all(|s| s.revision.as_deref() == Some("web-00001")),
-        "only the old revision served"
-    );
+    assert_only_revision_served(&samples, "web-00001", "only the old revision served");
 
     let events = wk.events("web").await;
     let failed_event = events
@@ -235,15 +220,7 @@ timeout = "3s"
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rollback_redeploys_the_previous_revision() {
-    let wk = Wakeway::whoami(
-        "web",
-        r#"env = { MODE = "one" }
-
-[service.scaling]
-min_instances = 1
-"#,
-    )
-    .await;
+    let wk = Wakeway::whoami("web", &mode_and_scaling("one", "min_instances = 1")).await;
     wk.wait_ready_revision("web", "web-00001", 1).await;
 
     let (status, body) = wk
@@ -403,9 +380,8 @@ async fn metrics_count_deployments_and_name_the_live_revision() {
     assert_eq!(info(&m, "web-00001"), Some(1.0), "{m}");
     assert_eq!(outcome(&m, "succeeded"), 0.0, "{m}");
 
-    let d = wk.deploy("web", json!({ "env": { "MODE": "two" } })).await;
-    let d = wk.wait_deployment("web", d["id"].as_str().unwrap()).await;
-    assert_eq!(d["state"], "succeeded", "{d}");
+    wk.deploy_ok("web", json!({ "env": { "MODE": "two" } }))
+        .await;
     let m = wk.metrics().await;
     assert_eq!(outcome(&m, "succeeded"), 1.0, "{m}");
     assert_eq!(outcome(&m, "failed"), 0.0, "{m}");
@@ -413,12 +389,11 @@ async fn metrics_count_deployments_and_name_the_live_revision() {
     assert_eq!(info(&m, "web-00001"), None, "only the live revision: {m}");
 
     let d = wk
-        .deploy(
+        .deploy_and_wait(
             "web",
             json!({ "command": ["wakeway", "whoami", "--no-such-flag"] }),
         )
         .await;
-    let d = wk.wait_deployment("web", d["id"].as_str().unwrap()).await;
     assert_eq!(d["state"], "failed", "{d}");
     let m = wk.metrics().await;
     assert_eq!(outcome(&m, "succeeded"), 1.0, "{m}");

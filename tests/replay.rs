@@ -338,10 +338,7 @@ async fn a_recorded_run_is_predicted() {
         "web.localhost",
         "[service.scaling]\nidle_timeout = \"8s\"",
     );
-    let text = format!(
-        "{LISTEN_ANY}\n[log]\naccess = \"{}\"\naccess_format = \"json\"\n{services}",
-        path_str(&access)
-    );
+    let text = access_log_config(&access, "access_format = \"json\"", &services);
     let w = Wakeway::start_config(&text).await;
     let mut sent = 0;
     for _ in 0..2 {

@@ -113,9 +113,8 @@ async fn reload(wk: &Wakeway) -> Value {
 async fn a_scaling_only_reload_keeps_the_deployed_revision() {
     let wk = Wakeway::start_config(&web("one", 4)).await;
     wk.wait_ready_revision("web", "web-00001", 1).await;
-    let d = wk.deploy("web", json!({ "env": { "MODE": "two" } })).await;
-    let d = wk.wait_deployment("web", d["id"].as_str().unwrap()).await;
-    assert_eq!(d["state"], "succeeded", "{d}");
+    wk.deploy_ok("web", json!({ "env": { "MODE": "two" } }))
+        .await;
 
     wk.write_config(&web("one", 3));
     let report = reload(&wk).await;
@@ -139,24 +138,14 @@ async fn a_scaling_only_reload_keeps_the_deployed_revision() {
 
 /// A config with `state_file` at `state` (outside the config's own directory, so a second
 /// wakeway started from another copy of the file shares it).
-fn web_with_state(state: &std::path::Path, env_mode: &str, min_instances: u32) -> String {
-    format!(
-        "state_file = \"{}\"\n{LISTEN_ANY}\n{}",
-        path_str(state),
-        whoami_service(
-            "web",
-            WEB,
-            &format!(
-                "env = {{ MODE = \"{env_mode}\" }}\n\n[service.scaling]\nmin_instances = {min_instances}\n"
-            ),
-        )
-    )
-}
-
-async fn stop(mut wk: Wakeway) {
-    wk.proc.signal(libc::SIGTERM);
-    let status = wk.proc.wait_exit(DEADLINE).await;
-    assert!(status.success(), "wakeway stopped cleanly: {status}");
+fn web_with_state(state: &StateFile, env_mode: &str, min_instances: u32) -> String {
+    state.config(&Wakeway::config(&whoami_service(
+        "web",
+        WEB,
+        &format!(
+            "env = {{ MODE = \"{env_mode}\" }}\n\n[service.scaling]\nmin_instances = {min_instances}\n"
+        ),
+    )))
 }
 
 /// Revisions persist in the state file: a restart after an API deployment serves the deployed
@@ -164,16 +153,14 @@ async fn stop(mut wk: Wakeway) {
 /// file's source while wakeway was stopped makes a new revision of the file.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_keeps_serving_the_deployed_revision() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let state = dir.path().join("web.state.json");
+    let state = StateFile::temp();
 
     let wk = Wakeway::start_config(&web_with_state(&state, "one", 0)).await;
-    let d = wk.deploy("web", json!({ "env": { "MODE": "two" } })).await;
-    let d = wk.wait_deployment("web", d["id"].as_str().unwrap()).await;
-    assert_eq!(d["state"], "succeeded", "{d}");
+    wk.deploy_ok("web", json!({ "env": { "MODE": "two" } }))
+        .await;
     assert_eq!(wk.revision("web").await, "web-00002");
-    stop(wk).await;
-    let saved: Value = serde_json::from_str(&std::fs::read_to_string(&state).unwrap()).unwrap();
+    wk.stop().await;
+    let saved = state.saved();
     assert_eq!(
         saved["services"]["web"]["revisions"][1]["env"]["MODE"],
         "two"
@@ -203,7 +190,7 @@ async fn a_restart_keeps_serving_the_deployed_revision() {
     assert_eq!(d["state"], "succeeded", "{d}");
     let resp = wk.get(WEB, "/").await;
     assert_eq!(resp.field("Revision").as_deref(), Some("web-00001"));
-    stop(wk).await;
+    wk.stop().await;
 
     let wk = Wakeway::start_config(&web_with_state(&state, "three", 0)).await;
     assert_eq!(
@@ -213,7 +200,7 @@ async fn a_restart_keeps_serving_the_deployed_revision() {
     );
     let resp = wk.get(WEB, "/").await;
     assert_eq!(resp.field("Revision").as_deref(), Some("web-00003"));
-    stop(wk).await;
+    wk.stop().await;
 }
 
 /// The same gate for a revision that runs but never passes its probe: the deployment fails at

@@ -110,13 +110,7 @@ async fn app_with_a_background_worker() -> (tempfile::TempDir, std::path::PathBu
         "sleep 300 & echo $! > {}; exec {WAKEWAY} whoami",
         file.display()
     );
-    let wk = Wakeway::start(&command_service(
-        "app",
-        "app.localhost",
-        &["sh", "-c", &script],
-        MIN_ONE,
-    ))
-    .await;
+    let wk = Wakeway::start(&shell_service("app", &script, MIN_ONE)).await;
     (dir, file, wk)
 }
 

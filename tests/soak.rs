@@ -83,14 +83,11 @@ async fn soak_scale_deploy_reload_kill_zero_cold_start_sigterm() {
     steady(&load).await;
 
     // A deploy under load.
-    let d = wk
-        .deploy(
-            "soak",
-            json!({ "env": { "SOAK_RUN": marker, "VERSION": "2" } }),
-        )
-        .await;
-    let d = wk.wait_deployment("soak", d["id"].as_str().unwrap()).await;
-    assert_eq!(d["state"], "succeeded", "{d}");
+    wk.deploy_ok(
+        "soak",
+        json!({ "env": { "SOAK_RUN": marker, "VERSION": "2" } }),
+    )
+    .await;
     steady(&load).await;
 
     // A reload under load: a scaling change applied live and an env change deployed.

@@ -17,10 +17,6 @@ use http::StatusCode;
 use serde_json::json;
 use tokio::time::Instant;
 
-fn ids(instances: &[Instance]) -> BTreeSet<String> {
-    instances.iter().map(|i| i.id.clone()).collect()
-}
-
 /// The images `service`'s swarm services run.
 async fn images_of(t: &SwarmTest, service: &str) -> BTreeSet<String> {
     t.services(Some(service))
@@ -225,27 +221,13 @@ async fn blue_green_deploy_under_load_loses_nothing_and_rollback_runs_the_old_im
             &format!("{DOCKERFILE}ENV WAKEWAY_TEST_VARIANT=2\n"),
         )
         .await;
-    let w = Wakeway::start_config(&t.swarm_config(
-        "stop_on_exit = true",
-        &swarm_service(
-            "web",
-            &v1,
-            "stop_grace = \"2s\"\n\n[service.scaling]\nmin_instances = 2\nmax_instances = 2",
-        ),
-    ))
-    .await;
-    let old = w.wait_ready_revision("web", "web-00001", 2).await;
-    t.wait_service_instances("web", &ids(&old)).await;
+    let w = scenario::two_of_web(&t, &v1, "stop_grace = \"2s\"\n").await;
 
     let load = Load::started(w.proxy, "web.localhost", "/?sleep=50ms", 4, 8).await;
-    let d = w.deploy("web", json!({ "image": v2 })).await;
-    assert_eq!(d["revision"], "web-00002", "{d}");
-    let done = w.wait_deployment("web", d["id"].as_str().unwrap()).await;
-    let switched = Instant::now();
-    assert_eq!(done["state"], "succeeded", "{done}");
+    let (_, switched) = scenario::deploy_switched(&w, json!({ "image": v2 })).await;
     let green = w.wait_ready_revision("web", "web-00002", 2).await;
     // The old tasks drain and their swarm services go: only the new image runs.
-    t.wait_service_instances("web", &ids(&green)).await;
+    t.wait_service_instances("web", &ids_of(&green)).await;
     let samples = load.stop_after(switched, 8).await;
     assert_clean_switch(&samples, switched, "web-00001", "web-00002");
     let images = images_of(&t, "web").await;
@@ -255,7 +237,7 @@ async fn blue_green_deploy_under_load_loses_nothing_and_rollback_runs_the_old_im
     let rb = w.rollback_ok("web").await;
     let back = rb["revision"].as_str().unwrap().to_string();
     let rolled = w.wait_ready_revision("web", &back, 2).await;
-    t.wait_service_instances("web", &ids(&rolled)).await;
+    t.wait_service_instances("web", &ids_of(&rolled)).await;
     let images = images_of(&t, "web").await;
     assert_eq!(images, BTreeSet::from([v1]));
     let resp = w.get("web.localhost", "/").await;

@@ -114,14 +114,10 @@ async fn renewed_certificate_is_served_and_a_broken_one_is_refused() {
         &files.0,
         &next.cert_pem.as_bytes()[..next.cert_pem.len() / 2],
     );
-    let event = wait_for("a certificate_rejected event", DEADLINE, || async {
-        wakeway
-            .events("wakeway")
-            .await
-            .into_iter()
-            .find(|e| e["kind"] == "certificate_rejected")
-    })
-    .await;
+    let event = wakeway
+        .wait_event("wakeway", "certificate_rejected")
+        .await
+        .remove(0);
     let message = event["message"].as_str().unwrap_or_default();
     assert!(
         message.contains(&files.0.display().to_string()),
@@ -140,14 +136,10 @@ async fn renewed_certificate_is_served_and_a_broken_one_is_refused() {
 
     // Fixed: the good file written back is news, though the certificate served is the same.
     replace_file(&files.0, renewed.cert_pem.as_bytes());
-    let fixed = wait_for("a certificate_fixed event", DEADLINE, || async {
-        wakeway
-            .events("wakeway")
-            .await
-            .into_iter()
-            .find(|e| e["kind"] == "certificate_fixed")
-    })
-    .await;
+    let fixed = wakeway
+        .wait_event("wakeway", "certificate_fixed")
+        .await
+        .remove(0);
     assert_eq!(fixed["level"], "info", "{fixed}");
     assert_eq!(fixed["certificate"], 0, "{fixed}");
     assert_eq!(served().await, Some(renewed.der.clone()));

@@ -42,12 +42,18 @@ async fn traffic(wk: &Wakeway, service: &str) -> Value {
 
 /// Deploys `env` as a new revision that takes no traffic, tagged `tag`; returns its id.
 async fn deploy_no_traffic(wk: &Wakeway, env: Value, tag: &str) -> String {
-    let d = wk
-        .deploy("web", json!({ "env": env, "no_traffic": true, "tag": tag }))
+    let done = wk
+        .deploy_ok("web", json!({ "env": env, "no_traffic": true, "tag": tag }))
         .await;
-    let done = wk.wait_deployment("web", d["id"].as_str().unwrap()).await;
-    assert_eq!(done["state"], "succeeded", "{done}");
     done["revision"].as_str().unwrap().to_string()
+}
+
+/// Starts a rollout of the `web` service's latest revision (`POST .../promote` with `rollout`),
+/// which must be accepted; returns the answer.
+async fn promote(wk: &Wakeway, rollout: Value) -> Value {
+    let (status, r) = wk.admin_post("/v1/services/web/promote", rollout).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{r}");
+    r
 }
 
 /// `n` requests to `host`, `clients` at a time; counts the answers by revision (and status).
@@ -168,12 +174,7 @@ panic_window = "2s"
     assert!(unknown.text().contains("nosuch"), "{}", unknown.text());
 
     // Load on the canary alone: it scales out, the stable revision does not follow.
-    let stable_before = wk
-        .instances("web")
-        .await
-        .iter()
-        .filter(|i| revision_of_instance(&i.id) == "web-00001")
-        .count();
+    let stable_before = of_revision(&wk.instances("web").await, "web-00001").len();
     let mut held = Vec::new();
     for _ in 0..10 {
         let proxy = wk.proxy;
@@ -188,12 +189,7 @@ panic_window = "2s"
             >= 3
     })
     .await;
-    let stable_now = wk
-        .instances("web")
-        .await
-        .iter()
-        .filter(|i| revision_of_instance(&i.id) == "web-00001")
-        .count();
+    let stable_now = of_revision(&wk.instances("web").await, "web-00001").len();
     assert!(
         stable_now <= stable_before.max(1),
         "the stable revision scaled with the canary's load: {stable_before} -> {stable_now}"
@@ -230,13 +226,7 @@ async fn a_rollout_moves_traffic_in_steps_to_the_end() {
     let wk = Wakeway::whoami("web", "").await;
     assert_eq!(wk.get(WEB, "/").await.status, StatusCode::OK);
     let next = deploy_no_traffic(&wk, json!({ "V": "2" }), "next").await;
-    let (status, r) = wk
-        .admin_post(
-            "/v1/services/web/promote",
-            json!({ "steps": [10, 50, 100], "interval": "1s" }),
-        )
-        .await;
-    assert_eq!(status, StatusCode::ACCEPTED, "{r}");
+    let r = promote(&wk, json!({ "steps": [10, 50, 100], "interval": "1s" })).await;
     assert_eq!(r["revision"], next.as_str(), "{r}");
     // Steady requests while it moves: none fails.
     let load = Load::start(wk.proxy, WEB, "/", 4);
@@ -252,12 +242,7 @@ async fn a_rollout_moves_traffic_in_steps_to_the_end() {
     assert_eq!(shares[0]["revision"], next.as_str(), "{t}");
     assert_eq!(shares[0]["percent"], 100, "{t}");
     assert_eq!(shares[0]["latest"], true, "{t}");
-    let steps: Vec<Value> = wk
-        .events("web")
-        .await
-        .into_iter()
-        .filter(|e| e["kind"] == "rollout_step")
-        .collect();
+    let steps = wk.events_of("web", "rollout_step").await;
     assert_eq!(steps.len(), 2, "two steps after the first: {steps:?}");
     let after = spread(&wk, WEB, 20, 2).await;
     assert_eq!(after.get(next.as_str()), Some(&20), "{after:?}");
@@ -269,13 +254,8 @@ async fn a_rollout_of_a_failing_revision_halts_and_goes_back() {
     let wk = Wakeway::whoami("web", "").await;
     assert_eq!(wk.get(WEB, "/").await.status, StatusCode::OK);
     let bad = deploy_no_traffic(&wk, json!({ "WHOAMI_STATUS": "500" }), "bad").await;
-    let (status, r) = wk
-        .admin_post(
-            "/v1/services/web/promote",
-            json!({ "steps": [20, 100], "interval": "30s", "max_error_rate": 0.1 }),
-        )
-        .await;
-    assert_eq!(status, StatusCode::ACCEPTED, "{r}");
+    let rollout = json!({ "steps": [20, 100], "interval": "30s", "max_error_rate": 0.1 });
+    promote(&wk, rollout).await;
     // Requests during the first step: about a fifth reach the bad revision and fail.
     let halted = wait_for("the rollout to halt", DEADLINE, || async {
         let _ = spread(&wk, WEB, 20, 4).await;
@@ -301,13 +281,8 @@ async fn a_rollout_of_a_failing_revision_halts_and_goes_back() {
 /// The traffic set through the API outlives a restart, like the deployed revision does.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_traffic_outlives_a_restart() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let state = dir.path().join("web.state.json");
-    let config = format!(
-        "state_file = \"{}\"\n{LISTEN_ANY}\n{}",
-        path_str(&state),
-        whoami_service("web", WEB, "")
-    );
+    let state = StateFile::temp();
+    let config = state.config(&Wakeway::config(&whoami_service("web", WEB, "")));
     let mut wk = Wakeway::start_config(&config).await;
     deploy_no_traffic(&wk, json!({ "V": "2" }), "canary").await;
     split_to_canary(&wk, 70).await;

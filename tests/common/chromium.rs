@@ -34,27 +34,31 @@ pub fn chromium() -> Option<String> {
     None
 }
 
+/// The flags every headless run takes (besides its own `--headless` mode): no sandbox, GPU,
+/// first-run pages or extensions to get in the way, and no scrollbars in a screenshot.
+pub const QUIET: [&str; 7] = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--no-first-run",
+    "--no-default-browser-check",
+    "--disable-extensions",
+    "--hide-scrollbars",
+];
+
 /// Runs headless Chromium on `url` with `args` and a fresh profile; returns its stdout.
 async fn run(exe: &str, url: &str, args: &[String]) -> String {
     let profile = tempfile::tempdir().expect("profile dir");
     let mut cmd = Command::new(exe);
-    cmd.args([
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--no-first-run",
-        "--no-default-browser-check",
-        "--disable-extensions",
-        "--hide-scrollbars",
-    ])
-    .arg(format!("--user-data-dir={}", profile.path().display()))
-    .args(args)
-    .arg(url)
-    .stdin(Stdio::null())
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped())
-    .kill_on_drop(true);
+    cmd.arg("--headless")
+        .args(QUIET)
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .args(args)
+        .arg(url)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
     let out = tokio::time::timeout(Duration::from_secs(120), cmd.output())
         .await
         .unwrap_or_else(|_| panic!("chromium on {url}: no result within 120 s"))

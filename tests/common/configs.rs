@@ -1,6 +1,6 @@
 //! Pieces of config files and the paths, ports and lines tests put in them.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// `[scaling]` keys that keep one instance warm.
 pub const MIN_ONE: &str = "[service.scaling]\nmin_instances = 1\n";
@@ -36,6 +36,47 @@ pub fn whoami_args(name: &str, args: &[&str], extra: &str) -> String {
     let mut command = vec!["wakeway", "whoami"];
     command.extend_from_slice(args);
     command_service(name, &format!("{name}.localhost"), &command, extra)
+}
+
+/// A `[[service]]` table for host `NAME.localhost` running `sh -c SCRIPT`.
+pub fn shell_service(name: &str, script: &str, extra: &str) -> String {
+    command_service(
+        name,
+        &format!("{name}.localhost"),
+        &["sh", "-c", script],
+        extra,
+    )
+}
+
+/// A state file in a directory of its own: outside any one wakeway's config directory, so a
+/// wakeway started again, from another copy of the config, finds it.
+pub struct StateFile {
+    pub path: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl StateFile {
+    pub fn temp() -> StateFile {
+        let dir = tempfile::tempdir().expect("tempdir");
+        StateFile {
+            path: dir.path().join("wakeway.state.json"),
+            _dir: dir,
+        }
+    }
+
+    /// `config`, a complete config file, with its `state_file` here.
+    pub fn config(&self, config: &str) -> String {
+        format!(
+            "state_file = {}\n{config}",
+            toml_string(path_str(&self.path))
+        )
+    }
+
+    /// What wakeway saved in it.
+    pub fn saved(&self) -> serde_json::Value {
+        let text = std::fs::read_to_string(&self.path).expect("read the state file");
+        serde_json::from_str(&text).expect("the state file is JSON")
+    }
 }
 
 /// A `[[service]]` table running `command`, with extra TOML appended.

@@ -10,14 +10,15 @@ use std::collections::BTreeSet;
 
 use bollard::query_parameters::KillContainerOptions;
 use http::{Method, StatusCode};
+use tokio::time::Instant;
 
 use super::docker::swarm::FlakyEngine;
 use super::docker::{
     DOCKERFILE, DockerTest, build_image, events_of_kind, ready_ids, wait_ready_count,
 };
 use super::{
-    DEADLINE, LISTEN_ANY, Proc, Resp, Wakeway, get, path_str, request, run_to_exit, send, wait_for,
-    whoami_service,
+    DEADLINE, LISTEN_ANY, Proc, Resp, Wakeway, get, ids_of, path_str, request, run_to_exit, send,
+    wait_for, whoami_service,
 };
 
 /// One runtime's side of the shared scenarios.
@@ -89,6 +90,29 @@ pub async fn assert_adopted_not_started(w: &Wakeway, service: &str, n: usize) {
     );
 }
 
+/// Service `web` running `image` at exactly two instances (`extra` added to its table); returns
+/// wakeway once both are ready and are what the engine runs.
+pub async fn two_of_web<T: EngineTest>(t: &T, image: &str, extra: &str) -> Wakeway {
+    let scaling = "[service.scaling]\nmin_instances = 2\nmax_instances = 2";
+    let service = T::service("web", image, &format!("{extra}\n{scaling}"));
+    let w = Wakeway::start_config(&t.engine_config("stop_on_exit = true", &service)).await;
+    let old = w.wait_ready_revision("web", "web-00001", 2).await;
+    t.wait_engine_instances("web", &ids_of(&old)).await;
+    w
+}
+
+/// Deploys `body` to service `web`, which must succeed as revision web-00002; returns the
+/// deployment as first answered and when it had switched.
+pub async fn deploy_switched(w: &Wakeway, body: serde_json::Value) -> (serde_json::Value, Instant) {
+    let d = w.deploy("web", body).await;
+    assert_eq!(d["revision"], "web-00002", "{d}");
+    let done = w.wait_deployment("web", d["id"].as_str().unwrap()).await;
+    // The pool was stored before the deployment was marked succeeded.
+    let switched = Instant::now();
+    assert_eq!(done["state"], "succeeded", "{done}");
+    (d, switched)
+}
+
 /// A 503 with `Retry-After` whose body says each of `says`.
 fn assert_unavailable(resp: &Resp, says: &[&str]) {
     assert_eq!(
@@ -117,7 +141,7 @@ stop_grace = "3s""#;
         t.instance_ids(true).await.is_empty(),
         "min_instances 0: no instance on the engine before the first request"
     );
-    let sent = tokio::time::Instant::now();
+    let sent = Instant::now();
     let resp = w.get("cold.localhost", "/").await;
     eprintln!(
         "{} cold start: first byte after {} ms",

@@ -1,14 +1,15 @@
 //! `wakeway run -c FILE` as a test fixture: its addresses, its admin views and its instances.
 
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use http::StatusCode;
 use serde_json::Value;
 
 use super::{
-    DEADLINE, LISTEN_ANY, MIN_ONE, Proc, Resp, admin_json, get, wait_for, whoami_args,
-    whoami_service,
+    DEADLINE, LISTEN_ANY, MIN_ONE, Proc, Resp, admin_json, get, metric, path_str, toml_string,
+    wait_for, whoami_args, whoami_service,
 };
 
 /// `wakeway run -c FILE` with its proxy and admin addresses.
@@ -23,7 +24,12 @@ pub struct Wakeway {
 impl Wakeway {
     /// Starts wakeway with `services` (TOML `[[service]]` tables) on OS-picked ports.
     pub async fn start(services: &str) -> Wakeway {
-        Self::start_config(&format!("{LISTEN_ANY}\n{services}")).await
+        Self::start_config(&Self::config(services)).await
+    }
+
+    /// A complete config: `services` (TOML `[[service]]` tables) on OS-picked ports.
+    pub fn config(services: &str) -> String {
+        format!("{LISTEN_ANY}\n{services}")
     }
 
     /// Starts wakeway with one `wakeway whoami` service for host `NAME.localhost`, with `extra`
@@ -54,13 +60,7 @@ impl Wakeway {
         let dir = tempfile::tempdir().expect("tempdir");
         let config_path = dir.path().join("wakeway.toml");
         std::fs::write(&config_path, config).expect("write config");
-        let args = ["run", "-c", config_path.to_str().unwrap()];
-        let mut proc = match nofile {
-            Some(n) => Proc::spawn_with_nofile("wakeway run", &args, n),
-            None => Proc::spawn("wakeway run", &args),
-        };
-        let proxy = proc.listening_addr("proxy").await;
-        let admin = proc.listening_addr("admin").await;
+        let (proc, proxy, admin) = run_listening(&config_path, nofile).await;
         Wakeway {
             proc,
             proxy,
@@ -68,6 +68,13 @@ impl Wakeway {
             config_path,
             _dir: dir,
         }
+    }
+
+    /// Stops wakeway the way a user does (SIGTERM) and checks it exited cleanly.
+    pub async fn stop(mut self) {
+        self.proc.signal(libc::SIGTERM);
+        let status = self.proc.wait_exit(DEADLINE).await;
+        assert!(status.success(), "wakeway stopped cleanly: {status}");
     }
 
     /// `GET path` with `Host: host` through the proxy.
@@ -126,6 +133,42 @@ impl Wakeway {
         let resp = get(self.admin, "localhost", "/metrics").await;
         assert_eq!(resp.status, StatusCode::OK, "/metrics: {}", resp.text());
         resp.text()
+    }
+
+    /// The value of one sample of `/metrics`.
+    pub async fn metric(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        metric(&self.metrics().await, name, labels)
+    }
+
+    /// Checks what shows one frozen instance of `name`: the frozen-instances gauge says 1, and the
+    /// first `instance_frozen` event counts more than `min_bytes` of memory.
+    pub async fn assert_one_frozen(&self, name: &str, min_bytes: u64) {
+        let gauge = self
+            .metric(
+                "wakeway_instances",
+                &[("service", name), ("state", "frozen")],
+            )
+            .await;
+        assert_eq!(gauge, Some(1.0));
+        let frozen = self.events_of(name, "instance_frozen").await;
+        assert!(
+            frozen[0]["memory_bytes"]
+                .as_u64()
+                .is_some_and(|b| b > min_bytes),
+            "{frozen:?}"
+        );
+    }
+
+    /// Checks that wakeway saw a frozen instance of `name` killed: it exited, or thawing it
+    /// failed.
+    pub async fn assert_frozen_kill_seen(&self, name: &str) {
+        let events = self.events(name).await;
+        assert!(
+            events
+                .iter()
+                .any(|e| e["kind"] == "instance_exited" || e["kind"] == "thaw_failed"),
+            "{events:?}"
+        );
     }
 
     /// How many instances of `name` are ready.
@@ -188,6 +231,28 @@ impl Wakeway {
     }
 }
 
+/// A complete config, listening on OS-picked ports, that writes its access log to `path`
+/// (`log_keys` go into the `[log]` table too), then `services`.
+pub fn access_log_config(path: &Path, log_keys: &str, services: &str) -> String {
+    format!(
+        "{LISTEN_ANY}\n[log]\naccess = {}\n{log_keys}\n{services}",
+        toml_string(path_str(path))
+    )
+}
+
+/// Runs `wakeway run -c config` (with the open-file limit `nofile` if given) until it has printed
+/// its proxy and admin addresses.
+pub async fn run_listening(config: &Path, nofile: Option<u64>) -> (Proc, SocketAddr, SocketAddr) {
+    let args = ["run", "-c", config.to_str().unwrap()];
+    let mut proc = match nofile {
+        Some(n) => Proc::spawn_with_nofile("wakeway run", &args, n),
+        None => Proc::spawn("wakeway run", &args),
+    };
+    let proxy = proc.listening_addr("proxy").await;
+    let admin = proc.listening_addr("admin").await;
+    (proc, proxy, admin)
+}
+
 /// One entry of a service's `instances` array.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Instance {
@@ -201,6 +266,11 @@ pub struct Instance {
 /// The pids of the instances that have one.
 pub fn pids_of(instances: &[Instance]) -> Vec<u32> {
     instances.iter().filter_map(|i| i.pid).collect()
+}
+
+/// The ids of `instances`.
+pub fn ids_of(instances: &[Instance]) -> BTreeSet<String> {
+    instances.iter().map(|i| i.id.clone()).collect()
 }
 
 pub fn instances_of(service: &Value) -> Vec<Instance> {

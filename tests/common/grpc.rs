@@ -47,6 +47,14 @@ pub fn call(message: &str, sleep_ms: u64) -> Call {
     }
 }
 
+/// A server-streaming call: `count` replies of `message`, `sleep_ms` apart.
+pub fn replies_of(message: &str, count: u32, sleep_ms: u64) -> Call {
+    Call {
+        count,
+        ..call(message, sleep_ms)
+    }
+}
+
 impl Client {
     pub async fn connect(addr: SocketAddr, host: &str) -> Client {
         let tcp = TcpStream::connect(addr).await.expect("connect to wakeway");

@@ -330,10 +330,8 @@ impl Site {
         if let Some(config) = config {
             std::fs::write(&path, config).expect("write the config");
         }
-        let mut proc = Proc::spawn("wakeway run", &["run", "-c", path.to_str().unwrap()]);
-        let proxy = proc.listening_addr("proxy").await;
+        let (mut proc, proxy, admin) = super::run_listening(&path, None).await;
         let tls = proc.listening_addr("https").await;
-        let admin = proc.listening_addr("admin").await;
         Site {
             proc,
             admin,

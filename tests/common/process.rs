@@ -149,19 +149,8 @@ impl Proc {
 
     /// Waits for the process to exit, up to `timeout`.
     pub async fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.try_wait() {
-                return status;
-            }
-            if Instant::now() > deadline {
-                panic!(
-                    "{}: still running after {timeout:?} (its output follows)",
-                    self.name
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let what = format!("{} to exit (its output follows)", self.name);
+        wait_for(&what, timeout, || std::future::ready(self.try_wait())).await
     }
 
     /// Waits (bounded) until stdout and stderr reach EOF, so the buffers are complete.
@@ -274,6 +263,28 @@ pub async fn run_to_exit(args: &[&str]) -> (ExitStatus, String, String) {
     let status = proc.wait_exit(DEADLINE).await;
     proc.wait_output_closed().await;
     (status, proc.stdout(), proc.stderr())
+}
+
+/// Runs `wakeway ARGS --admin ADDR` (the CLI against a running wakeway) to completion; returns
+/// (status, stdout, stderr).
+pub async fn cli(admin: SocketAddr, args: &[&str]) -> (ExitStatus, String, String) {
+    let admin = admin.to_string();
+    let mut all = args.to_vec();
+    all.extend(["--admin", admin.as_str()]);
+    run_to_exit(&all).await
+}
+
+/// As [`cli`], which must succeed; returns its stdout.
+pub async fn cli_ok(admin: SocketAddr, args: &[&str]) -> String {
+    let (status, out, err) = cli(admin, args).await;
+    assert!(status.success(), "{args:?}: {out}{err}");
+    out
+}
+
+/// As [`cli_ok`], its stdout parsed as JSON (`-o json`).
+pub async fn cli_json<T: serde::de::DeserializeOwned>(admin: SocketAddr, args: &[&str]) -> T {
+    let out = cli_ok(admin, args).await;
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("{args:?} is not JSON ({e}): {out}"))
 }
 
 /// What follows `prefix` on a stdout line: the line itself, or the `message` of a JSON line.

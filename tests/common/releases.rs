@@ -1,6 +1,7 @@
 //! What a release test does and checks: deployments through the admin API, paused answers,
 //! clean blue/green switches, requests held in flight.
 
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 
 use bytes::Bytes;
@@ -34,6 +35,20 @@ impl Wakeway {
         assert_eq!(status, StatusCode::ACCEPTED, "deploy {name} {body}: {d}");
         assert!(d["id"].is_string(), "the deployment has an id: {d}");
         d
+    }
+
+    /// Deploys `body` to `name` (which must accept it) and waits until the deployment has
+    /// finished; returns it.
+    pub async fn deploy_and_wait(&self, name: &str, body: Value) -> Value {
+        let d = self.deploy(name, body).await;
+        self.wait_deployment(name, d["id"].as_str().unwrap()).await
+    }
+
+    /// As [`Wakeway::deploy_and_wait`], and the deployment must have succeeded.
+    pub async fn deploy_ok(&self, name: &str, body: Value) -> Value {
+        let done = self.deploy_and_wait(name, body).await;
+        assert_eq!(done["state"], "succeeded", "{done}");
+        done
     }
 
     /// `GET /v1/services/{name}/deployments`.
@@ -186,17 +201,31 @@ pub fn the_reload_deployment(report: &Value, service: &str) -> String {
         .to_string()
 }
 
+/// The ids of `instances` of `revision`.
+pub fn of_revision(instances: &[Instance], revision: &str) -> BTreeSet<String> {
+    instances
+        .iter()
+        .filter(|i| revision_of_instance(&i.id) == revision)
+        .map(|i| i.id.clone())
+        .collect()
+}
+
 /// The kinds of `events`, in order.
 pub fn kinds(events: &[Value]) -> Vec<&str> {
     events.iter().filter_map(|e| e["kind"].as_str()).collect()
 }
 
+/// An event of kind `first`, then (after the first of those) one of kind `then`.
+pub fn assert_kinds_in_order(events: &[Value], first: &str, then: &str) {
+    let k = kinds(events);
+    let a = k.iter().position(|k| *k == first);
+    let b = k.iter().position(|k| *k == then);
+    assert!(a.is_some() && b > a, "{first} then {then}: {k:?}");
+}
+
 /// A `paused` event, then a `resumed` one.
 pub fn assert_paused_then_resumed(events: &[Value]) {
-    let k = kinds(events);
-    let p = k.iter().position(|k| *k == "paused");
-    let r = k.iter().position(|k| *k == "resumed");
-    assert!(p.is_some() && r > p, "paused then resumed: {k:?}");
+    assert_kinds_in_order(events, "paused", "resumed");
 }
 
 /// A paused service's answer: 503, with Retry-After, saying it is paused.
@@ -222,6 +251,17 @@ pub fn assert_clean_switch(samples: &[Sample], switched: Instant, old: &str, new
     assert!(
         samples.iter().any(|s| s.revision.as_deref() == Some(old)),
         "the old revision served before the switch"
+    );
+}
+
+/// Asserts every sample answered 200 from `revision`; `what` says what that shows.
+pub fn assert_only_revision_served(samples: &[Sample], revision: &str, what: &str) {
+    assert_none_failed(samples, "");
+    assert!(
+        samples
+            .iter()
+            .all(|s| s.revision.as_deref() == Some(revision)),
+        "{what}"
     );
 }
 

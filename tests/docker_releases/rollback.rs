@@ -14,12 +14,12 @@ async fn rollback_runs_the_previous_image_again() {
         &docker_service("web", &t.image, "[service.scaling]\nmin_instances = 1"),
     ))
     .await;
-    let first = ids(&w.wait_ready_revision("web", "web-00001", 1).await);
+    let first = ids_of(&w.wait_ready_revision("web", "web-00001", 1).await);
 
     let d = w.deploy("web", json!({ "image": v2 })).await;
     let v2_id = d["id"].as_str().unwrap().to_string();
     assert_eq!(w.wait_deployment("web", &v2_id).await["state"], "succeeded");
-    let second = ids(&w.wait_ready_revision("web", "web-00002", 1).await);
+    let second = ids_of(&w.wait_ready_revision("web", "web-00002", 1).await);
     t.wait_container_instances("web", &second).await;
     assert_eq!(
         container_images(&t, "web").await,
@@ -33,7 +33,7 @@ async fn rollback_runs_the_previous_image_again() {
 
     let resp = w.get_ok(WEB, "/").await;
     assert_eq!(resp.field("Revision").as_deref(), Some("web-00001"));
-    let third = ids(&w.wait_ready_revision("web", "web-00001", 1).await);
+    let third = ids_of(&w.wait_ready_revision("web", "web-00001", 1).await);
     assert!(
         third.is_disjoint(&first),
         "a new container: {first:?} {third:?}"
@@ -68,7 +68,7 @@ async fn rollback_after_the_tag_moved_runs_the_image_id_the_old_revision_ran() {
         &docker_service("web", &tag, "[service.scaling]\nmin_instances = 1"),
     ))
     .await;
-    let first = ids(&w.wait_ready_revision("web", "web-00001", 1).await);
+    let first = ids_of(&w.wait_ready_revision("web", "web-00001", 1).await);
     t.wait_container_instances("web", &first).await;
     assert_web_runs(&t, &old_id, "").await;
 
@@ -79,7 +79,7 @@ async fn rollback_after_the_tag_moved_runs_the_image_id_the_old_revision_ran() {
 
     let rb = w.rollback_ok("web").await;
     assert_eq!(rb["revision"], "web-00001", "{rb}");
-    let third = ids(&w.wait_ready_revision("web", "web-00001", 1).await);
+    let third = ids_of(&w.wait_ready_revision("web", "web-00001", 1).await);
     assert!(third.is_disjoint(&first), "a new container: {third:?}");
     t.wait_container_instances("web", &third).await;
     assert_web_runs(
@@ -97,13 +97,6 @@ async fn rollback_after_the_tag_moved_runs_the_image_id_the_old_revision_ran() {
     assert_eq!(resp.field("Revision").as_deref(), Some("web-00001"));
 }
 
-/// Stops wakeway the way a user does (SIGTERM) and checks it exited cleanly.
-async fn stop(mut w: Wakeway) {
-    w.proc.signal(libc::SIGTERM);
-    let status = w.proc.wait_exit(DEADLINE).await;
-    assert!(status.success(), "wakeway stopped cleanly: {status}");
-}
-
 /// The pins persist in the state file: after a restart, a rollback to a revision whose
 /// containers are gone runs the image id it ran, not what its tag names by then.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -111,16 +104,11 @@ async fn rollback_after_a_restart_runs_the_image_id_the_old_revision_ran() {
     let Some(t) = DockerTest::new().await else {
         return;
     };
-    let dir = tempfile::tempdir().expect("tempdir");
-    let state = dir.path().join("web.state.json");
-    let config = format!(
-        "state_file = \"{}\"\n{}",
-        path_str(&state),
-        config(
-            &t,
-            &docker_service("web", &t.image, "[service.scaling]\nmin_instances = 1")
-        )
-    );
+    let state = StateFile::temp();
+    let config = state.config(&config(
+        &t,
+        &docker_service("web", &t.image, "[service.scaling]\nmin_instances = 1"),
+    ));
     let w = Wakeway::start_config(&config).await;
     w.wait_ready_revision("web", "web-00001", 1).await;
 
@@ -137,22 +125,22 @@ async fn rollback_after_a_restart_runs_the_image_id_the_old_revision_ran() {
 
     // A restart: no container outlives the first wakeway, so nothing of web-00002 is left
     // to remember its image but the state file.
-    stop(w).await;
+    w.stop().await;
     t.wait_container_instances("web", &BTreeSet::new()).await;
-    let saved: Value = serde_json::from_str(&std::fs::read_to_string(&state).unwrap()).unwrap();
+    let saved = state.saved();
     assert_eq!(
         saved["services"]["web"]["pins"]["web-00002"],
         old_id.as_str(),
         "{saved:#}"
     );
     let w = Wakeway::start_config(&config).await;
-    let live = ids(&w.wait_ready_revision("web", "web-00003", 1).await);
+    let live = ids_of(&w.wait_ready_revision("web", "web-00003", 1).await);
     t.wait_container_instances("web", &live).await;
     assert_web_runs(&t, &new_id, "").await;
 
     let rb = w.rollback_ok("web").await;
     assert_eq!(rb["revision"], "web-00002", "{rb}");
-    let back = ids(&w.wait_ready_revision("web", "web-00002", 1).await);
+    let back = ids_of(&w.wait_ready_revision("web", "web-00002", 1).await);
     t.wait_container_instances("web", &back).await;
     let why = format!(
         "after the restart the rollback runs the image id web-00002 ran, not what {tag} names now"
@@ -161,6 +149,6 @@ async fn rollback_after_a_restart_runs_the_image_id_the_old_revision_ran() {
     let resp = w.get_ok(WEB, "/").await;
     assert_eq!(resp.field("Revision").as_deref(), Some("web-00002"));
 
-    stop(w).await;
+    w.stop().await;
     t.wait_container_instances("web", &BTreeSet::new()).await;
 }

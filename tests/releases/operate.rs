@@ -405,6 +405,12 @@ async fn cli_deploy_exit_code_says_whether_it_succeeded() {
     assert!(stderr.contains("401"), "{stderr}");
 }
 
+/// A request to `fixed.localhost` is answered by the upstream that calls itself `who`.
+async fn assert_fixed_served_by(wk: &Wakeway, who: &str) {
+    let resp = wk.get("fixed.localhost", "/").await;
+    assert_eq!(resp.instance().as_deref(), Some(who), "{}", resp.text());
+}
+
 /// Static upstreams are a revision too: a reload that changes them switches traffic at once
 /// (nothing to start), and pause takes them out of the pool without stopping anything.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -429,13 +435,7 @@ async fn static_upstreams_change_by_reload_and_pause_takes_them_out() {
         )
     };
     let wk = Wakeway::start_config(&fixed(addr_a)).await;
-    let resp = wk.get("fixed.localhost", "/").await;
-    assert_eq!(
-        resp.instance().as_deref(),
-        Some("upstream-a"),
-        "{}",
-        resp.text()
-    );
+    assert_fixed_served_by(&wk, "upstream-a").await;
 
     wk.write_config(&fixed(addr_b));
     let (status, report) = admin_call(wk.admin, Method::POST, "/v1/reload", None, None).await;
@@ -462,12 +462,6 @@ async fn static_upstreams_change_by_reload_and_pause_takes_them_out() {
     assert_paused(&wk.get("fixed.localhost", "/").await);
     let (status, _) = wk.admin_post("/v1/services/fixed/resume", json!({})).await;
     assert_eq!(status, StatusCode::OK);
-    let resp = wk.get("fixed.localhost", "/").await;
-    assert_eq!(
-        resp.instance().as_deref(),
-        Some("upstream-b"),
-        "{}",
-        resp.text()
-    );
+    assert_fixed_served_by(&wk, "upstream-b").await;
     assert!(b.try_wait().is_none(), "a static upstream is never stopped");
 }

@@ -161,14 +161,11 @@ async fn instances_stopped_while_starting_stay_stopped() {
             .then_some(now)
     })
     .await;
-    let d = wk
-        .deploy(
-            "boot",
-            serde_json::json!({ "command": ["wakeway", "whoami"] }),
-        )
-        .await;
-    let d = wk.wait_deployment("boot", d["id"].as_str().unwrap()).await;
-    assert_eq!(d["state"], "succeeded", "{d}");
+    wk.deploy_ok(
+        "boot",
+        serde_json::json!({ "command": ["wakeway", "whoami"] }),
+    )
+    .await;
     for old in &booting {
         wait_pids_gone(&[old.pid.unwrap()]).await;
     }
