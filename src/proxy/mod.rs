@@ -163,7 +163,9 @@ pub async fn return_memory(shared: Arc<Shared>) {
         // The high-water mark since the last tick, not a sample: a burst of a few seconds
         // between two ticks is seen too.
         peak = peak.max(shared.admission.take_peak());
-        if peak >= now + 1000 && now < peak / 2 {
+        // Half gone after a large burst, or all gone after a smaller one (the tail of a slow
+        // departure that the first rule already trimmed for once).
+        if (peak >= now + 1000 && now < peak / 2) || (now == 0 && peak >= 100) {
             pending = 3;
             peak = now;
         }
