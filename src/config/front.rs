@@ -341,12 +341,7 @@ redirect_https = true
             let text = std::fs::read_to_string(&f.config).unwrap();
             let first = to.lines().next().unwrap();
             let line = text.lines().position(|l| l.contains(first)).unwrap() + 1;
-            assert_eq!(
-                (e.key.as_deref(), e.line),
-                (Some(key), Some(line)),
-                "{to}: {e}"
-            );
-            assert!(e.message.contains(says), "{to}: {e}");
+            e.assert_case(to, key, Some(line), says);
             assert!(
                 e.to_string()
                     .starts_with(&format!("{}:{line}: key `{key}`", f.config.display())),

@@ -48,6 +48,27 @@ pub struct ConfigError {
     pub message: String,
 }
 
+/// What the tests check of an error: where it is, what it says, how it begins when shown.
+#[cfg(test)]
+impl ConfigError {
+    /// At `key` on `line`, saying `says`; `case` names the table row in a failure.
+    pub(crate) fn assert_case(&self, case: &str, key: &str, line: Option<usize>, says: &str) {
+        let at = (self.key.as_deref(), self.line);
+        assert_eq!(at, (Some(key), line), "{case}: {self}");
+        assert!(self.message.contains(says), "{case}: {self}");
+    }
+
+    /// At `key` on `line`, and shown beginning with `starts`.
+    pub(crate) fn assert_shown(&self, line: Option<usize>, key: &str, starts: &str) {
+        assert_eq!(
+            (self.line, self.key.as_deref()),
+            (line, Some(key)),
+            "{self}"
+        );
+        assert!(self.to_string().starts_with(starts), "{self}");
+    }
+}
+
 impl ConfigError {
     /// An error about `key` (a key path such as `service[0].hosts`), with no location yet.
     pub fn at_key(key: impl Into<String>, message: impl Into<String>) -> Self {
@@ -185,21 +206,8 @@ pub fn validate(config: &Config) -> Result<(), ConfigError> {
 
 /// Checks one service on its own (a deployment's config built from an API request).
 pub fn validate_service(service: &ServiceConfig) -> Result<(), ConfigError> {
-    let config = Config {
-        path: None,
-        state_file: None,
-        proxy: ProxyConfig::default(),
-        admin: AdminConfig {
-            listen: None,
-            ..AdminConfig::default()
-        },
-        docker: DockerConfig::default(),
-        swarm: SwarmConfig::default(),
-        cluster: None,
-        log: LogConfig::default(),
-        services: vec![service.clone()],
-        scaling: Default::default(),
-    };
+    let mut config = Config::new(vec![service.clone()]);
+    config.admin.listen = None;
     validate(&config)
 }
 
@@ -409,6 +417,19 @@ mod tests {
 
     const EXAMPLE: &str = include_str!("../../config/wakeway.toml");
 
+    /// Instances, concurrency target and limit, idle timeout.
+    fn scaling(s: &ServiceConfig) -> (u32, u32, f64, u32, std::time::Duration) {
+        let c = &s.scaling;
+        let (min, max) = (c.min_instances, c.max_instances);
+        (
+            min,
+            max,
+            c.target_concurrency,
+            c.max_concurrency,
+            c.idle_timeout,
+        )
+    }
+
     #[test]
     fn example_file_parses() {
         let cfg = parse(EXAMPLE, Some(Path::new("config/wakeway.toml"))).unwrap();
@@ -423,26 +444,18 @@ mod tests {
             hello.source,
             Source::Command(vec!["wakeway".into(), "whoami".into()])
         );
-        assert_eq!(hello.scaling.min_instances, 0);
-        assert_eq!(hello.scaling.max_instances, 5);
-        assert_eq!(hello.scaling.target_concurrency, 10.0);
-        assert_eq!(hello.scaling.max_concurrency, 20);
         assert_eq!(
-            hello.scaling.idle_timeout,
-            std::time::Duration::from_secs(30)
+            scaling(hello),
+            (0, 5, 10.0, 20, std::time::Duration::from_secs(30))
         );
         assert_eq!(hello.health.kind, HealthKind::Http);
         assert_eq!(hello.health.path, "/healthz");
         let slow = &cfg.services[1];
         assert_eq!(slow.name, "slow");
         assert_eq!(slow.hosts, vec!["slow.localhost"]);
-        assert_eq!(slow.scaling.min_instances, 1);
-        assert_eq!(slow.scaling.max_instances, 10);
-        assert_eq!(slow.scaling.target_concurrency, 5.0);
-        assert_eq!(slow.scaling.max_concurrency, 10);
         assert_eq!(
-            slow.scaling.idle_timeout,
-            std::time::Duration::from_secs(60)
+            scaling(slow),
+            (1, 10, 5.0, 10, std::time::Duration::from_secs(60))
         );
     }
 
@@ -543,13 +556,8 @@ mod tests {
         let mut cfg = parse(EXAMPLE, Some(Path::new("x.toml"))).unwrap();
         cfg.services[1].hosts = vec!["hello.localhost".into()];
         let err = validate(&cfg).unwrap_err();
-        assert_eq!(err.line, None);
-        assert_eq!(err.key.as_deref(), Some("service[1].hosts[0]"));
-        assert!(
-            err.to_string()
-                .starts_with("x.toml: key `service[1].hosts[0]`"),
-            "{err}"
-        );
+        let key = "service[1].hosts[0]";
+        err.assert_shown(None, key, "x.toml: key `service[1].hosts[0]`");
     }
 
     #[test]

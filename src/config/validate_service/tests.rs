@@ -323,12 +323,7 @@ fn each_mistake_names_file_line_and_key() {
         let text = TEXT.replacen(from, to, 1);
         let e = err(&text);
         let line = line_of(&text, line_at);
-        assert_eq!(
-            (e.key.as_deref(), e.line),
-            (Some(key), Some(line)),
-            "{to:?}: {e}"
-        );
-        assert!(e.message.contains(says), "{to:?}: {e}");
+        e.assert_case(to, key, Some(line), says);
         let shown = e.to_string();
         assert!(
             shown.starts_with(&format!("{FILE}:{line}: key `{key}`: ")),
