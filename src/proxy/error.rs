@@ -219,26 +219,16 @@ impl std::fmt::Display for ProxyError {
     }
 }
 
-/// The status codes wakeway sends (grpc/doc/statuscodes.md).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
-pub enum Code {
-    Ok = 0,
-    DeadlineExceeded = 4,
-    ResourceExhausted = 8,
-    Unimplemented = 12,
-    Internal = 13,
-    Unavailable = 14,
-}
+/// The status codes of gRPC (grpc/doc/statuscodes.md), as tonic names them.
+pub use tonic::Code;
 
 /// Every code as its `grpc-status` text.
 pub static CODE_TEXT: [&str; 17] = [
     "0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12", "13", "14", "15", "16",
 ];
-impl Code {
-    pub fn header_value(self) -> HeaderValue {
-        HeaderValue::from_static(CODE_TEXT[self as usize])
-    }
+/// `code` as a `grpc-status` value.
+pub fn code_header(code: Code) -> HeaderValue {
+    HeaderValue::from_static(CODE_TEXT[code as usize])
 }
 
 #[cfg(test)]

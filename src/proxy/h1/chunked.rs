@@ -52,6 +52,28 @@ impl Default for Decoder {
 }
 
 impl Decoder {
+    /// One byte of a line wakeway reads past (a chunk extension, a trailer): CR ends it, then
+    /// `lf`; a control character (`control`) or a line over `MAX_LINE` (`too_long`) is refused.
+    fn line_byte(
+        &mut self,
+        b: u8,
+        lf: State,
+        control: &'static str,
+        too_long: &'static str,
+    ) -> Result<(), ChunkError> {
+        if b == b'\r' {
+            self.state = lf;
+        } else if b == b'\n' || (b < 0x20 && b != b'\t') || b == 0x7f {
+            return Err(ChunkError(control));
+        } else {
+            self.line += 1;
+            if self.line > MAX_LINE {
+                return Err(ChunkError(too_long));
+            }
+        }
+        Ok(())
+    }
+
     pub fn is_done(&self) -> bool {
         self.state == State::Done
     }
@@ -98,18 +120,12 @@ impl Decoder {
                     None if b == b'\r' => self.state = State::SizeLf,
                     None => return Err(ChunkError("chunk size is not a hex number")),
                 },
-                State::Ext => {
-                    if b == b'\r' {
-                        self.state = State::SizeLf;
-                    } else if b == b'\n' || (b < 0x20 && b != b'\t') || b == 0x7f {
-                        return Err(ChunkError("control character in a chunk extension"));
-                    } else {
-                        self.line += 1;
-                        if self.line > MAX_LINE {
-                            return Err(ChunkError("chunk extension too long"));
-                        }
-                    }
-                }
+                State::Ext => self.line_byte(
+                    b,
+                    State::SizeLf,
+                    "control character in a chunk extension",
+                    "chunk extension too long",
+                )?,
                 State::SizeLf => {
                     if b != b'\n' {
                         return Err(ChunkError("chunk size line does not end with CRLF"));
@@ -143,18 +159,12 @@ impl Decoder {
                         self.line = 1;
                     }
                 }
-                State::Trailer => {
-                    if b == b'\r' {
-                        self.state = State::TrailerLf;
-                    } else if b == b'\n' || (b < 0x20 && b != b'\t') || b == 0x7f {
-                        return Err(ChunkError("control character in a trailer"));
-                    } else {
-                        self.line += 1;
-                        if self.line > MAX_LINE {
-                            return Err(ChunkError("trailer line too long"));
-                        }
-                    }
-                }
+                State::Trailer => self.line_byte(
+                    b,
+                    State::TrailerLf,
+                    "control character in a trailer",
+                    "trailer line too long",
+                )?,
                 State::TrailerLf => {
                     if b != b'\n' {
                         return Err(ChunkError("trailer line does not end with CRLF"));
