@@ -16,7 +16,7 @@
 
 mod group;
 
-use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::Arc;
@@ -82,14 +82,6 @@ fn executable(name: &str) -> Option<PathBuf> {
     })
 }
 
-/// A port that was free a moment ago. Another process may take it before the child binds: the
-/// controller retries an instance that exits at once on a new port.
-fn free_port() -> std::io::Result<u16> {
-    Ok(TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?
-        .local_addr()?
-        .port())
-}
-
 impl Runtime for ProcessRuntime {
     fn name(&self) -> &'static str {
         "process"
@@ -127,7 +119,7 @@ impl Runtime for ProcessRuntime {
             };
             let port = match &socket {
                 Some(s) => s.port().map_err(no_port)?,
-                None => free_port().map_err(no_port)?,
+                None => super::free_port().map_err(no_port)?,
             };
             let argv: Vec<String> = self
                 .command

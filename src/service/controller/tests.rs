@@ -68,6 +68,14 @@ fn run(svc: Arc<Service>, rt: FakeRuntime) -> Running {
     }
 }
 
+impl Running {
+    /// Stops the controller and waits until it has.
+    async fn finish(self) {
+        self.stop.cancel();
+        self.task.await.unwrap();
+    }
+}
+
 /// Waits (in paused time, so instantly) until `check` holds; fails after 10 virtual minutes.
 async fn until(what: &str, mut check: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(600);
@@ -138,9 +146,9 @@ async fn a_burst_is_not_undone_by_a_window_that_has_not_seen_it() {
     for h in held {
         h.await.unwrap();
     }
-    r.stop.cancel();
-    r.task.await.unwrap();
-    assert!(r.rt.alive().is_empty());
+    let rt = r.rt.clone();
+    r.finish().await;
+    assert!(rt.alive().is_empty());
 }
 
 /// Defect 2: desired 1 with one ready and one starting instance: the start is cancelled, the warm
@@ -179,8 +187,7 @@ async fn excess_cancels_a_start_not_the_warm_instance() {
     );
     tokio::time::sleep(Duration::from_secs(20)).await;
     assert_eq!(rt.alive(), vec![warm], "and nothing came back");
-    r.stop.cancel();
-    r.task.await.unwrap();
+    r.finish().await;
 }
 
 /// Defect 3: a connect timeout on the request path is one strike toward unhealthy_threshold; a
@@ -231,8 +238,7 @@ async fn the_request_path_reports_and_the_controller_decides() {
         ready_ids(&svc).len() == 1 && !rt.alive().contains(&dead.id)
     })
     .await;
-    r.stop.cancel();
-    r.task.await.unwrap();
+    r.finish().await;
 }
 
 /// Defect 4: queued requests are answered 503 with the reason the moment the service is removed,
@@ -362,8 +368,7 @@ async fn a_starting_instance_that_is_stopped_stays_stopped() {
         .filter(|e| e.fields["instance"] == slow.as_str())
         .collect();
     assert_eq!(stopped.len(), 1, "reported once: {stopped:?}");
-    r.stop.cancel();
-    r.task.await.unwrap();
+    r.finish().await;
     assert!(rt.alive().is_empty());
 }
 
@@ -383,8 +388,7 @@ async fn a_failing_start_answers_503_and_backs_off() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let g = svc.acquire().await.expect("served after the backoff");
     drop(g);
-    r.stop.cancel();
-    r.task.await.unwrap();
+    r.finish().await;
     assert!(rt.alive().is_empty());
 }
 
