@@ -391,14 +391,7 @@ mod example {
             "default = ",
             "redirect_https",
         ];
-        let uncommented: String = EXAMPLE
-            .lines()
-            .map(|l| match l.strip_prefix("# ") {
-                Some(t) if ours.iter().any(|k| t.starts_with(k)) => t,
-                _ => l,
-            })
-            .collect::<Vec<_>>()
-            .join("\n");
+        let uncommented = crate::config::uncomment(EXAMPLE, &ours);
         let e = super::super::parse(&uncommented, None).unwrap_err();
         assert_eq!(
             e.key.as_deref(),

@@ -246,17 +246,14 @@ mod tests {
 
     #[test]
     fn bad_paths_say_why() {
-        for (text, says) in [
+        crate::config::assert_refused::<PathPattern>(&[
             ("healthz", "starts with '/'"),
             ("/a*b", "only end"),
             ("/*/x", "only end"),
             ("/healthz?x=1", "query"),
             ("/a b", "percent-encoded"),
             ("/*", "every request"),
-        ] {
-            let e = text.parse::<PathPattern>().unwrap_err();
-            assert!(e.contains(says), "{text}: {e}");
-        }
+        ]);
         assert_eq!(
             "/status/*".parse::<PathPattern>().unwrap().to_string(),
             "/status/*"

@@ -48,6 +48,31 @@ pub struct ConfigError {
     pub message: String,
 }
 
+/// `example` with the commented-out lines that begin with one of `keys` uncommented (tests).
+#[cfg(test)]
+pub(crate) fn uncomment(example: &str, keys: &[&str]) -> String {
+    example
+        .lines()
+        .map(|l| match l.strip_prefix("# ") {
+            Some(t) if keys.iter().any(|k| t.starts_with(k)) => t,
+            _ => l,
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Each of `cases` (a text, what its error says) fails to parse as a `T`, saying so (tests).
+#[cfg(test)]
+pub(crate) fn assert_refused<T>(cases: &[(&str, &str)])
+where
+    T: std::str::FromStr<Err = String>,
+{
+    for (text, says) in cases {
+        let e = text.parse::<T>().err().expect(text);
+        assert!(e.contains(says), "{text}: {e}");
+    }
+}
+
 /// What the tests check of an error: where it is, what it says, how it begins when shown.
 #[cfg(test)]
 impl ConfigError {

@@ -380,14 +380,7 @@ fn the_example_idle_ignore_parses_when_uncommented() {
         "networks =",
         "wake =",
     ];
-    let uncommented: String = example
-        .lines()
-        .map(|l| match l.strip_prefix("# ") {
-            Some(t) if keys.iter().any(|k| t.starts_with(k)) => t,
-            _ => l,
-        })
-        .collect::<Vec<_>>()
-        .join("\n");
+    let uncommented = crate::config::uncomment(example, &keys);
     let cfg = parse(&uncommented, None).unwrap();
     let ig = &cfg.services[0].scaling.idle_ignore;
     assert!(ig.user_agents.iter().any(|u| u == "kube-probe/"), "{ig:?}");

@@ -76,6 +76,17 @@ impl Running {
     }
 }
 
+/// Edits the service's live config as a reload would; returns the config it now runs.
+async fn update(svc: &Service, edit: impl FnOnce(&mut ServiceConfig)) -> ServiceConfig {
+    let mut cfg = svc.config.load().as_ref().clone();
+    edit(&mut cfg);
+    let config = Box::new(cfg.clone());
+    svc.ask(|reply| Command::Update { config, reply })
+        .await
+        .unwrap();
+    cfg
+}
+
 /// Waits (in paused time, so instantly) until `check` holds; fails after 10 virtual minutes.
 async fn until(what: &str, mut check: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(600);
@@ -161,23 +172,13 @@ async fn excess_cancels_a_start_not_the_warm_instance() {
     until("the first instance is ready", || ready_ids(&svc).len() == 1).await;
     let warm = ready_ids(&svc)[0].clone();
     rt.plan(Plan::ReadyAfter(Duration::from_secs(10)));
-    let mut cfg = svc.config.load().as_ref().clone();
-    cfg.scaling.min_instances = 2;
-    svc.ask(|reply| Command::Update {
-        config: Box::new(cfg.clone()),
-        reply,
-    })
-    .await
-    .unwrap();
+    update(&svc, |c| c.scaling.min_instances = 2).await;
     until("a second instance starts", || rt.alive().len() == 2).await;
-    cfg.scaling.min_instances = 1;
-    cfg.scaling.max_instances = 1;
-    svc.ask(|reply| Command::Update {
-        config: Box::new(cfg),
-        reply,
+    update(&svc, |c| {
+        c.scaling.min_instances = 1;
+        c.scaling.max_instances = 1;
     })
-    .await
-    .unwrap();
+    .await;
     until("the start is stopped", || rt.alive().len() == 1).await;
     assert_eq!(rt.alive(), vec![warm.clone()], "the warm one stays");
     assert_eq!(ready_ids(&svc), vec![warm.clone()]);
@@ -314,14 +315,7 @@ async fn a_starting_instance_that_is_stopped_stays_stopped() {
     until("ready", || ready_ids(&svc).len() == 1).await;
     // A second live instance, slow to start.
     rt.plan(Plan::ReadyAfter(Duration::from_secs(1)));
-    let mut cfg = svc.config.load().as_ref().clone();
-    cfg.scaling.min_instances = 2;
-    svc.ask(|reply| Command::Update {
-        config: Box::new(cfg.clone()),
-        reply,
-    })
-    .await
-    .unwrap();
+    let cfg = update(&svc, |c| c.scaling.min_instances = 2).await;
     until("the slow one is spawned", || rt.alive().len() == 2).await;
     let slow = svc
         .instances
