@@ -241,41 +241,6 @@ mod tests {
         }
         let mut cases: Vec<(&str, &str, Edit)> = vec![
             (
-                "proxy.max_uri_bytes",
-                "at least 256B",
-                Box::new(|c| c.proxy.max_uri_bytes = 10),
-            ),
-            (
-                "proxy.max_header_line_bytes",
-                "at least",
-                Box::new(|c| c.proxy.max_header_line_bytes = 0),
-            ),
-            (
-                "proxy.max_header_bytes",
-                "smaller than",
-                Box::new(|c| c.proxy.max_header_bytes = 4096),
-            ),
-            (
-                "proxy.max_headers",
-                "1-10000",
-                Box::new(|c| c.proxy.max_headers = 0),
-            ),
-            (
-                "proxy.max_headers",
-                "1-10000",
-                Box::new(|c| c.proxy.max_headers = 20_000),
-            ),
-            (
-                "proxy.header_read_timeout",
-                "silent",
-                Box::new(|c| c.proxy.header_read_timeout = Duration::ZERO),
-            ),
-            (
-                "proxy.max_connections",
-                "at least 1",
-                Box::new(|c| c.proxy.max_connections = 0),
-            ),
-            (
                 "proxy.tls.listen",
                 "no listen",
                 Box::new(|c| tls(c).listen.clear()),
@@ -344,6 +309,33 @@ mod tests {
                 Box::new(|c| tls(c).certificates[0].key = PathBuf::new()),
             ),
         ];
+        // `[proxy]` limits, each with a value it refuses.
+        let limits: [(&str, &str, fn(&mut ProxyConfig)); 7] = [
+            ("proxy.max_uri_bytes", "at least 256B", |p| {
+                p.max_uri_bytes = 10
+            }),
+            ("proxy.max_header_line_bytes", "at least", |p| {
+                p.max_header_line_bytes = 0
+            }),
+            ("proxy.max_header_bytes", "smaller than", |p| {
+                p.max_header_bytes = 4096
+            }),
+            ("proxy.max_headers", "1-10000", |p| p.max_headers = 0),
+            ("proxy.max_headers", "1-10000", |p| p.max_headers = 20_000),
+            ("proxy.header_read_timeout", "silent", |p| {
+                p.header_read_timeout = Duration::ZERO
+            }),
+            ("proxy.max_connections", "at least 1", |p| {
+                p.max_connections = 0
+            }),
+        ];
+        cases.extend(limits.map(|(key, says, edit)| -> (&str, &str, Edit) {
+            (
+                key,
+                says,
+                Box::new(move |c: &mut Config| edit(&mut c.proxy)),
+            )
+        }));
         // Names the first certificate may not hold.
         let hosts = [
             ("*", "default = true"),

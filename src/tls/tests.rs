@@ -128,6 +128,13 @@ struct Site {
     ca: Ca,
 }
 
+impl Site {
+    /// A new leaf for `hosts`, written as `name.crt` and `name.key`.
+    fn files(&self, name: &str, hosts: &[&str]) -> (PathBuf, PathBuf) {
+        write(&self.dir, name, &self.ca.leaf(hosts))
+    }
+}
+
 fn site() -> Site {
     let dir = tempfile::tempdir().unwrap();
     Site {
@@ -312,8 +319,7 @@ async fn broken_replacement_keeps_the_old_certificate() {
 #[tokio::test(start_paused = true)]
 async fn watcher_serves_a_renewed_certificate() {
     let s = site();
-    let old = s.ca.leaf(&["a.example"]);
-    let files = write(&s.dir, "a", &old);
+    let files = s.files("a", &["a.example"]);
     let store = serving_a(files.clone());
     let events = Arc::new(EventLog::default());
     let cancel = CancellationToken::new();
@@ -430,9 +436,8 @@ async fn apply_replaces_the_list_or_nothing() {
 fn a_certificate_must_cover_its_hosts() {
     let s = site();
     let a = s.ca.leaf(&["a.example"]);
-    let wild = s.ca.leaf(&["*.w.example"]);
     let fa = write(&s.dir, "a", &a);
-    let fw = write(&s.dir, "w", &wild);
+    let fw = s.files("w", &["*.w.example"]);
     for (hosts, files, host) in [
         (&["a.example", "b.example"][..], &fa, "b.example"),
         (&["*.a.example"][..], &fa, "*.a.example"),
