@@ -310,7 +310,8 @@ mod tests {
             ),
         ];
         // `[proxy]` limits, each with a value it refuses.
-        let limits: [(&str, &str, fn(&mut ProxyConfig)); 7] = [
+        type ProxyEdit = fn(&mut ProxyConfig);
+        let limits: [(&str, &str, ProxyEdit); 7] = [
             ("proxy.max_uri_bytes", "at least 256B", |p| {
                 p.max_uri_bytes = 10
             }),

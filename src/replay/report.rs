@@ -105,7 +105,8 @@ pub fn text(rows: &[Row]) -> String {
                     .collect(),
             );
         };
-        let figures: [(&str, fn(&Figures) -> String); 5] = [
+        type Show = fn(&Figures) -> String;
+        let figures: [(&str, Show); 5] = [
             ("requests", |f| f.requests.to_string()),
             ("cold starts", |f| f.cold_starts.to_string()),
             ("waited for a cold start", |f| {

@@ -147,7 +147,8 @@ fn each_rule_names_its_key() {
         assert_eq!(key_of(edit), want);
     }
     // `[service.scaling]`: each field and a value it refuses.
-    let scaling: Vec<(&str, fn(&mut ScalingConfig))> = vec![
+    type ScalingEdit = fn(&mut ScalingConfig);
+    let scaling: Vec<(&str, ScalingEdit)> = vec![
         ("min_instances", |s| s.min_instances = 11),
         ("max_instances", |s| s.max_instances = 0),
         ("max_concurrency", |s| s.max_concurrency = 0),
