@@ -106,6 +106,11 @@ impl AdminClient {
     }
 }
 
+/// The elements of a JSON array; none when the API left it out (or sent something else).
+pub fn items(v: &Value) -> &[Value] {
+    v.as_array().map(Vec::as_slice).unwrap_or_default()
+}
+
 /// Lays `rows` out under `headers` in columns two spaces apart, like `kubectl get`.
 pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
     let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
@@ -269,7 +274,7 @@ pub fn format_pause(verb: &str, service: &Value) -> String {
 /// A deployment's diff (`changes` of a dry run), one line per field: `  env.KEY: a -> b`, with
 /// `(unset)` for a side that has no value.
 pub fn format_changes(changes: &Value) -> String {
-    let list = changes.as_array().map(Vec::as_slice).unwrap_or_default();
+    let list = items(changes);
     if list.is_empty() {
         return "no change to the source: the new revision runs what the live one runs\n".into();
     }

@@ -5,32 +5,17 @@ use std::process::ExitCode;
 
 use http::Method;
 use serde_json::Value;
-use wakeway::client::{AdminClient, table};
+use wakeway::client::{AdminClient, items, table};
 
-use super::{Output, print_json};
+use super::{Output, show};
 
 pub async fn certificates(client: AdminClient, output: Output) -> ExitCode {
-    match client.ok(Method::GET, "/v1/certificates", None).await {
-        Ok(v) if output == Output::Json => {
-            print_json(&v);
-            ExitCode::SUCCESS
-        }
-        Ok(v) => {
-            print!("{}", format_certificates(&v));
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    let answer = client.ok(Method::GET, "/v1/certificates", None).await;
+    show(answer, output, |v| format_certificates(&v))
 }
 
 fn format_certificates(list: &Value) -> String {
-    let rows: Vec<Vec<String>> = list
-        .as_array()
-        .map(Vec::as_slice)
-        .unwrap_or_default()
+    let rows: Vec<Vec<String>> = items(list)
         .iter()
         .map(|c| {
             let s = |k: &str| c[k].as_str().unwrap_or("-").to_string();

@@ -5,22 +5,13 @@ use std::process::ExitCode;
 
 use http::Method;
 use serde_json::Value;
-use wakeway::client::{AdminClient, table};
+use wakeway::client::{AdminClient, items, table};
 
-use super::{Output, fail, print_json};
+use super::{Output, show};
 
 pub async fn cluster(client: AdminClient, output: Output) -> ExitCode {
-    match client.ok(Method::GET, "/v1/cluster", None).await {
-        Ok(v) if output == Output::Json => {
-            print_json(&v);
-            ExitCode::SUCCESS
-        }
-        Ok(v) => {
-            print!("{}", format_cluster(&v));
-            ExitCode::SUCCESS
-        }
-        Err(e) => fail(e),
-    }
+    let answer = client.ok(Method::GET, "/v1/cluster", None).await;
+    show(answer, output, |v| format_cluster(&v))
 }
 
 fn format_cluster(v: &Value) -> String {
@@ -40,10 +31,7 @@ fn format_cluster(v: &Value) -> String {
             ""
         }
     );
-    let rows: Vec<Vec<String>> = v["members"]
-        .as_array()
-        .map(Vec::as_slice)
-        .unwrap_or_default()
+    let rows: Vec<Vec<String>> = items(&v["members"])
         .iter()
         .map(|m| {
             vec![

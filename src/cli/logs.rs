@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use http::Method;
 use serde_json::Value;
-use wakeway::client::{AdminClient, format_access};
+use wakeway::client::{AdminClient, format_access, items};
 
 use super::{Output, fail, print_json};
 
@@ -47,69 +47,75 @@ pub async fn logs(client: AdminClient, args: LogsArgs) -> ExitCode {
     if let Some(r) = &args.revision {
         filter.push_str(&format!("&revision={r}"));
     }
-    let mut after = 0u64;
-    let mut tail = args.tail;
-    loop {
-        let path = format!(
+    let path = |after: u64, tail: u64| {
+        format!(
             "/v1/services/{}/logs?after={after}&tail={tail}{filter}",
             args.service
-        );
-        let lines = match client.ok(Method::GET, &path, None).await {
-            Ok(v) => v,
-            Err(e) => return fail(e),
-        };
-        let list = lines.as_array().map(Vec::as_slice).unwrap_or_default();
-        match (args.output.output, args.follow) {
-            (Output::Json, false) => print_json(&lines),
-            // Following, one JSON object per line, as they come.
-            (Output::Json, true) => list.iter().for_each(|l| println!("{l}")),
-            (Output::Text, _) => list.iter().for_each(|l| println!("{}", format_line(l))),
-        }
-        after = list.last().and_then(|l| l["seq"].as_u64()).unwrap_or(after);
-        if !args.follow {
-            return ExitCode::SUCCESS;
-        }
-        // Everything new since the last read, however much.
-        tail = u64::MAX >> 1;
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+        )
+    };
+    read_lines(&client, &args, path, |_| {}, |v| v, format_line).await
 }
 
 /// `wakeway logs --access`: the service's last access-log lines (as its access log wrote them),
 /// and with `-f` each new one.
 async fn access(client: AdminClient, args: &LogsArgs) -> ExitCode {
     let status = args.status.as_deref().unwrap_or("");
-    let mut after = 0u64;
-    let mut tail = args.tail;
-    let mut first = true;
-    loop {
-        let path = format!(
+    let path = |after: u64, tail: u64| {
+        format!(
             "/v1/services/{}/access?after={after}&tail={tail}&status={status}",
             args.service
-        );
-        let answer = match client.ok(Method::GET, &path, None).await {
-            Ok(v) => v,
-            Err(e) => return fail(e),
-        };
+        )
+    };
+    let mut first = true;
+    let warn_off = |answer: &Value| {
         if first && answer["access_log"] == "off" {
             eprintln!(
                 "the access log is off (log.access = \"off\"): wakeway keeps no request lines"
             );
         }
         first = false;
-        let list = answer["lines"]
-            .as_array()
-            .map(Vec::as_slice)
-            .unwrap_or_default();
+    };
+    read_lines(
+        &client,
+        args,
+        path,
+        warn_off,
+        |a| &a["lines"],
+        format_access,
+    )
+    .await
+}
+
+/// Reads `path(after, tail)` and prints the lines `lines` picks out of the answer: once, or with
+/// `--follow` every half second from where the last read ended. `seen` looks at each answer.
+async fn read_lines(
+    client: &AdminClient,
+    args: &LogsArgs,
+    path: impl Fn(u64, u64) -> String,
+    mut seen: impl FnMut(&Value),
+    lines: fn(&Value) -> &Value,
+    format: fn(&Value) -> String,
+) -> ExitCode {
+    let mut after = 0u64;
+    let mut tail = args.tail;
+    loop {
+        let answer = match client.ok(Method::GET, &path(after, tail), None).await {
+            Ok(v) => v,
+            Err(e) => return fail(e),
+        };
+        seen(&answer);
+        let list = items(lines(&answer));
         match (args.output.output, args.follow) {
             (Output::Json, false) => print_json(&answer),
+            // Following, one JSON object per line, as they come.
             (Output::Json, true) => list.iter().for_each(|l| println!("{l}")),
-            (Output::Text, _) => list.iter().for_each(|l| println!("{}", format_access(l))),
+            (Output::Text, _) => list.iter().for_each(|l| println!("{}", format(l))),
         }
         after = list.last().and_then(|l| l["seq"].as_u64()).unwrap_or(after);
         if !args.follow {
             return ExitCode::SUCCESS;
         }
+        // Everything new since the last read, however much.
         tail = u64::MAX >> 1;
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
@@ -132,7 +138,7 @@ pub async fn print_last_output(client: &AdminClient, service: &str, revision: &s
     let Ok(lines) = client.ok(Method::GET, &path, None).await else {
         return;
     };
-    let list = lines.as_array().map(Vec::as_slice).unwrap_or_default();
+    let list = items(&lines);
     if list.is_empty() {
         eprintln!("{revision} printed nothing before it failed");
         return;

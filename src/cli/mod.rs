@@ -41,23 +41,30 @@ pub(crate) fn fail(e: impl std::fmt::Display) -> ExitCode {
     ExitCode::FAILURE
 }
 
+/// What a read verb does with the API's answer: its JSON with `-o json`, else the text `format`
+/// makes of it; an error goes to stderr.
+pub(crate) fn show(
+    answer: Result<Value, String>,
+    output: Output,
+    format: impl FnOnce(Value) -> String,
+) -> ExitCode {
+    match answer {
+        Ok(v) if output == Output::Json => print_json(&v),
+        Ok(v) => print!("{}", format(v)),
+        Err(e) => return fail(e),
+    }
+    ExitCode::SUCCESS
+}
+
 pub async fn status(client: AdminClient, service: Option<String>, output: Output) -> ExitCode {
     let path = match &service {
         Some(s) => format!("/v1/services/{s}"),
         None => "/v1/services".into(),
     };
-    match client.ok(Method::GET, &path, None).await {
-        Ok(v) if output == Output::Json => {
-            print_json(&v);
-            ExitCode::SUCCESS
-        }
-        Ok(v) => {
-            let list = if v.is_array() { v } else { json!([v]) };
-            print!("{}", format_status(&list));
-            ExitCode::SUCCESS
-        }
-        Err(e) => fail(e),
-    }
+    show(client.ok(Method::GET, &path, None).await, output, |v| {
+        let list = if v.is_array() { v } else { json!([v]) };
+        format_status(&list)
+    })
 }
 
 /// `pause` or `resume` a service; prints what happened as a sentence.
@@ -350,17 +357,7 @@ pub async fn traffic(
             Err(e) => return fail(e),
         }
     };
-    match answer {
-        Ok(v) if output == Output::Json => {
-            print_json(&v);
-            ExitCode::SUCCESS
-        }
-        Ok(v) => {
-            print!("{}", format_traffic(&v));
-            ExitCode::SUCCESS
-        }
-        Err(e) => fail(e),
-    }
+    show(answer, output, |v| format_traffic(&v))
 }
 
 /// `wakeway promote SERVICE [REVISION] [--steps ..] [--interval ..]`: starts a rollout and

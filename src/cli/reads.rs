@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use http::Method;
 use wakeway::client::{AdminClient, format_deployments, format_history, format_revisions};
 
-use super::{Output, fail, print_json};
+use super::{Output, fail, print_json, show};
 
 pub async fn history(
     client: AdminClient,
@@ -16,43 +16,25 @@ pub async fn history(
     output: Output,
 ) -> ExitCode {
     let path = format!("/v1/services/{service}/history?range={range}");
-    match client.ok(Method::GET, &path, None).await {
-        Ok(v) if output == Output::Json => {
-            print_json(&v);
-            ExitCode::SUCCESS
-        }
-        Ok(v) => {
-            print!("{}", format_history(service, &v, tail));
-            ExitCode::SUCCESS
-        }
-        Err(e) => fail(e),
-    }
+    show(client.ok(Method::GET, &path, None).await, output, |v| {
+        format_history(service, &v, tail)
+    })
 }
 
 pub async fn deployments(client: AdminClient, service: &str, output: Output) -> ExitCode {
     let path = format!("/v1/services/{service}/deployments");
-    match client.ok(Method::GET, &path, None).await {
-        Ok(v) if output == Output::Json => {
-            print_json(&v);
-            ExitCode::SUCCESS
-        }
-        Ok(v) => {
-            print!("{}", format_deployments(&v));
-            ExitCode::SUCCESS
-        }
-        Err(e) => fail(e),
-    }
+    show(client.ok(Method::GET, &path, None).await, output, |v| {
+        format_deployments(&v)
+    })
 }
 
 pub async fn revisions(client: AdminClient, service: &str, output: Output) -> ExitCode {
-    let revisions = match client
-        .ok(
-            Method::GET,
-            &format!("/v1/services/{service}/revisions"),
-            None,
-        )
-        .await
-    {
+    let client = &client;
+    let get = |what: &str| {
+        let path = format!("/v1/services/{service}/{what}");
+        async move { client.ok(Method::GET, &path, None).await }
+    };
+    let revisions = match get("revisions").await {
         Ok(v) => v,
         Err(e) => return fail(e),
     };
@@ -60,14 +42,7 @@ pub async fn revisions(client: AdminClient, service: &str, output: Output) -> Ex
         print_json(&revisions);
         return ExitCode::SUCCESS;
     }
-    let traffic = match client
-        .ok(
-            Method::GET,
-            &format!("/v1/services/{service}/traffic"),
-            None,
-        )
-        .await
-    {
+    let traffic = match get("traffic").await {
         Ok(v) => v,
         Err(e) => return fail(e),
     };

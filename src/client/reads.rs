@@ -6,7 +6,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use serde_json::Value;
 
-use super::table;
+use super::{items, table};
 
 /// `1.5833` -> `1.58`, `2.0` -> `2`.
 pub fn num(x: f64) -> String {
@@ -48,10 +48,7 @@ fn text(v: &Value) -> String {
 /// A service's history (`GET .../history`): its last `tail` steps (all with 0), then each
 /// revision's means over those steps.
 pub fn format_history(service: &str, h: &Value, tail: usize) -> String {
-    let points = h["points"]
-        .as_array()
-        .map(Vec::as_slice)
-        .unwrap_or_default();
+    let points = items(&h["points"]);
     let shown = &points[points
         .len()
         .saturating_sub(if tail == 0 { usize::MAX } else { tail })..];
@@ -104,20 +101,14 @@ pub fn format_history(service: &str, h: &Value, tail: usize) -> String {
         ],
         &rows,
     ));
-    let revisions = h["revisions"]
-        .as_array()
-        .map(Vec::as_slice)
-        .unwrap_or_default();
+    let revisions = items(&h["revisions"]);
     if revisions.is_empty() {
         return out;
     }
     let rows: Vec<Vec<String>> = revisions
         .iter()
         .map(|r| {
-            let pts = r["points"]
-                .as_array()
-                .map(Vec::as_slice)
-                .unwrap_or_default();
+            let pts = items(&r["points"]);
             let pts = &pts[pts.len().saturating_sub(shown.len())..];
             let rate = |p: &Value| p["requests_per_second"].as_f64().unwrap_or(0.0);
             let served: f64 = pts.iter().map(rate).sum();
@@ -149,23 +140,19 @@ pub fn format_history(service: &str, h: &Value, tail: usize) -> String {
 
 /// A service's deployments, oldest first, with why each failed.
 pub fn format_deployments(list: &Value) -> String {
-    let list = list.as_array().map(Vec::as_slice).unwrap_or_default();
+    let list = items(list);
     if list.is_empty() {
         return "no deployment yet\n".into();
     }
     let rows: Vec<Vec<String>> = list
         .iter()
         .map(|d| {
-            vec![
-                text(&d["id"]),
-                text(&d["previous_revision"]),
-                text(&d["revision"]),
-                text(&d["trigger"]),
-                text(&d["state"]),
-                text(&d["started_at"]),
-                opt(&d["duration_ms"], millis),
-                d["reason"].as_str().unwrap_or("").to_string(),
-            ]
+            let keys = ["id", "previous_revision", "revision", "trigger", "state"];
+            let mut row: Vec<String> = keys.iter().map(|k| text(&d[k])).collect();
+            row.push(text(&d["started_at"]));
+            row.push(opt(&d["duration_ms"], millis));
+            row.push(d["reason"].as_str().unwrap_or("").to_string());
+            row
         })
         .collect();
     table(
@@ -186,14 +173,8 @@ pub fn format_deployments(list: &Value) -> String {
 /// A service's revisions (`GET .../revisions`) with the share and tags each has in `traffic`
 /// (`GET .../traffic`).
 pub fn format_revisions(revisions: &Value, traffic: &Value) -> String {
-    let shares = traffic["traffic"]
-        .as_array()
-        .map(Vec::as_slice)
-        .unwrap_or_default();
-    let rows: Vec<Vec<String>> = revisions
-        .as_array()
-        .map(Vec::as_slice)
-        .unwrap_or_default()
+    let shares = items(&traffic["traffic"]);
+    let rows: Vec<Vec<String>> = items(revisions)
         .iter()
         .map(|r| {
             let share = shares.iter().find(|s| s["revision"] == r["id"]);

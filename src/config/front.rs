@@ -341,12 +341,7 @@ redirect_https = true
             let text = std::fs::read_to_string(&f.config).unwrap();
             let first = to.lines().next().unwrap();
             let line = text.lines().position(|l| l.contains(first)).unwrap() + 1;
-            assert_eq!(
-                (e.key.as_deref(), e.line),
-                (Some(key), Some(line)),
-                "{to}: {e}"
-            );
-            assert!(e.message.contains(says), "{to}: {e}");
+            e.assert_case(to, key, Some(line), says);
             assert!(
                 e.to_string()
                     .starts_with(&format!("{}:{line}: key `{key}`", f.config.display())),
@@ -396,14 +391,7 @@ mod example {
             "default = ",
             "redirect_https",
         ];
-        let uncommented: String = EXAMPLE
-            .lines()
-            .map(|l| match l.strip_prefix("# ") {
-                Some(t) if ours.iter().any(|k| t.starts_with(k)) => t,
-                _ => l,
-            })
-            .collect::<Vec<_>>()
-            .join("\n");
+        let uncommented = crate::config::uncomment(EXAMPLE, &ours);
         let e = super::super::parse(&uncommented, None).unwrap_err();
         assert_eq!(
             e.key.as_deref(),

@@ -23,10 +23,14 @@ mod values;
 
 #[cfg(test)]
 mod proptests;
+#[cfg(test)]
+mod testing;
 
 pub use cluster::ClusterConfig;
 pub use duration::{format_duration, parse_duration};
 pub use size::{format_size, parse_size};
+#[cfg(test)]
+pub(crate) use testing::{assert_refused, uncomment};
 pub use types::*;
 pub use types_service::*;
 pub(crate) use validate::canonical_signal;
@@ -185,21 +189,8 @@ pub fn validate(config: &Config) -> Result<(), ConfigError> {
 
 /// Checks one service on its own (a deployment's config built from an API request).
 pub fn validate_service(service: &ServiceConfig) -> Result<(), ConfigError> {
-    let config = Config {
-        path: None,
-        state_file: None,
-        proxy: ProxyConfig::default(),
-        admin: AdminConfig {
-            listen: None,
-            ..AdminConfig::default()
-        },
-        docker: DockerConfig::default(),
-        swarm: SwarmConfig::default(),
-        cluster: None,
-        log: LogConfig::default(),
-        services: vec![service.clone()],
-        scaling: Default::default(),
-    };
+    let mut config = Config::new(vec![service.clone()]);
+    config.admin.listen = None;
     validate(&config)
 }
 
@@ -409,6 +400,19 @@ mod tests {
 
     const EXAMPLE: &str = include_str!("../../config/wakeway.toml");
 
+    /// Instances, concurrency target and limit, idle timeout.
+    fn scaling(s: &ServiceConfig) -> (u32, u32, f64, u32, std::time::Duration) {
+        let c = &s.scaling;
+        let (min, max) = (c.min_instances, c.max_instances);
+        (
+            min,
+            max,
+            c.target_concurrency,
+            c.max_concurrency,
+            c.idle_timeout,
+        )
+    }
+
     #[test]
     fn example_file_parses() {
         let cfg = parse(EXAMPLE, Some(Path::new("config/wakeway.toml"))).unwrap();
@@ -423,26 +427,18 @@ mod tests {
             hello.source,
             Source::Command(vec!["wakeway".into(), "whoami".into()])
         );
-        assert_eq!(hello.scaling.min_instances, 0);
-        assert_eq!(hello.scaling.max_instances, 5);
-        assert_eq!(hello.scaling.target_concurrency, 10.0);
-        assert_eq!(hello.scaling.max_concurrency, 20);
         assert_eq!(
-            hello.scaling.idle_timeout,
-            std::time::Duration::from_secs(30)
+            scaling(hello),
+            (0, 5, 10.0, 20, std::time::Duration::from_secs(30))
         );
         assert_eq!(hello.health.kind, HealthKind::Http);
         assert_eq!(hello.health.path, "/healthz");
         let slow = &cfg.services[1];
         assert_eq!(slow.name, "slow");
         assert_eq!(slow.hosts, vec!["slow.localhost"]);
-        assert_eq!(slow.scaling.min_instances, 1);
-        assert_eq!(slow.scaling.max_instances, 10);
-        assert_eq!(slow.scaling.target_concurrency, 5.0);
-        assert_eq!(slow.scaling.max_concurrency, 10);
         assert_eq!(
-            slow.scaling.idle_timeout,
-            std::time::Duration::from_secs(60)
+            scaling(slow),
+            (1, 10, 5.0, 10, std::time::Duration::from_secs(60))
         );
     }
 
@@ -543,13 +539,8 @@ mod tests {
         let mut cfg = parse(EXAMPLE, Some(Path::new("x.toml"))).unwrap();
         cfg.services[1].hosts = vec!["hello.localhost".into()];
         let err = validate(&cfg).unwrap_err();
-        assert_eq!(err.line, None);
-        assert_eq!(err.key.as_deref(), Some("service[1].hosts[0]"));
-        assert!(
-            err.to_string()
-                .starts_with("x.toml: key `service[1].hosts[0]`"),
-            "{err}"
-        );
+        let key = "service[1].hosts[0]";
+        err.assert_shown(None, key, "x.toml: key `service[1].hosts[0]`");
     }
 
     #[test]

@@ -33,6 +33,25 @@ pub struct Config {
     pub scaling: GlobalScaling,
 }
 
+impl Config {
+    /// A config built in code: `services`, every section at its default, no file, nothing
+    /// persists.
+    pub fn new(services: Vec<ServiceConfig>) -> Config {
+        Config {
+            path: None,
+            state_file: None,
+            proxy: ProxyConfig::default(),
+            admin: AdminConfig::default(),
+            docker: DockerConfig::default(),
+            swarm: SwarmConfig::default(),
+            cluster: None,
+            log: LogConfig::default(),
+            services,
+            scaling: GlobalScaling::default(),
+        }
+    }
+}
+
 /// `[scaling]`: limits over every service at once.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GlobalScaling {

@@ -272,53 +272,49 @@ fn validate_source(source: &Source, i: usize) -> Result {
 }
 
 fn validate_docker(d: &DockerConfig) -> Result {
-    if let Some(endpoint) = &d.endpoint {
-        let known = ["unix://", "tcp://", "http://"];
-        if !known.iter().any(|s| endpoint.starts_with(s)) {
-            return fail(
-                "docker.endpoint",
-                format!(
-                    "unsupported endpoint {endpoint:?}: use \"unix:///var/run/docker.sock\" or \"tcp://host:port\" (leave it unset to use $DOCKER_HOST)"
-                ),
-            );
-        }
-    }
+    validate_endpoint("docker.endpoint", d.endpoint.as_deref(), "host:port")?;
     if d.network.trim().is_empty() {
         return fail(
             "docker.network",
             "network is empty: use \"bridge\", \"host\" or the name of a user-defined network",
         );
     }
-    // The scope goes into container names and labels.
-    let scope_ok = !d.scope.is_empty()
-        && d.scope.len() <= 32
-        && d.scope
+    validate_scope("docker.scope", &d.scope)?;
+    Ok(())
+}
+
+/// The engine's API address, when set; `example` is a TCP one for the message.
+fn validate_endpoint(key: &str, endpoint: Option<&str>, example: &str) -> Result {
+    let known = ["unix://", "tcp://", "http://"];
+    match endpoint {
+        Some(e) if !known.iter().any(|p| e.starts_with(p)) => fail(
+            key,
+            format!(
+                "unsupported endpoint {e:?}: use \"unix:///var/run/docker.sock\" or \"tcp://{example}\" (leave it unset to use $DOCKER_HOST)"
+            ),
+        ),
+        _ => Ok(()),
+    }
+}
+
+/// The scope goes into container (or service) names and labels.
+fn validate_scope(key: &str, scope: &str) -> Result {
+    let ok = !scope.is_empty()
+        && scope.len() <= 32
+        && scope
             .chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
-    if !scope_ok {
+    if !ok {
         return fail(
-            "docker.scope",
-            format!(
-                "invalid scope {:?}: use 1 to 32 lower-case letters, digits and '-'",
-                d.scope
-            ),
+            key,
+            format!("invalid scope {scope:?}: use 1 to 32 lower-case letters, digits and '-'"),
         );
     }
     Ok(())
 }
 
 fn validate_swarm(s: &SwarmConfig) -> Result {
-    if let Some(endpoint) = &s.endpoint {
-        let known = ["unix://", "tcp://", "http://"];
-        if !known.iter().any(|p| endpoint.starts_with(p)) {
-            return fail(
-                "swarm.endpoint",
-                format!(
-                    "unsupported endpoint {endpoint:?}: use \"unix:///var/run/docker.sock\" or \"tcp://manager:2375\" (leave it unset to use $DOCKER_HOST)"
-                ),
-            );
-        }
-    }
+    validate_endpoint("swarm.endpoint", s.endpoint.as_deref(), "manager:2375")?;
     let net = s.network.trim();
     if net != s.network {
         return fail(
@@ -340,20 +336,7 @@ fn validate_swarm(s: &SwarmConfig) -> Result {
             ),
         );
     }
-    let scope_ok = !s.scope.is_empty()
-        && s.scope.len() <= 32
-        && s.scope
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
-    if !scope_ok {
-        return fail(
-            "swarm.scope",
-            format!(
-                "invalid scope {:?}: use 1 to 32 lower-case letters, digits and '-'",
-                s.scope
-            ),
-        );
-    }
+    validate_scope("swarm.scope", &s.scope)?;
     for (i, c) in s.constraints.iter().enumerate() {
         let parts = c.split_once("==").or_else(|| c.split_once("!="));
         let ok = parts.is_some_and(|(k, v)| !k.trim().is_empty() && !v.trim().is_empty());

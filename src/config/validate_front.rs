@@ -239,42 +239,7 @@ mod tests {
         fn tls(c: &mut Config) -> &mut TlsConfig {
             c.proxy.tls.as_mut().unwrap()
         }
-        let cases: Vec<(&str, &str, Edit)> = vec![
-            (
-                "proxy.max_uri_bytes",
-                "at least 256B",
-                Box::new(|c| c.proxy.max_uri_bytes = 10),
-            ),
-            (
-                "proxy.max_header_line_bytes",
-                "at least",
-                Box::new(|c| c.proxy.max_header_line_bytes = 0),
-            ),
-            (
-                "proxy.max_header_bytes",
-                "smaller than",
-                Box::new(|c| c.proxy.max_header_bytes = 4096),
-            ),
-            (
-                "proxy.max_headers",
-                "1-10000",
-                Box::new(|c| c.proxy.max_headers = 0),
-            ),
-            (
-                "proxy.max_headers",
-                "1-10000",
-                Box::new(|c| c.proxy.max_headers = 20_000),
-            ),
-            (
-                "proxy.header_read_timeout",
-                "silent",
-                Box::new(|c| c.proxy.header_read_timeout = Duration::ZERO),
-            ),
-            (
-                "proxy.max_connections",
-                "at least 1",
-                Box::new(|c| c.proxy.max_connections = 0),
-            ),
+        let mut cases: Vec<(&str, &str, Edit)> = vec![
             (
                 "proxy.tls.listen",
                 "no listen",
@@ -334,36 +299,6 @@ mod tests {
                 Box::new(|c| tls(c).certificates[0].hosts.push("a.example".into())),
             ),
             (
-                "proxy.tls.certificate[0].hosts[0]",
-                "default = true",
-                Box::new(|c| tls(c).certificates[0].hosts[0] = "*".into()),
-            ),
-            (
-                "proxy.tls.certificate[0].hosts[0]",
-                "whole first label",
-                Box::new(|c| tls(c).certificates[0].hosts[0] = "a.*.example".into()),
-            ),
-            (
-                "proxy.tls.certificate[0].hosts[0]",
-                "whole first label",
-                Box::new(|c| tls(c).certificates[0].hosts[0] = "*a.example".into()),
-            ),
-            (
-                "proxy.tls.certificate[0].hosts[0]",
-                "no port",
-                Box::new(|c| tls(c).certificates[0].hosts[0] = "a.example:443".into()),
-            ),
-            (
-                "proxy.tls.certificate[0].hosts[0]",
-                "empty label",
-                Box::new(|c| tls(c).certificates[0].hosts[0] = "a..example".into()),
-            ),
-            (
-                "proxy.tls.certificate[0].hosts[0]",
-                "xn--",
-                Box::new(|c| tls(c).certificates[0].hosts[0] = "bücher.example".into()),
-            ),
-            (
                 "proxy.tls.certificate[0].cert",
                 "PEM",
                 Box::new(|c| tls(c).certificates[0].cert = PathBuf::new()),
@@ -374,6 +309,47 @@ mod tests {
                 Box::new(|c| tls(c).certificates[0].key = PathBuf::new()),
             ),
         ];
+        // `[proxy]` limits, each with a value it refuses.
+        type ProxyEdit = fn(&mut ProxyConfig);
+        let limits: [(&str, &str, ProxyEdit); 7] = [
+            ("proxy.max_uri_bytes", "at least 256B", |p| {
+                p.max_uri_bytes = 10
+            }),
+            ("proxy.max_header_line_bytes", "at least", |p| {
+                p.max_header_line_bytes = 0
+            }),
+            ("proxy.max_header_bytes", "smaller than", |p| {
+                p.max_header_bytes = 4096
+            }),
+            ("proxy.max_headers", "1-10000", |p| p.max_headers = 0),
+            ("proxy.max_headers", "1-10000", |p| p.max_headers = 20_000),
+            ("proxy.header_read_timeout", "silent", |p| {
+                p.header_read_timeout = Duration::ZERO
+            }),
+            ("proxy.max_connections", "at least 1", |p| {
+                p.max_connections = 0
+            }),
+        ];
+        cases.extend(limits.map(|(key, says, edit)| -> (&str, &str, Edit) {
+            (
+                key,
+                says,
+                Box::new(move |c: &mut Config| edit(&mut c.proxy)),
+            )
+        }));
+        // Names the first certificate may not hold.
+        let hosts = [
+            ("*", "default = true"),
+            ("a.*.example", "whole first label"),
+            ("*a.example", "whole first label"),
+            ("a.example:443", "no port"),
+            ("a..example", "empty label"),
+            ("bücher.example", "xn--"),
+        ];
+        cases.extend(hosts.map(|(host, says)| -> (&str, &str, Edit) {
+            let edit = move |c: &mut Config| tls(c).certificates[0].hosts[0] = host.into();
+            ("proxy.tls.certificate[0].hosts[0]", says, Box::new(edit))
+        }));
         for (key, says, edit) in cases {
             let mut c = config();
             edit(&mut c);

@@ -64,21 +64,28 @@ fn validate_wake(svc: &ServiceConfig, i: usize) -> Result {
     Ok(())
 }
 
+/// `section` applies only to services wakeway starts: a static one fails at `key`, saying `why`.
+fn not_static(svc: &ServiceConfig, key: String, why: &str, section: &str) -> Result {
+    if matches!(svc.source, Source::Upstreams(_)) {
+        return fail(
+            key,
+            format!(
+                "service `{}` is static (`upstreams`): {why}; {section} applies to services with \
+                 a `command` or an `image`",
+                svc.name
+            ),
+        );
+    }
+    Ok(())
+}
+
 fn validate_traffic(svc: &ServiceConfig, i: usize) -> Result {
     if svc.traffic.is_empty() {
         return Ok(());
     }
     let at = |k: &str| format!("service[{i}].traffic{k}");
-    if matches!(svc.source, Source::Upstreams(_)) {
-        return fail(
-            at(""),
-            format!(
-                "service `{}` is static (`upstreams`): it has no revisions to split traffic between; \
-                 [[service.traffic]] applies to services with a `command` or an `image`",
-                svc.name
-            ),
-        );
-    }
+    let why = "it has no revisions to split traffic between";
+    not_static(svc, at(""), why, "[[service.traffic]]")?;
     check_traffic(&svc.name, &svc.traffic).or_else(|(k, why)| fail(at(&k), why))
 }
 
@@ -197,16 +204,8 @@ fn validate_idle_ignore(svc: &ServiceConfig, i: usize) -> Result {
         return Ok(());
     }
     let at = |k: &str| format!("service[{i}].scaling.idle_ignore{k}");
-    if matches!(svc.source, Source::Upstreams(_)) {
-        return fail(
-            at(""),
-            format!(
-                "service `{}` is static (`upstreams`): wakeway never stops it, so there is no \
-                 idleness to protect; idle_ignore applies to services with a `command` or an `image`",
-                svc.name
-            ),
-        );
-    }
+    let why = "wakeway never stops it, so there is no idleness to protect";
+    not_static(svc, at(""), why, "idle_ignore")?;
     for (k, ua) in ig.user_agents.iter().enumerate() {
         let key = at(&format!(".user_agents[{k}]"));
         if ua.trim().is_empty() {

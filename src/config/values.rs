@@ -8,35 +8,65 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
 
+use super::cidr::IpNet;
 use super::duration::{UNITS_HELP, parse_duration};
 use super::size::parse_size;
-use super::types::IpNet;
+
+/// Reads a value written as a string with `parse`; its error carries the value's span, so it
+/// names the key and line. A bare number gets the message `bare` makes of it (the unit it
+/// lacks), or serde's own "invalid type" without one.
+pub(super) fn from_str<'de, D: Deserializer<'de>, T>(
+    d: D,
+    expecting: &str,
+    parse: impl FnOnce(&str) -> Result<T, String>,
+    bare: Option<fn(&dyn fmt::Display) -> String>,
+) -> Result<T, D::Error> {
+    struct V<'a, P> {
+        expecting: &'a str,
+        parse: P,
+        bare: Option<fn(&dyn fmt::Display) -> String>,
+    }
+    impl<P> V<'_, P> {
+        fn number<E: de::Error>(&self, n: &dyn fmt::Display, what: de::Unexpected<'_>) -> E {
+            match self.bare {
+                Some(bare) => E::custom(bare(n)),
+                None => E::invalid_type(what, &self.expecting),
+            }
+        }
+    }
+    impl<T, P: FnOnce(&str) -> Result<T, String>> Visitor<'_> for V<'_, P> {
+        type Value = T;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str(self.expecting)
+        }
+        fn visit_str<E: de::Error>(self, s: &str) -> Result<T, E> {
+            (self.parse)(s).map_err(E::custom)
+        }
+        fn visit_i64<E: de::Error>(self, n: i64) -> Result<T, E> {
+            Err(self.number(&n, de::Unexpected::Signed(n)))
+        }
+        fn visit_u64<E: de::Error>(self, n: u64) -> Result<T, E> {
+            Err(self.number(&n, de::Unexpected::Unsigned(n)))
+        }
+        fn visit_f64<E: de::Error>(self, n: f64) -> Result<T, E> {
+            Err(self.number(&n, de::Unexpected::Float(n)))
+        }
+    }
+    d.deserialize_any(V {
+        expecting,
+        parse,
+        bare,
+    })
+}
 
 /// A duration string (`"30s"`).
 pub(super) struct Dur(pub(super) Duration);
 
 impl<'de> Deserialize<'de> for Dur {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl Visitor<'_> for V {
-            type Value = Dur;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                write!(f, "a duration string; {UNITS_HELP}")
-            }
-            fn visit_str<E: de::Error>(self, s: &str) -> Result<Dur, E> {
-                parse_duration(s).map(Dur).map_err(E::custom)
-            }
-            fn visit_i64<E: de::Error>(self, n: i64) -> Result<Dur, E> {
-                Err(bare_number(n))
-            }
-            fn visit_u64<E: de::Error>(self, n: u64) -> Result<Dur, E> {
-                Err(bare_number(n))
-            }
-            fn visit_f64<E: de::Error>(self, n: f64) -> Result<Dur, E> {
-                Err(bare_number(n))
-            }
-        }
-        d.deserialize_any(V)
+        let expecting = format!("a duration string; {UNITS_HELP}");
+        let bare = Some(bare_number as fn(&dyn fmt::Display) -> String);
+        from_str(d, &expecting, |s| parse_duration(s).map(Dur), bare)
     }
 }
 
@@ -45,34 +75,17 @@ pub(super) struct Size(pub(super) u64);
 
 impl<'de> Deserialize<'de> for Size {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl Visitor<'_> for V {
-            type Value = Size;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                write!(f, "a size string; {}", super::size::SIZE_UNITS_HELP)
-            }
-            fn visit_str<E: de::Error>(self, s: &str) -> Result<Size, E> {
-                parse_size(s).map(Size).map_err(E::custom)
-            }
-            fn visit_i64<E: de::Error>(self, n: i64) -> Result<Size, E> {
-                Err(bare_size(n))
-            }
-            fn visit_u64<E: de::Error>(self, n: u64) -> Result<Size, E> {
-                Err(bare_size(n))
-            }
-            fn visit_f64<E: de::Error>(self, n: f64) -> Result<Size, E> {
-                Err(bare_size(n))
-            }
-        }
-        d.deserialize_any(V)
+        let expecting = format!("a size string; {}", super::size::SIZE_UNITS_HELP);
+        let bare = Some(bare_size as fn(&dyn fmt::Display) -> String);
+        from_str(d, &expecting, |s| parse_size(s).map(Size), bare)
     }
 }
 
-fn bare_size<E: de::Error>(n: impl fmt::Display) -> E {
-    E::custom(format!(
+fn bare_size(n: &dyn fmt::Display) -> String {
+    format!(
         "invalid size {n}: a bare number has no unit, write a string such as \"{n}MiB\"; {}",
         super::size::SIZE_UNITS_HELP
-    ))
+    )
 }
 
 /// An IP address without a port (`"127.0.0.1"`).
@@ -80,28 +93,21 @@ pub(super) struct HostIp(pub(super) IpAddr);
 
 impl<'de> Deserialize<'de> for HostIp {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl Visitor<'_> for V {
-            type Value = HostIp;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("an IP address string such as \"127.0.0.1\"")
-            }
-            fn visit_str<E: de::Error>(self, s: &str) -> Result<HostIp, E> {
-                s.trim().parse().map(HostIp).map_err(|_| {
-                    E::custom(format!(
-                        "invalid address {s:?}: expected an IP address without a port, such as \"127.0.0.1\""
-                    ))
-                })
-            }
-        }
-        d.deserialize_str(V)
+        let parse = |s: &str| {
+            s.trim().parse().map(HostIp).map_err(|_| {
+                format!(
+                    "invalid address {s:?}: expected an IP address without a port, such as \"127.0.0.1\""
+                )
+            })
+        };
+        from_str(d, "an IP address string such as \"127.0.0.1\"", parse, None)
     }
 }
 
-fn bare_number<E: de::Error>(n: impl fmt::Display) -> E {
-    E::custom(format!(
+fn bare_number(n: &dyn fmt::Display) -> String {
+    format!(
         "invalid duration {n}: a bare number has no unit, write a string such as \"{n}s\"; {UNITS_HELP}"
-    ))
+    )
 }
 
 fn parse_addr(s: &str) -> Result<SocketAddr, String> {
@@ -145,22 +151,16 @@ pub(super) struct AdminListen(pub(super) Option<SocketAddr>);
 
 impl<'de> Deserialize<'de> for AdminListen {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl Visitor<'_> for V {
-            type Value = AdminListen;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("an address string such as \"127.0.0.1:9180\", or \"off\"")
+        let parse = |s: &str| {
+            if s.trim().eq_ignore_ascii_case("off") {
+                return Ok(AdminListen(None));
             }
-            fn visit_str<E: de::Error>(self, s: &str) -> Result<AdminListen, E> {
-                if s.trim().eq_ignore_ascii_case("off") {
-                    return Ok(AdminListen(None));
-                }
-                parse_addr(s).map(|a| AdminListen(Some(a))).map_err(|m| {
-                    E::custom(format!("{m}, or \"off\" to disable the admin listener"))
-                })
-            }
-        }
-        d.deserialize_str(V)
+            parse_addr(s)
+                .map(|a| AdminListen(Some(a)))
+                .map_err(|m| format!("{m}, or \"off\" to disable the admin listener"))
+        };
+        let expecting = "an address string such as \"127.0.0.1:9180\", or \"off\"";
+        from_str(d, expecting, parse, None)
     }
 }
 
@@ -169,16 +169,7 @@ pub(super) struct Cidr(pub(super) IpNet);
 
 impl<'de> Deserialize<'de> for Cidr {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl Visitor<'_> for V {
-            type Value = Cidr;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("an address block string such as \"10.0.0.0/8\"")
-            }
-            fn visit_str<E: de::Error>(self, s: &str) -> Result<Cidr, E> {
-                s.parse().map(Cidr).map_err(E::custom)
-            }
-        }
-        d.deserialize_str(V)
+        let expecting = "an address block string such as \"10.0.0.0/8\"";
+        from_str(d, expecting, |s| s.parse().map(Cidr), None)
     }
 }

@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use crate::metrics::requests::RequestSnapshot;
 use crate::service::Service;
 use crate::service::instance::InstanceState;
-pub use point::{Buckets, ErrorPercent, Point, PointView, RevisionPoint, RevisionPointView};
+pub use point::{Buckets, ErrorPercent, Point, PointView, Rates, RevisionPoint, RevisionPointView};
 
 /// The fine ring: one step a second for 10 minutes.
 pub const FINE_STEP: u32 = 1;
@@ -344,10 +344,7 @@ impl ServiceHistory {
         let v = p.view(RECENT_SECONDS);
         Recent {
             window_seconds: RECENT_SECONDS,
-            requests_per_second: v.requests_per_second,
-            error_percent: v.error_percent,
-            p50_ms: v.p50_ms,
-            p99_ms: v.p99_ms,
+            rates: v.rates,
         }
     }
 
@@ -546,13 +543,8 @@ pub struct RevisionHistory {
 #[derive(Debug, Clone, Serialize)]
 pub struct Recent {
     pub window_seconds: u32,
-    pub requests_per_second: f64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error_percent: Option<ErrorPercent>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub p50_ms: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub p99_ms: Option<f64>,
+    #[serde(flatten)]
+    pub rates: Rates,
 }
 
 pub fn unix_seconds(t: SystemTime) -> u32 {

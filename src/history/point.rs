@@ -71,13 +71,15 @@ impl Point {
         let ms = |us: u32| (us != NO_LATENCY).then(|| round2(us as f64 / 1e3));
         PointView {
             t: self.t,
-            requests_per_second: round2(requests as f64 / step_seconds as f64),
-            error_percent: (requests > 0).then(|| ErrorPercent {
-                client: percent(self.classes[3] as u64, requests),
-                server: percent(self.classes[4] as u64, requests),
-            }),
-            p50_ms: ms(self.p50_us),
-            p99_ms: ms(self.p99_us),
+            rates: Rates {
+                requests_per_second: round2(requests as f64 / step_seconds as f64),
+                error_percent: (requests > 0).then(|| ErrorPercent {
+                    client: percent(self.classes[3] as u64, requests),
+                    server: percent(self.classes[4] as u64, requests),
+                }),
+                p50_ms: ms(self.p50_us),
+                p99_ms: ms(self.p99_us),
+            },
             in_flight: self.in_flight,
             queued: self.queued,
             desired: self.desired,
@@ -123,17 +125,25 @@ impl RevisionPoint {
     }
 }
 
+/// Answers per second, error percentages and latency over a stretch of time (a step, the
+/// recent seconds).
 #[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct PointView {
-    pub t: u32,
+pub struct Rates {
     pub requests_per_second: f64,
-    /// Of the step's answers; absent when there were none.
+    /// Of the stretch's answers; absent when there were none.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error_percent: Option<ErrorPercent>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub p50_ms: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub p99_ms: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct PointView {
+    pub t: u32,
+    #[serde(flatten)]
+    pub rates: Rates,
     pub in_flight: u32,
     pub queued: u32,
     pub desired: u16,

@@ -44,10 +44,10 @@ fn steps_are_differences_served_densely_from_the_first_sample() {
     assert_eq!(v.step_seconds, 1);
     let t: Vec<u32> = v.points.iter().map(|p| p.t).collect();
     assert_eq!(t, [1001, 1002], "nothing before wakeway sampled");
-    assert_eq!(v.points[0].requests_per_second, 10.0);
-    assert_eq!(v.points[1].requests_per_second, 20.0);
-    assert_eq!(v.points[1].error_percent.unwrap().server, 25.0);
-    assert_eq!(v.points[1].p50_ms, Some(1.75));
+    assert_eq!(v.points[0].rates.requests_per_second, 10.0);
+    assert_eq!(v.points[1].rates.requests_per_second, 20.0);
+    assert_eq!(v.points[1].rates.error_percent.unwrap().server, 25.0);
+    assert_eq!(v.points[1].rates.p50_ms, Some(1.75));
     assert_eq!(v.points[1].instances.get("ready"), Some(&1));
     let rev = &v.revisions[0];
     assert_eq!(rev.revision, "web-00001");
@@ -77,7 +77,7 @@ fn an_idle_stretch_is_not_stored_and_reads_as_zeros() {
     );
     let v = h.view(Range::Fine, 0);
     assert_eq!(v.points.len(), 399);
-    assert!(v.points.iter().all(|p| p.requests_per_second == 0.0));
+    assert!(v.points.iter().all(|p| p.rates.requests_per_second == 0.0));
 }
 
 #[test]
@@ -100,10 +100,13 @@ fn the_rings_stay_within_their_bounds() {
     assert_eq!(coarse.step_seconds, 10);
     assert!(coarse.points.iter().all(|p| p.t % 10 == 0));
     assert!(
-        coarse.points.iter().all(|p| p.requests_per_second == 3.0),
+        coarse
+            .points
+            .iter()
+            .all(|p| p.rates.requests_per_second == 3.0),
         "a coarse step is the rate over its 10 s"
     );
-    assert!(coarse.points.iter().all(|p| p.p50_ms == Some(1.75)));
+    assert!(coarse.points.iter().all(|p| p.rates.p50_ms == Some(1.75)));
 }
 
 #[test]
@@ -115,9 +118,9 @@ fn the_recent_window_and_the_last_minute() {
         h.record(sample(t, n, n));
     }
     let r = h.recent();
-    assert_eq!(r.requests_per_second, 4.0);
-    assert_eq!(r.error_percent.unwrap().server, 100.0);
-    assert!(r.p99_ms.is_some());
+    assert_eq!(r.rates.requests_per_second, 4.0);
+    assert_eq!(r.rates.error_percent.unwrap().server, 100.0);
+    assert!(r.rates.p99_ms.is_some());
     assert_eq!(h.last_minute(), (120, 120));
 }
 

@@ -210,8 +210,8 @@ impl Metrics {
 
     pub fn service(&self, name: &str) -> ServiceMetrics {
         ServiceMetrics {
-            requests: self.requests.add(name),
-            stats: self.services.add(name),
+            requests: self.requests.services.add(name),
+            stats: self.services.services.add(name),
             name: name.to_string(),
             revision_info: self.revision_info.clone(),
         }
@@ -219,8 +219,8 @@ impl Metrics {
 
     /// Drops every series of a service that went away, so `/metrics` does not keep it.
     pub fn remove_service(&self, name: &str) {
-        self.requests.remove(name);
-        self.services.remove(name);
+        self.requests.services.remove(name);
+        self.services.services.remove(name);
         for m in prometheus::core::Collector::collect(&self.revision_info) {
             for metric in m.get_metric() {
                 let labels: Vec<&str> = metric.get_label().iter().map(|l| l.value()).collect();

@@ -2,8 +2,8 @@
 //! counts stay in its worker's own cache lines, so none bounces between cores per request.
 
 use std::cell::Cell;
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use prometheus::core::{Collector, Desc};
@@ -155,7 +155,8 @@ pub struct RequestSnapshot {
 /// `wakeway_request_duration_seconds`.
 pub struct RequestsCollector {
     descs: Vec<Desc>,
-    services: PerService<RequestStats>,
+    /// Each service's figures, by name.
+    pub(super) services: PerService<RequestStats>,
 }
 
 impl RequestsCollector {
@@ -175,14 +176,6 @@ impl RequestsCollector {
             ],
             services: PerService::default(),
         }
-    }
-
-    pub fn add(&self, service: &str) -> Arc<RequestStats> {
-        self.services.add(service)
-    }
-
-    pub fn remove(&self, service: &str) {
-        self.services.remove(service)
     }
 }
 
@@ -236,6 +229,7 @@ impl Collector for RequestsCollector {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
 
     #[test]
     fn shards_sum_across_threads() {

@@ -4,7 +4,6 @@
 //! `prometheus` child series costs a few hundred bytes (its own copy of the family's description);
 //! these cost eight, so 1,000 services at zero stay small.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 
 use prometheus::core::{Collector, Desc};
@@ -152,7 +151,8 @@ impl Default for ServiceStats {
 /// Exports every service's `ServiceStats`.
 pub struct ServicesCollector {
     descs: Vec<Desc>,
-    services: PerService<ServiceStats>,
+    /// Each service's figures, by name.
+    pub(super) services: PerService<ServiceStats>,
 }
 
 /// The families, in the order `descs` holds them: name, help, type, extra label.
@@ -257,14 +257,6 @@ impl ServicesCollector {
             services: PerService::default(),
         }
     }
-
-    pub fn add(&self, service: &str) -> Arc<ServiceStats> {
-        self.services.add(service)
-    }
-
-    pub fn remove(&self, service: &str) {
-        self.services.remove(service)
-    }
 }
 
 impl Default for ServicesCollector {
@@ -358,7 +350,7 @@ mod tests {
     #[test]
     fn renders_every_family_per_service() {
         let c = ServicesCollector::new();
-        let s = c.add("web");
+        let s = c.services.add("web");
         s.cold_starts.inc();
         s.cold_start_duration.observe(0.3);
         s.queued.inc();
@@ -384,7 +376,7 @@ mod tests {
         assert_eq!(h.get_bucket()[5].cumulative_count(), 1, "0.5 s bucket");
         let rejections = by(QUEUE_REJECTIONS_TOTAL).get_metric();
         assert_eq!(rejections.len(), 3);
-        c.remove("web");
+        c.services.remove("web");
         assert!(c.collect().iter().all(|f| f.get_metric().is_empty()));
     }
 }

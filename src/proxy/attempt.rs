@@ -228,29 +228,49 @@ impl Attempt {
     }
 }
 
-/// A new slot after a failure: any instance of the service (one may be starting); for a static
-/// upstream, another one now or the error (nothing will start).
+/// A slot at `svc` by `deadline`, at the revision `tag` names if any. `quiet`: the request is
+/// one `idle_ignore` matched, which does not count as the service's activity.
+pub async fn acquire(
+    svc: &Arc<Service>,
+    tag: Option<&str>,
+    deadline: Instant,
+    quiet: bool,
+) -> Result<InFlight, ProxyError> {
+    let mut guard = svc
+        .acquire_by(tag, deadline)
+        .await
+        .map_err(ProxyError::Activator)?;
+    if quiet {
+        guard.set_quiet();
+    }
+    Ok(guard)
+}
+
+/// A new slot after a failure (`quiet` as for `acquire`): any instance of the service (one may
+/// be starting); for a static upstream, another one now or the error (nothing will start).
 pub async fn reacquire(
     svc: &Arc<Service>,
     failed: &Instance,
     tag: Option<&str>,
     deadline: Instant,
+    quiet: bool,
     err: ProxyError,
 ) -> Result<InFlight, ProxyError> {
-    let guard = if !svc.runtime.starts_instances() {
+    let mut guard = if !svc.runtime.starts_instances() {
         match svc.acquire_now(&failed.revision) {
             Some(g) => g,
             None => return Err(err),
         }
     } else {
-        svc.acquire_by(tag, deadline)
-            .await
-            .map_err(ProxyError::Activator)?
+        acquire(svc, tag, deadline, false).await?
     };
     // "Elsewhere" is another instance: the one that just failed (still ready until the
     // controller decides) is not tried again, or one request would strike it several times.
     if guard.instance().id == failed.id {
         return Err(err);
+    }
+    if quiet {
+        guard.set_quiet();
     }
     Ok(guard)
 }

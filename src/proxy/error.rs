@@ -111,34 +111,20 @@ impl ProxyError {
     /// client's own deadline is a deadline).
     pub fn grpc_status(&self) -> Code {
         match self {
-            ProxyError::UnknownHost(_) | ProxyError::Activator(ActivatorError::NoSuchTag(_)) => {
-                Code::Unimplemented
-            }
             ProxyError::Activator(ActivatorError::QueueFull) | ProxyError::BodyTooLarge(_) => {
                 Code::ResourceExhausted
             }
-            ProxyError::Activator(ActivatorError::Timeout(_)) | ProxyError::ResponseTimeout(_) => {
-                Code::DeadlineExceeded
-            }
-            ProxyError::Activator(_)
-            | ProxyError::IdleIgnored
-            | ProxyError::Connect(_)
-            | ProxyError::Upstream(_)
-            | ProxyError::BadResponse(_)
-            // The instance broke (a reset, a malformed frame): UNAVAILABLE, which a gRPC client
-            // retries only under a retry policy its owner configured for that method (its own
-            // transparent retries cover only calls that never left it); the message says the
-            // call was not sent again.
-            | ProxyError::NotResent(_) => Code::Unavailable,
-            ProxyError::BadRequest(_)
-            | ProxyError::MethodNotAllowed(_)
-            | ProxyError::UriTooLong
-            | ProxyError::HeadersTooLarge(_)
-            | ProxyError::NotImplemented(_)
-            | ProxyError::VersionNotSupported
-            | ProxyError::HeaderTimeout
-            | ProxyError::ExpectationFailed
-            | ProxyError::ClientBody(_) => Code::Internal,
+            _ => match self.status() {
+                StatusCode::NOT_FOUND => Code::Unimplemented,
+                StatusCode::GATEWAY_TIMEOUT => Code::DeadlineExceeded,
+                // Wakeway could not serve it, or the instance broke (a reset, a malformed frame):
+                // UNAVAILABLE, which a gRPC client retries only under a retry policy its owner
+                // configured for that method (its own transparent retries cover only calls that
+                // never left it); the message says the call was not sent again.
+                StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE => Code::Unavailable,
+                // The client's request itself was refused.
+                _ => Code::Internal,
+            },
         }
     }
 
@@ -219,31 +205,67 @@ impl std::fmt::Display for ProxyError {
     }
 }
 
-/// The status codes wakeway sends (grpc/doc/statuscodes.md).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
-pub enum Code {
-    Ok = 0,
-    DeadlineExceeded = 4,
-    ResourceExhausted = 8,
-    Unimplemented = 12,
-    Internal = 13,
-    Unavailable = 14,
-}
+/// The status codes of gRPC (grpc/doc/statuscodes.md), as tonic names them.
+pub use tonic::Code;
 
 /// Every code as its `grpc-status` text.
 pub static CODE_TEXT: [&str; 17] = [
     "0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12", "13", "14", "15", "16",
 ];
-impl Code {
-    pub fn header_value(self) -> HeaderValue {
-        HeaderValue::from_static(CODE_TEXT[self as usize])
-    }
+/// `code` as a `grpc-status` value.
+pub fn code_header(code: Code) -> HeaderValue {
+    HeaderValue::from_static(CODE_TEXT[code as usize])
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn grpc_clients_get_the_code_of_each_failure() {
+        use ActivatorError as A;
+        let s = || String::from("x");
+        let cases = [
+            (ProxyError::UnknownHost(s()), Code::Unimplemented),
+            (
+                ProxyError::Activator(A::NoSuchTag(s())),
+                Code::Unimplemented,
+            ),
+            (ProxyError::Activator(A::QueueFull), Code::ResourceExhausted),
+            (ProxyError::BodyTooLarge(1), Code::ResourceExhausted),
+            (
+                ProxyError::Activator(A::Timeout(Duration::from_secs(1).into())),
+                Code::DeadlineExceeded,
+            ),
+            (
+                ProxyError::ResponseTimeout(Duration::from_secs(1)),
+                Code::DeadlineExceeded,
+            ),
+            (
+                ProxyError::Activator(A::Unavailable(s())),
+                Code::Unavailable,
+            ),
+            (ProxyError::Activator(A::Paused), Code::Unavailable),
+            (ProxyError::Activator(A::Retired), Code::Unavailable),
+            (ProxyError::IdleIgnored, Code::Unavailable),
+            (ProxyError::Connect(s()), Code::Unavailable),
+            (ProxyError::Upstream(s()), Code::Unavailable),
+            (ProxyError::BadResponse("x"), Code::Unavailable),
+            (ProxyError::NotResent(s()), Code::Unavailable),
+            (ProxyError::BadRequest(s()), Code::Internal),
+            (ProxyError::MethodNotAllowed("x"), Code::Internal),
+            (ProxyError::UriTooLong, Code::Internal),
+            (ProxyError::HeadersTooLarge("x"), Code::Internal),
+            (ProxyError::NotImplemented("x"), Code::Internal),
+            (ProxyError::VersionNotSupported, Code::Internal),
+            (ProxyError::HeaderTimeout, Code::Internal),
+            (ProxyError::ExpectationFailed, Code::Internal),
+            (ProxyError::ClientBody(s()), Code::Internal),
+        ];
+        for (e, code) in cases {
+            assert_eq!(e.grpc_status(), code, "{e}");
+        }
+    }
 
     #[test]
     fn maps_to_the_documented_codes() {

@@ -15,7 +15,7 @@ use http_body::{Body, Frame, SizeHint};
 
 use super::access_line::PendingLine;
 use super::body::{BodyError, ProxyBody};
-use super::error::{Code, ProxyError};
+use super::error::{Code, ProxyError, code_header};
 use crate::service::Service;
 
 /// What a call the client left is counted as.
@@ -75,7 +75,7 @@ pub fn error_response(e: &ProxyError) -> Response<ProxyBody> {
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/grpc"),
     );
-    h.insert(GRPC_STATUS.clone(), e.grpc_status().header_value());
+    h.insert(GRPC_STATUS.clone(), code_header(e.grpc_status()));
     if let Ok(m) = HeaderValue::from_str(&percent_encode(&e.message())) {
         h.insert(GRPC_MESSAGE.clone(), m);
     }
@@ -181,7 +181,7 @@ impl Body for CallBody {
                 this.done = true;
                 this.status = Some(Code::Unavailable as u8);
                 let mut t = HeaderMap::with_capacity(2);
-                t.insert(GRPC_STATUS.clone(), Code::Unavailable.header_value());
+                t.insert(GRPC_STATUS.clone(), code_header(Code::Unavailable));
                 t.insert(
                     GRPC_MESSAGE.clone(),
                     HeaderValue::from_static("the instance broke off the call"),

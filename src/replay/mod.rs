@@ -24,7 +24,7 @@ use tokio::time::Instant;
 use crate::config::Config;
 use crate::events::Event;
 pub use reader::{Malformed, parse_line, parse_rfc3339};
-pub use report::{Recorded, Row, text};
+pub use report::{Figures, Row, text};
 use stats::Stats;
 use world::{Hold, World};
 
@@ -264,7 +264,7 @@ fn outcome<R>(
             };
             let rec = recorded
                 .get_mut(k)
-                .map(|r| Recorded::new(r, measured.get(name).map_or(0, |m| m.starts.len() as u64)));
+                .map(|r| Figures::new(r, measured.get(name).map_or(0, |m| m.starts.len() as u64)));
             rows.push(Row::new(
                 &w.label,
                 sim,

@@ -9,21 +9,26 @@ use tokio::time::Instant;
 use super::stats::Stats;
 use super::world::Sim;
 
-/// What the log itself recorded for a service, to set the replayed figures against.
+/// A service's figures over the log: as the log itself recorded them, or as a config replays
+/// them.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
-pub struct Recorded {
+pub struct Figures {
     pub requests: u64,
+    /// Starts from zero: no instance was running or starting. Whether the demand path or the
+    /// autoscaler's next tick started it is a race (as in a real run); the count is not.
     pub cold_starts: u64,
     pub waited_for_cold_start: u64,
+    /// The wait for a slot the config adds, over the served requests.
     pub wait_p50_ms: f64,
     pub wait_p99_ms: f64,
     pub wait_max_ms: f64,
+    /// Answered 503 (queue full, start failed) or 504 (queue timeout) by wakeway itself.
     pub refused: u64,
 }
 
-impl Recorded {
-    pub fn new(s: &mut Stats, cold_starts: u64) -> Recorded {
-        Recorded {
+impl Figures {
+    pub fn new(s: &mut Stats, cold_starts: u64) -> Figures {
+        Figures {
             requests: s.requests,
             cold_starts,
             waited_for_cold_start: s.waited_for_cold_start,
@@ -41,17 +46,9 @@ pub struct Row {
     /// The config's path as given.
     pub config: String,
     pub service: String,
-    pub requests: u64,
-    /// Starts from zero: no instance was running or starting. Whether the demand path or the
-    /// autoscaler's next tick started it is a race (as in a real run); the count is not.
-    pub cold_starts: u64,
-    pub waited_for_cold_start: u64,
-    /// The wait for a slot the config adds, over the served requests.
-    pub wait_p50_ms: f64,
-    pub wait_p99_ms: f64,
-    pub wait_max_ms: f64,
-    /// Answered 503 (queue full, start failed) or 504 (queue timeout) by wakeway itself.
-    pub refused: u64,
+    /// What the replay under this config did.
+    #[serde(flatten)]
+    pub replayed: Figures,
     pub refused_503: u64,
     pub refused_504: u64,
     pub peak_instances: u32,
@@ -60,23 +57,17 @@ pub struct Row {
     pub instance_seconds: f64,
     /// The cold-start time the simulated runtime used.
     pub cold_start_ms: f64,
-    pub recorded: Recorded,
+    pub recorded: Figures,
 }
 
 impl Row {
-    pub(super) fn new(config: &str, sim: &Sim, end: Instant, recorded: Recorded) -> Row {
+    pub(super) fn new(config: &str, sim: &Sim, end: Instant, recorded: Figures) -> Row {
         let mut s = sim.stats.borrow_mut();
         let usage = sim.runtime.usage(end);
         Row {
             config: config.to_string(),
             service: sim.svc.name.clone(),
-            requests: s.requests,
-            cold_starts: usage.from_zero,
-            waited_for_cold_start: s.waited_for_cold_start,
-            wait_p50_ms: s.wait_ms(0.5),
-            wait_p99_ms: s.wait_ms(0.99),
-            wait_max_ms: s.wait_max_ms(),
-            refused: s.refused_total(),
+            replayed: Figures::new(&mut s, usage.from_zero),
             refused_503: s.refused_503,
             refused_504: s.refused_504,
             peak_instances: usage.peak,
@@ -114,26 +105,22 @@ pub fn text(rows: &[Row]) -> String {
                     .collect(),
             );
         };
-        line("requests", rec.requests.to_string(), &|r| {
-            r.requests.to_string()
-        });
-        line("cold starts", rec.cold_starts.to_string(), &|r| {
-            r.cold_starts.to_string()
-        });
-        line(
-            "waited for a cold start",
-            rec.waited_for_cold_start.to_string(),
-            &|r| r.waited_for_cold_start.to_string(),
-        );
-        let waits = |p50: f64, p99: f64, max: f64| format!("{p50:.0} / {p99:.0} / {max:.0}");
-        line(
-            "added wait ms p50/p99/max",
-            waits(rec.wait_p50_ms, rec.wait_p99_ms, rec.wait_max_ms),
-            &|r| waits(r.wait_p50_ms, r.wait_p99_ms, r.wait_max_ms),
-        );
-        line("refused (503/504)", rec.refused.to_string(), &|r| {
-            r.refused.to_string()
-        });
+        type Show = fn(&Figures) -> String;
+        let figures: [(&str, Show); 5] = [
+            ("requests", |f| f.requests.to_string()),
+            ("cold starts", |f| f.cold_starts.to_string()),
+            ("waited for a cold start", |f| {
+                f.waited_for_cold_start.to_string()
+            }),
+            ("added wait ms p50/p99/max", |f| {
+                let (p50, p99, max) = (f.wait_p50_ms, f.wait_p99_ms, f.wait_max_ms);
+                format!("{p50:.0} / {p99:.0} / {max:.0}")
+            }),
+            ("refused (503/504)", |f| f.refused.to_string()),
+        ];
+        for (label, show) in figures {
+            line(label, show(rec), &|r| show(&r.replayed));
+        }
         line("peak instances", "-".into(), &|r| {
             r.peak_instances.to_string()
         });
@@ -174,23 +161,25 @@ mod tests {
         Row {
             config: config.into(),
             service: "web".into(),
-            requests: 10,
-            cold_starts: cold,
-            waited_for_cold_start: cold,
-            wait_p50_ms: 0.0,
-            wait_p99_ms: 900.0,
-            wait_max_ms: 1000.0,
-            refused: 0,
+            replayed: Figures {
+                requests: 10,
+                cold_starts: cold,
+                waited_for_cold_start: cold,
+                wait_p50_ms: 0.0,
+                wait_p99_ms: 900.0,
+                wait_max_ms: 1000.0,
+                refused: 0,
+            },
             refused_503: 0,
             refused_504: 0,
             peak_instances: 1,
             instance_starts: cold,
             instance_seconds: 1234.5,
             cold_start_ms: 900.0,
-            recorded: Recorded {
+            recorded: Figures {
                 requests: 10,
                 cold_starts: 3,
-                ..Recorded::default()
+                ..Figures::default()
             },
         }
     }

@@ -25,6 +25,13 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// Defined beside the config's `Source`, which it is read from.
 pub use crate::config::RuntimeKind;
 
+/// A loopback port that was free a moment ago. Another process may take it before the instance
+/// binds: the controller retries an instance that exits at once on a new port.
+pub(crate) fn free_port() -> std::io::Result<u16> {
+    let probe = std::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0))?;
+    Ok(probe.local_addr()?.port())
+}
+
 impl std::fmt::Display for RuntimeKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())

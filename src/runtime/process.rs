@@ -16,7 +16,7 @@
 
 mod group;
 
-use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::Arc;
@@ -82,14 +82,6 @@ fn executable(name: &str) -> Option<PathBuf> {
     })
 }
 
-/// A port that was free a moment ago. Another process may take it before the child binds: the
-/// controller retries an instance that exits at once on a new port.
-fn free_port() -> std::io::Result<u16> {
-    Ok(TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?
-        .local_addr()?
-        .port())
-}
-
 impl Runtime for ProcessRuntime {
     fn name(&self) -> &'static str {
         "process"
@@ -127,7 +119,7 @@ impl Runtime for ProcessRuntime {
             };
             let port = match &socket {
                 Some(s) => s.port().map_err(no_port)?,
-                None => free_port().map_err(no_port)?,
+                None => super::free_port().map_err(no_port)?,
             };
             let argv: Vec<String> = self
                 .command
@@ -361,6 +353,11 @@ mod tests {
     use super::*;
     use std::collections::BTreeMap;
 
+    /// A runtime whose instances run `script` with `sh -c`.
+    fn sh(script: impl Into<String>) -> ProcessRuntime {
+        ProcessRuntime::new(vec!["sh".into(), "-c".into(), script.into()])
+    }
+
     fn spec() -> InstanceSpec {
         InstanceSpec {
             service: "svc".into(),
@@ -372,11 +369,9 @@ mod tests {
 
     #[tokio::test]
     async fn child_gets_env_and_port_and_stops_on_sigterm() {
-        let rt = ProcessRuntime::new(vec![
-            "sh".into(),
-            "-c".into(),
-            "test \"$PORT\" = {port} && test \"$GREETING\" = hi && test \"$WAKEWAY_INSTANCE\" = svc-00001-a && exec sleep 30".into(),
-        ]);
+        let rt = sh(
+            "test \"$PORT\" = {port} && test \"$GREETING\" = hi && test \"$WAKEWAY_INSTANCE\" = svc-00001-a && exec sleep 30",
+        );
         let started = rt.start(spec()).await.unwrap();
         started.handle.stop(Duration::from_secs(5)).await;
         // A failed `test` would have ended it with "exit status: 1" before the SIGTERM.
@@ -404,11 +399,10 @@ mod tests {
     async fn the_group_goes_when_its_leader_dies() {
         let file = std::env::temp_dir().join(format!("wakeway-grandchild-{}", std::process::id()));
         let _ = std::fs::remove_file(&file);
-        let rt = ProcessRuntime::new(vec![
-            "sh".into(),
-            "-c".into(),
-            format!("sleep 300 & echo $! > {}; exec sleep 301", file.display()),
-        ]);
+        let rt = sh(format!(
+            "sleep 300 & echo $! > {}; exec sleep 301",
+            file.display()
+        ));
         let started = rt.start(spec()).await.unwrap();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         let worker = loop {
@@ -442,14 +436,10 @@ mod tests {
     async fn sigkill_after_grace_when_sigterm_is_ignored() {
         let mark = std::env::temp_dir().join(format!("wakeway-trap-{}", std::process::id()));
         let _ = std::fs::remove_file(&mark);
-        let rt = ProcessRuntime::new(vec![
-            "sh".into(),
-            "-c".into(),
-            format!(
-                "trap '' TERM; touch {}; while true; do sleep 0.05; done",
-                mark.display()
-            ),
-        ]);
+        let rt = sh(format!(
+            "trap '' TERM; touch {}; while true; do sleep 0.05; done",
+            mark.display()
+        ));
         let started = rt.start(spec()).await.unwrap();
         // The SIGTERM must come after the trap is installed, or it proves nothing.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);

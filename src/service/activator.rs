@@ -267,6 +267,21 @@ mod tests {
     use crate::service::pool::Pool;
     use std::future::Future;
 
+    /// A request that waits in `svc`'s queue, once it does; `then` is what it makes of its slot.
+    async fn queued<T: Send + 'static>(
+        svc: &Arc<Service>,
+        then: impl FnOnce(InFlight) -> T + Send + 'static,
+    ) -> tokio::task::JoinHandle<Result<T, ActivatorError>> {
+        let w = tokio::spawn({
+            let svc = svc.clone();
+            async move { svc.acquire().await.map(then) }
+        });
+        while svc.queued() == 0 {
+            tokio::task::yield_now().await;
+        }
+        w
+    }
+
     fn service(max_concurrency: u32, max_pending: usize) -> Arc<Service> {
         let mut cfg = ServiceConfig::new(
             "svc",
@@ -308,13 +323,7 @@ mod tests {
         let svc = service(1, 10);
         publish_one(&svc);
         let held = svc.acquire().await.unwrap();
-        let waiter = tokio::spawn({
-            let svc = svc.clone();
-            async move { svc.acquire().await.map(|g| g.instance().id.clone()) }
-        });
-        while svc.queued() == 0 {
-            tokio::task::yield_now().await;
-        }
+        let waiter = queued(&svc, |g| g.instance().id.clone()).await;
         drop(held);
         assert_eq!(waiter.await.unwrap().unwrap(), "svc-a");
         assert_eq!(svc.in_flight(), 0);
@@ -346,13 +355,7 @@ mod tests {
         let svc = service(1, 10);
         publish_one(&svc);
         let held = svc.acquire().await.unwrap();
-        let waiter = tokio::spawn({
-            let svc = svc.clone();
-            async move { svc.acquire().await }
-        });
-        while svc.queued() == 0 {
-            tokio::task::yield_now().await;
-        }
+        let waiter = queued(&svc, |g| g).await;
         drop(held);
         // The newcomer is polled before the woken waiter gets to run.
         let mut newcomer = Box::pin(svc.acquire());
@@ -415,13 +418,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn closing_answers_waiters_and_newcomers_with_the_reason() {
         let svc = service(1, 10);
-        let w = tokio::spawn({
-            let svc = svc.clone();
-            async move { svc.acquire().await.map(drop) }
-        });
-        while svc.queued() == 0 {
-            tokio::task::yield_now().await;
-        }
+        let w = queued(&svc, drop).await;
         svc.close("wakeway is stopping");
         let why = ActivatorError::Unavailable("wakeway is stopping".into());
         assert_eq!(w.await.unwrap().err(), Some(why.clone()));
@@ -432,13 +429,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn full_queue_rejects_and_pause_answers_at_once() {
         let svc = service(1, 1);
-        let first = tokio::spawn({
-            let svc = svc.clone();
-            async move { svc.acquire().await.map(drop) }
-        });
-        while svc.queued() == 0 {
-            tokio::task::yield_now().await;
-        }
+        let first = queued(&svc, drop).await;
         assert_eq!(svc.acquire().await.err(), Some(ActivatorError::QueueFull));
         svc.set_paused(true);
         assert_eq!(first.await.unwrap().err(), Some(ActivatorError::Paused));

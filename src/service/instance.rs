@@ -11,22 +11,23 @@ use std::time::SystemTime;
 use http::uri::Authority;
 use tokio::sync::Notify;
 
+/// Stored in an `AtomicU8` as its place in `InstanceState::ALL`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
 pub enum InstanceState {
     /// Started, not yet passing its startup probe.
-    Starting = 0,
+    Starting,
     /// Routable.
-    Ready = 1,
+    Ready,
     /// Out of the pool, finishing its requests before it is stopped.
-    Draining = 2,
+    Draining,
     /// Failed probes or a connect on the request path; not routable.
-    Unhealthy = 3,
+    Unhealthy,
     /// Gone.
-    Stopped = 4,
+    Stopped,
     /// Out of the pool with its processes frozen (`idle_action = "freeze"`): it keeps its
     /// memory, uses no CPU, takes no probe, and is thawed by the next demand.
-    Frozen = 5,
+    Frozen,
 }
 
 impl InstanceState {
@@ -41,15 +42,21 @@ impl InstanceState {
         }
     }
 
+    /// Every state, in declaration order: `ALL[s as usize] == s`.
+    const ALL: [InstanceState; 6] = [
+        InstanceState::Starting,
+        InstanceState::Ready,
+        InstanceState::Draining,
+        InstanceState::Unhealthy,
+        InstanceState::Stopped,
+        InstanceState::Frozen,
+    ];
+
     fn from_u8(v: u8) -> InstanceState {
-        match v {
-            0 => InstanceState::Starting,
-            1 => InstanceState::Ready,
-            2 => InstanceState::Draining,
-            3 => InstanceState::Unhealthy,
-            5 => InstanceState::Frozen,
-            _ => InstanceState::Stopped,
-        }
+        let all = InstanceState::ALL;
+        all.get(v as usize)
+            .copied()
+            .unwrap_or(InstanceState::Stopped)
     }
 }
 
@@ -271,6 +278,15 @@ mod tests {
     }
 
     #[test]
+    fn every_state_reads_back_as_stored() {
+        let i = ready("a");
+        for s in InstanceState::ALL {
+            i.set_state(s);
+            assert_eq!(i.state(), s);
+        }
+    }
+
+    #[test]
     fn acquire_respects_max_and_state() {
         let i = ready("a");
         assert!(i.try_acquire(2));
@@ -299,31 +315,34 @@ mod tests {
         assert_eq!(i.in_flight(), 5);
     }
 
+    /// `wait` runs out while nothing happens, and a waiter wakes when `event` happens.
+    async fn wakes_on<F>(
+        i: &Arc<Instance>,
+        wait: impl Fn(Arc<Instance>, Duration) -> F,
+        event: impl FnOnce(&Instance),
+    ) where
+        F: Future<Output = bool> + Send + 'static,
+    {
+        assert!(!wait(i.clone(), Duration::from_millis(100)).await);
+        let w = tokio::spawn(wait(i.clone(), Duration::from_secs(60)));
+        tokio::task::yield_now().await;
+        event(i);
+        assert!(w.await.unwrap());
+    }
+
     #[tokio::test(start_paused = true)]
     async fn exit_notice_makes_it_unroutable_and_wakes_the_watcher() {
         let i = Arc::new(ready("a"));
-        assert!(!i.exits_within(Duration::from_millis(100)).await);
-        let w = tokio::spawn({
-            let i = i.clone();
-            async move { i.exits_within(Duration::from_secs(60)).await }
-        });
-        tokio::task::yield_now().await;
-        i.mark_exited();
-        assert!(w.await.unwrap());
+        let wait = |i: Arc<Instance>, d| async move { i.exits_within(d).await };
+        wakes_on(&i, wait, Instance::mark_exited).await;
         assert!(!i.try_acquire(10), "an exited instance takes no request");
     }
 
     #[tokio::test(start_paused = true)]
     async fn leaving_the_pool_wakes_the_request_that_reported_it() {
         let i = Arc::new(ready("a"));
-        assert!(!i.leaves_within(Duration::from_millis(100)).await);
-        let w = tokio::spawn({
-            let i = i.clone();
-            async move { i.leaves_within(Duration::from_secs(60)).await }
-        });
-        tokio::task::yield_now().await;
-        i.set_state(InstanceState::Draining);
-        assert!(w.await.unwrap());
+        let wait = |i: Arc<Instance>, d| async move { i.leaves_within(d).await };
+        wakes_on(&i, wait, |i| i.set_state(InstanceState::Draining)).await;
         assert!(i.leaves_within(Duration::ZERO).await, "already gone");
     }
 

@@ -221,18 +221,22 @@ mod tests {
         drop(frozen);
     }
 
-    #[tokio::test]
-    async fn startup_times_out_with_last_error() {
+    /// Why an HTTP startup probe of a closed port gives up, with `exited` for the exit notice.
+    async fn not_ready(exited: watch::Receiver<Option<String>>) -> NotReady {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = l.local_addr().unwrap();
         drop(l);
-        let (_tx, rx) = watch::channel(None);
         let cancel = tokio_util::sync::CancellationToken::new();
         let c = cfg(HealthKind::Http);
-        let err = wait_ready(|| probe(addr, &c), &c, rx, &cancel)
+        wait_ready(|| probe(addr, &c), &c, exited, &cancel)
             .await
-            .unwrap_err();
-        match err {
+            .unwrap_err()
+    }
+
+    #[tokio::test]
+    async fn startup_times_out_with_last_error() {
+        let (_tx, rx) = watch::channel(None);
+        match not_ready(rx).await {
             NotReady::Timeout(last) => assert!(last.contains("connect"), "{last}"),
             other => panic!("{other:?}"),
         }
@@ -254,16 +258,9 @@ mod tests {
 
     #[tokio::test]
     async fn exit_during_startup_is_reported() {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = l.local_addr().unwrap();
-        drop(l);
         let (tx, rx) = watch::channel(None);
         tx.send(Some("exit status: 1".into())).unwrap();
-        let cancel = tokio_util::sync::CancellationToken::new();
-        let c = cfg(HealthKind::Http);
-        let err = wait_ready(|| probe(addr, &c), &c, rx, &cancel)
-            .await
-            .unwrap_err();
+        let err = not_ready(rx).await;
         assert_eq!(err, NotReady::Exited("exit status: 1".into()));
     }
 }

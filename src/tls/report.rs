@@ -22,6 +22,12 @@ impl CertStore {
     /// Records a reload's outcome in the event log (service `wakeway`).
     pub fn report(&self, outcome: &Reloaded, events: &EventLog) {
         let entries = self.entries();
+        // `kind`: certificate `index` (`config`) serves again, or anew (`what`).
+        let serves = |kind: &'static str, index: usize, what: &str, config: &CertificateConfig| {
+            let (cert, hosts) = (config.cert.display(), hosts_label(config));
+            let message = format!("proxy.tls.certificate[{index}] {what} {cert} for {hosts}");
+            events.emit("wakeway", kind, message, fields(index, config));
+        };
         for &index in &outcome.fixed {
             let Some(entry) = entries.get(index) else {
                 continue;
@@ -31,16 +37,7 @@ impl CertStore {
             } else {
                 "reads again and serves"
             };
-            events.emit(
-                "wakeway",
-                "certificate_fixed",
-                format!(
-                    "proxy.tls.certificate[{index}] {what} {} for {}",
-                    entry.config.cert.display(),
-                    hosts_label(&entry.config)
-                ),
-                fields(index, &entry.config),
-            );
+            serves("certificate_fixed", index, what, &entry.config);
         }
         for &index in outcome
             .replaced
@@ -50,16 +47,7 @@ impl CertStore {
             let Some(entry) = entries.get(index) else {
                 continue;
             };
-            events.emit(
-                "wakeway",
-                "certificate_reloaded",
-                format!(
-                    "proxy.tls.certificate[{index}] now serves {} for {}",
-                    entry.config.cert.display(),
-                    hosts_label(&entry.config)
-                ),
-                fields(index, &entry.config),
-            );
+            serves("certificate_reloaded", index, "now serves", &entry.config);
         }
         for e in &outcome.failed {
             let hosts = entries

@@ -82,6 +82,11 @@ fn entry(hosts: &[&str], (cert, key): (PathBuf, PathBuf), default: bool) -> Cert
 }
 
 /// The certificate list of a `[proxy.tls]`, as the store takes it.
+/// A store serving `a.example` from `files`.
+fn serving_a(files: (PathBuf, PathBuf)) -> CertStore {
+    CertStore::load(&tls(vec![entry(&["a.example"], files, false)])).unwrap()
+}
+
 fn tls(certificates: Vec<CertificateConfig>) -> Vec<CertificateConfig> {
     certificates
 }
@@ -121,6 +126,13 @@ struct Site {
     _dir: tempfile::TempDir,
     dir: PathBuf,
     ca: Ca,
+}
+
+impl Site {
+    /// A new leaf for `hosts`, written as `name.crt` and `name.key`.
+    fn files(&self, name: &str, hosts: &[&str]) -> (PathBuf, PathBuf) {
+        write(&self.dir, name, &self.ca.leaf(hosts))
+    }
 }
 
 fn site() -> Site {
@@ -191,12 +203,7 @@ async fn default_serves_unknown_names_and_http11_is_offered() {
 async fn tls_1_2_is_served_and_nothing_older_is_configured() {
     let s = site();
     let a = s.ca.leaf(&["a.example"]);
-    let store = CertStore::load(&tls(vec![entry(
-        &["a.example"],
-        write(&s.dir, "a", &a),
-        false,
-    )]))
-    .unwrap();
+    let store = serving_a(write(&s.dir, "a", &a));
     let mut roots = rustls::RootCertStore::empty();
     roots.add(s.ca.der.clone()).unwrap();
     let only12 =
@@ -224,7 +231,7 @@ async fn broken_replacement_keeps_the_old_certificate() {
     let s = site();
     let old = s.ca.leaf(&["a.example"]);
     let files = write(&s.dir, "a", &old);
-    let store = CertStore::load(&tls(vec![entry(&["a.example"], files.clone(), false)])).unwrap();
+    let store = serving_a(files.clone());
     let events = EventLog::default();
 
     // A truncated certificate.
@@ -312,9 +319,8 @@ async fn broken_replacement_keeps_the_old_certificate() {
 #[tokio::test(start_paused = true)]
 async fn watcher_serves_a_renewed_certificate() {
     let s = site();
-    let old = s.ca.leaf(&["a.example"]);
-    let files = write(&s.dir, "a", &old);
-    let store = CertStore::load(&tls(vec![entry(&["a.example"], files.clone(), false)])).unwrap();
+    let files = s.files("a", &["a.example"]);
+    let store = serving_a(files.clone());
     let events = Arc::new(EventLog::default());
     let cancel = CancellationToken::new();
     let watcher = tokio::spawn(
@@ -406,7 +412,7 @@ async fn apply_replaces_the_list_or_nothing() {
     let b = s.ca.leaf(&["b.example"]);
     let fa = write(&s.dir, "a", &a);
     let fb = write(&s.dir, "b", &b);
-    let store = CertStore::load(&tls(vec![entry(&["a.example"], fa.clone(), false)])).unwrap();
+    let store = serving_a(fa.clone());
     let broken = entry(&["b.example"], (fb.0.clone(), fa.1.clone()), false);
     assert!(
         store
@@ -430,9 +436,8 @@ async fn apply_replaces_the_list_or_nothing() {
 fn a_certificate_must_cover_its_hosts() {
     let s = site();
     let a = s.ca.leaf(&["a.example"]);
-    let wild = s.ca.leaf(&["*.w.example"]);
     let fa = write(&s.dir, "a", &a);
-    let fw = write(&s.dir, "w", &wild);
+    let fw = s.files("w", &["*.w.example"]);
     for (hosts, files, host) in [
         (&["a.example", "b.example"][..], &fa, "b.example"),
         (&["*.a.example"][..], &fa, "*.a.example"),
@@ -480,12 +485,7 @@ async fn update_rereads_the_same_list_and_replaces_a_new_one() {
 async fn acceptor_reports_alpn_and_bounds_the_handshake() {
     let s = site();
     let a = s.ca.leaf(&["a.example"]);
-    let store = CertStore::load(&tls(vec![entry(
-        &["a.example"],
-        write(&s.dir, "a", &a),
-        false,
-    )]))
-    .unwrap();
+    let store = serving_a(write(&s.dir, "a", &a));
     let acceptor = Acceptor::new(&store);
     for (offer, want) in [
         (vec![b"h2".to_vec(), b"http/1.1".to_vec()], Alpn::H2),

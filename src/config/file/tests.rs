@@ -7,6 +7,13 @@ fn err(text: &str) -> ConfigError {
     parse(text, Some(Path::new("config/wakeway.toml"))).unwrap_err()
 }
 
+/// The error `text` makes, asserted to be at `key` on `line`.
+fn err_at(text: &str, line: usize, key: &str) -> ConfigError {
+    let e = err(text);
+    assert_eq!((e.line, e.key.as_deref()), (Some(line), Some(key)), "{e}");
+    e
+}
+
 const FULL: &str = r#"
 [proxy]
 listen = ["127.0.0.1:8080", "[::1]:8081"]
@@ -84,11 +91,6 @@ fn full_file_parses_to_expected_config() {
             listen: None,
             ..AdminConfig::default()
         },
-        docker: DockerConfig::default(),
-        swarm: SwarmConfig::default(),
-        cluster: None,
-        log: LogConfig::default(),
-        scaling: GlobalScaling::default(),
         services: vec![
             ServiceConfig {
                 name: "api".into(),
@@ -140,26 +142,18 @@ fn full_file_parses_to_expected_config() {
                 protocol: Protocol::Http1,
             },
             ServiceConfig {
-                name: "legacy".into(),
-                hosts: vec!["legacy.local".into()],
-                source: Source::Upstreams(vec![
-                    "127.0.0.1:3000".into(),
-                    "backend.internal:3001".into(),
-                ]),
-                env: BTreeMap::new(),
-                scaling: ScalingConfig::default(),
-                health: HealthConfig::default(),
-                queue: QueueConfig::default(),
-                deploy: DeployConfig::default(),
-                max_body_bytes: None,
-                redirect_https: false,
-                traffic: Vec::new(),
-                socket_activation: false,
-                upstream_idle_timeout: ServiceConfig::DEFAULT_UPSTREAM_IDLE_TIMEOUT,
-                retry_idempotent: false,
                 protocol: Protocol::H2c,
+                ..ServiceConfig::new(
+                    "legacy",
+                    vec!["legacy.local".into()],
+                    Source::Upstreams(vec![
+                        "127.0.0.1:3000".into(),
+                        "backend.internal:3001".into(),
+                    ]),
+                )
             },
         ],
+        ..Config::new(Vec::new())
     };
     assert_eq!(cfg, expected);
 }
@@ -219,8 +213,11 @@ fn misspelt_key_names_file_line_and_key() {
     let e = err(&text2);
     assert_eq!(e.line, Some(13), "{e}");
     assert_eq!(e.key.as_deref(), Some("service[1].comand"), "{e}");
-    let e = err("[proxy]\nlisten = \"127.0.0.1:1\"\n\n[servce]\nname = \"x\"\n");
-    assert_eq!((e.line, e.key.as_deref()), (Some(4), Some("servce")), "{e}");
+    err_at(
+        "[proxy]\nlisten = \"127.0.0.1:1\"\n\n[servce]\nname = \"x\"\n",
+        4,
+        "servce",
+    );
 }
 
 #[test]
@@ -248,20 +245,14 @@ fn type_and_value_errors_name_key() {
     assert_eq!(e.key.as_deref(), Some("proxy.idle_timeout"), "{e}");
     assert!(e.message.contains("\"30s\""), "{e}");
 
-    let e = err("[proxy]\nlisten = [\"127.0.0.1:1\", \"localhost:80\"]\n");
-    assert_eq!(
-        (e.line, e.key.as_deref()),
-        (Some(2), Some("proxy.listen")),
-        "{e}"
+    let e = err_at(
+        "[proxy]\nlisten = [\"127.0.0.1:1\", \"localhost:80\"]\n",
+        2,
+        "proxy.listen",
     );
     assert!(e.message.contains("localhost:80"), "{e}");
 
-    let e = err("[admin]\nlisten = \"nope\"\n");
-    assert_eq!(
-        (e.line, e.key.as_deref()),
-        (Some(2), Some("admin.listen")),
-        "{e}"
-    );
+    err_at("[admin]\nlisten = \"nope\"\n", 2, "admin.listen");
 
     let e = err(
         "[[service]]\nname = \"a\"\nhosts = [\"a\"]\ncommand = [\"a\"]\n[service.health]\nkind = \"udp\"\n",
@@ -273,11 +264,10 @@ fn type_and_value_errors_name_key() {
         err("[[service]]\nname = \"a\"\nhosts = [\"a\"]\ncommand = [\"a\"]\nenv = { PORT = 80 }\n");
     assert_eq!(e.key.as_deref(), Some("service[0].env.PORT"), "{e}");
 
-    let e = err("[[service]]\nhosts = [\"a\"]\ncommand = [\"a\"]\n");
-    assert_eq!(
-        (e.line, e.key.as_deref()),
-        (Some(1), Some("service[0].name")),
-        "{e}"
+    err_at(
+        "[[service]]\nhosts = [\"a\"]\ncommand = [\"a\"]\n",
+        1,
+        "service[0].name",
     );
 
     // Syntax error: line, no key.
@@ -297,28 +287,23 @@ fn source_errors() {
     );
     assert!(e.message.contains("exactly one"), "{e}");
 
-    let e = err(
+    let e = err_at(
         "[[service]]\nname = \"a\"\nhosts = [\"a\"]\ncommand = [\"a\"]\nupstreams = [\"1.2.3.4:5\"]\n",
-    );
-    assert_eq!(
-        (e.line, e.key.as_deref()),
-        (Some(5), Some("service[0].upstreams")),
-        "{e}"
+        5,
+        "service[0].upstreams",
     );
     assert!(e.message.contains("exactly one"), "{e}");
 
-    let e = err("[[service]]\nname = \"a\"\nhosts = [\"a\"]\n");
-    assert_eq!(
-        (e.line, e.key.as_deref()),
-        (Some(1), Some("service[0]")),
-        "{e}"
+    err_at(
+        "[[service]]\nname = \"a\"\nhosts = [\"a\"]\n",
+        1,
+        "service[0]",
     );
 
-    let e = err("[docker]\nsocket = \"/var/run/docker.sock\"\n");
-    assert_eq!(
-        (e.line, e.key.as_deref()),
-        (Some(2), Some("docker.socket")),
-        "{e}"
+    err_at(
+        "[docker]\nsocket = \"/var/run/docker.sock\"\n",
+        2,
+        "docker.socket",
     );
 }
 
@@ -457,12 +442,7 @@ fn docker_errors_name_line_and_key() {
             .position(|l| l.starts_with(to.lines().next().unwrap()))
             .unwrap()
             + 1;
-        assert_eq!(
-            (e.key.as_deref(), e.line),
-            (Some(key), Some(line)),
-            "{to}: {e}"
-        );
-        assert!(e.message.contains(says), "{to}: {e}");
+        e.assert_case(to, key, Some(line), says);
     }
 
     for k in [
@@ -492,14 +472,9 @@ fn docker_errors_name_line_and_key() {
 #[test]
 fn validation_error_has_line_and_key_path() {
     let text = "[[service]]\nname = \"a\"\nhosts = [\"a\"]\ncommand = [\"a\"]\n\n[[service]]\nname = \"b\"\nhosts = [\"b\"]\ncommand = [\"b\"]\n\n[service.scaling]\nmax_instances = 2\nmin_instances = 3\n";
-    let e = err(text);
-    assert_eq!(e.line, Some(13), "{e}");
-    assert_eq!(e.key.as_deref(), Some("service[1].scaling.min_instances"));
-    assert!(
-        e.to_string()
-            .starts_with("config/wakeway.toml:13: key `service[1].scaling.min_instances`: "),
-        "{e}"
-    );
+    let key = "service[1].scaling.min_instances";
+    let shown = format!("config/wakeway.toml:13: key `{key}`: ");
+    err(text).assert_shown(Some(13), key, &shown);
 }
 
 #[test]
@@ -513,13 +488,10 @@ fn duplicate_host_across_services() {
         "{e}"
     );
 
-    let e = err(
+    err_at(
         "[[service]]\nname = \"a\"\nhosts = [\"*\"]\ncommand = [\"a\"]\n[[service]]\nname = \"b\"\nhosts = [\"*\"]\ncommand = [\"b\"]\n",
-    );
-    assert_eq!(
-        (e.line, e.key.as_deref()),
-        (Some(7), Some("service[1].hosts[0]")),
-        "{e}"
+        7,
+        "service[1].hosts[0]",
     );
 }
 
@@ -564,8 +536,7 @@ fn log_section_parses_and_bad_values_name_their_key() {
     let stdout = parse("[log]\naccess = \"stdout\"\n", None).unwrap();
     assert_eq!(stdout.log.access, AccessLogTarget::Stdout);
     assert_eq!(parse("", None).unwrap().log, LogConfig::default());
-    let e = err("[log]\n\nformat = \"xml\"\n");
-    assert_eq!((e.line, e.key.as_deref()), (Some(3), Some("log.format")));
+    err_at("[log]\n\nformat = \"xml\"\n", 3, "log.format");
     let e = err("[log]\nlevel = \"info,[oops\"\n");
     assert_eq!(e.key.as_deref(), Some("log.level"));
     let e = err("[log]\nacess = \"stdout\"\n");
@@ -574,13 +545,10 @@ fn log_section_parses_and_bad_values_name_their_key() {
 
 #[test]
 fn an_unknown_protocol_names_its_key_and_the_choices() {
-    let e = err(
+    let e = err_at(
         "[[service]]\nname = \"a\"\nhosts = [\"a\"]\ncommand = [\"a\"]\nprotocol = \"http2\"\n",
-    );
-    assert_eq!(
-        (e.line, e.key.as_deref()),
-        (Some(5), Some("service[0].protocol")),
-        "{e}"
+        5,
+        "service[0].protocol",
     );
     let shown = e.to_string();
     assert!(

@@ -5,18 +5,7 @@ fn service(name: &str, host: &str) -> ServiceConfig {
 }
 
 fn config(services: Vec<ServiceConfig>) -> Config {
-    Config {
-        path: None,
-        state_file: None,
-        proxy: ProxyConfig::default(),
-        admin: AdminConfig::default(),
-        docker: DockerConfig::default(),
-        swarm: SwarmConfig::default(),
-        cluster: None,
-        log: LogConfig::default(),
-        services,
-        scaling: Default::default(),
-    }
+    Config::new(services)
 }
 
 /// Apply `edit` to a valid one-service config; return the error's key path.
@@ -134,46 +123,6 @@ fn each_rule_names_its_key() {
             }),
         ),
         (
-            "service[0].scaling.min_instances",
-            Box::new(|c| c.services[0].scaling.min_instances = 11),
-        ),
-        (
-            "service[0].scaling.max_instances",
-            Box::new(|c| c.services[0].scaling.max_instances = 0),
-        ),
-        (
-            "service[0].scaling.max_concurrency",
-            Box::new(|c| c.services[0].scaling.max_concurrency = 0),
-        ),
-        (
-            "service[0].scaling.target_concurrency",
-            Box::new(|c| c.services[0].scaling.target_concurrency = 0.0),
-        ),
-        (
-            "service[0].scaling.target_concurrency",
-            Box::new(|c| c.services[0].scaling.target_concurrency = f64::NAN),
-        ),
-        (
-            "service[0].scaling.target_concurrency",
-            Box::new(|c| c.services[0].scaling.target_concurrency = 100.5),
-        ),
-        (
-            "service[0].scaling.panic_threshold",
-            Box::new(|c| c.services[0].scaling.panic_threshold = 1.0),
-        ),
-        (
-            "service[0].scaling.panic_window",
-            Box::new(|c| c.services[0].scaling.panic_window = Duration::ZERO),
-        ),
-        (
-            "service[0].scaling.stable_window",
-            Box::new(|c| c.services[0].scaling.stable_window = Duration::ZERO),
-        ),
-        (
-            "service[0].scaling.panic_window",
-            Box::new(|c| c.services[0].scaling.panic_window = Duration::from_secs(61)),
-        ),
-        (
             "service[0].health.path",
             Box::new(|c| c.services[0].health.path = "healthz".into()),
         ),
@@ -196,6 +145,24 @@ fn each_rule_names_its_key() {
     ];
     for (want, edit) in cases {
         assert_eq!(key_of(edit), want);
+    }
+    // `[service.scaling]`: each field and a value it refuses.
+    type ScalingEdit = fn(&mut ScalingConfig);
+    let scaling: Vec<(&str, ScalingEdit)> = vec![
+        ("min_instances", |s| s.min_instances = 11),
+        ("max_instances", |s| s.max_instances = 0),
+        ("max_concurrency", |s| s.max_concurrency = 0),
+        ("target_concurrency", |s| s.target_concurrency = 0.0),
+        ("target_concurrency", |s| s.target_concurrency = f64::NAN),
+        ("target_concurrency", |s| s.target_concurrency = 100.5),
+        ("panic_threshold", |s| s.panic_threshold = 1.0),
+        ("panic_window", |s| s.panic_window = Duration::ZERO),
+        ("stable_window", |s| s.stable_window = Duration::ZERO),
+        ("panic_window", |s| s.panic_window = Duration::from_secs(61)),
+    ];
+    for (field, edit) in scaling {
+        let key = key_of(|c| edit(&mut c.services[0].scaling));
+        assert_eq!(key, format!("service[0].scaling.{field}"));
     }
 }
 

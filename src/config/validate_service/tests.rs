@@ -323,12 +323,7 @@ fn each_mistake_names_file_line_and_key() {
         let text = TEXT.replacen(from, to, 1);
         let e = err(&text);
         let line = line_of(&text, line_at);
-        assert_eq!(
-            (e.key.as_deref(), e.line),
-            (Some(key), Some(line)),
-            "{to:?}: {e}"
-        );
-        assert!(e.message.contains(says), "{to:?}: {e}");
+        e.assert_case(to, key, Some(line), says);
         let shown = e.to_string();
         assert!(
             shown.starts_with(&format!("{FILE}:{line}: key `{key}`: ")),
@@ -385,14 +380,7 @@ fn the_example_idle_ignore_parses_when_uncommented() {
         "networks =",
         "wake =",
     ];
-    let uncommented: String = example
-        .lines()
-        .map(|l| match l.strip_prefix("# ") {
-            Some(t) if keys.iter().any(|k| t.starts_with(k)) => t,
-            _ => l,
-        })
-        .collect::<Vec<_>>()
-        .join("\n");
+    let uncommented = crate::config::uncomment(example, &keys);
     let cfg = parse(&uncommented, None).unwrap();
     let ig = &cfg.services[0].scaling.idle_ignore;
     assert!(ig.user_agents.iter().any(|u| u == "kube-probe/"), "{ig:?}");

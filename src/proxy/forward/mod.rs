@@ -316,13 +316,7 @@ impl HyperForwarder {
         }
         let response_timeout = settings.response_timeout;
 
-        let mut guard = svc
-            .acquire_by(tag, deadline)
-            .await
-            .map_err(ProxyError::Activator)?;
-        if quiet {
-            guard.set_quiet();
-        }
+        let mut guard = attempt::acquire(svc, tag, deadline, quiet).await?;
         timing.acquired(svc, arrived, &guard);
         // An empty body can be sent again even after hyper read its end.
         let empty = http_body::Body::is_end_stream(&body);
@@ -398,10 +392,7 @@ impl HyperForwarder {
                 Next::Elsewhere { failed, err } if empty || body.is_some() => (failed, err),
                 next => return Err(next.into_error()),
             };
-            guard = attempt::reacquire(svc, &failed, tag, deadline, err).await?;
-            if quiet {
-                guard.set_quiet();
-            }
+            guard = attempt::reacquire(svc, &failed, tag, deadline, quiet, err).await?;
         }
     }
 }

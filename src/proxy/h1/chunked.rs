@@ -52,6 +52,44 @@ impl Default for Decoder {
 }
 
 impl Decoder {
+    /// The byte a line or a chunk's data must end with (`want`), then `next`; anything else is
+    /// refused (`why`).
+    fn line_end(
+        &mut self,
+        b: u8,
+        want: u8,
+        next: State,
+        why: &'static str,
+    ) -> Result<(), ChunkError> {
+        if b != want {
+            return Err(ChunkError(why));
+        }
+        self.state = next;
+        Ok(())
+    }
+
+    /// One byte of a line wakeway reads past (a chunk extension, a trailer): CR ends it, then
+    /// `lf`; a control character (`control`) or a line over `MAX_LINE` (`too_long`) is refused.
+    fn line_byte(
+        &mut self,
+        b: u8,
+        lf: State,
+        control: &'static str,
+        too_long: &'static str,
+    ) -> Result<(), ChunkError> {
+        if b == b'\r' {
+            self.state = lf;
+        } else if b == b'\n' || (b < 0x20 && b != b'\t') || b == 0x7f {
+            return Err(ChunkError(control));
+        } else {
+            self.line += 1;
+            if self.line > MAX_LINE {
+                return Err(ChunkError(too_long));
+            }
+        }
+        Ok(())
+    }
+
     pub fn is_done(&self) -> bool {
         self.state == State::Done
     }
@@ -98,41 +136,33 @@ impl Decoder {
                     None if b == b'\r' => self.state = State::SizeLf,
                     None => return Err(ChunkError("chunk size is not a hex number")),
                 },
-                State::Ext => {
-                    if b == b'\r' {
-                        self.state = State::SizeLf;
-                    } else if b == b'\n' || (b < 0x20 && b != b'\t') || b == 0x7f {
-                        return Err(ChunkError("control character in a chunk extension"));
-                    } else {
-                        self.line += 1;
-                        if self.line > MAX_LINE {
-                            return Err(ChunkError("chunk extension too long"));
-                        }
-                    }
-                }
+                State::Ext => self.line_byte(
+                    b,
+                    State::SizeLf,
+                    "control character in a chunk extension",
+                    "chunk extension too long",
+                )?,
                 State::SizeLf => {
-                    if b != b'\n' {
-                        return Err(ChunkError("chunk size line does not end with CRLF"));
-                    }
-                    self.digits = 0;
-                    self.state = if self.remaining == 0 {
+                    let next = if self.remaining == 0 {
                         State::TrailerStart
                     } else {
                         State::Data
                     };
+                    self.line_end(b, b'\n', next, "chunk size line does not end with CRLF")?;
+                    self.digits = 0;
                 }
-                State::DataCr => {
-                    if b != b'\r' {
-                        return Err(ChunkError("chunk data is not followed by CRLF"));
-                    }
-                    self.state = State::DataLf;
-                }
-                State::DataLf => {
-                    if b != b'\n' {
-                        return Err(ChunkError("chunk data is not followed by CRLF"));
-                    }
-                    self.state = State::SizeStart;
-                }
+                State::DataCr => self.line_end(
+                    b,
+                    b'\r',
+                    State::DataLf,
+                    "chunk data is not followed by CRLF",
+                )?,
+                State::DataLf => self.line_end(
+                    b,
+                    b'\n',
+                    State::SizeStart,
+                    "chunk data is not followed by CRLF",
+                )?,
                 State::TrailerStart => {
                     if b == b'\r' {
                         self.state = State::FinalLf;
@@ -143,29 +173,21 @@ impl Decoder {
                         self.line = 1;
                     }
                 }
-                State::Trailer => {
-                    if b == b'\r' {
-                        self.state = State::TrailerLf;
-                    } else if b == b'\n' || (b < 0x20 && b != b'\t') || b == 0x7f {
-                        return Err(ChunkError("control character in a trailer"));
-                    } else {
-                        self.line += 1;
-                        if self.line > MAX_LINE {
-                            return Err(ChunkError("trailer line too long"));
-                        }
-                    }
-                }
-                State::TrailerLf => {
-                    if b != b'\n' {
-                        return Err(ChunkError("trailer line does not end with CRLF"));
-                    }
-                    self.state = State::TrailerStart;
-                }
+                State::Trailer => self.line_byte(
+                    b,
+                    State::TrailerLf,
+                    "control character in a trailer",
+                    "trailer line too long",
+                )?,
+                State::TrailerLf => self.line_end(
+                    b,
+                    b'\n',
+                    State::TrailerStart,
+                    "trailer line does not end with CRLF",
+                )?,
                 State::FinalLf => {
-                    if b != b'\n' {
-                        return Err(ChunkError("chunked body does not end with CRLF"));
-                    }
-                    self.state = State::Done;
+                    let why = "chunked body does not end with CRLF";
+                    self.line_end(b, b'\n', State::Done, why)?;
                     return Ok(i + 1);
                 }
             }

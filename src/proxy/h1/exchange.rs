@@ -85,13 +85,7 @@ impl<S: ClientIo> Conn<'_, S> {
         }
         let is_head = self.head.is_head;
 
-        let mut guard = svc
-            .acquire_by(tag, deadline)
-            .await
-            .map_err(ProxyError::Activator)?;
-        if quiet {
-            guard.set_quiet();
-        }
+        let mut guard = attempt::acquire(svc, tag, deadline, quiet).await?;
         self.obs.acquired(svc, &guard);
         let logging = self.ctx.shared.access_log.is_some();
         if logging {
@@ -160,11 +154,8 @@ impl<S: ClientIo> Conn<'_, S> {
                     fresh_only = true;
                 }
                 Next::Elsewhere { failed, err } => {
-                    guard = attempt::reacquire(svc, &failed, tag, deadline, err).await?;
+                    guard = attempt::reacquire(svc, &failed, tag, deadline, quiet, err).await?;
                     fresh_only = false;
-                    if quiet {
-                        guard.set_quiet();
-                    }
                     if logging {
                         self.obs.served_by(guard.instance());
                     }

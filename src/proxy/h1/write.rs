@@ -1,13 +1,23 @@
 //! The bytes wakeway writes: the head an instance receives, the head a client receives, and
 //! wakeway's own error answers. Appended to reused buffers; numbers without allocating.
 
-use super::request::{Framing, RequestHead};
+use super::request::{Framing, HeaderSpan, RequestHead};
 use super::response::{BodyFraming, ResponseHead};
 use crate::proxy::error::ProxyError;
 
 fn put_num(out: &mut Vec<u8>, n: u64) {
     let mut b = itoa::Buffer::new();
     out.extend_from_slice(b.format(n).as_bytes());
+}
+
+/// The headers that pass on, as they came.
+fn put_kept(out: &mut Vec<u8>, headers: &[HeaderSpan], buf: &[u8]) {
+    for h in headers.iter().filter(|h| h.keep) {
+        out.extend_from_slice(h.name.get(buf));
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(h.value.get(buf));
+        out.extend_from_slice(b"\r\n");
+    }
 }
 
 /// The head the instance receives: origin-form target, the client's host, the headers that
@@ -33,12 +43,7 @@ pub fn write_upstream_head(
     out.extend_from_slice(b"Host: ");
     out.extend_from_slice(head.host.map_or(fallback_host, |h| h.get(buf)));
     out.extend_from_slice(b"\r\n");
-    for h in head.headers.iter().filter(|h| h.keep) {
-        out.extend_from_slice(h.name.get(buf));
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(h.value.get(buf));
-        out.extend_from_slice(b"\r\n");
-    }
+    put_kept(out, &head.headers, buf);
     match head.framing {
         Some(Framing::Length(n)) => {
             out.extend_from_slice(b"Content-Length: ");
@@ -94,12 +99,7 @@ pub fn write_client_head(
         out.extend_from_slice(r.get(buf));
     }
     out.extend_from_slice(b"\r\n");
-    for h in resp.headers.iter().filter(|h| h.keep) {
-        out.extend_from_slice(h.name.get(buf));
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(h.value.get(buf));
-        out.extend_from_slice(b"\r\n");
-    }
+    put_kept(out, &resp.headers, buf);
     match framing {
         BodyFraming::Length(n) => {
             out.extend_from_slice(b"Content-Length: ");

@@ -176,11 +176,7 @@ impl Upstreams {
     pub fn sweep(&self, now: Instant) {
         let mut idle = self.idle.borrow_mut();
         idle.retain(|_, list| {
-            let routable = list
-                .instance
-                .upgrade()
-                .is_some_and(|i| i.state() == InstanceState::Ready);
-            if !routable {
+            if !super::routable(&list.instance) {
                 return false;
             }
             list.conns.retain(|(_, until)| *until > now);

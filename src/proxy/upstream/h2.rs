@@ -23,7 +23,7 @@ use tokio::time::Instant;
 
 use super::RequestBody;
 use super::h1::{AddrHasher, ConnectError};
-use crate::service::instance::{Instance, InstanceState};
+use crate::service::instance::Instance;
 
 /// Streams wakeway opens on one connection before it opens another: the least every h2 server
 /// is asked to allow (RFC 9113 §6.5.2) and hyper's own starting limit. A server that allows
@@ -213,11 +213,7 @@ impl H2Upstreams {
     /// open streams finish first: a stream holds its connection).
     pub fn sweep(&self, now: Instant) {
         self.map.borrow_mut().retain(|_, e| {
-            let routable = e
-                .instance
-                .upgrade()
-                .is_some_and(|i| i.state() == InstanceState::Ready);
-            if !routable {
+            if !super::routable(&e.instance) {
                 return false;
             }
             e.conns.retain(|c| {

@@ -43,15 +43,23 @@ fn an_owner_is_alive_only_with_its_own_start_time() {
     assert!(!owner_alive("not-an-owner"));
 }
 
+/// The cgroups, where one is writable; none here is a failure only under CI.
+fn writable() -> Option<&'static Cgroups> {
+    let c = get();
+    if c.mode() == Mode::ProcessGroup {
+        assert!(std::env::var("CI").is_err(), "no writable cgroup under CI");
+        return None;
+    }
+    Some(c)
+}
+
 /// What a SIGKILLed wakeway left (a frozen instance, whose parent-death signal cannot act)
 /// is thawed, killed and removed by the next one; a live wakeway's cgroups are left alone.
 #[test]
 fn sweep_kills_what_a_dead_wakeway_left() {
-    let c = get();
-    if c.mode() == Mode::ProcessGroup {
-        assert!(std::env::var("CI").is_err(), "no writable cgroup under CI");
+    let Some(c) = writable() else {
         return;
-    }
+    };
     let root = c.owner_dirs[0].parent().unwrap().to_path_buf();
     let dead = root.join(format!("{}-1", u32::MAX)).join("svc").join("i1");
     let mine = c
@@ -89,11 +97,9 @@ fn sweep_kills_what_a_dead_wakeway_left() {
 
 #[test]
 fn freeze_stops_the_cpu_and_thaw_gives_it_back() {
-    let c = get();
-    if c.mode() == Mode::ProcessGroup {
-        assert!(std::env::var("CI").is_err(), "no writable cgroup under CI");
+    let Some(c) = writable() else {
         return;
-    }
+    };
     let cg = c
         .create("svc", &format!("freeze-{}", std::process::id()))
         .unwrap()

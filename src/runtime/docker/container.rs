@@ -1,7 +1,6 @@
 //! One docker service's [`Runtime`]: creating, starting and stopping its containers.
 
 use std::collections::HashMap;
-use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -57,7 +56,8 @@ impl DockerRuntime {
 
         let host_network = self.host_network();
         let port = if host_network {
-            free_port().map_err(|e| RuntimeError {
+            // Host network only; the engine picks ports otherwise.
+            crate::runtime::free_port().map_err(|e| RuntimeError {
                 message: format!("no free port: {e}"),
                 retryable: true,
             })?
@@ -203,13 +203,6 @@ impl DockerRuntime {
     }
 }
 
-/// A port that was free a moment ago (host network only; the engine picks ports otherwise).
-pub(super) fn free_port() -> std::io::Result<u16> {
-    Ok(std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?
-        .local_addr()?
-        .port())
-}
-
 impl Runtime for DockerRuntime {
     fn name(&self) -> &'static str {
         "docker"
@@ -253,33 +246,30 @@ impl DockerHandle {
             retryable: true,
         })
     }
+
+    /// Pauses the container (`freeze`) or unpauses it (`thaw`).
+    async fn set_paused(&self, paused: bool) -> Result<(), RuntimeError> {
+        let what = if paused { "pause" } else { "unpause" };
+        let docker = self.client(what)?;
+        let done = if paused {
+            docker.pause_container(&self.id).await
+        } else {
+            docker.unpause_container(&self.id).await
+        };
+        done.map_err(|e| RuntimeError {
+            message: format!("docker {what} {}: {e}", self.name),
+            retryable: false,
+        })
+    }
 }
 
 impl InstanceHandle for DockerHandle {
     fn freeze(&self) -> BoxFuture<'_, Result<(), RuntimeError>> {
-        Box::pin(async move {
-            let docker = self.client("pause")?;
-            docker
-                .pause_container(&self.id)
-                .await
-                .map_err(|e| RuntimeError {
-                    message: format!("docker pause {}: {e}", self.name),
-                    retryable: false,
-                })
-        })
+        Box::pin(self.set_paused(true))
     }
 
     fn thaw(&self) -> BoxFuture<'_, Result<(), RuntimeError>> {
-        Box::pin(async move {
-            let docker = self.client("unpause")?;
-            docker
-                .unpause_container(&self.id)
-                .await
-                .map_err(|e| RuntimeError {
-                    message: format!("docker unpause {}: {e}", self.name),
-                    retryable: false,
-                })
-        })
+        Box::pin(self.set_paused(false))
     }
 
     fn memory(&self) -> BoxFuture<'_, Option<u64>> {

@@ -184,22 +184,30 @@ impl SwarmEngine {
         Ok(SocketAddr::new(addr, task.port))
     }
 
+    /// The tasks the engine's `filter` (`service`, `name`) matches with `value`.
+    async fn tasks_where(
+        &self,
+        docker: &Docker,
+        filter: &str,
+        value: &str,
+    ) -> Result<Vec<Task>, RuntimeError> {
+        let filters = HashMap::from([(filter.to_string(), vec![value.to_string()])]);
+        let opts = ListTasksOptions {
+            filters: Some(filters),
+        };
+        docker
+            .list_tasks(Some(opts))
+            .await
+            .map_err(|e| self.api_error("list tasks", e))
+    }
+
     /// The tasks of one swarm service.
     pub(super) async fn tasks_of(
         &self,
         docker: &Docker,
         id: &str,
     ) -> Result<Vec<Task>, RuntimeError> {
-        let opts = ListTasksOptions {
-            filters: Some(HashMap::from([(
-                "service".to_string(),
-                vec![id.to_string()],
-            )])),
-        };
-        docker
-            .list_tasks(Some(opts))
-            .await
-            .map_err(|e| self.api_error("list tasks", e))
+        self.tasks_where(docker, "service", id).await
     }
 
     /// The tasks of a swarm service that may have been removed: the `service` filter refuses a
@@ -210,16 +218,7 @@ impl SwarmEngine {
         id: &str,
         name: &str,
     ) -> Result<Vec<Task>, RuntimeError> {
-        let opts = ListTasksOptions {
-            filters: Some(HashMap::from([(
-                "name".to_string(),
-                vec![name.to_string()],
-            )])),
-        };
-        let tasks = docker
-            .list_tasks(Some(opts))
-            .await
-            .map_err(|e| self.api_error("list tasks", e))?;
+        let tasks = self.tasks_where(docker, "name", name).await?;
         // The name filter matches prefixes: keep this service's own.
         Ok(tasks
             .into_iter()

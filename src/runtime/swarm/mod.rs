@@ -150,12 +150,7 @@ runtime = "swarm"
             let e = config::parse(&text, Some(Path::new("swarm.toml"))).unwrap_err();
             let last = to.lines().last().unwrap();
             let line = text.lines().position(|l| l == last).unwrap() + 1;
-            assert_eq!(
-                (e.key.as_deref(), e.line),
-                (Some(key), Some(line)),
-                "{to}: {e}"
-            );
-            assert!(e.message.contains(says), "{to}: {e}");
+            e.assert_case(to, key, Some(line), says);
             assert!(
                 e.to_string().starts_with(&format!("swarm.toml:{line}:")),
                 "{e}"
@@ -166,14 +161,7 @@ runtime = "swarm"
             None,
         )
         .unwrap_err();
-        assert_eq!(
-            (e.key.as_deref(), e.line),
-            (Some("service[0].runtime"), Some(5)),
-            "{e}"
-        );
-        assert!(
-            e.message.contains("only to services with an `image`"),
-            "{e}"
-        );
+        let says = "only to services with an `image`";
+        e.assert_case("", "service[0].runtime", Some(5), says);
     }
 }

@@ -22,6 +22,20 @@ use crate::service::revision::Revision;
 use super::start_job::{PORT_RACE_WINDOW, StartJob, Thaw};
 
 impl Controller {
+    /// Where `inst` is among the members, if it still is one.
+    fn member_pos(&self, inst: &Arc<Instance>) -> Option<usize> {
+        self.members
+            .iter()
+            .position(|m| Arc::ptr_eq(&m.instance, inst))
+    }
+
+    /// Takes the member at `pos` out, stopped.
+    fn take_member(&mut self, pos: usize) -> Member {
+        let m = self.members.remove(pos);
+        m.instance.set_state(InstanceState::Stopped);
+        m
+    }
+
     pub(super) fn add_fixed(&mut self, addrs: &[std::net::SocketAddr], revision: &str) {
         for addr in addrs {
             let inst = Arc::new(Instance::new(
@@ -298,13 +312,9 @@ impl Controller {
     ) {
         let spawned = instance.is_some();
         if let Some(inst) = instance
-            && let Some(pos) = self
-                .members
-                .iter()
-                .position(|m| Arc::ptr_eq(&m.instance, &inst))
+            && let Some(pos) = self.member_pos(&inst)
         {
-            let m = self.members.remove(pos);
-            m.instance.set_state(InstanceState::Stopped);
+            self.take_member(pos);
         }
         if matches!(end, StartEnd::Retry) {
             self.publish();
@@ -368,11 +378,7 @@ impl Controller {
     }
 
     pub(super) fn on_exited(&mut self, inst: &Arc<Instance>, reason: String) {
-        let Some(pos) = self
-            .members
-            .iter()
-            .position(|m| Arc::ptr_eq(&m.instance, inst))
-        else {
+        let Some(pos) = self.member_pos(inst) else {
             return;
         };
         let state = inst.state();
@@ -383,8 +389,7 @@ impl Controller {
             return; // its drain task reports Stopped
         }
         self.unfreeze_member(inst);
-        let m = self.members.remove(pos);
-        m.instance.set_state(InstanceState::Stopped);
+        let m = self.take_member(pos);
         if let Some(h) = m.health {
             h.abort();
         }
@@ -408,17 +413,12 @@ impl Controller {
 
     /// A drained instance is gone; reported once, after it is.
     pub(super) fn on_stopped(&mut self, inst: &Arc<Instance>) {
-        let Some(pos) = self
-            .members
-            .iter()
-            .position(|m| Arc::ptr_eq(&m.instance, inst))
-        else {
+        let Some(pos) = self.member_pos(inst) else {
             return;
         };
         let id = &inst.id;
         self.unfreeze_member(inst);
-        let m = self.members.remove(pos);
-        m.instance.set_state(InstanceState::Stopped);
+        self.take_member(pos);
         self.keep_counts(inst);
         self.svc.emit(
             "instance_stopped",

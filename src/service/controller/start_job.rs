@@ -78,40 +78,31 @@ impl StartJob {
             Err(e) => Err(e.message),
         };
         let id = self.id.clone();
-        match result {
+        let end = match result {
             Ok(()) => {
                 let _ = self.tx.send(Msg::Thawed {
                     id: id.clone(),
                     took: began.elapsed(),
                 });
                 let _ = self.tx.send(Msg::Ready { id });
-                true
+                return true;
             }
-            Err(_) if self.cancel.is_cancelled() => {
-                thaw.handle.stop(START_STOP_GRACE).await;
-                let _ = self.tx.send(Msg::StartEnded {
-                    id,
-                    instance: Some(thaw.instance),
-                    end: StartEnd::Cancelled,
-                });
-                true
-            }
+            Err(_) if self.cancel.is_cancelled() => StartEnd::Cancelled,
             Err(why) => {
                 self.svc.emit(
                     "thaw_failed",
                     format!("cannot thaw instance {id}: {why}; starting a new one"),
                     json!({ "instance": id, "reason": why }),
                 );
-                thaw.handle.stop(START_STOP_GRACE).await;
                 // Removes the old instance; the start goes on with a new one.
-                let _ = self.tx.send(Msg::StartEnded {
-                    id,
-                    instance: Some(thaw.instance),
-                    end: StartEnd::Retry,
-                });
-                false
+                StartEnd::Retry
             }
-        }
+        };
+        thaw.handle.stop(START_STOP_GRACE).await;
+        let cancelled = matches!(end, StartEnd::Cancelled);
+        let instance = Some(thaw.instance);
+        let _ = self.tx.send(Msg::StartEnded { id, instance, end });
+        cancelled
     }
 
     pub(super) async fn run(mut self) {

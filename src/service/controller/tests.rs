@@ -68,6 +68,25 @@ fn run(svc: Arc<Service>, rt: FakeRuntime) -> Running {
     }
 }
 
+impl Running {
+    /// Stops the controller and waits until it has.
+    async fn finish(self) {
+        self.stop.cancel();
+        self.task.await.unwrap();
+    }
+}
+
+/// Edits the service's live config as a reload would; returns the config it now runs.
+async fn update(svc: &Service, edit: impl FnOnce(&mut ServiceConfig)) -> ServiceConfig {
+    let mut cfg = svc.config.load().as_ref().clone();
+    edit(&mut cfg);
+    let config = Box::new(cfg.clone());
+    svc.ask(|reply| Command::Update { config, reply })
+        .await
+        .unwrap();
+    cfg
+}
+
 /// Waits (in paused time, so instantly) until `check` holds; fails after 10 virtual minutes.
 async fn until(what: &str, mut check: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(600);
@@ -138,9 +157,9 @@ async fn a_burst_is_not_undone_by_a_window_that_has_not_seen_it() {
     for h in held {
         h.await.unwrap();
     }
-    r.stop.cancel();
-    r.task.await.unwrap();
-    assert!(r.rt.alive().is_empty());
+    let rt = r.rt.clone();
+    r.finish().await;
+    assert!(rt.alive().is_empty());
 }
 
 /// Defect 2: desired 1 with one ready and one starting instance: the start is cancelled, the warm
@@ -153,23 +172,13 @@ async fn excess_cancels_a_start_not_the_warm_instance() {
     until("the first instance is ready", || ready_ids(&svc).len() == 1).await;
     let warm = ready_ids(&svc)[0].clone();
     rt.plan(Plan::ReadyAfter(Duration::from_secs(10)));
-    let mut cfg = svc.config.load().as_ref().clone();
-    cfg.scaling.min_instances = 2;
-    svc.ask(|reply| Command::Update {
-        config: Box::new(cfg.clone()),
-        reply,
-    })
-    .await
-    .unwrap();
+    update(&svc, |c| c.scaling.min_instances = 2).await;
     until("a second instance starts", || rt.alive().len() == 2).await;
-    cfg.scaling.min_instances = 1;
-    cfg.scaling.max_instances = 1;
-    svc.ask(|reply| Command::Update {
-        config: Box::new(cfg),
-        reply,
+    update(&svc, |c| {
+        c.scaling.min_instances = 1;
+        c.scaling.max_instances = 1;
     })
-    .await
-    .unwrap();
+    .await;
     until("the start is stopped", || rt.alive().len() == 1).await;
     assert_eq!(rt.alive(), vec![warm.clone()], "the warm one stays");
     assert_eq!(ready_ids(&svc), vec![warm.clone()]);
@@ -179,8 +188,7 @@ async fn excess_cancels_a_start_not_the_warm_instance() {
     );
     tokio::time::sleep(Duration::from_secs(20)).await;
     assert_eq!(rt.alive(), vec![warm], "and nothing came back");
-    r.stop.cancel();
-    r.task.await.unwrap();
+    r.finish().await;
 }
 
 /// Defect 3: a connect timeout on the request path is one strike toward unhealthy_threshold; a
@@ -231,8 +239,7 @@ async fn the_request_path_reports_and_the_controller_decides() {
         ready_ids(&svc).len() == 1 && !rt.alive().contains(&dead.id)
     })
     .await;
-    r.stop.cancel();
-    r.task.await.unwrap();
+    r.finish().await;
 }
 
 /// Defect 4: queued requests are answered 503 with the reason the moment the service is removed,
@@ -308,14 +315,7 @@ async fn a_starting_instance_that_is_stopped_stays_stopped() {
     until("ready", || ready_ids(&svc).len() == 1).await;
     // A second live instance, slow to start.
     rt.plan(Plan::ReadyAfter(Duration::from_secs(1)));
-    let mut cfg = svc.config.load().as_ref().clone();
-    cfg.scaling.min_instances = 2;
-    svc.ask(|reply| Command::Update {
-        config: Box::new(cfg.clone()),
-        reply,
-    })
-    .await
-    .unwrap();
+    let cfg = update(&svc, |c| c.scaling.min_instances = 2).await;
     until("the slow one is spawned", || rt.alive().len() == 2).await;
     let slow = svc
         .instances
@@ -362,8 +362,7 @@ async fn a_starting_instance_that_is_stopped_stays_stopped() {
         .filter(|e| e.fields["instance"] == slow.as_str())
         .collect();
     assert_eq!(stopped.len(), 1, "reported once: {stopped:?}");
-    r.stop.cancel();
-    r.task.await.unwrap();
+    r.finish().await;
     assert!(rt.alive().is_empty());
 }
 
@@ -383,8 +382,7 @@ async fn a_failing_start_answers_503_and_backs_off() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let g = svc.acquire().await.expect("served after the backoff");
     drop(g);
-    r.stop.cancel();
-    r.task.await.unwrap();
+    r.finish().await;
     assert!(rt.alive().is_empty());
 }
 

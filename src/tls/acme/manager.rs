@@ -236,9 +236,9 @@ impl Manager {
                 .find(|(_, n)| n.ari_next.is_some_and(|t| t <= now))
                 .map(|(name, _)| name.clone());
             if let Some(name) = ask {
-                tokio::select! {
-                    _ = cancel.cancelled() => return,
-                    _ = self.renewal_window(&name) => {}
+                let asked = cancel.run_until_cancelled(self.renewal_window(&name));
+                if asked.await.is_none() {
+                    return;
                 }
                 self.publish();
                 continue;
@@ -250,9 +250,12 @@ impl Manager {
                 .min_by_key(|(_, n)| n.due)
                 .map(|(name, _)| name.clone());
             if let Some(name) = due {
-                tokio::select! {
-                    _ = cancel.cancelled() => return,
-                    _ = self.attempt(&name) => {}
+                if cancel
+                    .run_until_cancelled(self.attempt(&name))
+                    .await
+                    .is_none()
+                {
+                    return;
                 }
                 self.publish();
             }

@@ -27,6 +27,17 @@ async fn serve_one(svc: &Arc<Service>) -> String {
     id
 }
 
+/// A freezing service whose one instance served a request and froze: the service, the
+/// runtime, the controller, the instance.
+async fn one_frozen() -> (Arc<Service>, FakeRuntime, Running, String) {
+    let svc = freezing();
+    let rt = FakeRuntime::new();
+    let r = run(svc.clone(), rt.clone());
+    let first = serve_one(&svc).await;
+    until("frozen", || rt.frozen().len() == 1).await;
+    (svc, rt, r, first)
+}
+
 #[tokio::test(start_paused = true)]
 async fn idle_freezes_the_next_request_thaws_and_frozen_timeout_stops() {
     let svc = freezing();
@@ -68,17 +79,12 @@ async fn idle_freezes_the_next_request_thaws_and_frozen_timeout_stops() {
             .any(|e| e.fields["reason"] == "frozen_timeout"),
         "{drained:?}"
     );
-    r.stop.cancel();
-    r.task.await.unwrap();
+    r.finish().await;
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_failed_thaw_falls_back_to_a_cold_start() {
-    let svc = freezing();
-    let rt = FakeRuntime::new();
-    let r = run(svc.clone(), rt.clone());
-    let first = serve_one(&svc).await;
-    until("frozen", || rt.frozen().len() == 1).await;
+    let (svc, rt, r, _) = one_frozen().await;
     rt.fail_next_thaw();
     let served = serve_one(&svc).await;
     assert_eq!(events(&svc, "thaw_failed").len(), 1);
@@ -89,37 +95,25 @@ async fn a_failed_thaw_falls_back_to_a_cold_start() {
         "the one that failed to thaw is gone"
     );
     assert_eq!(state_of(&svc, &served), Some("ready"));
-    let _ = first;
-    r.stop.cancel();
-    r.task.await.unwrap();
+    r.finish().await;
     assert!(rt.alive().is_empty());
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_frozen_instance_killed_from_outside_is_seen_as_exited() {
-    let svc = freezing();
-    let rt = FakeRuntime::new();
-    let r = run(svc.clone(), rt.clone());
-    let first = serve_one(&svc).await;
-    until("frozen", || rt.frozen().len() == 1).await;
+    let (svc, rt, r, first) = one_frozen().await;
     rt.kill(&first);
     until("seen as exited", || state_of(&svc, &first).is_none()).await;
     assert_eq!(events(&svc, "instance_exited").len(), 1);
     let served = serve_one(&svc).await;
     assert_ne!(served, first, "a new instance replaces it");
-    r.stop.cancel();
-    r.task.await.unwrap();
+    r.finish().await;
     assert!(rt.alive().is_empty(), "shutdown stops everything");
 }
 
 #[tokio::test(start_paused = true)]
 async fn shutdown_stops_frozen_instances() {
-    let svc = freezing();
-    let rt = FakeRuntime::new();
-    let r = run(svc.clone(), rt.clone());
-    serve_one(&svc).await;
-    until("frozen", || rt.frozen().len() == 1).await;
-    r.stop.cancel();
-    r.task.await.unwrap();
+    let (_svc, rt, r, _) = one_frozen().await;
+    r.finish().await;
     assert!(rt.alive().is_empty());
 }
