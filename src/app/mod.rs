@@ -254,7 +254,13 @@ impl App {
         }
         let stop_cluster = CancellationToken::new();
         if let Some(cluster) = &self.state.cluster {
-            cluster.start(self.state.clone(), stop_cluster.clone());
+            let admin: crate::cluster::AdminAnswer =
+                Arc::new(|state, method, path, query, body| {
+                    Box::pin(async move {
+                        crate::admin::answer(&state, method, &path, &query, body).await
+                    })
+                });
+            cluster.start(self.state.clone(), admin, stop_cluster.clone());
         }
         let workers = crate::proxy::start(self.proxy_listeners, self.state.forwarder.clone());
         tokio::spawn(crate::proxy::return_memory(self.state.forwarder.clone()));

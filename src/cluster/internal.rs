@@ -3,6 +3,8 @@
 //! admin calls a follower forwarded to the leader, which answers them as its own.
 
 use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -28,7 +30,26 @@ pub struct Wake {
     pub queued: u32,
 }
 
-pub async fn serve(listener: TcpListener, state: Arc<State>, stop: CancellationToken) {
+/// How the leader answers an admin call a follower forwarded: the admin API's own handler,
+/// handed in by the app so that the cluster does not depend on the admin module.
+pub type AdminAnswer = Arc<
+    dyn Fn(
+            Arc<State>,
+            Method,
+            String,
+            String,
+            Bytes,
+        ) -> Pin<Box<dyn Future<Output = Response<Full<Bytes>>> + Send>>
+        + Send
+        + Sync,
+>;
+
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<State>,
+    admin: AdminAnswer,
+    stop: CancellationToken,
+) {
     loop {
         let stream = tokio::select! {
             _ = stop.cancelled() => return,
@@ -42,10 +63,10 @@ pub async fn serve(listener: TcpListener, state: Arc<State>, stop: CancellationT
             },
         };
         let _ = stream.set_nodelay(true);
-        let state = state.clone();
+        let (state, admin) = (state.clone(), admin.clone());
         let svc = service_fn(move |req| {
-            let state = state.clone();
-            async move { Ok::<_, Infallible>(handle(&state, req).await) }
+            let (state, admin) = (state.clone(), admin.clone());
+            async move { Ok::<_, Infallible>(handle(&state, &admin, req).await) }
         });
         let conn = http1::Builder::new()
             .timer(TokioTimer::new())
@@ -61,7 +82,11 @@ fn reply(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
     r
 }
 
-async fn handle(state: &Arc<State>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+async fn handle(
+    state: &Arc<State>,
+    admin: &AdminAnswer,
+    req: Request<Incoming>,
+) -> Response<Full<Bytes>> {
     let Some(cluster) = state.cluster.clone() else {
         return reply(StatusCode::NOT_FOUND, "no cluster");
     };
@@ -102,7 +127,7 @@ async fn handle(state: &Arc<State>, req: Request<Incoming>) -> Response<Full<Byt
                 return reply(StatusCode::CONFLICT, "not the leader");
             }
             let path = &p["/cluster/admin".len()..];
-            crate::admin::answer(state, method, path, &query, body).await
+            admin(state.clone(), method, path.to_string(), query, body).await
         }
         _ => reply(StatusCode::NOT_FOUND, "no such route"),
     }

@@ -40,6 +40,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::State;
 use crate::config::ClusterConfig;
+pub use internal::AdminAnswer;
 pub use leader::Role;
 use members::Member;
 
@@ -221,7 +222,12 @@ impl Cluster {
     }
 
     /// Starts every task of this replica's membership; they end with `stop`.
-    pub fn start(self: &Arc<Self>, state: Arc<State>, stop: CancellationToken) {
+    pub fn start(
+        self: &Arc<Self>,
+        state: Arc<State>,
+        admin: internal::AdminAnswer,
+        stop: CancellationToken,
+    ) {
         let ttl = self.config.lease;
         tokio::spawn(lease::keep(
             self.etcd.clone(),
@@ -244,7 +250,12 @@ impl Cluster {
             .unwrap_or_else(|p| p.into_inner())
             .take()
         {
-            tokio::spawn(internal::serve(listener, state.clone(), stop.clone()));
+            tokio::spawn(internal::serve(
+                listener,
+                state.clone(),
+                admin,
+                stop.clone(),
+            ));
         }
         tokio::spawn(follow::run(self.clone(), state.clone(), stop.clone()));
         tokio::spawn(publish::run(self.clone(), state.clone(), stop.clone()));

@@ -10,9 +10,6 @@ use std::sync::Mutex;
 
 use serde::Serialize;
 
-use crate::events::rfc3339;
-use crate::proxy::access_log::AccessRecord;
-
 pub const LINES_PER_SERVICE: usize = 200;
 pub const MAX_PATH: usize = 256;
 pub const MAX_REASON: usize = 200;
@@ -48,32 +45,12 @@ struct Registry {
 
 static REGISTRY: Mutex<Option<Registry>> = Mutex::new(None);
 
-/// Keeps `r` as its service's latest line (a request no service took is not kept).
-pub fn keep(r: &AccessRecord, query: bool) {
-    let Some(service) = r.service.as_deref() else {
-        return;
-    };
-    let target = match r.target.iter().position(|b| *b == b'?') {
-        Some(q) if !query => &r.target[..q],
-        _ => &r.target[..],
-    };
+/// Keeps `line` as `service`'s latest; its `seq` is given here.
+pub fn keep(service: &str, mut line: AccessLine) {
     let mut g = REGISTRY.lock().unwrap_or_else(|p| p.into_inner());
     let reg = g.get_or_insert_with(Registry::default);
     reg.seq += 1;
-    let line = AccessLine {
-        seq: reg.seq,
-        time: rfc3339(r.time),
-        method: r.method.as_str().to_string(),
-        path: cut(&String::from_utf8_lossy(target), MAX_PATH),
-        status: r.status,
-        duration_ms: (r.duration.as_secs_f64() * 1e5).round() / 100.0,
-        revision: r.revision.as_deref().map(str::to_string),
-        instance: r.instance.as_deref().map(str::to_string),
-        bytes_out: r.bytes_out,
-        client: r.client.ip().to_string(),
-        cold_start: r.cold_start,
-        reason: r.reason.as_deref().map(|why| cut(why, MAX_REASON)),
-    };
+    line.seq = reg.seq;
     let ring = reg.rings.entry(service.to_string()).or_default();
     if ring.len() == LINES_PER_SERVICE {
         ring.pop_front();
@@ -147,7 +124,8 @@ pub fn forget(service: &str) {
     }
 }
 
-fn cut(text: &str, max: usize) -> String {
+/// `text` cut to at most `max` bytes on a character boundary, marked with an ellipsis.
+pub fn cut(text: &str, max: usize) -> String {
     if text.len() <= max {
         return text.to_string();
     }
@@ -160,35 +138,21 @@ fn cut(text: &str, max: usize) -> String {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-    use std::time::{Duration, SystemTime};
-
-    use http::{HeaderValue, Method, Version};
-
     use super::*;
 
-    fn record(service: &str, path: &str, status: u16) -> AccessRecord {
-        AccessRecord {
-            time: SystemTime::now(),
-            service: Some(Arc::from(service)),
-            revision: Some(Arc::from("r-00001")),
-            instance: None,
-            method: Method::GET,
-            target: path.as_bytes().into(),
-            version: Version::HTTP_11,
+    fn line(path: &str, status: u16) -> AccessLine {
+        AccessLine {
+            seq: 0,
+            time: "2026-12-02T00:00:00Z".into(),
+            method: "GET".into(),
+            path: path.into(),
             status,
-            bytes_in: 0,
+            duration_ms: 1.23,
+            revision: Some("r-00001".into()),
+            instance: None,
             bytes_out: 5,
-            duration: Duration::from_micros(1_234),
-            queue_wait: Duration::ZERO,
+            client: "127.0.0.1".into(),
             cold_start: false,
-            upstream_connect: None,
-            client: "127.0.0.1:5000".parse().unwrap(),
-            user_agent: None,
-            referer: None,
-            request_id: HeaderValue::from_static("id"),
-            trace_id: None,
-            grpc_status: None,
             reason: None,
         }
     }
@@ -197,16 +161,15 @@ mod tests {
     fn a_tail_is_bounded_filtered_and_read_after_a_mark() {
         for i in 0..LINES_PER_SERVICE + 20 {
             let status = if i % 4 == 0 { 503 } else { 200 };
-            keep(&record("acc-t1", &format!("/r{i}?secret=1"), status), false);
+            keep("acc-t1", line(&format!("/r{i}"), status));
         }
-        keep(&record("acc-t2", "/other", 200), false);
+        keep("acc-t2", line("/other", 200));
         let all = lines("acc-t1", StatusFilter::All, 0, usize::MAX);
         assert_eq!(all.len(), LINES_PER_SERVICE, "bounded per service");
         assert_eq!(
             all.last().unwrap().path,
             format!("/r{}", LINES_PER_SERVICE + 19)
         );
-        assert_eq!(all[0].duration_ms, 1.23);
         let errors = lines("acc-t1", StatusFilter::parse("5xx").unwrap(), 0, 3);
         assert_eq!(errors.len(), 3);
         assert!(errors.iter().all(|l| l.status == 503));

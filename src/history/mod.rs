@@ -20,8 +20,6 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::requests::RequestSnapshot;
-use crate::service::Service;
-use crate::service::instance::InstanceState;
 pub use point::{Buckets, ErrorPercent, Point, PointView, Rates, RevisionPoint, RevisionPointView};
 
 /// The fine ring: one step a second for 10 minutes.
@@ -62,57 +60,6 @@ pub struct RevisionSample {
     pub errors: u64,
     pub ready: u16,
     pub percent: u8,
-}
-
-impl Sample {
-    /// Reads `svc`'s counts and gauges, as of unix second `t`.
-    pub fn of(svc: &Service, t: u32) -> Sample {
-        let instances = svc.instances.load();
-        let mut by_state = [0u16; 5];
-        for i in instances.iter() {
-            let slot = match i.state() {
-                InstanceState::Starting => 0,
-                InstanceState::Ready => 1,
-                InstanceState::Draining => 2,
-                InstanceState::Unhealthy => 3,
-                InstanceState::Frozen => 4,
-                InstanceState::Stopped => continue,
-            };
-            by_state[slot] = by_state[slot].saturating_add(1);
-        }
-        let revisions = svc
-            .traffic
-            .load()
-            .shares
-            .iter()
-            .filter(|s| !s.lane.revision.is_empty())
-            .map(|s| {
-                let rev = s.lane.revision.as_str();
-                let mine = || instances.iter().filter(move |i| i.revision == rev);
-                let (served, errors) = s.lane.totals(mine());
-                RevisionSample {
-                    revision: rev.to_string(),
-                    served,
-                    errors,
-                    ready: mine()
-                        .filter(|i| i.state() == InstanceState::Ready)
-                        .count()
-                        .min(u16::MAX as usize) as u16,
-                    percent: s.percent.min(100) as u8,
-                }
-            })
-            .collect();
-        Sample {
-            t,
-            requests: svc.metrics.requests_snapshot(),
-            cold_starts: svc.metrics.cold_starts.get(),
-            in_flight: svc.in_flight().min(u32::MAX as usize) as u32,
-            queued: svc.queued().min(u32::MAX as usize) as u32,
-            desired: svc.desired.load(std::sync::atomic::Ordering::SeqCst),
-            instances: by_state,
-            revisions,
-        }
-    }
 }
 
 /// A ring that grows to `cap` as it fills, then drops its oldest.
@@ -566,7 +513,7 @@ pub async fn run(state: Arc<crate::State>, cancel: CancellationToken) {
         }
         let t = unix_seconds(SystemTime::now());
         for svc in state.services.load().iter() {
-            svc.history.record(Sample::of(svc, t));
+            svc.history.record(svc.sample(t));
         }
     }
 }

@@ -20,6 +20,7 @@ use serde_json::{Map, Value};
 
 use crate::config::{AccessLogFormat, AccessLogTarget, LogConfig};
 use crate::events::{civil_from_days, rfc3339};
+use crate::history::access::{self, AccessLine, MAX_PATH, MAX_REASON};
 use crate::proxy::trace::TraceId;
 
 /// Records that may wait for the writer; beyond it they are dropped and counted.
@@ -154,10 +155,30 @@ impl Writer {
             AccessLogFormat::Combined => combined_line(&mut self.line, r, self.query),
         }
         self.line.push(b'\n');
-        crate::history::access::keep(r, self.query);
+        if let Some(service) = r.service.as_deref() {
+            access::keep(service, console_line(r, self.query));
+        }
         if let Err(e) = self.out.write_all(&self.line) {
             tracing::warn!("access log: write failed: {e}");
         }
+    }
+}
+
+/// The console's short form of `r` (its `seq` is given when it is kept).
+fn console_line(r: &AccessRecord, query: bool) -> AccessLine {
+    AccessLine {
+        seq: 0,
+        time: rfc3339(r.time),
+        method: r.method.as_str().to_string(),
+        path: access::cut(&String::from_utf8_lossy(target(&r.target, query)), MAX_PATH),
+        status: r.status,
+        duration_ms: (r.duration.as_secs_f64() * 1e5).round() / 100.0,
+        revision: r.revision.as_deref().map(str::to_string),
+        instance: r.instance.as_deref().map(str::to_string),
+        bytes_out: r.bytes_out,
+        client: r.client.ip().to_string(),
+        cold_start: r.cold_start,
+        reason: r.reason.as_deref().map(|why| access::cut(why, MAX_REASON)),
     }
 }
 
@@ -369,6 +390,17 @@ mod tests {
             grpc_status: None,
             reason: None,
         }
+    }
+
+    #[test]
+    fn the_console_line_drops_the_query_and_rounds_the_duration() {
+        let line = console_line(&record("/orders?secret=1"), false);
+        assert_eq!(line.path, "/orders");
+        assert_eq!(line.duration_ms, 12.35);
+        assert_eq!(line.client, "10.0.0.7");
+        assert_eq!(console_line(&record("/o?q=1"), true).path, "/o?q=1");
+        let long = format!("/{}", "a".repeat(MAX_PATH + 10));
+        assert!(console_line(&record(&long), false).path.ends_with('…'));
     }
 
     fn config(access: AccessLogTarget, format: AccessLogFormat) -> LogConfig {

@@ -15,6 +15,7 @@ pub mod probe_grpc;
 pub mod reconciler;
 pub mod remote;
 pub mod revision;
+mod sample;
 pub mod state;
 pub mod traffic;
 
