@@ -100,11 +100,28 @@ impl Fleet {
     /// SIGKILLs the leader; returns the new one once a live replica leads (within `limit`) and
     /// the others know it.
     async fn kill_leader(&mut self, limit: Duration) -> usize {
+        self.kill_leader_and(limit, async {}).await
+    }
+
+    /// As [`Fleet::kill_leader`], doing `meanwhile` before a new leader is known (`limit` counts
+    /// from its end).
+    async fn kill_leader_and(
+        &mut self,
+        limit: Duration,
+        meanwhile: impl std::future::Future<Output = ()>,
+    ) -> usize {
         let old = self.replicas[self.leader].name.clone();
+        let killed = tokio::time::Instant::now();
         self.replicas[self.leader].w.proc.signal(libc::SIGKILL);
         self.dead.push(self.leader);
+        meanwhile.await;
         let live: Vec<usize> = (0..3).filter(|i| !self.dead.contains(i)).collect();
-        let (new, took) = new_leader_within(&self.replicas, &live, &old, limit).await;
+        let (new, took) = (
+            new_leader_within(&self.replicas, &live, &old, limit)
+                .await
+                .0,
+            killed.elapsed(),
+        );
         // Every live replica knows it before the test goes on through them.
         assert_eq!(agreed_leader(&self.replicas, &live).await, new);
         self.leader = new;
@@ -564,7 +581,23 @@ async fn a_deploy_and_a_split_made_through_the_api_outlive_the_leader() {
     };
     let (old, new) = deploy_through_a_follower(&f).await;
     let others = [f.after_leader(1), f.after_leader(2)];
-    let new_leader = f.kill_leader(Duration::from_secs(4)).await;
+    let via = f.replicas[others[0]].w.admin;
+    let new_leader = f
+        .kill_leader_and(Duration::from_secs(4), async move {
+            // Sent while `via` still names the dead leader: it waits for the next one and is
+            // answered, not refused (the call never reached the dead one).
+            let all_latest = serde_json::json!({ "traffic": [{ "latest": true, "percent": 100 }] });
+            let (status, body) = admin_call(
+                via,
+                http::Method::PUT,
+                "/v1/services/web/traffic",
+                Some(&all_latest),
+                None,
+            )
+            .await;
+            assert!(status.is_success(), "{status}: {body}");
+        })
+        .await;
     // The revision deployed through the API is still the one served, by every live replica.
     all_answer_from(&f, &others, &new).await;
     let revisions = f.replicas[new_leader]

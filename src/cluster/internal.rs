@@ -126,6 +126,7 @@ async fn handle(
             if !cluster.leading() {
                 return reply(StatusCode::CONFLICT, "not the leader");
             }
+            cluster.until_acting().await;
             let path = &p["/cluster/admin".len()..];
             admin(state.clone(), method, path.to_string(), query, body).await
         }

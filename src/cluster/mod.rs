@@ -56,6 +56,10 @@ pub struct Cluster {
     /// The last etcd call answered (cleared when one could not reach any endpoint).
     etcd_ok: AtomicBool,
     http: HttpClient<HttpConnector, Full<Bytes>>,
+    /// For forwarded admin writes: a new connection each, so that a dead leader shows as a
+    /// refused connect (safe to send elsewhere), never as a pooled connection that closed after
+    /// the call was written (which may have been carried out).
+    fresh: HttpClient<HttpConnector, Full<Bytes>>,
     listener: std::sync::Mutex<Option<TcpListener>>,
     gauges: [prometheus::IntGauge; 4],
     /// The last view of each service read from etcd or written to it.
@@ -67,6 +71,8 @@ pub struct Cluster {
     /// The lease under which this replica last loaded the stored state to lead (0: none); its
     /// writer writes nothing before.
     pub(crate) loaded_for: AtomicI64,
+    /// This replica leads and its controllers run: admin calls can be applied here.
+    pub(crate) acting: watch::Sender<bool>,
     pub(crate) lead_loaded: tokio::sync::Notify,
 }
 
@@ -116,13 +122,17 @@ impl Cluster {
             role: watch::Sender::new(Role::default()),
             members: ArcSwap::from_pointee(Vec::new()),
             etcd_ok: AtomicBool::new(true),
-            http: HttpClient::builder(TokioExecutor::new()).build(connector),
+            http: HttpClient::builder(TokioExecutor::new()).build(connector.clone()),
+            fresh: HttpClient::builder(TokioExecutor::new())
+                .pool_max_idle_per_host(0)
+                .build(connector),
             listener: std::sync::Mutex::new(Some(listener)),
             gauges: metrics.cluster(),
             views: std::sync::Mutex::new(HashMap::new()),
             following: AtomicBool::new(true),
             stored: std::sync::Mutex::new(HashMap::new()),
             loaded_for: AtomicI64::new(0),
+            acting: watch::Sender::new(false),
             lead_loaded: tokio::sync::Notify::new(),
         }))
     }
@@ -137,12 +147,17 @@ impl Cluster {
 
     /// The leader's internal endpoint, when a leader is known.
     pub fn leader_endpoint(&self) -> Option<String> {
+        self.leader_named().map(|(_, endpoint)| endpoint)
+    }
+
+    /// The leader's name and internal endpoint, when both are known.
+    fn leader_named(&self) -> Option<(String, String)> {
         let leader = self.role.borrow().leader.clone()?;
         self.members
             .load()
             .iter()
             .find(|m| m.record.name == leader)
-            .map(|m| m.record.advertise.clone())
+            .map(|m| (leader.clone(), m.record.advertise.clone()))
     }
 
     pub(crate) fn etcd_reachable(&self, ok: bool) {
@@ -198,27 +213,65 @@ impl Cluster {
         path_and_query: &str,
         body: Bytes,
         timeout: Duration,
-    ) -> Result<(StatusCode, Bytes), String> {
+    ) -> Result<(StatusCode, Bytes), CallError> {
+        self.call_on(&self.http, endpoint, method, path_and_query, body, timeout)
+            .await
+    }
+
+    async fn call_on(
+        &self,
+        client: &HttpClient<HttpConnector, Full<Bytes>>,
+        endpoint: &str,
+        method: Method,
+        path_and_query: &str,
+        body: Bytes,
+        timeout: Duration,
+    ) -> Result<(StatusCode, Bytes), CallError> {
+        let failed = |detail: String| CallError {
+            unsent: false,
+            detail,
+        };
         let req = http::Request::builder()
             .method(method)
             .uri(format!("http://{endpoint}{path_and_query}"))
             .header(http::header::CONTENT_TYPE, "application/json")
             .body(Full::new(body))
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| failed(e.to_string()))?;
         let call = async {
-            let resp = self.http.request(req).await.map_err(|e| e.to_string())?;
+            let resp = client.request(req).await.map_err(|e| CallError {
+                unsent: e.is_connect(),
+                detail: e.to_string(),
+            })?;
             let status = resp.status();
             let body = resp
                 .into_body()
                 .collect()
                 .await
-                .map_err(|e| e.to_string())?
+                .map_err(|e| failed(e.to_string()))?
                 .to_bytes();
             Ok((status, body))
         };
         tokio::time::timeout(timeout, call)
             .await
-            .map_err(|_| format!("{endpoint} did not answer within {timeout:?}"))?
+            .map_err(|_| failed(format!("{endpoint} did not answer within {timeout:?}")))?
+    }
+
+    /// Waits, at most a lease and a second, until this replica's controllers run as the leader:
+    /// a call taken in between would find them stopped.
+    pub(crate) async fn until_acting(&self) {
+        let mut acting = self.acting.subscribe();
+        let within = self.config.lease + Duration::from_secs(1);
+        let _ = tokio::time::timeout(within, acting.wait_for(|a| *a)).await;
+    }
+
+    /// Waits, at most a lease and a second, for a leader other than `gone`; false if none came.
+    async fn next_leader(&self, gone: &str) -> bool {
+        let mut role = self.role.subscribe();
+        let wait = role.wait_for(|r| r.leader.as_deref().is_some_and(|l| l != gone));
+        matches!(
+            tokio::time::timeout(self.config.lease + Duration::from_secs(1), wait).await,
+            Ok(Ok(_))
+        )
     }
 
     /// Starts every task of this replica's membership; they end with `stop`.
@@ -363,6 +416,20 @@ pub fn health_detail(state: &State) -> Option<String> {
     }
 }
 
+/// Why a call to another replica failed; `unsent`: it never reached the other side (no
+/// connection), so sending it elsewhere cannot apply it twice.
+#[derive(Debug)]
+pub(crate) struct CallError {
+    pub(crate) unsent: bool,
+    detail: String,
+}
+
+impl std::fmt::Display for CallError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.detail)
+    }
+}
+
 /// In a cluster, a follower's state-changing API call goes to the leader, which applies it as
 /// its own; `None`: answer it here.
 pub async fn forward_admin(
@@ -377,7 +444,11 @@ pub async fn forward_admin(
         *method,
         Method::POST | Method::PUT | Method::DELETE | Method::PATCH
     );
-    if !writes || !path.starts_with("/v1/services") || cluster.leading() {
+    if !writes || !path.starts_with("/v1/services") {
+        return None;
+    }
+    if cluster.leading() {
+        cluster.until_acting().await;
         return None;
     }
     let answer = |status: StatusCode, body: Bytes| {
@@ -389,31 +460,52 @@ pub async fn forward_admin(
         );
         r
     };
-    let Some(leader) = cluster.leader_endpoint() else {
-        let msg = serde_json::json!({
-            "error": "no cluster leader is known (is etcd reachable?): changes are paused; try again"
-        });
-        return Some(answer(
-            StatusCode::SERVICE_UNAVAILABLE,
-            Bytes::from(msg.to_string()),
-        ));
-    };
     let target = if query.is_empty() {
         format!("/cluster/admin{path}")
     } else {
         format!("/cluster/admin{path}?{query}")
     };
-    Some(
-        match cluster
-            .call(&leader, method.clone(), &target, body.clone(), CALL_TIMEOUT)
-            .await
-        {
-            Ok((status, body)) => answer(status, body),
+    // A leader that died is replaced within a lease: the call then goes to the new one (or is
+    // answered here, if this replica took the lead). A POST that may have reached the dead one
+    // is never sent again (it could be a deploy carried out twice); a PUT or a DELETE says the
+    // same thing twice, so it is.
+    let idempotent = matches!(*method, Method::PUT | Method::DELETE);
+    let mut retried = false;
+    loop {
+        let Some((name, leader)) = cluster.leader_named() else {
+            let msg = serde_json::json!({
+                "error": "no cluster leader is known (is etcd reachable?): changes are paused; try again"
+            });
+            return Some(answer(
+                StatusCode::SERVICE_UNAVAILABLE,
+                Bytes::from(msg.to_string()),
+            ));
+        };
+        let call = cluster.call_on(
+            &cluster.fresh,
+            &leader,
+            method.clone(),
+            &target,
+            body.clone(),
+            CALL_TIMEOUT,
+        );
+        match call.await {
+            Ok((status, body)) => return Some(answer(status, body)),
+            Err(e) if (e.unsent || idempotent) && !retried && cluster.next_leader(&name).await => {
+                retried = true;
+                if cluster.leading() {
+                    cluster.until_acting().await;
+                    return None;
+                }
+            }
             Err(e) => {
                 let msg =
                     serde_json::json!({ "error": format!("the cluster leader at {leader}: {e}") });
-                answer(StatusCode::BAD_GATEWAY, Bytes::from(msg.to_string()))
+                return Some(answer(
+                    StatusCode::BAD_GATEWAY,
+                    Bytes::from(msg.to_string()),
+                ));
             }
-        },
-    )
+        }
+    }
 }

@@ -45,8 +45,10 @@ pub(super) async fn run(cluster: Arc<Cluster>, state: Arc<State>, stop: Cancella
                 if cluster.following.swap(false, SeqCst) {
                     state.start_controllers();
                 }
+                cluster.acting.send_replace(true);
             }
             (None, Some(other)) if other != cluster.config.name => {
+                cluster.acting.send_replace(false);
                 for svc in services.iter() {
                     svc.remote.set_acting(false);
                 }
@@ -56,6 +58,7 @@ pub(super) async fn run(cluster: Arc<Cluster>, state: Arc<State>, stop: Cancella
                 }
             }
             _ => {
+                cluster.acting.send_replace(false);
                 for svc in services.iter() {
                     svc.remote.set_acting(false);
                 }

@@ -179,6 +179,17 @@ function handle(e) {
 // from and its share of the requests served (as the leader last pulled them).
 async function refreshCluster() {
   if (state.clustered === false) return;
+  if (state.clustered === null) {
+    // `/healthz` names the cluster in a replica: a wakeway that runs alone is not asked for a
+    // view it does not have (a 404 would show as an error in the browser's console).
+    const health = await fetch('/healthz', { cache: 'no-store', credentials: 'omit' })
+      .then((r) => (r.ok ? r.text() : ''))
+      .catch(() => '');
+    if (!health.includes('\ncluster: ')) {
+      state.clustered = false;
+      return;
+    }
+  }
   let view;
   try {
     view = await api('GET', '/v1/cluster');
