@@ -22,10 +22,12 @@ const HOST: &str = "web.localhost";
 
 /// etcd, the engine, three replicas of one docker service `web` with these scaling settings,
 /// and the replica they agreed leads.
+/// Fields drop in order: the replicas end before the engine's cleanup removes this test's
+/// containers, so that no leader is left to start them again.
 struct Fleet {
-    etcd: Etcd,
-    t: DockerTest,
     replicas: Vec<Replica>,
+    t: DockerTest,
+    etcd: Etcd,
     leader: usize,
     /// Replicas killed by the test.
     dead: Vec<usize>,
@@ -41,9 +43,9 @@ impl Fleet {
         let replicas = three(&t, &etcd, &services, "3s").await;
         let leader = agreed_leader(&replicas, &[0, 1, 2]).await;
         Some(Fleet {
-            etcd,
-            t,
             replicas,
+            t,
+            etcd,
             leader,
             dead: Vec::new(),
         })
