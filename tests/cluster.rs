@@ -8,15 +8,12 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering::SeqCst};
 use std::time::Duration;
 
 use common::cluster::*;
 use common::docker::*;
 use common::*;
 use http::StatusCode;
-use tokio_util::sync::CancellationToken;
 
 const HOST: &str = "web.localhost";
 
@@ -132,59 +129,6 @@ impl Fleet {
             self.replicas[new].name
         );
         new
-    }
-}
-
-/// Requests kept up through some replicas until `end`, counting those that fail.
-struct Load {
-    stop: CancellationToken,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
-    sent: Arc<AtomicU32>,
-    failed: Arc<AtomicU32>,
-}
-
-impl Load {
-    /// `each` loops of `path` through every address in `addrs`.
-    fn through(addrs: &[SocketAddr], each: usize, path: &'static str) -> Load {
-        let (stop, sent, failed) = (
-            CancellationToken::new(),
-            Arc::new(AtomicU32::new(0)),
-            Arc::new(AtomicU32::new(0)),
-        );
-        let mut tasks = Vec::new();
-        for &addr in addrs {
-            for _ in 0..each {
-                let (stop, sent, failed) = (stop.clone(), sent.clone(), failed.clone());
-                tasks.push(tokio::spawn(async move {
-                    while !stop.is_cancelled() {
-                        sent.fetch_add(1, SeqCst);
-                        match try_get(addr, HOST, path).await {
-                            Ok(r) if r.status == StatusCode::OK => {}
-                            other => {
-                                eprintln!("failed: {:?}", other.map(|r| (r.status, r.text())));
-                                failed.fetch_add(1, SeqCst);
-                            }
-                        }
-                    }
-                }));
-            }
-        }
-        Load {
-            stop,
-            tasks,
-            sent,
-            failed,
-        }
-    }
-
-    /// Ends the load; asserts that no request failed.
-    async fn end_without_failure(self, what: &str) {
-        self.stop.cancel();
-        for t in self.tasks {
-            t.await.unwrap();
-        }
-        let (failed, sent) = (self.failed.load(SeqCst), self.sent.load(SeqCst));
-        assert_eq!(failed, 0, "{what}: {failed} of {sent} requests failed");
     }
 }
 
@@ -336,7 +280,7 @@ async fn the_leader_killed_under_load_is_replaced_within_the_lease_without_a_fai
         return;
     };
     let others = [f.after_leader(1), f.after_leader(2)];
-    let load = Load::through(&f.proxies(&others), 2, "/?sleep=50ms");
+    let load = SteadyLoad::through(HOST, &f.proxies(&others), 2, "/?sleep=50ms");
     f.views_hold(&others, 2).await;
     let before: BTreeSet<String> = f.running_instances().await;
     assert_eq!(
@@ -416,7 +360,7 @@ async fn demand_spread_over_three_replicas_is_summed_by_the_leader() {
     let busy_from = (etcd_traffic(&f.replicas).await, tokio::time::Instant::now());
     // Twelve slow requests at a time, four through each replica: alone, each would want two
     // instances (4 / 2); the leader must want six.
-    let load = Load::through(&f.proxies(&[0, 1, 2]), 4, "/?sleep=2s");
+    let load = SteadyLoad::through(HOST, &f.proxies(&[0, 1, 2]), 4, "/?sleep=2s");
     // Watched all along: what the engine runs and what each replica's view holds.
     let (mut most_running, mut most_seen) = (0, 0);
     let reached = tokio::time::Instant::now() + DEADLINE;
@@ -472,7 +416,7 @@ async fn with_etcd_stopped_every_replica_serves_the_fleet_and_scaling_resumes_af
         return;
     };
     f.views_hold(&[0, 1, 2], 1).await;
-    let load = Load::through(&f.proxies(&[0, 1, 2]), 1, "/?sleep=20ms");
+    let load = SteadyLoad::through(HOST, &f.proxies(&[0, 1, 2]), 1, "/?sleep=20ms");
     f.etcd.stop();
     // Past the lease: nobody leads, every replica says why in /healthz, and still serves.
     for rep in &f.replicas {
@@ -524,7 +468,7 @@ async fn with_etcd_stopped_every_replica_serves_the_fleet_and_scaling_resumes_af
 async fn deploy_through_a_follower(f: &Fleet) -> (String, String) {
     f.views_hold(&[0, 1, 2], 1).await;
     let old = revision_of_instance(&ready_at(&f.replicas[0], "web").await[0]).to_string();
-    let load = Load::through(&f.proxies(&[0, 1, 2]), 1, "/?sleep=20ms");
+    let load = SteadyLoad::through(HOST, &f.proxies(&[0, 1, 2]), 1, "/?sleep=20ms");
     let d = f.replicas[f.after_leader(1)]
         .w
         .deploy("web", serde_json::json!({ "update_env": { "V": "2" } }))

@@ -4,7 +4,12 @@
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering::SeqCst};
 use std::time::Duration;
+
+use http::StatusCode;
+use tokio_util::sync::CancellationToken;
 
 use serde_json::Value;
 
@@ -196,4 +201,62 @@ pub fn per_second(before: (f64, f64), after: (f64, f64), secs: f64) -> String {
         (after.0 - before.0) / secs,
         (after.1 - before.1) / secs
     )
+}
+
+/// Requests kept up through some replicas until `end`, counting those that fail.
+pub struct SteadyLoad {
+    stop: CancellationToken,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    sent: Arc<AtomicU32>,
+    failed: Arc<AtomicU32>,
+}
+
+impl SteadyLoad {
+    /// `each` loops of `path` at `host` through every address in `addrs`.
+    pub fn through(
+        host: &'static str,
+        addrs: &[SocketAddr],
+        each: usize,
+        path: &'static str,
+    ) -> SteadyLoad {
+        let (stop, sent, failed) = (
+            CancellationToken::new(),
+            Arc::new(AtomicU32::new(0)),
+            Arc::new(AtomicU32::new(0)),
+        );
+        let mut tasks = Vec::new();
+        for &addr in addrs {
+            for _ in 0..each {
+                let (stop, sent, failed) = (stop.clone(), sent.clone(), failed.clone());
+                tasks.push(tokio::spawn(async move {
+                    while !stop.is_cancelled() {
+                        sent.fetch_add(1, SeqCst);
+                        match try_get(addr, host, path).await {
+                            Ok(r) if r.status == StatusCode::OK => {}
+                            other => {
+                                eprintln!("failed: {:?}", other.map(|r| (r.status, r.text())));
+                                failed.fetch_add(1, SeqCst);
+                            }
+                        }
+                    }
+                }));
+            }
+        }
+        SteadyLoad {
+            stop,
+            tasks,
+            sent,
+            failed,
+        }
+    }
+
+    /// Ends the load; asserts that no request failed.
+    pub async fn end_without_failure(self, what: &str) {
+        self.stop.cancel();
+        for t in self.tasks {
+            t.await.unwrap();
+        }
+        let (failed, sent) = (self.failed.load(SeqCst), self.sent.load(SeqCst));
+        assert_eq!(failed, 0, "{what}: {failed} of {sent} requests failed");
+    }
 }
