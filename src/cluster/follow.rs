@@ -160,6 +160,7 @@ async fn wake_leader(cluster: Arc<Cluster>, svc: Arc<Service>, stop: Cancellatio
             let body = Bytes::from(serde_json::to_vec(&wake).unwrap_or_default());
             if let Err(e) = cluster
                 .call(
+                    &cluster.http,
                     &leader,
                     Method::POST,
                     "/cluster/wake",

@@ -205,20 +205,9 @@ impl Cluster {
         }
     }
 
-    /// One call to another replica's internal endpoint.
+    /// One call to another replica's internal endpoint, through `client` (`http`, pooled, or
+    /// `fresh`).
     pub(crate) async fn call(
-        &self,
-        endpoint: &str,
-        method: Method,
-        path_and_query: &str,
-        body: Bytes,
-        timeout: Duration,
-    ) -> Result<(StatusCode, Bytes), CallError> {
-        self.call_on(&self.http, endpoint, method, path_and_query, body, timeout)
-            .await
-    }
-
-    async fn call_on(
         &self,
         client: &HttpClient<HttpConnector, Full<Bytes>>,
         endpoint: &str,
@@ -358,6 +347,7 @@ async fn pull_demand(cluster: Arc<Cluster>, state: Arc<State>, stop: Cancellatio
             async move {
                 let (status, body) = cluster
                     .call(
+                        &cluster.http,
                         &endpoint,
                         Method::GET,
                         "/cluster/demand",
@@ -481,7 +471,7 @@ pub async fn forward_admin(
                 Bytes::from(msg.to_string()),
             ));
         };
-        let call = cluster.call_on(
+        let call = cluster.call(
             &cluster.fresh,
             &leader,
             method.clone(),
